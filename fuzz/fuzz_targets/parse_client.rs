@@ -1,0 +1,16 @@
+//! Raw bytes into the client-line parser: never panics, errors point inside the line, and whatever
+//! parses re-encodes to a line that parses to the same message.
+#![no_main]
+
+use herd_proto::Message;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|line: &[u8]| {
+    match Message::parse(line) {
+        Ok(m) => {
+            let bytes = m.to_bytes();
+            assert_eq!(Message::parse(&bytes).as_ref(), Ok(&m));
+        }
+        Err(e) => assert!(e.offset <= line.len()),
+    }
+});

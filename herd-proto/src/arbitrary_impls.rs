@@ -1,0 +1,158 @@
+//! `Arbitrary` impls that build only valid messages, so a fuzzer explores the encoder and the parser
+//! together (`parse(encode(m)) == m`) instead of being rejected at the first field.
+
+use std::borrow::Cow;
+
+use arbitrary::{Arbitrary, Result, Unstructured};
+
+use crate::message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
+use crate::peer::{PeerMessage, PEER_VERSION};
+use crate::time::{TimeDiff, Timestamp};
+
+/// A non-empty run of non-white-space bytes.
+fn token(u: &mut Unstructured<'_>) -> Result<Cow<'static, [u8]>> {
+    let mut v: Vec<u8> = Vec::<u8>::arbitrary(u)?
+        .into_iter()
+        .filter(|&b| !crate::parse::is_ws(b))
+        .take(64)
+        .collect();
+    if v.is_empty() {
+        v.push(u.int_in_range(b'!'..=b'~')?);
+    }
+    Ok(Cow::Owned(v))
+}
+
+fn digits(u: &mut Unstructured<'_>, min: usize, max: usize) -> Result<String> {
+    let n = u.int_in_range(min..=max)?;
+    (0..n)
+        .map(|_| Ok(char::from(u.int_in_range(b'0'..=b'9')?)))
+        .collect()
+}
+
+/// `[+-]D+(.D+)?` with an integer part below `max` (so any fraction stays in range), or `max` exactly.
+fn degrees(u: &mut Unstructured<'_>, max: u32) -> Result<String> {
+    let sign = if bool::arbitrary(u)? { '-' } else { '+' };
+    let zeros = "0".repeat(u.int_in_range(0..=2)?);
+    if u.ratio(1, 8)? {
+        let frac = if bool::arbitrary(u)? {
+            format!(".{}", "0".repeat(u.int_in_range(1..=4)?))
+        } else {
+            String::new()
+        };
+        return Ok(format!("{sign}{zeros}{max}{frac}"));
+    }
+    let int = u.int_in_range(0..=max - 1)?;
+    let frac = if bool::arbitrary(u)? {
+        format!(".{}", digits(u, 1, 12)?)
+    } else {
+        String::new()
+    };
+    Ok(format!("{sign}{zeros}{int}{frac}"))
+}
+
+impl<'a> Arbitrary<'a> for Location<'static> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let text = format!("{}{}", degrees(u, 90)?, degrees(u, 180)?);
+        Location::parse(text.as_bytes())
+            .map(Location::into_owned)
+            .map_err(|_| arbitrary::Error::IncorrectFormat)
+    }
+}
+
+impl<'a> Arbitrary<'a> for ClientTime<'static> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let secs = u64::arbitrary(u)?;
+        let text = if bool::arbitrary(u)? {
+            format!("{secs}.{}", digits(u, 1, 9)?)
+        } else {
+            secs.to_string()
+        };
+        ClientTime::parse(text.as_bytes())
+            .map(ClientTime::into_owned)
+            .map_err(|_| arbitrary::Error::IncorrectFormat)
+    }
+}
+
+impl<'a> Arbitrary<'a> for Radius<'static> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let int = u.int_in_range(0..=50u32)?;
+        let text = if int == 50 || bool::arbitrary(u)? {
+            format!("{}", int.max(1))
+        } else {
+            format!("{int}.{}1", digits(u, 0, 8)?)
+        };
+        Radius::parse(text.as_bytes())
+            .map(Radius::into_owned)
+            .map_err(|_| arbitrary::Error::IncorrectFormat)
+    }
+}
+
+impl<'a> Arbitrary<'a> for Timestamp {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(
+            Timestamp::new(u64::arbitrary(u)?, u.int_in_range(0..=999_999_999)?)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl<'a> Arbitrary<'a> for TimeDiff {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(TimeDiff::from_nanos(i128::arbitrary(u)?))
+    }
+}
+
+impl<'a> Arbitrary<'a> for Message<'static> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(if bool::arbitrary(u)? {
+            Message::IAmAt(IAmAt {
+                client: token(u)?,
+                location: Location::arbitrary(u)?,
+                time: ClientTime::arbitrary(u)?,
+            })
+        } else {
+            Message::WhatsAt(WhatsAt {
+                client: token(u)?,
+                radius: Radius::arbitrary(u)?,
+                bound: u.int_in_range(0..=WhatsAt::MAX_BOUND)?,
+            })
+        })
+    }
+}
+
+impl<'a> Arbitrary<'a> for AtRecord<'static> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(AtRecord {
+            server: token(u)?,
+            diff: TimeDiff::arbitrary(u)?,
+            client: token(u)?,
+            location: Location::arbitrary(u)?,
+            time: ClientTime::arbitrary(u)?,
+        })
+    }
+}
+
+impl<'a> Arbitrary<'a> for PeerMessage<'static> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(match u.int_in_range(0..=7u8)? {
+            0 => PeerMessage::Hello {
+                version: PEER_VERSION,
+                name: token(u)?,
+                nonce: token(u)?,
+            },
+            1 => PeerMessage::Welcome {
+                name: token(u)?,
+                nonce: token(u)?,
+                proof: token(u)?,
+            },
+            2 => PeerMessage::Proof { proof: token(u)? },
+            3 => PeerMessage::Refused { reason: token(u)? },
+            4 => PeerMessage::Synced {
+                count: u64::arbitrary(u)?,
+            },
+            5 => PeerMessage::Ping,
+            6 => PeerMessage::Pong,
+            _ => PeerMessage::Record(AtRecord::arbitrary(u)?),
+        })
+    }
+}

@@ -1,0 +1,91 @@
+//! The herd line protocol: typed messages, exact parsing and encoding.
+//!
+//! A herd is a few servers that mobile clients talk to over TCP lines. Clients say where they are
+//! (`IAMAT`) and ask what is near another client (`WHATSAT`); servers answer with `AT` records and flood
+//! them to each other over peer links. This crate is the protocol and nothing else: it does no I/O,
+//! reads no clock (times are passed in) and never panics on any input.
+//!
+//! - [`Message`]: the client lines `IAMAT` and `WHATSAT`, parsed from bytes, borrowing from them.
+//! - [`AtRecord`]: a client's location record (one AT line), ordered by the herd's convergence order.
+//! - [`PeerMessage`]: the server-to-server lines (greeting, records, catch-up, keep-alive).
+//! - [`write_invalid`], [`write_whatsat`]: the replies that are not one message.
+//! - [`HerdCodec`] (feature `codec`): a `tokio_util` line framer with a finite line limit.
+//!
+//! Client ids are bytes (any bytes but white space, invalid UTF-8 included), so encoding writes bytes:
+//! `write_to(&mut Vec<u8>)` appends the exact wire form without the line terminator. For every valid
+//! message `m`, `Message::parse(&m.to_bytes()) == Ok(m)`.
+//!
+//! # Example
+//! ```
+//! use herd_proto::{AtRecord, Message, Timestamp};
+//!
+//! let line = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450";
+//! let Ok(Message::IAmAt(iamat)) = Message::parse(line) else { panic!("not an IAMAT") };
+//! assert_eq!(&*iamat.client, b"kiwi.cs.ucla.edu");
+//! assert_eq!(iamat.location.latitude(), 34.06893);
+//!
+//! // The server's receive time, read once per line; the difference is exact.
+//! let received = Timestamp::new(1479413884, 655887836).unwrap();
+//! let record = AtRecord::new(b"Alford", iamat, received);
+//! assert_eq!(
+//!     record.to_bytes(),
+//!     b"AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450"
+//! );
+//!
+//! // Errors say what and where.
+//! let err = Message::parse(b"IAMAT kiwi 34.06-118.44 1479413884").unwrap_err();
+//! assert_eq!(err.kind, herd_proto::ErrorKind::Location);
+//! assert_eq!(err.offset, 11);
+//! ```
+//!
+//! # Grammar
+//! ```text
+//! line     = ws* field (ws+ field)* ws*        ws = SP | TAB | CR | LF | FF | VT
+//! IAMAT    = "IAMAT" client location time
+//! WHATSAT  = "WHATSAT" client radius bound
+//! AT       = "AT" server diff client location time
+//! client   = 1*(any byte but ws)               server = 1*(any byte but ws)
+//! location = [+-] D+ ("." D+)? [+-] D+ ("." D+)?   latitude -90..=90, longitude -180..=180
+//! time     = D+ ("." 1*9D)?                    seconds fit in 64 bits
+//! radius   = D+ ("." D+)?                      0 < radius <= 50
+//! bound    = D+                                0..=20
+//! diff     = [+-] D+ "." 9D
+//! ```
+//! The peer lines are described in [`PeerMessage`]'s module, [`peer`].
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod error;
+mod message;
+mod parse;
+pub mod peer;
+mod reply;
+mod time;
+
+#[cfg(feature = "arbitrary")]
+mod arbitrary_impls;
+#[cfg(feature = "codec")]
+pub mod codec;
+
+pub use error::{ErrorKind, ParseError};
+pub use message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
+pub use peer::PeerMessage;
+pub use reply::{write_invalid, write_whatsat};
+pub use time::{TimeDiff, Timestamp};
+
+#[cfg(feature = "codec")]
+pub use codec::{CodecError, HerdCodec, DEFAULT_MAX_LINE};
+
+/// Parses one client line; the same as [`Message::parse`].
+///
+/// # Errors
+/// A [`ParseError`] with the kind and byte offset of the first problem.
+pub fn parse(line: &[u8]) -> Result<Message<'_>, ParseError> {
+    Message::parse(line)
+}
+
+/// Is `b` white space in the protocol's sense (space, tab, CR, LF, form feed, vertical tab)?
+pub fn is_whitespace(b: u8) -> bool {
+    parse::is_ws(b)
+}

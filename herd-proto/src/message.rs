@@ -1,0 +1,468 @@
+//! Typed client messages and AT records, borrowed from the line they were parsed from.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::fmt;
+
+use crate::error::ParseError;
+use crate::parse;
+use crate::time::{TimeDiff, Timestamp};
+
+/// A line a client sends: `IAMAT` or `WHATSAT`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Message<'a> {
+    /// `IAMAT <client> <location> <time>`
+    IAmAt(IAmAt<'a>),
+    /// `WHATSAT <client> <radius> <bound>`
+    WhatsAt(WhatsAt<'a>),
+}
+
+impl<'a> Message<'a> {
+    /// Parses one client line (without its `\n`; surrounding white space is allowed).
+    ///
+    /// # Errors
+    /// A [`ParseError`] with the offset of the first byte that breaks the grammar of PROTOCOL.md §2–3.
+    /// An AT line is an error here: records are accepted only on peer links (see [`PeerMessage`]).
+    ///
+    /// [`PeerMessage`]: crate::PeerMessage
+    pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
+        parse::message(line)
+    }
+
+    /// Appends the wire form, without the line terminator.
+    pub fn write_to(&self, dst: &mut Vec<u8>) {
+        match self {
+            Message::IAmAt(m) => m.write_to(dst),
+            Message::WhatsAt(m) => m.write_to(dst),
+        }
+    }
+
+    /// The wire form as a new vector, without the line terminator.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(80);
+        self.write_to(&mut v);
+        v
+    }
+
+    /// Copies every borrowed field, so the message can outlive the input line.
+    pub fn into_owned(self) -> Message<'static> {
+        match self {
+            Message::IAmAt(m) => Message::IAmAt(m.into_owned()),
+            Message::WhatsAt(m) => Message::WhatsAt(m.into_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Message<'_> {
+    /// The wire form, with invalid UTF-8 in client ids replaced (for humans; use `write_to` for bytes).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
+
+/// A client reporting where it is.
+///
+/// # Format
+/// ```text
+/// IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IAmAt<'a> {
+    /// The client id: one or more bytes that are not white space (not necessarily UTF-8).
+    pub client: Cow<'a, [u8]>,
+    /// Where the client says it is.
+    pub location: Location<'a>,
+    /// When the client says it was there.
+    pub time: ClientTime<'a>,
+}
+
+impl IAmAt<'_> {
+    /// Appends `IAMAT <client> <location> <time>`.
+    pub fn write_to(&self, dst: &mut Vec<u8>) {
+        dst.extend_from_slice(b"IAMAT ");
+        dst.extend_from_slice(&self.client);
+        dst.push(b' ');
+        dst.extend_from_slice(self.location.as_str().as_bytes());
+        dst.push(b' ');
+        dst.extend_from_slice(self.time.as_str().as_bytes());
+    }
+
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> IAmAt<'static> {
+        IAmAt {
+            client: Cow::Owned(self.client.into_owned()),
+            location: self.location.into_owned(),
+            time: self.time.into_owned(),
+        }
+    }
+}
+
+/// A client asking what is near another client.
+///
+/// # Format
+/// ```text
+/// WHATSAT kiwi.cs.ucla.edu 10 5
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WhatsAt<'a> {
+    /// The client whose location is the centre of the search.
+    pub client: Cow<'a, [u8]>,
+    /// The search radius in kilometres (greater than 0, at most 50).
+    pub radius: Radius<'a>,
+    /// The most places to return, 0 to 20.
+    pub bound: u8,
+}
+
+impl WhatsAt<'_> {
+    /// The largest bound the protocol allows.
+    pub const MAX_BOUND: u8 = 20;
+
+    /// Appends `WHATSAT <client> <radius> <bound>`.
+    pub fn write_to(&self, dst: &mut Vec<u8>) {
+        dst.extend_from_slice(b"WHATSAT ");
+        dst.extend_from_slice(&self.client);
+        dst.push(b' ');
+        dst.extend_from_slice(self.radius.as_str().as_bytes());
+        dst.push(b' ');
+        crate::time::write_u128(u128::from(self.bound), dst);
+    }
+
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> WhatsAt<'static> {
+        WhatsAt {
+            client: Cow::Owned(self.client.into_owned()),
+            radius: self.radius.into_owned(),
+            bound: self.bound,
+        }
+    }
+}
+
+/// An ISO 6709 location `[+-]D+(.D+)?[+-]D+(.D+)?`, kept as the exact text the client sent.
+///
+/// The text is echoed byte for byte in AT lines; the degrees are derived from it on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location<'a> {
+    text: Cow<'a, str>,
+    /// Index of the longitude's sign in `text`.
+    split: usize,
+}
+
+impl<'a> Location<'a> {
+    /// Parses and validates a location field (grammar and ranges of PROTOCOL.md §2).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Location`], [`ErrorKind::LatitudeRange`] or [`ErrorKind::LongitudeRange`], with
+    /// offsets into `field`.
+    ///
+    /// [`ErrorKind::Location`]: crate::ErrorKind::Location
+    /// [`ErrorKind::LatitudeRange`]: crate::ErrorKind::LatitudeRange
+    /// [`ErrorKind::LongitudeRange`]: crate::ErrorKind::LongitudeRange
+    pub fn parse(field: &'a [u8]) -> Result<Self, ParseError> {
+        parse::location(field, 0)
+    }
+
+    pub(crate) fn from_validated(text: &'a str, split: usize) -> Self {
+        Location {
+            text: Cow::Borrowed(text),
+            split,
+        }
+    }
+
+    /// Builds a location from degrees with six decimals (about 0.1 m), as clients usually send it.
+    ///
+    /// Returns `None` for a latitude outside -90..=90, a longitude outside -180..=180, or NaN.
+    pub fn from_degrees(latitude: f64, longitude: f64) -> Option<Location<'static>> {
+        if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude) {
+            return None;
+        }
+        let lat = format!("{:+.6}", latitude);
+        let split = lat.len();
+        let text = format!("{lat}{:+.6}", longitude);
+        // Rounding to six decimals never leaves the range, and the text always re-parses.
+        Location::parse(text.as_bytes()).ok()?;
+        Some(Location {
+            text: Cow::Owned(text),
+            split,
+        })
+    }
+
+    /// The exact text, e.g. `+34.068930-118.445127`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The latitude text, e.g. `+34.068930`.
+    pub fn latitude_str(&self) -> &str {
+        &self.text[..self.split]
+    }
+
+    /// The longitude text, e.g. `-118.445127`.
+    pub fn longitude_str(&self) -> &str {
+        &self.text[self.split..]
+    }
+
+    /// The latitude in degrees (rounded to the nearest `f64`).
+    pub fn latitude(&self) -> f64 {
+        self.latitude_str().parse().unwrap_or(0.0)
+    }
+
+    /// The longitude in degrees (rounded to the nearest `f64`).
+    pub fn longitude(&self) -> f64 {
+        self.longitude_str().parse().unwrap_or(0.0)
+    }
+
+    /// Copies the text if it is borrowed.
+    pub fn into_owned(self) -> Location<'static> {
+        Location {
+            text: Cow::Owned(self.text.into_owned()),
+            split: self.split,
+        }
+    }
+}
+
+/// A client's POSIX time `D+(.D{1,9})?`: the exact text and its exact value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientTime<'a> {
+    text: Cow<'a, str>,
+    value: Timestamp,
+}
+
+impl<'a> ClientTime<'a> {
+    /// Parses and validates a time field.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Time`], [`ErrorKind::TimePrecision`] or [`ErrorKind::TimeRange`].
+    ///
+    /// [`ErrorKind::Time`]: crate::ErrorKind::Time
+    /// [`ErrorKind::TimePrecision`]: crate::ErrorKind::TimePrecision
+    /// [`ErrorKind::TimeRange`]: crate::ErrorKind::TimeRange
+    pub fn parse(field: &'a [u8]) -> Result<Self, ParseError> {
+        parse::client_time(field, 0)
+    }
+
+    pub(crate) fn from_validated(text: &'a str, value: Timestamp) -> Self {
+        ClientTime {
+            text: Cow::Borrowed(text),
+            value,
+        }
+    }
+
+    /// The canonical text of a timestamp: seconds, a point and nine digits.
+    pub fn from_timestamp(value: Timestamp) -> ClientTime<'static> {
+        ClientTime {
+            text: Cow::Owned(format!("{}.{:09}", value.secs(), value.subsec_nanos())),
+            value,
+        }
+    }
+
+    /// The exact text the client sent.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The exact value.
+    pub fn value(&self) -> Timestamp {
+        self.value
+    }
+
+    /// Copies the text if it is borrowed.
+    pub fn into_owned(self) -> ClientTime<'static> {
+        ClientTime {
+            text: Cow::Owned(self.text.into_owned()),
+            value: self.value,
+        }
+    }
+}
+
+impl PartialOrd for ClientTime<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ClientTime<'_> {
+    /// By value; equal values with different texts (`1.5`, `1.50`) are ordered by text, so the order
+    /// stays consistent with equality.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.value
+            .cmp(&other.value)
+            .then_with(|| self.text.cmp(&other.text))
+    }
+}
+
+/// A WHATSAT radius in kilometres, `D+(.D+)?`, greater than 0 and at most 50.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Radius<'a> {
+    text: Cow<'a, str>,
+}
+
+impl<'a> Radius<'a> {
+    /// Parses and validates a radius field.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Radius`] or [`ErrorKind::RadiusRange`].
+    ///
+    /// [`ErrorKind::Radius`]: crate::ErrorKind::Radius
+    /// [`ErrorKind::RadiusRange`]: crate::ErrorKind::RadiusRange
+    pub fn parse(field: &'a [u8]) -> Result<Self, ParseError> {
+        parse::radius(field, 0)
+    }
+
+    pub(crate) fn from_validated(text: &'a str) -> Self {
+        Radius {
+            text: Cow::Borrowed(text),
+        }
+    }
+
+    /// The exact text, in kilometres.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The radius in kilometres (rounded to the nearest `f64`).
+    pub fn km(&self) -> f64 {
+        self.text.parse().unwrap_or(0.0)
+    }
+
+    /// The radius in metres as an exact plain decimal, without exponent or needless zeros:
+    /// `10` → `10000`, `10.5` → `10500`, `10.5871263` → `10587.1263`, `0.0001` → `0.1`.
+    pub fn metres(&self) -> String {
+        let (int, frac) = match self.text.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (&*self.text, ""),
+        };
+        let mut frac_digits = frac.as_bytes().to_vec();
+        while frac_digits.len() < 3 {
+            frac_digits.push(b'0');
+        }
+        let (shifted, rest) = frac_digits.split_at(3);
+        let mut whole: String = int.trim_start_matches('0').to_owned();
+        whole.push_str(std::str::from_utf8(shifted).unwrap_or("000"));
+        let whole = whole.trim_start_matches('0');
+        let rest = std::str::from_utf8(rest)
+            .unwrap_or("")
+            .trim_end_matches('0');
+        let mut out = if whole.is_empty() {
+            "0".to_owned()
+        } else {
+            whole.to_owned()
+        };
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out
+    }
+
+    /// Copies the text if it is borrowed.
+    pub fn into_owned(self) -> Radius<'static> {
+        Radius {
+            text: Cow::Owned(self.text.into_owned()),
+        }
+    }
+}
+
+/// A client's location record as the herd stores and floods it: the fields of one AT line.
+///
+/// # Format
+/// ```text
+/// AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450
+/// ```
+///
+/// # Order
+/// `Ord` is the herd's convergence order (PROTOCOL.md §2): client time (exactly), then server name
+/// (bytewise), then time difference (numerically); the greater record wins. For a total order consistent
+/// with equality, records equal in those three are further ordered by client id, location text and time
+/// text, which two servers can only disagree on for the same client at the same instant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AtRecord<'a> {
+    /// Name of the server that received the IAMAT.
+    pub server: Cow<'a, [u8]>,
+    /// That server's receive time minus the client's time.
+    pub diff: TimeDiff,
+    /// The client id, byte for byte.
+    pub client: Cow<'a, [u8]>,
+    /// The location, byte for byte.
+    pub location: Location<'a>,
+    /// The client's time, byte for byte.
+    pub time: ClientTime<'a>,
+}
+
+impl<'a> AtRecord<'a> {
+    /// The record a server named `server` makes of `iamat` received at `received`.
+    pub fn new(server: &'a [u8], iamat: IAmAt<'a>, received: Timestamp) -> Self {
+        AtRecord {
+            server: Cow::Borrowed(server),
+            diff: TimeDiff::between(received, iamat.time.value()),
+            client: iamat.client,
+            location: iamat.location,
+            time: iamat.time,
+        }
+    }
+
+    /// Parses an AT line.
+    ///
+    /// # Errors
+    /// A [`ParseError`] locating the first offending byte.
+    pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
+        parse::at_record(line)
+    }
+
+    /// Appends `AT <server> <diff> <client> <location> <time>`.
+    pub fn write_to(&self, dst: &mut Vec<u8>) {
+        dst.extend_from_slice(b"AT ");
+        dst.extend_from_slice(&self.server);
+        dst.push(b' ');
+        self.diff.write_to(dst);
+        dst.push(b' ');
+        dst.extend_from_slice(&self.client);
+        dst.push(b' ');
+        dst.extend_from_slice(self.location.as_str().as_bytes());
+        dst.push(b' ');
+        dst.extend_from_slice(self.time.as_str().as_bytes());
+    }
+
+    /// The wire form as a new vector, without the line terminator.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(96);
+        self.write_to(&mut v);
+        v
+    }
+
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> AtRecord<'static> {
+        AtRecord {
+            server: Cow::Owned(self.server.into_owned()),
+            diff: self.diff,
+            client: Cow::Owned(self.client.into_owned()),
+            location: self.location.into_owned(),
+            time: self.time.into_owned(),
+        }
+    }
+}
+
+impl PartialOrd for AtRecord<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AtRecord<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.time
+            .value()
+            .cmp(&other.time.value())
+            .then_with(|| self.server.cmp(&other.server))
+            .then_with(|| self.diff.cmp(&other.diff))
+            .then_with(|| self.client.cmp(&other.client))
+            .then_with(|| self.location.cmp(&other.location))
+            .then_with(|| self.time.as_str().cmp(other.time.as_str()))
+    }
+}
+
+impl fmt::Display for AtRecord<'_> {
+    /// The AT line, with invalid UTF-8 replaced (for humans; use `write_to` for bytes).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}

@@ -1,0 +1,301 @@
+//! The nom grammar. Private: the public API speaks only [`ParseError`], never nom's types.
+//!
+//! Every parser here is a `complete` parser over one whole line (the codec owns partial input).
+//! Numbers are validated on their digits, never through `f64`, so `inf`, `NaN`, `1e3`, `.5` and `5.`
+//! are rejected and range checks are exact (`+90.000001` is out of range, `+90.000000` is not).
+
+use std::borrow::Cow;
+
+use nom::bytes::complete::{tag, take_till1, take_while, take_while_m_n};
+use nom::character::complete::{digit1, one_of};
+use nom::combinator::{all_consuming, opt};
+use nom::sequence::preceded;
+use nom::{IResult, Offset, Parser};
+
+use crate::error::{ErrorKind, ParseError};
+use crate::message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
+use crate::peer::{PeerMessage, PEER_VERSION};
+use crate::time::{TimeDiff, Timestamp};
+
+type In<'a> = &'a [u8];
+type Res<'a, O> = IResult<In<'a>, O>;
+
+/// White space of PROTOCOL.md §1: space, tab, CR, LF, form feed, vertical tab.
+#[inline]
+pub(crate) fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+}
+
+/// One field: skips leading white space, then takes the non-white-space run.
+fn field(i: In<'_>) -> Res<'_, In<'_>> {
+    preceded(take_while(is_ws), take_till1(is_ws)).parse(i)
+}
+
+/// Splits `line` into exactly `N` fields, returning each with its offset.
+fn fields<const N: usize>(line: In<'_>) -> Result<[(usize, In<'_>); N], ParseError> {
+    let mut out = [(0, &line[..0]); N];
+    let mut rest = line;
+    for slot in out.iter_mut() {
+        match field(rest) {
+            Ok((r, f)) => {
+                *slot = (line.offset(f), f);
+                rest = r;
+            }
+            Err(_) => return Err(ParseError::new(line.len(), ErrorKind::MissingField)),
+        }
+    }
+    match field(rest) {
+        Ok((_, extra)) => Err(ParseError::new(line.offset(extra), ErrorKind::ExtraField)),
+        Err(_) => Ok(out),
+    }
+}
+
+/// Maps a nom failure inside `field` (which starts at `base` in the line) to a positioned error.
+fn fail(
+    field: In<'_>,
+    base: usize,
+    err: nom::Err<nom::error::Error<In<'_>>>,
+    kind: ErrorKind,
+) -> ParseError {
+    let at = match err {
+        nom::Err::Error(e) | nom::Err::Failure(e) => field.offset(e.input),
+        nom::Err::Incomplete(_) => field.len(),
+    };
+    ParseError::new(base + at, kind)
+}
+
+/// Validated ASCII as `&str`; the grammars below admit only ASCII digits, signs and points.
+fn ascii(b: In<'_>) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
+}
+
+/// `D+(.D+)?` as (integer digits, fraction digits).
+fn decimal(i: In<'_>) -> Res<'_, (In<'_>, Option<In<'_>>)> {
+    (digit1, opt(preceded(tag(&b"."[..]), digit1))).parse(i)
+}
+
+/// `[+-]D+(.D+)?` as (negative?, integer digits, fraction digits).
+fn signed_decimal(i: In<'_>) -> Res<'_, (bool, In<'_>, Option<In<'_>>)> {
+    (one_of(&b"+-"[..]), decimal)
+        .map(|(sign, (int, frac))| (sign == '-', int, frac))
+        .parse(i)
+}
+
+/// Is the decimal `int.frac` at most `max`? Exact on the digits, for any number of them.
+fn at_most(int: In<'_>, frac: Option<In<'_>>, max: u64) -> bool {
+    let int = &int[int.iter().take_while(|&&d| d == b'0').count()..];
+    if int.len() > 19 {
+        return false;
+    }
+    let value = digits_value(int);
+    value < max || (value == max && frac.unwrap_or_default().iter().all(|&d| d == b'0'))
+}
+
+/// The value of at most 19 ASCII digits (fits in `u64`).
+fn digits_value(d: In<'_>) -> u64 {
+    d.iter().fold(0u64, |v, &c| v * 10 + u64::from(c - b'0'))
+}
+
+pub(crate) fn location(f: In<'_>, base: usize) -> Result<Location<'_>, ParseError> {
+    let (_, ((_, lat_i, lat_f), (_, lon_i, lon_f))) =
+        all_consuming((signed_decimal, signed_decimal))
+            .parse(f)
+            .map_err(|e| fail(f, base, e, ErrorKind::Location))?;
+    let split = f.offset(lon_i) - 1;
+    if !at_most(lat_i, lat_f, 90) {
+        return Err(ParseError::new(base, ErrorKind::LatitudeRange));
+    }
+    if !at_most(lon_i, lon_f, 180) {
+        return Err(ParseError::new(base + split, ErrorKind::LongitudeRange));
+    }
+    Ok(Location::from_validated(ascii(f), split))
+}
+
+pub(crate) fn client_time(f: In<'_>, base: usize) -> Result<ClientTime<'_>, ParseError> {
+    let (_, (secs, frac)) = all_consuming(decimal)
+        .parse(f)
+        .map_err(|e| fail(f, base, e, ErrorKind::Time))?;
+    let frac = frac.unwrap_or_default();
+    if frac.len() > 9 {
+        return Err(ParseError::new(
+            base + f.offset(&frac[9..]),
+            ErrorKind::TimePrecision,
+        ));
+    }
+    let secs_digits = &secs[secs.iter().take_while(|&&d| d == b'0').count()..];
+    let secs = (secs_digits.len() <= 20)
+        .then(|| {
+            secs_digits.iter().try_fold(0u64, |v, &c| {
+                v.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+            })
+        })
+        .flatten()
+        .ok_or(ParseError::new(base, ErrorKind::TimeRange))?;
+    let mut nanos = digits_value(frac) as u32;
+    for _ in frac.len()..9 {
+        nanos *= 10;
+    }
+    let value = Timestamp::new(secs, nanos).ok_or(ParseError::new(base, ErrorKind::Time))?;
+    Ok(ClientTime::from_validated(ascii(f), value))
+}
+
+pub(crate) fn radius(f: In<'_>, base: usize) -> Result<Radius<'_>, ParseError> {
+    let (_, (int, frac)) = all_consuming(decimal)
+        .parse(f)
+        .map_err(|e| fail(f, base, e, ErrorKind::Radius))?;
+    let positive = int
+        .iter()
+        .chain(frac.unwrap_or_default())
+        .any(|&d| d != b'0');
+    if !positive || !at_most(int, frac, 50) {
+        return Err(ParseError::new(base, ErrorKind::RadiusRange));
+    }
+    Ok(Radius::from_validated(ascii(f)))
+}
+
+fn bound(f: In<'_>, base: usize) -> Result<u8, ParseError> {
+    let (_, digits) = all_consuming(digit1)
+        .parse(f)
+        .map_err(|e| fail(f, base, e, ErrorKind::Bound))?;
+    if !at_most(digits, None, u64::from(WhatsAt::MAX_BOUND)) {
+        return Err(ParseError::new(base, ErrorKind::BoundRange));
+    }
+    Ok(digits_value(&digits[digits.len().saturating_sub(3)..]) as u8)
+}
+
+fn count(f: In<'_>, base: usize, kind: ErrorKind) -> Result<u64, ParseError> {
+    let (_, digits) = all_consuming(digit1)
+        .parse(f)
+        .map_err(|e| fail(f, base, e, kind))?;
+    digits
+        .iter()
+        .try_fold(0u64, |v, &c| {
+            v.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        })
+        .ok_or(ParseError::new(base, kind))
+}
+
+fn time_diff(f: In<'_>, base: usize) -> Result<TimeDiff, ParseError> {
+    let nine = take_while_m_n(9, 9, |b: u8| b.is_ascii_digit());
+    let (_, (sign, secs, _, frac)) =
+        all_consuming((one_of(&b"+-"[..]), digit1, tag(&b"."[..]), nine))
+            .parse(f)
+            .map_err(|e| fail(f, base, e, ErrorKind::TimeDiff))?;
+    // Accumulate with the sign applied, so that i128::MIN (whose magnitude is not an i128) parses.
+    let neg = sign == '-';
+    let nanos = secs
+        .iter()
+        .chain(frac)
+        .try_fold(0i128, |v, &c| {
+            let d = i128::from(c - b'0');
+            let v = v.checked_mul(10)?;
+            if neg {
+                v.checked_sub(d)
+            } else {
+                v.checked_add(d)
+            }
+        })
+        .ok_or(ParseError::new(base, ErrorKind::TimeDiffRange))?;
+    Ok(TimeDiff::from_nanos(nanos))
+}
+
+/// The first field of a line and where it starts, or `Empty`.
+fn command(line: In<'_>) -> Result<(usize, In<'_>), ParseError> {
+    match field(line) {
+        Ok((_, cmd)) => Ok((line.offset(cmd), cmd)),
+        Err(_) => Err(ParseError::new(0, ErrorKind::Empty)),
+    }
+}
+
+pub(crate) fn message(line: In<'_>) -> Result<Message<'_>, ParseError> {
+    let (at, cmd) = command(line)?;
+    match cmd {
+        b"IAMAT" => {
+            let [_, (_, client), (lo, loc), (to, time)] = fields::<4>(line)?;
+            Ok(Message::IAmAt(IAmAt {
+                client: Cow::Borrowed(client),
+                location: location(loc, lo)?,
+                time: client_time(time, to)?,
+            }))
+        }
+        b"WHATSAT" => {
+            let [_, (_, client), (ro, r), (bo, b)] = fields::<4>(line)?;
+            Ok(Message::WhatsAt(WhatsAt {
+                client: Cow::Borrowed(client),
+                radius: radius(r, ro)?,
+                bound: bound(b, bo)?,
+            }))
+        }
+        _ => Err(ParseError::new(at, ErrorKind::UnknownCommand)),
+    }
+}
+
+fn at_fields<'a>(fs: [(usize, In<'a>); 6]) -> Result<AtRecord<'a>, ParseError> {
+    let [_, (_, server), (d_at, diff), (_, client), (l_at, loc), (t_at, time)] = fs;
+    Ok(AtRecord {
+        server: Cow::Borrowed(server),
+        diff: time_diff(diff, d_at)?,
+        client: Cow::Borrowed(client),
+        location: location(loc, l_at)?,
+        time: client_time(time, t_at)?,
+    })
+}
+
+pub(crate) fn at_record(line: In<'_>) -> Result<AtRecord<'_>, ParseError> {
+    let (at, cmd) = command(line)?;
+    if cmd != b"AT" {
+        return Err(ParseError::new(at, ErrorKind::UnknownCommand));
+    }
+    at_fields(fields::<6>(line)?)
+}
+
+pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> {
+    let (at, cmd) = command(line)?;
+    let b = Cow::Borrowed;
+    Ok(match cmd {
+        b"AT" => PeerMessage::Record(at_fields(fields::<6>(line)?)?),
+        b"HERD-HELLO" => {
+            let [_, (vo, v), (_, name), (_, nonce)] = fields::<4>(line)?;
+            let version = count(v, vo, ErrorKind::Version)?;
+            if version != u64::from(PEER_VERSION) {
+                return Err(ParseError::new(vo, ErrorKind::Version));
+            }
+            PeerMessage::Hello {
+                version: PEER_VERSION,
+                name: b(name),
+                nonce: b(nonce),
+            }
+        }
+        b"HERD-WELCOME" => {
+            let [_, (_, name), (_, nonce), (_, proof)] = fields::<4>(line)?;
+            PeerMessage::Welcome {
+                name: b(name),
+                nonce: b(nonce),
+                proof: b(proof),
+            }
+        }
+        b"HERD-PROOF" => {
+            let [_, (_, proof)] = fields::<2>(line)?;
+            PeerMessage::Proof { proof: b(proof) }
+        }
+        b"HERD-REFUSED" => {
+            let [_, (_, reason)] = fields::<2>(line)?;
+            PeerMessage::Refused { reason: b(reason) }
+        }
+        b"HERD-SYNCED" => {
+            let [_, (co, c)] = fields::<2>(line)?;
+            PeerMessage::Synced {
+                count: count(c, co, ErrorKind::Count)?,
+            }
+        }
+        b"HERD-PING" => {
+            fields::<1>(line)?;
+            PeerMessage::Ping
+        }
+        b"HERD-PONG" => {
+            fields::<1>(line)?;
+            PeerMessage::Pong
+        }
+        _ => return Err(ParseError::new(at, ErrorKind::UnknownCommand)),
+    })
+}

@@ -1,0 +1,166 @@
+//! Server-to-server messages: the herd's own peer wire format (PROTOCOL.md §5).
+//!
+//! A peer link is an ordinary TCP connection to a neighbour's listening address whose first line is a
+//! greeting. It is line based like the client protocol, with the same white space rules:
+//!
+//! ```text
+//! HERD-HELLO 1 <name> <nonce>           dialer → acceptor: who I am, a fresh challenge
+//! HERD-WELCOME <name> <nonce> <proof>   acceptor → dialer: who I am, my challenge, my answer to yours
+//! HERD-PROOF <proof>                    dialer → acceptor: my answer to your challenge
+//! HERD-REFUSED <reason>                 either side, then it closes: e.g. `unknown-peer`, `bad-proof`
+//! AT <server> <diff> <client> <location> <time>   a record, exactly the fields of its AT line
+//! HERD-SYNCED <count>                   end of the catch-up stream: `count` records were sent
+//! HERD-PING / HERD-PONG                 keep-alive
+//! ```
+//!
+//! `nonce` is random per link; `proof` is the hex HMAC-SHA256 of the herd secret over the prover's
+//! name and the other side's nonce, or `-` in a herd without a secret. The secret never crosses the wire.
+//! After the handshake, each side streams every record it holds (the catch-up), ends it with
+//! `HERD-SYNCED`, and from then on floods new records as they come.
+
+use std::borrow::Cow;
+
+use crate::error::ParseError;
+use crate::message::AtRecord;
+use crate::parse;
+
+/// The peer protocol version this crate speaks, sent in `HERD-HELLO`.
+pub const PEER_VERSION: u32 = 1;
+
+/// One line on a peer link.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PeerMessage<'a> {
+    /// `HERD-HELLO <version> <name> <nonce>`: the dialer's greeting.
+    Hello {
+        /// Peer protocol version; this crate speaks [`PEER_VERSION`].
+        version: u32,
+        /// The dialing server's name.
+        name: Cow<'a, [u8]>,
+        /// The dialer's challenge.
+        nonce: Cow<'a, [u8]>,
+    },
+    /// `HERD-WELCOME <name> <nonce> <proof>`: the acceptor's answer.
+    Welcome {
+        /// The accepting server's name.
+        name: Cow<'a, [u8]>,
+        /// The acceptor's challenge.
+        nonce: Cow<'a, [u8]>,
+        /// The acceptor's answer to the dialer's challenge (`-` without a secret).
+        proof: Cow<'a, [u8]>,
+    },
+    /// `HERD-PROOF <proof>`: the dialer's answer to the acceptor's challenge.
+    Proof {
+        /// The answer (`-` without a secret).
+        proof: Cow<'a, [u8]>,
+    },
+    /// `HERD-REFUSED <reason>`: the link is refused and will be closed.
+    Refused {
+        /// A one-word reason.
+        reason: Cow<'a, [u8]>,
+    },
+    /// `AT …`: a record.
+    Record(AtRecord<'a>),
+    /// `HERD-SYNCED <count>`: the catch-up stream is complete.
+    Synced {
+        /// How many records the catch-up sent.
+        count: u64,
+    },
+    /// `HERD-PING`: asks for a `HERD-PONG`.
+    Ping,
+    /// `HERD-PONG`: answers a `HERD-PING`.
+    Pong,
+}
+
+impl<'a> PeerMessage<'a> {
+    /// Parses one peer line.
+    ///
+    /// # Errors
+    /// A [`ParseError`] locating the first offending byte.
+    pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
+        parse::peer_message(line)
+    }
+
+    /// Appends the wire form, without the line terminator.
+    pub fn write_to(&self, dst: &mut Vec<u8>) {
+        let words: &[&[u8]] = match self {
+            PeerMessage::Hello {
+                version,
+                name,
+                nonce,
+            } => {
+                dst.extend_from_slice(b"HERD-HELLO ");
+                crate::time::write_u128(u128::from(*version), dst);
+                &[name, nonce]
+            }
+            PeerMessage::Welcome { name, nonce, proof } => {
+                dst.extend_from_slice(b"HERD-WELCOME");
+                &[name, nonce, proof]
+            }
+            PeerMessage::Proof { proof } => {
+                dst.extend_from_slice(b"HERD-PROOF");
+                &[proof]
+            }
+            PeerMessage::Refused { reason } => {
+                dst.extend_from_slice(b"HERD-REFUSED");
+                &[reason]
+            }
+            PeerMessage::Record(r) => {
+                r.write_to(dst);
+                &[]
+            }
+            PeerMessage::Synced { count } => {
+                dst.extend_from_slice(b"HERD-SYNCED ");
+                crate::time::write_u128(u128::from(*count), dst);
+                &[]
+            }
+            PeerMessage::Ping => {
+                dst.extend_from_slice(b"HERD-PING");
+                &[]
+            }
+            PeerMessage::Pong => {
+                dst.extend_from_slice(b"HERD-PONG");
+                &[]
+            }
+        };
+        for w in words {
+            dst.push(b' ');
+            dst.extend_from_slice(w);
+        }
+    }
+
+    /// The wire form as a new vector, without the line terminator.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(96);
+        self.write_to(&mut v);
+        v
+    }
+
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> PeerMessage<'static> {
+        let own = |c: Cow<'a, [u8]>| Cow::Owned(c.into_owned());
+        match self {
+            PeerMessage::Hello {
+                version,
+                name,
+                nonce,
+            } => PeerMessage::Hello {
+                version,
+                name: own(name),
+                nonce: own(nonce),
+            },
+            PeerMessage::Welcome { name, nonce, proof } => PeerMessage::Welcome {
+                name: own(name),
+                nonce: own(nonce),
+                proof: own(proof),
+            },
+            PeerMessage::Proof { proof } => PeerMessage::Proof { proof: own(proof) },
+            PeerMessage::Refused { reason } => PeerMessage::Refused {
+                reason: own(reason),
+            },
+            PeerMessage::Record(r) => PeerMessage::Record(r.into_owned()),
+            PeerMessage::Synced { count } => PeerMessage::Synced { count },
+            PeerMessage::Ping => PeerMessage::Ping,
+            PeerMessage::Pong => PeerMessage::Pong,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Exact time: POSIX timestamps and signed differences, in integer nanoseconds.
+//!
+//! Floating point would round: `1479413884.392014450` has more significant digits than an `f64` holds,
+//! and the AT time difference must be exact to the nanosecond.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const NANOS_PER_SEC: u32 = 1_000_000_000;
+
+/// A non-negative POSIX time with nanosecond resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    secs: u64,
+    nanos: u32,
+}
+
+impl Timestamp {
+    /// A timestamp from whole seconds and nanoseconds; `None` if `nanos` is one second or more.
+    pub const fn new(secs: u64, nanos: u32) -> Option<Self> {
+        if nanos < NANOS_PER_SEC {
+            Some(Timestamp { secs, nanos })
+        } else {
+            None
+        }
+    }
+
+    /// The system clock's time, or the epoch for a clock set before 1970.
+    pub fn now() -> Self {
+        Self::from_system_time(SystemTime::now())
+    }
+
+    /// Converts a [`SystemTime`]; times before the epoch become the epoch.
+    pub fn from_system_time(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: d.as_secs(),
+                nanos: d.subsec_nanos(),
+            },
+            Err(_) => Timestamp::default(),
+        }
+    }
+
+    /// Whole seconds since the epoch.
+    pub const fn secs(self) -> u64 {
+        self.secs
+    }
+
+    /// Nanoseconds past [`secs`](Self::secs), below one billion.
+    pub const fn subsec_nanos(self) -> u32 {
+        self.nanos
+    }
+
+    /// Nanoseconds since the epoch.
+    pub const fn as_nanos(self) -> i128 {
+        self.secs as i128 * NANOS_PER_SEC as i128 + self.nanos as i128
+    }
+}
+
+/// A signed time difference in nanoseconds: the AT line's "server receive time minus client time".
+///
+/// # Format
+/// Always a sign, the whole seconds, a point and exactly nine digits; zero is positive:
+/// ```text
+/// +0.263873386   -0.500000000   +0.000000000   +1234567.000000001
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TimeDiff(i128);
+
+impl TimeDiff {
+    /// A difference of `nanos` nanoseconds.
+    pub const fn from_nanos(nanos: i128) -> Self {
+        TimeDiff(nanos)
+    }
+
+    /// `received - sent`, exactly.
+    pub const fn between(received: Timestamp, sent: Timestamp) -> Self {
+        TimeDiff(received.as_nanos() - sent.as_nanos())
+    }
+
+    /// The difference in nanoseconds.
+    pub const fn as_nanos(self) -> i128 {
+        self.0
+    }
+
+    /// Appends the wire form (see [Format](Self#format)) to `dst`.
+    pub fn write_to(self, dst: &mut Vec<u8>) {
+        dst.push(if self.0 < 0 { b'-' } else { b'+' });
+        let abs = self.0.unsigned_abs();
+        let secs = abs / NANOS_PER_SEC as u128;
+        let nanos = (abs % NANOS_PER_SEC as u128) as u32;
+        write_u128(secs, dst);
+        dst.push(b'.');
+        let mut frac = [b'0'; 9];
+        let mut n = nanos;
+        for slot in frac.iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        dst.extend_from_slice(&frac);
+    }
+}
+
+impl fmt::Display for TimeDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = Vec::with_capacity(48);
+        self.write_to(&mut buf);
+        // The wire form is ASCII by construction.
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Appends the decimal digits of `n` without allocating.
+pub(crate) fn write_u128(mut n: u128, dst: &mut Vec<u8>) {
+    let mut digits = [0u8; 40];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    dst.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_exactly() {
+        let cases: [(i128, &str); 6] = [
+            (263_873_386, "+0.263873386"),
+            (-500_000_000, "-0.500000000"),
+            (0, "+0.000000000"),
+            (1_234_567_000_000_001, "+1234567.000000001"),
+            (-1, "-0.000000001"),
+            (i128::MIN, "-170141183460469231731687303715.884105728"),
+        ];
+        for (nanos, text) in cases {
+            assert_eq!(TimeDiff::from_nanos(nanos).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn between_is_exact() {
+        let sent = Timestamp::new(1_479_413_884, 392_014_450).unwrap();
+        let recv = Timestamp::new(1_479_413_884, 655_887_836).unwrap();
+        assert_eq!(TimeDiff::between(recv, sent).to_string(), "+0.263873386");
+        assert_eq!(TimeDiff::between(sent, recv).to_string(), "-0.263873386");
+        let far = Timestamp::new(u64::MAX, 999_999_999).unwrap();
+        assert_eq!(
+            TimeDiff::between(Timestamp::default(), far).as_nanos(),
+            -(u64::MAX as i128 * 1_000_000_000 + 999_999_999)
+        );
+    }
+}

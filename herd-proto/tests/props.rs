@@ -1,0 +1,177 @@
+//! Property tests: round trips, no panics on any bytes, a total record order, exact time arithmetic.
+
+use std::borrow::Cow;
+
+use herd_proto::{
+    AtRecord, ClientTime, IAmAt, Location, Message, PeerMessage, Radius, TimeDiff, WhatsAt,
+};
+use proptest::prelude::*;
+
+fn client_id() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        any::<u8>().prop_filter("no white space", |b| !herd_proto::is_whitespace(*b)),
+        1..40,
+    )
+}
+
+fn degrees(max: u32) -> impl Strategy<Value = String> {
+    (
+        any::<bool>(),
+        0..=max,
+        proptest::option::of("[0-9]{1,12}"),
+        0usize..3,
+    )
+        .prop_map(move |(neg, int, frac, zeros)| {
+            let sign = if neg { '-' } else { '+' };
+            let pad = "0".repeat(zeros);
+            match frac {
+                // At the limit only a zero fraction stays in range.
+                Some(f) if int == max => format!("{sign}{pad}{int}.{}", "0".repeat(f.len())),
+                Some(f) => format!("{sign}{pad}{int}.{f}"),
+                None => format!("{sign}{pad}{int}"),
+            }
+        })
+}
+
+fn location() -> impl Strategy<Value = Location<'static>> {
+    (degrees(90), degrees(180)).prop_map(|(a, b)| {
+        Location::parse(format!("{a}{b}").as_bytes())
+            .unwrap()
+            .into_owned()
+    })
+}
+
+fn client_time() -> impl Strategy<Value = ClientTime<'static>> {
+    (any::<u64>(), proptest::option::of("[0-9]{1,9}")).prop_map(|(s, f)| {
+        let text = match f {
+            Some(f) => format!("{s}.{f}"),
+            None => s.to_string(),
+        };
+        ClientTime::parse(text.as_bytes()).unwrap().into_owned()
+    })
+}
+
+fn radius() -> impl Strategy<Value = Radius<'static>> {
+    (
+        1u32..=50,
+        proptest::option::of("[0-9]{0,8}[1-9]"),
+        any::<bool>(),
+    )
+        .prop_map(|(int, frac, below)| {
+            let text = match frac {
+                Some(f) if int < 50 => format!("{}.{f}", if below { int - 1 } else { int }),
+                _ => int.to_string(),
+            };
+            Radius::parse(text.as_bytes()).unwrap().into_owned()
+        })
+}
+
+fn message() -> impl Strategy<Value = Message<'static>> {
+    prop_oneof![
+        (client_id(), location(), client_time()).prop_map(|(c, location, time)| Message::IAmAt(
+            IAmAt {
+                client: Cow::Owned(c),
+                location,
+                time,
+            }
+        )),
+        (client_id(), radius(), 0u8..=20).prop_map(|(c, radius, bound)| Message::WhatsAt(
+            WhatsAt {
+                client: Cow::Owned(c),
+                radius,
+                bound,
+            }
+        )),
+    ]
+}
+
+fn record() -> impl Strategy<Value = AtRecord<'static>> {
+    (
+        prop_oneof![
+            Just(b"Alford".to_vec()),
+            Just(b"Ball".to_vec()),
+            client_id()
+        ],
+        prop_oneof![any::<i128>(), -3i128..3],
+        prop_oneof![Just(b"kiwi".to_vec()), client_id()],
+        location(),
+        prop_oneof![
+            client_time(),
+            Just(ClientTime::parse(b"1.5").unwrap().into_owned())
+        ],
+    )
+        .prop_map(|(server, diff, client, location, time)| AtRecord {
+            server: Cow::Owned(server),
+            diff: TimeDiff::from_nanos(diff),
+            client: Cow::Owned(client),
+            location,
+            time,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn messages_round_trip(m in message()) {
+        let bytes = m.to_bytes();
+        prop_assert_eq!(Message::parse(&bytes), Ok(m));
+    }
+
+    #[test]
+    fn records_round_trip(r in record()) {
+        let bytes = r.to_bytes();
+        prop_assert_eq!(AtRecord::parse(&bytes), Ok(r.clone()));
+        prop_assert_eq!(PeerMessage::parse(&bytes), Ok(PeerMessage::Record(r.clone())));
+        // A record is never a client message.
+        prop_assert!(Message::parse(&bytes).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = Message::parse(&line);
+        let _ = PeerMessage::parse(&line);
+        let _ = AtRecord::parse(&line);
+        if let Err(e) = Message::parse(&line) {
+            prop_assert!(e.offset <= line.len());
+        }
+    }
+
+    #[test]
+    fn near_miss_lines_never_panic(
+        cmd in prop_oneof![Just("IAMAT"), Just("WHATSAT"), Just("AT"), Just("HERD-HELLO"), Just("HERD-SYNCED")],
+        fields in proptest::collection::vec("[-+0-9.eEinfNa]{0,30}", 0..7),
+    ) {
+        let line = format!("{cmd} {}", fields.join(" "));
+        let _ = Message::parse(line.as_bytes());
+        let _ = PeerMessage::parse(line.as_bytes());
+    }
+
+    #[test]
+    fn record_order_is_total_and_consistent(a in record(), b in record(), c in record()) {
+        prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
+        prop_assert_eq!(a.cmp(&b).is_eq(), a == b);
+        if a <= b && b <= c {
+            prop_assert!(a <= c);
+        }
+        // The protocol's keys decide first.
+        let key = |r: &AtRecord<'_>| (r.time.value(), r.server.to_vec(), r.diff);
+        if key(&a) != key(&b) {
+            prop_assert_eq!(a.cmp(&b), key(&a).cmp(&key(&b)));
+        }
+    }
+
+    #[test]
+    fn time_diff_matches_decimal_arithmetic(nanos in any::<i128>()) {
+        let text = TimeDiff::from_nanos(nanos).to_string();
+        // Re-derive the value from the text with string arithmetic only.
+        let (sign, rest) = text.split_at(1);
+        let (secs, frac) = rest.split_once('.').unwrap();
+        prop_assert_eq!(frac.len(), 9);
+        prop_assert!(sign == "+" || sign == "-");
+        prop_assert_eq!(sign == "-", nanos < 0);
+        let digits = format!("{secs}{frac}").trim_start_matches('0').to_string();
+        let expect = nanos.unsigned_abs().to_string();
+        prop_assert_eq!(if digits.is_empty() { "0".to_string() } else { digits }, expect);
+    }
+}
