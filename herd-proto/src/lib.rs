@@ -70,7 +70,7 @@ pub mod codec;
 
 pub use error::{ErrorKind, ParseError};
 pub use message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
-pub use peer::PeerMessage;
+pub use peer::{PeerMessage, PEER_VERSION};
 pub use reply::{write_invalid, write_whatsat};
 pub use time::{TimeDiff, Timestamp};
 

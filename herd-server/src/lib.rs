@@ -1,1 +1,27 @@
+//! herd-server: one server of a herd, or a whole herd in one process.
+//!
+//! Data flows one way: bytes → `herd-proto` (parse) → [`node`] (decide) → `herd-proto` (encode) →
+//! bytes. [`node::Node`] holds every herd rule and no I/O; [`server`] and the private `peers` module
+//! drive it with tokio; [`places`] answers WHATSAT; [`config`] reads the herd's TOML.
 
+pub mod config;
+pub mod log;
+pub mod node;
+mod peers;
+pub mod places;
+pub mod server;
+
+pub use config::Config;
+pub use places::Places;
+pub use server::{run, Clock, ServerSpec};
+
+/// The one `reqwest::Client` of a process: rustls, the configured time-out, connection reuse.
+///
+/// # Errors
+/// The TLS back-end cannot be initialised.
+pub fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(config.places.timeout)
+        .user_agent(concat!("herd-server/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}

@@ -1,0 +1,142 @@
+//! `herd-server`: run one server of a herd, or the whole herd in one process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use herd_server::{Config, Places, ServerSpec};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A herd of application servers: clients report where they are (IAMAT), any server answers what is
+/// near them (WHATSAT), and the servers flood every update to each other.
+///
+/// Without --config, the built-in default herd: Alford, Ball, Hamilton, Holiday and Welsh on
+/// 127.0.0.1:12000-12004. Places come from the offline data set unless GOOGLE_PLACES_API_KEY is set.
+#[derive(Parser)]
+#[command(name = "herd-server", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server NAME of the herd.
+    Serve {
+        /// The server's name, as in the config.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run every server of the herd in this one process (the demo).
+    Up {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The herd's TOML config (see README); without it, the default herd.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where `<Name>.log` files go.
+    #[arg(long, value_name = "DIR", default_value = "logs")]
+    log_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herd-server: error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("herd-server: error: {err:?}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (names, common) = match &cli.command {
+        Command::Serve { name, common } => (Some(vec![name.clone()]), common),
+        Command::Up { common } => (None, common),
+    };
+    let config = match &common.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default_herd(),
+    };
+    let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
+    let places = Places::new(&config.places, herd_server::http_client(&config)?);
+    let mut specs = Vec::new();
+    for name in &names {
+        specs.push(ServerSpec::from_config(&config, name, places.clone())?);
+    }
+    // Bind every listener before serving, so a taken port stops the start with a clear message.
+    let mut listeners = Vec::new();
+    for spec in &specs {
+        let listen = &config.server(&spec.name).context("server vanished")?.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("{} cannot listen on {listen}", spec.name))?;
+        listeners.push(listener);
+    }
+    let _logs = herd_server::log::init(&common.log_dir, &names)?;
+
+    let shutdown = CancellationToken::new();
+    let mut servers = tokio::task::JoinSet::new();
+    for (spec, listener) in specs.into_iter().zip(listeners) {
+        servers.spawn(herd_server::run(listener, spec, shutdown.clone()));
+    }
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("herd-server: shutting down");
+        signal.cancel();
+    });
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            shutdown.cancel();
+            result = Err(e);
+        }
+    }
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,80 @@
+//! Places Nearby Search (legacy web service): `GET …/nearbysearch/json`, passed through.
+
+use serde_json::Value;
+
+use super::{parse_body, transport_error, Answer};
+use crate::node::Lookup;
+
+const DEFAULT_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
+
+pub(crate) struct Legacy {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+}
+
+impl Legacy {
+    pub(crate) fn new(http: reqwest::Client, url: Option<String>, key: String) -> Self {
+        Legacy {
+            http,
+            url: url.unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            key,
+        }
+    }
+
+    pub(crate) async fn search(&self, q: &Lookup) -> Answer {
+        let location = format!("{},{}", q.latitude, q.longitude);
+        let radius = q.radius.metres();
+        let response = self
+            .http
+            .get(&self.url)
+            .query(&[
+                ("location", location.as_str()),
+                ("radius", radius.as_str()),
+                ("key", self.key.as_str()),
+            ])
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return transport_error(e),
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_error(e),
+        };
+        let mut value = match parse_body(status, &body) {
+            Ok(v) => v,
+            Err(a) => return a,
+        };
+        let Some(obj) = value.as_object_mut() else {
+            return Answer::error(
+                "UNKNOWN_ERROR",
+                "Places answered JSON that is not an object",
+            );
+        };
+        if !status.is_success() {
+            let message = obj
+                .get("error_message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("Places answered HTTP {}", status.as_u16()));
+            return Answer::error("UNKNOWN_ERROR", message);
+        }
+        if !obj.get("status").is_some_and(Value::is_string) {
+            obj.insert("status".into(), Value::from("UNKNOWN_ERROR"));
+            obj.entry("error_message")
+                .or_insert_with(|| Value::from("Places answer has no status"));
+        }
+        obj.entry("html_attributions")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        match obj.get_mut("results") {
+            Some(Value::Array(results)) => results.truncate(usize::from(q.bound)),
+            _ => {
+                obj.insert("results".into(), Value::Array(Vec::new()));
+            }
+        }
+        Answer { json: value }
+    }
+}

@@ -1,0 +1,247 @@
+//! Places look-ups for WHATSAT: one type in front of three back-ends, with a small cache.
+//!
+//! Whatever the back-end, the answer is a legacy Nearby Search JSON object (`html_attributions`,
+//! `results`, `status`, and `error_message` when it failed) — PROTOCOL.md §3 and §8. Failures never
+//! escape as errors: they become an answer whose `status` says why.
+//!
+//! Network back-ends sit behind a cache: identical look-ups (same location text, radius and bound)
+//! within the TTL are served from it, concurrent identical look-ups share one upstream call, and at most
+//! `max_in_flight` upstream calls run at once — so a burst of WHATSATs cannot burn an API quota.
+
+mod google;
+mod legacy;
+pub mod offline;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::config::{Backend, PlacesConfig};
+use crate::node::Lookup;
+
+/// A look-up's answer: the JSON object and its `status`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The Nearby Search JSON object.
+    pub json: Value,
+}
+
+impl Answer {
+    /// An answer that reports a failure: no results, a status and a message.
+    pub fn error(status: &str, message: impl Into<String>) -> Self {
+        Answer {
+            json: json!({
+                "html_attributions": [],
+                "results": [],
+                "status": status,
+                "error_message": message.into(),
+            }),
+        }
+    }
+
+    /// The answer's `status` (`OK`, `ZERO_RESULTS`, `REQUEST_DENIED`, …).
+    pub fn status(&self) -> &str {
+        self.json
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("UNKNOWN_ERROR")
+    }
+
+    /// Pretty-printed JSON, as it goes on the wire (framing is herd-proto's `write_whatsat`).
+    pub fn to_pretty(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(&self.json).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    fn ok(results: Vec<Value>, attributions: Vec<Value>) -> Self {
+        let status = if results.is_empty() {
+            "ZERO_RESULTS"
+        } else {
+            "OK"
+        };
+        Answer {
+            json: json!({ "html_attributions": attributions, "results": results, "status": status }),
+        }
+    }
+}
+
+enum Client {
+    Offline,
+    Google(google::Google),
+    Legacy(legacy::Legacy),
+}
+
+type Slot = Arc<OnceCell<Arc<Answer>>>;
+
+#[derive(Default)]
+struct Cache {
+    slots: HashMap<String, (Instant, Slot)>,
+    order: VecDeque<(Instant, String)>,
+}
+
+/// The Places service the servers share (cheap to clone).
+#[derive(Clone)]
+pub struct Places {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    backend: Backend,
+    timeout: Duration,
+    ttl: Duration,
+    max_entries: usize,
+    cache: Mutex<Cache>,
+    in_flight: Semaphore,
+}
+
+impl Places {
+    /// Builds the back-end of `cfg`, reusing `http` for every call (reqwest pools connections).
+    pub fn new(cfg: &PlacesConfig, http: reqwest::Client) -> Self {
+        let key = cfg.key.clone().unwrap_or_default();
+        let client = match cfg.backend {
+            Backend::Offline => Client::Offline,
+            Backend::Google => Client::Google(google::Google::new(http, cfg.url.clone(), key)),
+            Backend::GoogleLegacy => {
+                Client::Legacy(legacy::Legacy::new(http, cfg.url.clone(), key))
+            }
+        };
+        if cfg.backend == Backend::Offline {
+            // Build the index now, not on the first WHATSAT.
+            offline::index();
+        }
+        Places {
+            inner: Arc::new(Inner {
+                client,
+                backend: cfg.backend,
+                timeout: cfg.timeout,
+                ttl: cfg.cache_ttl,
+                max_entries: cfg.cache_entries,
+                cache: Mutex::new(Cache::default()),
+                in_flight: Semaphore::new(cfg.max_in_flight),
+            }),
+        }
+    }
+
+    /// The offline back-end, for tests and tools.
+    pub fn offline() -> Self {
+        let cfg = PlacesConfig {
+            backend: Backend::Offline,
+            url: None,
+            timeout: Duration::from_secs(5),
+            key: None,
+            cache_ttl: Duration::ZERO,
+            cache_entries: 0,
+            max_in_flight: 1,
+        };
+        Self::new(&cfg, reqwest::Client::new())
+    }
+
+    /// Which back-end answers.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Looks up the places near `q`: always an answer, within the time-out.
+    pub async fn lookup(&self, q: &Lookup) -> Arc<Answer> {
+        let inner = &self.inner;
+        if matches!(inner.client, Client::Offline) {
+            return Arc::new(offline::search(q));
+        }
+        if inner.ttl.is_zero() || inner.max_entries == 0 {
+            return Arc::new(inner.fetch(q).await);
+        }
+        let key = format!("{} {} {}", q.location, q.radius.metres(), q.bound);
+        let slot = inner.slot(&key);
+        let answer = slot
+            .get_or_init(|| async { Arc::new(inner.fetch(q).await) })
+            .await
+            .clone();
+        if !matches!(answer.status(), "OK" | "ZERO_RESULTS") {
+            // Failures are not remembered: the next look-up tries again.
+            let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache
+                .slots
+                .get(&key)
+                .is_some_and(|(_, s)| Arc::ptr_eq(s, &slot))
+            {
+                cache.slots.remove(&key);
+            }
+        }
+        answer
+    }
+}
+
+impl Inner {
+    /// The cache slot for `key`: a fresh one if there is none or it expired.
+    fn slot(&self, key: &str) -> Slot {
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // Expire from the front of the insertion order; cap the size.
+        while let Some((at, k)) = cache.order.front() {
+            let expired = now.duration_since(*at) >= self.ttl;
+            if !expired && cache.slots.len() < self.max_entries {
+                break;
+            }
+            let (at, k) = (*at, k.clone());
+            cache.order.pop_front();
+            if cache.slots.get(&k).is_some_and(|(t, _)| *t == at) {
+                cache.slots.remove(&k);
+            }
+        }
+        if let Some((at, slot)) = cache.slots.get(key) {
+            if now.duration_since(*at) < self.ttl {
+                return slot.clone();
+            }
+        }
+        let slot = Slot::default();
+        cache.slots.insert(key.to_owned(), (now, slot.clone()));
+        cache.order.push_back((now, key.to_owned()));
+        slot
+    }
+
+    async fn fetch(&self, q: &Lookup) -> Answer {
+        let Ok(_permit) = self.in_flight.acquire().await else {
+            return Answer::error("UNKNOWN_ERROR", "Places client is shutting down");
+        };
+        let call = async {
+            match &self.client {
+                Client::Offline => offline::search(q),
+                Client::Google(g) => g.search(q).await,
+                Client::Legacy(l) => l.search(q).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Answer::error(
+                "UNKNOWN_ERROR",
+                format!(
+                    "Places look-up timed out after {} ms",
+                    self.timeout.as_millis()
+                ),
+            ),
+        }
+    }
+}
+
+/// Reads a body as JSON, or explains why it is not.
+fn parse_body(status: reqwest::StatusCode, body: &[u8]) -> Result<Value, Answer> {
+    serde_json::from_slice::<Value>(body).map_err(|_| {
+        Answer::error(
+            "UNKNOWN_ERROR",
+            format!(
+                "Places answered HTTP {} with a body that is not JSON",
+                status.as_u16()
+            ),
+        )
+    })
+}
+
+/// A transport failure (connect, reset, time-out inside reqwest) as an answer.
+fn transport_error(err: reqwest::Error) -> Answer {
+    // reqwest's message names the URL but never the key (it is in a header, or stripped below).
+    let msg = err.without_url().to_string();
+    Answer::error("UNKNOWN_ERROR", format!("Places request failed: {msg}"))
+}

@@ -1,0 +1,182 @@
+//! The offline back-end: GeoNames `cities1000` (CC BY 4.0) in an R-tree, answered nearest first.
+//!
+//! Points live on the unit sphere (x, y, z), where straight-line distance grows with great-circle
+//! distance, so the R-tree's nearest-neighbour walk yields places nearest first and stops at the radius.
+
+use std::sync::OnceLock;
+
+use rstar::{PointDistance, RTree, RTreeObject, AABB};
+use serde_json::{json, Value};
+
+use super::Answer;
+use crate::node::Lookup;
+
+static DATA: &str = include_str!("../../data/cities1000.csv");
+
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// The credit every offline answer carries.
+pub const ATTRIBUTION: &str =
+    "Place data from <a href=\"https://www.geonames.org/\">GeoNames</a> (cities1000), CC BY 4.0";
+
+/// One place of the data set.
+#[derive(Debug)]
+pub struct Place {
+    xyz: [f64; 3],
+    lat: f64,
+    lon: f64,
+    row: usize,
+    name: Box<str>,
+    vicinity: Box<str>,
+}
+
+impl RTreeObject for Place {
+    type Envelope = AABB<[f64; 3]>;
+    fn envelope(&self) -> Self::Envelope {
+        AABB::from_point(self.xyz)
+    }
+}
+
+impl PointDistance for Place {
+    fn distance_2(&self, p: &[f64; 3]) -> f64 {
+        self.xyz.iter().zip(p).map(|(a, b)| (a - b) * (a - b)).sum()
+    }
+}
+
+fn xyz(lat: f64, lon: f64) -> [f64; 3] {
+    let (lat, lon) = (lat.to_radians(), lon.to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+/// Great-circle distance in metres between two points on the unit sphere.
+fn metres_between(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    let chord = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    2.0 * (chord / 2.0).min(1.0).asin() * EARTH_RADIUS_M
+}
+
+/// The index, built once (about 144,000 places).
+pub fn index() -> &'static RTree<Place> {
+    static INDEX: OnceLock<RTree<Place>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let places = DATA
+            .lines()
+            .skip(1)
+            .enumerate()
+            .filter_map(|(row, line)| {
+                let mut f = line.split(',');
+                let lat: f64 = f.next()?.parse().ok()?;
+                let lon: f64 = f.next()?.parse().ok()?;
+                let name = f.next()?.trim();
+                let admin1 = f.next().unwrap_or("").trim();
+                let admin2 = f.next().unwrap_or("").trim();
+                let cc = f.next().unwrap_or("").trim();
+                let vicinity: Vec<&str> = [admin2, admin1, cc]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                Some(Place {
+                    xyz: xyz(lat, lon),
+                    lat,
+                    lon,
+                    row,
+                    name: name.into(),
+                    vicinity: vicinity.join(", ").into(),
+                })
+            })
+            .collect();
+        RTree::bulk_load(places)
+    })
+}
+
+/// Places within the radius of the look-up, nearest first, at most `bound` of them.
+pub fn search(q: &Lookup) -> Answer {
+    let radius_m = q.radius.km() * 1000.0;
+    let centre = xyz(q.latitude, q.longitude);
+    let results: Vec<Value> = index()
+        .nearest_neighbor_iter(&centre)
+        .take(usize::from(q.bound))
+        .take_while(|p| metres_between(&p.xyz, &centre) <= radius_m)
+        .map(|p| {
+            json!({
+                "geometry": { "location": { "lat": p.lat, "lng": p.lon } },
+                "name": &*p.name,
+                "place_id": format!("geonames-cities1000-{}", p.row),
+                "types": ["locality", "political"],
+                "vicinity": &*p.vicinity,
+            })
+        })
+        .collect();
+    if q.bound == 0 {
+        return Answer {
+            json: json!({ "html_attributions": [ATTRIBUTION], "results": [], "status": "OK" }),
+        };
+    }
+    Answer::ok(results, vec![json!(ATTRIBUTION)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::Radius;
+
+    fn lookup(lat: f64, lon: f64, km: &str, bound: u8) -> Lookup {
+        Lookup {
+            at_line: Vec::new(),
+            latitude: lat,
+            longitude: lon,
+            location: String::new(),
+            radius: Radius::parse(km.as_bytes()).unwrap().into_owned(),
+            bound,
+        }
+    }
+
+    #[test]
+    fn near_ucla() {
+        let a = search(&lookup(34.068930, -118.445127, "10", 5));
+        assert_eq!(a.status(), "OK");
+        let names: Vec<&str> = a.json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 5);
+        assert!(
+            names.contains(&"Beverly Hills") || names.contains(&"Century City"),
+            "{names:?}"
+        );
+        assert_eq!(a.json["html_attributions"][0], ATTRIBUTION);
+    }
+
+    #[test]
+    fn nothing_in_the_middle_of_the_pacific() {
+        let a = search(&lookup(0.0, -140.0, "50", 20));
+        assert_eq!(a.status(), "ZERO_RESULTS");
+        assert_eq!(a.json["results"], json!([]));
+    }
+
+    #[test]
+    fn nearest_first_within_radius() {
+        let a = search(&lookup(34.068930, -118.445127, "50", 20));
+        let results = a.json["results"].as_array().unwrap();
+        assert_eq!(results.len(), 20);
+        let c = xyz(34.068930, -118.445127);
+        let d: Vec<f64> = results
+            .iter()
+            .map(|r| {
+                let l = &r["geometry"]["location"];
+                metres_between(
+                    &xyz(l["lat"].as_f64().unwrap(), l["lng"].as_f64().unwrap()),
+                    &c,
+                )
+            })
+            .collect();
+        assert!(d.windows(2).all(|w| w[0] <= w[1]));
+        assert!(d.iter().all(|&m| m <= 50_000.0));
+    }
+}

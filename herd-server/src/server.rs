@@ -1,0 +1,335 @@
+//! The tokio driver: the accept loop and one task per client connection.
+//!
+//! Each connection reads what the socket has, answers every complete line in order into one buffer,
+//! writes it, and only then reads again — so replies never overtake each other, pipelined lines are
+//! answered with one write, and a client that never reads stops being read from instead of growing
+//! the server's memory.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use herd_proto::{CodecError, HerdCodec, PeerMessage, Timestamp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::config::{Config, Limits};
+use crate::log::{show, SUMMARY};
+use crate::node::{Node, Step};
+use crate::peers;
+use crate::places::Places;
+
+/// Where receive times come from: the system clock, or a test's.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Flush the reply buffer once it holds this much, even mid-batch.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Everything one server needs to run.
+#[derive(Clone)]
+pub struct ServerSpec {
+    /// Its name.
+    pub name: String,
+    /// Its neighbours: name and `host:port`.
+    pub neighbors: Vec<(String, String)>,
+    /// The herd secret, if any.
+    pub secret: Option<String>,
+    /// Limits on lines and connections.
+    pub limits: Limits,
+    /// Log every line in and out.
+    pub log_lines: bool,
+    /// The Places back-end (shared by the servers of one process).
+    pub places: Places,
+    /// The receive-time clock.
+    pub clock: Clock,
+}
+
+impl ServerSpec {
+    /// The spec of server `name` of `config`.
+    ///
+    /// # Errors
+    /// `name` is not a server of the herd.
+    pub fn from_config(config: &Config, name: &str, places: Places) -> anyhow::Result<Self> {
+        let Some(server) = config.server(name) else {
+            let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+            anyhow::bail!(
+                "no server named {name:?} in the herd (servers: {})",
+                names.join(", ")
+            );
+        };
+        let neighbors = server
+            .neighbors
+            .iter()
+            .filter_map(|n| config.server(n).map(|s| (s.name.clone(), s.listen.clone())))
+            .collect();
+        Ok(ServerSpec {
+            name: name.to_owned(),
+            neighbors,
+            secret: config.secret.clone(),
+            limits: config.limits,
+            log_lines: config.log_lines,
+            places,
+            clock: Arc::new(Timestamp::now),
+        })
+    }
+}
+
+/// One neighbour as the driver sees it.
+pub(crate) struct PeerSlot {
+    pub(crate) name: String,
+    pub(crate) addr: String,
+    /// Wakes the link's writer: something to send.
+    pub(crate) notify: Notify,
+    /// Cancels the link currently serving this neighbour, when a newer one replaces it.
+    pub(crate) current: Mutex<Option<CancellationToken>>,
+}
+
+/// State shared by a server's tasks.
+pub(crate) struct Shared {
+    pub(crate) spec: ServerSpec,
+    pub(crate) node: Mutex<Node>,
+    pub(crate) peers: Vec<PeerSlot>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    /// The node, never held across an `.await`.
+    pub(crate) fn node(&self) -> MutexGuard<'_, Node> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A record was stored: wake every link but `except`.
+    pub(crate) fn notify_links(&self, except: Option<usize>) {
+        for (id, p) in self.peers.iter().enumerate() {
+            if Some(id) != except {
+                p.notify.notify_one();
+            }
+        }
+    }
+
+    pub(crate) fn conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Runs one server on `listener` until `shutdown` is cancelled, then waits for the replies in flight.
+///
+/// # Errors
+/// Never for a connection's trouble (those are logged); only if the server cannot run at all.
+pub async fn run(
+    listener: TcpListener,
+    spec: ServerSpec,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let span = info_span!("server", server = %spec.name);
+    run_inner(listener, spec, shutdown).instrument(span).await
+}
+
+async fn run_inner(
+    listener: TcpListener,
+    spec: ServerSpec,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let me = spec.name.clone();
+    let peers = spec
+        .neighbors
+        .iter()
+        .map(|(name, addr)| PeerSlot {
+            name: name.clone(),
+            addr: addr.clone(),
+            notify: Notify::new(),
+            current: Mutex::new(None),
+        })
+        .collect();
+    let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect());
+    let shared = Arc::new(Shared {
+        node: Mutex::new(node),
+        peers,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        next_conn: AtomicU64::new(1),
+        spec,
+    });
+    let local = listener.local_addr()?;
+    let neighbors: Vec<&str> = shared.peers.iter().map(|p| p.name.as_str()).collect();
+    info!(target: SUMMARY, "{me} listening on {local}, places: {}, neighbours: {}", shared.spec.places.backend(), neighbors.join(", "));
+    info!(%local, places = %shared.spec.places.backend(), neighbours = %neighbors.join(","), "server started");
+
+    for id in 0..shared.peers.len() {
+        // One link per pair: the server whose name sorts first dials, the other accepts.
+        if me < shared.peers[id].name {
+            let s = shared.clone();
+            shared
+                .tracker
+                .spawn(peers::dial_loop(s, id).in_current_span());
+        }
+    }
+
+    let limit = Arc::new(Semaphore::new(shared.spec.limits.max_connections));
+    let mut backoff = std::time::Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p?,
+            _ = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                backoff = std::time::Duration::from_millis(10);
+                let s = shared.clone();
+                shared.tracker.spawn(
+                    async move {
+                        handle(s, stream, addr).await;
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, then go on.
+                error!(cause = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+    drop(listener);
+    info!("stopped accepting; finishing connections");
+    shared.tracker.close();
+    shared.tracker.wait().await;
+    info!(target: SUMMARY, "{me} stopped");
+    info!("server stopped");
+    Ok(())
+}
+
+async fn handle(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+    let conn = shared.conn_id();
+    let _ = stream.set_nodelay(true);
+    info!(conn, peer = %addr, "connection opened");
+    match serve(&shared, &mut stream, conn).await {
+        Ok(Some((hello, codec, buf))) => {
+            peers::accept(shared, stream, conn, addr, hello, codec, buf).await;
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => debug!(conn, cause = %e, "connection error"),
+    }
+    let _ = stream.shutdown().await;
+    info!(conn, "connection closed");
+}
+
+/// A peer's greeting, read as the first line of a connection.
+pub(crate) type Hello = PeerMessage<'static>;
+
+/// Serves client lines until EOF, the idle time-out, an over-long line or shutdown. Returns the greeting
+/// if the connection turns out to be a peer link.
+async fn serve(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    conn: u64,
+) -> std::io::Result<Option<(Hello, HerdCodec, BytesMut)>> {
+    let spec = &shared.spec;
+    let mut codec = HerdCodec::new_with_max_length(spec.limits.max_line);
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(4096);
+    let mut first = true;
+    let mut eof = false;
+    loop {
+        loop {
+            let next = if eof {
+                codec.decode_eof(&mut buf)
+            } else {
+                codec.decode(&mut buf)
+            };
+            let line = match next {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(CodecError::LineTooLong { head, max }) => {
+                    warn!(conn, max, "line too long; closing");
+                    herd_proto::write_invalid(&head, &mut out);
+                    if spec.log_lines {
+                        info!(conn, dir = "out", line = %show(&out[..out.len() - 1]));
+                    }
+                    stream.write_all(&out).await?;
+                    return Ok(None);
+                }
+                Err(CodecError::Io(e)) => return Err(e),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            };
+            if std::mem::take(&mut first) {
+                if let Ok(hello @ PeerMessage::Hello { .. }) = PeerMessage::parse(&line) {
+                    return Ok(Some((hello.into_owned(), codec, buf)));
+                }
+            }
+            if spec.log_lines {
+                info!(conn, dir = "in", line = %show(&line));
+            }
+            let start = out.len();
+            let step = shared.node().client_line(&line, (spec.clock)(), &mut out);
+            match step {
+                Step::Answered { stored } => {
+                    if stored {
+                        shared.notify_links(None);
+                    }
+                }
+                Step::Lookup(q) => {
+                    let began = Instant::now();
+                    let answer = spec.places.lookup(&q).await;
+                    info!(
+                        conn,
+                        backend = %spec.places.backend(),
+                        status = answer.status(),
+                        ms = began.elapsed().as_secs_f64() * 1000.0,
+                        "places look-up"
+                    );
+                    let record = herd_proto::AtRecord::parse(&q.at_line);
+                    match record {
+                        Ok(r) => herd_proto::write_whatsat(&r, &answer.to_pretty(), &mut out),
+                        Err(_) => herd_proto::write_invalid(&line, &mut out),
+                    }
+                }
+            }
+            if spec.log_lines {
+                let reply = &out[start..];
+                let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
+                info!(conn, dir = "out", line = %show(reply));
+            }
+            if out.len() >= FLUSH_AT {
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if eof {
+            return Ok(None);
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(spec.limits.idle_timeout, stream.read_buf(&mut buf)) => r,
+            _ = shared.shutdown.cancelled() => return Ok(None),
+        };
+        match read {
+            Ok(Ok(0)) => eof = true,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                info!(conn, "idle time-out");
+                return Ok(None);
+            }
+        }
+    }
+}
