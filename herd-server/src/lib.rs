@@ -13,7 +13,7 @@ pub mod server;
 
 pub use config::Config;
 pub use places::Places;
-pub use server::{run, Clock, ServerSpec};
+pub use server::{bind, run, Clock, ServerSpec};
 
 /// The one `reqwest::Client` of a process: rustls, the configured time-out, connection reuse.
 ///

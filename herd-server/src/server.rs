@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use herd_proto::{CodecError, HerdCodec, PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,32 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// Flush the reply buffer once it holds this much, even mid-batch.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Listen backlog: bursts of connects wait in the kernel instead of overflowing into SYN cookies
+/// and resets (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// Binds `addr` (`host:port`) with a deep accept queue and `SO_REUSEADDR`, so a restarted server can
+/// take its port back at once.
+///
+/// # Errors
+/// The address does not resolve, or cannot be bound (taken, not local, no permission).
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to no address"))))
+}
 
 /// Everything one server needs to run.
 #[derive(Clone)]

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use herd_server::{Config, Places, ServerSpec};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A herd of application servers: clients report where they are (IAMAT), any server answers what is
@@ -87,7 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for spec in &specs {
         let listen = &config.server(&spec.name).context("server vanished")?.listen;
-        let listener = TcpListener::bind(listen)
+        let listener = herd_server::bind(listen)
             .await
             .with_context(|| format!("{} cannot listen on {listen}", spec.name))?;
         listeners.push(listener);

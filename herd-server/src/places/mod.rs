@@ -22,6 +22,9 @@ use tokio::sync::{OnceCell, Semaphore};
 use crate::config::{Backend, PlacesConfig};
 use crate::node::Lookup;
 
+/// The HTTP client the network back-ends use (one per process; it pools connections).
+pub type HttpClient = reqwest::Client;
+
 /// A look-up's answer: the JSON object and its `status`.
 #[derive(Debug, Clone)]
 pub struct Answer {

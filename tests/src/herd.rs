@@ -1,0 +1,257 @@
+//! Servers for tests: in-process on port 0, or real `herd-server` processes on free ports.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use herd_server::config::Limits;
+use herd_server::{Clock, Places, ServerSpec};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::{eventually, free_port};
+
+/// The default herd's topology (PROTOCOL.md §7).
+pub const DEFAULT_TOPOLOGY: [(&str, &[&str]); 5] = [
+    ("Alford", &["Hamilton", "Welsh"]),
+    ("Ball", &["Holiday", "Welsh"]),
+    ("Hamilton", &["Alford", "Holiday"]),
+    ("Holiday", &["Ball", "Hamilton"]),
+    ("Welsh", &["Alford", "Ball"]),
+];
+
+/// The five default server names.
+pub const NAMES: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
+
+/// A server running inside the test process.
+pub struct InProcess {
+    /// Its address.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Stops it gracefully and waits until it is done.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("server task").expect("server run");
+    }
+}
+
+/// Options for in-process servers.
+#[derive(Clone)]
+pub struct Options {
+    /// The Places back-end.
+    pub places: Places,
+    /// A fixed clock, or the system's.
+    pub clock: Option<Clock>,
+    /// Limits.
+    pub limits: Limits,
+    /// Herd secret.
+    pub secret: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            places: Places::offline(),
+            clock: None,
+            limits: Limits::default(),
+            secret: None,
+        }
+    }
+}
+
+/// Starts one server with no neighbours.
+pub async fn start_server(name: &str, opts: Options) -> InProcess {
+    start_herd(&[(name, &[])], opts)
+        .await
+        .into_values()
+        .next()
+        .expect("one server")
+}
+
+/// Starts a herd in this process: binds every listener first, then runs each server with its
+/// neighbours' addresses.
+pub async fn start_herd(
+    topology: &[(&str, &[&str])],
+    opts: Options,
+) -> BTreeMap<String, InProcess> {
+    let mut listeners = Vec::new();
+    for (name, _) in topology {
+        let l = herd_server::bind("127.0.0.1:0").await.expect("bind");
+        listeners.push((name.to_string(), l));
+    }
+    let addrs: BTreeMap<String, SocketAddr> = listeners
+        .iter()
+        .map(|(n, l)| (n.clone(), l.local_addr().unwrap()))
+        .collect();
+    let mut servers = BTreeMap::new();
+    for ((name, neighbors), (_, listener)) in topology.iter().zip(listeners) {
+        let spec = ServerSpec {
+            name: name.to_string(),
+            neighbors: neighbors
+                .iter()
+                .map(|n| (n.to_string(), addrs[*n].to_string()))
+                .collect(),
+            secret: opts.secret.clone(),
+            limits: opts.limits,
+            log_lines: true,
+            places: opts.places.clone(),
+            clock: opts
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(herd_proto::Timestamp::now)),
+        };
+        let shutdown = CancellationToken::new();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(herd_server::run(listener, spec, shutdown.clone()));
+        servers.insert(
+            name.to_string(),
+            InProcess {
+                addr,
+                shutdown,
+                task,
+            },
+        );
+    }
+    servers
+}
+
+/// The `herd-server` binary next to the test executable (cargo builds it with the workspace's tests).
+pub fn server_binary() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test executable");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("herd-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p herd-server` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A herd of real `herd-server serve NAME` processes on free loopback ports.
+pub struct Processes {
+    /// The folder of the config and the logs.
+    pub dir: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    ports: BTreeMap<String, u16>,
+    children: BTreeMap<String, Child>,
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+impl Processes {
+    /// Writes a config for `topology` (plus `extra` TOML) in a fresh folder; starts nothing.
+    pub fn new(topology: &[(&str, &[&str])], extra: &str) -> Processes {
+        let dir = std::env::temp_dir().join(format!(
+            "herd-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let ports: BTreeMap<String, u16> = topology
+            .iter()
+            .map(|(n, _)| (n.to_string(), free_port()))
+            .collect();
+        let mut text = format!("{extra}\n");
+        for (name, neighbors) in topology {
+            let list: Vec<String> = neighbors.iter().map(|n| format!("{n:?}")).collect();
+            text.push_str(&format!(
+                "[[server]]\nname = {name:?}\nlisten = \"127.0.0.1:{}\"\nneighbors = [{}]\n\n",
+                ports[*name],
+                list.join(", ")
+            ));
+        }
+        let config = dir.join("herd.toml");
+        std::fs::write(&config, text).expect("write config");
+        Processes {
+            dir,
+            config,
+            ports,
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// The address of server `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[name]))
+    }
+
+    /// Starts server `name` and waits until it accepts connections.
+    pub async fn start(&mut self, name: &str) {
+        let child = Command::new(server_binary())
+            .args(["serve", name, "--config"])
+            .arg(&self.config)
+            .arg("--log-dir")
+            .arg(self.dir.join("logs"))
+            .env_remove("GOOGLE_PLACES_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn herd-server");
+        self.children.insert(name.to_string(), child);
+        let addr = self.addr(name);
+        eventually(&format!("{name} to listen"), || async move {
+            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    /// Starts every server.
+    pub async fn start_all(&mut self) {
+        let names: Vec<String> = self.ports.keys().cloned().collect();
+        for n in names {
+            self.start(&n).await;
+        }
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub async fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub async fn terminate(&mut self, name: &str) -> Option<i32> {
+        let mut child = self.children.remove(name)?;
+        let pid = child.id()?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .ok()?;
+        let status = tokio::time::timeout(crate::DEADLINE, child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        status.code()
+    }
+
+    /// The log file of `name` so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
