@@ -61,7 +61,12 @@ impl Visit for Fields {
                 let _ = write!(self.message, "{value:?}");
             }
             name => {
-                let _ = write!(self.rest, " {name}={value:?}");
+                let shown = format!("{value:?}");
+                if (name == "line" || shown.contains(' ')) && !shown.starts_with('"') {
+                    let _ = write!(self.rest, " {name}=\"{shown}\"");
+                } else {
+                    let _ = write!(self.rest, " {name}={shown}");
+                }
             }
         }
     }
@@ -98,11 +103,10 @@ where
         let mut f = Fields::default();
         event.record(&mut f);
         let line = format!(
-            "{} {:>5} {}{}\n",
+            "{} {:>5} {}\n",
             humantime::format_rfc3339_micros(std::time::SystemTime::now()),
             event.metadata().level(),
-            f.message,
-            f.rest
+            format!("{}{}", f.message, f.rest).trim_start()
         );
         if let Ok(mut w) = file.lock() {
             let _ = w.write_all(line.as_bytes());

@@ -1,0 +1,153 @@
+//! The `herd-server` binary: config file, log files, signals, and refusals with clear messages.
+
+use std::process::Command;
+
+use herd_tests::client::exchange_text;
+use herd_tests::eventually;
+use herd_tests::fake_places::{FakePlaces, Script};
+use herd_tests::fixture;
+use herd_tests::herd::{server_binary, Processes};
+
+#[tokio::test]
+async fn serve_with_config_and_log_dir() {
+    let fake = FakePlaces::start(Script::ok(fixture("legacy-ok"))).await;
+    let places = format!(
+        "[places]\nbackend = \"google-legacy\"\nurl = \"{}\"\nkey = \"sekrit-file-key\"\ntimeout_ms = 2000\n",
+        fake.url("/maps/api/place/nearbysearch/json")
+    );
+    let mut herd = Processes::new(&[("Alford", &[])], &places);
+    herd.start("Alford").await;
+    let addr = herd.addr("Alford");
+    let at = exchange_text(
+        addr,
+        "IAMAT kiwi +34.068930-118.445127 1479413884.392014450\n",
+    )
+    .await;
+    assert!(at.starts_with("AT Alford +"), "{at}");
+    let answer = exchange_text(addr, "WHATSAT kiwi 10 2\nnonsense\n").await;
+    assert!(answer.contains("Ackerman Union"), "{answer}");
+    assert!(answer.ends_with("}\n\n? nonsense\n"), "{answer}");
+    assert_eq!(fake.requests().len(), 1);
+
+    assert_eq!(herd.terminate("Alford").await, Some(0), "SIGTERM exits 0");
+    let log = herd.log("Alford");
+    for needle in [
+        "server started",
+        "connection opened",
+        "connection closed",
+        "dir=\"in\" line=\"IAMAT kiwi +34.068930-118.445127 1479413884.392014450\"",
+        "dir=\"out\" line=\"AT Alford +",
+        "dir=\"in\" line=\"nonsense\"",
+        "dir=\"out\" line=\"? nonsense\"",
+        "places look-up",
+        "status=\"OK\"",
+        "ms=",
+        "server stopped",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
+    }
+    assert!(!log.contains("sekrit"), "the key is in the log");
+}
+
+fn run_with_config(text: &str) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "herd-bad-config-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(server_binary())
+        .args(["up", "--config"])
+        .arg(&path)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .env_remove("GOOGLE_PLACES_API_KEY")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configs_are_refused_with_file_line_and_reason() {
+    let ok = "[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n";
+    for (text, want) in [
+        (
+            format!("{ok}neighbors = [\"Z\"]\n"),
+            "bad.toml:4: A lists unknown neighbour \"Z\"",
+        ),
+        (
+            format!("{ok}neighbors = [\"A\"]\n"),
+            "bad.toml:4: A lists itself as a neighbour",
+        ),
+        (
+            format!("{ok}[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:2\"\n"),
+            "bad.toml:5: server name \"A\" is used twice",
+        ),
+        (
+            format!("{ok}[[server]]\nname = \"B\"\nlisten = \"127.0.0.1:1\"\n"),
+            "bad.toml:6: listen address \"127.0.0.1:1\" is used twice",
+        ),
+        ("[[server]\n".to_string(), "bad.toml:1:"),
+    ] {
+        let (code, err) = run_with_config(&text);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(want), "stderr {err:?} lacks {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_taken_port_is_refused() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (code, err) = run_with_config(&format!(
+        "[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!("A cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn up_runs_the_whole_herd_in_one_process() {
+    let mut herd = Processes::new(&[("Alford", &["Ball"]), ("Ball", &["Alford"])], "");
+    // `up` in one process, through the same config.
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["up", "--config"])
+        .arg(&herd.config)
+        .arg("--log-dir")
+        .arg(herd.dir.join("logs"))
+        .env_remove("GOOGLE_PLACES_API_KEY")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (a, b) = (herd.addr("Alford"), herd.addr("Ball"));
+    eventually("Alford to listen", || async move {
+        tokio::net::TcpStream::connect(a).await.ok()
+    })
+    .await;
+    let at = exchange_text(a, "IAMAT kiwi +1+1 1\n").await;
+    eventually("the record to reach Ball", || {
+        let at = at.clone();
+        async move {
+            let reply = exchange_text(b, "WHATSAT kiwi 1 0\n").await;
+            reply.starts_with(&at).then_some(())
+        }
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(herd.log("Alford").contains("server stopped"));
+    assert!(herd.log("Ball").contains("server stopped"));
+    herd.kill("none").await;
+}
