@@ -245,12 +245,8 @@ impl Config {
             line,
             message,
         };
-        let file: File = toml::from_str(text).map_err(|e| {
-            err(
-                e.span().and_then(|s| line_of(s)),
-                e.message().trim().to_owned(),
-            )
-        })?;
+        let file: File = toml::from_str(text)
+            .map_err(|e| err(e.span().and_then(&line_of), e.message().trim().to_owned()))?;
 
         if file.server.is_empty() {
             return Err(err(None, "no [[server]] is configured".into()));

@@ -49,7 +49,11 @@ impl Sim {
             neighbors[a].push(names[b].clone());
             neighbors[b].push(names[a].clone());
         }
-        let nodes: Vec<Node> = names.iter().zip(&neighbors).map(|(n, ns)| Node::new(n, ns.clone())).collect();
+        let nodes: Vec<Node> = names
+            .iter()
+            .zip(&neighbors)
+            .map(|(n, ns)| Node::new(n, ns.clone()))
+            .collect();
         let edges = links
             .iter()
             .map(|&(a, b)| Edge {
@@ -64,7 +68,9 @@ impl Sim {
             })
             .collect();
         let mut rng = fastrand::Rng::with_seed(seed);
-        let clients = (0..rng.usize(1..12)).map(|i| format!("client{i}")).collect();
+        let clients = (0..rng.usize(1..12))
+            .map(|i| format!("client{i}"))
+            .collect();
         let alive = vec![true; names.len()];
         let mut sim = Sim {
             rng,
@@ -137,7 +143,11 @@ impl Sim {
         let time = format!("{}.{}", self.rng.u64(0..50), self.rng.u32(0..3));
         self.clock += self.rng.u64(1..1_000);
         let now = Timestamp::new(self.clock, self.rng.u32(0..1_000_000_000)).unwrap();
-        let line = format!("IAMAT {client} +{}.5-{}.25 {time}", self.rng.u8(0..90), self.rng.u8(0..180));
+        let line = format!(
+            "IAMAT {client} +{}.5-{}.25 {time}",
+            self.rng.u8(0..90),
+            self.rng.u8(0..180)
+        );
         let mut out = Vec::new();
         let step = self.nodes[n].client_line(line.as_bytes(), now, &mut out);
         assert!(out.starts_with(b"AT "), "{}", String::from_utf8_lossy(&out));
@@ -159,14 +169,24 @@ impl Sim {
         };
         let mut out = Vec::new();
         self.nodes[from].poll_transmit(id, epoch, &mut out, max);
-        pipe.lines.extend(out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        pipe.lines.extend(
+            out.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec),
+        );
     }
 
     /// The receiver reads the oldest line of the pipe.
     fn deliver(&mut self, e: usize, forward: bool) {
         let edge = &mut self.edges[e];
-        let (to, id, pipe) = if forward { (edge.b, edge.b_id, &mut edge.ab) } else { (edge.a, edge.a_id, &mut edge.ba) };
-        let Some(line) = pipe.lines.pop_front() else { return };
+        let (to, id, pipe) = if forward {
+            (edge.b, edge.b_id, &mut edge.ab)
+        } else {
+            (edge.a, edge.a_id, &mut edge.ba)
+        };
+        let Some(line) = pipe.lines.pop_front() else {
+            return;
+        };
         match PeerMessage::parse(&line).expect("peer line") {
             PeerMessage::Record(r) => {
                 if self.nodes[to].peer_record(id, r) {
@@ -231,12 +251,20 @@ impl Sim {
             for e in 0..self.edges.len() {
                 for forward in [true, false] {
                     let edge = &self.edges[e];
-                    let (from, id) = if forward { (edge.a, edge.a_id) } else { (edge.b, edge.b_id) };
+                    let (from, id) = if forward {
+                        (edge.a, edge.a_id)
+                    } else {
+                        (edge.b, edge.b_id)
+                    };
                     if self.nodes[from].wants_transmit(id) {
                         self.transmit(e, forward);
                         busy = true;
                     }
-                    let pipe = if forward { &self.edges[e].ab } else { &self.edges[e].ba };
+                    let pipe = if forward {
+                        &self.edges[e].ab
+                    } else {
+                        &self.edges[e].ba
+                    };
                     if !pipe.lines.is_empty() {
                         // Deliver in a random amount, so pipes interleave differently per seed.
                         for _ in 0..self.rng.usize(1..4) {
@@ -263,7 +291,11 @@ impl Sim {
             })
             .collect();
         for (i, c) in caches.iter().enumerate() {
-            assert_eq!(c, &caches[0], "node {} differs from node {}", self.names[i], self.names[0]);
+            assert_eq!(
+                c, &caches[0],
+                "node {} differs from node {}",
+                self.names[i], self.names[0]
+            );
         }
         // The greatest record per client that some surviving node stored.
         let mut expected: BTreeMap<Vec<u8>, AtRecord<'_>> = BTreeMap::new();
@@ -277,8 +309,10 @@ impl Sim {
                 expected.insert(key, r);
             }
         }
-        let got: BTreeMap<Vec<u8>, AtRecord<'_>> =
-            caches[0].iter().map(|(c, l)| (c.clone(), AtRecord::parse(l).unwrap())).collect();
+        let got: BTreeMap<Vec<u8>, AtRecord<'_>> = caches[0]
+            .iter()
+            .map(|(c, l)| (c.clone(), AtRecord::parse(l).unwrap()))
+            .collect();
         assert_eq!(got, expected, "caches hold what was kept, and only that");
     }
 }
@@ -293,13 +327,18 @@ fn run(seed: u64, names: Vec<String>, links: &[(usize, usize)], steps: usize) {
         sim.check();
     }));
     if let Err(e) = result {
-        eprintln!("simulation failed: replay with HERD_SIM_SEED={seed} HERD_SIM_NODES={}", names.len());
+        eprintln!(
+            "simulation failed: replay with HERD_SIM_SEED={seed} HERD_SIM_NODES={}",
+            names.len()
+        );
         std::panic::resume_unwind(e);
     }
 }
 
 fn default_herd() -> (Vec<String>, Vec<(usize, usize)>) {
-    let names = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"].map(String::from).to_vec();
+    let names = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"]
+        .map(String::from)
+        .to_vec();
     // Alford–Hamilton, Alford–Welsh, Ball–Holiday, Ball–Welsh, Hamilton–Holiday.
     (names, vec![(0, 2), (0, 4), (1, 3), (1, 4), (2, 3)])
 }
@@ -323,7 +362,10 @@ fn random_graph(seed: u64, n: usize) -> (Vec<String>, Vec<(usize, usize)>) {
 
 fn replay() -> Option<(u64, usize)> {
     let seed = std::env::var("HERD_SIM_SEED").ok()?.parse().ok()?;
-    let nodes = std::env::var("HERD_SIM_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(5);
+    let nodes = std::env::var("HERD_SIM_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
     Some((seed, nodes))
 }
 
