@@ -1,0 +1,192 @@
+//! Output for people: coloured JSON and a readable list of places.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+use herd_proto::AtRecord;
+use serde_json::Value;
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on a terminal, unless `NO_COLOR` is set or `TERM=dumb`.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// Whether stdout counts as a terminal (`HERD_PRETEND_TTY=1` says yes, for tests).
+pub fn stdout_is_tty() -> bool {
+    std::env::var_os("HERD_PRETEND_TTY").is_some_and(|v| v == "1")
+        || std::io::stdout().is_terminal()
+}
+
+impl ColorChoice {
+    /// Whether to colour stdout.
+    pub fn enabled(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+                let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+                stdout_is_tty() && !no_color && !dumb
+            }
+        }
+    }
+}
+
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// JSON pretty-printed with two-space indents, coloured when `color`.
+pub fn json(value: &Value, color: bool) -> String {
+    let mut out = String::new();
+    write_json(&mut out, value, 0, &Paint(color));
+    out
+}
+
+fn write_json(out: &mut String, v: &Value, depth: usize, p: &Paint) {
+    let pad = |d: usize| "  ".repeat(d);
+    match v {
+        Value::Null => out.push_str(&p.wrap("2", "null")),
+        Value::Bool(b) => out.push_str(&p.wrap("33", &b.to_string())),
+        Value::Number(n) => out.push_str(&p.wrap("36", &n.to_string())),
+        Value::String(s) => out.push_str(&p.wrap("32", &Value::String(s.clone()).to_string())),
+        Value::Array(a) if a.is_empty() => out.push_str("[]"),
+        Value::Object(o) if o.is_empty() => out.push_str("{}"),
+        Value::Array(a) => {
+            out.push_str("[\n");
+            for (i, item) in a.iter().enumerate() {
+                out.push_str(&pad(depth + 1));
+                write_json(out, item, depth + 1, p);
+                out.push_str(if i + 1 < a.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(depth));
+            out.push(']');
+        }
+        Value::Object(o) => {
+            out.push_str("{\n");
+            for (i, (k, item)) in o.iter().enumerate() {
+                out.push_str(&pad(depth + 1));
+                out.push_str(&p.wrap("1;34", &Value::String(k.clone()).to_string()));
+                out.push_str(": ");
+                write_json(out, item, depth + 1, p);
+                out.push_str(if i + 1 < o.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(depth));
+            out.push('}');
+        }
+    }
+}
+
+/// Great-circle distance in kilometres.
+pub fn km_between(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * a.sqrt().min(1.0).asin()
+}
+
+/// The places of a WHATSAT answer as a numbered list: name, distance from the client, rating, types,
+/// vicinity. Failures show their status and message.
+pub fn places(record: &AtRecord<'_>, answer: &Value, color: bool) -> String {
+    let p = Paint(color);
+    let mut out = String::new();
+    let status = answer.get("status").and_then(Value::as_str).unwrap_or("?");
+    let results = answer
+        .get("results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (lat, lon) = (record.location.latitude(), record.location.longitude());
+    if status != "OK" && status != "ZERO_RESULTS" {
+        let msg = answer
+            .get("error_message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let _ = writeln!(out, "{} {msg}", p.wrap("1;31", status));
+        return out;
+    }
+    if results.is_empty() {
+        let _ = writeln!(out, "{}", p.wrap("2", "no places within the radius"));
+    }
+    for (i, r) in results.iter().enumerate() {
+        let name = r.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+        let loc = r.pointer("/geometry/location");
+        let dist = match (
+            loc.and_then(|l| l.get("lat")).and_then(Value::as_f64),
+            loc.and_then(|l| l.get("lng")).and_then(Value::as_f64),
+        ) {
+            (Some(a), Some(b)) => format!("{:.2} km", km_between(lat, lon, a, b)),
+            _ => "? km".into(),
+        };
+        let _ = write!(
+            out,
+            "{:>2}. {}  {}",
+            i + 1,
+            p.wrap("1", name),
+            p.wrap("36", &dist)
+        );
+        if let Some(rating) = r.get("rating").and_then(Value::as_f64) {
+            let total = r.get("user_ratings_total").and_then(Value::as_u64);
+            let votes = total.map(|t| format!(" ({t})")).unwrap_or_default();
+            let _ = write!(out, "  {}", p.wrap("33", &format!("★ {rating:.1}{votes}")));
+        }
+        out.push('\n');
+        let types: Vec<&str> = r
+            .get("types")
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let vicinity = r.get("vicinity").and_then(Value::as_str).unwrap_or("");
+        let detail = [vicinity, &types.join(", ")]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" · ");
+        if !detail.is_empty() {
+            let _ = writeln!(out, "    {}", p.wrap("2", &detail));
+        }
+    }
+    if let Some(attr) = answer.get("html_attributions").and_then(Value::as_array) {
+        for a in attr.iter().filter_map(Value::as_str) {
+            let _ = writeln!(out, "{}", p.wrap("2", a));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_without_color_is_plain_pretty_json() {
+        let v: Value =
+            serde_json::from_str(r#"{"a":[1,{"b":null}],"c":"x\"y","d":[],"e":true}"#).unwrap();
+        let s = json(&v, false);
+        assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
+        assert!(s.contains("\n  \"a\": [\n    1,"));
+        assert!(!s.contains('\x1b'));
+        assert!(json(&v, true).contains("\x1b[32m\"x\\\"y\"\x1b[0m"));
+    }
+
+    #[test]
+    fn distance() {
+        let d = km_between(34.068930, -118.445127, 34.07362, -118.40036);
+        assert!((d - 4.16).abs() < 0.05, "{d}");
+    }
+}
