@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Generator threads (1: a single-threaded runtime, which leaves the other cores to the server).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -82,9 +82,9 @@ impl IAmAt<'_> {
         dst.extend_from_slice(b"IAMAT ");
         dst.extend_from_slice(&self.client);
         dst.push(b' ');
-        dst.extend_from_slice(self.location.as_str().as_bytes());
+        dst.extend_from_slice(self.location.as_bytes());
         dst.push(b' ');
-        dst.extend_from_slice(self.time.as_str().as_bytes());
+        dst.extend_from_slice(self.time.as_bytes());
     }
 
     /// Copies every borrowed field.
@@ -122,7 +122,7 @@ impl WhatsAt<'_> {
         dst.extend_from_slice(b"WHATSAT ");
         dst.extend_from_slice(&self.client);
         dst.push(b' ');
-        dst.extend_from_slice(self.radius.as_str().as_bytes());
+        dst.extend_from_slice(self.radius.text.0.as_ref());
         dst.push(b' ');
         crate::time::write_u128(u128::from(self.bound), dst);
     }
@@ -137,12 +137,27 @@ impl WhatsAt<'_> {
     }
 }
 
+/// Validated ASCII text kept as bytes: the parser never pays for a UTF-8 check, and `as_str` is free
+/// of failure because only ASCII digits, signs and points get in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Ascii<'a>(Cow<'a, [u8]>);
+
+impl Ascii<'_> {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn into_owned(self) -> Ascii<'static> {
+        Ascii(Cow::Owned(self.0.into_owned()))
+    }
+}
+
 /// An ISO 6709 location `[+-]D+(.D+)?[+-]D+(.D+)?`, kept as the exact text the client sent.
 ///
 /// The text is echoed byte for byte in AT lines; the degrees are derived from it on demand.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location<'a> {
-    text: Cow<'a, str>,
+    text: Ascii<'a>,
     /// Index of the longitude's sign in `text`.
     split: usize,
 }
@@ -161,9 +176,9 @@ impl<'a> Location<'a> {
         parse::location(field, 0)
     }
 
-    pub(crate) fn from_validated(text: &'a str, split: usize) -> Self {
+    pub(crate) fn from_validated(text: &'a [u8], split: usize) -> Self {
         Location {
-            text: Cow::Borrowed(text),
+            text: Ascii(Cow::Borrowed(text)),
             split,
         }
     }
@@ -181,24 +196,29 @@ impl<'a> Location<'a> {
         // Rounding to six decimals never leaves the range, and the text always re-parses.
         Location::parse(text.as_bytes()).ok()?;
         Some(Location {
-            text: Cow::Owned(text),
+            text: Ascii(Cow::Owned(text.into_bytes())),
             split,
         })
     }
 
     /// The exact text, e.g. `+34.068930-118.445127`.
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.text.as_str()
+    }
+
+    /// The exact bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text.0
     }
 
     /// The latitude text, e.g. `+34.068930`.
     pub fn latitude_str(&self) -> &str {
-        &self.text[..self.split]
+        self.as_str().get(..self.split).unwrap_or("")
     }
 
     /// The longitude text, e.g. `-118.445127`.
     pub fn longitude_str(&self) -> &str {
-        &self.text[self.split..]
+        self.as_str().get(self.split..).unwrap_or("")
     }
 
     /// The latitude in degrees (rounded to the nearest `f64`).
@@ -214,7 +234,7 @@ impl<'a> Location<'a> {
     /// Copies the text if it is borrowed.
     pub fn into_owned(self) -> Location<'static> {
         Location {
-            text: Cow::Owned(self.text.into_owned()),
+            text: self.text.into_owned(),
             split: self.split,
         }
     }
@@ -223,7 +243,7 @@ impl<'a> Location<'a> {
 /// A client's POSIX time `D+(.D{1,9})?`: the exact text and its exact value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientTime<'a> {
-    text: Cow<'a, str>,
+    text: Ascii<'a>,
     value: Timestamp,
 }
 
@@ -240,9 +260,9 @@ impl<'a> ClientTime<'a> {
         parse::client_time(field, 0)
     }
 
-    pub(crate) fn from_validated(text: &'a str, value: Timestamp) -> Self {
+    pub(crate) fn from_validated(text: &'a [u8], value: Timestamp) -> Self {
         ClientTime {
-            text: Cow::Borrowed(text),
+            text: Ascii(Cow::Borrowed(text)),
             value,
         }
     }
@@ -250,14 +270,21 @@ impl<'a> ClientTime<'a> {
     /// The canonical text of a timestamp: seconds, a point and nine digits.
     pub fn from_timestamp(value: Timestamp) -> ClientTime<'static> {
         ClientTime {
-            text: Cow::Owned(format!("{}.{:09}", value.secs(), value.subsec_nanos())),
+            text: Ascii(Cow::Owned(
+                format!("{}.{:09}", value.secs(), value.subsec_nanos()).into_bytes(),
+            )),
             value,
         }
     }
 
     /// The exact text the client sent.
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.text.as_str()
+    }
+
+    /// The exact bytes the client sent (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text.0
     }
 
     /// The exact value.
@@ -268,7 +295,7 @@ impl<'a> ClientTime<'a> {
     /// Copies the text if it is borrowed.
     pub fn into_owned(self) -> ClientTime<'static> {
         ClientTime {
-            text: Cow::Owned(self.text.into_owned()),
+            text: self.text.into_owned(),
             value: self.value,
         }
     }
@@ -293,7 +320,7 @@ impl Ord for ClientTime<'_> {
 /// A WHATSAT radius in kilometres, `D+(.D+)?`, greater than 0 and at most 50.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Radius<'a> {
-    text: Cow<'a, str>,
+    text: Ascii<'a>,
 }
 
 impl<'a> Radius<'a> {
@@ -308,29 +335,27 @@ impl<'a> Radius<'a> {
         parse::radius(field, 0)
     }
 
-    pub(crate) fn from_validated(text: &'a str) -> Self {
+    pub(crate) fn from_validated(text: &'a [u8]) -> Self {
         Radius {
-            text: Cow::Borrowed(text),
+            text: Ascii(Cow::Borrowed(text)),
         }
     }
 
     /// The exact text, in kilometres.
     pub fn as_str(&self) -> &str {
-        &self.text
+        self.text.as_str()
     }
 
     /// The radius in kilometres (rounded to the nearest `f64`).
     pub fn km(&self) -> f64 {
-        self.text.parse().unwrap_or(0.0)
+        self.as_str().parse().unwrap_or(0.0)
     }
 
     /// The radius in metres as an exact plain decimal, without exponent or needless zeros:
     /// `10` → `10000`, `10.5` → `10500`, `10.5871263` → `10587.1263`, `0.0001` → `0.1`.
     pub fn metres(&self) -> String {
-        let (int, frac) = match self.text.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (&*self.text, ""),
-        };
+        let text = self.as_str();
+        let (int, frac) = text.split_once('.').unwrap_or((text, ""));
         let mut frac_digits = frac.as_bytes().to_vec();
         while frac_digits.len() < 3 {
             frac_digits.push(b'0');
@@ -357,7 +382,7 @@ impl<'a> Radius<'a> {
     /// Copies the text if it is borrowed.
     pub fn into_owned(self) -> Radius<'static> {
         Radius {
-            text: Cow::Owned(self.text.into_owned()),
+            text: self.text.into_owned(),
         }
     }
 }
@@ -417,9 +442,9 @@ impl<'a> AtRecord<'a> {
         dst.push(b' ');
         dst.extend_from_slice(&self.client);
         dst.push(b' ');
-        dst.extend_from_slice(self.location.as_str().as_bytes());
+        dst.extend_from_slice(self.location.as_bytes());
         dst.push(b' ');
-        dst.extend_from_slice(self.time.as_str().as_bytes());
+        dst.extend_from_slice(self.time.as_bytes());
     }
 
     /// The wire form as a new vector, without the line terminator.
@@ -456,7 +481,7 @@ impl Ord for AtRecord<'_> {
             .then_with(|| self.diff.cmp(&other.diff))
             .then_with(|| self.client.cmp(&other.client))
             .then_with(|| self.location.cmp(&other.location))
-            .then_with(|| self.time.as_str().cmp(other.time.as_str()))
+            .then_with(|| self.time.as_bytes().cmp(other.time.as_bytes()))
     }
 }
 

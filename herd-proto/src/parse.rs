@@ -6,9 +6,10 @@
 
 use std::borrow::Cow;
 
-use nom::bytes::complete::{tag, take_till1, take_while, take_while_m_n};
+use nom::bytes::complete::{tag, take_while_m_n};
 use nom::character::complete::{digit1, one_of};
 use nom::combinator::{all_consuming, opt};
+use nom::error::ParseError as NomError;
 use nom::sequence::preceded;
 use nom::{IResult, Offset, Parser};
 
@@ -18,36 +19,49 @@ use crate::peer::{PeerMessage, PEER_VERSION};
 use crate::time::{TimeDiff, Timestamp};
 
 type In<'a> = &'a [u8];
-type Res<'a, O> = IResult<In<'a>, O>;
 
 /// White space of PROTOCOL.md §1: space, tab, CR, LF, form feed, vertical tab.
 #[inline]
 pub(crate) fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+    // One comparison for every byte above space, which is nearly every byte of a line.
+    b <= b' ' && matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
 }
 
-/// One field: skips leading white space, then takes the non-white-space run.
-fn field(i: In<'_>) -> Res<'_, In<'_>> {
-    preceded(take_while(is_ws), take_till1(is_ws)).parse(i)
-}
-
-/// Splits `line` into exactly `N` fields, returning each with its offset.
-fn fields<const N: usize>(line: In<'_>) -> Result<[(usize, In<'_>); N], ParseError> {
+/// Splits `line` after `pos` into exactly `N` more fields, returning each with its offset.
+///
+/// Splitting on white space is a byte scan, not a grammar, so it is a plain loop: it is the hottest
+/// part of parsing (every byte of every line passes through it), and nom's per-field setup cost more
+/// than the scan itself.
+fn fields<const N: usize>(
+    line: In<'_>,
+    mut pos: usize,
+) -> Result<[(usize, In<'_>); N], ParseError> {
     let mut out = [(0, &line[..0]); N];
-    let mut rest = line;
     for slot in out.iter_mut() {
-        match field(rest) {
-            Ok((r, f)) => {
-                *slot = (line.offset(f), f);
-                rest = r;
+        match next_field(line, pos) {
+            Some((start, end)) => {
+                *slot = (start, &line[start..end]);
+                pos = end;
             }
-            Err(_) => return Err(ParseError::new(line.len(), ErrorKind::MissingField)),
+            None => return Err(ParseError::new(line.len(), ErrorKind::MissingField)),
         }
     }
-    match field(rest) {
-        Ok((_, extra)) => Err(ParseError::new(line.offset(extra), ErrorKind::ExtraField)),
-        Err(_) => Ok(out),
+    match next_field(line, pos) {
+        Some((extra, _)) => Err(ParseError::new(extra, ErrorKind::ExtraField)),
+        None => Ok(out),
     }
+}
+
+/// The bounds of the first field at or after `pos`.
+#[inline]
+fn next_field(line: In<'_>, pos: usize) -> Option<(usize, usize)> {
+    let rest = line.get(pos..)?;
+    let start = pos + rest.iter().position(|&b| !is_ws(b))?;
+    let len = line[start..]
+        .iter()
+        .position(|&b| is_ws(b))
+        .unwrap_or(line.len() - start);
+    Some((start, start + len))
 }
 
 /// Maps a nom failure inside `field` (which starts at `base` in the line) to a positioned error.
@@ -64,18 +78,41 @@ fn fail(
     ParseError::new(base + at, kind)
 }
 
-/// Validated ASCII as `&str`; the grammars below admit only ASCII digits, signs and points.
-fn ascii(b: In<'_>) -> &str {
-    std::str::from_utf8(b).unwrap_or_default()
+/// Runs a field grammar: first with nom's zero-size `()` error, which is all a valid field needs;
+/// only if that fails, again with positions, to say where. Valid lines — nearly all of them — never
+/// pay for error bookkeeping.
+fn grammar<'a, O, Fast, Slow>(
+    f: In<'a>,
+    base: usize,
+    kind: ErrorKind,
+    mut fast: Fast,
+    slow: Slow,
+) -> Result<O, ParseError>
+where
+    Fast: Parser<In<'a>, Output = O, Error = ()>,
+    Slow: Parser<In<'a>, Output = O, Error = nom::error::Error<In<'a>>>,
+{
+    match fast.parse(f) {
+        Ok((_, out)) => Ok(out),
+        Err(_) => {
+            let mut slow = slow;
+            match slow.parse(f) {
+                Ok((_, out)) => Ok(out),
+                Err(e) => Err(fail(f, base, e, kind)),
+            }
+        }
+    }
 }
 
 /// `D+(.D+)?` as (integer digits, fraction digits).
-fn decimal(i: In<'_>) -> Res<'_, (In<'_>, Option<In<'_>>)> {
+fn decimal<'a, E: NomError<In<'a>>>(i: In<'a>) -> IResult<In<'a>, (In<'a>, Option<In<'a>>), E> {
     (digit1, opt(preceded(tag(&b"."[..]), digit1))).parse(i)
 }
 
 /// `[+-]D+(.D+)?` as (negative?, integer digits, fraction digits).
-fn signed_decimal(i: In<'_>) -> Res<'_, (bool, In<'_>, Option<In<'_>>)> {
+fn signed_decimal<'a, E: NomError<In<'a>>>(
+    i: In<'a>,
+) -> IResult<In<'a>, (bool, In<'a>, Option<In<'a>>), E> {
     (one_of(&b"+-"[..]), decimal)
         .map(|(sign, (int, frac))| (sign == '-', int, frac))
         .parse(i)
@@ -97,10 +134,13 @@ fn digits_value(d: In<'_>) -> u64 {
 }
 
 pub(crate) fn location(f: In<'_>, base: usize) -> Result<Location<'_>, ParseError> {
-    let (_, ((_, lat_i, lat_f), (_, lon_i, lon_f))) =
-        all_consuming((signed_decimal, signed_decimal))
-            .parse(f)
-            .map_err(|e| fail(f, base, e, ErrorKind::Location))?;
+    let ((_, lat_i, lat_f), (_, lon_i, lon_f)) = grammar(
+        f,
+        base,
+        ErrorKind::Location,
+        all_consuming((signed_decimal, signed_decimal)),
+        all_consuming((signed_decimal, signed_decimal)),
+    )?;
     let split = f.offset(lon_i) - 1;
     if !at_most(lat_i, lat_f, 90) {
         return Err(ParseError::new(base, ErrorKind::LatitudeRange));
@@ -108,13 +148,17 @@ pub(crate) fn location(f: In<'_>, base: usize) -> Result<Location<'_>, ParseErro
     if !at_most(lon_i, lon_f, 180) {
         return Err(ParseError::new(base + split, ErrorKind::LongitudeRange));
     }
-    Ok(Location::from_validated(ascii(f), split))
+    Ok(Location::from_validated(f, split))
 }
 
 pub(crate) fn client_time(f: In<'_>, base: usize) -> Result<ClientTime<'_>, ParseError> {
-    let (_, (secs, frac)) = all_consuming(decimal)
-        .parse(f)
-        .map_err(|e| fail(f, base, e, ErrorKind::Time))?;
+    let (secs, frac) = grammar(
+        f,
+        base,
+        ErrorKind::Time,
+        all_consuming(decimal),
+        all_consuming(decimal),
+    )?;
     let frac = frac.unwrap_or_default();
     if frac.len() > 9 {
         return Err(ParseError::new(
@@ -123,26 +167,41 @@ pub(crate) fn client_time(f: In<'_>, base: usize) -> Result<ClientTime<'_>, Pars
         ));
     }
     let secs_digits = &secs[secs.iter().take_while(|&&d| d == b'0').count()..];
-    let secs = (secs_digits.len() <= 20)
-        .then(|| {
-            secs_digits.iter().try_fold(0u64, |v, &c| {
+    let secs = match secs_digits.len() {
+        0..=19 => digits_value(secs_digits),
+        20 => secs_digits
+            .iter()
+            .try_fold(0u64, |v, &c| {
                 v.checked_mul(10)?.checked_add(u64::from(c - b'0'))
             })
-        })
-        .flatten()
-        .ok_or(ParseError::new(base, ErrorKind::TimeRange))?;
-    let mut nanos = digits_value(frac) as u32;
-    for _ in frac.len()..9 {
-        nanos *= 10;
-    }
+            .ok_or(ParseError::new(base, ErrorKind::TimeRange))?,
+        _ => return Err(ParseError::new(base, ErrorKind::TimeRange)),
+    };
+    const SCALE: [u32; 10] = [
+        1_000_000_000,
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
+    let nanos = digits_value(frac) as u32 * SCALE[frac.len()];
     let value = Timestamp::new(secs, nanos).ok_or(ParseError::new(base, ErrorKind::Time))?;
-    Ok(ClientTime::from_validated(ascii(f), value))
+    Ok(ClientTime::from_validated(f, value))
 }
 
 pub(crate) fn radius(f: In<'_>, base: usize) -> Result<Radius<'_>, ParseError> {
-    let (_, (int, frac)) = all_consuming(decimal)
-        .parse(f)
-        .map_err(|e| fail(f, base, e, ErrorKind::Radius))?;
+    let (int, frac) = grammar(
+        f,
+        base,
+        ErrorKind::Radius,
+        all_consuming(decimal),
+        all_consuming(decimal),
+    )?;
     let positive = int
         .iter()
         .chain(frac.unwrap_or_default())
@@ -150,13 +209,17 @@ pub(crate) fn radius(f: In<'_>, base: usize) -> Result<Radius<'_>, ParseError> {
     if !positive || !at_most(int, frac, 50) {
         return Err(ParseError::new(base, ErrorKind::RadiusRange));
     }
-    Ok(Radius::from_validated(ascii(f)))
+    Ok(Radius::from_validated(f))
 }
 
 fn bound(f: In<'_>, base: usize) -> Result<u8, ParseError> {
-    let (_, digits) = all_consuming(digit1)
-        .parse(f)
-        .map_err(|e| fail(f, base, e, ErrorKind::Bound))?;
+    let digits = grammar(
+        f,
+        base,
+        ErrorKind::Bound,
+        all_consuming(digit1),
+        all_consuming(digit1),
+    )?;
     if !at_most(digits, None, u64::from(WhatsAt::MAX_BOUND)) {
         return Err(ParseError::new(base, ErrorKind::BoundRange));
     }
@@ -201,17 +264,18 @@ fn time_diff(f: In<'_>, base: usize) -> Result<TimeDiff, ParseError> {
 
 /// The first field of a line and where it starts, or `Empty`.
 fn command(line: In<'_>) -> Result<(usize, In<'_>), ParseError> {
-    match field(line) {
-        Ok((_, cmd)) => Ok((line.offset(cmd), cmd)),
-        Err(_) => Err(ParseError::new(0, ErrorKind::Empty)),
+    match next_field(line, 0) {
+        Some((start, end)) => Ok((start, &line[start..end])),
+        None => Err(ParseError::new(0, ErrorKind::Empty)),
     }
 }
 
 pub(crate) fn message(line: In<'_>) -> Result<Message<'_>, ParseError> {
     let (at, cmd) = command(line)?;
+    let rest = at + cmd.len();
     match cmd {
         b"IAMAT" => {
-            let [_, (_, client), (lo, loc), (to, time)] = fields::<4>(line)?;
+            let [(_, client), (lo, loc), (to, time)] = fields::<3>(line, rest)?;
             Ok(Message::IAmAt(IAmAt {
                 client: Cow::Borrowed(client),
                 location: location(loc, lo)?,
@@ -219,7 +283,7 @@ pub(crate) fn message(line: In<'_>) -> Result<Message<'_>, ParseError> {
             }))
         }
         b"WHATSAT" => {
-            let [_, (_, client), (ro, r), (bo, b)] = fields::<4>(line)?;
+            let [(_, client), (ro, r), (bo, b)] = fields::<3>(line, rest)?;
             Ok(Message::WhatsAt(WhatsAt {
                 client: Cow::Borrowed(client),
                 radius: radius(r, ro)?,
@@ -230,8 +294,8 @@ pub(crate) fn message(line: In<'_>) -> Result<Message<'_>, ParseError> {
     }
 }
 
-fn at_fields<'a>(fs: [(usize, In<'a>); 6]) -> Result<AtRecord<'a>, ParseError> {
-    let [_, (_, server), (d_at, diff), (_, client), (l_at, loc), (t_at, time)] = fs;
+fn at_fields<'a>(fs: [(usize, In<'a>); 5]) -> Result<AtRecord<'a>, ParseError> {
+    let [(_, server), (d_at, diff), (_, client), (l_at, loc), (t_at, time)] = fs;
     Ok(AtRecord {
         server: Cow::Borrowed(server),
         diff: time_diff(diff, d_at)?,
@@ -243,19 +307,21 @@ fn at_fields<'a>(fs: [(usize, In<'a>); 6]) -> Result<AtRecord<'a>, ParseError> {
 
 pub(crate) fn at_record(line: In<'_>) -> Result<AtRecord<'_>, ParseError> {
     let (at, cmd) = command(line)?;
+    let rest = at + cmd.len();
     if cmd != b"AT" {
         return Err(ParseError::new(at, ErrorKind::UnknownCommand));
     }
-    at_fields(fields::<6>(line)?)
+    at_fields(fields::<5>(line, rest)?)
 }
 
 pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> {
     let (at, cmd) = command(line)?;
+    let rest = at + cmd.len();
     let b = Cow::Borrowed;
     Ok(match cmd {
-        b"AT" => PeerMessage::Record(at_fields(fields::<6>(line)?)?),
+        b"AT" => PeerMessage::Record(at_fields(fields::<5>(line, rest)?)?),
         b"HERD-HELLO" => {
-            let [_, (vo, v), (_, name), (_, nonce)] = fields::<4>(line)?;
+            let [(vo, v), (_, name), (_, nonce)] = fields::<3>(line, rest)?;
             let version = count(v, vo, ErrorKind::Version)?;
             if version != u64::from(PEER_VERSION) {
                 return Err(ParseError::new(vo, ErrorKind::Version));
@@ -267,7 +333,7 @@ pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> 
             }
         }
         b"HERD-WELCOME" => {
-            let [_, (_, name), (_, nonce), (_, proof)] = fields::<4>(line)?;
+            let [(_, name), (_, nonce), (_, proof)] = fields::<3>(line, rest)?;
             PeerMessage::Welcome {
                 name: b(name),
                 nonce: b(nonce),
@@ -275,25 +341,25 @@ pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> 
             }
         }
         b"HERD-PROOF" => {
-            let [_, (_, proof)] = fields::<2>(line)?;
+            let [(_, proof)] = fields::<1>(line, rest)?;
             PeerMessage::Proof { proof: b(proof) }
         }
         b"HERD-REFUSED" => {
-            let [_, (_, reason)] = fields::<2>(line)?;
+            let [(_, reason)] = fields::<1>(line, rest)?;
             PeerMessage::Refused { reason: b(reason) }
         }
         b"HERD-SYNCED" => {
-            let [_, (co, c)] = fields::<2>(line)?;
+            let [(co, c)] = fields::<1>(line, rest)?;
             PeerMessage::Synced {
                 count: count(c, co, ErrorKind::Count)?,
             }
         }
         b"HERD-PING" => {
-            fields::<1>(line)?;
+            fields::<0>(line, rest)?;
             PeerMessage::Ping
         }
         b"HERD-PONG" => {
-            fields::<1>(line)?;
+            fields::<0>(line, rest)?;
             PeerMessage::Pong
         }
         _ => return Err(ParseError::new(at, ErrorKind::UnknownCommand)),
