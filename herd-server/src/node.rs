@@ -14,7 +14,6 @@
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use herd_proto::{AtRecord, Message, PeerMessage, Radius, TimeDiff, Timestamp};
 use indexmap::IndexMap;
@@ -31,9 +30,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(record: &AtRecord<'_>) -> Self {
+    /// `line` is the record's AT line when the caller has it written already.
+    fn new(record: &AtRecord<'_>, line: Option<&[u8]>) -> Self {
         Entry {
-            line: record.to_bytes().into_boxed_slice(),
+            line: line.map_or_else(|| record.to_bytes().into_boxed_slice(), Box::from),
             time: record.time.value(),
             diff: record.diff,
             server_len: record.server.len(),
@@ -92,6 +92,42 @@ pub enum Step {
     Lookup(Lookup),
 }
 
+/// Stores `record` if it is greater than the one held, queueing it for every link but `from`.
+/// Returns whether it was stored, and the index of the client's entry. A free function over the
+/// node's parts, so the caller can keep borrowing the node's name inside `record`.
+fn offer(
+    clients: &mut Clients,
+    links: &mut [Link],
+    record: AtRecord<'_>,
+    line: Option<&[u8]>,
+    from: Option<usize>,
+) -> (bool, usize) {
+    let index = match clients.get_index_of(&*record.client) {
+        Some(i) => {
+            if clients[i].cmp_record(&record) != Ordering::Less {
+                return (false, i);
+            }
+            clients[i] = Entry::new(&record, line);
+            i
+        }
+        None => {
+            let entry = Entry::new(&record, line);
+            clients
+                .insert_full(record.client.into_owned().into(), entry)
+                .0
+        }
+    };
+    for (id, link) in links.iter_mut().enumerate() {
+        if Some(id) != from {
+            link.enqueue(index);
+        }
+    }
+    (true, index)
+}
+
+/// Client id → record. foldhash: fast on short keys, randomly seeded against crafted ids.
+type Clients = IndexMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
+
 /// A neighbour link as the node sees it.
 #[derive(Debug, Default)]
 struct Link {
@@ -129,9 +165,9 @@ impl Link {
 /// One server's herd state: its name, its neighbours, its cache and its links.
 #[derive(Debug)]
 pub struct Node {
-    name: Arc<[u8]>,
+    name: Box<[u8]>,
     neighbors: Vec<String>,
-    clients: IndexMap<Box<[u8]>, Entry>,
+    clients: Clients,
     links: Vec<Link>,
 }
 
@@ -142,7 +178,7 @@ impl Node {
         Node {
             name: name.as_bytes().into(),
             neighbors,
-            clients: IndexMap::new(),
+            clients: IndexMap::default(),
             links,
         }
     }
@@ -187,10 +223,21 @@ impl Node {
     pub fn client_line(&mut self, line: &[u8], now: Timestamp, out: &mut Vec<u8>) -> Step {
         match Message::parse(line) {
             Ok(Message::IAmAt(iamat)) => {
-                let name = Arc::clone(&self.name);
-                let record = AtRecord::new(&name, iamat, now);
-                let (stored, held) = self.offer(record, None);
-                out.extend_from_slice(&self.clients[held].line);
+                let record = AtRecord::new(&self.name, iamat, now);
+                // Write the new record as the reply; it is also the line the cache keeps.
+                let start = out.len();
+                record.write_to(out);
+                let (stored, held) = offer(
+                    &mut self.clients,
+                    &mut self.links,
+                    record,
+                    Some(&out[start..]),
+                    None,
+                );
+                if !stored {
+                    out.truncate(start);
+                    out.extend_from_slice(&self.clients[held].line);
+                }
                 out.push(b'\n');
                 Step::Answered { stored }
             }
@@ -225,33 +272,7 @@ impl Node {
 
     /// A record from neighbour `from`; returns whether it was new here (and so flooded on).
     pub fn peer_record(&mut self, from: usize, record: AtRecord<'_>) -> bool {
-        self.offer(record, Some(from)).0
-    }
-
-    /// Stores `record` if it is greater than the one held, queueing it for every link but `from`.
-    /// Returns whether it was stored, and the index of the client's entry.
-    fn offer(&mut self, record: AtRecord<'_>, from: Option<usize>) -> (bool, usize) {
-        let index = match self.clients.get_index_of(&*record.client) {
-            Some(i) => {
-                if self.clients[i].cmp_record(&record) != Ordering::Less {
-                    return (false, i);
-                }
-                self.clients[i] = Entry::new(&record);
-                i
-            }
-            None => {
-                let entry = Entry::new(&record);
-                self.clients
-                    .insert_full(record.client.into_owned().into(), entry)
-                    .0
-            }
-        };
-        for (id, link) in self.links.iter_mut().enumerate() {
-            if Some(id) != from {
-                link.enqueue(index);
-            }
-        }
-        (true, index)
+        offer(&mut self.clients, &mut self.links, record, None, Some(from)).0
     }
 
     /// Link `id` came up: starts the catch-up on it. Returns the link's epoch.

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use herd_proto::{CodecError, HerdCodec, PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -31,6 +33,8 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// Flush the reply buffer once it holds this much, even mid-batch.
 const FLUSH_AT: usize = 64 * 1024;
+/// Most lines decoded and answered per batch.
+const BATCH_LINES: usize = 256;
 
 /// Listen backlog: bursts of connects wait in the kernel instead of overflowing into SYN cookies
 /// and resets (the kernel caps it at `net.core.somaxconn`).
@@ -270,76 +274,110 @@ async fn serve(
     let mut codec = HerdCodec::new_with_max_length(spec.limits.max_line);
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
+    let mut lines: Vec<Bytes> = Vec::new();
+    // (line index, reply range in `out`) for the log, written before `out` is flushed.
+    let mut replies: Vec<(usize, Range<usize>)> = Vec::new();
     let mut first = true;
     let mut eof = false;
     loop {
-        loop {
+        lines.clear();
+        let mut too_long = None;
+        while lines.len() < BATCH_LINES {
             let next = if eof {
                 codec.decode_eof(&mut buf)
             } else {
                 codec.decode(&mut buf)
             };
-            let line = match next {
-                Ok(Some(line)) => line,
+            match next {
+                Ok(Some(line)) => {
+                    // The first line decides whether this is a peer link; nothing after it is read here.
+                    if std::mem::take(&mut first) {
+                        if let Ok(hello @ PeerMessage::Hello { .. }) = PeerMessage::parse(&line) {
+                            return Ok(Some((hello.into_owned(), codec, buf)));
+                        }
+                    }
+                    lines.push(line);
+                }
                 Ok(None) => break,
                 Err(CodecError::LineTooLong { head, max }) => {
-                    warn!(conn, max, "line too long; closing");
-                    herd_proto::write_invalid(&head, &mut out);
-                    if spec.log_lines {
-                        info!(conn, dir = "out", line = %show(&out[..out.len() - 1]));
-                    }
-                    stream.write_all(&out).await?;
-                    return Ok(None);
+                    too_long = Some((head, max));
+                    break;
                 }
                 Err(CodecError::Io(e)) => return Err(e),
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
-            };
-            if std::mem::take(&mut first) {
-                if let Ok(hello @ PeerMessage::Hello { .. }) = PeerMessage::parse(&line) {
-                    return Ok(Some((hello.into_owned(), codec, buf)));
-                }
             }
-            if spec.log_lines {
-                info!(conn, dir = "in", line = %show(&line));
-            }
-            let start = out.len();
-            let step = shared.node().client_line(&line, (spec.clock)(), &mut out);
-            match step {
-                Step::Answered { stored } => {
-                    if stored {
-                        shared.notify_links(None);
+        }
+
+        // Answer the batch in order. The node is locked once for a run of lines, not once per line,
+        // and never across the await of a Places look-up.
+        let mut i = 0;
+        let mut stored = false;
+        while i < lines.len() {
+            let mut lookup = None;
+            {
+                let mut node = shared.node();
+                while i < lines.len() {
+                    let start = out.len();
+                    match node.client_line(&lines[i], (spec.clock)(), &mut out) {
+                        Step::Answered { stored: s } => {
+                            stored |= s;
+                            replies.push((i, start..out.len()));
+                            i += 1;
+                        }
+                        Step::Lookup(q) => {
+                            lookup = Some(q);
+                            break;
+                        }
                     }
-                }
-                Step::Lookup(q) => {
-                    let began = Instant::now();
-                    let answer = spec.places.lookup(&q).await;
-                    info!(
-                        conn,
-                        backend = %spec.places.backend(),
-                        status = answer.status(),
-                        ms = began.elapsed().as_secs_f64() * 1000.0,
-                        "places look-up"
-                    );
-                    let record = herd_proto::AtRecord::parse(&q.at_line);
-                    match record {
-                        Ok(r) => herd_proto::write_whatsat(&r, &answer.to_pretty(), &mut out),
-                        Err(_) => herd_proto::write_invalid(&line, &mut out),
+                    if out.len() >= FLUSH_AT {
+                        break;
                     }
                 }
             }
-            if spec.log_lines {
-                let reply = &out[start..];
-                let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
-                info!(conn, dir = "out", line = %show(reply));
+            if let Some(q) = lookup {
+                let start = out.len();
+                let began = Instant::now();
+                let answer = spec.places.lookup(&q).await;
+                info!(
+                    conn,
+                    backend = %spec.places.backend(),
+                    status = answer.status(),
+                    ms = began.elapsed().as_secs_f64() * 1000.0,
+                    "places look-up"
+                );
+                match herd_proto::AtRecord::parse(&q.at_line) {
+                    Ok(r) => herd_proto::write_whatsat(&r, &answer.to_pretty(), &mut out),
+                    Err(_) => herd_proto::write_invalid(&lines[i], &mut out),
+                }
+                replies.push((i, start..out.len()));
+                i += 1;
             }
             if out.len() >= FLUSH_AT {
+                log_replies(spec.log_lines, conn, &lines, &mut replies, &out);
                 stream.write_all(&out).await?;
                 out.clear();
             }
         }
+        if stored {
+            shared.notify_links(None);
+        }
+        if let Some((head, max)) = too_long {
+            warn!(conn, max, "line too long; closing");
+            let start = out.len();
+            herd_proto::write_invalid(&head, &mut out);
+            lines.push(head);
+            replies.push((lines.len() - 1, start..out.len()));
+            log_replies(spec.log_lines, conn, &lines, &mut replies, &out);
+            stream.write_all(&out).await?;
+            return Ok(None);
+        }
+        log_replies(spec.log_lines, conn, &lines, &mut replies, &out);
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
+        }
+        if lines.len() == BATCH_LINES {
+            continue; // more complete lines may be buffered
         }
         if eof {
             return Ok(None);
@@ -358,4 +396,22 @@ async fn serve(
             }
         }
     }
+}
+
+/// Logs each answered line and its reply (PROTOCOL.md §6), then forgets them.
+fn log_replies(
+    enabled: bool,
+    conn: u64,
+    lines: &[Bytes],
+    replies: &mut Vec<(usize, Range<usize>)>,
+    out: &[u8],
+) {
+    if enabled {
+        for (i, range) in replies.iter() {
+            info!(conn, dir = "in", line = %show(&lines[*i]));
+            let reply = &out[range.clone()];
+            info!(conn, dir = "out", line = %show(reply.strip_suffix(b"\n").unwrap_or(reply)));
+        }
+    }
+    replies.clear();
 }

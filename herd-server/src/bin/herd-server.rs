@@ -44,14 +44,29 @@ struct Common {
     /// Where `<Name>.log` files go.
     #[arg(long, value_name = "DIR", default_value = "logs")]
     log_dir: PathBuf,
+    /// Runtime threads; 1 runs everything on one thread (no cross-core hand-offs). Default: one per core.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Command::Serve { common, .. } | Command::Up { common } => common.threads,
+    };
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herd-server: error: cannot start the runtime: {e}");
