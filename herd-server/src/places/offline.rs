@@ -3,6 +3,7 @@
 //! Points live on the unit sphere (x, y, z), where straight-line distance grows with great-circle
 //! distance, so the R-tree's nearest-neighbour walk yields places nearest first and stops at the radius.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use rstar::{PointDistance, RTree, RTreeObject, AABB};
@@ -59,6 +60,49 @@ fn metres_between(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     2.0 * (chord / 2.0).min(1.0).asin() * EARTH_RADIUS_M
 }
 
+/// The fields of one CSV line (RFC 4180): a field may be quoted to hold commas, with `""` for a quote.
+fn csv_fields(line: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        if let Some(quoted) = r.strip_prefix('"') {
+            // The closing quote is the first one not doubled.
+            let bytes = quoted.as_bytes();
+            let mut end = 0;
+            while end < bytes.len() {
+                if bytes[end] == b'"' {
+                    if bytes.get(end + 1) == Some(&b'"') {
+                        end += 2;
+                        continue;
+                    }
+                    break;
+                }
+                end += 1;
+            }
+            let field = &quoted[..end];
+            rest = quoted
+                .get(end + 1..)
+                .and_then(|after| after.strip_prefix(','));
+            Some(if field.contains("\"\"") {
+                Cow::Owned(field.replace("\"\"", "\""))
+            } else {
+                Cow::Borrowed(field)
+            })
+        } else {
+            match r.split_once(',') {
+                Some((field, after)) => {
+                    rest = Some(after);
+                    Some(Cow::Borrowed(field))
+                }
+                None => {
+                    rest = None;
+                    Some(Cow::Borrowed(r))
+                }
+            }
+        }
+    })
+}
+
 /// The index, built once (about 144,000 places).
 pub fn index() -> &'static RTree<Place> {
     static INDEX: OnceLock<RTree<Place>> = OnceLock::new();
@@ -68,15 +112,16 @@ pub fn index() -> &'static RTree<Place> {
             .skip(1)
             .enumerate()
             .filter_map(|(row, line)| {
-                let mut f = line.split(',');
+                let mut f = csv_fields(line);
                 let lat: f64 = f.next()?.parse().ok()?;
                 let lon: f64 = f.next()?.parse().ok()?;
-                let name = f.next()?.trim();
-                let admin1 = f.next().unwrap_or("").trim();
-                let admin2 = f.next().unwrap_or("").trim();
-                let cc = f.next().unwrap_or("").trim();
-                let vicinity: Vec<&str> = [admin2, admin1, cc]
+                let name = f.next()?;
+                let admin1 = f.next().unwrap_or_default();
+                let admin2 = f.next().unwrap_or_default();
+                let cc = f.next().unwrap_or_default();
+                let vicinity: Vec<&str> = [&*admin2, &*admin1, &*cc]
                     .into_iter()
+                    .map(str::trim)
                     .filter(|s| !s.is_empty())
                     .collect();
                 Some(Place {
@@ -84,7 +129,7 @@ pub fn index() -> &'static RTree<Place> {
                     lat,
                     lon,
                     row,
-                    name: name.into(),
+                    name: name.trim().into(),
                     vicinity: vicinity.join(", ").into(),
                 })
             })
@@ -133,6 +178,16 @@ mod tests {
             radius: Radius::parse(km.as_bytes()).unwrap().into_owned(),
             bound,
         }
+    }
+
+    #[test]
+    fn quoted_csv_fields() {
+        let f: Vec<Cow<'_, str>> = csv_fields(r#"1.5,2.5,"Xeraco,Jaraco",Valencia,,ES"#).collect();
+        assert_eq!(f, ["1.5", "2.5", "Xeraco,Jaraco", "Valencia", "", "ES"]);
+        let f: Vec<Cow<'_, str>> = csv_fields(r#"1,2,San Andres,"A, B",,CO"#).collect();
+        assert_eq!(f, ["1", "2", "San Andres", "A, B", "", "CO"]);
+        let f: Vec<Cow<'_, str>> = csv_fields(r#"6.2,124.8,"T""boli",Davao,,PH"#).collect();
+        assert_eq!(f, ["6.2", "124.8", "T\"boli", "Davao", "", "PH"]);
     }
 
     #[test]
