@@ -263,7 +263,8 @@ async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
     let mut out = Vec::with_capacity(args.pipeline * 80);
     let mut inbuf = vec![0u8; 64 * 1024];
     let mut pending: VecDeque<Kind> = VecDeque::with_capacity(args.pipeline);
-    let mut seq = conn.wrapping_mul(7919);
+    // Each connection walks its own stretch of the id space, so -n N --clients N reports N distinct clients.
+    let mut seq = conn * (args.clients / args.connections as u64).max(1);
     let weight = plan.iamat_weight + plan.whatsat_weight;
     let time = ClientTime::from_timestamp(Timestamp::now());
     // Bytes read but not yet matched to a reply, and whether we are inside a WHATSAT answer.
