@@ -4,6 +4,7 @@
 //! bytes. [`node::Node`] holds every herd rule and no I/O; [`server`] and the private `peers` module
 //! drive it with tokio; [`places`] answers WHATSAT; [`config`] reads the herd's TOML.
 
+pub mod cache;
 pub mod config;
 pub mod log;
 pub mod node;

@@ -15,52 +15,9 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use herd_proto::{AtRecord, Message, PeerMessage, Radius, TimeDiff, Timestamp};
-use indexmap::IndexMap;
+use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 
-/// A cached record: its AT line and the keys the convergence order looks at first.
-#[derive(Debug, Clone)]
-struct Entry {
-    /// The AT line, without `\n`, exactly as first produced.
-    line: Box<[u8]>,
-    time: Timestamp,
-    diff: TimeDiff,
-    /// `line[3..3 + server_len]` is the origin server's name.
-    server_len: usize,
-}
-
-impl Entry {
-    /// `line` is the record's AT line when the caller has it written already.
-    fn new(record: &AtRecord<'_>, line: Option<&[u8]>) -> Self {
-        Entry {
-            line: line.map_or_else(|| record.to_bytes().into_boxed_slice(), Box::from),
-            time: record.time.value(),
-            diff: record.diff,
-            server_len: record.server.len(),
-        }
-    }
-
-    fn server(&self) -> &[u8] {
-        &self.line[3..3 + self.server_len]
-    }
-
-    /// The full record, parsed back from the line this node wrote.
-    fn record(&self) -> Option<AtRecord<'_>> {
-        AtRecord::parse(&self.line).ok()
-    }
-
-    /// `self` compared with `other` in herd-proto's record order, cheap keys first.
-    fn cmp_record(&self, other: &AtRecord<'_>) -> Ordering {
-        self.time
-            .cmp(&other.time.value())
-            .then_with(|| self.server().cmp(&other.server))
-            .then_with(|| self.diff.cmp(&other.diff))
-            .then_with(|| match self.record() {
-                Some(mine) => mine.cmp(other),
-                None => Ordering::Less,
-            })
-    }
-}
+use crate::cache::{Cache, Entry};
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
 /// [`herd_proto::write_whatsat`] with `at_line` and the answer.
@@ -96,26 +53,24 @@ pub enum Step {
 /// Returns whether it was stored, and the index of the client's entry. A free function over the
 /// node's parts, so the caller can keep borrowing the node's name inside `record`.
 fn offer(
-    clients: &mut Clients,
+    clients: &mut Cache,
     links: &mut [Link],
     record: AtRecord<'_>,
     line: Option<&[u8]>,
     from: Option<usize>,
 ) -> (bool, usize) {
-    let index = match clients.get_index_of(&*record.client) {
+    let index = match clients.index_of(&record.client) {
         Some(i) => {
-            if clients[i].cmp_record(&record) != Ordering::Less {
+            if clients
+                .get(i)
+                .is_some_and(|e| e.cmp_record(&record) != Ordering::Less)
+            {
                 return (false, i);
             }
-            clients[i] = Entry::new(&record, line);
+            clients.replace(i, Entry::new(&record, line));
             i
         }
-        None => {
-            let entry = Entry::new(&record, line);
-            clients
-                .insert_full(record.client.into_owned().into(), entry)
-                .0
-        }
+        None => clients.push(Entry::new(&record, line)),
     };
     for (id, link) in links.iter_mut().enumerate() {
         if Some(id) != from {
@@ -124,9 +79,6 @@ fn offer(
     }
     (true, index)
 }
-
-/// Client id → record. foldhash: fast on short keys, randomly seeded against crafted ids.
-type Clients = IndexMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
 
 /// A neighbour link as the node sees it.
 #[derive(Debug, Default)]
@@ -167,7 +119,7 @@ impl Link {
 pub struct Node {
     name: Box<[u8]>,
     neighbors: Vec<String>,
-    clients: Clients,
+    clients: Cache,
     links: Vec<Link>,
 }
 
@@ -178,7 +130,7 @@ impl Node {
         Node {
             name: name.as_bytes().into(),
             neighbors,
-            clients: IndexMap::default(),
+            clients: Cache::default(),
             links,
         }
     }
@@ -210,12 +162,15 @@ impl Node {
 
     /// The AT line held for `client`.
     pub fn get(&self, client: &[u8]) -> Option<&[u8]> {
-        self.clients.get(client).map(|e| &*e.line)
+        self.clients
+            .index_of(client)
+            .and_then(|i| self.clients.get(i))
+            .map(Entry::line)
     }
 
     /// Every held AT line, in cache order.
     pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
-        self.clients.values().map(|e| &*e.line)
+        self.clients.iter().map(Entry::line)
     }
 
     /// A line from a client, received at `now`: writes the reply to `out` (with its `\n`) or asks for a
@@ -236,22 +191,26 @@ impl Node {
                 );
                 if !stored {
                     out.truncate(start);
-                    out.extend_from_slice(&self.clients[held].line);
+                    out.extend_from_slice(self.clients.get(held).map_or(&[][..], Entry::line));
                 }
                 out.push(b'\n');
                 Step::Answered { stored }
             }
-            Ok(Message::WhatsAt(q)) => match self.clients.get(&*q.client).and_then(|e| {
-                let r = e.record()?;
-                Some((
-                    e,
-                    r.location.latitude(),
-                    r.location.longitude(),
-                    r.location.as_str().to_owned(),
-                ))
-            }) {
+            Ok(Message::WhatsAt(q)) => match self
+                .clients
+                .index_of(&q.client)
+                .and_then(|i| self.clients.get(i))
+                .and_then(|e| {
+                    let r = e.record()?;
+                    Some((
+                        e,
+                        r.location.latitude(),
+                        r.location.longitude(),
+                        r.location.as_str().to_owned(),
+                    ))
+                }) {
                 Some((entry, latitude, longitude, location)) => Step::Lookup(Lookup {
-                    at_line: entry.line.to_vec(),
+                    at_line: entry.line().to_vec(),
                     latitude,
                     longitude,
                     location,
@@ -315,9 +274,9 @@ impl Node {
         let mut n = 0;
         while n < max {
             let Some(cursor) = link.sync else { break };
-            match self.clients.get_index(cursor) {
-                Some((_, entry)) => {
-                    out.extend_from_slice(&entry.line);
+            match self.clients.get(cursor) {
+                Some(entry) => {
+                    out.extend_from_slice(entry.line());
                     out.push(b'\n');
                     link.sync = Some(cursor + 1);
                     n += 1;
@@ -337,8 +296,8 @@ impl Node {
                 break;
             };
             link.queued[index as usize] = false;
-            if let Some((_, entry)) = self.clients.get_index(index as usize) {
-                out.extend_from_slice(&entry.line);
+            if let Some(entry) = self.clients.get(index as usize) {
+                out.extend_from_slice(entry.line());
                 out.push(b'\n');
                 n += 1;
             }

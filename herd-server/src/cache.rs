@@ -1,0 +1,189 @@
+//! The client cache: each client's newest record, compact and index-addressable.
+//!
+//! A record is kept as its AT line (which the server replies and floods byte for byte) plus the two
+//! keys the convergence order compares first, and where the client id and server name sit in the line.
+//! The hash table holds only `u32` indexes into the entry vector and finds a client by comparing the
+//! id inside the line, so no id is stored twice. Indexes never change (clients are never removed):
+//! link queues and the catch-up cursor address clients by index.
+//!
+//! About 150 bytes a client (line, entry, table slot): a million clients fit in well under 200 MB.
+
+use std::cmp::Ordering;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use herd_proto::AtRecord;
+
+/// One client's record.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The AT line, without `\n`, exactly as first produced.
+    line: Box<[u8]>,
+    secs: u64,
+    /// The time difference in nanoseconds, when it fits in 64 bits (292 years either way).
+    diff: Option<i64>,
+    nanos: u32,
+    client_start: u32,
+    client_len: u32,
+    server_len: u32,
+}
+
+impl Entry {
+    /// The entry of `record`; `line` is its AT line when the caller has it written already.
+    pub fn new(record: &AtRecord<'_>, line: Option<&[u8]>) -> Self {
+        let line: Box<[u8]> = line.map_or_else(|| record.to_bytes().into_boxed_slice(), Box::from);
+        // "AT " server " " diff " " client " " …
+        let server_len = record.server.len();
+        let after_server = 3 + server_len + 1;
+        let diff_len = line
+            .get(after_server..)
+            .and_then(|d| d.iter().position(|&b| b == b' '))
+            .unwrap_or(0);
+        let client_start = after_server + diff_len + 1;
+        let time = record.time.value();
+        Entry {
+            line,
+            secs: time.secs(),
+            diff: i64::try_from(record.diff.as_nanos()).ok(),
+            nanos: time.subsec_nanos(),
+            client_start: client_start as u32,
+            client_len: record.client.len() as u32,
+            server_len: server_len as u32,
+        }
+    }
+
+    /// The AT line.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// The client id.
+    pub fn client(&self) -> &[u8] {
+        let start = self.client_start as usize;
+        self.line
+            .get(start..start + self.client_len as usize)
+            .unwrap_or_default()
+    }
+
+    fn server(&self) -> &[u8] {
+        self.line
+            .get(3..3 + self.server_len as usize)
+            .unwrap_or_default()
+    }
+
+    /// The full record, parsed back from the line this server wrote.
+    pub fn record(&self) -> Option<AtRecord<'_>> {
+        AtRecord::parse(&self.line).ok()
+    }
+
+    /// `self` against `other` in herd-proto's record order: the cheap keys first (client time, server,
+    /// time difference), the full record only on a tie of all three — a record seen again.
+    pub fn cmp_record(&self, other: &AtRecord<'_>) -> Ordering {
+        let t = other.time.value();
+        let first = (self.secs, self.nanos)
+            .cmp(&(t.secs(), t.subsec_nanos()))
+            .then_with(|| self.server().cmp(&other.server));
+        if first.is_ne() {
+            return first;
+        }
+        if let Some(diff) = self.diff {
+            let by_diff = i128::from(diff).cmp(&other.diff.as_nanos());
+            if by_diff.is_ne() {
+                return by_diff;
+            }
+            // Equal keys: the same record, unless the texts differ (`1.5` and `1.50`).
+            if self.line.as_ref() == other.to_bytes().as_slice() {
+                return Ordering::Equal;
+            }
+        }
+        match self.record() {
+            Some(mine) => mine.cmp(other),
+            None => Ordering::Less,
+        }
+    }
+}
+
+/// Client id → newest record.
+#[derive(Debug, Default)]
+pub struct Cache {
+    table: HashTable<u32>,
+    entries: Vec<Entry>,
+    /// Randomly seeded, so crafted client ids cannot aim at one bucket.
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Cache {
+    /// How many clients.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is no client.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The index of `client`.
+    pub fn index_of(&self, client: &[u8]) -> Option<usize> {
+        let hash = self.hasher.hash_one(client);
+        let entries = &self.entries;
+        self.table
+            .find(hash, |&i| entries[i as usize].client() == client)
+            .map(|&i| i as usize)
+    }
+
+    /// The entry at `index`.
+    pub fn get(&self, index: usize) -> Option<&Entry> {
+        self.entries.get(index)
+    }
+
+    /// Replaces the entry at `index` (same client).
+    pub fn replace(&mut self, index: usize, entry: Entry) {
+        if let Some(slot) = self.entries.get_mut(index) {
+            *slot = entry;
+        }
+    }
+
+    /// Adds a client that is not in the cache; returns its index.
+    pub fn push(&mut self, entry: Entry) -> usize {
+        let index = self.entries.len();
+        let hash = self.hasher.hash_one(entry.client());
+        self.entries.push(entry);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.table.insert_unique(hash, index as u32, |&i| {
+            hasher.hash_one(entries[i as usize].client())
+        });
+        index
+    }
+
+    /// Every entry, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_clients_by_the_id_inside_the_line() {
+        let mut c = Cache::default();
+        for i in 0..1000 {
+            let line = format!("AT Alford +0.000000001 client{i} +1+1 {i}");
+            let r = AtRecord::parse(line.as_bytes()).unwrap();
+            assert_eq!(c.push(Entry::new(&r, None)), i);
+        }
+        assert_eq!(c.index_of(b"client777"), Some(777));
+        assert_eq!(c.get(777).unwrap().client(), b"client777");
+        assert_eq!(c.index_of(b"client1000"), None);
+        let newer = AtRecord::parse(b"AT Ball -5.000000000 client777 +2+2 9999").unwrap();
+        assert_eq!(c.get(777).unwrap().cmp_record(&newer), Ordering::Less);
+        c.replace(777, Entry::new(&newer, None));
+        assert_eq!(
+            c.get(777).unwrap().line(),
+            b"AT Ball -5.000000000 client777 +2+2 9999"
+        );
+        assert_eq!(c.index_of(b"client777"), Some(777));
+    }
+}
