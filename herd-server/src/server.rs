@@ -346,7 +346,7 @@ async fn serve(
                     "places look-up"
                 );
                 match herd_proto::AtRecord::parse(&q.at_line) {
-                    Ok(r) => herd_proto::write_whatsat(&r, &answer.to_pretty(), &mut out),
+                    Ok(r) => herd_proto::write_whatsat(&r, answer.to_pretty(), &mut out),
                     Err(_) => herd_proto::write_invalid(&lines[i], &mut out),
                 }
                 replies.push((i, start..out.len()));

@@ -29,9 +29,7 @@ impl Google {
 
     pub(crate) async fn search(&self, q: &Lookup) -> Answer {
         if q.bound == 0 {
-            return Answer {
-                json: json!({ "html_attributions": [], "results": [], "status": "OK" }),
-            };
+            return Answer::new(json!({ "html_attributions": [], "results": [], "status": "OK" }));
         }
         // Written by hand so the radius goes out exactly as the client's decimal, in metres.
         let body = format!(

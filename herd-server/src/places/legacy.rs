@@ -75,6 +75,6 @@ impl Legacy {
                 obj.insert("results".into(), Value::Array(Vec::new()));
             }
         }
-        Answer { json: value }
+        Answer::new(value)
     }
 }

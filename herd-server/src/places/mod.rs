@@ -4,7 +4,8 @@
 //! `results`, `status`, and `error_message` when it failed) — PROTOCOL.md §3 and §8. Failures never
 //! escape as errors: they become an answer whose `status` says why.
 //!
-//! Network back-ends sit behind a cache: identical look-ups (same location text, radius and bound)
+//! Every back-end sits behind a cache (the offline one too: it saves building and printing the JSON):
+//! identical look-ups (same location text, radius and bound)
 //! within the TTL are served from it, concurrent identical look-ups share one upstream call, and at most
 //! `max_in_flight` upstream calls run at once — so a burst of WHATSATs cannot burn an API quota.
 
@@ -25,24 +26,32 @@ use crate::node::Lookup;
 /// The HTTP client the network back-ends use (one per process; it pools connections).
 pub type HttpClient = reqwest::Client;
 
-/// A look-up's answer: the JSON object and its `status`.
+/// A look-up's answer: the JSON object, and its wire form once asked for (cached answers are
+/// printed once, not once per WHATSAT).
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// The Nearby Search JSON object.
     pub json: Value,
+    pretty: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Answer {
+    /// An answer holding `json`.
+    pub fn new(json: Value) -> Self {
+        Answer {
+            json,
+            pretty: std::sync::OnceLock::new(),
+        }
+    }
+
     /// An answer that reports a failure: no results, a status and a message.
     pub fn error(status: &str, message: impl Into<String>) -> Self {
-        Answer {
-            json: json!({
-                "html_attributions": [],
-                "results": [],
-                "status": status,
-                "error_message": message.into(),
-            }),
-        }
+        Answer::new(json!({
+            "html_attributions": [],
+            "results": [],
+            "status": status,
+            "error_message": message.into(),
+        }))
     }
 
     /// The answer's `status` (`OK`, `ZERO_RESULTS`, `REQUEST_DENIED`, …).
@@ -54,8 +63,10 @@ impl Answer {
     }
 
     /// Pretty-printed JSON, as it goes on the wire (framing is herd-proto's `write_whatsat`).
-    pub fn to_pretty(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(&self.json).unwrap_or_else(|_| b"{}".to_vec())
+    pub fn to_pretty(&self) -> &[u8] {
+        self.pretty.get_or_init(|| {
+            serde_json::to_vec_pretty(&self.json).unwrap_or_else(|_| b"{}".to_vec())
+        })
     }
 
     fn ok(results: Vec<Value>, attributions: Vec<Value>) -> Self {
@@ -64,9 +75,9 @@ impl Answer {
         } else {
             "OK"
         };
-        Answer {
-            json: json!({ "html_attributions": attributions, "results": results, "status": status }),
-        }
+        Answer::new(
+            json!({ "html_attributions": attributions, "results": results, "status": status }),
+        )
     }
 }
 
@@ -150,9 +161,6 @@ impl Places {
     /// Looks up the places near `q`: always an answer, within the time-out.
     pub async fn lookup(&self, q: &Lookup) -> Arc<Answer> {
         let inner = &self.inner;
-        if matches!(inner.client, Client::Offline) {
-            return Arc::new(offline::search(q));
-        }
         if inner.ttl.is_zero() || inner.max_entries == 0 {
             return Arc::new(inner.fetch(q).await);
         }

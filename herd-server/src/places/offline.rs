@@ -182,9 +182,9 @@ pub fn search(q: &Lookup) -> Answer {
         })
         .collect();
     if q.bound == 0 {
-        return Answer {
-            json: json!({ "html_attributions": [ATTRIBUTION], "results": [], "status": "OK" }),
-        };
+        return Answer::new(
+            json!({ "html_attributions": [ATTRIBUTION], "results": [], "status": "OK" }),
+        );
     }
     Answer::ok(results, vec![json!(ATTRIBUTION)])
 }
