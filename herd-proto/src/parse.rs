@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use nom::bytes::complete::{tag, take_while_m_n};
-use nom::character::complete::{digit1, one_of};
+use nom::character::complete::one_of;
 use nom::combinator::{all_consuming, opt};
 use nom::error::ParseError as NomError;
 use nom::sequence::preceded;
@@ -104,18 +104,40 @@ where
     }
 }
 
+/// `D+`: one or more ASCII digits. A leaf parser written out: `digit1` does the same through
+/// nom's generic input traits, which costs more on the hot path than the loop itself.
+fn digits<'a, E: NomError<In<'a>>>(i: In<'a>) -> IResult<In<'a>, In<'a>, E> {
+    let n = i.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 {
+        return Err(nom::Err::Error(E::from_error_kind(
+            i,
+            nom::error::ErrorKind::Digit,
+        )));
+    }
+    Ok((&i[n..], &i[..n]))
+}
+
 /// `D+(.D+)?` as (integer digits, fraction digits).
 fn decimal<'a, E: NomError<In<'a>>>(i: In<'a>) -> IResult<In<'a>, (In<'a>, Option<In<'a>>), E> {
-    (digit1, opt(preceded(tag(&b"."[..]), digit1))).parse(i)
+    (digits, opt(preceded(tag(&b"."[..]), digits))).parse(i)
 }
 
 /// `[+-]D+(.D+)?` as (negative?, integer digits, fraction digits).
 fn signed_decimal<'a, E: NomError<In<'a>>>(
     i: In<'a>,
 ) -> IResult<In<'a>, (bool, In<'a>, Option<In<'a>>), E> {
-    (one_of(&b"+-"[..]), decimal)
-        .map(|(sign, (int, frac))| (sign == '-', int, frac))
-        .parse(i)
+    let negative = match i.first() {
+        Some(b'+') => false,
+        Some(b'-') => true,
+        _ => {
+            return Err(nom::Err::Error(E::from_error_kind(
+                i,
+                nom::error::ErrorKind::OneOf,
+            )))
+        }
+    };
+    let (rest, (int, frac)) = decimal(&i[1..])?;
+    Ok((rest, (negative, int, frac)))
 }
 
 /// Is the decimal `int.frac` at most `max`? Exact on the digits, for any number of them.
@@ -213,25 +235,24 @@ pub(crate) fn radius(f: In<'_>, base: usize) -> Result<Radius<'_>, ParseError> {
 }
 
 fn bound(f: In<'_>, base: usize) -> Result<u8, ParseError> {
-    let digits = grammar(
+    let d = grammar(
         f,
         base,
         ErrorKind::Bound,
-        all_consuming(digit1),
-        all_consuming(digit1),
+        all_consuming(digits),
+        all_consuming(digits),
     )?;
-    if !at_most(digits, None, u64::from(WhatsAt::MAX_BOUND)) {
+    if !at_most(d, None, u64::from(WhatsAt::MAX_BOUND)) {
         return Err(ParseError::new(base, ErrorKind::BoundRange));
     }
-    Ok(digits_value(&digits[digits.len().saturating_sub(3)..]) as u8)
+    Ok(digits_value(&d[d.len().saturating_sub(3)..]) as u8)
 }
 
 fn count(f: In<'_>, base: usize, kind: ErrorKind) -> Result<u64, ParseError> {
-    let (_, digits) = all_consuming(digit1)
+    let (_, d) = all_consuming(digits::<nom::error::Error<In<'_>>>)
         .parse(f)
         .map_err(|e| fail(f, base, e, kind))?;
-    digits
-        .iter()
+    d.iter()
         .try_fold(0u64, |v, &c| {
             v.checked_mul(10)?.checked_add(u64::from(c - b'0'))
         })
@@ -241,7 +262,7 @@ fn count(f: In<'_>, base: usize, kind: ErrorKind) -> Result<u64, ParseError> {
 fn time_diff(f: In<'_>, base: usize) -> Result<TimeDiff, ParseError> {
     let nine = take_while_m_n(9, 9, |b: u8| b.is_ascii_digit());
     let (_, (sign, secs, _, frac)) =
-        all_consuming((one_of(&b"+-"[..]), digit1, tag(&b"."[..]), nine))
+        all_consuming((one_of(&b"+-"[..]), digits, tag(&b"."[..]), nine))
             .parse(f)
             .map_err(|e| fail(f, base, e, ErrorKind::TimeDiff))?;
     // Accumulate with the sign applied, so that i128::MIN (whose magnitude is not an i128) parses.
