@@ -137,7 +137,7 @@ struct File {
     server: Vec<ServerFile>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct PlacesFile {
     backend: Option<Backend>,
@@ -321,36 +321,21 @@ impl Config {
             })
             .collect();
 
-        let places = match file.places {
-            Some(p) => {
-                let key = env_key.clone().or(p.key);
-                PlacesConfig {
-                    backend: p.backend.unwrap_or(if key.is_some() {
-                        Backend::Google
-                    } else {
-                        Backend::Offline
-                    }),
-                    url: p.url,
-                    timeout: Duration::from_millis(p.timeout_ms.unwrap_or(5000)),
-                    key,
-                    cache_ttl: Duration::from_millis(p.cache_ttl_ms.unwrap_or(60_000)),
-                    cache_entries: p.cache_entries.unwrap_or(10_000),
-                    max_in_flight: p.max_in_flight.unwrap_or(32).max(1),
-                }
-            }
-            None => PlacesConfig {
-                backend: if env_key.is_some() {
-                    Backend::Google
-                } else {
-                    Backend::Offline
-                },
-                url: None,
-                timeout: Duration::from_secs(5),
-                key: env_key,
-                cache_ttl: Duration::from_secs(60),
-                cache_entries: 10_000,
-                max_in_flight: 32,
-            },
+        // A missing [places] table is the same as an empty one.
+        let p = file.places.unwrap_or_default();
+        let key = env_key.or(p.key);
+        let places = PlacesConfig {
+            backend: p.backend.unwrap_or(if key.is_some() {
+                Backend::Google
+            } else {
+                Backend::Offline
+            }),
+            url: p.url,
+            timeout: Duration::from_millis(p.timeout_ms.unwrap_or(5000)),
+            key,
+            cache_ttl: Duration::from_millis(p.cache_ttl_ms.unwrap_or(60_000)),
+            cache_entries: p.cache_entries.unwrap_or(10_000),
+            max_in_flight: p.max_in_flight.unwrap_or(32).max(1),
         };
         if places.backend != Backend::Offline && places.key.is_none() {
             return Err(err(

@@ -185,7 +185,6 @@ pub(crate) async fn accept(
     conn: u64,
     addr: SocketAddr,
     hello: Hello,
-    _client_codec: HerdCodec,
     buf: BytesMut,
 ) {
     let PeerMessage::Hello {

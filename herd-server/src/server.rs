@@ -249,8 +249,8 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
     info!(conn, peer = %addr, "connection opened");
     match serve(&shared, &mut stream, conn).await {
-        Ok(Some((hello, codec, buf))) => {
-            peers::accept(shared, stream, conn, addr, hello, codec, buf).await;
+        Ok(Some((hello, buf))) => {
+            peers::accept(shared, stream, conn, addr, hello, buf).await;
             return;
         }
         Ok(None) => {}
@@ -269,7 +269,7 @@ async fn serve(
     shared: &Shared,
     stream: &mut TcpStream,
     conn: u64,
-) -> std::io::Result<Option<(Hello, HerdCodec, BytesMut)>> {
+) -> std::io::Result<Option<(Hello, BytesMut)>> {
     let spec = &shared.spec;
     let mut codec = HerdCodec::new_with_max_length(spec.limits.max_line);
     let mut buf = BytesMut::with_capacity(4096);
@@ -293,7 +293,7 @@ async fn serve(
                     // The first line decides whether this is a peer link; nothing after it is read here.
                     if std::mem::take(&mut first) {
                         if let Ok(hello @ PeerMessage::Hello { .. }) = PeerMessage::parse(&line) {
-                            return Ok(Some((hello.into_owned(), codec, buf)));
+                            return Ok(Some((hello.into_owned(), buf)));
                         }
                     }
                     lines.push(line);

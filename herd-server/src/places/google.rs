@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{parse_body, transport_error, Answer};
+use super::{send_json, Answer};
 use crate::node::Lookup;
 
 const DEFAULT_URL: &str = "https://places.googleapis.com/v1/places:searchNearby";
@@ -39,27 +39,16 @@ impl Google {
             q.radius.metres(),
             q.bound
         );
-        let response = self
+        let request = self
             .http
             .post(&self.url)
             .header("X-Goog-Api-Key", &self.key)
             .header("X-Goog-FieldMask", FIELD_MASK)
             .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return transport_error(e),
-        };
-        let status = response.status();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error(e),
-        };
-        let value = match parse_body(status, &body) {
-            Ok(v) => v,
-            Err(a) => return a,
+            .body(body);
+        let (status, value) = match send_json(request).await {
+            Ok(got) => got,
+            Err(failed) => return failed,
         };
         if let Some(err) = value.get("error") {
             return map_error(err, status.as_u16());

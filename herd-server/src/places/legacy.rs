@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{parse_body, transport_error, Answer};
+use super::{send_json, Answer};
 use crate::node::Lookup;
 
 const DEFAULT_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
@@ -25,28 +25,14 @@ impl Legacy {
     pub(crate) async fn search(&self, q: &Lookup) -> Answer {
         let location = format!("{},{}", q.latitude, q.longitude);
         let radius = q.radius.metres();
-        let response = self
-            .http
-            .get(&self.url)
-            .query(&[
-                ("location", location.as_str()),
-                ("radius", radius.as_str()),
-                ("key", self.key.as_str()),
-            ])
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return transport_error(e),
-        };
-        let status = response.status();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error(e),
-        };
-        let mut value = match parse_body(status, &body) {
-            Ok(v) => v,
-            Err(a) => return a,
+        let request = self.http.get(&self.url).query(&[
+            ("location", location.as_str()),
+            ("radius", radius.as_str()),
+            ("key", self.key.as_str()),
+        ]);
+        let (status, mut value) = match send_json(request).await {
+            Ok(got) => got,
+            Err(failed) => return failed,
         };
         let Some(obj) = value.as_object_mut() else {
             return Answer::error(

@@ -237,6 +237,17 @@ impl Inner {
     }
 }
 
+/// Sends a request and reads its body as JSON: the HTTP status and the value, or the failure as an
+/// answer (transport error, time-out, a body that is not JSON).
+async fn send_json(
+    request: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, Value), Answer> {
+    let response = request.send().await.map_err(transport_error)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(transport_error)?;
+    Ok((status, parse_body(status, &body)?))
+}
+
 /// Reads a body as JSON, or explains why it is not.
 fn parse_body(status: reqwest::StatusCode, body: &[u8]) -> Result<Value, Answer> {
     serde_json::from_slice::<Value>(body).map_err(|_| {
