@@ -32,6 +32,11 @@ impl Entry {
     /// The entry of `record`; `line` is its AT line when the caller has it written already.
     pub fn new(record: &AtRecord<'_>, line: Option<&[u8]>) -> Self {
         let line: Box<[u8]> = line.map_or_else(|| record.to_bytes().into_boxed_slice(), Box::from);
+        Self::with_line(record, line)
+    }
+
+    /// The entry of `record` whose AT line is `line`.
+    fn with_line(record: &AtRecord<'_>, line: Box<[u8]>) -> Self {
         // "AT " server " " diff " " client " " …
         let server_len = record.server.len();
         let after_server = 3 + server_len + 1;
@@ -137,10 +142,19 @@ impl Cache {
         self.entries.get(index)
     }
 
-    /// Replaces the entry at `index` (same client).
-    pub fn replace(&mut self, index: usize, entry: Entry) {
-        if let Some(slot) = self.entries.get_mut(index) {
-            *slot = entry;
+    /// Stores `record` as the entry at `index` (same client). A line of the same length as the old
+    /// one — the usual case: same client, same server, same formats — reuses its allocation.
+    pub fn replace(&mut self, index: usize, record: &AtRecord<'_>, line: Option<&[u8]>) {
+        let Some(slot) = self.entries.get_mut(index) else {
+            return;
+        };
+        match line {
+            Some(line) if line.len() == slot.line.len() => {
+                let mut reused = std::mem::take(&mut slot.line);
+                reused.copy_from_slice(line);
+                *slot = Entry::with_line(record, reused);
+            }
+            _ => *slot = Entry::new(record, line),
         }
     }
 
@@ -179,11 +193,19 @@ mod tests {
         assert_eq!(c.index_of(b"client1000"), None);
         let newer = AtRecord::parse(b"AT Ball -5.000000000 client777 +2+2 9999").unwrap();
         assert_eq!(c.get(777).unwrap().cmp_record(&newer), Ordering::Less);
-        c.replace(777, Entry::new(&newer, None));
+        c.replace(777, &newer, None);
         assert_eq!(
             c.get(777).unwrap().line(),
             b"AT Ball -5.000000000 client777 +2+2 9999"
         );
+        assert_eq!(c.index_of(b"client777"), Some(777));
+        // Same length: the allocation is reused, and the entry reads the new line.
+        let line = b"AT Ball -6.000000000 client777 +3+3 9999";
+        let same_len = AtRecord::parse(line).unwrap();
+        c.replace(777, &same_len, Some(line));
+        assert_eq!(c.get(777).unwrap().line(), line);
+        assert_eq!(c.get(777).unwrap().client(), b"client777");
+        assert_eq!(c.get(777).unwrap().cmp_record(&same_len), Ordering::Equal);
         assert_eq!(c.index_of(b"client777"), Some(777));
     }
 }

@@ -67,7 +67,7 @@ fn offer(
             {
                 return (false, i);
             }
-            clients.replace(i, Entry::new(&record, line));
+            clients.replace(i, &record, line);
             i
         }
         None => clients.push(Entry::new(&record, line)),
