@@ -279,6 +279,13 @@ async fn serve(
     let mut replies: Vec<(usize, Range<usize>)> = Vec::new();
     let mut first = true;
     let mut eof = false;
+    // Made once per connection: a fresh `cancelled()` or `timeout()` per read costs a waiter
+    // registration or a timer insertion on every request.
+    let cancelled = shared.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut last_read = tokio::time::Instant::now();
+    let idle = tokio::time::sleep(spec.limits.idle_timeout);
+    tokio::pin!(idle);
     loop {
         lines.clear();
         let mut too_long = None;
@@ -382,18 +389,26 @@ async fn serve(
         if eof {
             return Ok(None);
         }
-        let read = tokio::select! {
-            r = tokio::time::timeout(spec.limits.idle_timeout, stream.read_buf(&mut buf)) => r,
-            _ = shared.shutdown.cancelled() => return Ok(None),
-        };
-        match read {
-            Ok(Ok(0)) => eof = true,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                info!(conn, "idle time-out");
-                return Ok(None);
+        let read = loop {
+            tokio::select! {
+                r = stream.read_buf(&mut buf) => break r,
+                _ = &mut cancelled => return Ok(None),
+                _ = &mut idle => {
+                    // The timer is not pushed back on every read; on expiry, check the last one.
+                    let deadline = last_read + spec.limits.idle_timeout;
+                    if tokio::time::Instant::now() >= deadline {
+                        info!(conn, "idle time-out");
+                        return Ok(None);
+                    }
+                    idle.as_mut().reset(deadline);
+                }
             }
+        };
+        last_read = tokio::time::Instant::now();
+        match read {
+            Ok(0) => eof = true,
+            Ok(_) => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -319,3 +319,35 @@ async fn shutdown_finishes_replies_in_flight() {
     assert!(answer.contains("\"status\": \"OK\""), "{answer}");
     stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_time_out() {
+    let s = start_server(
+        "Alford",
+        Options {
+            limits: Limits {
+                idle_timeout: Duration::from_millis(300),
+                ..Limits::default()
+            },
+            ..fixed_clock()
+        },
+    )
+    .await;
+    let mut c = Client::connect(s.addr).await;
+    // Activity every 150 ms keeps it open past the 300 ms time-out…
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        c.send(format!("{IAMAT}\n")).await;
+        assert_eq!(c.text_line().await, format!("{AT}\n"));
+    }
+    // …silence closes it.
+    let silent = std::time::Instant::now();
+    assert_eq!(c.read_to_end().await, b"");
+    assert!(
+        silent.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+    s.stop().await;
+}
