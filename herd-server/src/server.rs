@@ -272,8 +272,9 @@ async fn serve(
 ) -> std::io::Result<Option<(Hello, BytesMut)>> {
     let spec = &shared.spec;
     let mut codec = HerdCodec::new_with_max_length(spec.limits.max_line);
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut out = Vec::with_capacity(4096);
+    // Buffers grow on first use: an idle connection costs little more than its task.
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
     let mut lines: Vec<Bytes> = Vec::new();
     // (line index, reply range in `out`) for the log, written before `out` is flushed.
     let mut replies: Vec<(usize, Range<usize>)> = Vec::new();
