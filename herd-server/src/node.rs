@@ -11,9 +11,15 @@
 //! so a slow link sends only the newest record of each client and its memory is bounded by the number of
 //! clients. When a link comes up, the node streams its whole cache on it (the catch-up) with a cursor,
 //! ending with `HERD-SYNCED`; that repairs whatever a dead link or a restart lost.
+//!
+//! Links' timing is decided here too, from the times the driver passes in: [`Node::tick`] says which
+//! neighbour to dial (only the server whose name sorts first dials, so a pair has one link), which link
+//! needs a keep-alive and which has been silent too long; failed dials back off exponentially with
+//! jitter from a seeded generator, so a run is reproducible.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 
@@ -80,8 +86,44 @@ fn offer(
     (true, index)
 }
 
+/// A link with nothing to send gets a `HERD-PING` this often.
+pub const KEEPALIVE: Duration = Duration::from_secs(1);
+/// A link that has heard nothing for this long is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(4);
+/// First wait after a failed dial; it doubles up to [`BACKOFF_MAX`], each wait jittered ±50 %.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between dials.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+/// What the driver must do for a link, from [`Node::tick`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkAction {
+    /// Dial neighbour `id` (and greet it); report [`Node::link_up`] or [`Node::dial_failed`].
+    Dial(usize),
+    /// Send a keep-alive on link `id`.
+    Ping(usize),
+    /// Link `id` has been silent too long: close it (then report [`Node::link_down`]).
+    Close(usize),
+}
+
+/// When a link was last heard from and written to, and when to dial it next.
+#[derive(Debug)]
+struct Timing {
+    /// This side dials (its name sorts before the neighbour's).
+    dials: bool,
+    /// A dial is under way.
+    dialing: bool,
+    /// No dial before this; `None` is at once.
+    next_dial: Option<Instant>,
+    backoff: Duration,
+    last_heard: Option<Instant>,
+    last_sent: Option<Instant>,
+    /// A `Close` was asked for and the link is not down yet.
+    closing: bool,
+}
+
 /// A neighbour link as the node sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Link {
     up: bool,
     /// Bumped at each link-up, so a stale connection cannot take a newer link down.
@@ -91,9 +133,29 @@ struct Link {
     queued: Vec<bool>,
     /// Catch-up position in the cache, while the catch-up runs.
     sync: Option<usize>,
+    timing: Timing,
 }
 
 impl Link {
+    fn new(dials: bool) -> Self {
+        Link {
+            up: false,
+            epoch: 0,
+            queue: VecDeque::new(),
+            queued: Vec::new(),
+            sync: None,
+            timing: Timing {
+                dials,
+                dialing: false,
+                next_dial: None,
+                backoff: BACKOFF_MIN,
+                last_heard: None,
+                last_sent: None,
+                closing: false,
+            },
+        }
+    }
+
     fn enqueue(&mut self, index: usize) {
         if !self.up || self.sync.is_some_and(|cursor| index >= cursor) {
             return; // a link that is down catches up on link-up; the cursor has not reached it yet
@@ -121,17 +183,26 @@ pub struct Node {
     neighbors: Vec<String>,
     clients: Cache,
     links: Vec<Link>,
+    /// Jitter for back-off, seeded from the name: the same inputs give the same schedule.
+    rng: fastrand::Rng,
 }
 
 impl Node {
     /// A node with an empty cache; `neighbors` fixes the link numbering (index = link id).
     pub fn new(name: &str, neighbors: Vec<String>) -> Self {
-        let links = neighbors.iter().map(|_| Link::default()).collect();
+        let links = neighbors
+            .iter()
+            .map(|n| Link::new(name < n.as_str()))
+            .collect();
+        let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         Node {
             name: name.as_bytes().into(),
             neighbors,
             clients: Cache::default(),
             links,
+            rng: fastrand::Rng::with_seed(seed),
         }
     }
 
@@ -235,22 +306,75 @@ impl Node {
     }
 
     /// Link `id` came up: starts the catch-up on it. Returns the link's epoch.
-    pub fn link_up(&mut self, id: usize) -> u64 {
+    pub fn link_up(&mut self, id: usize, now: Instant) -> u64 {
         let link = &mut self.links[id];
         link.reset();
         link.up = true;
         link.epoch += 1;
         link.sync = Some(0);
+        let t = &mut link.timing;
+        t.dialing = false;
+        t.closing = false;
+        t.backoff = BACKOFF_MIN;
+        t.last_heard = Some(now);
+        t.last_sent = Some(now);
         link.epoch
     }
 
-    /// Link `id` of epoch `epoch` went down. A newer link of the same neighbour is left alone.
-    pub fn link_down(&mut self, id: usize, epoch: u64) {
+    /// Link `id` of epoch `epoch` went down at `now`. A newer link of the same neighbour is left
+    /// alone. A dialling side dials again soon.
+    pub fn link_down(&mut self, id: usize, epoch: u64, now: Instant) {
+        let wait = BACKOFF_MIN.mul_f64(0.5 + self.rng.f64());
         let link = &mut self.links[id];
-        if link.epoch == epoch {
+        if link.epoch == epoch && link.up {
             link.up = false;
             link.reset();
+            link.timing.closing = false;
+            link.timing.next_dial = Some(now + wait);
         }
+    }
+
+    /// A dial of neighbour `id` failed at `now`: the next one waits, longer each time.
+    pub fn dial_failed(&mut self, id: usize, now: Instant) {
+        let jitter = 0.5 + self.rng.f64();
+        let t = &mut self.links[id].timing;
+        t.dialing = false;
+        t.next_dial = Some(now + t.backoff.mul_f64(jitter));
+        t.backoff = (t.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Something arrived on link `id` at `now`.
+    pub fn heard(&mut self, id: usize, now: Instant) {
+        self.links[id].timing.last_heard = Some(now);
+    }
+
+    /// Something was written on link `id` at `now`.
+    pub fn sent(&mut self, id: usize, now: Instant) {
+        self.links[id].timing.last_sent = Some(now);
+    }
+
+    /// The link decisions due at `now`: dials, keep-alives, closes.
+    pub fn tick(&mut self, now: Instant) -> Vec<LinkAction> {
+        let mut actions = Vec::new();
+        for (id, link) in self.links.iter_mut().enumerate() {
+            let t = &mut link.timing;
+            if link.up {
+                let since = |at: Option<Instant>| {
+                    at.map_or(Duration::MAX, |at| now.saturating_duration_since(at))
+                };
+                if !t.closing && since(t.last_heard) >= DEAD_AFTER {
+                    t.closing = true;
+                    actions.push(LinkAction::Close(id));
+                } else if since(t.last_sent) >= KEEPALIVE {
+                    t.last_sent = Some(now);
+                    actions.push(LinkAction::Ping(id));
+                }
+            } else if t.dials && !t.dialing && t.next_dial.is_none_or(|at| now >= at) {
+                t.dialing = true;
+                actions.push(LinkAction::Dial(id));
+            }
+        }
+        actions
     }
 
     /// Whether link `id` is up.
@@ -310,6 +434,10 @@ impl Node {
 mod tests {
     use super::*;
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn t(secs: u64) -> Timestamp {
         Timestamp::new(secs, 0).unwrap()
     }
@@ -350,8 +478,8 @@ mod tests {
     #[test]
     fn floods_to_all_links_but_the_source_and_catches_up() {
         let mut n = Node::new("Hamilton", vec!["Alford".into(), "Holiday".into()]);
-        let e0 = n.link_up(0);
-        let e1 = n.link_up(1);
+        let e0 = n.link_up(0, now());
+        let e1 = n.link_up(1, now());
         let mut out = Vec::new();
         // Empty catch-ups.
         assert_eq!(n.poll_transmit(0, e0, &mut out, 10), 0);
@@ -366,8 +494,8 @@ mod tests {
         assert_eq!(n.poll_transmit(1, e1, &mut out, 10), 1);
         assert_eq!(out, b"AT Alford +1.000000000 kiwi +34-118 100\n");
         // A link that comes up again gets the whole cache.
-        n.link_down(1, e1);
-        let e1 = n.link_up(1);
+        n.link_down(1, e1, now());
+        let e1 = n.link_up(1, now());
         out.clear();
         n.poll_transmit(1, e1, &mut out, 10);
         assert_eq!(
@@ -375,14 +503,14 @@ mod tests {
             b"AT Alford +1.000000000 kiwi +34-118 100\nHERD-SYNCED 1\n"
         );
         // A stale epoch changes nothing.
-        n.link_down(1, e1 - 1);
+        n.link_down(1, e1 - 1, now());
         assert!(n.is_up(1));
     }
 
     #[test]
     fn a_slow_link_holds_one_entry_per_client() {
         let mut n = Node::new("A", vec!["B".into()]);
-        let e = n.link_up(0);
+        let e = n.link_up(0, now());
         n.poll_transmit(0, e, &mut Vec::new(), 10);
         for i in 0..1000u64 {
             reply(&mut n, &format!("IAMAT c{} +1+1 {i}", i % 10), 2000);
@@ -392,5 +520,51 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("AT A +1001.000000000 c9 +1+1 999\n"));
+    }
+
+    #[test]
+    fn tick_dials_pings_closes_and_backs_off() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Alford sorts before Hamilton and dials it; it does not dial Aaron, who dials it.
+        let mut n = Node::new("Alford", vec!["Hamilton".into(), "Aaron".into()]);
+        assert_eq!(n.tick(at(0)), [LinkAction::Dial(0)]);
+        assert_eq!(n.tick(at(10)), [], "one dial at a time");
+        // Failures back off: 100 ms, 200 ms, … capped at 3 s, each ±50 %.
+        let mut waits = Vec::new();
+        let mut now = 0;
+        for _ in 0..8 {
+            n.dial_failed(0, at(now));
+            let mut next = now;
+            while n.tick(at(next)).is_empty() {
+                next += 10;
+            }
+            waits.push(next - now);
+            now = next;
+        }
+        assert!(waits[0] >= 50 && waits[0] <= 160, "{waits:?}");
+        assert!(waits[3] >= 400, "grows: {waits:?}");
+        assert!(waits.iter().all(|&w| w <= 4_510), "capped: {waits:?}");
+        // Up: quiet links get a keep-alive each second; a link heard from stays up.
+        let e = n.link_up(0, at(now));
+        assert_eq!(n.tick(at(now + 500)), []);
+        assert_eq!(n.tick(at(now + 1_000)), [LinkAction::Ping(0)]);
+        n.heard(0, at(now + 3_000));
+        n.sent(0, at(now + 3_000));
+        assert_eq!(n.tick(at(now + 3_500)), []);
+        // Silent for 4 s: close it, once.
+        assert_eq!(n.tick(at(now + 7_000)), [LinkAction::Close(0)]);
+        assert!(!n.tick(at(now + 7_100)).contains(&LinkAction::Close(0)));
+        // Down: dialled again soon, with the back-off reset.
+        n.link_down(0, e, at(now + 7_200));
+        let mut next = now + 7_200;
+        while n.tick(at(next)).is_empty() {
+            next += 10;
+        }
+        assert!(
+            next - (now + 7_200) <= 160,
+            "re-dial after {} ms",
+            next - (now + 7_200)
+        );
     }
 }

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -27,17 +27,13 @@ use tokio_util::codec::FramedRead;
 use tracing::{info, warn, Instrument};
 
 use crate::log::{show, SUMMARY};
+use crate::node::LinkAction;
 use crate::server::{Hello, Shared};
 
-/// A link with nothing to send sends `HERD-PING` this often.
-const KEEPALIVE: Duration = Duration::from_secs(1);
-/// A link that has heard nothing for this long is dead.
-const DEAD_AFTER: Duration = Duration::from_secs(4);
 /// The greeting must be done within this.
 const HANDSHAKE: Duration = Duration::from_secs(5);
-/// Re-dial back-off: first wait and cap.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// How often the node is asked which links to dial, ping or close.
+const TICK: Duration = Duration::from_millis(100);
 /// Records per write while catching up or draining a backlog.
 const BATCH: usize = 1024;
 
@@ -99,82 +95,103 @@ async fn next_message(lines: &mut Lines) -> anyhow::Result<PeerMessage<'static>>
         .map_err(|e| anyhow::anyhow!("bad greeting line {:?}: {e}", show(&line)))
 }
 
-/// Keeps a link to neighbour `id` open: dial, greet, run, and re-dial with back-off when it drops.
-pub(crate) async fn dial_loop(shared: Arc<Shared>, id: usize) {
-    let mut backoff = BACKOFF_MIN;
+/// Carries out the node's link decisions (`Node::tick`) every [`TICK`]: dial, keep-alive, close.
+pub(crate) async fn link_manager(shared: Arc<Shared>) {
+    loop {
+        let actions = shared.node().tick(Instant::now());
+        for action in actions {
+            match action {
+                LinkAction::Dial(id) => {
+                    let s = shared.clone();
+                    shared.tracker.spawn(dial(s, id).in_current_span());
+                }
+                LinkAction::Ping(id) => {
+                    shared.peers[id].ping_due.store(true, Ordering::Relaxed);
+                    shared.peers[id].notify.notify_one();
+                }
+                LinkAction::Close(id) => {
+                    let slot = &shared.peers[id];
+                    info!(peer = %slot.name, "peer link silent too long; closing");
+                    if let Some(t) = slot
+                        .current
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                    {
+                        t.cancel();
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One dial of neighbour `id`: connect, greet, run the link until it drops. A failure is reported to
+/// the node, which decides when to try again.
+async fn dial(shared: Arc<Shared>, id: usize) {
     let addr = shared.peers[id].addr.clone();
     let name = shared.peers[id].name.clone();
-    loop {
-        if shared.shutdown.is_cancelled() {
-            return;
-        }
-        let attempt = async {
-            let stream = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&addr)).await??;
-            let _ = stream.set_nodelay(true);
-            let peer_addr = stream.peer_addr()?;
-            let conn = shared.conn_id();
-            let (rd, mut wr) = stream.into_split();
-            let mut lines = FramedRead::new(rd, peer_codec(&shared));
-            let me = shared.spec.name.as_bytes();
-            let secret = shared.spec.secret.as_deref();
-            let my_nonce = nonce();
-            let hello = PeerMessage::Hello {
-                version: PEER_VERSION,
-                name: me.into(),
-                nonce: my_nonce.as_bytes().into(),
-            };
-            send(&mut wr, &hello).await?;
-            match next_message(&mut lines).await? {
-                PeerMessage::Welcome {
-                    name: their_name,
-                    nonce: their_nonce,
-                    proof: their_proof,
-                } => {
-                    if *their_name != *name.as_bytes() {
-                        anyhow::bail!("{addr} says it is {:?}, not {name}", show(&their_name));
-                    }
-                    if !proof_ok(secret, &their_name, my_nonce.as_bytes(), &their_proof) {
-                        send(
-                            &mut wr,
-                            &PeerMessage::Refused {
-                                reason: b"bad-proof"[..].into(),
-                            },
-                        )
-                        .await?;
-                        anyhow::bail!("{name} did not prove the herd secret");
-                    }
-                    let p = proof(secret, me, &their_nonce);
+    let attempt = async {
+        let stream = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&addr)).await??;
+        let _ = stream.set_nodelay(true);
+        let peer_addr = stream.peer_addr()?;
+        let conn = shared.conn_id();
+        let (rd, mut wr) = stream.into_split();
+        let mut lines = FramedRead::new(rd, peer_codec(&shared));
+        let me = shared.spec.name.as_bytes();
+        let secret = shared.spec.secret.as_deref();
+        let my_nonce = nonce();
+        let hello = PeerMessage::Hello {
+            version: PEER_VERSION,
+            name: me.into(),
+            nonce: my_nonce.as_bytes().into(),
+        };
+        send(&mut wr, &hello).await?;
+        match next_message(&mut lines).await? {
+            PeerMessage::Welcome {
+                name: their_name,
+                nonce: their_nonce,
+                proof: their_proof,
+            } => {
+                if *their_name != *name.as_bytes() {
+                    anyhow::bail!("{addr} says it is {:?}, not {name}", show(&their_name));
+                }
+                if !proof_ok(secret, &their_name, my_nonce.as_bytes(), &their_proof) {
                     send(
                         &mut wr,
-                        &PeerMessage::Proof {
-                            proof: p.as_bytes().into(),
+                        &PeerMessage::Refused {
+                            reason: b"bad-proof"[..].into(),
                         },
                     )
                     .await?;
+                    anyhow::bail!("{name} did not prove the herd secret");
                 }
-                PeerMessage::Refused { reason } => {
-                    anyhow::bail!("{name} refused the link: {}", show(&reason))
-                }
-                other => anyhow::bail!("unexpected greeting {:?}", show(&other.to_bytes())),
+                let p = proof(secret, me, &their_nonce);
+                send(
+                    &mut wr,
+                    &PeerMessage::Proof {
+                        proof: p.as_bytes().into(),
+                    },
+                )
+                .await?;
             }
-            Ok::<_, anyhow::Error>((conn, peer_addr, lines, wr))
-        };
-        match attempt.await {
-            Ok((conn, peer_addr, lines, wr)) => {
-                backoff = BACKOFF_MIN;
-                run_link(shared.clone(), id, conn, peer_addr, lines, wr).await;
+            PeerMessage::Refused { reason } => {
+                anyhow::bail!("{name} refused the link: {}", show(&reason))
             }
-            Err(e) => {
-                info!(peer = %name, %addr, cause = %e, "link dial failed");
-            }
+            other => anyhow::bail!("unexpected greeting {:?}", show(&other.to_bytes())),
         }
-        // Jitter spreads re-dials of many servers that lost a link at the same moment.
-        let wait = backoff.mul_f64(0.5 + fastrand::f64());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.shutdown.cancelled() => return,
+        Ok::<_, anyhow::Error>((conn, peer_addr, lines, wr))
+    };
+    match attempt.await {
+        Ok((conn, peer_addr, lines, wr)) => run_link(shared, id, conn, peer_addr, lines, wr).await,
+        Err(e) => {
+            info!(peer = %name, %addr, cause = %e, "link dial failed");
+            shared.node().dial_failed(id, Instant::now());
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -261,7 +278,7 @@ async fn run_link(
     {
         old.cancel();
     }
-    let epoch = shared.node().link_up(id);
+    let epoch = shared.node().link_up(id, Instant::now());
     slot.notify.notify_one();
     info!(target: SUMMARY, "{} link to {} up", shared.spec.name, slot.name);
     info!(conn, peer = %addr, name = %slot.name, "peer link up");
@@ -281,6 +298,10 @@ async fn run_link(
                     PeerMessage::Pong.write_to(&mut out);
                     out.push(b'\n');
                 }
+                if slot.ping_due.swap(false, Ordering::Relaxed) {
+                    PeerMessage::Ping.write_to(&mut out);
+                    out.push(b'\n');
+                }
                 if !out.is_empty() {
                     if shared.spec.log_lines && n > 0 {
                         for line in out.split(|&b| b == b'\n').filter(|l| l.starts_with(b"AT ")) {
@@ -294,15 +315,12 @@ async fn run_link(
                     if w.is_err() {
                         return;
                     }
+                    shared.node().sent(id, Instant::now());
                     continue;
                 }
+                // Keep-alives come from the node's tick, through `ping_due` and this notify.
                 tokio::select! {
                     _ = slot.notify.notified() => {}
-                    _ = tokio::time::sleep(KEEPALIVE) => {
-                        if send(&mut wr, &PeerMessage::Ping).await.is_err() {
-                            return;
-                        }
-                    }
                     _ = token.cancelled() => return,
                 }
             }
@@ -312,24 +330,30 @@ async fn run_link(
 
     let why = loop {
         let next = tokio::select! {
-            n = tokio::time::timeout(DEAD_AFTER, lines.next()) => n,
-            _ = token.cancelled() => break "replaced or shutting down",
+            n = lines.next() => n,
+            // Cancelled by a newer link, by the node's keep-alive verdict, or by shutdown.
+            _ = token.cancelled() => break "replaced, silent too long, or shutting down",
         };
         let line = match next {
-            Err(_) => break "keep-alive timed out",
-            Ok(None) => break "closed by peer",
-            Ok(Some(Err(_))) => break "read error",
-            Ok(Some(Ok(line))) => line,
+            None => break "closed by peer",
+            Some(Err(_)) => break "read error",
+            Some(Ok(line)) => line,
         };
+        let now = Instant::now();
         match PeerMessage::parse(&line) {
             Ok(PeerMessage::Record(r)) => {
                 if shared.spec.log_lines {
                     info!(conn, dir = "peer-in", peer = %slot.name, line = %show(&line));
                 }
-                let stored = shared.node().peer_record(id, r);
+                let stored = {
+                    let mut node = shared.node();
+                    node.heard(id, now);
+                    node.peer_record(id, r)
+                };
                 if stored {
                     shared.notify_links(Some(id));
                 }
+                continue;
             }
             Ok(PeerMessage::Ping) => {
                 pong_due.store(true, Ordering::Relaxed);
@@ -350,10 +374,11 @@ async fn run_link(
                 warn!(conn, peer = %slot.name, line = %show(&line), cause = %e, "invalid peer line")
             }
         }
+        shared.node().heard(id, now);
     };
     token.cancel();
     let _ = writer.await;
-    shared.node().link_down(id, epoch);
+    shared.node().link_down(id, epoch, Instant::now());
     {
         let mut current = slot.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().is_some_and(|t| t.is_cancelled()) {

@@ -117,6 +117,8 @@ pub(crate) struct PeerSlot {
     pub(crate) addr: String,
     /// Wakes the link's writer: something to send.
     pub(crate) notify: Notify,
+    /// The node asked for a keep-alive on this link.
+    pub(crate) ping_due: std::sync::atomic::AtomicBool,
     /// Cancels the link currently serving this neighbour, when a newer one replaces it.
     pub(crate) current: Mutex<Option<CancellationToken>>,
 }
@@ -177,6 +179,7 @@ async fn run_inner(
             name: name.clone(),
             addr: addr.clone(),
             notify: Notify::new(),
+            ping_due: std::sync::atomic::AtomicBool::new(false),
             current: Mutex::new(None),
         })
         .collect();
@@ -194,14 +197,13 @@ async fn run_inner(
     info!(target: SUMMARY, "{me} listening on {local}, places: {}, neighbours: {}", shared.spec.places.backend(), neighbors.join(", "));
     info!(%local, places = %shared.spec.places.backend(), neighbours = %neighbors.join(","), "server started");
 
-    for id in 0..shared.peers.len() {
-        // One link per pair: the server whose name sorts first dials, the other accepts.
-        if me < shared.peers[id].name {
-            let s = shared.clone();
-            shared
-                .tracker
-                .spawn(peers::dial_loop(s, id).in_current_span());
-        }
+    if !shared.peers.is_empty() {
+        // The node decides when to dial (only the server whose name sorts first dials a pair),
+        // ping and close; this task carries it out.
+        let s = shared.clone();
+        shared
+            .tracker
+            .spawn(peers::link_manager(s).in_current_span());
     }
 
     let limit = Arc::new(Semaphore::new(shared.spec.limits.max_connections));

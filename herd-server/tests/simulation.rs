@@ -11,6 +11,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use herd_proto::{AtRecord, PeerMessage, Timestamp};
 use herd_server::node::{Node, Step};
 
+/// The one instant the simulated nodes see: link timing plays no part in what they store.
+fn now() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
+
 /// One direction of a link: what the sender has written and the receiver not yet read.
 #[derive(Default)]
 struct Pipe {
@@ -93,8 +99,8 @@ impl Sim {
         if edge.cut || edge.up.is_some() || !self.alive[edge.a] || !self.alive[edge.b] {
             return;
         }
-        let ea = self.nodes[edge.a].link_up(edge.a_id);
-        let eb = self.nodes[edge.b].link_up(edge.b_id);
+        let ea = self.nodes[edge.a].link_up(edge.a_id, now());
+        let eb = self.nodes[edge.b].link_up(edge.b_id, now());
         self.edges[e].up = Some((ea, eb));
     }
 
@@ -102,8 +108,8 @@ impl Sim {
     fn link_down(&mut self, e: usize) {
         let edge = &mut self.edges[e];
         if let Some((ea, eb)) = edge.up.take() {
-            self.nodes[edge.a].link_down(edge.a_id, ea);
-            self.nodes[edge.b].link_down(edge.b_id, eb);
+            self.nodes[edge.a].link_down(edge.a_id, ea, now());
+            self.nodes[edge.b].link_down(edge.b_id, eb, now());
         }
         edge.ab.lines.clear();
         edge.ba.lines.clear();

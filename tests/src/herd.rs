@@ -208,6 +208,13 @@ impl Processes {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
+        // The port answering is not enough: it must be this process that answers.
+        if let Some(child) = self.children.get_mut(name) {
+            assert!(
+                matches!(child.try_wait(), Ok(None)),
+                "{name} exited at start (port {addr} taken?)"
+            );
+        }
     }
 
     /// Starts every server.

@@ -45,9 +45,16 @@ where
 }
 
 /// A port that was free a moment ago (for configs of separate processes).
+///
+/// Picked below Linux's ephemeral range (32768 and up), where the tests' own client connections take
+/// their local ports: a port from that range could be taken by a client socket before the server
+/// that was meant to listen on it starts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
 }
