@@ -1,8 +1,9 @@
 //! The node: every herd rule in one deterministic state machine, with no sockets and no clock.
 //!
 //! The tokio layer (`server`, `peers`) feeds it events — a client line with its receive time, a record
-//! from a peer, a link going up or down — and carries out what it returns: the reply bytes, a Places
-//! look-up, records to send on a link. Because it owns no I/O, the simulation tests run a hundred nodes
+//! from a peer, a link going up or down, a dial that failed, a tick of the clock — and carries out what
+//! it returns: the reply bytes, a Places look-up, records to send on a link, links to dial, ping or
+//! close. Because it owns no I/O, the simulation tests run a hundred nodes
 //! in one thread with links cut, delayed and healed at will.
 //!
 //! Flooding: a record is stored only if it is greater (herd-proto's order) than the one held; only then
