@@ -100,13 +100,7 @@ impl TimeDiff {
         };
         write_u128(secs, dst);
         dst.push(b'.');
-        let mut frac = [b'0'; 9];
-        let mut n = nanos;
-        for slot in frac.iter_mut().rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        dst.extend_from_slice(&frac);
+        write_u64(u64::from(nanos), 9, dst);
     }
 }
 
@@ -121,26 +115,20 @@ impl fmt::Display for TimeDiff {
 
 /// Appends the decimal digits of `n` without allocating.
 pub(crate) fn write_u128(n: u128, dst: &mut Vec<u8>) {
-    if let Ok(small) = u64::try_from(n) {
-        return write_u64(small, dst);
-    }
-    let mut n = n;
-    let mut digits = [0u8; 40];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    const TEN_POW_19: u128 = 10_000_000_000_000_000_000;
+    match u64::try_from(n) {
+        Ok(small) => write_u64(small, 1, dst),
+        // 128-bit division only for values past 64 bits, in 19-digit pieces.
+        Err(_) => {
+            write_u128(n / TEN_POW_19, dst);
+            write_u64((n % TEN_POW_19) as u64, 19, dst);
         }
     }
-    dst.extend_from_slice(&digits[i..]);
 }
 
-/// Appends the decimal digits of `n` without allocating.
-fn write_u64(mut n: u64, dst: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
+/// Appends the decimal digits of `n`, zero-padded to at least `width` (at most 20) digits.
+fn write_u64(mut n: u64, width: usize, dst: &mut Vec<u8>) {
+    let mut digits = [b'0'; 20];
     let mut i = digits.len();
     loop {
         i -= 1;
@@ -150,7 +138,7 @@ fn write_u64(mut n: u64, dst: &mut Vec<u8>) {
             break;
         }
     }
-    dst.extend_from_slice(&digits[i..]);
+    dst.extend_from_slice(&digits[i.min(digits.len() - width.min(20))..]);
 }
 
 #[cfg(test)]
