@@ -282,6 +282,7 @@ async fn serve(
     let mut replies: Vec<(usize, Range<usize>)> = Vec::new();
     let mut first = true;
     let mut eof = false;
+    let mut active = false;
     // Made once per connection: a fresh `cancelled()` or `timeout()` per read costs a waiter
     // registration or a timer insertion on every request.
     let cancelled = shared.shutdown.cancelled();
@@ -392,6 +393,11 @@ async fn serve(
         if eof {
             return Ok(None);
         }
+        // A connection that has sent something reads in 4 KiB steps; one that has not (an idle
+        // client) holds no more than the few bytes `read_buf` reserves for itself.
+        if active {
+            buf.reserve(4096);
+        }
         let read = loop {
             tokio::select! {
                 r = stream.read_buf(&mut buf) => break r,
@@ -410,7 +416,7 @@ async fn serve(
         last_read = tokio::time::Instant::now();
         match read {
             Ok(0) => eof = true,
-            Ok(_) => {}
+            Ok(_) => active = true,
             Err(e) => return Err(e),
         }
     }
