@@ -96,8 +96,15 @@ impl Entry {
             if by_diff.is_ne() {
                 return by_diff;
             }
-            // Equal keys: the same record, unless the texts differ (`1.5` and `1.50`).
-            if self.line.as_ref() == other.to_bytes().as_slice() {
+            // Equal keys: the same record (a flooded record seen again), unless the location or time
+            // texts differ (`1.5` and `1.50`). The line ends "<client> <location> <time>".
+            let tail_start = (self.client_start + self.client_len) as usize + 1;
+            let (loc, time) = (other.location.as_bytes(), other.time.as_bytes());
+            let tail = self.line.get(tail_start..).unwrap_or_default();
+            if tail.len() == loc.len() + 1 + time.len()
+                && tail.starts_with(loc)
+                && tail.ends_with(time)
+            {
                 return Ordering::Equal;
             }
         }
@@ -206,6 +213,9 @@ mod tests {
         assert_eq!(c.get(777).unwrap().line(), line);
         assert_eq!(c.get(777).unwrap().client(), b"client777");
         assert_eq!(c.get(777).unwrap().cmp_record(&same_len), Ordering::Equal);
+        // Equal keys, different time text: not the same record; the full order decides.
+        let other_text = AtRecord::parse(b"AT Ball -6.000000000 client777 +3+3 9999.0").unwrap();
+        assert_eq!(c.get(777).unwrap().cmp_record(&other_text), Ordering::Less);
         assert_eq!(c.index_of(b"client777"), Some(777));
     }
 }

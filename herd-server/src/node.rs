@@ -27,21 +27,27 @@ use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 use crate::cache::{Cache, Entry};
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
-/// [`herd_proto::write_whatsat`] with `at_line` and the answer.
+/// [`herd_proto::write_whatsat`] with `record` and the answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lookup {
-    /// The client's AT line as first produced (without `\n`).
-    pub at_line: Vec<u8>,
-    /// Centre of the search, degrees.
-    pub latitude: f64,
-    /// Centre of the search, degrees.
-    pub longitude: f64,
-    /// The exact location text (a cache key that needs no float formatting).
-    pub location: String,
+    /// The client's record as first produced; its location is the centre of the search.
+    pub record: AtRecord<'static>,
     /// Search radius as the client wrote it, in kilometres.
     pub radius: Radius<'static>,
     /// Most results.
     pub bound: u8,
+}
+
+impl Lookup {
+    /// Centre of the search, degrees.
+    pub fn latitude(&self) -> f64 {
+        self.record.location.latitude()
+    }
+
+    /// Centre of the search, degrees.
+    pub fn longitude(&self) -> f64 {
+        self.record.location.longitude()
+    }
 }
 
 /// What became of a client line.
@@ -272,20 +278,10 @@ impl Node {
                 .clients
                 .index_of(&q.client)
                 .and_then(|i| self.clients.get(i))
-                .and_then(|e| {
-                    let r = e.record()?;
-                    Some((
-                        e,
-                        r.location.latitude(),
-                        r.location.longitude(),
-                        r.location.as_str().to_owned(),
-                    ))
-                }) {
-                Some((entry, latitude, longitude, location)) => Step::Lookup(Lookup {
-                    at_line: entry.line().to_vec(),
-                    latitude,
-                    longitude,
-                    location,
+                .and_then(|e| e.record())
+            {
+                Some(record) => Step::Lookup(Lookup {
+                    record: record.into_owned(),
                     radius: q.radius.into_owned(),
                     bound: q.bound,
                 }),
@@ -464,8 +460,11 @@ mod tests {
         let (out, step) = reply(&mut n, "WHATSAT kiwi 10 5", 103);
         assert_eq!(out, "");
         let Step::Lookup(l) = step else { panic!() };
-        assert_eq!(l.at_line, b"AT Alford +1.000000000 kiwi +34-118 100");
-        assert_eq!((l.latitude, l.longitude, l.bound), (34.0, -118.0, 5));
+        assert_eq!(
+            l.record.to_bytes(),
+            b"AT Alford +1.000000000 kiwi +34-118 100"
+        );
+        assert_eq!((l.latitude(), l.longitude(), l.bound), (34.0, -118.0, 5));
         assert_eq!(
             reply(&mut n, "WHATSAT nobody 10 5", 104).0,
             "? WHATSAT nobody 10 5\n"

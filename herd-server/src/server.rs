@@ -356,10 +356,7 @@ async fn serve(
                     ms = began.elapsed().as_secs_f64() * 1000.0,
                     "places look-up"
                 );
-                match herd_proto::AtRecord::parse(&q.at_line) {
-                    Ok(r) => herd_proto::write_whatsat(&r, answer.to_pretty(), &mut out),
-                    Err(_) => herd_proto::write_invalid(&lines[i], &mut out),
-                }
+                herd_proto::write_whatsat(&q.record, answer.to_pretty(), &mut out);
                 replies.push((i, start..out.len()));
                 i += 1;
             }

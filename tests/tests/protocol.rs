@@ -170,13 +170,9 @@ async fn slow_places(delay: Duration) -> (FakePlaces, Places) {
     (fake, places)
 }
 
-fn reqwest_client() -> herd_server::places::HttpClient {
-    herd_server::places::HttpClient::new()
-}
-
-#[tokio::test]
-async fn slow_whatsat_then_quick_iamats_keep_their_order() {
-    let (_fake, places) = slow_places(Duration::from_millis(300)).await;
+/// Alford with a Places back-end that answers after `delay`, already holding kiwi's record.
+async fn slow_server(delay: Duration) -> (FakePlaces, herd_tests::herd::InProcess) {
+    let (fake, places) = slow_places(delay).await;
     let s = start_server(
         "Alford",
         Options {
@@ -186,6 +182,16 @@ async fn slow_whatsat_then_quick_iamats_keep_their_order() {
     )
     .await;
     exchange(s.addr, format!("{IAMAT}\n")).await;
+    (fake, s)
+}
+
+fn reqwest_client() -> herd_server::places::HttpClient {
+    herd_server::places::HttpClient::new()
+}
+
+#[tokio::test]
+async fn slow_whatsat_then_quick_iamats_keep_their_order() {
+    let (_fake, s) = slow_server(Duration::from_millis(300)).await;
     let mut c = Client::connect(s.addr).await;
     c.send(format!(
         "WHATSAT kiwi.cs.ucla.edu 10 2\n{IAMAT}\nIAMAT other +1+1 1479413884\n"
@@ -204,16 +210,7 @@ async fn slow_whatsat_then_quick_iamats_keep_their_order() {
 
 #[tokio::test]
 async fn a_slow_lookup_does_not_hold_up_other_clients() {
-    let (_fake, places) = slow_places(Duration::from_secs(2)).await;
-    let s = start_server(
-        "Alford",
-        Options {
-            places,
-            ..fixed_clock()
-        },
-    )
-    .await;
-    exchange(s.addr, format!("{IAMAT}\n")).await;
+    let (_fake, s) = slow_server(Duration::from_secs(2)).await;
     let mut slow = Client::connect(s.addr).await;
     slow.send("WHATSAT kiwi.cs.ucla.edu 10 2\n").await;
     // Another client is answered while the look-up is pending.
@@ -297,16 +294,7 @@ async fn offline_places_near_ucla_are_real() {
 
 #[tokio::test]
 async fn shutdown_finishes_replies_in_flight() {
-    let (fake, places) = slow_places(Duration::from_millis(500)).await;
-    let s = start_server(
-        "Alford",
-        Options {
-            places,
-            ..fixed_clock()
-        },
-    )
-    .await;
-    exchange(s.addr, format!("{IAMAT}\n")).await;
+    let (fake, s) = slow_server(Duration::from_millis(500)).await;
     let mut c = Client::connect(s.addr).await;
     c.send("WHATSAT kiwi.cs.ucla.edu 10 1\n").await;
     // Once the look-up is under way, shut down: the answer still arrives.

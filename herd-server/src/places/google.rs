@@ -34,8 +34,8 @@ impl Google {
         // Written by hand so the radius goes out exactly as the client's decimal, in metres.
         let body = format!(
             "{{\"locationRestriction\":{{\"circle\":{{\"center\":{{\"latitude\":{},\"longitude\":{}}},\"radius\":{}}}}},\"maxResultCount\":{}}}",
-            q.latitude,
-            q.longitude,
+            q.latitude(),
+            q.longitude(),
             q.radius.metres(),
             q.bound
         );

@@ -23,7 +23,7 @@ impl Legacy {
     }
 
     pub(crate) async fn search(&self, q: &Lookup) -> Answer {
-        let location = format!("{},{}", q.latitude, q.longitude);
+        let location = format!("{},{}", q.latitude(), q.longitude());
         let radius = q.radius.metres();
         let request = self.http.get(&self.url).query(&[
             ("location", location.as_str()),

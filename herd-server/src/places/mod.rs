@@ -164,7 +164,12 @@ impl Places {
         if inner.ttl.is_zero() || inner.max_entries == 0 {
             return Arc::new(inner.fetch(q).await);
         }
-        let key = format!("{} {} {}", q.location, q.radius.metres(), q.bound);
+        let key = format!(
+            "{} {} {}",
+            q.record.location.as_str(),
+            q.radius.metres(),
+            q.bound
+        );
         let slot = inner.slot(&key);
         let answer = slot
             .get_or_init(|| async { Arc::new(inner.fetch(q).await) })

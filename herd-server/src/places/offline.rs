@@ -165,7 +165,7 @@ pub fn index() -> &'static RTree<Place> {
 /// Places within the radius of the look-up, nearest first, at most `bound` of them.
 pub fn search(q: &Lookup) -> Answer {
     let radius_m = q.radius.km() * 1000.0;
-    let centre = xyz(q.latitude, q.longitude);
+    let centre = xyz(q.latitude(), q.longitude());
     let results: Vec<Value> = index()
         .nearest_neighbor_iter(&centre)
         .take(usize::from(q.bound))
@@ -195,11 +195,12 @@ mod tests {
     use herd_proto::Radius;
 
     fn lookup(lat: f64, lon: f64, km: &str, bound: u8) -> Lookup {
+        let location = herd_proto::Location::from_degrees(lat, lon).unwrap();
+        let line = format!("AT Test +0.000000000 c {} 1", location.as_str());
         Lookup {
-            at_line: Vec::new(),
-            latitude: lat,
-            longitude: lon,
-            location: String::new(),
+            record: herd_proto::AtRecord::parse(line.as_bytes())
+                .unwrap()
+                .into_owned(),
             radius: Radius::parse(km.as_bytes()).unwrap().into_owned(),
             bound,
         }
