@@ -134,18 +134,18 @@ impl<'a> Arbitrary<'a> for AtRecord<'static> {
 
 impl<'a> Arbitrary<'a> for PeerMessage<'static> {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(match u.int_in_range(0..=7u8)? {
+        Ok(match u.int_in_range(0..=6u8)? {
             0 => PeerMessage::Hello {
                 version: PEER_VERSION,
                 name: token(u)?,
-                nonce: token(u)?,
+                to: token(u)?,
+                handshake: token(u)?,
             },
             1 => PeerMessage::Welcome {
                 name: token(u)?,
-                nonce: token(u)?,
-                proof: token(u)?,
+                handshake: token(u)?,
             },
-            2 => PeerMessage::Proof { proof: token(u)? },
+            2 => PeerMessage::Ping,
             3 => PeerMessage::Refused { reason: token(u)? },
             4 => PeerMessage::Synced {
                 count: u64::arbitrary(u)?,

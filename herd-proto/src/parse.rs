@@ -342,28 +342,29 @@ pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> 
     Ok(match cmd {
         b"AT" => PeerMessage::Record(at_fields(fields::<5>(line, rest)?)?),
         b"HERD-HELLO" => {
-            let [(vo, v), (_, name), (_, nonce)] = fields::<3>(line, rest)?;
+            // The version is checked first, so a greeting of another version (with other fields)
+            // is told apart from a malformed one.
+            let (vo, ve) = next_field(line, rest)
+                .ok_or_else(|| ParseError::new(line.len(), ErrorKind::MissingField))?;
+            let v = &line[vo..ve];
             let version = count(v, vo, ErrorKind::Version)?;
             if version != u64::from(PEER_VERSION) {
                 return Err(ParseError::new(vo, ErrorKind::Version));
             }
+            let [_, (_, name), (_, to), (_, handshake)] = fields::<4>(line, rest)?;
             PeerMessage::Hello {
                 version: PEER_VERSION,
                 name: b(name),
-                nonce: b(nonce),
+                to: b(to),
+                handshake: b(handshake),
             }
         }
         b"HERD-WELCOME" => {
-            let [(_, name), (_, nonce), (_, proof)] = fields::<3>(line, rest)?;
+            let [(_, name), (_, handshake)] = fields::<2>(line, rest)?;
             PeerMessage::Welcome {
                 name: b(name),
-                nonce: b(nonce),
-                proof: b(proof),
+                handshake: b(handshake),
             }
-        }
-        b"HERD-PROOF" => {
-            let [(_, proof)] = fields::<1>(line, rest)?;
-            PeerMessage::Proof { proof: b(proof) }
         }
         b"HERD-REFUSED" => {
             let [(_, reason)] = fields::<1>(line, rest)?;

@@ -4,19 +4,23 @@
 //! greeting. It is line based like the client protocol, with the same white space rules:
 //!
 //! ```text
-//! HERD-HELLO 1 <name> <nonce>           dialer → acceptor: who I am, a fresh challenge
-//! HERD-WELCOME <name> <nonce> <proof>   acceptor → dialer: who I am, my challenge, my answer to yours
-//! HERD-PROOF <proof>                    dialer → acceptor: my answer to your challenge
-//! HERD-REFUSED <reason>                 either side, then it closes: e.g. `unknown-peer`, `bad-proof`
+//! HERD-HELLO 2 <name> <to> <handshake>   dialer → acceptor: version, who I am, whom I dial, a key share
+//! HERD-WELCOME <name> <handshake>         acceptor → dialer: who I am, my key share
+//! HERD-REFUSED <reason>                   either side, then it closes: e.g. `unknown-peer`, `bad-proof`
 //! AT <server> <diff> <client> <location> <time>   a record, exactly the fields of its AT line
-//! HERD-SYNCED <count>                   end of the catch-up stream: `count` records were sent
-//! HERD-PING / HERD-PONG                 keep-alive
+//! HERD-SYNCED <count>                     end of the catch-up stream: `count` records were sent
+//! HERD-PING / HERD-PONG                   keep-alive
 //! ```
 //!
-//! `nonce` is random per link; `proof` is the hex HMAC-SHA256 of the herd secret over the prover's
-//! name and the other side's nonce, or `-` in a herd without a secret. The secret never crosses the wire.
-//! After the handshake, each side streams every record it holds (the catch-up), ends it with
-//! `HERD-SYNCED`, and from then on floods new records as they come.
+//! `handshake` is the hex of a handshake message of the server's secure channel (in the herd server, a
+//! Noise `NNpsk0` message keyed from the herd secret and bound to the version and both names), or `-` in
+//! a herd without a secret. The greeting lines are plain text; with a secret, everything after them is
+//! carried in the encrypted channel, as lines of this same grammar. After the greeting, each side
+//! streams every record it holds (the catch-up), ends it with `HERD-SYNCED`, and from then on floods new
+//! records as they come.
+//!
+//! A greeting of another version fails to parse with [`ErrorKind::Version`](crate::ErrorKind::Version),
+//! so a server can refuse it cleanly (`HERD-REFUSED version`) instead of treating it as a client line.
 
 use std::borrow::Cow;
 
@@ -25,33 +29,32 @@ use crate::message::AtRecord;
 use crate::parse;
 
 /// The peer protocol version this crate speaks, sent in `HERD-HELLO`.
-pub const PEER_VERSION: u32 = 1;
+pub const PEER_VERSION: u32 = 2;
 
 /// One line on a peer link.
+///
+/// `#[non_exhaustive]`: the peer protocol grows (new greetings, reconciliation messages); match with a
+/// wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PeerMessage<'a> {
-    /// `HERD-HELLO <version> <name> <nonce>`: the dialer's greeting.
+    /// `HERD-HELLO <version> <name> <to> <handshake>`: the dialer's greeting.
     Hello {
         /// Peer protocol version; this crate speaks [`PEER_VERSION`].
         version: u32,
         /// The dialing server's name.
         name: Cow<'a, [u8]>,
-        /// The dialer's challenge.
-        nonce: Cow<'a, [u8]>,
+        /// The name of the server it means to reach.
+        to: Cow<'a, [u8]>,
+        /// The first handshake message, hex (`-` without a secret).
+        handshake: Cow<'a, [u8]>,
     },
-    /// `HERD-WELCOME <name> <nonce> <proof>`: the acceptor's answer.
+    /// `HERD-WELCOME <name> <handshake>`: the acceptor's answer.
     Welcome {
         /// The accepting server's name.
         name: Cow<'a, [u8]>,
-        /// The acceptor's challenge.
-        nonce: Cow<'a, [u8]>,
-        /// The acceptor's answer to the dialer's challenge (`-` without a secret).
-        proof: Cow<'a, [u8]>,
-    },
-    /// `HERD-PROOF <proof>`: the dialer's answer to the acceptor's challenge.
-    Proof {
-        /// The answer (`-` without a secret).
-        proof: Cow<'a, [u8]>,
+        /// The answering handshake message, hex (`-` without a secret).
+        handshake: Cow<'a, [u8]>,
     },
     /// `HERD-REFUSED <reason>`: the link is refused and will be closed.
     Refused {
@@ -86,19 +89,16 @@ impl<'a> PeerMessage<'a> {
             PeerMessage::Hello {
                 version,
                 name,
-                nonce,
+                to,
+                handshake,
             } => {
                 dst.extend_from_slice(b"HERD-HELLO ");
                 crate::time::write_u128(u128::from(*version), dst);
-                &[name, nonce]
+                &[name, to, handshake]
             }
-            PeerMessage::Welcome { name, nonce, proof } => {
+            PeerMessage::Welcome { name, handshake } => {
                 dst.extend_from_slice(b"HERD-WELCOME");
-                &[name, nonce, proof]
-            }
-            PeerMessage::Proof { proof } => {
-                dst.extend_from_slice(b"HERD-PROOF");
-                &[proof]
+                &[name, handshake]
             }
             PeerMessage::Refused { reason } => {
                 dst.extend_from_slice(b"HERD-REFUSED");
@@ -142,18 +142,18 @@ impl<'a> PeerMessage<'a> {
             PeerMessage::Hello {
                 version,
                 name,
-                nonce,
+                to,
+                handshake,
             } => PeerMessage::Hello {
                 version,
                 name: own(name),
-                nonce: own(nonce),
+                to: own(to),
+                handshake: own(handshake),
             },
-            PeerMessage::Welcome { name, nonce, proof } => PeerMessage::Welcome {
+            PeerMessage::Welcome { name, handshake } => PeerMessage::Welcome {
                 name: own(name),
-                nonce: own(nonce),
-                proof: own(proof),
+                handshake: own(handshake),
             },
-            PeerMessage::Proof { proof } => PeerMessage::Proof { proof: own(proof) },
             PeerMessage::Refused { reason } => PeerMessage::Refused {
                 reason: own(reason),
             },

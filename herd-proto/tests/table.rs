@@ -196,7 +196,7 @@ fn commands_and_field_counts() {
         b"IAMAT c +0+0 1 extra" => ExtraField,
         b"WHATSAT c 10" => MissingField,
         b"WHATSAT c 10 5 5" => ExtraField,
-        b"HERD-HELLO 1 Alford abc" => UnknownCommand,
+        b"HERD-HELLO 2 Alford Hamilton abc" => UnknownCommand,
     );
 }
 
@@ -257,9 +257,9 @@ fn convergence_order() {
 #[test]
 fn peer_lines() {
     for line in [
-        &b"HERD-HELLO 1 Alford 0123abcd"[..],
-        b"HERD-WELCOME Hamilton ffee 9a8b",
-        b"HERD-PROOF -",
+        &b"HERD-HELLO 2 Alford Hamilton 0123abcd"[..],
+        b"HERD-HELLO 2 Alford Hamilton -",
+        b"HERD-WELCOME Hamilton 9a8b",
         b"HERD-REFUSED unknown-peer",
         b"HERD-SYNCED 1000000",
         b"HERD-PING",
@@ -270,8 +270,14 @@ fn peer_lines() {
         assert_eq!(m.to_bytes(), line);
     }
     for (line, kind) in [
-        (&b"HERD-HELLO 2 Alford n"[..], ErrorKind::Version),
-        (b"HERD-HELLO 1 Alford", ErrorKind::MissingField),
+        (&b"HERD-HELLO 1 Alford n"[..], ErrorKind::Version),
+        (b"HERD-HELLO 3 Alford Hamilton - extra", ErrorKind::Version),
+        (b"HERD-HELLO x", ErrorKind::Version),
+        (b"HERD-HELLO", ErrorKind::MissingField),
+        (b"HERD-HELLO 2 Alford Hamilton", ErrorKind::MissingField),
+        (b"HERD-HELLO 2 Alford Hamilton - x", ErrorKind::ExtraField),
+        (b"HERD-WELCOME Hamilton", ErrorKind::MissingField),
+        (b"HERD-PROOF -", ErrorKind::UnknownCommand),
         (b"HERD-PING now", ErrorKind::ExtraField),
         (b"HERD-SYNCED -1", ErrorKind::Count),
         (b"HERD-SYNCED 18446744073709551616", ErrorKind::Count),

@@ -16,8 +16,11 @@ pub const API_KEY_ENV: &str = "GOOGLE_PLACES_API_KEY";
 pub struct Config {
     /// Where WHATSAT look-ups go.
     pub places: PlacesConfig,
-    /// Shared secret every peer must prove it knows (`[herd] secret`), if any.
-    pub secret: Option<String>,
+    /// The herd's secrets (`[herd] secret = "x"` or `secrets = ["new", "old"]`): a neighbour must prove
+    /// one of them, and the first is the one this server proves with. Empty: no secret.
+    pub secrets: Vec<String>,
+    /// `[herd] insecure`: listening beyond loopback without a secret was asked for explicitly.
+    pub insecure: bool,
     /// Per-server limits.
     pub limits: Limits,
     /// Whether every line in and out is logged (`[log] lines`, default true).
@@ -152,7 +155,9 @@ struct PlacesFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HerdFile {
-    secret: Option<String>,
+    secret: Option<Spanned<String>>,
+    secrets: Option<Spanned<Vec<String>>>,
+    insecure: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -354,9 +359,52 @@ impl Config {
                 .idle_timeout_ms
                 .map_or(defaults.idle_timeout, Duration::from_millis),
         });
+        let herd = file.herd.unwrap_or(HerdFile {
+            secret: None,
+            secrets: None,
+            insecure: None,
+        });
+        let secrets = match (herd.secret, herd.secrets) {
+            (Some(one), Some(_)) => {
+                return Err(err(
+                    line_of(one.span()),
+                    "[herd] has both `secret` and `secrets`: use one (`secrets = [new, old]` to rotate)"
+                        .into(),
+                ))
+            }
+            (Some(one), None) => vec![one],
+            (None, Some(many)) => {
+                let span = many.span();
+                many.into_inner()
+                    .into_iter()
+                    .map(|s| Spanned::new(span.clone(), s))
+                    .collect()
+            }
+            (None, None) => Vec::new(),
+        };
+        if let Some(empty) = secrets.iter().find(|s| s.get_ref().is_empty()) {
+            return Err(err(line_of(empty.span()), "a herd secret must not be empty".into()));
+        }
+        let secrets: Vec<String> = secrets.into_iter().map(Spanned::into_inner).collect();
+        let insecure = herd.insecure.unwrap_or(false);
+        if secrets.is_empty() && !insecure {
+            if let Some(s) = file.server.iter().find(|s| !is_loopback(s.listen.get_ref())) {
+                return Err(err(
+                    line_of(s.listen.span()),
+                    format!(
+                        "{} listens on {:?}, beyond loopback, but the herd has no secret: anyone who \
+                         can reach it could pose as a server. Set [herd] secret (or secrets), or \
+                         [herd] insecure = true to run without one",
+                        s.name.get_ref(),
+                        s.listen.get_ref()
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             places,
-            secret: file.herd.and_then(|h| h.secret).filter(|s| !s.is_empty()),
+            secrets,
+            insecure,
             limits,
             log_lines: file.log.and_then(|l| l.lines).unwrap_or(true),
             servers,
@@ -367,6 +415,16 @@ impl Config {
     pub fn server(&self, name: &str) -> Option<&ServerConfig> {
         self.servers.iter().find(|s| s.name == name)
     }
+}
+
+/// Whether a `host:port` listens on loopback only (`127.0.0.0/8`, `::1`, `localhost`).
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -393,6 +451,36 @@ mod tests {
         let c = Config::parse(DEFAULT_HERD, "<default>", Some("k".into())).unwrap();
         assert_eq!(c.places.backend, Backend::Google);
         assert!(!format!("{:?}", c.places).contains("\"k\""));
+    }
+
+    #[test]
+    fn secrets_and_exposure() {
+        let herd = |extra: &str, listen: &str| {
+            parse(&format!(
+                "[herd]\n{extra}\n[[server]]\nname = \"A\"\nlisten = \"{listen}\"\n"
+            ))
+        };
+        assert_eq!(herd("secret = \"x\"", "127.0.0.1:1").unwrap().secrets, ["x"]);
+        assert_eq!(
+            herd("secrets = [\"new\", \"old\"]", "127.0.0.1:1")
+                .unwrap()
+                .secrets,
+            ["new", "old"]
+        );
+        for listen in ["127.0.0.1:1", "[::1]:1", "localhost:1", "127.0.0.2:1"] {
+            assert!(herd("", listen).is_ok(), "{listen}");
+        }
+        for listen in ["0.0.0.0:1", "10.0.0.1:1", "example.org:1", "[::]:1"] {
+            let e = herd("", listen).unwrap_err().to_string();
+            assert!(e.contains("secret") && e.contains("insecure"), "{e}");
+            assert!(e.starts_with("herd.toml:5:"), "{e}");
+            assert!(herd("insecure = true", listen).is_ok());
+            assert!(herd("secret = \"s\"", listen).is_ok());
+        }
+        let e = herd("secret = \"a\"\nsecrets = [\"b\"]", "127.0.0.1:1").unwrap_err();
+        assert!(e.to_string().contains("both"), "{e}");
+        let e = herd("secrets = [\"a\", \"\"]", "127.0.0.1:1").unwrap_err();
+        assert!(e.to_string().contains("must not be empty"), "{e}");
     }
 
     #[test]

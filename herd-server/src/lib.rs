@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod handshake;
 pub mod log;
 pub mod node;
 mod peers;

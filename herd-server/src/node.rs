@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 
 use crate::cache::{Cache, Entry};
+use crate::handshake::Refusal;
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
 /// [`herd_proto::write_whatsat`] with `record` and the answer.
@@ -97,10 +98,24 @@ fn offer(
 pub const KEEPALIVE: Duration = Duration::from_secs(1);
 /// A link that has heard nothing for this long is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(4);
+/// A link silent this long has left a keep-alive unanswered (each side pings after [`KEEPALIVE`]
+/// without writing, and the other answers at once): an unauthenticated greeting may replace it.
+pub const PROVEN_DEAD: Duration = Duration::from_millis(2_500);
 /// First wait after a failed dial; it doubles up to [`BACKOFF_MAX`], each wait jittered ±50 %.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between dials.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+/// What became of a record from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// New here: stored and queued for the other links.
+    Stored,
+    /// Not greater than the one held: dropped.
+    Held,
+    /// It names a server that is not in the herd: refused.
+    Foreign,
+}
 
 /// What the driver must do for a link, from [`Node::tick`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +142,8 @@ struct Timing {
     last_sent: Option<Instant>,
     /// A `Close` was asked for and the link is not down yet.
     closing: bool,
+    /// Which secret of the keyring the next dial proves with; moves on after a `bad-proof`.
+    key: usize,
 }
 
 /// A neighbour link as the node sees it.
@@ -159,6 +176,7 @@ impl Link {
                 last_heard: None,
                 last_sent: None,
                 closing: false,
+                key: 0,
             },
         }
     }
@@ -190,6 +208,8 @@ pub struct Node {
     neighbors: Vec<String>,
     clients: Cache,
     links: Vec<Link>,
+    /// Every server of the herd (sorted): a record naming another server is refused. Empty: any.
+    members: Vec<Box<[u8]>>,
     /// Jitter for back-off, seeded from the name: the same inputs give the same schedule.
     rng: fastrand::Rng,
 }
@@ -209,8 +229,22 @@ impl Node {
             neighbors,
             clients: Cache::default(),
             links,
+            members: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
         }
+    }
+
+    /// Sets the herd's members: records naming a server outside it are refused
+    /// ([`Node::accept_peer_record`]). The driver always sets it; without it any name is taken.
+    pub fn with_members<S: AsRef<str>>(mut self, members: &[S]) -> Self {
+        self.members = members.iter().map(|m| m.as_ref().as_bytes().into()).collect();
+        self.members.sort();
+        self
+    }
+
+    /// Whether `server` may appear in a record.
+    fn is_member(&self, server: &[u8]) -> bool {
+        self.members.is_empty() || self.members.binary_search_by(|m| (**m).cmp(server)).is_ok()
     }
 
     /// The server's name.
@@ -299,7 +333,83 @@ impl Node {
 
     /// A record from neighbour `from`; returns whether it was new here (and so flooded on).
     pub fn peer_record(&mut self, from: usize, record: AtRecord<'_>) -> bool {
-        offer(&mut self.clients, &mut self.links, record, None, Some(from)).0
+        self.accept_peer_record(from, record) == Accepted::Stored
+    }
+
+    /// A record from neighbour `from`: stored and flooded on if it is new here and names a server
+    /// of the herd.
+    pub fn accept_peer_record(&mut self, from: usize, record: AtRecord<'_>) -> Accepted {
+        if !self.is_member(&record.server) {
+            return Accepted::Foreign;
+        }
+        match offer(&mut self.clients, &mut self.links, record, None, Some(from)).0 {
+            true => Accepted::Stored,
+            false => Accepted::Held,
+        }
+    }
+
+    /// Whether a `HERD-HELLO` from `name`, addressed `to`, may go on; the link id if so.
+    /// `authenticated` says the greeting will prove a secret before the link comes up.
+    ///
+    /// # Errors
+    /// The refusal to send: not a neighbour, not meant for this server, from the side that should
+    /// accept (only the server whose name sorts first dials), or — unauthenticated — for a link that
+    /// is up and alive.
+    pub fn admit_hello(
+        &self,
+        name: &[u8],
+        to: &[u8],
+        authenticated: bool,
+        now: Instant,
+    ) -> Result<usize, Refusal> {
+        let id = self.link_id(name).ok_or(Refusal::UnknownPeer)?;
+        if to != &*self.name {
+            return Err(Refusal::WrongName);
+        }
+        if self.links[id].timing.dials {
+            return Err(Refusal::WrongSide);
+        }
+        self.may_replace(id, authenticated, now)?;
+        Ok(id)
+    }
+
+    /// A link that is up is replaced only by an authenticated one, or once it is proven dead.
+    fn may_replace(&self, id: usize, authenticated: bool, now: Instant) -> Result<(), Refusal> {
+        let link = &self.links[id];
+        let silent = link
+            .timing
+            .last_heard
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        if link.up && !authenticated && silent < PROVEN_DEAD {
+            return Err(Refusal::LinkUp);
+        }
+        Ok(())
+    }
+
+    /// A greeting for link `id` finished: the link comes up (replacing an older one) unless the
+    /// rule of [`Node::admit_hello`] forbids it now. Returns the new epoch.
+    ///
+    /// # Errors
+    /// [`Refusal::LinkUp`]: unauthenticated, and the link already up is alive.
+    pub fn try_link_up(
+        &mut self,
+        id: usize,
+        now: Instant,
+        authenticated: bool,
+    ) -> Result<u64, Refusal> {
+        self.may_replace(id, authenticated, now)?;
+        Ok(self.link_up(id, now))
+    }
+
+    /// Which secret the next dial of link `id` proves with (an index into the keyring).
+    pub fn dial_key(&self, id: usize) -> usize {
+        self.links[id].timing.key
+    }
+
+    /// Neighbour `id` refused our proof: the next dial proves with the next secret, so a herd in the
+    /// middle of a rotation links up whichever of its secrets each side knows.
+    pub fn proof_refused(&mut self, id: usize) {
+        self.links[id].timing.key += 1;
     }
 
     /// Link `id` came up: starts the catch-up on it. Returns the link's epoch.

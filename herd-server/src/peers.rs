@@ -1,9 +1,11 @@
-//! Links to neighbours: dial with back-off, the greeting and its proof, the catch-up, keep-alive,
-//! and the two halves of a running link.
+//! Links to neighbours, carried out for the node: dial with back-off, run the greeting state machine
+//! ([`crate::handshake`]) over the socket, then the two halves of a running link.
 //!
-//! Of each pair of neighbours, the server whose name sorts first dials and the other accepts, so
-//! there is one link per pair; if a neighbour greets again while a link is up (it restarted, or the
-//! old connection is half dead), the newer link replaces the older one.
+//! Every rule of trust — who may link, from which side, with which proof, and whether a greeting may
+//! replace a link that is up — is decided by the greeting and the node; this module moves bytes and
+//! keeps time. With a secret, a running link carries its lines in the encrypted channel the greeting
+//! set up; a frame that fails to open closes the link (logged as a warning with the peer's address)
+//! and the dialling side dials again.
 //!
 //! A running link is two tasks: the writer drains the node's queue for this link (the catch-up first)
 //! and sends a keep-alive when idle; the reader applies records. They are separate so two servers that
@@ -14,21 +16,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures::StreamExt;
-use herd_proto::{HerdCodec, PeerMessage, PEER_VERSION};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use bytes::{Bytes, BytesMut};
+use herd_proto::{HerdCodec, PeerMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::Decoder;
 use tracing::{info, warn, Instrument};
 
+use crate::handshake::{Established, Failure, Greeting, Refusal, Verdict};
 use crate::log::{show, SUMMARY};
-use crate::node::LinkAction;
-use crate::server::{Hello, Shared};
+use crate::node::{Accepted, LinkAction};
+use crate::server::Shared;
 
 /// The greeting must be done within this.
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -36,8 +34,6 @@ const HANDSHAKE: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(100);
 /// Records per write while catching up or draining a backlog.
 const BATCH: usize = 1024;
-
-type Lines = FramedRead<OwnedReadHalf, HerdCodec>;
 
 fn peer_codec(shared: &Shared) -> HerdCodec {
     // A record carries a client id of up to a whole client line, plus the server fields.
@@ -49,50 +45,6 @@ fn peer_codec(shared: &Shared) -> HerdCodec {
             .saturating_mul(2)
             .saturating_add(256),
     )
-}
-
-fn nonce() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // No OS randomness: still unique per link, though guessable.
-        b[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    }
-    hex::encode(b)
-}
-
-/// The proof that `prover` knows the secret, over the other side's `nonce`; `-` without a secret.
-fn proof(secret: Option<&str>, prover: &[u8], nonce: &[u8]) -> String {
-    let Some(secret) = secret else {
-        return "-".into();
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return "-".into();
-    };
-    mac.update(b"herd-peer-v1\n");
-    mac.update(prover);
-    mac.update(b"\n");
-    mac.update(nonce);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn proof_ok(secret: Option<&str>, prover: &[u8], nonce: &[u8], got: &[u8]) -> bool {
-    proof(secret, prover, nonce).as_bytes().ct_eq(got).into()
-}
-
-async fn send(w: &mut OwnedWriteHalf, m: &PeerMessage<'_>) -> std::io::Result<()> {
-    let mut out = m.to_bytes();
-    out.push(b'\n');
-    w.write_all(&out).await
-}
-
-async fn next_message(lines: &mut Lines) -> anyhow::Result<PeerMessage<'static>> {
-    let line = tokio::time::timeout(HANDSHAKE, lines.next())
-        .await
-        .map_err(|_| anyhow::anyhow!("greeting timed out"))?
-        .ok_or_else(|| anyhow::anyhow!("closed during the greeting"))??;
-    PeerMessage::parse(&line)
-        .map(PeerMessage::into_owned)
-        .map_err(|e| anyhow::anyhow!("bad greeting line {:?}: {e}", show(&line)))
 }
 
 /// Carries out the node's link decisions (`Node::tick`) every [`TICK`]: dial, keep-alive, close.
@@ -130,145 +82,175 @@ pub(crate) async fn link_manager(shared: Arc<Shared>) {
     }
 }
 
+/// Why a greeting did not bring a link up.
+enum GreetError {
+    /// The greeting's own verdict (already sent to the other side where this side refused).
+    Failed(Failure),
+    /// The socket failed, closed or timed out.
+    Io(String),
+}
+
+impl std::fmt::Display for GreetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GreetError::Failed(x) if x.refusal == Refusal::RefusedByPeer => {
+                write!(f, "refused by the peer: {}", x.detail)
+            }
+            GreetError::Failed(x) => write!(f, "{}: {}", x.refusal.word(), x.detail),
+            GreetError::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Feeds the greeting what the socket brings until its verdict, within [`HANDSHAKE`]. What is left in
+/// `input` after it is established belongs to the channel.
+async fn greet(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    greeting: &mut Greeting,
+    input: &mut BytesMut,
+) -> Result<Established, GreetError> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE;
+    let mut out = Vec::new();
+    loop {
+        out.clear();
+        let verdict = greeting.feed(input, &shared.node(), Instant::now(), &mut out);
+        if !out.is_empty() {
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| GreetError::Io(format!("write failed: {e}")))?;
+        }
+        match verdict {
+            Verdict::Established(e) => return Ok(e),
+            Verdict::Failed(f) => return Err(GreetError::Failed(f)),
+            Verdict::Pending => {}
+        }
+        if input.len() > 64 * 1024 {
+            return Err(GreetError::Io("greeting too long".into()));
+        }
+        input.reserve(1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(input)).await {
+            Err(_) => return Err(GreetError::Io("greeting timed out".into())),
+            Ok(Ok(0)) => return Err(GreetError::Io("closed during the greeting".into())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(GreetError::Io(format!("read failed: {e}"))),
+        }
+    }
+}
+
 /// One dial of neighbour `id`: connect, greet, run the link until it drops. A failure is reported to
-/// the node, which decides when to try again.
+/// the node, which decides when to try again (and with which secret).
 async fn dial(shared: Arc<Shared>, id: usize) {
     let addr = shared.peers[id].addr.clone();
     let name = shared.peers[id].name.clone();
     let attempt = async {
-        let stream = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&addr)).await??;
+        let mut stream = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| GreetError::Io("connect timed out".into()))?
+            .map_err(|e| GreetError::Io(format!("connect failed: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let peer_addr = stream.peer_addr()?;
-        let conn = shared.conn_id();
-        let (rd, mut wr) = stream.into_split();
-        let mut lines = FramedRead::new(rd, peer_codec(&shared));
-        let me = shared.spec.name.as_bytes();
-        let secret = shared.spec.secret.as_deref();
-        let my_nonce = nonce();
-        let hello = PeerMessage::Hello {
-            version: PEER_VERSION,
-            name: me.into(),
-            nonce: my_nonce.as_bytes().into(),
-        };
-        send(&mut wr, &hello).await?;
-        match next_message(&mut lines).await? {
-            PeerMessage::Welcome {
-                name: their_name,
-                nonce: their_nonce,
-                proof: their_proof,
-            } => {
-                if *their_name != *name.as_bytes() {
-                    anyhow::bail!("{addr} says it is {:?}, not {name}", show(&their_name));
-                }
-                if !proof_ok(secret, &their_name, my_nonce.as_bytes(), &their_proof) {
-                    send(
-                        &mut wr,
-                        &PeerMessage::Refused {
-                            reason: b"bad-proof"[..].into(),
-                        },
-                    )
-                    .await?;
-                    anyhow::bail!("{name} did not prove the herd secret");
-                }
-                let p = proof(secret, me, &their_nonce);
-                send(
-                    &mut wr,
-                    &PeerMessage::Proof {
-                        proof: p.as_bytes().into(),
-                    },
-                )
-                .await?;
-            }
-            PeerMessage::Refused { reason } => {
-                anyhow::bail!("{name} refused the link: {}", show(&reason))
-            }
-            other => anyhow::bail!("unexpected greeting {:?}", show(&other.to_bytes())),
-        }
-        Ok::<_, anyhow::Error>((conn, peer_addr, lines, wr))
+        let peer_addr = stream
+            .peer_addr()
+            .map_err(|e| GreetError::Io(e.to_string()))?;
+        let key = shared.node().dial_key(id);
+        let mut out = Vec::new();
+        let mut greeting = Greeting::dial(
+            shared.spec.name.as_bytes(),
+            name.as_bytes(),
+            id,
+            &shared.spec.keyring,
+            key,
+            &mut out,
+        );
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| GreetError::Io(format!("write failed: {e}")))?;
+        let mut input = BytesMut::new();
+        let est = greet(&shared, &mut stream, &mut greeting, &mut input).await?;
+        Ok::<_, GreetError>((stream, peer_addr, est, input))
     };
     match attempt.await {
-        Ok((conn, peer_addr, lines, wr)) => run_link(shared, id, conn, peer_addr, lines, wr).await,
+        Ok((stream, peer_addr, est, input)) => {
+            let conn = shared.conn_id();
+            run_link(shared, conn, peer_addr, stream, est, input).await
+        }
         Err(e) => {
-            info!(peer = %name, %addr, cause = %e, "link dial failed");
+            if let GreetError::Failed(f) = &e {
+                warn!(peer = %name, %addr, cause = %e, "link dial refused");
+                if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::BadProof.word() {
+                    shared.node().proof_refused(id);
+                }
+            } else {
+                info!(peer = %name, %addr, cause = %e, "link dial failed");
+            }
             shared.node().dial_failed(id, Instant::now());
         }
     }
 }
 
-/// A connection whose first line was `HERD-HELLO`: check the peer, finish the greeting, run the link.
+/// A connection whose first line was a `HERD-HELLO` (`hello`, followed in `buf` by whatever came
+/// after it): run the greeting as the accepting side, then the link.
 pub(crate) async fn accept(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     conn: u64,
     addr: SocketAddr,
-    hello: Hello,
+    hello: Bytes,
     buf: BytesMut,
 ) {
-    let PeerMessage::Hello {
-        name,
-        nonce: their_nonce,
-        ..
-    } = hello
-    else {
-        return;
-    };
-    let (rd, mut wr) = stream.into_split();
-    let mut lines = FramedRead::new(rd, peer_codec(&shared));
-    *lines.read_buffer_mut() = buf;
-    let id = shared.node().link_id(&name);
-    let Some(id) = id else {
-        warn!(conn, peer = %addr, name = %show(&name), "refused peer link: not a neighbour");
-        let _ = send(
-            &mut wr,
-            &PeerMessage::Refused {
-                reason: b"unknown-peer"[..].into(),
-            },
-        )
-        .await;
-        return;
-    };
-    let secret = shared.spec.secret.as_deref();
-    let me = shared.spec.name.as_bytes();
-    let my_nonce = nonce();
-    let welcome = PeerMessage::Welcome {
-        name: me.into(),
-        nonce: my_nonce.as_bytes().into(),
-        proof: proof(secret, me, &their_nonce).into_bytes().into(),
-    };
-    if send(&mut wr, &welcome).await.is_err() {
-        return;
-    }
-    match next_message(&mut lines).await {
-        Ok(PeerMessage::Proof { proof: p }) if proof_ok(secret, &name, my_nonce.as_bytes(), &p) => {
-            run_link(shared, id, conn, addr, lines, wr).await;
+    let mut input = BytesMut::with_capacity(hello.len() + 1 + buf.len());
+    input.extend_from_slice(&hello);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(&buf);
+    let mut greeting = Greeting::accept(shared.spec.name.as_bytes(), &shared.spec.keyring);
+    match greet(&shared, &mut stream, &mut greeting, &mut input).await {
+        Ok(est) => run_link(shared, conn, addr, stream, est, input).await,
+        Err(e) => {
+            warn!(conn, peer = %addr, cause = %e, "refused peer greeting");
+            let _ = stream.shutdown().await;
         }
-        Ok(PeerMessage::Proof { .. }) => {
-            warn!(conn, peer = %addr, name = %show(&name), "refused peer link: wrong secret");
-            let _ = send(
-                &mut wr,
-                &PeerMessage::Refused {
-                    reason: b"bad-proof"[..].into(),
-                },
-            )
-            .await;
-        }
-        Ok(other) => {
-            warn!(conn, peer = %addr, line = %show(&other.to_bytes()), "refused peer link: no proof")
-        }
-        Err(e) => warn!(conn, peer = %addr, cause = %e, "peer greeting failed"),
     }
 }
 
 /// Runs an established link until it drops, a newer link replaces it, or the server shuts down.
+/// `wire` holds what was received after the greeting.
 async fn run_link(
     shared: Arc<Shared>,
-    id: usize,
     conn: u64,
     addr: SocketAddr,
-    mut lines: Lines,
-    mut wr: OwnedWriteHalf,
+    stream: TcpStream,
+    est: Established,
+    mut wire: BytesMut,
 ) {
+    let id = est.link;
     let slot = &shared.peers[id];
+    let Established {
+        authenticated,
+        channel,
+        ..
+    } = est;
+    let (mut sealer, mut opener, mut plain) = (channel.sealer, channel.opener, channel.first);
+    let (mut rd, mut wr) = stream.into_split();
+    let up = shared.node().try_link_up(id, Instant::now(), authenticated);
+    let epoch = match up {
+        Ok(epoch) => epoch,
+        Err(refusal) => {
+            warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
+                "refused peer link: the link to this neighbour is up and alive");
+            let mut line = Vec::new();
+            PeerMessage::Refused {
+                reason: refusal.word().as_bytes().into(),
+            }
+            .write_to(&mut line);
+            line.push(b'\n');
+            let mut out = Vec::new();
+            sealer.seal(&line, &mut out);
+            let _ = wr.write_all(&out).await;
+            return;
+        }
+    };
     let token = shared.shutdown.child_token();
     if let Some(old) = slot
         .current
@@ -278,10 +260,10 @@ async fn run_link(
     {
         old.cancel();
     }
-    let epoch = shared.node().link_up(id, Instant::now());
     slot.notify.notify_one();
-    info!(target: SUMMARY, "{} link to {} up", shared.spec.name, slot.name);
-    info!(conn, peer = %addr, name = %slot.name, "peer link up");
+    let kind = if authenticated { "encrypted" } else { "plain" };
+    info!(target: SUMMARY, "{} link to {} up ({kind})", shared.spec.name, slot.name);
+    info!(conn, peer = %addr, name = %slot.name, channel = kind, "peer link up");
     let pong_due = Arc::new(AtomicBool::new(false));
 
     let writer = {
@@ -291,6 +273,7 @@ async fn run_link(
         async move {
             let slot = &shared.peers[id];
             let mut out = Vec::with_capacity(64 * 1024);
+            let mut sealed = Vec::new();
             loop {
                 out.clear();
                 let n = shared.node().poll_transmit(id, epoch, &mut out, BATCH);
@@ -308,8 +291,10 @@ async fn run_link(
                             info!(conn, dir = "peer-out", peer = %slot.name, line = %show(line));
                         }
                     }
+                    sealed.clear();
+                    sealer.seal(&out, &mut sealed);
                     let w = tokio::select! {
-                        w = wr.write_all(&out) => w,
+                        w = wr.write_all(&sealed) => w,
                         _ = token.cancelled() => return,
                     };
                     if w.is_err() {
@@ -328,53 +313,33 @@ async fn run_link(
     };
     let writer = tokio::spawn(writer.in_current_span());
 
+    let mut reader = LinkReader {
+        shared: &shared,
+        id,
+        conn,
+        lines: peer_codec(&shared),
+        foreign: 0,
+    };
     let why = loop {
-        let next = tokio::select! {
-            n = lines.next() => n,
+        if let Err(e) = opener.open(&mut wire, &mut plain) {
+            warn!(conn, peer = %addr, name = %slot.name, cause = %e, "peer link broken: closing");
+            break "a frame failed authentication";
+        }
+        match reader.apply(&mut plain, &pong_due) {
+            Ok(()) => {}
+            Err(why) => break why,
+        }
+        wire.reserve(16 * 1024);
+        let read = tokio::select! {
+            r = rd.read_buf(&mut wire) => r,
             // Cancelled by a newer link, by the node's keep-alive verdict, or by shutdown.
             _ = token.cancelled() => break "replaced, silent too long, or shutting down",
         };
-        let line = match next {
-            None => break "closed by peer",
-            Some(Err(_)) => break "read error",
-            Some(Ok(line)) => line,
-        };
-        let now = Instant::now();
-        match PeerMessage::parse(&line) {
-            Ok(PeerMessage::Record(r)) => {
-                if shared.spec.log_lines {
-                    info!(conn, dir = "peer-in", peer = %slot.name, line = %show(&line));
-                }
-                let stored = {
-                    let mut node = shared.node();
-                    node.heard(id, now);
-                    node.peer_record(id, r)
-                };
-                if stored {
-                    shared.notify_links(Some(id));
-                }
-                continue;
-            }
-            Ok(PeerMessage::Ping) => {
-                pong_due.store(true, Ordering::Relaxed);
-                slot.notify.notify_one();
-            }
-            Ok(PeerMessage::Pong) => {}
-            Ok(PeerMessage::Synced { count }) => {
-                info!(conn, peer = %slot.name, count, "catch-up from peer complete");
-            }
-            Ok(PeerMessage::Refused { reason }) => {
-                warn!(conn, peer = %slot.name, reason = %show(&reason), "peer refused the link");
-                break "refused";
-            }
-            Ok(other) => {
-                warn!(conn, peer = %slot.name, line = %show(&other.to_bytes()), "unexpected peer line")
-            }
-            Err(e) => {
-                warn!(conn, peer = %slot.name, line = %show(&line), cause = %e, "invalid peer line")
-            }
+        match read {
+            Ok(0) => break "closed by peer",
+            Ok(_) => {}
+            Err(_) => break "read error",
         }
-        shared.node().heard(id, now);
     };
     token.cancel();
     let _ = writer.await;
@@ -385,6 +350,93 @@ async fn run_link(
             *current = None;
         }
     }
+    if reader.foreign > 0 {
+        warn!(conn, peer = %addr, name = %slot.name, count = reader.foreign,
+            "refused records naming servers outside the herd");
+    }
     info!(target: SUMMARY, "{} link to {} down ({why})", shared.spec.name, slot.name);
     info!(conn, peer = %addr, name = %slot.name, reason = why, "peer link down");
+}
+
+/// The reading half of a running link: lines in, node events out.
+struct LinkReader<'a> {
+    shared: &'a Shared,
+    id: usize,
+    conn: u64,
+    lines: HerdCodec,
+    /// Records refused for naming a server outside the herd (logged once, when the link ends).
+    foreign: u64,
+}
+
+impl LinkReader<'_> {
+    /// Applies every complete line of `plain` under one lock of the node.
+    fn apply(&mut self, plain: &mut BytesMut, pong_due: &AtomicBool) -> Result<(), &'static str> {
+        let slot = &self.shared.peers[self.id];
+        let (conn, id) = (self.conn, self.id);
+        let mut stored = false;
+        let mut wake = false;
+        let mut result = Ok(());
+        {
+            let mut node = self.shared.node();
+            let mut heard = false;
+            loop {
+                let line = match self.lines.decode(plain) {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(_) => {
+                        result = Err("peer line too long");
+                        break;
+                    }
+                };
+                heard = true;
+                match PeerMessage::parse(&line) {
+                    Ok(PeerMessage::Record(r)) => {
+                        if self.shared.spec.log_lines {
+                            info!(conn, dir = "peer-in", peer = %slot.name, line = %show(&line));
+                        }
+                        match node.accept_peer_record(id, r) {
+                            Accepted::Stored => stored = true,
+                            Accepted::Held => {}
+                            Accepted::Foreign => {
+                                if self.foreign == 0 {
+                                    warn!(conn, peer = %slot.name, line = %show(&line),
+                                        "refused a record naming a server outside the herd");
+                                }
+                                self.foreign += 1;
+                            }
+                        }
+                    }
+                    Ok(PeerMessage::Ping) => {
+                        pong_due.store(true, Ordering::Relaxed);
+                        wake = true;
+                    }
+                    Ok(PeerMessage::Pong) => {}
+                    Ok(PeerMessage::Synced { count }) => {
+                        info!(conn, peer = %slot.name, count, "catch-up from peer complete");
+                    }
+                    Ok(PeerMessage::Refused { reason }) => {
+                        warn!(conn, peer = %slot.name, reason = %show(&reason), "peer refused the link");
+                        result = Err("refused");
+                        break;
+                    }
+                    Ok(other) => {
+                        warn!(conn, peer = %slot.name, line = %show(&other.to_bytes()), "unexpected peer line")
+                    }
+                    Err(e) => {
+                        warn!(conn, peer = %slot.name, line = %show(&line), cause = %e, "invalid peer line")
+                    }
+                }
+            }
+            if heard {
+                node.heard(id, Instant::now());
+            }
+        }
+        if wake {
+            slot.notify.notify_one();
+        }
+        if stored {
+            self.shared.notify_links(Some(id));
+        }
+        result
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use herd_proto::{CodecError, HerdCodec, PeerMessage, Timestamp};
+use herd_proto::{CodecError, ErrorKind, HerdCodec, PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, Limits};
+use crate::handshake::Keyring;
 use crate::log::{show, SUMMARY};
 use crate::node::{Node, Step};
 use crate::peers;
@@ -69,8 +70,10 @@ pub struct ServerSpec {
     pub name: String,
     /// Its neighbours: name and `host:port`.
     pub neighbors: Vec<(String, String)>,
-    /// The herd secret, if any.
-    pub secret: Option<String>,
+    /// The herd's secrets as keys (empty: links are neither authenticated nor encrypted).
+    pub keyring: Keyring,
+    /// Every server name of the herd: records naming another server are refused.
+    pub members: Vec<String>,
     /// Limits on lines and connections.
     pub limits: Limits,
     /// Log every line in and out.
@@ -102,7 +105,8 @@ impl ServerSpec {
         Ok(ServerSpec {
             name: name.to_owned(),
             neighbors,
-            secret: config.secret.clone(),
+            keyring: Keyring::new(&config.secrets),
+            members: config.servers.iter().map(|s| s.name.clone()).collect(),
             limits: config.limits,
             log_lines: config.log_lines,
             places,
@@ -183,7 +187,8 @@ async fn run_inner(
             current: Mutex::new(None),
         })
         .collect();
-    let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect());
+    let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
+        .with_members(&spec.members);
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
         peers,
@@ -263,7 +268,17 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
 }
 
 /// A peer's greeting, read as the first line of a connection.
-pub(crate) type Hello = PeerMessage<'static>;
+pub(crate) type Hello = Bytes;
+
+/// Whether a connection's first line is a peer greeting (of this version or another, so another
+/// version is refused as such rather than answered as a client line).
+fn is_hello(line: &[u8]) -> bool {
+    match PeerMessage::parse(line) {
+        Ok(PeerMessage::Hello { .. }) => true,
+        Err(e) => e.kind == ErrorKind::Version,
+        Ok(_) => false,
+    }
+}
 
 /// Serves client lines until EOF, the idle time-out, an over-long line or shutdown. Returns the greeting
 /// if the connection turns out to be a peer link.
@@ -303,8 +318,8 @@ async fn serve(
                 Ok(Some(line)) => {
                     // The first line decides whether this is a peer link; nothing after it is read here.
                     if std::mem::take(&mut first) {
-                        if let Ok(hello @ PeerMessage::Hello { .. }) = PeerMessage::parse(&line) {
-                            return Ok(Some((hello.into_owned(), buf)));
+                        if is_hello(&line) {
+                            return Ok(Some((line, buf)));
                         }
                     }
                     lines.push(line);

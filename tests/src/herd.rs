@@ -98,7 +98,8 @@ pub async fn start_herd(
                 .iter()
                 .map(|n| (n.to_string(), addrs[*n].to_string()))
                 .collect(),
-            secret: opts.secret.clone(),
+            keyring: herd_server::handshake::Keyring::new(&opts.secret.iter().collect::<Vec<_>>()),
+            members: topology.iter().map(|(n, _)| n.to_string()).collect(),
             limits: opts.limits,
             log_lines: true,
             places: opts.places.clone(),

@@ -176,34 +176,25 @@ async fn peers_must_be_neighbours_and_know_the_secret() {
 
     // Not a neighbour of Alford.
     let mut c = Client::connect(herd.addr("Alford")).await;
-    c.send("HERD-HELLO 1 Mallory 00112233\n").await;
+    c.send("HERD-HELLO 2 Mallory Alford -\n").await;
     assert_eq!(c.text_line().await, "HERD-REFUSED unknown-peer\n");
     assert_eq!(c.read_to_end().await, b"");
-    // A neighbour's name, but no knowledge of the secret.
-    let mut c = Client::connect(herd.addr("Alford")).await;
-    c.send("HERD-HELLO 1 Hamilton 00112233\n").await;
-    let welcome = c.text_line().await;
-    assert!(welcome.starts_with("HERD-WELCOME Alford "), "{welcome}");
-    assert!(
-        !welcome.contains("correct horse"),
-        "the secret crossed the wire"
-    );
-    c.send(format!(
-        "HERD-PROOF {}\nAT Alford +0.000000000 kiwi +1+1 99999\n",
-        "ab".repeat(32)
-    ))
-    .await;
+    // A neighbour's name, from the side that dials, but no knowledge of the secret.
+    let mut c = Client::connect(herd.addr("Hamilton")).await;
+    c.send(format!("HERD-HELLO 2 Alford Hamilton {}\n", "ab".repeat(48)))
+        .await;
     assert_eq!(c.text_line().await, "HERD-REFUSED bad-proof\n");
+    assert_eq!(c.read_to_end().await, b"");
     // The forged record was not taken.
     assert_eq!(
         held(herd.addr("Alford"), "kiwi").await.as_deref(),
         Some(at.as_str())
     );
-    eventually("the refusals in Alford's log", || {
-        let log = herd.log("Alford");
+    eventually("the refusals in the logs", || {
+        let (a, h) = (herd.log("Alford"), herd.log("Hamilton"));
         async move {
-            (log.contains("refused peer link: not a neighbour")
-                && log.contains("refused peer link: wrong secret"))
+            (a.contains("refused peer greeting") && a.contains("unknown-peer")
+                && h.contains("refused peer greeting") && h.contains("bad-proof"))
             .then_some(())
         }
     })
