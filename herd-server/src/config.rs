@@ -383,12 +383,19 @@ impl Config {
             (None, None) => Vec::new(),
         };
         if let Some(empty) = secrets.iter().find(|s| s.get_ref().is_empty()) {
-            return Err(err(line_of(empty.span()), "a herd secret must not be empty".into()));
+            return Err(err(
+                line_of(empty.span()),
+                "a herd secret must not be empty".into(),
+            ));
         }
         let secrets: Vec<String> = secrets.into_iter().map(Spanned::into_inner).collect();
         let insecure = herd.insecure.unwrap_or(false);
         if secrets.is_empty() && !insecure {
-            if let Some(s) = file.server.iter().find(|s| !is_loopback(s.listen.get_ref())) {
+            if let Some(s) = file
+                .server
+                .iter()
+                .find(|s| !is_loopback(s.listen.get_ref()))
+            {
                 return Err(err(
                     line_of(s.listen.span()),
                     format!(
@@ -460,7 +467,10 @@ mod tests {
                 "[herd]\n{extra}\n[[server]]\nname = \"A\"\nlisten = \"{listen}\"\n"
             ))
         };
-        assert_eq!(herd("secret = \"x\"", "127.0.0.1:1").unwrap().secrets, ["x"]);
+        assert_eq!(
+            herd("secret = \"x\"", "127.0.0.1:1").unwrap().secrets,
+            ["x"]
+        );
         assert_eq!(
             herd("secrets = [\"new\", \"old\"]", "127.0.0.1:1")
                 .unwrap()

@@ -357,7 +357,11 @@ impl Greeting {
         };
         if !authenticated {
             if handshake != b"-" {
-                return self.fail(Refusal::BadProof, "it has a secret, this server none".into(), out);
+                return self.fail(
+                    Refusal::BadProof,
+                    "it has a secret, this server none".into(),
+                    out,
+                );
             }
             write_line(
                 &PeerMessage::Welcome {
@@ -423,7 +427,11 @@ impl Greeting {
         }
         let Some(mut hs) = noise else {
             if handshake != b"-" {
-                return self.fail(Refusal::BadProof, "it has a secret, this server none".into(), out);
+                return self.fail(
+                    Refusal::BadProof,
+                    "it has a secret, this server none".into(),
+                    out,
+                );
             }
             return Verdict::Established(Established {
                 link,
@@ -598,7 +606,11 @@ impl Opener {
     }
 
     /// Opens one frame if a whole one is buffered; returns whether it did.
-    fn open_one(&mut self, wire: &mut BytesMut, plain: &mut BytesMut) -> Result<bool, ChannelError> {
+    fn open_one(
+        &mut self,
+        wire: &mut BytesMut,
+        plain: &mut BytesMut,
+    ) -> Result<bool, ChannelError> {
         let Some(t) = &self.transport else {
             return Ok(false);
         };
@@ -685,10 +697,27 @@ mod tests {
     fn wrong_secret_and_rotation() {
         let (a, b) = (node("A", &["B"]), node("B", &["A"]));
         let (va, vb, ..) = greet(&a, &Keyring::new(&["x"]), &b, &Keyring::new(&["y"]));
-        assert!(matches!(vb, Verdict::Failed(Failure { refusal: Refusal::BadProof, .. })));
-        assert!(matches!(va, Verdict::Failed(Failure { refusal: Refusal::RefusedByPeer, .. })));
+        assert!(matches!(
+            vb,
+            Verdict::Failed(Failure {
+                refusal: Refusal::BadProof,
+                ..
+            })
+        ));
+        assert!(matches!(
+            va,
+            Verdict::Failed(Failure {
+                refusal: Refusal::RefusedByPeer,
+                ..
+            })
+        ));
         // The acceptor accepts any of its secrets.
-        let (va, vb, ..) = greet(&a, &Keyring::new(&["old"]), &b, &Keyring::new(&["new", "old"]));
+        let (va, vb, ..) = greet(
+            &a,
+            &Keyring::new(&["old"]),
+            &b,
+            &Keyring::new(&["new", "old"]),
+        );
         assert!(matches!(va, Verdict::Established(_)) && matches!(vb, Verdict::Established(_)));
     }
 
@@ -696,9 +725,21 @@ mod tests {
     fn secret_on_one_side_only_is_refused() {
         let (a, b) = (node("A", &["B"]), node("B", &["A"]));
         let (_, vb, ..) = greet(&a, &Keyring::default(), &b, &Keyring::new(&["s"]));
-        assert!(matches!(vb, Verdict::Failed(Failure { refusal: Refusal::BadProof, .. })));
+        assert!(matches!(
+            vb,
+            Verdict::Failed(Failure {
+                refusal: Refusal::BadProof,
+                ..
+            })
+        ));
         let (_, vb, ..) = greet(&a, &Keyring::new(&["s"]), &b, &Keyring::default());
-        assert!(matches!(vb, Verdict::Failed(Failure { refusal: Refusal::BadProof, .. })));
+        assert!(matches!(
+            vb,
+            Verdict::Failed(Failure {
+                refusal: Refusal::BadProof,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -237,7 +237,10 @@ impl Node {
     /// Sets the herd's members: records naming a server outside it are refused
     /// ([`Node::accept_peer_record`]). The driver always sets it; without it any name is taken.
     pub fn with_members<S: AsRef<str>>(mut self, members: &[S]) -> Self {
-        self.members = members.iter().map(|m| m.as_ref().as_bytes().into()).collect();
+        self.members = members
+            .iter()
+            .map(|m| m.as_ref().as_bytes().into())
+            .collect();
         self.members.sort();
         self
     }

@@ -12,6 +12,7 @@ use herd_server::{Clock, Places, ServerSpec};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::exchange_text;
 use crate::{eventually, free_port};
 
 /// The default herd's topology (PROTOCOL.md §7).
@@ -146,6 +147,7 @@ pub struct Processes {
     /// The config file.
     pub config: PathBuf,
     ports: BTreeMap<String, u16>,
+    topology: Vec<(String, Vec<String>)>,
     children: BTreeMap<String, Child>,
 }
 
@@ -165,23 +167,44 @@ impl Processes {
             .iter()
             .map(|(n, _)| (n.to_string(), free_port()))
             .collect();
+        let topology = topology
+            .iter()
+            .map(|(n, ns)| (n.to_string(), ns.iter().map(|n| n.to_string()).collect()))
+            .collect();
+        let mut herd = Processes {
+            config: dir.join("herd.toml"),
+            dir,
+            ports,
+            topology,
+            children: BTreeMap::new(),
+        };
+        herd.config = herd.write_config("herd.toml", extra, &[]);
+        herd
+    }
+
+    /// Writes another config of the same herd in its folder: `extra` TOML first, and the servers of
+    /// `elsewhere` listed at other addresses (so one server can be made to dial a proxy).
+    pub fn write_config(
+        &self,
+        file: &str,
+        extra: &str,
+        elsewhere: &[(&str, SocketAddr)],
+    ) -> PathBuf {
         let mut text = format!("{extra}\n");
-        for (name, neighbors) in topology {
+        for (name, neighbors) in &self.topology {
             let list: Vec<String> = neighbors.iter().map(|n| format!("{n:?}")).collect();
+            let addr = elsewhere
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or_else(|| self.addr(name), |(_, a)| *a);
             text.push_str(&format!(
-                "[[server]]\nname = {name:?}\nlisten = \"127.0.0.1:{}\"\nneighbors = [{}]\n\n",
-                ports[*name],
+                "[[server]]\nname = {name:?}\nlisten = \"{addr}\"\nneighbors = [{}]\n\n",
                 list.join(", ")
             ));
         }
-        let config = dir.join("herd.toml");
-        std::fs::write(&config, text).expect("write config");
-        Processes {
-            dir,
-            config,
-            ports,
-            children: BTreeMap::new(),
-        }
+        let path = self.dir.join(file);
+        std::fs::write(&path, text).expect("write config");
+        path
     }
 
     /// The address of server `name`.
@@ -191,9 +214,15 @@ impl Processes {
 
     /// Starts server `name` and waits until it accepts connections.
     pub async fn start(&mut self, name: &str) {
+        let config = self.config.clone();
+        self.start_with(name, &config).await;
+    }
+
+    /// Starts server `name` with another config of the herd ([`Processes::write_config`]).
+    pub async fn start_with(&mut self, name: &str, config: &std::path::Path) {
         let child = Command::new(server_binary())
             .args(["serve", name, "--config"])
-            .arg(&self.config)
+            .arg(config)
             .arg("--log-dir")
             .arg(self.dir.join("logs"))
             .env_remove("GOOGLE_PLACES_API_KEY")
@@ -261,5 +290,35 @@ impl Drop for Processes {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The AT line `addr` holds for `client`, or `None` if it does not know the client.
+pub async fn held(addr: SocketAddr, client: &str) -> Option<String> {
+    let reply = exchange_text(addr, format!("WHATSAT {client} 1 0\n")).await;
+    reply
+        .starts_with("AT ")
+        .then(|| reply.lines().next().unwrap_or("").to_owned())
+}
+
+/// Sends one IAMAT for `client` at a fixed place with client time `time`; returns the AT line.
+pub async fn iamat(addr: SocketAddr, client: &str, time: &str) -> String {
+    let reply = exchange_text(
+        addr,
+        format!("IAMAT {client} +34.068930-118.445127 {time}\n"),
+    )
+    .await;
+    assert!(reply.starts_with("AT "), "{reply}");
+    reply.trim_end().to_owned()
+}
+
+/// Waits until every server in `names` holds `want` for `client`.
+pub async fn converge(herd: &Processes, names: &[&str], client: &str, want: &str) {
+    for name in names {
+        let addr = herd.addr(name);
+        eventually(&format!("{name} to hold {want}"), || async move {
+            (held(addr, client).await.as_deref() == Some(want)).then_some(())
+        })
+        .await;
     }
 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod fake_places;
 pub mod herd;
+pub mod proxy;
 
 use std::time::{Duration, Instant};
 

@@ -2,40 +2,10 @@
 //! and restarts, stale updates, peer trust.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 
 use herd_tests::client::{exchange_text, Client};
 use herd_tests::eventually;
-use herd_tests::herd::{Processes, DEFAULT_TOPOLOGY, NAMES};
-
-/// The AT line `addr` holds for `client`, or `None` if it does not know the client.
-async fn held(addr: SocketAddr, client: &str) -> Option<String> {
-    let reply = exchange_text(addr, format!("WHATSAT {client} 1 0\n")).await;
-    reply
-        .starts_with("AT ")
-        .then(|| reply.lines().next().unwrap_or("").to_owned())
-}
-
-async fn iamat(addr: SocketAddr, client: &str, time: &str) -> String {
-    let reply = exchange_text(
-        addr,
-        format!("IAMAT {client} +34.068930-118.445127 {time}\n"),
-    )
-    .await;
-    assert!(reply.starts_with("AT "), "{reply}");
-    reply.trim_end().to_owned()
-}
-
-/// Waits until every server in `names` holds `want` for `client`.
-async fn converge(herd: &Processes, names: &[&str], client: &str, want: &str) {
-    for name in names {
-        let addr = herd.addr(name);
-        eventually(&format!("{name} to hold {want}"), || async move {
-            (held(addr, client).await.as_deref() == Some(want)).then_some(())
-        })
-        .await;
-    }
-}
+use herd_tests::herd::{converge, held, iamat, Processes, DEFAULT_TOPOLOGY, NAMES};
 
 #[tokio::test]
 async fn an_update_reaches_every_server() {
@@ -181,8 +151,11 @@ async fn peers_must_be_neighbours_and_know_the_secret() {
     assert_eq!(c.read_to_end().await, b"");
     // A neighbour's name, from the side that dials, but no knowledge of the secret.
     let mut c = Client::connect(herd.addr("Hamilton")).await;
-    c.send(format!("HERD-HELLO 2 Alford Hamilton {}\n", "ab".repeat(48)))
-        .await;
+    c.send(format!(
+        "HERD-HELLO 2 Alford Hamilton {}\n",
+        "ab".repeat(48)
+    ))
+    .await;
     assert_eq!(c.text_line().await, "HERD-REFUSED bad-proof\n");
     assert_eq!(c.read_to_end().await, b"");
     // The forged record was not taken.
@@ -193,8 +166,10 @@ async fn peers_must_be_neighbours_and_know_the_secret() {
     eventually("the refusals in the logs", || {
         let (a, h) = (herd.log("Alford"), herd.log("Hamilton"));
         async move {
-            (a.contains("refused peer greeting") && a.contains("unknown-peer")
-                && h.contains("refused peer greeting") && h.contains("bad-proof"))
+            (a.contains("refused peer greeting")
+                && a.contains("unknown-peer")
+                && h.contains("refused peer greeting")
+                && h.contains("bad-proof"))
             .then_some(())
         }
     })

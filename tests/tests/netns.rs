@@ -112,11 +112,12 @@ async fn a_cut_link_heals_and_catches_up() {
     let (pa, pb) = (free_port(), free_port());
     let b_addr = format!("{peer_ip}:{pb}");
     let config = dir.join("herd.toml");
-    // Alford dials (its name sorts first); Hamilton only listens, on its veth address.
+    // Alford dials (its name sorts first); Hamilton only listens, on its veth address. Beyond
+    // loopback a herd needs a secret, so this link is the encrypted channel.
     std::fs::write(
         &config,
         format!(
-            "[[server]]\nname = \"Alford\"\nlisten = \"127.0.0.1:{pa}\"\nneighbors = [\"Hamilton\"]\n\n\
+            "[herd]\nsecret = \"across the veth\"\n\n[[server]]\nname = \"Alford\"\nlisten = \"127.0.0.1:{pa}\"\nneighbors = [\"Hamilton\"]\n\n\
              [[server]]\nname = \"Hamilton\"\nlisten = \"{b_addr}\"\n"
         ),
     )
