@@ -1,0 +1,466 @@
+//! Deterministic simulation of a herd whose every peer link runs the real greeting and channel
+//! (`herd_server::handshake`) through an adversary that sits on the wire: it records everything,
+//! flips bytes, injects forged lines and frames, drops, duplicates and replays chunks, relays and
+//! reflects greetings to other servers, and opens greetings of its own (strangers, the wrong side,
+//! captured handshakes, forged plain records).
+//!
+//! The oracle: no node ever stores a record the adversary forged (client ids `forged-…`), and once the
+//! adversary stops, the links come back and every node holds the same records.
+//!
+//! A failure prints its seed; `HERD_ADV_SEED=<seed> cargo test -p herd-server --test adversary`
+//! replays exactly that run.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use herd_proto::{HerdCodec, PeerMessage, Timestamp};
+use herd_server::handshake::{Greeting, Keyring, Opener, Sealer, Verdict};
+use herd_server::node::{LinkAction, Node};
+use tokio_util::codec::Decoder;
+
+/// Alford – Bravo – Charlie – Alford: a ring, so records have two ways round.
+const NAMES: [&str; 3] = ["Alford", "Bravo", "Charlie"];
+
+enum Phase {
+    Greeting(Greeting),
+    Up {
+        link: usize,
+        epoch: u64,
+        sealer: Sealer,
+        opener: Opener,
+        plain: BytesMut,
+        lines: HerdCodec,
+    },
+    /// The adversary's own end: it writes what it likes and reads nothing.
+    Attacker,
+    Closed,
+}
+
+struct Side {
+    /// The honest node at this end, if any.
+    node: Option<usize>,
+    phase: Phase,
+    /// Received, not yet consumed.
+    input: BytesMut,
+}
+
+struct Conn {
+    sides: [Side; 2],
+    /// `wire[i]`: chunks in flight towards side `i`.
+    wire: [Vec<Vec<u8>>; 2],
+    /// The dialer's link id (for `dial_failed`), when an honest node dialled.
+    dial: Option<(usize, usize)>,
+    /// When it opened: a greeting not done within [`GREETING`] is closed, as the driver does.
+    opened: Instant,
+}
+
+/// The driver's time limit on a greeting.
+const GREETING: Duration = Duration::from_secs(5);
+
+struct Sim {
+    rng: fastrand::Rng,
+    nodes: Vec<Node>,
+    keyring: Keyring,
+    conns: Vec<Conn>,
+    /// Every chunk the adversary has seen, for replays and relays.
+    seen: Vec<Vec<u8>>,
+    now: Instant,
+    clock: u64,
+    forged: u64,
+    active: bool,
+}
+
+fn forged_line(n: u64) -> Vec<u8> {
+    format!("AT Alford +0.000000000 forged-{n} +1+1 9999999999.{n:09}\n").into_bytes()
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let nodes = NAMES
+            .iter()
+            .map(|n| {
+                let neighbors = NAMES.iter().filter(|m| *m != n).map(|m| m.to_string());
+                Node::new(n, neighbors.collect()).with_members(&NAMES)
+            })
+            .collect();
+        Sim {
+            rng: fastrand::Rng::with_seed(seed),
+            nodes,
+            keyring: Keyring::new(&["the herd secret"]),
+            conns: Vec::new(),
+            seen: Vec::new(),
+            now: Instant::now(),
+            clock: 1_000,
+            forged: 0,
+            active: true,
+        }
+    }
+
+    fn node_index(&self, name: &str) -> usize {
+        NAMES.iter().position(|n| *n == name).unwrap()
+    }
+
+    /// An honest node dials neighbour `link`.
+    fn dial(&mut self, n: usize, link: usize) {
+        let peer = self.nodes[n].neighbors()[link].clone();
+        let to = self.node_index(&peer);
+        let key = self.nodes[n].dial_key(link);
+        let mut hello = Vec::new();
+        let g = Greeting::dial(
+            self.nodes[n].name(),
+            peer.as_bytes(),
+            link,
+            &self.keyring,
+            key,
+            &mut hello,
+        );
+        let acceptor = Greeting::accept(self.nodes[to].name(), &self.keyring);
+        self.conns.push(Conn {
+            sides: [
+                Side {
+                    node: Some(n),
+                    phase: Phase::Greeting(g),
+                    input: BytesMut::new(),
+                },
+                Side {
+                    node: Some(to),
+                    phase: Phase::Greeting(acceptor),
+                    input: BytesMut::new(),
+                },
+            ],
+            wire: [Vec::new(), vec![hello]],
+            dial: Some((n, link)),
+            opened: self.now,
+        });
+    }
+
+    /// The adversary opens a greeting of its own to a random node.
+    fn attack_greeting(&mut self) {
+        let to = self.rng.usize(..NAMES.len());
+        let me = NAMES[to];
+        let other = NAMES[(to + 1 + self.rng.usize(..NAMES.len() - 1)) % NAMES.len()];
+        let captured: Vec<&Vec<u8>> = self
+            .seen
+            .iter()
+            .filter(|c| c.starts_with(b"HERD-HELLO") || c.starts_with(b"HERD-WELCOME"))
+            .collect();
+        let mut bytes = match self.rng.u8(..6) {
+            // A captured greeting, replayed or relayed as it is.
+            0 if !captured.is_empty() => captured[self.rng.usize(..captured.len())].clone(),
+            // A captured handshake under other names (a relay or a reflection).
+            1 if !captured.is_empty() => {
+                let c = captured[self.rng.usize(..captured.len())];
+                let text = String::from_utf8_lossy(c);
+                let hs = text.split_whitespace().last().unwrap_or("-").to_owned();
+                format!("HERD-HELLO 2 {other} {me} {hs}\n").into_bytes()
+            }
+            2 => format!("HERD-HELLO 2 Mallory {me} -\n").into_bytes(),
+            3 => format!("HERD-HELLO 2 {other} {me} -\n").into_bytes(),
+            4 => format!("HERD-HELLO 2 {other} {me} {}\n", "ab".repeat(48)).into_bytes(),
+            _ => {
+                let mut junk = vec![0u8; self.rng.usize(1..200)];
+                self.rng.fill(&mut junk);
+                junk
+            }
+        };
+        // Then something after the greeting: captured frames, or forged plain records.
+        if self.rng.bool() && !self.seen.is_empty() {
+            bytes.extend_from_slice(&self.seen[self.rng.usize(..self.seen.len())].clone());
+        } else {
+            self.forged += 1;
+            bytes.extend_from_slice(&forged_line(self.forged));
+        }
+        let acceptor = Greeting::accept(self.nodes[to].name(), &self.keyring);
+        self.conns.push(Conn {
+            sides: [
+                Side {
+                    node: None,
+                    phase: Phase::Attacker,
+                    input: BytesMut::new(),
+                },
+                Side {
+                    node: Some(to),
+                    phase: Phase::Greeting(acceptor),
+                    input: BytesMut::new(),
+                },
+            ],
+            wire: [Vec::new(), vec![bytes]],
+            dial: None,
+            opened: self.now,
+        });
+    }
+
+    /// Delivers what is in flight on connection `c`, through the adversary.
+    fn deliver(&mut self, c: usize) {
+        for to in 0..2 {
+            let chunks = std::mem::take(&mut self.conns[c].wire[to]);
+            for mut chunk in chunks {
+                if self.seen.len() < 4096 {
+                    self.seen.push(chunk.clone());
+                }
+                if self.active && self.rng.u8(..10) == 0 {
+                    match self.rng.u8(..6) {
+                        0 if !chunk.is_empty() => {
+                            let i = self.rng.usize(..chunk.len());
+                            chunk[i] ^= 1 << self.rng.u8(..8);
+                        }
+                        1 => {
+                            self.forged += 1;
+                            chunk.extend_from_slice(&forged_line(self.forged));
+                        }
+                        2 => continue, // dropped
+                        3 => {
+                            let again = chunk.clone();
+                            self.conns[c].sides[to].input.extend_from_slice(&again);
+                        }
+                        4 => {
+                            let old = self.seen[self.rng.usize(..self.seen.len())].clone();
+                            chunk.extend_from_slice(&old);
+                        }
+                        _ => {
+                            // A fake frame: a plausible header and random bytes.
+                            let len = self.rng.usize(16..64);
+                            chunk.extend_from_slice(&(len as u16).to_be_bytes());
+                            let mut body = vec![0u8; len];
+                            self.rng.fill(&mut body);
+                            chunk.extend_from_slice(&body);
+                        }
+                    }
+                }
+                self.conns[c].sides[to].input.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    /// Lets each honest end of connection `c` process its input and transmit.
+    fn run_conn(&mut self, c: usize) {
+        for i in 0..2 {
+            let Some(n) = self.conns[c].sides[i].node else {
+                continue;
+            };
+            let mut out = Vec::new();
+            let mut close = false;
+            let side = &mut self.conns[c].sides[i];
+            let node = &mut self.nodes[n];
+            let mut next = None;
+            match &mut side.phase {
+                Phase::Greeting(g) => match g.feed(&mut side.input, node, self.now, &mut out) {
+                    Verdict::Pending => {}
+                    Verdict::Established(est) => {
+                        match node.try_link_up(est.link, self.now, est.authenticated) {
+                            Ok(epoch) => {
+                                next = Some(Phase::Up {
+                                    link: est.link,
+                                    epoch,
+                                    sealer: est.channel.sealer,
+                                    opener: est.channel.opener,
+                                    plain: est.channel.first,
+                                    lines: HerdCodec::new_with_max_length(8192),
+                                })
+                            }
+                            Err(_) => close = true,
+                        }
+                    }
+                    Verdict::Failed(_) => close = true,
+                },
+                Phase::Up {
+                    link,
+                    epoch,
+                    sealer,
+                    opener,
+                    plain,
+                    lines,
+                } => {
+                    if opener.open(&mut side.input, plain).is_err() {
+                        close = true;
+                    } else {
+                        let mut heard = false;
+                        let mut reply = Vec::new();
+                        loop {
+                            let line = match lines.decode(plain) {
+                                Ok(Some(l)) => l,
+                                Ok(None) => break,
+                                Err(_) => {
+                                    close = true;
+                                    break;
+                                }
+                            };
+                            heard = true;
+                            match PeerMessage::parse(&line) {
+                                Ok(PeerMessage::Record(r)) => {
+                                    node.accept_peer_record(*link, r);
+                                }
+                                Ok(PeerMessage::Ping) => reply.extend_from_slice(b"HERD-PONG\n"),
+                                _ => {}
+                            }
+                        }
+                        if heard {
+                            node.heard(*link, self.now);
+                        }
+                        node.poll_transmit(*link, *epoch, &mut reply, 64);
+                        if !reply.is_empty() {
+                            sealer.seal(&reply, &mut out);
+                            node.sent(*link, self.now);
+                        }
+                    }
+                }
+                Phase::Attacker | Phase::Closed => {}
+            }
+            if let Some(p) = next {
+                side.phase = p;
+            }
+            let other = 1 - i;
+            if !out.is_empty() {
+                self.conns[c].wire[other].push(out);
+            }
+            if close {
+                self.close(c);
+                return;
+            }
+        }
+    }
+
+    /// Closes connection `c`: each honest end that was up reports its link down.
+    fn close(&mut self, c: usize) {
+        for i in 0..2 {
+            let side = &mut self.conns[c].sides[i];
+            let phase = std::mem::replace(&mut side.phase, Phase::Closed);
+            if let (Some(n), Phase::Up { link, epoch, .. }) = (side.node, &phase) {
+                self.nodes[n].link_down(*link, *epoch, self.now);
+            }
+            if i == 0 && matches!(phase, Phase::Greeting(_)) {
+                if let Some((n, link)) = self.conns[c].dial.take() {
+                    self.nodes[n].dial_failed(link, self.now);
+                }
+            }
+        }
+        self.conns[c].wire = [Vec::new(), Vec::new()];
+    }
+
+    fn tick(&mut self) {
+        self.now += Duration::from_millis(50);
+        for n in 0..self.nodes.len() {
+            for action in self.nodes[n].tick(self.now) {
+                match action {
+                    LinkAction::Dial(link) => self.dial(n, link),
+                    LinkAction::Ping(_) => {}
+                    LinkAction::Close(link) => {
+                        let open = self.conns.iter().position(|c| {
+                            c.sides.iter().any(|s| {
+                                s.node == Some(n)
+                                    && matches!(s.phase, Phase::Up { link: l, .. } if l == link)
+                            })
+                        });
+                        if let Some(c) = open {
+                            self.close(c);
+                        }
+                    }
+                }
+            }
+        }
+        for c in 0..self.conns.len() {
+            let greeting = self.conns[c]
+                .sides
+                .iter()
+                .any(|s| matches!(s.phase, Phase::Greeting(_)));
+            if greeting && self.now.duration_since(self.conns[c].opened) >= GREETING {
+                self.close(c);
+            }
+        }
+        // Forget closed connections.
+        self.conns.retain(|c| {
+            c.sides
+                .iter()
+                .any(|s| matches!(s.phase, Phase::Greeting(_) | Phase::Up { .. }))
+        });
+    }
+
+    fn iamat(&mut self) {
+        let n = self.rng.usize(..self.nodes.len());
+        self.clock += 1;
+        let line = format!("IAMAT c{} +1+1 {}", self.rng.u8(..20), self.clock);
+        let t = Timestamp::new(self.clock, 0).unwrap();
+        self.nodes[n].client_line(line.as_bytes(), t, &mut Vec::new());
+    }
+
+    fn check_nothing_forged(&self, seed: u64) {
+        for node in &self.nodes {
+            for line in node.lines() {
+                assert!(
+                    !line.windows(7).any(|w| w == b"forged-"),
+                    "seed {seed}: {} stored a forged record: {}",
+                    String::from_utf8_lossy(node.name()),
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        match self.rng.u8(..10) {
+            0..=2 => self.iamat(),
+            3 if self.active => self.attack_greeting(),
+            _ => {}
+        }
+        for c in 0..self.conns.len() {
+            self.deliver(c);
+            self.run_conn(c);
+        }
+        self.tick();
+    }
+}
+
+fn run(seed: u64, steps: usize) {
+    let mut sim = Sim::new(seed);
+    for _ in 0..steps {
+        sim.step();
+        sim.check_nothing_forged(seed);
+    }
+    // The adversary stops: links come back and every node converges.
+    sim.active = false;
+    for _ in 0..400 {
+        sim.step_quiet();
+        sim.check_nothing_forged(seed);
+    }
+    let want: Vec<Vec<u8>> = sorted(&sim.nodes[0]);
+    for node in &sim.nodes[1..] {
+        assert_eq!(
+            sorted(node),
+            want,
+            "seed {seed}: {} did not converge",
+            String::from_utf8_lossy(node.name())
+        );
+    }
+    assert!(sim.forged > 0, "seed {seed}: the adversary forged nothing");
+}
+
+impl Sim {
+    /// A step with no new updates and no attacks, to let the herd settle.
+    fn step_quiet(&mut self) {
+        for c in 0..self.conns.len() {
+            self.deliver(c);
+            self.run_conn(c);
+        }
+        self.tick();
+    }
+}
+
+fn sorted(node: &Node) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = node.lines().map(<[u8]>::to_vec).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn no_forged_record_is_ever_stored_and_the_herd_converges() {
+    if let Some(seed) = std::env::var("HERD_ADV_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        run(seed, 300);
+        return;
+    }
+    for seed in 0..60 {
+        run(seed, 300);
+    }
+}
