@@ -317,10 +317,8 @@ async fn serve(
             match next {
                 Ok(Some(line)) => {
                     // The first line decides whether this is a peer link; nothing after it is read here.
-                    if std::mem::take(&mut first) {
-                        if is_hello(&line) {
-                            return Ok(Some((line, buf)));
-                        }
+                    if std::mem::take(&mut first) && is_hello(&line) {
+                        return Ok(Some((line, buf)));
                     }
                     lines.push(line);
                 }
