@@ -1,7 +1,9 @@
 //! `Arbitrary` impls that build only valid messages, so a fuzzer explores the encoder and the parser
 //! together (`parse(encode(m)) == m`) instead of being rejected at the first field.
 
-use std::borrow::Cow;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::borrow::Cow;
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 

@@ -4,28 +4,25 @@
 //! must be echoed byte for byte (`? <line>`): framing and parsing are separate steps, and the caller
 //! decides what an invalid line means (a client gets `? …`, a peer link is closed).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::frame::{Frame, Framer};
 use crate::message::{AtRecord, Message};
-use crate::parse::is_ws;
 use crate::peer::PeerMessage;
 
-/// The default longest line, in bytes without the terminator (PROTOCOL.md §1).
-pub const DEFAULT_MAX_LINE: usize = 4096;
-
-/// Frames a byte stream into protocol lines.
+/// Frames a byte stream into protocol lines: [`Framer`] for tokio.
 ///
 /// - A line ends at `\n`; a `\r` before it is dropped too. End of stream ends a last line.
 /// - Lines of white space only are skipped (the protocol ignores them).
-/// - A line longer than the maximum is an error carrying its first `max_length` bytes: the protocol
-///   answers `? ` + those bytes and closes the connection. The limit is always finite.
-#[derive(Debug, Clone)]
+/// - A line longer than the maximum is an error carrying its first `max_length` bytes. The decoder
+///   then skips the rest of that line and goes on with the next ones, as tokio-util's `LinesCodec`
+///   does, for a caller that calls `decode` again. (`FramedRead` ends the stream at the first error;
+///   the herd server answers `? ` + the head and closes the connection, as the protocol says.) The
+///   limit is always finite.
+#[derive(Debug, Clone, Default)]
 pub struct HerdCodec {
-    max_length: usize,
-    /// How far the buffer has been searched for `\n` already, so a line that arrives in many small
-    /// reads is not re-scanned from its start each time.
-    next_index: usize,
+    framer: Framer,
 }
 
 /// What can go wrong while framing.
@@ -46,43 +43,56 @@ pub enum CodecError {
 }
 
 impl HerdCodec {
-    /// A codec with the default limit of [`DEFAULT_MAX_LINE`] bytes.
+    /// A codec with the default limit of [`DEFAULT_MAX_LINE`](crate::DEFAULT_MAX_LINE) bytes.
+    ///
+    /// # Example
+    /// ```
+    /// use herd_proto::tokio_util::codec::Decoder;
+    /// use herd_proto::{bytes::BytesMut, HerdCodec, Message};
+    ///
+    /// let mut codec = HerdCodec::new();
+    /// let mut buf = BytesMut::from(&b"WHATSAT kiwi 10 5\r\nIAMAT"[..]);
+    /// let line = codec.decode(&mut buf).unwrap().unwrap();
+    /// assert!(matches!(Message::parse(&line), Ok(Message::WhatsAt(_))));
+    /// assert_eq!(codec.decode(&mut buf).unwrap(), None); // `IAMAT` is not a whole line yet
+    /// ```
     pub fn new() -> Self {
-        Self::new_with_max_length(DEFAULT_MAX_LINE)
+        Self::default()
     }
 
     /// A codec whose lines may hold at most `max_length` bytes (at least 1), not counting the terminator.
     pub fn new_with_max_length(max_length: usize) -> Self {
         HerdCodec {
-            max_length: max_length.max(1),
-            next_index: 0,
+            framer: Framer::new(max_length),
         }
     }
 
     /// The limit in force.
     pub fn max_length(&self) -> usize {
-        self.max_length
+        self.framer.max_length()
     }
 
-    fn too_long(&mut self, buf: &mut BytesMut) -> CodecError {
-        self.next_index = 0;
-        let head = buf.split_to(self.max_length).freeze();
-        buf.clear();
-        CodecError::LineTooLong {
-            head,
-            max: self.max_length,
+    fn take(&self, frame: Frame, buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+        let (range, consumed, too_long) = match frame {
+            Frame::Line { line, consumed } => (line, consumed, false),
+            Frame::TooLong { head, consumed } => (head, consumed, true),
+            Frame::Partial { consumed } => {
+                buf.advance(consumed);
+                return Ok(None);
+            }
+        };
+        let mut taken = buf.split_to(consumed);
+        taken.truncate(range.end);
+        taken.advance(range.start);
+        let taken = taken.freeze();
+        if too_long {
+            return Err(CodecError::LineTooLong {
+                head: taken,
+                max: self.max_length(),
+            });
         }
+        Ok(Some(taken))
     }
-}
-
-impl Default for HerdCodec {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(|&b| is_ws(b))
 }
 
 impl Decoder for HerdCodec {
@@ -90,61 +100,13 @@ impl Decoder for HerdCodec {
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-        loop {
-            // A line of `max_length` bytes may still be followed by `\r\n`.
-            let window = buf.len().min(self.max_length.saturating_add(2));
-            let start = self.next_index.min(window);
-            match memchr::memchr(b'\n', &buf[start..window]) {
-                Some(i) => {
-                    let end = start + i;
-                    self.next_index = 0;
-                    let content = if end > 0 && buf[end - 1] == b'\r' {
-                        end - 1
-                    } else {
-                        end
-                    };
-                    if content > self.max_length {
-                        return Err(self.too_long(buf));
-                    }
-                    let mut line = buf.split_to(end + 1);
-                    line.truncate(content);
-                    if is_blank(&line) {
-                        continue;
-                    }
-                    return Ok(Some(line.freeze()));
-                }
-                None if window > self.max_length.saturating_add(1) => {
-                    return Err(self.too_long(buf))
-                }
-                None => {
-                    self.next_index = window;
-                    return Ok(None);
-                }
-            }
-        }
+        let frame = self.framer.next(buf);
+        self.take(frame, buf)
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-        if let Some(line) = self.decode(buf)? {
-            return Ok(Some(line));
-        }
-        self.next_index = 0;
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        let mut content = buf.len();
-        if buf[content - 1] == b'\r' {
-            content -= 1;
-        }
-        if content > self.max_length {
-            return Err(self.too_long(buf));
-        }
-        let mut line = buf.split_to(buf.len());
-        line.truncate(content);
-        if is_blank(&line) {
-            return Ok(None);
-        }
-        Ok(Some(line.freeze()))
+        let frame = self.framer.finish(buf);
+        self.take(frame, buf)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The error returned when a line does not follow the protocol.
 
-use std::fmt;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use core::fmt;
 
 /// What was wrong with a line.
 ///

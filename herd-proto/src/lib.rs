@@ -52,11 +52,25 @@
 //! diff     = [+-] D+ "." 9D
 //! ```
 //! The peer lines are described in [`PeerMessage`]'s module, [`peer`].
+#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+/// What `std`'s prelude would give, from `alloc`, so every module reads the same with or without `std`.
+#[allow(unused_imports)]
+mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::format;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec::Vec;
+}
+
 mod error;
+pub mod frame;
 mod message;
 mod parse;
 pub mod peer;
@@ -66,6 +80,7 @@ mod time;
 #[cfg(feature = "arbitrary")]
 mod arbitrary_impls;
 #[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;
 
 pub use error::{ErrorKind, ParseError};
@@ -74,16 +89,17 @@ pub use peer::{PeerMessage, PEER_VERSION};
 pub use reply::{write_invalid, write_whatsat};
 pub use time::{TimeDiff, Timestamp};
 
-#[cfg(feature = "codec")]
-pub use codec::{CodecError, HerdCodec, DEFAULT_MAX_LINE};
+pub use frame::{Frame, Framer, DEFAULT_MAX_LINE};
 
-/// Parses one client line; the same as [`Message::parse`].
-///
-/// # Errors
-/// A [`ParseError`] with the kind and byte offset of the first problem.
-pub fn parse(line: &[u8]) -> Result<Message<'_>, ParseError> {
-    Message::parse(line)
-}
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+pub use codec::{CodecError, HerdCodec};
+
+/// The crates that appear in the API of [`HerdCodec`], re-exported so a user needs no version of
+/// its own that must match.
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+pub use {bytes, tokio_util};
 
 /// Is `b` white space in the protocol's sense (space, tab, CR, LF, form feed, vertical tab)?
 pub fn is_whitespace(b: u8) -> bool {

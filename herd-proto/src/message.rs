@@ -1,8 +1,10 @@
 //! Typed client messages and AT records, borrowed from the line they were parsed from.
 
-use std::borrow::Cow;
-use std::cmp::Ordering;
-use std::fmt;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::borrow::Cow;
+use core::cmp::Ordering;
+use core::fmt;
 
 use crate::error::ParseError;
 use crate::parse;
@@ -144,7 +146,7 @@ struct Ascii<'a>(Cow<'a, [u8]>);
 
 impl Ascii<'_> {
     fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        core::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     fn into_owned(self) -> Ascii<'static> {
@@ -362,9 +364,9 @@ impl<'a> Radius<'a> {
         }
         let (shifted, rest) = frac_digits.split_at(3);
         let mut whole: String = int.trim_start_matches('0').to_owned();
-        whole.push_str(std::str::from_utf8(shifted).unwrap_or("000"));
+        whole.push_str(core::str::from_utf8(shifted).unwrap_or("000"));
         let whole = whole.trim_start_matches('0');
-        let rest = std::str::from_utf8(rest)
+        let rest = core::str::from_utf8(rest)
             .unwrap_or("")
             .trim_end_matches('0');
         let mut out = if whole.is_empty() {

@@ -4,7 +4,9 @@
 //! Numbers are validated on their digits, never through `f64`, so `inf`, `NaN`, `1e3`, `.5` and `5.`
 //! are rejected and range checks are exact (`+90.000001` is out of range, `+90.000000` is not).
 
-use std::borrow::Cow;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::borrow::Cow;
 
 use nom::bytes::complete::{tag, take_while_m_n};
 use nom::character::complete::one_of;

@@ -22,7 +22,9 @@
 //! A greeting of another version fails to parse with [`ErrorKind::Version`](crate::ErrorKind::Version),
 //! so a server can refuse it cleanly (`HERD-REFUSED version`) instead of treating it as a client line.
 
-use std::borrow::Cow;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::borrow::Cow;
 
 use crate::error::ParseError;
 use crate::message::AtRecord;

@@ -1,6 +1,8 @@
 //! Server replies that are not a single typed message: `? <line>` and the WHATSAT answer framing.
 
 use crate::message::AtRecord;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// Appends the reply to an invalid line: `? `, the line byte for byte (without its terminator), `\n`.
 ///

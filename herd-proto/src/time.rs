@@ -3,7 +3,10 @@
 //! Floating point would round: `1479413884.392014450` has more significant digits than an `f64` holds,
 //! and the AT time difference must be exact to the nanosecond.
 
-use std::fmt;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use core::fmt;
+#[cfg(feature = "std")]
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const NANOS_PER_SEC: u32 = 1_000_000_000;
@@ -26,11 +29,15 @@ impl Timestamp {
     }
 
     /// The system clock's time, or the epoch for a clock set before 1970.
+    #[cfg(feature = "std")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
     pub fn now() -> Self {
         Self::from_system_time(SystemTime::now())
     }
 
     /// Converts a [`SystemTime`]; times before the epoch become the epoch.
+    #[cfg(feature = "std")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
     pub fn from_system_time(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
             Ok(d) => Timestamp {
@@ -109,7 +116,7 @@ impl fmt::Display for TimeDiff {
         let mut buf = Vec::with_capacity(48);
         self.write_to(&mut buf);
         // The wire form is ASCII by construction.
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.write_str(core::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 

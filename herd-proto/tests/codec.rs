@@ -53,22 +53,41 @@ fn terminators_blank_lines_and_eof() {
 #[test]
 fn max_length() {
     const MAX: usize = 6;
-    let mut c = HerdCodec::new_with_max_length(MAX);
-    assert_eq!(decode_all(&mut c, b"123456\n"), vec![ok("123456")]);
-    assert_eq!(decode_all(&mut c, b"123456\r\n"), vec![ok("123456")]);
-    assert_eq!(decode_all(&mut c, b"123456"), vec![ok("123456")]);
-    assert_eq!(decode_all(&mut c, b"123456\r"), vec![ok("123456")]);
-    assert_eq!(decode_all(&mut c, b"1234567\n"), vec![Err("123456".into())]);
-    assert_eq!(decode_all(&mut c, b"1234567"), vec![Err("123456".into())]);
+    // A codec is the state of one stream: each input below is a new stream.
+    let c = &mut || HerdCodec::new_with_max_length(MAX);
+    assert_eq!(decode_all(&mut c(), b"123456\n"), vec![ok("123456")]);
+    assert_eq!(decode_all(&mut c(), b"123456\r\n"), vec![ok("123456")]);
+    assert_eq!(decode_all(&mut c(), b"123456"), vec![ok("123456")]);
+    assert_eq!(decode_all(&mut c(), b"123456\r"), vec![ok("123456")]);
     assert_eq!(
-        decode_all(&mut c, b"a\n123456\rX\n"),
+        decode_all(&mut c(), b"1234567\n"),
+        vec![Err("123456".into())]
+    );
+    assert_eq!(decode_all(&mut c(), b"1234567"), vec![Err("123456".into())]);
+    assert_eq!(
+        decode_all(&mut c(), b"a\n123456\rX\n"),
         vec![ok("a"), Err("123456".into())]
     );
     assert_eq!(
-        decode_all(&mut c, b"12\n1234567890123\nzz\n"),
+        decode_all(&mut c(), b"12\n1234567890123\nzz\n"),
         vec![ok("12"), Err("123456".into())]
     );
     assert_eq!(HerdCodec::new().max_length(), DEFAULT_MAX_LINE);
+}
+
+#[test]
+fn after_an_over_long_line_the_next_lines_are_kept() {
+    // As tokio-util's LinesCodec: the error once, then the rest of that line is skipped.
+    let mut c = HerdCodec::new_with_max_length(4);
+    let mut buf = BytesMut::from(&b"ok\n0123456789"[..]);
+    assert_eq!(c.decode(&mut buf).unwrap().as_deref(), Some(&b"ok"[..]));
+    let Err(CodecError::LineTooLong { head, max: 4 }) = c.decode(&mut buf) else {
+        panic!("not too long")
+    };
+    assert_eq!(&head[..], b"0123");
+    buf.extend_from_slice(b"abc\nnext\r\n");
+    assert_eq!(c.decode(&mut buf).unwrap().as_deref(), Some(&b"next"[..]));
+    assert!(buf.is_empty());
 }
 
 #[test]
@@ -99,7 +118,7 @@ async fn framed_read_over_a_stream() {
     let mut seen = Vec::new();
     while let Some(line) = lines.next().await {
         let line = line.unwrap();
-        seen.push(herd_proto::parse(&line).unwrap().into_owned());
+        seen.push(herd_proto::Message::parse(&line).unwrap().into_owned());
     }
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].to_bytes(), b"WHATSAT kiwi 10 5");
