@@ -54,6 +54,8 @@ pub struct Options {
     pub limits: Limits,
     /// Herd secret.
     pub secret: Option<String>,
+    /// Where the servers' log lines go (nowhere by default).
+    pub log: herd_server::log::Log,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             clock: None,
             limits: Limits::default(),
             secret: None,
+            log: herd_server::log::Log::off(),
         }
     }
 }
@@ -103,6 +106,8 @@ pub async fn start_herd(
             members: topology.iter().map(|(n, _)| n.to_string()).collect(),
             limits: opts.limits,
             log_lines: true,
+            log_bodies: false,
+            log: opts.log.clone(),
             places: opts.places.clone(),
             clock: opts
                 .clock
