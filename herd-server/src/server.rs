@@ -511,7 +511,11 @@ impl<'a> Connection<'a> {
             shared.notify_links(None);
         }
         if let Some(head) = &self.too_long {
-            warn!(conn = self.id, max = spec.limits.max_line, "line too long; closing");
+            warn!(
+                conn = self.id,
+                max = spec.limits.max_line,
+                "line too long; closing"
+            );
             let start = self.out.len();
             herd_proto::write_invalid(head, &mut self.out);
             if self.logging {

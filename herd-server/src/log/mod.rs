@@ -254,10 +254,7 @@ impl LogBuf {
         escape_into(&mut self.buf, backend.as_bytes());
         self.buf.extend_from_slice(b" status=");
         escape_into(&mut self.buf, status.as_bytes());
-        let _ = write!(
-            self.buf,
-            " results={results} bytes={bytes} ms={ms:.3}"
-        );
+        let _ = write!(self.buf, " results={results} bytes={bytes} ms={ms:.3}");
         if let Some(body) = body {
             self.buf.extend_from_slice(b" body=");
             escape_into(&mut self.buf, body);
@@ -525,8 +522,14 @@ mod tests {
         let stamp = &lines[0][..STAMP];
         assert!(stamp.ends_with('Z') && stamp.contains('T'), "{stamp}");
         assert!(lines.iter().all(|l| l.starts_with(stamp)), "{text}");
-        assert_eq!(&lines[0][STAMP..], "  INFO conn=7 peer=Ham ilton peer-in AT x");
-        assert_eq!(&lines[1][STAMP..], "  INFO conn=7 peer=Ham ilton peer-out AT y");
+        assert_eq!(
+            &lines[0][STAMP..],
+            "  INFO conn=7 peer=Ham ilton peer-in AT x"
+        );
+        assert_eq!(
+            &lines[1][STAMP..],
+            "  INFO conn=7 peer=Ham ilton peer-out AT y"
+        );
         assert_eq!(
             &lines[2][STAMP..],
             "  INFO conn=7 peer=Ham ilton out-json backend=offline status=OK results=3 bytes=120 \

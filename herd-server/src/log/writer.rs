@@ -292,7 +292,11 @@ fn count_lines(buf: &[u8]) -> u64 {
 
 impl<T: Target> Writer<T> {
     /// A writer to `target`; `report` gets the stderr messages.
-    pub(crate) fn new(target: T, config: WriterConfig, report: Box<dyn FnMut(&str) + Send>) -> Self {
+    pub(crate) fn new(
+        target: T,
+        config: WriterConfig,
+        report: Box<dyn FnMut(&str) + Send>,
+    ) -> Self {
         Writer {
             target,
             config,
@@ -334,10 +338,19 @@ impl<T: Target> Writer<T> {
     /// Writes one buffer: rotates first if it would overflow the file, counts it as dropped if the
     /// target refuses it.
     pub(crate) fn write(&mut self, buf: &[u8]) {
+        if !self.resume(buf) {
+            return;
+        }
+        self.write_through(buf);
+    }
+
+    /// While dropping, and once the retry interval has passed: reopens the file and writes how many
+    /// lines were lost. Returns whether the log is writable (else `buf` is counted as dropped).
+    fn resume(&mut self, buf: &[u8]) -> bool {
         if let Some(d) = &mut self.dropping {
             if d.last_try.elapsed() < self.config.retry {
                 d.lines += count_lines(buf);
-                return;
+                return false;
             }
             d.last_try = Instant::now();
             // The file may be gone or replaced (space freed by removing it): open it afresh.
@@ -363,10 +376,14 @@ impl<T: Target> Writer<T> {
                 }
                 Err(e) => {
                     self.fail(buf, before, &e);
-                    return;
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    fn write_through(&mut self, buf: &[u8]) {
         let len = self.target.len();
         if self.config.max_bytes > 0 && len > 0 && len + buf.len() as u64 > self.config.max_bytes {
             if let Err(e) = self.target.rotate(self.config.keep) {
@@ -417,7 +434,22 @@ impl<T: Target> Writer<T> {
             let (buf, reopen) = {
                 let mut s = queue.lock();
                 while s.bufs.is_empty() && !s.closed && !s.reopen {
-                    s = queue.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+                    if self.dropping.is_some() {
+                        // Nothing to write, but lines were lost: try again on a timer, so the loss
+                        // is reported as soon as the disk takes writes again, not at the next line.
+                        let (g, timeout) = queue
+                            .ready
+                            .wait_timeout(s, self.config.retry)
+                            .unwrap_or_else(|p| p.into_inner());
+                        s = g;
+                        if timeout.timed_out() {
+                            drop(s);
+                            self.resume(&[]);
+                            s = queue.lock();
+                        }
+                    } else {
+                        s = queue.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+                    }
                 }
                 let reopen = std::mem::take(&mut s.reopen);
                 (s.bufs.pop_front(), reopen)
@@ -521,7 +553,10 @@ mod tests {
         let msgs = said.lock().unwrap().clone();
         assert_eq!(msgs.len(), 2, "{msgs:?}");
         assert!(msgs[1].contains("4 log lines were lost"), "{msgs:?}");
-        assert!(t.reopens.load(Ordering::SeqCst) >= 1, "retries reopen the file");
+        assert!(
+            t.reopens.load(Ordering::SeqCst) >= 1,
+            "retries reopen the file"
+        );
     }
 
     #[test]
@@ -593,7 +628,11 @@ mod tests {
         queue.close();
         thread.join().unwrap();
         assert_eq!(written.load(Ordering::SeqCst), 20 * 200 * 4096);
-        assert!(queue.high_water() <= CAP, "held {} bytes", queue.high_water());
+        assert!(
+            queue.high_water() <= CAP,
+            "held {} bytes",
+            queue.high_water()
+        );
         assert!(queue.high_water() >= CAP / 2, "the bound was reached");
     }
 }
