@@ -61,6 +61,25 @@ one_server() {
   wait_port "$port"
 }
 
+# logged_server PORT [extra herd-server args…]: a lone herd server logging every line (the default), its
+# log in $WORK/logs-PORT/Alford.log. LOG_TOML adds to its [log] table (e.g. `max_bytes = 0`).
+logged_server() {
+  local port=$1; shift
+  printf '[log]\n%s\n[[server]]\nname = "Alford"\nlisten = "127.0.0.1:%s"\n' "${LOG_TOML:-}" "$port" > "$WORK/logged-$port.toml"
+  "$BIN/herd-server" serve Alford --config "$WORK/logged-$port.toml" --log-dir "$WORK/logs-$port" "$@" 2>/dev/null &
+  PIDS+=($!)
+  wait_port "$port"
+}
+
+# start_redis_aof PORT: Redis writing every update to its append-only file, fsync once a second.
+start_redis_aof() {
+  mkdir -p "$WORK/redis-$1"
+  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec \
+    --dir "$WORK/redis-$1" --daemonize no >/dev/null &
+  PIDS+=($!)
+  wait_port "$1"
+}
+
 # bench TARGET_PORT ARGS…: runs herd bench --json, prints the JSON line.
 bench() {
   local port=$1; shift

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::log::LogSettings;
+
 /// The environment variable that holds the Google Places API key.
 pub const API_KEY_ENV: &str = "GOOGLE_PLACES_API_KEY";
 
@@ -23,8 +25,8 @@ pub struct Config {
     pub insecure: bool,
     /// Per-server limits.
     pub limits: Limits,
-    /// Whether every line in and out is logged (`[log] lines`, default true).
-    pub log_lines: bool,
+    /// What the logs hold and how big they grow (`[log]`).
+    pub log: LogSettings,
     /// The servers, in file order; neighbour links are symmetric.
     pub servers: Vec<ServerConfig>,
 }
@@ -52,13 +54,20 @@ pub enum Backend {
     Offline,
 }
 
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Backend {
+    /// Its name in the config (`google`, `google-legacy`, `offline`).
+    pub fn as_str(self) -> &'static str {
+        match self {
             Backend::Google => "google",
             Backend::GoogleLegacy => "google-legacy",
             Backend::Offline => "offline",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -172,6 +181,9 @@ struct LimitsFile {
 #[serde(deny_unknown_fields)]
 struct LogFile {
     lines: Option<bool>,
+    bodies: Option<bool>,
+    max_bytes: Option<u64>,
+    keep: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -413,7 +425,15 @@ impl Config {
             secrets,
             insecure,
             limits,
-            log_lines: file.log.and_then(|l| l.lines).unwrap_or(true),
+            log: file.log.map_or(LogSettings::default(), |l| {
+                let d = LogSettings::default();
+                LogSettings {
+                    lines: l.lines.unwrap_or(d.lines),
+                    bodies: l.bodies.unwrap_or(d.bodies),
+                    max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
+                    keep: l.keep.unwrap_or(d.keep),
+                }
+            }),
             servers,
         })
     }
@@ -491,6 +511,28 @@ mod tests {
         assert!(e.to_string().contains("both"), "{e}");
         let e = herd("secrets = [\"a\", \"\"]", "127.0.0.1:1").unwrap_err();
         assert!(e.to_string().contains("must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn log_table() {
+        let c = parse("[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(c.log, LogSettings::default());
+        let c = parse(
+            "[log]\nlines = false\nbodies = true\nmax_bytes = 1000\nkeep = 2\n\
+             [[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.log,
+            LogSettings {
+                lines: false,
+                bodies: true,
+                max_bytes: 1000,
+                keep: 2
+            }
+        );
+        let e = parse("[log]\nmax_bytes = -1\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n");
+        assert!(e.unwrap_err().to_string().starts_with("herd.toml:2:"));
     }
 
     #[test]

@@ -6,11 +6,10 @@
 //! the server's memory.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-
-use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use herd_proto::{CodecError, ErrorKind, HerdCodec, PeerMessage, Timestamp};
@@ -18,16 +17,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
-use crate::log::{show, SUMMARY};
+use crate::log::{Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
 use crate::node::{Node, Step};
 use crate::peers;
-use crate::places::Places;
+use crate::places::{Answer, Places};
 
 /// Where receive times come from: the system clock, or a test's.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -76,8 +75,12 @@ pub struct ServerSpec {
     pub members: Vec<String>,
     /// Limits on lines and connections.
     pub limits: Limits,
-    /// Log every line in and out.
+    /// Log every line in and out, and each WHATSAT's look-up (`[log] lines`).
     pub log_lines: bool,
+    /// Log WHATSAT answers' JSON whole instead of a summary line (`[log] bodies`).
+    pub log_bodies: bool,
+    /// Where its log lines go ([`Log::off`]: nowhere).
+    pub log: Log,
     /// The Places back-end (shared by the servers of one process).
     pub places: Places,
     /// The receive-time clock.
@@ -108,7 +111,9 @@ impl ServerSpec {
             keyring: Keyring::new(&config.secrets),
             members: config.servers.iter().map(|s| s.name.clone()).collect(),
             limits: config.limits,
-            log_lines: config.log_lines,
+            log_lines: config.log.lines,
+            log_bodies: config.log.bodies,
+            log: Log::off(),
             places,
             clock: Arc::new(Timestamp::now),
         })
@@ -251,20 +256,28 @@ async fn run_inner(
     Ok(())
 }
 
-async fn handle(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
-    let conn = shared.conn_id();
+async fn handle(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let id = shared.conn_id();
     let _ = stream.set_nodelay(true);
-    info!(conn, peer = %addr, "connection opened");
-    match serve(&shared, &mut stream, conn).await {
-        Ok(Some((hello, buf))) => {
-            peers::accept(shared, stream, conn, addr, hello, buf).await;
+    info!(conn = id, peer = %addr, "connection opened");
+    let mut c = Connection::new(&shared, stream, id);
+    let served = c.serve().await;
+    // The lines of a batch that an error cut short are still logged.
+    shared.spec.log.submit(&mut c.log).await;
+    let mut stream = match served {
+        Ok(Some(hello)) => {
+            let (stream, buf) = c.into_parts();
+            peers::accept(shared, stream, id, addr, hello, buf).await;
             return;
         }
-        Ok(None) => {}
-        Err(e) => debug!(conn, cause = %e, "connection error"),
-    }
+        Ok(None) => c.into_parts().0,
+        Err(e) => {
+            debug!(conn = id, cause = %e, "connection error");
+            c.into_parts().0
+        }
+    };
     let _ = stream.shutdown().await;
-    info!(conn, "connection closed");
+    info!(conn = id, "connection closed");
 }
 
 /// A peer's greeting, read as the first line of a connection.
@@ -280,72 +293,192 @@ fn is_hello(line: &[u8]) -> bool {
     }
 }
 
-/// Serves client lines until EOF, the idle time-out, an over-long line or shutdown. Returns the greeting
-/// if the connection turns out to be a peer link.
-async fn serve(
-    shared: &Shared,
-    stream: &mut TcpStream,
-    conn: u64,
-) -> std::io::Result<Option<(Hello, BytesMut)>> {
-    let spec = &shared.spec;
-    let mut codec = HerdCodec::new_with_max_length(spec.limits.max_line);
-    // Buffers grow on first use: an idle connection costs little more than its task.
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let mut lines: Vec<Bytes> = Vec::new();
-    // (line index, reply range in `out`) for the log, written before `out` is flushed.
-    let mut replies: Vec<(usize, Range<usize>)> = Vec::new();
-    let mut first = true;
-    let mut eof = false;
-    let mut active = false;
+/// What [`Connection::read_batch`] found.
+enum Batch {
+    /// Complete lines to answer are in `lines` (and perhaps a line over the limit in `too_long`).
+    Lines,
+    /// The first line was a peer's greeting: the connection is a peer link.
+    Peer(Hello),
+    /// End of stream, the idle time-out or shutdown: nothing more to answer.
+    End,
+}
+
+/// A client connection: its stream and the buffers it owns — bytes read and not yet decoded, the
+/// batch of lines being answered, replies not yet written and log lines not yet handed over.
+///
+/// It reads what the socket has ([`read_batch`](Self::read_batch)), answers every complete line in
+/// order into the reply and log buffers ([`answer_batch`](Self::answer_batch)), hands the log buffer
+/// over and writes the replies ([`flush`](Self::flush)), and only then reads again.
+struct Connection<'a> {
+    shared: &'a Shared,
+    stream: TcpStream,
+    id: u64,
+    codec: HerdCodec,
+    /// Bytes read and not yet decoded; grows on first use, so an idle connection costs little.
+    buf: BytesMut,
+    /// The batch being answered.
+    lines: Vec<Bytes>,
+    /// A line over the limit ended the batch: it is answered, then the connection closes.
+    too_long: Option<Bytes>,
+    /// Replies not yet written.
+    out: Vec<u8>,
+    /// Log lines not yet handed to the log's writer.
+    log: LogBuf,
+    /// Lines in and out are logged.
+    logging: bool,
+    /// No line has been read yet (the first one may be a peer's greeting).
+    first: bool,
+    eof: bool,
+    /// It has sent something: reads go in 4 KiB steps.
+    active: bool,
     // Made once per connection: a fresh `cancelled()` or `timeout()` per read costs a waiter
     // registration or a timer insertion on every request.
-    let cancelled = shared.shutdown.cancelled();
-    tokio::pin!(cancelled);
-    let mut last_read = tokio::time::Instant::now();
-    let idle = tokio::time::sleep(spec.limits.idle_timeout);
-    tokio::pin!(idle);
-    loop {
-        lines.clear();
-        let mut too_long = None;
-        while lines.len() < BATCH_LINES {
-            let next = if eof {
-                codec.decode_eof(&mut buf)
-            } else {
-                codec.decode(&mut buf)
-            };
-            match next {
-                Ok(Some(line)) => {
-                    // The first line decides whether this is a peer link; nothing after it is read here.
-                    if std::mem::take(&mut first) && is_hello(&line) {
-                        return Ok(Some((line, buf)));
-                    }
-                    lines.push(line);
-                }
-                Ok(None) => break,
-                Err(CodecError::LineTooLong { head, max }) => {
-                    too_long = Some((head, max));
-                    break;
-                }
-                Err(CodecError::Io(e)) => return Err(e),
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
+    cancelled: Pin<Box<WaitForCancellationFuture<'a>>>,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    last_read: tokio::time::Instant,
+}
+
+impl<'a> Connection<'a> {
+    fn new(shared: &'a Shared, stream: TcpStream, id: u64) -> Self {
+        let spec = &shared.spec;
+        Connection {
+            shared,
+            stream,
+            id,
+            codec: HerdCodec::new_with_max_length(spec.limits.max_line),
+            buf: BytesMut::new(),
+            lines: Vec::new(),
+            too_long: None,
+            out: Vec::new(),
+            log: spec.log.buffer(id, None),
+            logging: spec.log_lines && spec.log.is_on(),
+            first: true,
+            eof: false,
+            active: false,
+            cancelled: Box::pin(shared.shutdown.cancelled()),
+            idle: Box::pin(tokio::time::sleep(spec.limits.idle_timeout)),
+            last_read: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The stream and the bytes read but not decoded (a peer link's first records).
+    fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+
+    /// Serves client lines until EOF, the idle time-out, an over-long line or shutdown. Returns the
+    /// greeting if the connection turns out to be a peer link.
+    async fn serve(&mut self) -> std::io::Result<Option<Hello>> {
+        loop {
+            match self.read_batch().await? {
+                Batch::Lines => {}
+                Batch::Peer(hello) => return Ok(Some(hello)),
+                Batch::End => return Ok(None),
+            }
+            let closing = self.too_long.is_some();
+            self.answer_batch().await?;
+            self.flush().await?;
+            if closing {
+                return Ok(None);
             }
         }
+    }
 
-        // Answer the batch in order. The node is locked once for a run of lines, not once per line,
-        // and never across the await of a Places look-up.
+    /// Decodes up to [`BATCH_LINES`] complete lines into `lines`, reading from the socket only when
+    /// none is buffered.
+    async fn read_batch(&mut self) -> std::io::Result<Batch> {
+        loop {
+            self.lines.clear();
+            while self.lines.len() < BATCH_LINES {
+                let next = if self.eof {
+                    self.codec.decode_eof(&mut self.buf)
+                } else {
+                    self.codec.decode(&mut self.buf)
+                };
+                match next {
+                    Ok(Some(line)) => {
+                        // The first line decides whether this is a peer link; nothing after it is
+                        // read here.
+                        if std::mem::take(&mut self.first) && is_hello(&line) {
+                            return Ok(Batch::Peer(line));
+                        }
+                        self.lines.push(line);
+                    }
+                    Ok(None) => break,
+                    Err(CodecError::LineTooLong { head, .. }) => {
+                        self.too_long = Some(head);
+                        break;
+                    }
+                    Err(CodecError::Io(e)) => return Err(e),
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                }
+            }
+            if !self.lines.is_empty() || self.too_long.is_some() {
+                return Ok(Batch::Lines);
+            }
+            if self.eof || !self.fill().await? {
+                return Ok(Batch::End);
+            }
+        }
+    }
+
+    /// Reads what the socket has. `Ok(false)`: shutdown or the idle time-out ends the connection.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        // A connection that has sent something reads in 4 KiB steps; one that has not (an idle
+        // client) holds no more than the few bytes `read_buf` reserves for itself.
+        if self.active {
+            self.buf.reserve(4096);
+        }
+        let idle_timeout = self.shared.spec.limits.idle_timeout;
+        let read = loop {
+            tokio::select! {
+                r = self.stream.read_buf(&mut self.buf) => break r,
+                _ = &mut self.cancelled => return Ok(false),
+                _ = &mut self.idle => {
+                    // The timer is not pushed back on every read; on expiry, check the last one.
+                    let deadline = self.last_read + idle_timeout;
+                    if tokio::time::Instant::now() >= deadline {
+                        info!(conn = self.id, "idle time-out");
+                        return Ok(false);
+                    }
+                    self.idle.as_mut().reset(deadline);
+                }
+            }
+        };
+        self.last_read = tokio::time::Instant::now();
+        match read? {
+            0 => self.eof = true,
+            _ => self.active = true,
+        }
+        Ok(true)
+    }
+
+    /// Answers the batch in order into `out`, and logs each line and its reply into `log`. The node
+    /// is locked once for a run of lines, not once per line, and never across the await of a Places
+    /// look-up; the clock is read once per batch (and again after a look-up).
+    async fn answer_batch(&mut self) -> std::io::Result<()> {
+        let shared = self.shared;
+        let spec = &shared.spec;
+        let mut now = (spec.clock)();
+        if self.logging {
+            self.log.stamp();
+        }
         let mut i = 0;
         let mut stored = false;
-        while i < lines.len() {
+        while i < self.lines.len() {
             let mut lookup = None;
             {
                 let mut node = shared.node();
-                while i < lines.len() {
-                    let start = out.len();
-                    match node.client_line(&lines[i], (spec.clock)(), &mut out) {
+                while i < self.lines.len() {
+                    let line = &self.lines[i];
+                    let start = self.out.len();
+                    match node.client_line(line, now, &mut self.out) {
                         Step::Answered { stored: s } => {
                             stored |= s;
-                            replies.push((i, start..out.len()));
+                            if self.logging {
+                                self.log.line(Dir::In, line);
+                                self.log.line(Dir::Out, &self.out[start..]);
+                            }
                             i += 1;
                         }
                         Step::Lookup(q) => {
@@ -353,99 +486,82 @@ async fn serve(
                             break;
                         }
                     }
-                    if out.len() >= FLUSH_AT {
+                    if self.out.len() >= FLUSH_AT || self.log.len() >= HAND_OVER_AT {
                         break;
                     }
                 }
             }
             if let Some(q) = lookup {
-                let start = out.len();
                 let began = Instant::now();
                 let answer = spec.places.lookup(&q).await;
-                info!(
-                    conn,
-                    backend = %spec.places.backend(),
-                    status = answer.status(),
-                    ms = began.elapsed().as_secs_f64() * 1000.0,
-                    "places look-up"
-                );
-                herd_proto::write_whatsat(&q.record, answer.to_pretty(), &mut out);
-                replies.push((i, start..out.len()));
+                let start = self.out.len();
+                herd_proto::write_whatsat(&q.record, answer.to_pretty(), &mut self.out);
+                if self.logging {
+                    self.log.stamp();
+                    self.log_whatsat(i, start, &answer, began);
+                }
                 i += 1;
+                now = (spec.clock)();
             }
-            if out.len() >= FLUSH_AT {
-                log_replies(spec.log_lines, conn, &lines, &mut replies, &out);
-                stream.write_all(&out).await?;
-                out.clear();
+            if self.out.len() >= FLUSH_AT || self.log.len() >= HAND_OVER_AT {
+                self.flush().await?;
             }
         }
         if stored {
             shared.notify_links(None);
         }
-        if let Some((head, max)) = too_long {
-            warn!(conn, max, "line too long; closing");
-            let start = out.len();
-            herd_proto::write_invalid(&head, &mut out);
-            lines.push(head);
-            replies.push((lines.len() - 1, start..out.len()));
-            log_replies(spec.log_lines, conn, &lines, &mut replies, &out);
-            stream.write_all(&out).await?;
-            return Ok(None);
-        }
-        log_replies(spec.log_lines, conn, &lines, &mut replies, &out);
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
-        if lines.len() == BATCH_LINES {
-            continue; // more complete lines may be buffered
-        }
-        if eof {
-            return Ok(None);
-        }
-        // A connection that has sent something reads in 4 KiB steps; one that has not (an idle
-        // client) holds no more than the few bytes `read_buf` reserves for itself.
-        if active {
-            buf.reserve(4096);
-        }
-        let read = loop {
-            tokio::select! {
-                r = stream.read_buf(&mut buf) => break r,
-                _ = &mut cancelled => return Ok(None),
-                _ = &mut idle => {
-                    // The timer is not pushed back on every read; on expiry, check the last one.
-                    let deadline = last_read + spec.limits.idle_timeout;
-                    if tokio::time::Instant::now() >= deadline {
-                        info!(conn, "idle time-out");
-                        return Ok(None);
-                    }
-                    idle.as_mut().reset(deadline);
-                }
+        if let Some(head) = &self.too_long {
+            warn!(
+                conn = self.id,
+                max = spec.limits.max_line,
+                "line too long; closing"
+            );
+            let start = self.out.len();
+            herd_proto::write_invalid(head, &mut self.out);
+            if self.logging {
+                self.log.line(Dir::In, head);
+                self.log.line(Dir::Out, &self.out[start..]);
             }
-        };
-        last_read = tokio::time::Instant::now();
-        match read {
-            Ok(0) => eof = true,
-            Ok(_) => active = true,
-            Err(e) => return Err(e),
         }
+        Ok(())
     }
-}
 
-/// Logs each answered line and its reply (PROTOCOL.md §6), then forgets them.
-fn log_replies(
-    enabled: bool,
-    conn: u64,
-    lines: &[Bytes],
-    replies: &mut Vec<(usize, Range<usize>)>,
-    out: &[u8],
-) {
-    if enabled {
-        for (i, range) in replies.iter() {
-            info!(conn, dir = "in", line = %show(&lines[*i]));
-            let reply = &out[range.clone()];
-            info!(conn, dir = "out", line = %show(reply.strip_suffix(b"\n").unwrap_or(reply)));
-        }
+    /// Logs a WHATSAT (line `i`) and its answer (at `start` in `out`): the AT line, then one summary
+    /// line of the JSON, or the JSON whole where `[log] bodies` asks for it.
+    fn log_whatsat(&mut self, i: usize, start: usize, answer: &Answer, began: Instant) {
+        let spec = &self.shared.spec;
+        let reply = &self.out[start..];
+        let at_end = reply
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(reply.len(), |p| p + 1);
+        let (at, body) = reply.split_at(at_end);
+        let body = body.strip_suffix(b"\n\n").unwrap_or(body);
+        let results = answer
+            .json
+            .get("results")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        self.log.line(Dir::In, &self.lines[i]);
+        self.log.line(Dir::Out, at);
+        self.log.whatsat(
+            spec.places.backend().as_str(),
+            answer.status(),
+            results,
+            body.len(),
+            began.elapsed().as_secs_f64() * 1000.0,
+            spec.log_bodies.then_some(body),
+        );
     }
-    replies.clear();
+
+    /// Hands the log lines over, then writes the replies. The log goes first: a client never sees a
+    /// reply whose line is not yet on its way to the log, and a full log queue holds the client back.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.shared.spec.log.submit(&mut self.log).await;
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
 }

@@ -54,6 +54,8 @@ pub struct Options {
     pub limits: Limits,
     /// Herd secret.
     pub secret: Option<String>,
+    /// Where the servers' log lines go (nowhere by default).
+    pub log: herd_server::log::Log,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             clock: None,
             limits: Limits::default(),
             secret: None,
+            log: herd_server::log::Log::off(),
         }
     }
 }
@@ -103,6 +106,8 @@ pub async fn start_herd(
             members: topology.iter().map(|(n, _)| n.to_string()).collect(),
             limits: opts.limits,
             log_lines: true,
+            log_bodies: false,
+            log: opts.log.clone(),
             places: opts.places.clone(),
             clock: opts
                 .clock
@@ -215,12 +220,33 @@ impl Processes {
     /// Starts server `name` and waits until it accepts connections.
     pub async fn start(&mut self, name: &str) {
         let config = self.config.clone();
-        self.start_with(name, &config).await;
+        self.launch(name, &config, &[]).await;
     }
 
     /// Starts server `name` with another config of the herd ([`Processes::write_config`]).
     pub async fn start_with(&mut self, name: &str, config: &std::path::Path) {
-        let child = Command::new(server_binary())
+        self.launch(name, config, &[]).await;
+    }
+
+    /// Starts server `name` through `wrapper` (a command that ends by running its arguments, such as
+    /// `["bash", "-c", "ulimit -f 16; exec \"$@\"", "-"]`), and waits until it accepts connections.
+    pub async fn start_wrapped(&mut self, name: &str, wrapper: &[&str]) {
+        let config = self.config.clone();
+        self.launch(name, &config, wrapper).await;
+    }
+
+    /// Starts server `name` (through `wrapper`, if any); its stderr goes to [`Processes::stderr`].
+    async fn launch(&mut self, name: &str, config: &std::path::Path, wrapper: &[&str]) {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(server_binary());
+                c
+            }
+            None => Command::new(server_binary()),
+        };
+        let stderr = std::fs::File::create(self.stderr_path(name)).expect("stderr file");
+        let child = cmd
             .args(["serve", name, "--config"])
             .arg(config)
             .arg("--log-dir")
@@ -228,7 +254,7 @@ impl Processes {
             .env_remove("GOOGLE_PLACES_API_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn herd-server");
@@ -275,6 +301,39 @@ impl Processes {
             .ok()?
             .ok()?;
         status.code()
+    }
+
+    fn stderr_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.stderr"))
+    }
+
+    /// What server `name` has written on stderr so far.
+    pub fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.stderr_path(name)).unwrap_or_default()
+    }
+
+    /// The process id of server `name`, while it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name)?.id()
+    }
+
+    /// Sends signal `sig` (`HUP`, `TERM`, …) to server `name`.
+    pub fn signal(&self, name: &str, sig: &str) {
+        let pid = self.pid(name).expect("running");
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// Whether server `name` is still running.
+    pub fn running(&mut self, name: &str) -> bool {
+        self.children
+            .get_mut(name)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The log file of `name` so far.

@@ -106,7 +106,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("{} cannot listen on {listen}", spec.name))?;
         listeners.push(listener);
     }
-    let _logs = herd_server::log::init(&common.log_dir, &names)?;
+    let logs = herd_server::log::init(&common.log_dir, &names, config.log)?;
+    for spec in &mut specs {
+        spec.log = logs.log(&spec.name);
+    }
+    // SIGHUP reopens the log files (logrotate's `create` mode); without a handler it would kill us.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let reopener = logs.reopener();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reopener.reopen();
+            }
+        });
+        // A file-size limit (`ulimit -f`) must fail the log's write (EFBIG, then counted as dropped),
+        // not kill the server: handling SIGXFSZ turns its default action off for the whole process.
+        let _xfsz = signal(SignalKind::from_raw(libc::SIGXFSZ));
+    }
 
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
@@ -127,6 +145,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             result = Err(e);
         }
     }
+    // Every server has stopped: write what the logs still hold, then exit.
+    logs.close();
     result
 }
 

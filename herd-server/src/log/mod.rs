@@ -1,0 +1,539 @@
+//! Logs: one file per server (`<Name>.log`), and a short summary on stderr.
+//!
+//! Two roads lead to a server's file, both ending in the same writer thread ([`writer`]):
+//!
+//! - **Lines** (every line in and out, PROTOCOL.md §6) take the fast path: a connection formats the
+//!   lines of a batch into a [`LogBuf`] it owns — the clock read once per batch, no allocation, no
+//!   `format!` and no span look-up per line — and hands the whole buffer to its server's [`Log`].
+//! - **Events** (start, stop, connections, links, refusals) go through `tracing`: they are rare, and a
+//!   structured event is worth its cost there. Several servers can share one process (`herd-server
+//!   up`), so an event is routed to a file by the `server` field of the span it happens in: every task
+//!   of a server runs inside `info_span!("server", server = %name)`.
+//!
+//! The queue between a server and its writer is bounded in bytes ([`QUEUE_BYTES`]): when the disk is
+//! slower than the clients, connections wait for room instead of the server's memory growing. The
+//! writer rotates by size (`[log] max_bytes`, `keep`), reopens its file on SIGHUP ([`Logs::reopen`]),
+//! and when the disk refuses a write it keeps the server serving, says so on stderr, counts what it
+//! drops and writes the count when it can write again.
+//!
+//! # Format
+//! One line per entry: time (UTC, microseconds), level, then `key=value` fields or, for a line in or
+//! out, the connection, the direction and the line itself, escaped onto one line (bytes outside
+//! printable ASCII, and `\`, as `\xNN`, `\n`, `\\` …):
+//! ```text
+//! 2026-03-01T10:00:00.123456Z  INFO connection opened conn=7 peer=127.0.0.1:50312
+//! 2026-03-01T10:00:00.123501Z  INFO conn=7 in IAMAT kiwi +34.068930-118.445127 1479413884.392014450
+//! 2026-03-01T10:00:00.123501Z  INFO conn=7 out AT Alford +0.263873386 kiwi +34.068930-118.445127 1479413884.392014450
+//! 2026-03-01T10:00:00.124020Z  INFO conn=7 in WHATSAT kiwi 10 5
+//! 2026-03-01T10:00:00.124020Z  INFO conn=7 out AT Alford +0.263873386 kiwi +34.068930-118.445127 1479413884.392014450
+//! 2026-03-01T10:00:00.124020Z  INFO conn=7 out-json backend=offline status=OK results=5 bytes=2411 ms=0.081
+//! 2026-03-01T10:00:01.002000Z  INFO conn=9 peer=Hamilton peer-in AT Hamilton +0.000120000 kiwi +1+1 2
+//! ```
+
+mod writer;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use writer::{FileTarget, Queue, Writer, WriterConfig};
+
+/// The target of the stderr summary lines (listening address, back-end, links).
+pub const SUMMARY: &str = "herd::summary";
+
+/// Most bytes of log lines a server holds waiting for its writer; past it, connections wait.
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A connection hands its log buffer over once it holds this much, even mid-batch.
+pub const HAND_OVER_AT: usize = 64 * 1024;
+
+/// `[log]`: what the log files hold and how big they grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Log every line in and out, and each WHATSAT's look-up (`lines`, default true).
+    pub lines: bool,
+    /// Log WHATSAT answers' JSON whole instead of a summary (`bodies`, default false).
+    pub bodies: bool,
+    /// Rotate a file before it grows past this many bytes; 0 never rotates (`max_bytes`).
+    pub max_bytes: u64,
+    /// Rotated files kept: `Name.log.1` (newest) to `Name.log.<keep>` (`keep`).
+    pub keep: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            lines: true,
+            bodies: false,
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+/// One log file: its queue and its writer thread.
+struct LogFile {
+    queue: Queue,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl LogFile {
+    fn close(&self) {
+        self.queue.close();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A server's log: where its connections and links hand their buffers (cheap to clone).
+///
+/// [`Log::off`] is a log that writes nothing (servers run in tests without files).
+#[derive(Clone, Default)]
+pub struct Log {
+    file: Option<Arc<LogFile>>,
+}
+
+impl Log {
+    /// A log that writes nothing.
+    pub fn off() -> Log {
+        Log::default()
+    }
+
+    /// Whether anything handed to this log reaches a file.
+    pub fn is_on(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// A buffer for connection `conn` (and, on a peer link, the neighbour's `peer` name): the caller
+    /// owns it and formats lines into it, then hands it over with [`Log::submit`].
+    pub fn buffer(&self, conn: u64, peer: Option<&str>) -> LogBuf {
+        let mut tag = Vec::with_capacity(48);
+        let _ = write!(tag, "  INFO conn={conn} ");
+        if let Some(p) = peer {
+            tag.extend_from_slice(b"peer=");
+            escape_into(&mut tag, p.as_bytes());
+            tag.push(b' ');
+        }
+        let mut b = LogBuf {
+            buf: Vec::new(),
+            tag,
+            stamp: [b'0'; STAMP],
+        };
+        b.stamp();
+        b
+    }
+
+    /// Hands `buf`'s lines to the writer thread and leaves `buf` empty, ready for the next batch. Waits
+    /// (asynchronously) while the queue holds [`QUEUE_BYTES`]: a slow disk slows the clients instead
+    /// of growing the server's memory.
+    pub async fn submit(&self, buf: &mut LogBuf) {
+        if buf.buf.is_empty() {
+            return;
+        }
+        match &self.file {
+            Some(f) => {
+                let full = std::mem::replace(&mut buf.buf, f.queue.spare());
+                f.queue.push(full).await;
+            }
+            None => buf.buf.clear(),
+        }
+    }
+
+    /// Writes one already formatted entry (with its `\n`), blocking while the queue is full. For rare
+    /// events from any thread.
+    fn event(&self, line: Vec<u8>) {
+        if let Some(f) = &self.file {
+            f.queue.push_blocking(line);
+        }
+    }
+
+    /// The most bytes this log's queue has held at once (at most about [`QUEUE_BYTES`]).
+    pub fn queue_high_water(&self) -> usize {
+        self.file.as_ref().map_or(0, |f| f.queue.high_water())
+    }
+}
+
+/// Where a logged line was going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// From a client.
+    In,
+    /// To a client.
+    Out,
+    /// From a neighbour, on a peer link.
+    PeerIn,
+    /// To a neighbour, on a peer link.
+    PeerOut,
+}
+
+impl Dir {
+    fn token(self) -> &'static [u8] {
+        match self {
+            Dir::In => b"in ",
+            Dir::Out => b"out ",
+            Dir::PeerIn => b"peer-in ",
+            Dir::PeerOut => b"peer-out ",
+        }
+    }
+}
+
+/// `2026-03-01T10:00:00.123456Z`
+const STAMP: usize = 27;
+
+/// Log lines of one connection, formatted into a buffer it owns and handed over a batch at a time.
+///
+/// ```
+/// # async fn demo(log: herd_server::log::Log) {
+/// use herd_server::log::Dir;
+/// let mut buf = log.buffer(7, Some("Hamilton"));
+/// buf.stamp(); // one clock read for the whole batch
+/// buf.line(Dir::PeerIn, b"AT Hamilton +0.000120000 kiwi +1+1 2");
+/// log.submit(&mut buf).await;
+/// # }
+/// ```
+pub struct LogBuf {
+    buf: Vec<u8>,
+    /// `  INFO conn=7 ` (and `peer=Name `), made once per connection.
+    tag: Vec<u8>,
+    stamp: [u8; STAMP],
+}
+
+impl LogBuf {
+    /// Reads the clock: the lines added until the next call carry this time.
+    pub fn stamp(&mut self) {
+        let mut cursor = &mut self.stamp[..];
+        let _ = write!(
+            cursor,
+            "{}",
+            humantime::format_rfc3339_micros(SystemTime::now())
+        );
+    }
+
+    fn head(&mut self) {
+        self.buf.extend_from_slice(&self.stamp);
+        self.buf.extend_from_slice(&self.tag);
+    }
+
+    /// Adds one line going `dir` (without its `\n`; a trailing `\n` is dropped).
+    pub fn line(&mut self, dir: Dir, line: &[u8]) {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        self.head();
+        self.buf.extend_from_slice(dir.token());
+        escape_into(&mut self.buf, line);
+        self.buf.push(b'\n');
+    }
+
+    /// Adds the summary of a WHATSAT's JSON answer (its look-up's `backend`, `status`, number of
+    /// `results`, `bytes` on the wire and `ms` taken), and the JSON itself, escaped onto the same line,
+    /// when `body` is given (`[log] bodies = true`).
+    pub fn whatsat(
+        &mut self,
+        backend: &str,
+        status: &str,
+        results: usize,
+        bytes: usize,
+        ms: f64,
+        body: Option<&[u8]>,
+    ) {
+        self.head();
+        self.buf.extend_from_slice(b"out-json backend=");
+        escape_into(&mut self.buf, backend.as_bytes());
+        self.buf.extend_from_slice(b" status=");
+        escape_into(&mut self.buf, status.as_bytes());
+        let _ = write!(self.buf, " results={results} bytes={bytes} ms={ms:.3}");
+        if let Some(body) = body {
+            self.buf.extend_from_slice(b" body=");
+            escape_into(&mut self.buf, body);
+        }
+        self.buf.push(b'\n');
+    }
+
+    /// Bytes waiting to be handed over.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing waits to be handed over.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+/// Appends `src` with bytes outside printable ASCII, and `\`, escaped (`\n`, `\t`, `\\`, `\xNN`).
+fn escape_into(dst: &mut Vec<u8>, src: &[u8]) {
+    let mut rest = src;
+    loop {
+        let clean = rest
+            .iter()
+            .position(|&b| !(0x20..0x7f).contains(&b) || b == b'\\')
+            .unwrap_or(rest.len());
+        dst.extend_from_slice(&rest[..clean]);
+        let Some((&b, tail)) = rest[clean..].split_first() else {
+            return;
+        };
+        dst.extend(std::ascii::escape_default(b));
+        rest = tail;
+    }
+}
+
+/// The open log files of a process; closing it (or dropping it) writes what is queued and stops the
+/// writers. Hold it until the servers have stopped.
+#[must_use]
+pub struct Logs {
+    files: Vec<(String, Arc<LogFile>)>,
+}
+
+impl Logs {
+    /// Opens `<dir>/<Name>.log` for each of `servers`, each with its writer thread.
+    ///
+    /// # Errors
+    /// The folder or a file cannot be created.
+    pub fn open(dir: &Path, servers: &[String], settings: LogSettings) -> anyhow::Result<Logs> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating log folder {}", dir.display()))?;
+        let mut files = Vec::new();
+        for name in servers {
+            let path = dir.join(format!("{name}.log"));
+            let target = FileTarget::open(&path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            let w = Writer::new(
+                target,
+                WriterConfig {
+                    name: name.clone(),
+                    max_bytes: settings.max_bytes,
+                    keep: settings.keep,
+                    retry: writer::RETRY,
+                },
+                Box::new(|msg| eprintln!("{msg}")),
+            );
+            let file = Arc::new(LogFile {
+                queue: Queue::new(QUEUE_BYTES),
+                thread: Mutex::new(None),
+            });
+            let f = file.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("log-{name}"))
+                .spawn(move || w.run(&f.queue))
+                .context("starting a log writer thread")?;
+            *file.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+            files.push((name.clone(), file));
+        }
+        Ok(Logs { files })
+    }
+
+    /// The log of server `name` ([`Log::off`] if it has no file here).
+    pub fn log(&self, name: &str) -> Log {
+        Log {
+            file: self
+                .files
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, f)| f.clone()),
+        }
+    }
+
+    /// Every file is reopened at its path (SIGHUP: logrotate has moved them away).
+    pub fn reopen(&self) {
+        for (_, f) in &self.files {
+            f.queue.reopen();
+        }
+    }
+
+    /// A handle that reopens these files, for a signal task.
+    pub fn reopener(&self) -> Reopener {
+        Reopener(self.files.iter().map(|(_, f)| f.clone()).collect())
+    }
+
+    /// Writes what is queued and stops the writers.
+    pub fn close(&self) {
+        for (_, f) in &self.files {
+            f.close();
+        }
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Reopens a process's log files ([`Logs::reopener`]).
+#[derive(Clone)]
+pub struct Reopener(Vec<Arc<LogFile>>);
+
+impl Reopener {
+    /// Every file is reopened at its path.
+    pub fn reopen(&self) {
+        for f in &self.0 {
+            f.queue.reopen();
+        }
+    }
+}
+
+/// Sends each rare event to its server's file.
+struct FileRouter {
+    files: HashMap<String, Log>,
+}
+
+struct ServerName(String);
+
+#[derive(Default)]
+struct Fields {
+    server: Option<String>,
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "server" => self.server = Some(value.to_owned()),
+            "message" => self.message.push_str(value),
+            name => {
+                let _ = write!(self.rest, " {name}={value:?}");
+            }
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "server" => self.server = Some(format!("{value:?}")),
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            name => {
+                let shown = format!("{value:?}");
+                if (name == "line" || shown.contains(' ')) && !shown.starts_with('"') {
+                    let _ = write!(self.rest, " {name}=\"{shown}\"");
+                } else {
+                    let _ = write!(self.rest, " {name}={shown}");
+                }
+            }
+        }
+    }
+}
+
+impl<S> Layer<S> for FileRouter
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let mut f = Fields::default();
+        attrs.record(&mut f);
+        if let (Some(name), Some(span)) = (f.server, ctx.span(id)) {
+            span.extensions_mut().insert(ServerName(name));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(log) = ctx.event_scope(event).and_then(|scope| {
+            scope.from_root().find_map(|span| {
+                span.extensions()
+                    .get::<ServerName>()
+                    .and_then(|n| self.files.get(&n.0).cloned())
+            })
+        }) else {
+            return;
+        };
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let line = format!(
+            "{} {:>5} {}\n",
+            humantime::format_rfc3339_micros(SystemTime::now()),
+            event.metadata().level(),
+            format!("{}{}", f.message, f.rest).trim_start()
+        );
+        log.event(line.into_bytes());
+    }
+}
+
+/// Opens the log files ([`Logs::open`]) and installs the global subscriber: events of each server to
+/// its file, the summary on stderr.
+///
+/// # Errors
+/// The folder or a file cannot be created, or a subscriber is already installed.
+pub fn init(dir: &Path, servers: &[String], settings: LogSettings) -> anyhow::Result<Logs> {
+    let logs = Logs::open(dir, servers, settings)?;
+    let files = servers.iter().map(|n| (n.clone(), logs.log(n))).collect();
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_filter(
+            Targets::new()
+                .with_target(SUMMARY, Level::INFO)
+                .with_default(Level::WARN),
+        );
+    tracing_subscriber::registry()
+        .with(FileRouter { files })
+        .with(stderr)
+        .try_init()
+        .context("installing the log subscriber")?;
+    Ok(logs)
+}
+
+/// A line for a tracing event: printable ASCII as is, other bytes escaped.
+pub fn show(line: &[u8]) -> String {
+    line.escape_ascii().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_escaped_onto_one_line() {
+        let mut out = Vec::new();
+        escape_into(&mut out, b"IAMAT k\xffi\\ \"x\"\n\tend");
+        assert_eq!(out, b"IAMAT k\\xffi\\\\ \"x\"\\n\\tend");
+    }
+
+    #[test]
+    fn a_batch_shares_one_stamp_and_the_connection_tag() {
+        let log = Log::off();
+        let mut b = log.buffer(7, Some("Ham ilton"));
+        b.line(Dir::PeerIn, b"AT x\n");
+        b.line(Dir::PeerOut, b"AT y");
+        b.whatsat("offline", "OK", 3, 120, 0.25, Some(b"{\n  \"a\": 1\n}"));
+        let text = String::from_utf8(b.buf.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let stamp = &lines[0][..STAMP];
+        assert!(stamp.ends_with('Z') && stamp.contains('T'), "{stamp}");
+        assert!(lines.iter().all(|l| l.starts_with(stamp)), "{text}");
+        assert_eq!(
+            &lines[0][STAMP..],
+            "  INFO conn=7 peer=Ham ilton peer-in AT x"
+        );
+        assert_eq!(
+            &lines[1][STAMP..],
+            "  INFO conn=7 peer=Ham ilton peer-out AT y"
+        );
+        assert_eq!(
+            &lines[2][STAMP..],
+            "  INFO conn=7 peer=Ham ilton out-json backend=offline status=OK results=3 bytes=120 \
+             ms=0.250 body={\\n  \"a\": 1\\n}"
+        );
+    }
+}
