@@ -24,7 +24,7 @@ use tokio_util::codec::Decoder;
 use tracing::{info, warn, Instrument};
 
 use crate::handshake::{Established, Failure, Greeting, Refusal, Verdict};
-use crate::log::{show, SUMMARY};
+use crate::log::{show, Dir, LogBuf, SUMMARY};
 use crate::node::{Accepted, LinkAction};
 use crate::server::Shared;
 
@@ -274,6 +274,7 @@ async fn run_link(
             let slot = &shared.peers[id];
             let mut out = Vec::with_capacity(64 * 1024);
             let mut sealed = Vec::new();
+            let mut log = shared.spec.log.buffer(conn, Some(&slot.name));
             loop {
                 out.clear();
                 let n = shared.node().poll_transmit(id, epoch, &mut out, BATCH);
@@ -287,9 +288,11 @@ async fn run_link(
                 }
                 if !out.is_empty() {
                     if shared.spec.log_lines && n > 0 {
+                        log.stamp();
                         for line in out.split(|&b| b == b'\n').filter(|l| l.starts_with(b"AT ")) {
-                            info!(conn, dir = "peer-out", peer = %slot.name, line = %show(line));
+                            log.line(Dir::PeerOut, line);
                         }
+                        shared.spec.log.submit(&mut log).await;
                     }
                     sealed.clear();
                     sealer.seal(&out, &mut sealed);
@@ -319,15 +322,17 @@ async fn run_link(
         conn,
         lines: peer_codec(&shared),
         foreign: 0,
+        log: shared.spec.log.buffer(conn, Some(&slot.name)),
     };
     let why = loop {
         if let Err(e) = opener.open(&mut wire, &mut plain) {
             warn!(conn, peer = %addr, name = %slot.name, cause = %e, "peer link broken: closing");
             break "a frame failed authentication";
         }
-        match reader.apply(&mut plain, &pong_due) {
-            Ok(()) => {}
-            Err(why) => break why,
+        let applied = reader.apply(&mut plain, &pong_due);
+        shared.spec.log.submit(&mut reader.log).await;
+        if let Err(why) = applied {
+            break why;
         }
         wire.reserve(16 * 1024);
         let read = tokio::select! {
@@ -366,6 +371,8 @@ struct LinkReader<'a> {
     lines: HerdCodec,
     /// Records refused for naming a server outside the herd (logged once, when the link ends).
     foreign: u64,
+    /// The records received in this batch, for the log (`[log] lines`).
+    log: LogBuf,
 }
 
 impl LinkReader<'_> {
@@ -379,6 +386,7 @@ impl LinkReader<'_> {
         {
             let mut node = self.shared.node();
             let mut heard = false;
+            self.log.stamp();
             loop {
                 let line = match self.lines.decode(plain) {
                     Ok(Some(line)) => line,
@@ -392,7 +400,7 @@ impl LinkReader<'_> {
                 match PeerMessage::parse(&line) {
                     Ok(PeerMessage::Record(r)) => {
                         if self.shared.spec.log_lines {
-                            info!(conn, dir = "peer-in", peer = %slot.name, line = %show(&line));
+                            self.log.line(Dir::PeerIn, &line);
                         }
                         match node.accept_peer_record(id, r) {
                             Accepted::Stored => stored = true,
