@@ -110,19 +110,18 @@ impl Decoder for HerdCodec {
     }
 }
 
-/// Writes the line and its `\n` into the frame buffer.
-fn put_line(dst: &mut BytesMut, write: impl FnOnce(&mut Vec<u8>)) {
-    let mut v = Vec::with_capacity(96);
-    write(&mut v);
-    v.push(b'\n');
-    dst.extend_from_slice(&v);
+/// Writes the line and its `\n` straight into the frame buffer.
+fn put_line(dst: &mut BytesMut, write: impl FnOnce(&mut BytesMut)) {
+    dst.reserve(96);
+    write(dst);
+    dst.extend_from_slice(b"\n");
 }
 
 impl Encoder<&Message<'_>> for HerdCodec {
     type Error = CodecError;
 
     fn encode(&mut self, item: &Message<'_>, dst: &mut BytesMut) -> Result<(), CodecError> {
-        put_line(dst, |v| item.write_to(v));
+        put_line(dst, |v| item.write_into(v));
         Ok(())
     }
 }
@@ -131,7 +130,7 @@ impl Encoder<&AtRecord<'_>> for HerdCodec {
     type Error = CodecError;
 
     fn encode(&mut self, item: &AtRecord<'_>, dst: &mut BytesMut) -> Result<(), CodecError> {
-        put_line(dst, |v| item.write_to(v));
+        put_line(dst, |v| item.write_into(v));
         Ok(())
     }
 }
@@ -140,7 +139,7 @@ impl Encoder<&PeerMessage<'_>> for HerdCodec {
     type Error = CodecError;
 
     fn encode(&mut self, item: &PeerMessage<'_>, dst: &mut BytesMut) -> Result<(), CodecError> {
-        put_line(dst, |v| item.write_to(v));
+        put_line(dst, |v| item.write_into(v));
         Ok(())
     }
 }

@@ -69,6 +69,32 @@ mod prelude {
     pub(crate) use alloc::vec::Vec;
 }
 
+/// Where the writers append bytes: a `Vec<u8>` for the public `write_to`s, and the codec's `BytesMut`
+/// directly, with no line buffer in between.
+pub(crate) trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn byte(&mut self, b: u8);
+}
+
+impl Sink for prelude::Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+#[cfg(feature = "codec")]
+impl Sink for bytes::BytesMut {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn byte(&mut self, b: u8) {
+        self.extend_from_slice(&[b]);
+    }
+}
+
 mod error;
 pub mod frame;
 mod message;
@@ -84,7 +110,7 @@ mod arbitrary_impls;
 pub mod codec;
 
 pub use error::{ErrorKind, ParseError};
-pub use message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
+pub use message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, RecordKey, WhatsAt};
 pub use peer::{PeerMessage, PEER_VERSION};
 pub use reply::{write_invalid, write_whatsat};
 pub use time::{TimeDiff, Timestamp};

@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
+use crate::Sink;
 use alloc::borrow::Cow;
 use core::cmp::Ordering;
 use core::fmt;
@@ -33,9 +34,13 @@ impl<'a> Message<'a> {
 
     /// Appends the wire form, without the line terminator.
     pub fn write_to(&self, dst: &mut Vec<u8>) {
+        self.write_into(dst);
+    }
+
+    pub(crate) fn write_into(&self, dst: &mut impl Sink) {
         match self {
-            Message::IAmAt(m) => m.write_to(dst),
-            Message::WhatsAt(m) => m.write_to(dst),
+            Message::IAmAt(m) => m.write_into(dst),
+            Message::WhatsAt(m) => m.write_into(dst),
         }
     }
 
@@ -81,12 +86,16 @@ pub struct IAmAt<'a> {
 impl IAmAt<'_> {
     /// Appends `IAMAT <client> <location> <time>`.
     pub fn write_to(&self, dst: &mut Vec<u8>) {
-        dst.extend_from_slice(b"IAMAT ");
-        dst.extend_from_slice(&self.client);
-        dst.push(b' ');
-        dst.extend_from_slice(self.location.as_bytes());
-        dst.push(b' ');
-        dst.extend_from_slice(self.time.as_bytes());
+        self.write_into(dst);
+    }
+
+    pub(crate) fn write_into(&self, dst: &mut impl Sink) {
+        dst.put(b"IAMAT ");
+        dst.put(&self.client);
+        dst.byte(b' ');
+        dst.put(self.location.as_bytes());
+        dst.byte(b' ');
+        dst.put(self.time.as_bytes());
     }
 
     /// Copies every borrowed field.
@@ -121,11 +130,15 @@ impl WhatsAt<'_> {
 
     /// Appends `WHATSAT <client> <radius> <bound>`.
     pub fn write_to(&self, dst: &mut Vec<u8>) {
-        dst.extend_from_slice(b"WHATSAT ");
-        dst.extend_from_slice(&self.client);
-        dst.push(b' ');
-        dst.extend_from_slice(self.radius.text.0.as_ref());
-        dst.push(b' ');
+        self.write_into(dst);
+    }
+
+    pub(crate) fn write_into(&self, dst: &mut impl Sink) {
+        dst.put(b"WHATSAT ");
+        dst.put(&self.client);
+        dst.byte(b' ');
+        dst.put(self.radius.text.0.as_ref());
+        dst.byte(b' ');
         crate::time::write_u128(u128::from(self.bound), dst);
     }
 
@@ -437,16 +450,20 @@ impl<'a> AtRecord<'a> {
 
     /// Appends `AT <server> <diff> <client> <location> <time>`.
     pub fn write_to(&self, dst: &mut Vec<u8>) {
-        dst.extend_from_slice(b"AT ");
-        dst.extend_from_slice(&self.server);
-        dst.push(b' ');
-        self.diff.write_to(dst);
-        dst.push(b' ');
-        dst.extend_from_slice(&self.client);
-        dst.push(b' ');
-        dst.extend_from_slice(self.location.as_bytes());
-        dst.push(b' ');
-        dst.extend_from_slice(self.time.as_bytes());
+        self.write_into(dst);
+    }
+
+    pub(crate) fn write_into(&self, dst: &mut impl Sink) {
+        dst.put(b"AT ");
+        dst.put(&self.server);
+        dst.byte(b' ');
+        self.diff.write_into(dst);
+        dst.byte(b' ');
+        dst.put(&self.client);
+        dst.byte(b' ');
+        dst.put(self.location.as_bytes());
+        dst.byte(b' ');
+        dst.put(self.time.as_bytes());
     }
 
     /// The wire form as a new vector, without the line terminator.
@@ -475,15 +492,77 @@ impl PartialOrd for AtRecord<'_> {
 }
 
 impl Ord for AtRecord<'_> {
+    /// The herd's order: see [`RecordKey`].
     fn cmp(&self, other: &Self) -> Ordering {
-        self.time
-            .value()
-            .cmp(&other.time.value())
-            .then_with(|| self.server.cmp(&other.server))
-            .then_with(|| self.diff.cmp(&other.diff))
-            .then_with(|| self.client.cmp(&other.client))
-            .then_with(|| self.location.cmp(&other.location))
-            .then_with(|| self.time.as_bytes().cmp(other.time.as_bytes()))
+        self.key().cmp(&other.key())
+    }
+}
+
+impl AtRecord<'_> {
+    /// This record's place in the herd's order.
+    pub fn key(&self) -> RecordKey<'_> {
+        RecordKey {
+            time: self.time.value(),
+            server: &self.server,
+            diff: self.diff,
+            client: &self.client,
+            location: self.location.as_bytes(),
+            time_text: self.time.as_bytes(),
+        }
+    }
+}
+
+/// A record's place in the herd's convergence order — the one definition of that order.
+///
+/// Keys compare field by field, in this order: the client's time (by value), the server's name, the
+/// time difference (by value); then, so the order is total and consistent with equality, the client
+/// id, the location text and the time text. A server keeps a record only if it is greater than the one
+/// it holds. A store that keeps AT lines rather than parsed records gets the same key with
+/// [`RecordKey::of_line`], without knowing the line's layout.
+///
+/// # Example
+/// ```
+/// use herd_proto::{AtRecord, RecordKey};
+///
+/// let a = AtRecord::parse(b"AT Alford +0.500000000 kiwi +1+1 10").unwrap();
+/// let b = AtRecord::parse(b"AT Ball -0.100000000 kiwi +1+1 10.0").unwrap();
+/// assert!(a < b, "the same client time: the server name decides");
+/// let line = b.to_bytes();
+/// assert_eq!(RecordKey::of_line(&line, b.time.value(), b.diff), b.key());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordKey<'a> {
+    /// The client's time, by value.
+    pub time: Timestamp,
+    /// The name of the server that took the IAMAT.
+    pub server: &'a [u8],
+    /// The time difference, by value.
+    pub diff: TimeDiff,
+    /// The client id.
+    pub client: &'a [u8],
+    /// The location, as written.
+    pub location: &'a [u8],
+    /// The client's time, as written.
+    pub time_text: &'a [u8],
+}
+
+impl<'a> RecordKey<'a> {
+    /// The key of an AT line written by [`AtRecord::write_to`], given the record's client time and
+    /// time difference (which a store keeps beside the line, so numbers are never parsed again). The
+    /// text fields are found in the line; on a line that is not such an AT line they are empty.
+    pub fn of_line(line: &'a [u8], time: Timestamp, diff: TimeDiff) -> Self {
+        let mut fields = line.splitn(6, |&b| b == b' ');
+        let mut next = || fields.next().unwrap_or_default();
+        let (_at, server, _diff, client, location, time_text) =
+            (next(), next(), next(), next(), next(), next());
+        RecordKey {
+            time,
+            server,
+            diff,
+            client,
+            location,
+            time_text,
+        }
     }
 }
 

@@ -24,6 +24,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
+use crate::Sink;
 use alloc::borrow::Cow;
 
 use crate::error::ParseError;
@@ -87,6 +88,10 @@ impl<'a> PeerMessage<'a> {
 
     /// Appends the wire form, without the line terminator.
     pub fn write_to(&self, dst: &mut Vec<u8>) {
+        self.write_into(dst);
+    }
+
+    pub(crate) fn write_into(&self, dst: &mut impl Sink) {
         let words: &[&[u8]] = match self {
             PeerMessage::Hello {
                 version,
@@ -94,39 +99,39 @@ impl<'a> PeerMessage<'a> {
                 to,
                 handshake,
             } => {
-                dst.extend_from_slice(b"HERD-HELLO ");
+                dst.put(b"HERD-HELLO ");
                 crate::time::write_u128(u128::from(*version), dst);
                 &[name, to, handshake]
             }
             PeerMessage::Welcome { name, handshake } => {
-                dst.extend_from_slice(b"HERD-WELCOME");
+                dst.put(b"HERD-WELCOME");
                 &[name, handshake]
             }
             PeerMessage::Refused { reason } => {
-                dst.extend_from_slice(b"HERD-REFUSED");
+                dst.put(b"HERD-REFUSED");
                 &[reason]
             }
             PeerMessage::Record(r) => {
-                r.write_to(dst);
+                r.write_into(dst);
                 &[]
             }
             PeerMessage::Synced { count } => {
-                dst.extend_from_slice(b"HERD-SYNCED ");
+                dst.put(b"HERD-SYNCED ");
                 crate::time::write_u128(u128::from(*count), dst);
                 &[]
             }
             PeerMessage::Ping => {
-                dst.extend_from_slice(b"HERD-PING");
+                dst.put(b"HERD-PING");
                 &[]
             }
             PeerMessage::Pong => {
-                dst.extend_from_slice(b"HERD-PONG");
+                dst.put(b"HERD-PONG");
                 &[]
             }
         };
         for w in words {
-            dst.push(b' ');
-            dst.extend_from_slice(w);
+            dst.byte(b' ');
+            dst.put(w);
         }
     }
 

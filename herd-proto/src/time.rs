@@ -5,6 +5,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
+use crate::Sink;
 use core::fmt;
 #[cfg(feature = "std")]
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -92,7 +93,11 @@ impl TimeDiff {
 
     /// Appends the wire form (see [Format](Self#format)) to `dst`.
     pub fn write_to(self, dst: &mut Vec<u8>) {
-        dst.push(if self.0 < 0 { b'-' } else { b'+' });
+        self.write_into(dst);
+    }
+
+    pub(crate) fn write_into(self, dst: &mut impl Sink) {
+        dst.byte(if self.0 < 0 { b'-' } else { b'+' });
         let abs = self.0.unsigned_abs();
         // Every real difference fits in 64 bits (584 years); 128-bit division is many times slower.
         let (secs, nanos) = match u64::try_from(abs) {
@@ -106,7 +111,7 @@ impl TimeDiff {
             ),
         };
         write_u128(secs, dst);
-        dst.push(b'.');
+        dst.byte(b'.');
         write_u64(u64::from(nanos), 9, dst);
     }
 }
@@ -121,7 +126,7 @@ impl fmt::Display for TimeDiff {
 }
 
 /// Appends the decimal digits of `n` without allocating.
-pub(crate) fn write_u128(n: u128, dst: &mut Vec<u8>) {
+pub(crate) fn write_u128(n: u128, dst: &mut impl Sink) {
     const TEN_POW_19: u128 = 10_000_000_000_000_000_000;
     match u64::try_from(n) {
         Ok(small) => write_u64(small, 1, dst),
@@ -134,7 +139,7 @@ pub(crate) fn write_u128(n: u128, dst: &mut Vec<u8>) {
 }
 
 /// Appends the decimal digits of `n`, zero-padded to at least `width` (at most 20) digits.
-fn write_u64(mut n: u64, width: usize, dst: &mut Vec<u8>) {
+fn write_u64(mut n: u64, width: usize, dst: &mut impl Sink) {
     let mut digits = [b'0'; 20];
     let mut i = digits.len();
     loop {
@@ -145,7 +150,7 @@ fn write_u64(mut n: u64, width: usize, dst: &mut Vec<u8>) {
             break;
         }
     }
-    dst.extend_from_slice(&digits[i.min(digits.len() - width.min(20))..]);
+    dst.put(&digits[i.min(digits.len() - width.min(20))..]);
 }
 
 #[cfg(test)]

@@ -128,6 +128,12 @@ proptest! {
     }
 
     #[test]
+    fn the_key_of_a_written_line_is_the_key_of_its_record(r in record()) {
+        let line = r.to_bytes();
+        prop_assert_eq!(herd_proto::RecordKey::of_line(&line, r.time.value(), r.diff), r.key());
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = Message::parse(&line);
         let _ = PeerMessage::parse(&line);

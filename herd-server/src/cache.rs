@@ -1,7 +1,7 @@
 //! The client cache: each client's newest record, compact and index-addressable.
 //!
 //! A record is kept as its AT line (which the server replies and floods byte for byte) plus the two
-//! keys the convergence order compares first, and where the client id and server name sit in the line.
+//! numbers of its order key (client time, time difference), and where the client id sits in the line.
 //! The hash table holds only `u32` indexes into the entry vector and finds a client by comparing the
 //! id inside the line, so no id is stored twice. Indexes never change (clients are never removed):
 //! link queues and the catch-up cursor address clients by index.
@@ -12,20 +12,19 @@ use std::cmp::Ordering;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use herd_proto::AtRecord;
+use herd_proto::{AtRecord, RecordKey, TimeDiff, Timestamp};
 
-/// One client's record.
+/// One client's record: its AT line, and the two numbers of its order key so they are never parsed
+/// again. The rest of the key, and where the client id sits, come from herd-proto's
+/// [`RecordKey::of_line`]: the line's layout is herd-proto's alone.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The AT line, without `\n`, exactly as first produced.
     line: Box<[u8]>,
-    secs: u64,
-    /// The time difference in nanoseconds, when it fits in 64 bits (292 years either way).
-    diff: Option<i64>,
-    nanos: u32,
+    time: Timestamp,
+    diff: TimeDiff,
     client_start: u32,
     client_len: u32,
-    server_len: u32,
 }
 
 impl Entry {
@@ -37,23 +36,16 @@ impl Entry {
 
     /// The entry of `record` whose AT line is `line`.
     fn with_line(record: &AtRecord<'_>, line: Box<[u8]>) -> Self {
-        // "AT " server " " diff " " client " " …
-        let server_len = record.server.len();
-        let after_server = 3 + server_len + 1;
-        let diff_len = line
-            .get(after_server..)
-            .and_then(|d| d.iter().position(|&b| b == b' '))
-            .unwrap_or(0);
-        let client_start = after_server + diff_len + 1;
-        let time = record.time.value();
+        let (time, diff) = (record.time.value(), record.diff);
+        let client = RecordKey::of_line(&line, time, diff).client;
+        // Where the key's client slice starts in the line.
+        let client_start = (client.as_ptr() as usize).saturating_sub(line.as_ptr() as usize);
         Entry {
-            line,
-            secs: time.secs(),
-            diff: i64::try_from(record.diff.as_nanos()).ok(),
-            nanos: time.subsec_nanos(),
             client_start: client_start as u32,
-            client_len: record.client.len() as u32,
-            server_len: server_len as u32,
+            client_len: client.len() as u32,
+            line,
+            time,
+            diff,
         }
     }
 
@@ -70,48 +62,19 @@ impl Entry {
             .unwrap_or_default()
     }
 
-    fn server(&self) -> &[u8] {
-        self.line
-            .get(3..3 + self.server_len as usize)
-            .unwrap_or_default()
-    }
-
     /// The full record, parsed back from the line this server wrote.
     pub fn record(&self) -> Option<AtRecord<'_>> {
         AtRecord::parse(&self.line).ok()
     }
 
-    /// `self` against `other` in herd-proto's record order: the cheap keys first (client time, server,
-    /// time difference), the full record only on a tie of all three — a record seen again.
+    /// This record's place in the herd's order.
+    pub fn key(&self) -> RecordKey<'_> {
+        RecordKey::of_line(&self.line, self.time, self.diff)
+    }
+
+    /// `self` against `other` in the herd's record order.
     pub fn cmp_record(&self, other: &AtRecord<'_>) -> Ordering {
-        let t = other.time.value();
-        let first = (self.secs, self.nanos)
-            .cmp(&(t.secs(), t.subsec_nanos()))
-            .then_with(|| self.server().cmp(&other.server));
-        if first.is_ne() {
-            return first;
-        }
-        if let Some(diff) = self.diff {
-            let by_diff = i128::from(diff).cmp(&other.diff.as_nanos());
-            if by_diff.is_ne() {
-                return by_diff;
-            }
-            // Equal keys: the same record (a flooded record seen again), unless the location or time
-            // texts differ (`1.5` and `1.50`). The line ends "<client> <location> <time>".
-            let tail_start = (self.client_start + self.client_len) as usize + 1;
-            let (loc, time) = (other.location.as_bytes(), other.time.as_bytes());
-            let tail = self.line.get(tail_start..).unwrap_or_default();
-            if tail.len() == loc.len() + 1 + time.len()
-                && tail.starts_with(loc)
-                && tail.ends_with(time)
-            {
-                return Ordering::Equal;
-            }
-        }
-        match self.record() {
-            Some(mine) => mine.cmp(other),
-            None => Ordering::Less,
-        }
+        self.key().cmp(&other.key())
     }
 }
 
