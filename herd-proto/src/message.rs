@@ -28,6 +28,19 @@ impl<'a> Message<'a> {
     /// An AT line is an error here: records are accepted only on peer links (see [`PeerMessage`]).
     ///
     /// [`PeerMessage`]: crate::PeerMessage
+    ///
+    /// # Example
+    /// ```
+    /// use herd_proto::{ErrorKind, Message};
+    ///
+    /// let Ok(Message::WhatsAt(q)) = Message::parse(b"WHATSAT kiwi.cs.ucla.edu 10 5") else {
+    ///     panic!("not a WHATSAT")
+    /// };
+    /// assert_eq!((&*q.client, q.radius.km(), q.bound), (&b"kiwi.cs.ucla.edu"[..], 10.0, 5));
+    /// // The error says what and where: the bound is at most 20.
+    /// let err = Message::parse(b"WHATSAT kiwi 10 21").unwrap_err();
+    /// assert_eq!((err.kind, err.offset), (ErrorKind::BoundRange, 16));
+    /// ```
     pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
         parse::message(line)
     }
@@ -413,7 +426,21 @@ impl<'a> Radius<'a> {
 /// `Ord` is the herd's convergence order (PROTOCOL.md §2): client time (exactly), then server name
 /// (bytewise), then time difference (numerically); the greater record wins. For a total order consistent
 /// with equality, records equal in those three are further ordered by client id, location text and time
-/// text, which two servers can only disagree on for the same client at the same instant.
+/// text, which two servers can only disagree on for the same client at the same instant (see
+/// [`RecordKey`]).
+///
+/// # Example
+/// ```
+/// use herd_proto::AtRecord;
+///
+/// let held = AtRecord::parse(b"AT Alford +0.263873386 kiwi +34.068930-118.445127 1479413884.392014450")
+///     .unwrap();
+/// let newer = AtRecord::parse(b"AT Welsh -0.000001000 kiwi +34.1-118.4 1479413890").unwrap();
+/// assert!(newer > held, "a later client time wins, whichever server took it");
+/// assert_eq!(newer.location.latitude(), 34.1);
+/// // Exactly the bytes it was parsed from.
+/// assert_eq!(newer.to_bytes(), b"AT Welsh -0.000001000 kiwi +34.1-118.4 1479413890");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AtRecord<'a> {
     /// Name of the server that received the IAMAT.

@@ -1,6 +1,6 @@
 //! Logs: one file per server (`<Name>.log`), and a short summary on stderr.
 //!
-//! Two roads lead to a server's file, both ending in the same writer thread ([`writer`]):
+//! Two roads lead to a server's file, both ending in the same writer thread (the `writer` module):
 //!
 //! - **Lines** (every line in and out, PROTOCOL.md §6) take the fast path: a connection formats the
 //!   lines of a batch into a [`LogBuf`] it owns — the clock read once per batch, no allocation, no
