@@ -45,7 +45,13 @@ secs = (at(done) - up).total_seconds()
 print(f"{sys.argv[2]:>6}: one link carried {count} records in {secs:.3f} s = {count / secs / 1000:.0f}k records/s")
 PY
   for n in Ball Holiday Welsh; do start "$n"; done
-  sleep 2 # links come up and catch up
+  # Every server has caught up with its neighbours before the probes start.
+  for n in Ball Holiday Welsh; do
+    for _ in $(seq 1 600); do
+      [ "$(grep -c 'catch-up from peer complete' "$dir/logs/$n.log" 2>/dev/null)" -ge 2 ] && break
+      sleep 0.1
+    done
+  done
   echo "$mode: propagation Alford -> Holiday, idle"
   "$BIN/examples/propagation" "127.0.0.1:${port[Alford]}" "127.0.0.1:${port[Holiday]}" 5000
   echo "$mode: propagation Alford -> Holiday, under IAMAT load at Alford (c50 P16)"
