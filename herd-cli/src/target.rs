@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use herd_server::Config;
+use herd_config::Config;
 
 /// Resolves `to` (a server name of the herd in `config`, the default herd without one, or
 /// `HOST:PORT`) to an address; without `to`, the herd's first server.

@@ -59,29 +59,7 @@ pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// A connection hands its log buffer over once it holds this much, even mid-batch.
 pub const HAND_OVER_AT: usize = 64 * 1024;
 
-/// `[log]`: what the log files hold and how big they grow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogSettings {
-    /// Log every line in and out, and each WHATSAT's look-up (`lines`, default true).
-    pub lines: bool,
-    /// Log WHATSAT answers' JSON whole instead of a summary (`bodies`, default false).
-    pub bodies: bool,
-    /// Rotate a file before it grows past this many bytes; 0 never rotates (`max_bytes`).
-    pub max_bytes: u64,
-    /// Rotated files kept: `Name.log.1` (newest) to `Name.log.<keep>` (`keep`).
-    pub keep: usize,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            lines: true,
-            bodies: false,
-            max_bytes: 100 * 1024 * 1024,
-            keep: 5,
-        }
-    }
-}
+pub use herd_config::LogSettings;
 
 /// One log file: its queue and its writer thread.
 struct LogFile {

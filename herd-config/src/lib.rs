@@ -1,0 +1,616 @@
+//! The herd's configuration: a TOML file, or the built-in default herd of PROTOCOL.md §7.
+//!
+//! A crate of its own so the `herd` client reads the same herd config as the servers without
+//! depending on the server (its HTTP client, its places data): serde + toml + herd-proto only.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The environment variable that holds the Google Places API key.
+pub const API_KEY_ENV: &str = "GOOGLE_PLACES_API_KEY";
+
+/// The whole herd: every server, the Places back-end, limits and the optional secret.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where WHATSAT look-ups go.
+    pub places: PlacesConfig,
+    /// The herd's secrets (`[herd] secret = "x"` or `secrets = ["new", "old"]`): a neighbour must prove
+    /// one of them, and the first is the one this server proves with. Empty: no secret.
+    pub secrets: Vec<String>,
+    /// `[herd] insecure`: listening beyond loopback without a secret was asked for explicitly.
+    pub insecure: bool,
+    /// Per-server limits.
+    pub limits: Limits,
+    /// What the logs hold and how big they grow (`[log]`).
+    pub log: LogSettings,
+    /// The servers, in file order; neighbour links are symmetric.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// One server of the herd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Its name, as it appears in AT lines.
+    pub name: String,
+    /// `host:port` it listens on, for clients and peers alike.
+    pub listen: String,
+    /// Names of its neighbours (made symmetric when the file is read).
+    pub neighbors: Vec<String>,
+}
+
+/// Which Places service answers WHATSAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Places API (New), `POST …/v1/places:searchNearby`.
+    Google,
+    /// Places Nearby Search (legacy), `GET …/nearbysearch/json`.
+    GoogleLegacy,
+    /// The built-in data set: no network, no key.
+    Offline,
+}
+
+impl Backend {
+    /// Its name in the config (`google`, `google-legacy`, `offline`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Google => "google",
+            Backend::GoogleLegacy => "google-legacy",
+            Backend::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[places]`.
+#[derive(Clone)]
+pub struct PlacesConfig {
+    /// The back-end.
+    pub backend: Backend,
+    /// Where it is; `None` means Google's public URL of that back-end.
+    pub url: Option<String>,
+    /// Give up on a look-up after this long.
+    pub timeout: Duration,
+    /// The API key (from `GOOGLE_PLACES_API_KEY`, or `key` in the file).
+    pub key: Option<String>,
+    /// How long an identical look-up is answered from the cache (0 turns the cache off).
+    pub cache_ttl: Duration,
+    /// Most cached answers kept.
+    pub cache_entries: usize,
+    /// Most upstream calls in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl fmt::Debug for PlacesConfig {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlacesConfig")
+            .field("backend", &self.backend)
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("key", &self.key.as_ref().map(|_| "<set>"))
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_entries", &self.cache_entries)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest line in bytes (PROTOCOL.md §1).
+    pub max_line: usize,
+    /// Most client connections at once; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// A client connection idle this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: herd_proto::DEFAULT_MAX_LINE,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[log]`: what the server logs and how its files rotate (PROTOCOL.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Log every line in and out, and each WHATSAT's look-up (`lines`, default true).
+    pub lines: bool,
+    /// Log WHATSAT answers' JSON whole instead of a summary (`bodies`, default false).
+    pub bodies: bool,
+    /// Rotate a file before it grows past this many bytes; 0 never rotates (`max_bytes`).
+    pub max_bytes: u64,
+    /// Rotated files kept: `Name.log.1` (newest) to `Name.log.<keep>` (`keep`).
+    pub keep: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            lines: true,
+            bodies: false,
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+/// A configuration that cannot work, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file (or `<default>`).
+    pub origin: String,
+    /// 1-based line of the offending value, where known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    places: Option<PlacesFile>,
+    herd: Option<HerdFile>,
+    limits: Option<LimitsFile>,
+    log: Option<LogFile>,
+    #[serde(default)]
+    server: Vec<ServerFile>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PlacesFile {
+    backend: Option<Backend>,
+    url: Option<String>,
+    timeout_ms: Option<u64>,
+    key: Option<String>,
+    cache_ttl_ms: Option<u64>,
+    cache_entries: Option<usize>,
+    max_in_flight: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HerdFile {
+    secret: Option<Spanned<String>>,
+    secrets: Option<Spanned<Vec<String>>>,
+    insecure: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_line: Option<usize>,
+    max_connections: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    lines: Option<bool>,
+    bodies: Option<bool>,
+    max_bytes: Option<u64>,
+    keep: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    name: Spanned<String>,
+    listen: Spanned<String>,
+    #[serde(default)]
+    neighbors: Vec<Spanned<String>>,
+}
+
+/// The default herd of PROTOCOL.md §7.
+const DEFAULT_HERD: &str = r#"
+[[server]]
+name = "Alford"
+listen = "127.0.0.1:12000"
+neighbors = ["Hamilton", "Welsh"]
+
+[[server]]
+name = "Ball"
+listen = "127.0.0.1:12001"
+neighbors = ["Holiday", "Welsh"]
+
+[[server]]
+name = "Hamilton"
+listen = "127.0.0.1:12002"
+neighbors = ["Alford", "Holiday"]
+
+[[server]]
+name = "Holiday"
+listen = "127.0.0.1:12003"
+neighbors = ["Ball", "Hamilton"]
+
+[[server]]
+name = "Welsh"
+listen = "127.0.0.1:12004"
+neighbors = ["Alford", "Ball"]
+"#;
+
+impl Config {
+    /// The built-in default herd, with the Places back-end chosen from the environment.
+    pub fn default_herd() -> Config {
+        Self::parse(
+            DEFAULT_HERD,
+            "<default herd>",
+            std::env::var(API_KEY_ENV).ok(),
+        )
+        .expect("the built-in herd is valid")
+    }
+
+    /// Reads and checks a config file; the key comes from `GOOGLE_PLACES_API_KEY` when set.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not TOML, or describes a herd that cannot work.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &origin, std::env::var(API_KEY_ENV).ok())
+    }
+
+    /// Parses and checks config text; `origin` names it in errors, `env_key` is the environment's key.
+    ///
+    /// # Errors
+    /// Bad TOML, an unknown key, an unknown neighbour, a name or address used twice, a server listed as
+    /// its own neighbour, no server at all.
+    pub fn parse(text: &str, origin: &str, env_key: Option<String>) -> Result<Config, ConfigError> {
+        let line_of = |span: std::ops::Range<usize>| {
+            Some(text[..span.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let err = |line: Option<usize>, message: String| ConfigError {
+            origin: origin.to_owned(),
+            line,
+            message,
+        };
+        let file: File = toml::from_str(text)
+            .map_err(|e| err(e.span().and_then(&line_of), e.message().trim().to_owned()))?;
+
+        if file.server.is_empty() {
+            return Err(err(None, "no [[server]] is configured".into()));
+        }
+        let mut names = HashMap::new();
+        let mut addrs = HashSet::new();
+        for s in &file.server {
+            let name = s.name.get_ref();
+            if name.is_empty() || name.bytes().any(herd_proto::is_whitespace) {
+                return Err(err(
+                    line_of(s.name.span()),
+                    format!("server name {name:?} must be non-empty without white space"),
+                ));
+            }
+            if names.insert(name.clone(), names.len()).is_some() {
+                return Err(err(
+                    line_of(s.name.span()),
+                    format!("server name {name:?} is used twice"),
+                ));
+            }
+            let listen = s.listen.get_ref();
+            if listen
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(err(
+                    line_of(s.listen.span()),
+                    format!("listen address {listen:?} of {name} is not host:port"),
+                ));
+            }
+            if !addrs.insert(listen.clone()) {
+                return Err(err(
+                    line_of(s.listen.span()),
+                    format!("listen address {listen:?} is used twice"),
+                ));
+            }
+        }
+        let mut neighbors: Vec<Vec<String>> = vec![Vec::new(); file.server.len()];
+        for (i, s) in file.server.iter().enumerate() {
+            for n in &s.neighbors {
+                let other = n.get_ref();
+                let Some(&j) = names.get(other) else {
+                    return Err(err(
+                        line_of(n.span()),
+                        format!("{} lists unknown neighbour {other:?}", s.name.get_ref()),
+                    ));
+                };
+                if i == j {
+                    return Err(err(
+                        line_of(n.span()),
+                        format!("{} lists itself as a neighbour", s.name.get_ref()),
+                    ));
+                }
+                // A one-sided link is made symmetric.
+                for (a, b) in [(i, j), (j, i)] {
+                    let name = file.server[b].name.get_ref();
+                    if !neighbors[a].contains(name) {
+                        neighbors[a].push(name.clone());
+                    }
+                }
+            }
+        }
+        let servers = file
+            .server
+            .iter()
+            .zip(neighbors)
+            .map(|(s, neighbors)| ServerConfig {
+                name: s.name.get_ref().clone(),
+                listen: s.listen.get_ref().clone(),
+                neighbors,
+            })
+            .collect();
+
+        // A missing [places] table is the same as an empty one.
+        let p = file.places.unwrap_or_default();
+        let key = env_key.or(p.key);
+        let places = PlacesConfig {
+            backend: p.backend.unwrap_or(if key.is_some() {
+                Backend::Google
+            } else {
+                Backend::Offline
+            }),
+            url: p.url,
+            timeout: Duration::from_millis(p.timeout_ms.unwrap_or(5000)),
+            key,
+            cache_ttl: Duration::from_millis(p.cache_ttl_ms.unwrap_or(60_000)),
+            cache_entries: p.cache_entries.unwrap_or(10_000),
+            max_in_flight: p.max_in_flight.unwrap_or(32).max(1),
+        };
+        if places.backend != Backend::Offline && places.key.is_none() {
+            return Err(err(
+                None,
+                format!(
+                    "the {} back-end needs an API key: set {API_KEY_ENV} (or `key` under [places])",
+                    places.backend
+                ),
+            ));
+        }
+        let defaults = Limits::default();
+        let limits = file.limits.map_or(defaults, |l| Limits {
+            max_line: l.max_line.unwrap_or(defaults.max_line).max(1),
+            max_connections: l.max_connections.unwrap_or(defaults.max_connections).max(1),
+            idle_timeout: l
+                .idle_timeout_ms
+                .map_or(defaults.idle_timeout, Duration::from_millis),
+        });
+        let herd = file.herd.unwrap_or(HerdFile {
+            secret: None,
+            secrets: None,
+            insecure: None,
+        });
+        let secrets = match (herd.secret, herd.secrets) {
+            (Some(one), Some(_)) => {
+                return Err(err(
+                    line_of(one.span()),
+                    "[herd] has both `secret` and `secrets`: use one (`secrets = [new, old]` to rotate)"
+                        .into(),
+                ))
+            }
+            (Some(one), None) => vec![one],
+            (None, Some(many)) => {
+                let span = many.span();
+                many.into_inner()
+                    .into_iter()
+                    .map(|s| Spanned::new(span.clone(), s))
+                    .collect()
+            }
+            (None, None) => Vec::new(),
+        };
+        if let Some(empty) = secrets.iter().find(|s| s.get_ref().is_empty()) {
+            return Err(err(
+                line_of(empty.span()),
+                "a herd secret must not be empty".into(),
+            ));
+        }
+        let secrets: Vec<String> = secrets.into_iter().map(Spanned::into_inner).collect();
+        let insecure = herd.insecure.unwrap_or(false);
+        if secrets.is_empty() && !insecure {
+            if let Some(s) = file
+                .server
+                .iter()
+                .find(|s| !is_loopback(s.listen.get_ref()))
+            {
+                return Err(err(
+                    line_of(s.listen.span()),
+                    format!(
+                        "{} listens on {:?}, beyond loopback, but the herd has no secret: anyone who \
+                         can reach it could pose as a server. Set [herd] secret (or secrets), or \
+                         [herd] insecure = true to run without one",
+                        s.name.get_ref(),
+                        s.listen.get_ref()
+                    ),
+                ));
+            }
+        }
+        Ok(Config {
+            places,
+            secrets,
+            insecure,
+            limits,
+            log: file.log.map_or(LogSettings::default(), |l| {
+                let d = LogSettings::default();
+                LogSettings {
+                    lines: l.lines.unwrap_or(d.lines),
+                    bodies: l.bodies.unwrap_or(d.bodies),
+                    max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
+                    keep: l.keep.unwrap_or(d.keep),
+                }
+            }),
+            servers,
+        })
+    }
+
+    /// The server named `name`.
+    pub fn server(&self, name: &str) -> Option<&ServerConfig> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+/// Whether a `host:port` listens on loopback only (`127.0.0.0/8`, `::1`, `localhost`).
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "herd.toml", None)
+    }
+
+    #[test]
+    fn default_herd_is_protocol_section_7() {
+        let c = Config::parse(DEFAULT_HERD, "<default>", None).unwrap();
+        assert_eq!(c.servers.len(), 5);
+        assert_eq!(c.places.backend, Backend::Offline);
+        let alford = c.server("Alford").unwrap();
+        assert_eq!(alford.listen, "127.0.0.1:12000");
+        assert_eq!(alford.neighbors, ["Hamilton", "Welsh"]);
+        assert_eq!(c.server("Welsh").unwrap().neighbors, ["Alford", "Ball"]);
+    }
+
+    #[test]
+    fn key_picks_google() {
+        let c = Config::parse(DEFAULT_HERD, "<default>", Some("k".into())).unwrap();
+        assert_eq!(c.places.backend, Backend::Google);
+        assert!(!format!("{:?}", c.places).contains("\"k\""));
+    }
+
+    #[test]
+    fn secrets_and_exposure() {
+        let herd = |extra: &str, listen: &str| {
+            parse(&format!(
+                "[herd]\n{extra}\n[[server]]\nname = \"A\"\nlisten = \"{listen}\"\n"
+            ))
+        };
+        assert_eq!(
+            herd("secret = \"x\"", "127.0.0.1:1").unwrap().secrets,
+            ["x"]
+        );
+        assert_eq!(
+            herd("secrets = [\"new\", \"old\"]", "127.0.0.1:1")
+                .unwrap()
+                .secrets,
+            ["new", "old"]
+        );
+        for listen in ["127.0.0.1:1", "[::1]:1", "localhost:1", "127.0.0.2:1"] {
+            assert!(herd("", listen).is_ok(), "{listen}");
+        }
+        for listen in ["0.0.0.0:1", "10.0.0.1:1", "example.org:1", "[::]:1"] {
+            let e = herd("", listen).unwrap_err().to_string();
+            assert!(e.contains("secret") && e.contains("insecure"), "{e}");
+            assert!(e.starts_with("herd.toml:5:"), "{e}");
+            assert!(herd("insecure = true", listen).is_ok());
+            assert!(herd("secret = \"s\"", listen).is_ok());
+        }
+        let e = herd("secret = \"a\"\nsecrets = [\"b\"]", "127.0.0.1:1").unwrap_err();
+        assert!(e.to_string().contains("both"), "{e}");
+        let e = herd("secrets = [\"a\", \"\"]", "127.0.0.1:1").unwrap_err();
+        assert!(e.to_string().contains("must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn log_table() {
+        let c = parse("[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(c.log, LogSettings::default());
+        let c = parse(
+            "[log]\nlines = false\nbodies = true\nmax_bytes = 1000\nkeep = 2\n\
+             [[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.log,
+            LogSettings {
+                lines: false,
+                bodies: true,
+                max_bytes: 1000,
+                keep: 2
+            }
+        );
+        let e = parse("[log]\nmax_bytes = -1\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n");
+        assert!(e.unwrap_err().to_string().starts_with("herd.toml:2:"));
+    }
+
+    #[test]
+    fn one_sided_links_become_symmetric() {
+        let c = parse(
+            "[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\nneighbors = [\"B\"]\n\
+             [[server]]\nname = \"B\"\nlisten = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server("B").unwrap().neighbors, ["A"]);
+    }
+
+    #[test]
+    fn bad_configs_name_file_line_and_problem() {
+        let two = |extra: &str| {
+            format!(
+                "[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\nneighbors = [\"B\"]\n\n\
+                 [[server]]\nname = \"B\"\nlisten = \"127.0.0.1:2\"\n{extra}"
+            )
+        };
+        let cases = [
+            (
+                two("neighbors = [\"C\"]\n"),
+                "herd.toml:9: B lists unknown neighbour \"C\"",
+            ),
+            (
+                two("neighbors = [\"B\"]\n"),
+                "herd.toml:9: B lists itself as a neighbour",
+            ),
+            (
+                two("[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:3\"\n"),
+                "herd.toml:10: server name \"A\" is used twice",
+            ),
+            (
+                two("[[server]]\nname = \"C\"\nlisten = \"127.0.0.1:2\"\n"),
+                "herd.toml:11: listen address \"127.0.0.1:2\" is used twice",
+            ),
+            (two("colour = 1\n"), "herd.toml:9: unknown field `colour`"),
+            ("[[server]\n".to_string(), "herd.toml:1:"),
+            (
+                "[places]\nbackend = \"bing\"\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n".into(),
+                "herd.toml:2: unknown variant `bing`",
+            ),
+            (
+                "[places]\nbackend = \"google\"\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n"
+                    .into(),
+                "needs an API key",
+            ),
+            ("".into(), "no [[server]]"),
+        ];
+        for (text, want) in cases {
+            let got = parse(&text).unwrap_err().to_string();
+            assert!(got.contains(want), "got {got:?}, want {want:?}");
+        }
+    }
+}
