@@ -106,15 +106,26 @@ impl fmt::Debug for PlacesConfig {
     }
 }
 
-/// `[limits]`.
+/// `[limits]`: every resource a client can make the server hold has a finite bound (PROTOCOL.md §1, §2).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Longest line in bytes (PROTOCOL.md §1).
     pub max_line: usize,
-    /// Most client connections at once; further ones wait in the accept queue.
+    /// Most client connections at once; one more is answered `? busy` and closed.
     pub max_connections: usize,
-    /// A client connection idle this long is closed.
+    /// Most client connections at once from one IP address; one more is answered `? busy` and closed.
+    pub max_connections_per_ip: usize,
+    /// A line must end this long after its first byte arrived, or the connection is closed: a client
+    /// dripping one byte at a time cannot hold a connection. Also bounds how long a reply may wait for a
+    /// client that does not read.
+    pub line_timeout: Duration,
+    /// A client connection with nothing pending that stays silent this long is closed.
     pub idle_timeout: Duration,
+    /// An IAMAT whose time is further ahead of the server's clock than this is invalid.
+    pub max_future: Duration,
+    /// Most clients the server takes new IAMATs for; past it only known clients update (records from
+    /// peers are still stored, so the herd converges).
+    pub max_clients: usize,
 }
 
 impl Default for Limits {
@@ -122,7 +133,11 @@ impl Default for Limits {
         Limits {
             max_line: herd_proto::DEFAULT_MAX_LINE,
             max_connections: 10_000,
+            max_connections_per_ip: 10_000,
+            line_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            max_future: Duration::from_secs(86_400),
+            max_clients: 10_000_000,
         }
     }
 }
@@ -197,9 +212,13 @@ struct HerdFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitsFile {
-    max_line: Option<usize>,
-    max_connections: Option<usize>,
-    idle_timeout_ms: Option<u64>,
+    max_line: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
+    max_connections_per_ip: Option<Spanned<u64>>,
+    line_timeout_ms: Option<Spanned<u64>>,
+    idle_timeout_ms: Option<Spanned<u64>>,
+    max_future_ms: Option<Spanned<u64>>,
+    max_clients: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -388,14 +407,62 @@ impl Config {
                 ),
             ));
         }
-        let defaults = Limits::default();
-        let limits = file.limits.map_or(defaults, |l| Limits {
-            max_line: l.max_line.unwrap_or(defaults.max_line).max(1),
-            max_connections: l.max_connections.unwrap_or(defaults.max_connections).max(1),
-            idle_timeout: l
-                .idle_timeout_ms
-                .map_or(defaults.idle_timeout, Duration::from_millis),
-        });
+        let limits = match file.limits {
+            None => Limits::default(),
+            Some(l) => {
+                // A value that cannot work is refused with its line, never silently replaced.
+                let check = |v: &Option<Spanned<u64>>,
+                             key: &str,
+                             min: u64,
+                             max: u64|
+                 -> Result<Option<u64>, ConfigError> {
+                    let Some(v) = v else { return Ok(None) };
+                    let n = *v.get_ref();
+                    if n < min || n > max {
+                        let why = if n < min {
+                            format!("at least {min}")
+                        } else {
+                            format!("at most {max}")
+                        };
+                        return Err(err(
+                            line_of(v.span()),
+                            format!("[limits] {key} = {n} cannot work: it must be {why}"),
+                        ));
+                    }
+                    Ok(Some(n))
+                };
+                let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+                let ms = Duration::from_millis;
+                // Times up to ~30 years; counts up to what a 32-bit client index and a process can hold.
+                const MAX_MS: u64 = 1_000_000_000_000;
+                let d = Limits::default();
+                let max_connections =
+                    check(&l.max_connections, "max_connections", 1, u32::MAX.into())?
+                        .map_or(d.max_connections, size);
+                Limits {
+                    max_line: check(&l.max_line, "max_line", 1, u32::MAX.into())?
+                        .map_or(d.max_line, size),
+                    max_connections,
+                    // Unset, one address may use every client slot (loopback tools, a NAT).
+                    max_connections_per_ip: check(
+                        &l.max_connections_per_ip,
+                        "max_connections_per_ip",
+                        1,
+                        u32::MAX.into(),
+                    )?
+                    .map_or(max_connections, size),
+                    line_timeout: check(&l.line_timeout_ms, "line_timeout_ms", 1, MAX_MS)?
+                        .map_or(d.line_timeout, ms),
+                    idle_timeout: check(&l.idle_timeout_ms, "idle_timeout_ms", 1, MAX_MS)?
+                        .map_or(d.idle_timeout, ms),
+                    // 0 is strict but can work: no time ahead of the server's clock at all.
+                    max_future: check(&l.max_future_ms, "max_future_ms", 0, MAX_MS)?
+                        .map_or(d.max_future, ms),
+                    max_clients: check(&l.max_clients, "max_clients", 1, u32::MAX.into())?
+                        .map_or(d.max_clients, size),
+                }
+            }
+        };
         let herd = file.herd.unwrap_or(HerdFile {
             secret: None,
             secrets: None,
@@ -561,6 +628,49 @@ mod tests {
     }
 
     #[test]
+    fn limits_have_finite_defaults_and_read_every_key() {
+        let d = parse("[[server]]\nname = \"A\"\nlisten = \"x:1\"\n")
+            .unwrap()
+            .limits;
+        assert_eq!(
+            (d.max_connections, d.max_connections_per_ip, d.max_clients),
+            (10_000, 10_000, 10_000_000)
+        );
+        assert_eq!(d.line_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_future, Duration::from_secs(86_400));
+        let l = parse(
+            "[limits]\nmax_line = 100\nmax_connections = 50\nmax_connections_per_ip = 5\n\
+             line_timeout_ms = 700\nidle_timeout_ms = 800\nmax_future_ms = 0\nmax_clients = 3\n\
+             [[server]]\nname = \"A\"\nlisten = \"x:1\"\n",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(
+            (
+                l.max_line,
+                l.max_connections,
+                l.max_connections_per_ip,
+                l.max_clients
+            ),
+            (100, 50, 5, 3)
+        );
+        assert_eq!(
+            (l.line_timeout, l.idle_timeout, l.max_future),
+            (
+                Duration::from_millis(700),
+                Duration::from_millis(800),
+                Duration::ZERO
+            )
+        );
+        // Unset, the per-address limit follows the total.
+        let l =
+            parse("[limits]\nmax_connections = 50\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n")
+                .unwrap()
+                .limits;
+        assert_eq!(l.max_connections_per_ip, 50);
+    }
+
+    #[test]
     fn one_sided_links_become_symmetric() {
         let c = parse(
             "[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\nneighbors = [\"B\"]\n\
@@ -607,6 +717,31 @@ mod tests {
                 "needs an API key",
             ),
             ("".into(), "no [[server]]"),
+            ("".into(), "no [[server]]"),
+            (
+                "[limits]\nmax_connections = 0\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n".into(),
+                "herd.toml:2: [limits] max_connections = 0 cannot work: it must be at least 1",
+            ),
+            (
+                two("[limits]\nline_timeout_ms = 0\n"),
+                "herd.toml:10: [limits] line_timeout_ms = 0 cannot work",
+            ),
+            (
+                two("[limits]\nmax_clients = 0\n"),
+                "herd.toml:10: [limits] max_clients = 0 cannot work",
+            ),
+            (
+                two("[limits]\nmax_clients = 5000000000\n"),
+                "herd.toml:10: [limits] max_clients = 5000000000 cannot work: it must be at most 4294967295",
+            ),
+            (
+                two("[limits]\nmax_connections_per_ip = 0\n"),
+                "herd.toml:10: [limits] max_connections_per_ip = 0",
+            ),
+            (two("[limits]\nidle_timeout_ms = 0\n"), "herd.toml:10: [limits] idle_timeout_ms"),
+            (two("[limits]\nmax_line = 0\n"), "herd.toml:10: [limits] max_line"),
+            (two("[limits]\nmax_future_ms = -1\n"), "herd.toml:10:"),
+            (two("[limits]\nmax_conections = 5\n"), "herd.toml:10: unknown field `max_conections`"),
         ];
         for (text, want) in cases {
             let got = parse(&text).unwrap_err().to_string();

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod config;
 pub mod handshake;
+pub mod limits;
 pub mod log;
 pub mod node;
 mod peers;

@@ -26,6 +26,7 @@ use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 
 use crate::cache::{Cache, Entry};
 use crate::handshake::Refusal;
+use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals};
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
 /// [`herd_proto::write_whatsat`] with `record` and the answer.
@@ -61,29 +62,44 @@ pub enum Step {
     },
     /// A WHATSAT whose reply needs a Places look-up.
     Lookup(Lookup),
+    /// An IAMAT refused by a limit (PROTOCOL.md §2): the `? ` reply is written, nothing is stored.
+    Refused(Limit),
 }
 
-/// Stores `record` if it is greater than the one held, queueing it for every link but `from`.
-/// Returns whether it was stored, and the index of the client's entry. A free function over the
-/// node's parts, so the caller can keep borrowing the node's name inside `record`.
+/// What [`offer`] did with a record.
+enum Offer {
+    /// Stored (new to this server), and queued for the links.
+    Stored,
+    /// Not greater than the record held at this index; nothing changed.
+    Held(usize),
+    /// A new client past the cap; nothing changed.
+    Full,
+}
+
+/// Stores `record` if it is greater than the one held, queueing it for every link but `from`. A new
+/// client is refused when the cache already holds `cap` clients (`None`: no cap, as for a record from
+/// a peer). A free function over the node's parts, so the caller can keep borrowing the node's name
+/// inside `record`.
 fn offer(
     clients: &mut Cache,
     links: &mut [Link],
     record: AtRecord<'_>,
     line: Option<&[u8]>,
     from: Option<usize>,
-) -> (bool, usize) {
+    cap: Option<usize>,
+) -> Offer {
     let index = match clients.index_of(&record.client) {
         Some(i) => {
             if clients
                 .get(i)
                 .is_some_and(|e| e.cmp_record(&record) != Ordering::Less)
             {
-                return (false, i);
+                return Offer::Held(i);
             }
             clients.replace(i, &record, line);
             i
         }
+        None if cap.is_some_and(|cap| clients.len() >= cap) => return Offer::Full,
         None => clients.push(Entry::new(&record, line)),
     };
     for (id, link) in links.iter_mut().enumerate() {
@@ -91,7 +107,7 @@ fn offer(
             link.enqueue(index);
         }
     }
-    (true, index)
+    Offer::Stored
 }
 
 /// A link with nothing to send gets a `HERD-PING` this often.
@@ -212,6 +228,20 @@ pub struct Node {
     members: Vec<Box<[u8]>>,
     /// Jitter for back-off, seeded from the name: the same inputs give the same schedule.
     rng: fastrand::Rng,
+    limits: NodeLimits,
+    /// IAMATs refused by a limit.
+    refusals: Refusals,
+    /// The client cap: not reached, reached and not yet reported, reported.
+    cap: CapState,
+}
+
+/// Where the cache stands against [`NodeLimits::max_clients`]; reported once (clients are never
+/// removed, so it is reached once a run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CapState {
+    Below,
+    Reached,
+    Reported,
 }
 
 impl Node {
@@ -231,6 +261,41 @@ impl Node {
             links,
             members: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
+            limits: NodeLimits::default(),
+            refusals: Refusals::default(),
+            cap: CapState::Below,
+        }
+    }
+
+    /// The node with `limits` (the future-time bound and the client cap) instead of the defaults.
+    pub fn with_limits(mut self, limits: NodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> NodeLimits {
+        self.limits
+    }
+
+    /// IAMATs refused by a limit so far.
+    pub fn refusals(&self) -> Refusals {
+        self.refusals
+    }
+
+    /// `Some(clients)` once, the first time it is asked after the cache reached
+    /// [`NodeLimits::max_clients`] — by a client or by a peer — so the driver says so once.
+    pub fn take_cap_reached(&mut self) -> Option<usize> {
+        if self.cap == CapState::Reached {
+            self.cap = CapState::Reported;
+            return Some(self.clients.len());
+        }
+        None
+    }
+
+    fn note_len(&mut self) {
+        if self.cap == CapState::Below && self.clients.len() >= self.limits.max_clients {
+            self.cap = CapState::Reached;
         }
     }
 
@@ -293,21 +358,37 @@ impl Node {
     pub fn client_line(&mut self, line: &[u8], now: Timestamp, out: &mut Vec<u8>) -> Step {
         match Message::parse(line) {
             Ok(Message::IAmAt(iamat)) => {
+                // Judged here, where the record is born; a peer's record never is.
+                if too_far_ahead(iamat.time.value(), now, self.limits.max_future) {
+                    return self.refuse(Limit::FutureTime, line, out);
+                }
                 let record = AtRecord::new(&self.name, iamat, now);
                 // Write the new record as the reply; it is also the line the cache keeps.
                 let start = out.len();
                 record.write_to(out);
-                let (stored, held) = offer(
+                let offered = offer(
                     &mut self.clients,
                     &mut self.links,
                     record,
                     Some(&out[start..]),
                     None,
+                    Some(self.limits.max_clients),
                 );
-                if !stored {
-                    out.truncate(start);
-                    out.extend_from_slice(self.clients.get(held).map_or(&[][..], Entry::line));
-                }
+                let stored = match offered {
+                    Offer::Stored => {
+                        self.note_len();
+                        true
+                    }
+                    Offer::Held(held) => {
+                        out.truncate(start);
+                        out.extend_from_slice(self.clients.get(held).map_or(&[][..], Entry::line));
+                        false
+                    }
+                    Offer::Full => {
+                        out.truncate(start);
+                        return self.refuse(Limit::ClientCap, line, out);
+                    }
+                };
                 out.push(b'\n');
                 Step::Answered { stored }
             }
@@ -334,7 +415,18 @@ impl Node {
         }
     }
 
+    /// Counts `why`, answers `? <line>`.
+    fn refuse(&mut self, why: Limit, line: &[u8], out: &mut Vec<u8>) -> Step {
+        self.refusals.count(why);
+        herd_proto::write_invalid(line, out);
+        Step::Refused(why)
+    }
+
     /// A record from neighbour `from`; returns whether it was new here (and so flooded on).
+    ///
+    /// Neither limit of a client line applies: a record in the future or past the client cap was
+    /// accepted where it was born, and refusing it here would leave the herd's servers disagreeing for
+    /// ever (the cap is soft by the records peers bring).
     pub fn peer_record(&mut self, from: usize, record: AtRecord<'_>) -> bool {
         self.accept_peer_record(from, record) == Accepted::Stored
     }
@@ -345,9 +437,19 @@ impl Node {
         if !self.is_member(&record.server) {
             return Accepted::Foreign;
         }
-        match offer(&mut self.clients, &mut self.links, record, None, Some(from)).0 {
-            true => Accepted::Stored,
-            false => Accepted::Held,
+        match offer(
+            &mut self.clients,
+            &mut self.links,
+            record,
+            None,
+            Some(from),
+            None,
+        ) {
+            Offer::Stored => {
+                self.note_len();
+                Accepted::Stored
+            }
+            _ => Accepted::Held,
         }
     }
 
@@ -586,6 +688,89 @@ mod tests {
             reply(&mut n, "AT Alford +1.000000000 kiwi +34-118 100", 104).0,
             "? AT Alford +1.000000000 kiwi +34-118 100\n"
         );
+    }
+
+    fn limited(name: &str, neighbors: &[&str], max_clients: usize) -> Node {
+        Node::new(name, neighbors.iter().map(|n| n.to_string()).collect()).with_limits(NodeLimits {
+            max_future: Duration::from_secs(60),
+            max_clients,
+        })
+    }
+
+    #[test]
+    fn a_time_too_far_ahead_is_invalid_where_born_but_not_from_a_peer() {
+        let mut n = limited("Alford", &["Hamilton"], 10);
+        // The clock poison of the issue: a time no honest update could ever beat.
+        let poison = "IAMAT x +1+1 18446744073709551615.999999999";
+        let (out, step) = reply(&mut n, poison, 1000);
+        assert_eq!(out, format!("? {poison}\n"));
+        assert_eq!(step, Step::Refused(Limit::FutureTime));
+        assert_eq!(n.get(b"x"), None);
+        // 60 s ahead is within the bound; 61 s is not.
+        let (out, step) = reply(&mut n, "IAMAT x +1+1 1060", 1000);
+        assert_eq!(out, "AT Alford -60.000000000 x +1+1 1060\n");
+        assert_eq!(step, Step::Answered { stored: true });
+        assert_eq!(
+            reply(&mut n, "IAMAT x +1+1 1061.000000001", 1000).1,
+            Step::Refused(Limit::FutureTime)
+        );
+        assert_eq!(n.refusals().get(Limit::FutureTime), 2);
+        // A peer's record is never re-judged: the herd must converge on what its origin accepted.
+        let e = n.link_up(0, now());
+        let far = AtRecord::parse(b"AT Hamilton -99999.000000000 x +2+2 100999").unwrap();
+        assert!(n.peer_record(0, far));
+        assert_eq!(
+            n.get(b"x"),
+            Some(&b"AT Hamilton -99999.000000000 x +2+2 100999"[..])
+        );
+        let _ = e;
+    }
+
+    #[test]
+    fn the_client_cap_refuses_new_clients_and_keeps_updating_known_ones() {
+        let mut n = limited("Alford", &["Hamilton"], 2);
+        assert_eq!(n.take_cap_reached(), None);
+        reply(&mut n, "IAMAT a +1+1 1", 10);
+        assert_eq!(n.take_cap_reached(), None);
+        reply(&mut n, "IAMAT b +1+1 1", 10);
+        assert_eq!(n.take_cap_reached(), Some(2), "reached: reported once");
+        assert_eq!(n.take_cap_reached(), None);
+        let (out, step) = reply(&mut n, "IAMAT c +1+1 1", 10);
+        assert_eq!(out, "? IAMAT c +1+1 1\n");
+        assert_eq!(step, Step::Refused(Limit::ClientCap));
+        // Known clients still update, and a stale update still gets the held record.
+        let (out, step) = reply(&mut n, "IAMAT a +2+2 2", 10);
+        assert_eq!(out, "AT Alford +8.000000000 a +2+2 2\n");
+        assert_eq!(step, Step::Answered { stored: true });
+        assert_eq!(
+            reply(&mut n, "IAMAT b +2+2 0", 10).0,
+            "AT Alford +9.000000000 b +1+1 1\n"
+        );
+        // WHATSAT is untouched.
+        assert!(matches!(
+            reply(&mut n, "WHATSAT a 1 1", 10).1,
+            Step::Lookup(_)
+        ));
+        // Records from peers are stored past the cap (the soft edge), so the herd converges.
+        n.link_up(0, now());
+        let r = AtRecord::parse(b"AT Hamilton +1.000000000 c +1+1 1").unwrap();
+        assert!(n.peer_record(0, r));
+        assert_eq!(n.len(), 3);
+        assert_eq!(
+            reply(&mut n, "IAMAT c +1+1 5", 10).1,
+            Step::Answered { stored: true }
+        );
+        assert_eq!(n.refusals().get(Limit::ClientCap), 1);
+        assert_eq!(n.take_cap_reached(), None);
+    }
+
+    #[test]
+    fn a_cap_reached_by_peers_is_reported_too() {
+        let mut n = limited("Hamilton", &["Alford"], 1);
+        n.link_up(0, now());
+        let r = AtRecord::parse(b"AT Alford +1.000000000 a +1+1 1").unwrap();
+        assert!(n.peer_record(0, r));
+        assert_eq!(n.take_cap_reached(), Some(1));
     }
 
     #[test]

@@ -1,21 +1,28 @@
 //! The tokio driver: the accept loop and one task per client connection.
 //!
+//! Every connection is accepted at once (none waits in the kernel's queue) and admitted by the
+//! connection budget of [`crate::limits::Admission`]: under the client limits it is served; over them
+//! it gets one `? busy …` line and is closed. Links from neighbours have their own budget, so a full
+//! server still takes its neighbours: a connection over the client limit is given a short grace
+//! ([`PEER_GRACE`]) to show a neighbour's `HERD-HELLO` before it is refused, and those waits are
+//! themselves bounded (beyond them, the refusal is at once).
+//!
 //! Each connection reads what the socket has, answers every complete line in order into one buffer,
 //! writes it, and only then reads again — so replies never overtake each other, pipelined lines are
 //! answered with one write, and a client that never reads stops being read from instead of growing
 //! the server's memory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use herd_proto::{CodecError, ErrorKind, HerdCodec, PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
@@ -23,6 +30,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
+use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits};
 use crate::log::{Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
 use crate::node::{Node, Step};
 use crate::peers;
@@ -35,6 +43,16 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 const FLUSH_AT: usize = 64 * 1024;
 /// Most lines decoded and answered per batch.
 const BATCH_LINES: usize = 256;
+
+/// How long a connection over the client limit may take to show a neighbour's `HERD-HELLO` before it
+/// is answered `? busy`. A dialling neighbour sends it right after connecting, so this is generous;
+/// it keeps every `? busy` well within a second.
+pub const PEER_GRACE: Duration = Duration::from_millis(500);
+/// After `? busy`, how long the rest of what the client sent is read and dropped, so the close is a
+/// clean FIN that lets the client read the answer, not a reset that can destroy it.
+const BUSY_DRAIN: Duration = Duration::from_millis(500);
+/// Most bytes read and dropped after `? busy`.
+const BUSY_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Listen backlog: bursts of connects wait in the kernel instead of overflowing into SYN cookies
 /// and resets (the kernel caps it at `net.core.somaxconn`).
@@ -140,6 +158,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     next_conn: AtomicU64,
+    /// Connection counts by kind and address, and the refusals of the driver.
+    admission: Mutex<Admission>,
 }
 
 impl Shared {
@@ -159,6 +179,67 @@ impl Shared {
 
     pub(crate) fn conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts refusal `why` of the connection from `addr`, and says on the summary the first time the
+    /// client connection limit refuses one.
+    fn refused(&self, why: Limit, addr: SocketAddr) {
+        let first = self.admission().refused(why);
+        if first {
+            let l = &self.spec.limits;
+            info!(target: SUMMARY,
+                "{} at its connection limit (max_connections={}, max_connections_per_ip={}): refusing with `? busy` (first: {addr})",
+                self.spec.name, l.max_connections, l.max_connections_per_ip);
+        }
+    }
+
+    /// Says once, on the summary and in the log, that the cache reached `max_clients`.
+    fn cap_reached(&self, clients: usize) {
+        info!(target: SUMMARY,
+            "{} holds {clients} clients, its limit (max_clients={}): IAMATs for new clients are refused; known clients still update",
+            self.spec.name, self.spec.limits.max_clients);
+    }
+}
+
+/// A connection's place in the budget; given back when dropped.
+pub(crate) struct Ticket {
+    shared: Arc<Shared>,
+    kind: TicketKind,
+}
+
+enum TicketKind {
+    Client(IpAddr),
+    Peer,
+    Pending,
+}
+
+impl Ticket {
+    /// A client connection turned out to be a neighbour's link: it moves to the peers' budget (when
+    /// there is room), so links never hold client slots.
+    fn into_peer(mut self) -> Ticket {
+        if let TicketKind::Client(ip) = self.kind {
+            let mut a = self.shared.admission();
+            if a.admit_peer() {
+                a.release_client(ip);
+                self.kind = TicketKind::Peer;
+            }
+        }
+        self
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut a = self.shared.admission();
+        match self.kind {
+            TicketKind::Client(ip) => a.release_client(ip),
+            TicketKind::Peer => a.release_peer(),
+            TicketKind::Pending => a.release_pending(),
+        }
     }
 }
 
@@ -193,13 +274,20 @@ async fn run_inner(
         })
         .collect();
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
-        .with_members(&spec.members);
+        .with_members(&spec.members)
+        .with_limits(NodeLimits::from(&spec.limits));
+    let admission = Admission::new(ConnLimits::new(
+        spec.limits.max_connections,
+        spec.limits.max_connections_per_ip,
+        spec.neighbors.len(),
+    ));
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
         peers,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         next_conn: AtomicU64::new(1),
+        admission: Mutex::new(admission),
         spec,
     });
     let local = listener.local_addr()?;
@@ -216,13 +304,10 @@ async fn run_inner(
             .spawn(peers::link_manager(s).in_current_span());
     }
 
-    let limit = Arc::new(Semaphore::new(shared.spec.limits.max_connections));
     let mut backoff = std::time::Duration::from_millis(10);
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p?,
-            _ = shutdown.cancelled() => break,
-        };
+        // Accept whatever the client count: a connection over a limit is answered and closed, never
+        // left waiting silently in the kernel's queue.
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.cancelled() => break,
@@ -230,14 +315,7 @@ async fn run_inner(
         match accepted {
             Ok((stream, addr)) => {
                 backoff = std::time::Duration::from_millis(10);
-                let s = shared.clone();
-                shared.tracker.spawn(
-                    async move {
-                        handle(s, stream, addr).await;
-                        drop(permit);
-                    }
-                    .in_current_span(),
-                );
+                admit(&shared, stream, addr);
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait, then go on.
@@ -251,33 +329,180 @@ async fn run_inner(
     info!("stopped accepting; finishing connections");
     shared.tracker.close();
     shared.tracker.wait().await;
-    info!(target: SUMMARY, "{me} stopped");
-    info!("server stopped");
+    let refusals = shared
+        .admission()
+        .refusals()
+        .merged(&shared.node().refusals());
+    info!(target: SUMMARY, "{me} stopped (refused: {refusals})");
+    info!(%refusals, "server stopped");
     Ok(())
 }
 
-async fn handle(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+/// Decides what becomes of a connection just accepted: served, or over a limit.
+fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let admitted = shared.admission().admit_client(addr.ip());
+    let s = shared.clone();
+    match admitted {
+        Ok(()) => {
+            let ticket = Ticket {
+                shared: shared.clone(),
+                kind: TicketKind::Client(addr.ip()),
+            };
+            shared
+                .tracker
+                .spawn(handle(s, stream, addr, ticket).in_current_span());
+        }
+        Err(busy) => {
+            if shared.admission().hold_pending() {
+                let ticket = Ticket {
+                    shared: shared.clone(),
+                    kind: TicketKind::Pending,
+                };
+                shared
+                    .tracker
+                    .spawn(over_limit(s, stream, addr, busy, ticket).in_current_span());
+            } else {
+                // No room even to wait: answer and close without a task.
+                let conn = shared.conn_id();
+                refuse_now(shared, stream, conn, addr, busy);
+            }
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, ticket: Ticket) {
     let id = shared.conn_id();
     let _ = stream.set_nodelay(true);
     info!(conn = id, peer = %addr, "connection opened");
-    let mut c = Connection::new(&shared, stream, id);
+    let mut c = Connection::new(&shared, stream, id, addr);
     let served = c.serve().await;
     // The lines of a batch that an error cut short are still logged.
     shared.spec.log.submit(&mut c.log).await;
     let mut stream = match served {
         Ok(Some(hello)) => {
             let (stream, buf) = c.into_parts();
-            peers::accept(shared, stream, id, addr, hello, buf).await;
+            let _ticket = ticket.into_peer();
+            peers::accept(shared.clone(), stream, id, addr, hello, buf).await;
             return;
         }
         Ok(None) => c.into_parts().0,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            shared.refused(Limit::LineTimeout, addr);
+            info!(conn = id, peer = %addr, refusal = %Limit::LineTimeout,
+                "replies not taken within the line time-out; closing");
+            c.into_parts().0
+        }
         Err(e) => {
             debug!(conn = id, cause = %e, "connection error");
             c.into_parts().0
         }
     };
+    // The slot is free before the client sees the close, so it can connect again at once.
+    drop(ticket);
     let _ = stream.shutdown().await;
     info!(conn = id, "connection closed");
+}
+
+/// The neighbour name in a greeting line, `HERD-HELLO <version> <name> …`, if it is one.
+fn greeting_name(line: &[u8]) -> Option<&[u8]> {
+    let mut words = line
+        .split(|&b| herd_proto::is_whitespace(b))
+        .filter(|w| !w.is_empty());
+    if words.next()? != b"HERD-HELLO" {
+        return None;
+    }
+    words.next()?;
+    words.next()
+}
+
+/// A connection over a client limit: if its first line, within [`PEER_GRACE`], is a configured
+/// neighbour's greeting, it is a link and takes the peers' budget; anything else gets `? busy`.
+async fn over_limit(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    busy: Busy,
+    ticket: Ticket,
+) {
+    let conn = shared.conn_id();
+    let mut codec = HerdCodec::new_with_max_length(shared.spec.limits.max_line);
+    let mut buf = BytesMut::with_capacity(512);
+    let grace = tokio::time::Instant::now() + PEER_GRACE;
+    let first = loop {
+        if shared.peers.is_empty() {
+            break None; // no neighbour to wait for
+        }
+        match codec.decode(&mut buf) {
+            Ok(Some(line)) => break Some(line),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(grace, stream.read_buf(&mut buf)) => r,
+            _ = shared.shutdown.cancelled() => break None,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break None, // EOF, error or the grace is over
+        }
+    };
+    let mut busy = busy;
+    if let Some(line) = first {
+        let neighbour = is_hello(&line)
+            && greeting_name(&line).is_some_and(|n| shared.node().link_id(n).is_some());
+        if neighbour {
+            let admitted = shared.admission().admit_peer();
+            if admitted {
+                let _ticket = Ticket {
+                    shared: shared.clone(),
+                    kind: TicketKind::Peer,
+                };
+                drop(ticket);
+                let _ = stream.set_nodelay(true);
+                info!(conn, peer = %addr, "connection opened (a neighbour, over the client limit)");
+                peers::accept(shared.clone(), stream, conn, addr, line, buf).await;
+                return;
+            }
+            busy = Busy {
+                refusal: Limit::BusyPeers,
+                limit: 0,
+            };
+        }
+    }
+    shared.refused(busy.refusal, addr);
+    info!(conn, peer = %addr, refusal = %busy.refusal, limit = busy.key(), "connection refused: busy");
+    let answered = async {
+        stream.write_all(busy.line().as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read and drop what else the client sent, so the close does not reset the answer away.
+        let mut drained = 0;
+        let mut sink = [0u8; 4096];
+        while drained < BUSY_DRAIN_BYTES {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(BUSY_DRAIN, answered).await;
+    drop(ticket);
+}
+
+/// `? busy` without a task, when even the waits over the limit are all taken: one non-blocking write
+/// (a fresh socket's buffer is empty), whatever the client sent already read and dropped, then close.
+fn refuse_now(shared: &Shared, stream: TcpStream, conn: u64, addr: SocketAddr, busy: Busy) {
+    shared.refused(busy.refusal, addr);
+    info!(conn, peer = %addr, refusal = %busy.refusal, limit = busy.key(), "connection refused: busy");
+    let _ = stream.try_write(busy.line().as_bytes());
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < BUSY_DRAIN_BYTES {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 /// A peer's greeting, read as the first line of a connection.
@@ -313,6 +538,8 @@ struct Connection<'a> {
     shared: &'a Shared,
     stream: TcpStream,
     id: u64,
+    /// The client's address, for the refusals' log lines.
+    addr: SocketAddr,
     codec: HerdCodec,
     /// Bytes read and not yet decoded; grows on first use, so an idle connection costs little.
     buf: BytesMut,
@@ -334,17 +561,32 @@ struct Connection<'a> {
     // Made once per connection: a fresh `cancelled()` or `timeout()` per read costs a waiter
     // registration or a timer insertion on every request.
     cancelled: Pin<Box<WaitForCancellationFuture<'a>>>,
+    /// One timer for both time-outs: the line time-out while a line is partly read (from the read
+    /// that brought its first byte), the idle time-out otherwise. It is moved earlier only when a
+    /// partial line starts before it would fire, and re-armed when it fires early, so a busy
+    /// connection does not pay a timer update per read.
     idle: Pin<Box<tokio::time::Sleep>>,
+    /// When the timer is set to fire.
+    timer_at: tokio::time::Instant,
     last_read: tokio::time::Instant,
+    /// When the first byte of the partial line in `buf` arrived.
+    partial_since: Option<tokio::time::Instant>,
+    /// A line ended since the last read.
+    line_ended: bool,
+    /// Limit refusals already logged on this connection (one log line per kind, not per line).
+    logged: Vec<Limit>,
 }
 
 impl<'a> Connection<'a> {
-    fn new(shared: &'a Shared, stream: TcpStream, id: u64) -> Self {
+    fn new(shared: &'a Shared, stream: TcpStream, id: u64, addr: SocketAddr) -> Self {
         let spec = &shared.spec;
+        let now = tokio::time::Instant::now();
+        let timer_at = now + spec.limits.idle_timeout;
         Connection {
             shared,
             stream,
             id,
+            addr,
             codec: HerdCodec::new_with_max_length(spec.limits.max_line),
             buf: BytesMut::new(),
             lines: Vec::new(),
@@ -356,8 +598,12 @@ impl<'a> Connection<'a> {
             eof: false,
             active: false,
             cancelled: Box::pin(shared.shutdown.cancelled()),
-            idle: Box::pin(tokio::time::sleep(spec.limits.idle_timeout)),
-            last_read: tokio::time::Instant::now(),
+            idle: Box::pin(tokio::time::sleep_until(timer_at)),
+            timer_at,
+            last_read: now,
+            partial_since: None,
+            line_ended: false,
+            logged: Vec::new(),
         }
     }
 
@@ -397,6 +643,7 @@ impl<'a> Connection<'a> {
                 };
                 match next {
                     Ok(Some(line)) => {
+                        self.line_ended = true;
                         // The first line decides whether this is a peer link; nothing after it is
                         // read here.
                         if std::mem::take(&mut self.first) && is_hello(&line) {
@@ -422,25 +669,49 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Reads what the socket has. `Ok(false)`: shutdown or the idle time-out ends the connection.
+    /// Reads what the socket has. `Ok(false)`: shutdown, the idle time-out or the line time-out ends
+    /// the connection.
     async fn fill(&mut self) -> std::io::Result<bool> {
         // A connection that has sent something reads in 4 KiB steps; one that has not (an idle
         // client) holds no more than the few bytes `read_buf` reserves for itself.
         if self.active {
             self.buf.reserve(4096);
         }
-        let idle_timeout = self.shared.spec.limits.idle_timeout;
+        let limits = &self.shared.spec.limits;
+        // What is left in the buffer is the start of a line: its clock runs from the read that
+        // brought its first byte (the last read, if a line ended since; else whenever it began).
+        if self.buf.is_empty() {
+            self.partial_since = None;
+        } else if self.line_ended || self.partial_since.is_none() {
+            self.partial_since = Some(self.last_read);
+        }
+        self.line_ended = false;
+        let deadline = match self.partial_since {
+            Some(since) => since + limits.line_timeout,
+            None => self.last_read + limits.idle_timeout,
+        };
+        if deadline < self.timer_at {
+            self.timer_at = deadline;
+            self.idle.as_mut().reset(deadline);
+        }
         let read = loop {
             tokio::select! {
                 r = self.stream.read_buf(&mut self.buf) => break r,
                 _ = &mut self.cancelled => return Ok(false),
                 _ = &mut self.idle => {
-                    // The timer is not pushed back on every read; on expiry, check the last one.
-                    let deadline = self.last_read + idle_timeout;
+                    // The timer is not pushed back on every read; on expiry, check the deadline.
                     if tokio::time::Instant::now() >= deadline {
-                        info!(conn = self.id, "idle time-out");
+                        if self.partial_since.is_some() {
+                            self.shared.refused(Limit::LineTimeout, self.addr);
+                            info!(conn = self.id, peer = %self.addr, refusal = %Limit::LineTimeout,
+                                pending_bytes = self.buf.len(),
+                                "line not ended within the line time-out; closing");
+                        } else {
+                            info!(conn = self.id, "idle time-out");
+                        }
                         return Ok(false);
                     }
+                    self.timer_at = deadline;
                     self.idle.as_mut().reset(deadline);
                 }
             }
@@ -467,6 +738,8 @@ impl<'a> Connection<'a> {
         let mut stored = false;
         while i < self.lines.len() {
             let mut lookup = None;
+            let mut refused = None;
+            let mut cap_reached = None;
             {
                 let mut node = shared.node();
                 while i < self.lines.len() {
@@ -481,6 +754,17 @@ impl<'a> Connection<'a> {
                             }
                             i += 1;
                         }
+                        Step::Refused(why) => {
+                            if self.logging {
+                                self.log.line(Dir::In, line);
+                                self.log.line(Dir::Out, &self.out[start..]);
+                            }
+                            i += 1;
+                            if !self.logged.contains(&why) {
+                                refused = Some(why);
+                                break;
+                            }
+                        }
                         Step::Lookup(q) => {
                             lookup = Some(q);
                             break;
@@ -490,6 +774,20 @@ impl<'a> Connection<'a> {
                         break;
                     }
                 }
+                // The cap may be reached by this batch, or (when a line is refused by it) by a
+                // peer's records since.
+                if stored || refused == Some(Limit::ClientCap) {
+                    cap_reached = node.take_cap_reached();
+                }
+            }
+            if let Some(clients) = cap_reached {
+                shared.cap_reached(clients);
+            }
+            if let Some(why) = refused {
+                self.logged.push(why);
+                info!(conn = self.id, peer = %self.addr, refusal = %why,
+                    line = %String::from_utf8_lossy(&self.lines[i - 1]),
+                    "IAMAT refused by a limit (logged once per connection)");
             }
             if let Some(q) = lookup {
                 let began = Instant::now();
@@ -559,7 +857,18 @@ impl<'a> Connection<'a> {
     async fn flush(&mut self) -> std::io::Result<()> {
         self.shared.spec.log.submit(&mut self.log).await;
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            // A client that does not take its replies within the line time-out is given up on
+            // (`TimedOut`), so a client that never reads cannot hold its connection for ever.
+            let limit = self.shared.spec.limits.line_timeout;
+            match tokio::time::timeout(limit, self.stream.write_all(&self.out)).await {
+                Ok(written) => written?,
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client did not take its replies",
+                    ))
+                }
+            }
             self.out.clear();
         }
         Ok(())

@@ -1,0 +1,433 @@
+//! Limits: the admission rules that protect a server from hostile or broken clients (PROTOCOL.md §1, §2).
+//!
+//! Two kinds live here, both without I/O so they can be tested (and attacked) without sockets:
+//!
+//! - the rules that are protocol and belong to the node: an IAMAT too far ahead of the server's clock
+//!   is invalid ([`too_far_ahead`]), and past [`NodeLimits::max_clients`] an IAMAT for a new client is
+//!   invalid ([`crate::node::Node`] applies both where a record is born; a record from a peer is never
+//!   judged by them, so the herd converges);
+//! - the connection budget the driver asks before it serves a connection ([`Admission`]): client
+//!   connections in all and per address, and a separate budget for links from neighbours, so peers
+//!   never compete with clients for a slot.
+//!
+//! Every refusal is counted in [`Refusals`]; the driver logs each one once per connection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use herd_proto::Timestamp;
+
+/// The node's share of `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// An IAMAT whose time is further ahead of the receive time than this is invalid.
+    pub max_future: Duration,
+    /// Most clients that a client line may add; updates of known clients and records from peers are
+    /// taken past it.
+    pub max_clients: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            max_future: Duration::from_secs(86_400),
+            max_clients: 10_000_000,
+        }
+    }
+}
+
+impl From<&crate::config::Limits> for NodeLimits {
+    fn from(l: &crate::config::Limits) -> Self {
+        NodeLimits {
+            max_future: l.max_future,
+            max_clients: l.max_clients,
+        }
+    }
+}
+
+/// Whether client time `time` is further ahead of the receive time `now` than `max_future`: such a
+/// record would win over every honest update of its client for as long as its clock is wrong (a time
+/// of `18446744073709551615` pins it for ever), so it is refused where it is born.
+pub fn too_far_ahead(time: Timestamp, now: Timestamp, max_future: Duration) -> bool {
+    time.as_nanos() - now.as_nanos() > max_future.as_nanos() as i128
+}
+
+/// Why something was refused. Each has a counter in [`Refusals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// A connection over `max_connections`.
+    Busy,
+    /// A connection over `max_connections_per_ip`.
+    BusyPerIp,
+    /// A connection over the limit that said it is a peer, but the peers' budget was spent.
+    BusyPeers,
+    /// A line that did not end within `line_timeout_ms` (or a reply the client did not take).
+    LineTimeout,
+    /// An IAMAT further ahead of the clock than `max_future_ms`.
+    FutureTime,
+    /// An IAMAT for a new client past `max_clients`.
+    ClientCap,
+}
+
+impl Limit {
+    /// Every kind, in the order of the summary.
+    pub const ALL: [Limit; 6] = [
+        Limit::Busy,
+        Limit::BusyPerIp,
+        Limit::BusyPeers,
+        Limit::LineTimeout,
+        Limit::FutureTime,
+        Limit::ClientCap,
+    ];
+
+    /// A short name for logs and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Busy => "busy",
+            Limit::BusyPerIp => "busy-per-ip",
+            Limit::BusyPeers => "busy-peers",
+            Limit::LineTimeout => "line-timeout",
+            Limit::FutureTime => "future-time",
+            Limit::ClientCap => "client-cap",
+        }
+    }
+
+    fn index(self) -> usize {
+        Limit::ALL.iter().position(|&r| r == self).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many of each refusal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals([u64; Limit::ALL.len()]);
+
+impl Refusals {
+    /// Counts one `r`.
+    pub fn count(&mut self, r: Limit) {
+        self.0[r.index()] += 1;
+    }
+
+    /// How many `r` so far.
+    pub fn get(&self, r: Limit) -> u64 {
+        self.0[r.index()]
+    }
+
+    /// Both counts added.
+    pub fn merged(mut self, other: &Refusals) -> Refusals {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+        self
+    }
+
+    /// Whether nothing was refused.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&n| n == 0)
+    }
+}
+
+impl fmt::Display for Refusals {
+    /// `busy=3 line-timeout=1` (the kinds that happened), or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let mut sep = "";
+        for r in Limit::ALL {
+            let n = self.get(r);
+            if n > 0 {
+                write!(f, "{sep}{r}={n}")?;
+                sep = " ";
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The connection limits the driver enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Most client connections at once from one address.
+    pub max_connections_per_ip: usize,
+    /// Most connections from neighbours (links and greetings under way) at once, apart from clients.
+    pub max_peers: usize,
+    /// Most connections over the client limit held at once for a short grace, to see whether they are
+    /// a neighbour's link; beyond it, a connection over the limit is refused at once.
+    pub max_pending: usize,
+}
+
+impl ConnLimits {
+    /// The budget for a server with `neighbors` neighbours: a link per neighbour, room for a replacing
+    /// link and a greeting or two each (a neighbour that restarts while its old link is not yet known
+    /// dead), and a pool of 256 connections over the limit that may wait for their first line (only
+    /// with neighbours) and for their `? busy` to be read.
+    pub fn new(max_connections: usize, max_connections_per_ip: usize, neighbors: usize) -> Self {
+        ConnLimits {
+            max_connections,
+            max_connections_per_ip,
+            max_peers: 4 * neighbors,
+            max_pending: 256,
+        }
+    }
+}
+
+/// A connection over a client limit: which one, and the `? busy` line that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy {
+    /// Which limit.
+    pub refusal: Limit,
+    /// Its value.
+    pub limit: usize,
+}
+
+impl Busy {
+    /// The configuration key of the limit.
+    pub fn key(&self) -> &'static str {
+        match self.refusal {
+            Limit::BusyPerIp => "max_connections_per_ip",
+            Limit::BusyPeers => "peer links",
+            _ => "max_connections",
+        }
+    }
+
+    /// The whole answer with its `\n`, e.g. `? busy max_connections=10000`.
+    ///
+    /// # Format
+    /// ```text
+    /// ? busy max_connections=10000
+    /// ? busy max_connections_per_ip=100
+    /// ```
+    pub fn line(&self) -> String {
+        format!("? busy {}={}\n", self.key(), self.limit)
+    }
+}
+
+/// The counts of a server's connections, by kind and address. The driver asks it before serving each
+/// connection and tells it when one ends; it never sleeps, reads or writes.
+#[derive(Debug)]
+pub struct Admission {
+    limits: ConnLimits,
+    clients: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    peers: usize,
+    pending: usize,
+    refusals: Refusals,
+    /// The client limit was hit at least once (for a one-time notice).
+    saturated: bool,
+}
+
+impl Admission {
+    /// No connection yet.
+    pub fn new(limits: ConnLimits) -> Self {
+        Admission {
+            limits,
+            clients: 0,
+            per_ip: HashMap::new(),
+            peers: 0,
+            pending: 0,
+            refusals: Refusals::default(),
+            saturated: false,
+        }
+    }
+
+    /// A client connection from `ip`: counted, or the limit it is over.
+    ///
+    /// # Errors
+    /// [`Busy`] names the limit (all connections, or this address's).
+    pub fn admit_client(&mut self, ip: IpAddr) -> Result<(), Busy> {
+        if self.clients >= self.limits.max_connections {
+            return Err(Busy {
+                refusal: Limit::Busy,
+                limit: self.limits.max_connections,
+            });
+        }
+        let n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= self.limits.max_connections_per_ip {
+            return Err(Busy {
+                refusal: Limit::BusyPerIp,
+                limit: self.limits.max_connections_per_ip,
+            });
+        }
+        *n += 1;
+        self.clients += 1;
+        Ok(())
+    }
+
+    /// A client connection from `ip` ended (or became a peer link).
+    pub fn release_client(&mut self, ip: IpAddr) {
+        self.clients = self.clients.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// A connection from a neighbour, outside the clients' budget: whether there is room.
+    pub fn admit_peer(&mut self) -> bool {
+        if self.peers >= self.limits.max_peers {
+            return false;
+        }
+        self.peers += 1;
+        true
+    }
+
+    /// A neighbour's connection ended.
+    pub fn release_peer(&mut self) {
+        self.peers = self.peers.saturating_sub(1);
+    }
+
+    /// A connection over the client limit may wait a short grace for a neighbour's greeting: whether
+    /// there is room for one more such wait.
+    pub fn hold_pending(&mut self) -> bool {
+        if self.pending >= self.limits.max_pending {
+            return false;
+        }
+        self.pending += 1;
+        true
+    }
+
+    /// A pending connection is decided.
+    pub fn release_pending(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+
+    /// Counts a refusal. Returns `true` the first time the client connection limit refuses anything,
+    /// so the driver can say so once where people look (the stderr summary).
+    pub fn refused(&mut self, r: Limit) -> bool {
+        self.refusals.count(r);
+        let first = matches!(r, Limit::Busy | Limit::BusyPerIp) && !self.saturated;
+        self.saturated |= first;
+        first
+    }
+
+    /// The refusals counted so far.
+    pub fn refusals(&self) -> Refusals {
+        self.refusals
+    }
+
+    /// Client connections now.
+    pub fn clients(&self) -> usize {
+        self.clients
+    }
+
+    /// Neighbour connections now.
+    pub fn peers(&self) -> usize {
+        self.peers
+    }
+
+    /// Connections over the limit waiting for their first line now.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn clients_are_bounded_in_all_and_per_address() {
+        let mut a = Admission::new(ConnLimits::new(5, 2, 1));
+        assert_eq!(a.admit_client(ip(1)), Ok(()));
+        assert_eq!(a.admit_client(ip(1)), Ok(()));
+        let busy = a.admit_client(ip(1)).unwrap_err();
+        assert_eq!(busy.refusal, Limit::BusyPerIp);
+        assert_eq!(busy.line(), "? busy max_connections_per_ip=2\n");
+        for i in 2..5 {
+            assert_eq!(a.admit_client(ip(i)), Ok(()));
+        }
+        let busy = a.admit_client(ip(9)).unwrap_err();
+        assert_eq!(busy.line(), "? busy max_connections=5\n");
+        assert_eq!(a.clients(), 5);
+        a.release_client(ip(1));
+        assert_eq!(a.admit_client(ip(9)), Ok(()));
+        // Addresses with no connection are forgotten: the map is bounded by the connections.
+        a.release_client(ip(9));
+        a.release_client(ip(2));
+        assert!(!a.per_ip.contains_key(&ip(9)) && !a.per_ip.contains_key(&ip(2)));
+        assert_eq!(a.clients(), 3);
+    }
+
+    #[test]
+    fn peers_and_pending_have_their_own_bounded_budgets() {
+        let mut a = Admission::new(ConnLimits::new(1, 1, 2));
+        assert_eq!(a.admit_client(ip(1)), Ok(()));
+        assert!(a.admit_client(ip(2)).is_err());
+        // Clients at their limit take nothing from the peers.
+        for _ in 0..8 {
+            assert!(a.admit_peer());
+        }
+        assert!(!a.admit_peer(), "4 per neighbour");
+        a.release_peer();
+        assert!(a.admit_peer());
+        for _ in 0..256 {
+            assert!(a.hold_pending());
+        }
+        assert!(!a.hold_pending());
+        a.release_pending();
+        assert!(a.hold_pending());
+        // No neighbour: no peer budget.
+        let mut lone = Admission::new(ConnLimits::new(1, 1, 0));
+        assert!(!lone.admit_peer());
+    }
+
+    #[test]
+    fn refusals_are_counted_and_the_first_busy_is_flagged_once() {
+        let mut a = Admission::new(ConnLimits::new(1, 1, 0));
+        assert!(!a.refused(Limit::LineTimeout));
+        assert!(a.refused(Limit::Busy));
+        assert!(!a.refused(Limit::BusyPerIp));
+        assert!(!a.refused(Limit::Busy));
+        let r = a.refusals();
+        assert_eq!(r.get(Limit::Busy), 2);
+        assert_eq!(r.to_string(), "busy=2 busy-per-ip=1 line-timeout=1");
+        assert_eq!(Refusals::default().to_string(), "none");
+        let mut other = Refusals::default();
+        other.count(Limit::ClientCap);
+        assert_eq!(r.merged(&other).get(Limit::ClientCap), 1);
+    }
+
+    #[test]
+    fn the_future_bound_is_exact() {
+        let now = Timestamp::new(1000, 0).unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!(!too_far_ahead(
+            Timestamp::new(1000 + 86_400, 0).unwrap(),
+            now,
+            day
+        ));
+        assert!(too_far_ahead(
+            Timestamp::new(1000 + 86_400, 1).unwrap(),
+            now,
+            day
+        ));
+        assert!(too_far_ahead(
+            Timestamp::new(u64::MAX, 999_999_999).unwrap(),
+            now,
+            day
+        ));
+        assert!(!too_far_ahead(Timestamp::new(0, 0).unwrap(), now, day));
+        assert!(too_far_ahead(
+            Timestamp::new(1000, 1).unwrap(),
+            now,
+            Duration::ZERO
+        ));
+    }
+}
