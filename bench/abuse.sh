@@ -8,7 +8,7 @@ DURATION="${DURATION:-60}"
 source "$(dirname "$0")/common.sh"
 build
 ulimit -n "$(ulimit -Hn)"
-IDLE=8000 DRIP=2000 FLOOD=1000 HONEST=50 PIPELINE=16
+IDLE=8000 DRIP=2000 FLOOD=1000 HONEST=50 PIPELINE="${PIPELINE:-16}"
 
 # serve PORT: one server whose client slots fit the attackers and the honest clients exactly, so the
 # flood is over the limit; default time-outs (line 10 s, idle 300 s). Prints its pid.
@@ -131,7 +131,10 @@ async def main():
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
+t0 = time.monotonic()
 asyncio.run(main())
+u = resource.getrusage(resource.RUSAGE_SELF)
+s["attacker_cpu_pct_of_one_core"] = round(100 * (u.ru_utime + u.ru_stime) / (time.monotonic() - t0), 1)
 print(json.dumps(s))
 PY
 ATTACK=$!
