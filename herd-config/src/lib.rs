@@ -629,7 +629,7 @@ mod tests {
 
     #[test]
     fn limits_have_finite_defaults_and_read_every_key() {
-        let d = parse("[[server]]\nname = \"A\"\nlisten = \"x:1\"\n")
+        let d = parse("[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n")
             .unwrap()
             .limits;
         assert_eq!(
@@ -641,7 +641,7 @@ mod tests {
         let l = parse(
             "[limits]\nmax_line = 100\nmax_connections = 50\nmax_connections_per_ip = 5\n\
              line_timeout_ms = 700\nidle_timeout_ms = 800\nmax_future_ms = 0\nmax_clients = 3\n\
-             [[server]]\nname = \"A\"\nlisten = \"x:1\"\n",
+             [[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n",
         )
         .unwrap()
         .limits;
@@ -663,10 +663,11 @@ mod tests {
             )
         );
         // Unset, the per-address limit follows the total.
-        let l =
-            parse("[limits]\nmax_connections = 50\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n")
-                .unwrap()
-                .limits;
+        let l = parse(
+            "[limits]\nmax_connections = 50\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap()
+        .limits;
         assert_eq!(l.max_connections_per_ip, 50);
     }
 
