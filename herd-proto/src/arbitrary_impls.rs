@@ -8,7 +8,7 @@ use alloc::borrow::Cow;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
-use crate::peer::{PeerMessage, PEER_VERSION};
+use crate::peer::{KeyRange, PeerMessage, MAX_IDS, PEER_VERSION};
 use crate::time::{TimeDiff, Timestamp};
 
 /// A non-empty run of non-white-space bytes.
@@ -136,7 +136,15 @@ impl<'a> Arbitrary<'a> for AtRecord<'static> {
 
 impl<'a> Arbitrary<'a> for PeerMessage<'static> {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(match u.int_in_range(0..=6u8)? {
+        let range = |u: &mut Unstructured<'a>, most: u8| -> Result<KeyRange> {
+            let digits = u.int_in_range(0..=most)?;
+            Ok(KeyRange::new(digits, u64::arbitrary(u)?).unwrap_or(KeyRange::ALL))
+        };
+        let hashes = |u: &mut Unstructured<'a>, least: usize| -> Result<Vec<u64>> {
+            let n = u.int_in_range(least..=MAX_IDS)?;
+            (0..n).map(|_| u64::arbitrary(u)).collect()
+        };
+        Ok(match u.int_in_range(0..=11u8)? {
             0 => PeerMessage::Hello {
                 version: PEER_VERSION,
                 name: token(u)?,
@@ -154,6 +162,23 @@ impl<'a> Arbitrary<'a> for PeerMessage<'static> {
             },
             5 => PeerMessage::Ping,
             6 => PeerMessage::Pong,
+            7 => PeerMessage::Root {
+                count: u64::arbitrary(u)?,
+                fingerprint: u64::arbitrary(u)?,
+            },
+            8 => PeerMessage::Fingerprints {
+                range: range(u, 15)?,
+                children: <[u64; 16]>::arbitrary(u)?,
+            },
+            9 => PeerMessage::Ids {
+                range: range(u, 16)?,
+                hashes: hashes(u, 0)?,
+            },
+            10 => PeerMessage::Want {
+                range: range(u, 16)?,
+                hashes: hashes(u, 1)?,
+            },
+            11 => PeerMessage::Over,
             _ => PeerMessage::Record(AtRecord::arbitrary(u)?),
         })
     }

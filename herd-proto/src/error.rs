@@ -47,6 +47,9 @@ pub enum ErrorKind {
     Version,
     /// A count is not an integer `D+` or does not fit in 64 bits.
     Count,
+    /// A key range or fingerprint of reconciliation is not lowercase hex of at most 16 digits, or a
+    /// reconciliation line has too many or too few of them.
+    Hex,
 }
 
 impl ErrorKind {
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::TimeDiffRange => "time difference out of range",
             ErrorKind::Version => "unsupported peer protocol version",
             ErrorKind::Count => "count is not a 64-bit integer",
+            ErrorKind::Hex => "not a key range or fingerprint (lowercase hex, at most 16 digits)",
         }
     }
 }

@@ -17,7 +17,7 @@ use nom::{IResult, Offset, Parser};
 
 use crate::error::{ErrorKind, ParseError};
 use crate::message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
-use crate::peer::{PeerMessage, PEER_VERSION};
+use crate::peer::{KeyRange, PeerMessage, MAX_IDS, PEER_VERSION};
 use crate::time::{TimeDiff, Timestamp};
 
 type In<'a> = &'a [u8];
@@ -261,6 +261,34 @@ fn count(f: In<'_>, base: usize, kind: ErrorKind) -> Result<u64, ParseError> {
         .ok_or(ParseError::new(base, kind))
 }
 
+/// Lowercase hex of 1 to 16 digits.
+fn hex(f: In<'_>, base: usize) -> Result<u64, ParseError> {
+    if f.is_empty() || f.len() > 16 {
+        return Err(ParseError::new(base, ErrorKind::Hex));
+    }
+    let mut v = 0u64;
+    for (i, &c) in f.iter().enumerate() {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return Err(ParseError::new(base + i, ErrorKind::Hex)),
+        };
+        v = (v << 4) | u64::from(d);
+    }
+    Ok(v)
+}
+
+/// `-`, or 1 to 16 lowercase hex digits fixing the start of the key.
+fn key_range(f: In<'_>, base: usize) -> Result<KeyRange, ParseError> {
+    if f == b"-" {
+        return Ok(KeyRange::ALL);
+    }
+    let v = hex(f, base)?;
+    let digits = f.len() as u8;
+    KeyRange::new(digits, v << (64 - 4 * u32::from(digits)))
+        .ok_or(ParseError::new(base, ErrorKind::Hex))
+}
+
 fn time_diff(f: In<'_>, base: usize) -> Result<TimeDiff, ParseError> {
     let nine = take_while_m_n(9, 9, |b: u8| b.is_ascii_digit());
     let (_, (sign, secs, _, frac)) =
@@ -377,6 +405,50 @@ pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> 
             PeerMessage::Synced {
                 count: count(c, co, ErrorKind::Count)?,
             }
+        }
+        b"HERD-ROOT" => {
+            let [(co, c), (fo, f)] = fields::<2>(line, rest)?;
+            PeerMessage::Root {
+                count: count(c, co, ErrorKind::Count)?,
+                fingerprint: hex(f, fo)?,
+            }
+        }
+        b"HERD-FP" => {
+            let [(ro, r), fps @ ..] = fields::<17>(line, rest)?;
+            let range = key_range(r, ro)?;
+            if range.digits() == 16 {
+                return Err(ParseError::new(ro, ErrorKind::Hex));
+            }
+            let mut children = [0u64; 16];
+            for (slot, (fo, f)) in children.iter_mut().zip(fps) {
+                *slot = hex(f, fo)?;
+            }
+            PeerMessage::Fingerprints { range, children }
+        }
+        b"HERD-IDS" | b"HERD-WANT" => {
+            let (ro, re) = next_field(line, rest)
+                .ok_or_else(|| ParseError::new(line.len(), ErrorKind::MissingField))?;
+            let range = key_range(&line[ro..re], ro)?;
+            let mut hashes = Vec::new();
+            let mut pos = re;
+            while let Some((start, end)) = next_field(line, pos) {
+                if hashes.len() == MAX_IDS {
+                    return Err(ParseError::new(start, ErrorKind::ExtraField));
+                }
+                hashes.push(hex(&line[start..end], start)?);
+                pos = end;
+            }
+            if cmd == b"HERD-IDS" {
+                PeerMessage::Ids { range, hashes }
+            } else if hashes.is_empty() {
+                return Err(ParseError::new(line.len(), ErrorKind::MissingField));
+            } else {
+                PeerMessage::Want { range, hashes }
+            }
+        }
+        b"HERD-OVER" => {
+            fields::<0>(line, rest)?;
+            PeerMessage::Over
         }
         b"HERD-PING" => {
             fields::<0>(line, rest)?;

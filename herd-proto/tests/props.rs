@@ -109,8 +109,33 @@ fn record() -> impl Strategy<Value = AtRecord<'static>> {
         })
 }
 
+/// Reconciliation lines with any key range, fingerprints and hash lists.
+fn reconcile_message() -> impl Strategy<Value = PeerMessage<'static>> {
+    let range = |most: u8| {
+        (0..=most, any::<u64>()).prop_map(|(d, p)| herd_proto::KeyRange::new(d, p).unwrap())
+    };
+    let hashes =
+        |least: usize| proptest::collection::vec(any::<u64>(), least..=herd_proto::MAX_IDS);
+    prop_oneof![
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(count, fingerprint)| PeerMessage::Root { count, fingerprint }),
+        (range(15), any::<[u64; 16]>())
+            .prop_map(|(range, children)| PeerMessage::Fingerprints { range, children }),
+        (range(16), hashes(0)).prop_map(|(range, hashes)| PeerMessage::Ids { range, hashes }),
+        (range(16), hashes(1)).prop_map(|(range, hashes)| PeerMessage::Want { range, hashes }),
+        Just(PeerMessage::Over),
+        any::<u64>().prop_map(|count| PeerMessage::Synced { count }),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn reconcile_messages_round_trip(m in reconcile_message()) {
+        let bytes = m.to_bytes();
+        prop_assert_eq!(PeerMessage::parse(&bytes), Ok(m));
+    }
 
     #[test]
     fn messages_round_trip(m in message()) {
@@ -145,8 +170,9 @@ proptest! {
 
     #[test]
     fn near_miss_lines_never_panic(
-        cmd in prop_oneof![Just("IAMAT"), Just("WHATSAT"), Just("AT"), Just("HERD-HELLO"), Just("HERD-SYNCED")],
-        fields in proptest::collection::vec("[-+0-9.eEinfNa]{0,30}", 0..7),
+        cmd in prop_oneof![Just("IAMAT"), Just("WHATSAT"), Just("AT"), Just("HERD-HELLO"), Just("HERD-SYNCED"),
+            Just("HERD-ROOT"), Just("HERD-FP"), Just("HERD-IDS"), Just("HERD-WANT")],
+        fields in proptest::collection::vec("[-+0-9.eEinfNa]{0,30}", 0..20),
     ) {
         let line = format!("{cmd} {}", fields.join(" "));
         let _ = Message::parse(line.as_bytes());

@@ -196,7 +196,7 @@ fn commands_and_field_counts() {
         b"IAMAT c +0+0 1 extra" => ExtraField,
         b"WHATSAT c 10" => MissingField,
         b"WHATSAT c 10 5 5" => ExtraField,
-        b"HERD-HELLO 2 Alford Hamilton abc" => UnknownCommand,
+        b"HERD-HELLO 3 Alford Hamilton abc" => UnknownCommand,
     );
 }
 
@@ -255,10 +255,38 @@ fn convergence_order() {
 }
 
 #[test]
+fn too_many_hashes_and_key_ranges() {
+    let mut line = b"HERD-IDS ab".to_vec();
+    for i in 0..=herd_proto::MAX_IDS {
+        line.extend_from_slice(format!(" {i:x}").as_bytes());
+    }
+    assert_eq!(
+        PeerMessage::parse(&line).unwrap_err().kind,
+        ErrorKind::ExtraField
+    );
+    let r = herd_proto::KeyRange::new(2, 0xa3ff_0000_0000_0000).unwrap();
+    assert_eq!(r.prefix(), 0xa300_0000_0000_0000);
+    assert_eq!(r.last(), 0xa3ff_ffff_ffff_ffff);
+    assert!(r.contains(0xa312_3456_789a_bcde) && !r.contains(0xa400_0000_0000_0000));
+    assert_eq!(r.child(15).unwrap().prefix(), 0xa3f0_0000_0000_0000);
+    assert_eq!(herd_proto::KeyRange::new(16, 7).unwrap().child(0), None);
+    assert_eq!(herd_proto::KeyRange::new(17, 7), None);
+    assert_eq!(herd_proto::KeyRange::ALL.last(), u64::MAX);
+}
+
+#[test]
 fn peer_lines() {
     for line in [
-        &b"HERD-HELLO 2 Alford Hamilton 0123abcd"[..],
-        b"HERD-HELLO 2 Alford Hamilton -",
+        &b"HERD-HELLO 3 Alford Hamilton 0123abcd"[..],
+        b"HERD-HELLO 3 Alford Hamilton -",
+        b"HERD-ROOT 1000000 9f3a00c2e1d4b7f0",
+        b"HERD-ROOT 0 0",
+        b"HERD-FP - 0 1 2 3 4 5 6 7 8 9 a b c d e ffffffffffffffff",
+        b"HERD-FP a3f 0 1 2 3 4 5 6 7 8 9 a b c d e f",
+        b"HERD-IDS 0123456789abcdef 1 2",
+        b"HERD-IDS -",
+        b"HERD-WANT 7 deadbeef",
+        b"HERD-OVER",
         b"HERD-WELCOME Hamilton 9a8b",
         b"HERD-REFUSED unknown-peer",
         b"HERD-SYNCED 1000000",
@@ -271,11 +299,33 @@ fn peer_lines() {
     }
     for (line, kind) in [
         (&b"HERD-HELLO 1 Alford n"[..], ErrorKind::Version),
-        (b"HERD-HELLO 3 Alford Hamilton - extra", ErrorKind::Version),
+        (b"HERD-HELLO 2 Alford Hamilton -", ErrorKind::Version),
+        (b"HERD-HELLO 4 Alford Hamilton - extra", ErrorKind::Version),
+        (b"HERD-ROOT 1", ErrorKind::MissingField),
+        (b"HERD-ROOT 1 xyz", ErrorKind::Hex),
+        (b"HERD-ROOT 1 ABC", ErrorKind::Hex),
+        (b"HERD-ROOT 1 10000000000000000", ErrorKind::Hex),
+        (b"HERD-FP - 0 1 2", ErrorKind::MissingField),
+        (
+            b"HERD-FP - 0 1 2 3 4 5 6 7 8 9 a b c d e f 0",
+            ErrorKind::ExtraField,
+        ),
+        (
+            b"HERD-FP 0123456789abcdef 0 1 2 3 4 5 6 7 8 9 a b c d e f",
+            ErrorKind::Hex,
+        ),
+        (
+            b"HERD-FP 0123456789abcdef0 0 1 2 3 4 5 6 7 8 9 a b c d e f",
+            ErrorKind::Hex,
+        ),
+        (b"HERD-IDS", ErrorKind::MissingField),
+        (b"HERD-IDS -- 1", ErrorKind::Hex),
+        (b"HERD-WANT 7", ErrorKind::MissingField),
+        (b"HERD-OVER now", ErrorKind::ExtraField),
         (b"HERD-HELLO x", ErrorKind::Version),
         (b"HERD-HELLO", ErrorKind::MissingField),
-        (b"HERD-HELLO 2 Alford Hamilton", ErrorKind::MissingField),
-        (b"HERD-HELLO 2 Alford Hamilton - x", ErrorKind::ExtraField),
+        (b"HERD-HELLO 3 Alford Hamilton", ErrorKind::MissingField),
+        (b"HERD-HELLO 3 Alford Hamilton - x", ErrorKind::ExtraField),
         (b"HERD-WELCOME Hamilton", ErrorKind::MissingField),
         (b"HERD-PROOF -", ErrorKind::UnknownCommand),
         (b"HERD-PING now", ErrorKind::ExtraField),

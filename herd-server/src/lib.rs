@@ -13,6 +13,7 @@ pub mod node;
 mod peers;
 pub mod places;
 pub mod server;
+pub mod sync;
 
 pub use config::Config;
 pub use places::Places;

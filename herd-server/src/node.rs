@@ -10,8 +10,12 @@
 //! is it queued for every link that is up, except the one it came from. Each link's queue holds at most
 //! one entry per client — the client's index — and the record is read from the cache when it is sent,
 //! so a slow link sends only the newest record of each client and its memory is bounded by the number of
-//! clients. When a link comes up, the node streams its whole cache on it (the catch-up) with a cursor,
-//! ending with `HERD-SYNCED`; that repairs whatever a dead link or a restart lost.
+//! clients. When a link comes up, the two nodes reconcile (the catch-up, [`crate::sync`]): they compare
+//! fingerprints of ranges of their caches, narrow down the ranges that differ and send each other only
+//! the records of clients that differ, ending with `HERD-SYNCED`; that repairs whatever a dead link or a
+//! restart lost. A node with nothing gets the whole cache as one plain stream. The dialling side checks
+//! a live link the same way every [`CHECK_EVERY`] (equal root fingerprints: one line each way), which
+//! repairs a divergence that flooding should have prevented.
 //!
 //! Links' timing is decided here too, from the times the driver passes in: [`Node::tick`] says which
 //! neighbour to dial (only the server whose name sorts first dials, so a pair has one link), which link
@@ -27,6 +31,7 @@ use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 use crate::cache::{Cache, Entry};
 use crate::handshake::Refusal;
 use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals};
+use crate::sync::{Outcome, Report, Session, SyncError};
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
 /// [`herd_proto::write_whatsat`] with `record` and the answer.
@@ -117,6 +122,8 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(4);
 /// A link silent this long has left a keep-alive unanswered (each side pings after [`KEEPALIVE`]
 /// without writing, and the other answers at once): an unauthenticated greeting may replace it.
 pub const PROVEN_DEAD: Duration = Duration::from_millis(2_500);
+/// The dialling side of a live link reconciles it this often (root fingerprints first).
+pub const CHECK_EVERY: Duration = Duration::from_secs(30);
 /// First wait after a failed dial; it doubles up to [`BACKOFF_MAX`], each wait jittered ±50 %.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between dials.
@@ -142,6 +149,8 @@ pub enum LinkAction {
     Ping(usize),
     /// Link `id` has been silent too long: close it (then report [`Node::link_down`]).
     Close(usize),
+    /// A periodic reconciliation was opened on link `id`: it has lines to send.
+    Check(usize),
 }
 
 /// When a link was last heard from and written to, and when to dial it next.
@@ -160,6 +169,8 @@ struct Timing {
     closing: bool,
     /// Which secret of the keyring the next dial proves with; moves on after a `bad-proof`.
     key: usize,
+    /// When the last reconciliation was opened on this link.
+    last_check: Option<Instant>,
 }
 
 /// A neighbour link as the node sees it.
@@ -171,8 +182,8 @@ struct Link {
     /// Client indexes waiting to be sent, each at most once.
     queue: VecDeque<u32>,
     queued: Vec<bool>,
-    /// Catch-up position in the cache, while the catch-up runs.
-    sync: Option<usize>,
+    /// Reconciliation: the catch-up at link-up, then periodic checks.
+    session: Session,
     timing: Timing,
 }
 
@@ -183,7 +194,7 @@ impl Link {
             epoch: 0,
             queue: VecDeque::new(),
             queued: Vec::new(),
-            sync: None,
+            session: Session::default(),
             timing: Timing {
                 dials,
                 dialing: false,
@@ -193,13 +204,14 @@ impl Link {
                 last_sent: None,
                 closing: false,
                 key: 0,
+                last_check: None,
             },
         }
     }
 
     fn enqueue(&mut self, index: usize) {
-        if !self.up || self.sync.is_some_and(|cursor| index >= cursor) {
-            return; // a link that is down catches up on link-up; the cursor has not reached it yet
+        if !self.up || self.session.streams(index) {
+            return; // a link that is down catches up on link-up; a whole-cache stream will send it
         }
         if self.queued.len() <= index {
             self.queued.resize(index + 1, false);
@@ -213,7 +225,7 @@ impl Link {
     fn reset(&mut self) {
         self.queue = VecDeque::new();
         self.queued = Vec::new();
-        self.sync = None;
+        self.session.reset();
     }
 }
 
@@ -228,6 +240,8 @@ pub struct Node {
     members: Vec<Box<[u8]>>,
     /// Jitter for back-off, seeded from the name: the same inputs give the same schedule.
     rng: fastrand::Rng,
+    /// Ended reconciliations, for the driver's log ([`Node::poll_report`]).
+    reports: VecDeque<Report>,
     limits: NodeLimits,
     /// IAMATs refused by a limit.
     refusals: Refusals,
@@ -261,6 +275,7 @@ impl Node {
             links,
             members: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
+            reports: VecDeque::new(),
             limits: NodeLimits::default(),
             refusals: Refusals::default(),
             cap: CapState::Below,
@@ -517,14 +532,18 @@ impl Node {
         self.links[id].timing.key += 1;
     }
 
-    /// Link `id` came up: starts the catch-up on it. Returns the link's epoch.
+    /// Link `id` came up: starts the catch-up on it (the dialling side opens the reconciliation).
+    /// Returns the link's epoch.
     pub fn link_up(&mut self, id: usize, now: Instant) -> u64 {
         let link = &mut self.links[id];
         link.reset();
         link.up = true;
         link.epoch += 1;
-        link.sync = Some(0);
+        if link.timing.dials {
+            link.session.open(self.clients.sketch());
+        }
         let t = &mut link.timing;
+        t.last_check = Some(now);
         t.dialing = false;
         t.closing = false;
         t.backoff = BACKOFF_MIN;
@@ -577,6 +596,12 @@ impl Node {
                 if !t.closing && since(t.last_heard) >= DEAD_AFTER {
                     t.closing = true;
                     actions.push(LinkAction::Close(id));
+                } else if t.dials
+                    && since(t.last_check) >= CHECK_EVERY
+                    && link.session.open(self.clients.sketch())
+                {
+                    t.last_check = Some(now);
+                    actions.push(LinkAction::Check(id));
                 } else if since(t.last_sent) >= KEEPALIVE {
                     t.last_sent = Some(now);
                     actions.push(LinkAction::Ping(id));
@@ -597,37 +622,64 @@ impl Node {
     /// Whether link `id` has anything to send.
     pub fn wants_transmit(&self, id: usize) -> bool {
         let link = &self.links[id];
-        link.up && (link.sync.is_some() || !link.queue.is_empty())
+        link.up && (link.session.wants_transmit() || !link.queue.is_empty())
     }
 
-    /// Writes up to `max` lines for link `id` (catch-up first, then queued records), each with `\n`.
-    /// Returns how many records were written.
+    /// Opens a reconciliation on live link `id` now, as the periodic check does (the dialling side
+    /// only, and not while one runs). Returns whether it opened one.
+    pub fn check_link(&mut self, id: usize) -> bool {
+        let link = &mut self.links[id];
+        link.up && link.timing.dials && link.session.open(self.clients.sketch())
+    }
+
+    /// Whether a reconciliation is under way on link `id`.
+    pub fn reconciling(&self, id: usize) -> bool {
+        self.links[id].session.active()
+    }
+
+    /// A reconciliation line (`HERD-ROOT`, `HERD-FP`, `HERD-IDS`, `HERD-WANT`, `HERD-OVER`,
+    /// `HERD-SYNCED`) from neighbour `id`; what it asks is queued for [`Node::poll_transmit`]. Returns
+    /// whether anything was queued. Records (`AT`) go to [`Node::accept_peer_record`].
+    ///
+    /// # Errors
+    /// The line breaks the turns of reconciliation: close the link.
+    pub fn sync_message(&mut self, id: usize, m: &PeerMessage<'_>) -> Result<bool, SyncError> {
+        let link = &mut self.links[id];
+        if !link.up {
+            return Ok(false);
+        }
+        let sketch = self.clients.sketch();
+        match link
+            .session
+            .receive(id, m, sketch, self.clients.entries())?
+        {
+            Outcome::Queued => Ok(true),
+            Outcome::Nothing => Ok(false),
+            Outcome::Ended(report) => {
+                self.reports.push_back(report);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The next ended reconciliation, for the log.
+    pub fn poll_report(&mut self) -> Option<Report> {
+        self.reports.pop_front()
+    }
+
+    /// Writes up to `max` lines for link `id` (reconciliation first, then queued records), each with
+    /// `\n`. Returns how many records were written.
     pub fn poll_transmit(&mut self, id: usize, epoch: u64, out: &mut Vec<u8>, max: usize) -> usize {
         let link = &mut self.links[id];
         if !link.up || link.epoch != epoch {
             return 0;
         }
-        let mut n = 0;
-        while n < max {
-            let Some(cursor) = link.sync else { break };
-            match self.clients.get(cursor) {
-                Some(entry) => {
-                    out.extend_from_slice(entry.line());
-                    out.push(b'\n');
-                    link.sync = Some(cursor + 1);
-                    n += 1;
-                }
-                None => {
-                    link.sync = None;
-                    PeerMessage::Synced {
-                        count: cursor as u64,
-                    }
-                    .write_to(out);
-                    out.push(b'\n');
-                }
-            }
-        }
-        while n < max {
+        let (lines, mut n, report) =
+            link.session
+                .transmit(id, self.clients.sketch(), self.clients.entries(), out, max);
+        self.reports.extend(report);
+        let mut n_lines = lines;
+        while n_lines < max {
             let Some(index) = link.queue.pop_front() else {
                 break;
             };
@@ -636,6 +688,7 @@ impl Node {
                 out.extend_from_slice(entry.line());
                 out.push(b'\n');
                 n += 1;
+                n_lines += 1;
             }
         }
         n
@@ -773,16 +826,49 @@ mod tests {
         assert_eq!(n.take_cap_reached(), Some(1));
     }
 
+    /// Carries lines between `a`'s link `ia` and `b`'s link `ib` until both are quiet; returns the
+    /// lines each way.
+    fn pump(a: &mut Node, ia: usize, b: &mut Node, ib: usize) -> (Vec<String>, Vec<String>) {
+        let mut seen = (Vec::new(), Vec::new());
+        for _ in 0..1000 {
+            let quiet = step(a, ia, b, ib, &mut seen.0) & step(b, ib, a, ia, &mut seen.1);
+            if quiet {
+                return seen;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    /// One write of up to 7 lines from `from` to `to`; whether it was empty.
+    fn step(from: &mut Node, fid: usize, to: &mut Node, tid: usize, log: &mut Vec<String>) -> bool {
+        let mut out = Vec::new();
+        let epoch = from.links[fid].epoch;
+        from.poll_transmit(fid, epoch, &mut out, 7);
+        for line in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            log.push(String::from_utf8(line.to_vec()).unwrap());
+            match PeerMessage::parse(line).unwrap() {
+                PeerMessage::Record(r) => {
+                    to.accept_peer_record(tid, r);
+                }
+                m => {
+                    to.sync_message(tid, &m).unwrap();
+                }
+            }
+        }
+        out.is_empty()
+    }
+
     #[test]
     fn floods_to_all_links_but_the_source_and_catches_up() {
         let mut n = Node::new("Hamilton", vec!["Alford".into(), "Holiday".into()]);
         let e0 = n.link_up(0, now());
         let e1 = n.link_up(1, now());
         let mut out = Vec::new();
-        // Empty catch-ups.
+        // Hamilton dials Holiday, so it opens that link's reconciliation; Alford opens the other.
         assert_eq!(n.poll_transmit(0, e0, &mut out, 10), 0);
+        assert_eq!(out, b"");
         assert_eq!(n.poll_transmit(1, e1, &mut out, 10), 0);
-        assert_eq!(out, b"HERD-SYNCED 0\nHERD-SYNCED 0\n");
+        assert_eq!(out, b"HERD-ROOT 0 0\nHERD-OVER\n");
         let r = AtRecord::parse(b"AT Alford +1.000000000 kiwi +34-118 100").unwrap();
         assert!(n.peer_record(0, r.clone()));
         assert!(!n.peer_record(1, r), "not new: dropped");
@@ -791,18 +877,86 @@ mod tests {
         out.clear();
         assert_eq!(n.poll_transmit(1, e1, &mut out, 10), 1);
         assert_eq!(out, b"AT Alford +1.000000000 kiwi +34-118 100\n");
-        // A link that comes up again gets the whole cache.
-        n.link_down(1, e1, now());
-        let e1 = n.link_up(1, now());
-        out.clear();
-        n.poll_transmit(1, e1, &mut out, 10);
-        assert_eq!(
-            out,
-            b"AT Alford +1.000000000 kiwi +34-118 100\nHERD-SYNCED 1\n"
-        );
         // A stale epoch changes nothing.
         n.link_down(1, e1 - 1, now());
         assert!(n.is_up(1));
+        // Out of turn: a fingerprint line with no reconciliation running breaks the link.
+        assert_eq!(
+            n.sync_message(0, &PeerMessage::Over),
+            Err(SyncError::OutOfTurn)
+        );
+    }
+
+    #[test]
+    fn link_up_sends_only_what_differs() {
+        let mut a = Node::new("A", vec!["B".into()]);
+        let mut b = Node::new("B", vec!["A".into()]);
+        for i in 0..2000u64 {
+            reply(&mut a, &format!("IAMAT c{i} +1+1 {i}"), 5000);
+        }
+        // B starts empty: the whole cache as a plain stream.
+        a.link_up(0, now());
+        b.link_up(0, now());
+        let (ab, ba) = pump(&mut a, 0, &mut b, 0);
+        assert_eq!(
+            ab[..2],
+            [
+                "HERD-ROOT 2000 ".to_string() + &ab[0][15..],
+                "HERD-OVER".into()
+            ]
+        );
+        assert_eq!(ba, ["HERD-IDS -", "HERD-OVER"]);
+        assert_eq!(ab.len(), 2 + 2000 + 1);
+        assert_eq!(ab.last().unwrap(), "HERD-SYNCED 2000");
+        assert_eq!(b.len(), 2000);
+        assert_eq!(
+            a.poll_report().map(|r| (r.sent, r.received)),
+            Some((2000, 0))
+        );
+        // Equal: one line each way.
+        a.link_down(0, a.links[0].epoch, now());
+        b.link_down(0, b.links[0].epoch, now());
+        a.link_up(0, now());
+        b.link_up(0, now());
+        let (ab, ba) = pump(&mut a, 0, &mut b, 0);
+        assert_eq!((ab.len(), ba), (2, vec!["HERD-SYNCED 0".to_string()]));
+        // Cut: each side learns a few clients the other lacks, and one client differs.
+        a.link_down(0, a.links[0].epoch, now());
+        b.link_down(0, b.links[0].epoch, now());
+        reply(&mut a, "IAMAT c7 +2+2 9999", 6000);
+        reply(&mut a, "IAMAT new-a +2+2 9999", 6000);
+        reply(&mut b, "IAMAT c8 +3+3 9999", 6000);
+        reply(&mut b, "IAMAT new-b +3+3 9999", 6000);
+        a.link_up(0, now());
+        b.link_up(0, now());
+        let (ab, ba) = pump(&mut a, 0, &mut b, 0);
+        let records = |v: &[String]| v.iter().filter(|l| l.starts_with("AT ")).count();
+        // Both versions of a client that differs cross (neither side can tell which is greater from
+        // a hash); B's older c7 is not sent, as A's newer one reached B before B's answer.
+        assert_eq!((records(&ab), records(&ba)), (3, 2), "{ab:?} {ba:?}");
+        assert!(ab.len() + ba.len() < 30, "{ab:?} {ba:?}");
+        let all = |n: &Node| {
+            let mut v: Vec<Vec<u8>> = n.lines().map(<[u8]>::to_vec).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(all(&a), all(&b));
+        assert_eq!(a.len(), 2002);
+        assert!(a.get(b"c8").unwrap().ends_with(b"+3+3 9999"));
+        // A periodic check of a live link that agrees: one line each way; one that does not repairs.
+        assert!(a.check_link(0));
+        assert!(!a.check_link(0), "one at a time");
+        let (ab, ba) = pump(&mut a, 0, &mut b, 0);
+        assert_eq!((ab.len(), ba.len()), (2, 1));
+        let lost = AtRecord::parse(b"AT B +1.000000000 lost +1+1 1").unwrap();
+        b.accept_peer_record(0, lost);
+        assert!(!b.check_link(0), "only the dialling side checks");
+        while a.poll_report().is_some() {}
+        assert!(a.check_link(0));
+        pump(&mut a, 0, &mut b, 0);
+        assert!(a.get(b"lost").is_some());
+        let report = a.poll_report().unwrap();
+        assert!(report.periodic && report.received == 1, "{report:?}");
     }
 
     #[test]

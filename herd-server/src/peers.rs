@@ -61,6 +61,7 @@ pub(crate) async fn link_manager(shared: Arc<Shared>) {
                     shared.peers[id].ping_due.store(true, Ordering::Relaxed);
                     shared.peers[id].notify.notify_one();
                 }
+                LinkAction::Check(id) => shared.peers[id].notify.notify_one(),
                 LinkAction::Close(id) => {
                     let slot = &shared.peers[id];
                     info!(peer = %slot.name, "peer link silent too long; closing");
@@ -277,7 +278,12 @@ async fn run_link(
             let mut log = shared.spec.log.buffer(conn, Some(&slot.name));
             loop {
                 out.clear();
-                let n = shared.node().poll_transmit(id, epoch, &mut out, BATCH);
+                let n = {
+                    let mut node = shared.node();
+                    let n = node.poll_transmit(id, epoch, &mut out, BATCH);
+                    log_reports(&shared, &mut node);
+                    n
+                };
                 if pong_due.swap(false, Ordering::Relaxed) {
                     PeerMessage::Pong.write_to(&mut out);
                     out.push(b'\n');
@@ -363,6 +369,21 @@ async fn run_link(
     info!(conn, peer = %addr, name = %slot.name, reason = why, "peer link down");
 }
 
+/// Logs the reconciliations that ended: a catch-up as info, a periodic check that had to repair
+/// something as a warning with its size (flooding should have prevented it).
+fn log_reports(shared: &Shared, node: &mut crate::node::Node) {
+    while let Some(r) = node.poll_report() {
+        let peer = &shared.peers[r.link].name;
+        if !r.periodic {
+            info!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+                bytes = r.bytes, "caught up with peer by reconciliation");
+        } else if r.sent + r.received > 0 {
+            warn!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+                bytes = r.bytes, "periodic check found the link diverged; repaired");
+        }
+    }
+}
+
 /// The reading half of a running link: lines in, node events out.
 struct LinkReader<'a> {
     shared: &'a Shared,
@@ -419,9 +440,22 @@ impl LinkReader<'_> {
                         wake = true;
                     }
                     Ok(PeerMessage::Pong) => {}
-                    Ok(PeerMessage::Synced { count }) => {
-                        info!(conn, peer = %slot.name, count, "catch-up from peer complete");
-                    }
+                    Ok(
+                        m @ (PeerMessage::Root { .. }
+                        | PeerMessage::Fingerprints { .. }
+                        | PeerMessage::Ids { .. }
+                        | PeerMessage::Want { .. }
+                        | PeerMessage::Over
+                        | PeerMessage::Synced { .. }),
+                    ) => match node.sync_message(id, &m) {
+                        Ok(queued) => wake |= queued,
+                        Err(e) => {
+                            warn!(conn, peer = %slot.name, line = %show(&line), cause = %e,
+                                "peer broke reconciliation: closing");
+                            result = Err("reconciliation out of turn");
+                            break;
+                        }
+                    },
                     Ok(PeerMessage::Refused { reason }) => {
                         warn!(conn, peer = %slot.name, reason = %show(&reason), "peer refused the link");
                         result = Err("refused");
@@ -438,6 +472,7 @@ impl LinkReader<'_> {
             if heard {
                 node.heard(id, Instant::now());
             }
+            log_reports(self.shared, &mut node);
         }
         if wake {
             slot.notify.notify_one();

@@ -1,7 +1,9 @@
 //! Deterministic simulation of a herd of `Node`s: seeded random schedules of client updates, message
-//! delays, link cuts and heals, and crashes that lose a node's memory. After healing and quiescence,
-//! every node must hold the same cache, and each client's record must be the greatest one that some
-//! node stored and did not lose in a crash.
+//! delays, link cuts and heals, crashes that lose a node's memory, restarts that keep it (a data dir),
+//! records lost on a live link (a divergence only the periodic check repairs) and periodic checks.
+//! Every link-up reconciles. After healing, a periodic check of every link and quiescence, every node
+//! must hold the same cache, and each client's record must be the greatest one that some node stored
+//! and did not lose in a crash.
 //!
 //! A failure prints its seed; `HERD_SIM_SEED=<seed> cargo test -p herd-server --test simulation`
 //! replays exactly that run (add `HERD_SIM_NODES=<n>` for a random-graph seed).
@@ -129,6 +131,40 @@ impl Sim {
         }
     }
 
+    /// A restart that keeps the node's records (a data dir): its links go down and come up again.
+    fn bounce(&mut self, n: usize) {
+        for e in 0..self.edges.len() {
+            if self.edges[e].a == n || self.edges[e].b == n {
+                self.link_down(e);
+                self.link_up(e);
+            }
+        }
+    }
+
+    /// A record lost on a live link without the link noticing: only a reconciliation repairs it.
+    fn lose_record(&mut self, e: usize) {
+        let edge = &mut self.edges[e];
+        let pipe = if self.rng.bool() {
+            &mut edge.ab
+        } else {
+            &mut edge.ba
+        };
+        if let Some(at) = pipe.lines.iter().position(|l| l.starts_with(b"AT ")) {
+            pipe.lines.remove(at);
+        }
+    }
+
+    /// The periodic check: the dialling side of edge `e` opens a reconciliation if none runs.
+    fn check_link(&mut self, e: usize) {
+        let edge = &self.edges[e];
+        if edge.up.is_some() {
+            let (a, b) = (edge.a, edge.b);
+            let (a_id, b_id) = (edge.a_id, edge.b_id);
+            self.nodes[a].check_link(a_id);
+            self.nodes[b].check_link(b_id);
+        }
+    }
+
     fn restart(&mut self, n: usize) {
         self.alive[n] = true;
         for e in 0..self.edges.len() {
@@ -199,7 +235,16 @@ impl Sim {
                     self.holders.entry(line).or_default().insert(to);
                 }
             }
-            PeerMessage::Synced { .. } => {}
+            m @ (PeerMessage::Root { .. }
+            | PeerMessage::Fingerprints { .. }
+            | PeerMessage::Ids { .. }
+            | PeerMessage::Want { .. }
+            | PeerMessage::Over
+            | PeerMessage::Synced { .. }) => {
+                self.nodes[to]
+                    .sync_message(id, &m)
+                    .expect("reconciliation in turn");
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -225,12 +270,23 @@ impl Sim {
                 self.edges[e].cut = false;
                 self.link_up(e);
             }
-            96..=97 => {
+            96 => {
                 let n = self.rng.usize(..self.nodes.len());
                 if self.alive[n] {
                     self.crash(n);
                 }
             }
+            97 => match self.rng.u32(0..3) {
+                0 => {
+                    let n = self.rng.usize(..self.nodes.len());
+                    if self.alive[n] {
+                        self.bounce(n);
+                    }
+                }
+                1 if has_edges => self.lose_record(e),
+                _ if has_edges => self.check_link(e),
+                _ => {}
+            },
             _ => {
                 let n = self.rng.usize(..self.nodes.len());
                 if !self.alive[n] {
@@ -240,7 +296,9 @@ impl Sim {
         }
     }
 
-    /// Heals every cut and restarts every crashed node, then runs until nothing is left to send.
+    /// Heals every cut and restarts every crashed node, runs until nothing is left to send, then checks
+    /// every link (as the periodic check would) and settles again: records lost on a live link are
+    /// repaired only by that check.
     fn heal_and_settle(&mut self) {
         for n in 0..self.nodes.len() {
             if !self.alive[n] {
@@ -251,6 +309,22 @@ impl Sim {
             self.edges[e].cut = false;
             self.link_up(e);
         }
+        self.settle();
+        for e in 0..self.edges.len() {
+            self.check_link(e);
+        }
+        self.settle();
+        for (e, edge) in self.edges.iter().enumerate() {
+            assert!(
+                !self.nodes[edge.a].reconciling(edge.a_id)
+                    && !self.nodes[edge.b].reconciling(edge.b_id),
+                "edge {e}: a reconciliation never ended"
+            );
+        }
+    }
+
+    /// Runs until nothing is left to send.
+    fn settle(&mut self) {
         for round in 0.. {
             assert!(round < 1_000_000, "no quiescence");
             let mut busy = false;
