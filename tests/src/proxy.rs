@@ -1,5 +1,6 @@
 //! A man in the middle for peer-link tests: forwards a link's bytes both ways, records them, and on
-//! request flips a byte or writes extra bytes into the stream towards the server.
+//! request flips a byte or writes extra bytes into the stream towards the server, or cuts the link
+//! (closes its connections and refuses new ones until healed).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,10 @@ pub struct Capture {
     pub up: Vec<u8>,
     /// From the listening server back.
     pub down: Vec<u8>,
+    /// Every byte towards the listening server, including those past the recording limit.
+    pub up_bytes: u64,
+    /// Every byte back.
+    pub down_bytes: u64,
 }
 
 #[derive(Default)]
@@ -25,6 +30,8 @@ struct Shared {
     captures: Mutex<Vec<Capture>>,
     inject: Mutex<Vec<u8>>,
     flip: AtomicBool,
+    cut: AtomicBool,
+    pumps: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// A proxy listening on loopback in front of `target`.
@@ -51,6 +58,9 @@ impl Proxy {
         let s = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
+                if s.cut.load(Ordering::SeqCst) {
+                    continue; // dropped: the dialler sees the connection closed
+                }
                 let Ok(up) = TcpStream::connect(target).await else {
                     continue;
                 };
@@ -59,7 +69,8 @@ impl Proxy {
                     c.push(Capture::default());
                     c.len() - 1
                 };
-                tokio::spawn(pump(s.clone(), index, down, up));
+                let task = tokio::spawn(pump(s.clone(), index, down, up));
+                s.pumps.lock().unwrap().push(task.abort_handle());
             }
         });
         Proxy { addr, shared, task }
@@ -73,6 +84,19 @@ impl Proxy {
     /// Writes `bytes` towards the server, just before the next bytes the dialler sends.
     pub fn inject(&self, bytes: &[u8]) {
         self.shared.inject.lock().unwrap().extend_from_slice(bytes);
+    }
+
+    /// Cuts the link: closes every connection and drops new ones until [`Proxy::heal`].
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        for task in self.shared.pumps.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
     }
 
     /// Flips one bit of the next bytes the dialler sends.
@@ -105,7 +129,7 @@ async fn pump(shared: Arc<Shared>, index: usize, down: TcpStream, up: TcpStream)
             if s.flip.swap(false, Ordering::SeqCst) {
                 buf[n / 2] ^= 0x20;
             }
-            record(&s, index, |c| &mut c.up, &buf[..n]);
+            record(&s, index, |c| (&mut c.up, &mut c.up_bytes), &buf[..n]);
             if uw.write_all(&buf[..n]).await.is_err() {
                 return;
             }
@@ -119,7 +143,7 @@ async fn pump(shared: Arc<Shared>, index: usize, down: TcpStream, up: TcpStream)
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            record(&s, index, |c| &mut c.down, &buf[..n]);
+            record(&s, index, |c| (&mut c.down, &mut c.down_bytes), &buf[..n]);
             if dw.write_all(&buf[..n]).await.is_err() {
                 return;
             }
@@ -132,9 +156,15 @@ async fn pump(shared: Arc<Shared>, index: usize, down: TcpStream, up: TcpStream)
     }
 }
 
-fn record(s: &Shared, index: usize, side: impl Fn(&mut Capture) -> &mut Vec<u8>, bytes: &[u8]) {
+fn record(
+    s: &Shared,
+    index: usize,
+    side: impl Fn(&mut Capture) -> (&mut Vec<u8>, &mut u64),
+    bytes: &[u8],
+) {
     let mut captures = s.captures.lock().unwrap();
-    let v = side(&mut captures[index]);
+    let (v, total) = side(&mut captures[index]);
+    *total += bytes.len() as u64;
     let room = CAPTURE_MAX.saturating_sub(v.len());
     v.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
