@@ -898,15 +898,10 @@ mod tests {
         a.link_up(0, now());
         b.link_up(0, now());
         let (ab, ba) = pump(&mut a, 0, &mut b, 0);
-        assert_eq!(
-            ab[..2],
-            [
-                "HERD-ROOT 2000 ".to_string() + &ab[0][15..],
-                "HERD-OVER".into()
-            ]
-        );
+        assert!(ab[0].starts_with("HERD-ROOT 2000 ") && ab[1].starts_with("HERD-FP - "));
+        assert_eq!(ab[2], "HERD-OVER");
         assert_eq!(ba, ["HERD-IDS -", "HERD-OVER"]);
-        assert_eq!(ab.len(), 2 + 2000 + 1);
+        assert_eq!(ab.len(), 3 + 2000 + 1);
         assert_eq!(ab.last().unwrap(), "HERD-SYNCED 2000");
         assert_eq!(b.len(), 2000);
         assert_eq!(
@@ -919,7 +914,7 @@ mod tests {
         a.link_up(0, now());
         b.link_up(0, now());
         let (ab, ba) = pump(&mut a, 0, &mut b, 0);
-        assert_eq!((ab.len(), ba), (2, vec!["HERD-SYNCED 0".to_string()]));
+        assert_eq!((ab.len(), ba), (3, vec!["HERD-SYNCED 0".to_string()]));
         // Cut: each side learns a few clients the other lacks, and one client differs.
         a.link_down(0, a.links[0].epoch, now());
         b.link_down(0, b.links[0].epoch, now());
@@ -932,8 +927,9 @@ mod tests {
         let (ab, ba) = pump(&mut a, 0, &mut b, 0);
         let records = |v: &[String]| v.iter().filter(|l| l.starts_with("AT ")).count();
         // Both versions of a client that differs cross (neither side can tell which is greater from
-        // a hash); B's older c7 is not sent, as A's newer one reached B before B's answer.
-        assert_eq!((records(&ab), records(&ba)), (3, 2), "{ab:?} {ba:?}");
+        // a hash), unless the newer one arrived first and replaced it: 4 or 5 records for 4 changes.
+        let crossed = records(&ab) + records(&ba);
+        assert!((4..=5).contains(&crossed), "{ab:?} {ba:?}");
         assert!(ab.len() + ba.len() < 30, "{ab:?} {ba:?}");
         let all = |n: &Node| {
             let mut v: Vec<Vec<u8>> = n.lines().map(<[u8]>::to_vec).collect();
@@ -947,7 +943,7 @@ mod tests {
         assert!(a.check_link(0));
         assert!(!a.check_link(0), "one at a time");
         let (ab, ba) = pump(&mut a, 0, &mut b, 0);
-        assert_eq!((ab.len(), ba.len()), (2, 1));
+        assert_eq!((ab.len(), ba.len()), (3, 1));
         let lost = AtRecord::parse(b"AT B +1.000000000 lost +1+1 1").unwrap();
         b.accept_peer_record(0, lost);
         assert!(!b.check_link(0), "only the dialling side checks");

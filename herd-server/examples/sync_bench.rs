@@ -1,0 +1,176 @@
+//! Reconciliation against the old whole-cache catch-up, in one process: two nodes of N clients that
+//! differ in d of them are linked, and the lines between them are carried until both are quiet.
+//! Prints, per case, the round trips (a round trip is one turn each way), the bytes each way and the
+//! time to `synced` (CPU only: no network, both nodes on one thread, parsing every line).
+//!
+//! `cargo run --release -p herd-server --example sync_bench -- [N] [d…]` (bench/sync.sh runs it).
+
+use std::time::Instant;
+
+use herd_proto::{AtRecord, PeerMessage};
+use herd_server::node::Node;
+
+/// Client `i`'s record at client time `t`.
+fn line(server: &str, i: usize, t: u32) -> String {
+    format!("AT {server} +0.100000000 client{i:07} +34.068930-118.445127 {t}")
+}
+
+fn node(name: &str, peer: &str) -> Node {
+    Node::new(name, vec![peer.into(), "Loader".into()])
+}
+
+fn store(n: &mut Node, l: &str) {
+    n.accept_peer_record(1, AtRecord::parse(l.as_bytes()).unwrap());
+}
+
+/// A with N clients; B with the same but `d` of them different (half newer on each side); B empty
+/// when `empty`.
+fn pair(n: usize, d: usize, empty: bool) -> (Node, Node) {
+    let (mut a, mut b) = (node("A", "B"), node("B", "A"));
+    for i in 0..n {
+        let differs = i < d;
+        let (ta, tb) = match (differs, i % 2) {
+            (false, _) => (1, 1),
+            (true, 0) => (2, 1),
+            (true, _) => (1, 2),
+        };
+        store(&mut a, &line("A", i, ta));
+        if !empty {
+            store(&mut b, &line(if ta == tb { "A" } else { "B" }, i, tb));
+        }
+    }
+    (a, b)
+}
+
+struct Run {
+    half_trips: u32,
+    ab: u64,
+    ba: u64,
+    records: (u64, u64),
+    secs: f64,
+}
+
+/// Link-up, then each side in turn writes everything it has and the other reads it.
+fn run(a: &mut Node, b: &mut Node) -> Run {
+    let start = Instant::now();
+    let now = Instant::now();
+    let (ea, eb) = (a.link_up(0, now), b.link_up(0, now));
+    let mut r = Run {
+        half_trips: 0,
+        ab: 0,
+        ba: 0,
+        records: (0, 0),
+        secs: 0.0,
+    };
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut quiet_turns = 0;
+    let mut forward = true;
+    while quiet_turns < 2 {
+        let (from, fe, to, bytes, recs) = if forward {
+            (&mut *a, ea, &mut *b, &mut r.ab, &mut r.records.0)
+        } else {
+            (&mut *b, eb, &mut *a, &mut r.ba, &mut r.records.1)
+        };
+        let mut wrote = false;
+        loop {
+            out.clear();
+            let n = from.poll_transmit(0, fe, &mut out, 4096);
+            if out.is_empty() {
+                break;
+            }
+            wrote = true;
+            *recs += n as u64;
+            *bytes += out.len() as u64;
+            for l in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                match PeerMessage::parse(l).unwrap() {
+                    PeerMessage::Record(rec) => {
+                        to.accept_peer_record(0, rec);
+                    }
+                    m => {
+                        to.sync_message(0, &m).unwrap();
+                    }
+                }
+            }
+        }
+        if wrote {
+            r.half_trips += 1;
+            quiet_turns = 0;
+        } else {
+            quiet_turns += 1;
+        }
+        forward = !forward;
+    }
+    r.secs = start.elapsed().as_secs_f64();
+    assert!(!a.reconciling(0) && !b.reconciling(0));
+    r
+}
+
+/// Today's catch-up before reconciliation: each side streams its whole cache to the other.
+fn full_stream(a: &mut Node, b: &mut Node) -> (u64, f64) {
+    let start = Instant::now();
+    let mut bytes = 0;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let from_a: Vec<Vec<u8>> = a.lines().map(<[u8]>::to_vec).collect();
+    let from_b: Vec<Vec<u8>> = b.lines().map(<[u8]>::to_vec).collect();
+    for (lines, to) in [(from_a, &mut *b), (from_b, &mut *a)] {
+        for chunk in lines.chunks(4096) {
+            buf.clear();
+            for l in chunk {
+                buf.extend_from_slice(l);
+                buf.push(b'\n');
+            }
+            bytes += buf.len() as u64;
+            for l in buf.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                to.accept_peer_record(0, AtRecord::parse(l).unwrap());
+            }
+        }
+    }
+    (bytes, start.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.replace('_', "").parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(1_000_000);
+    let ds: Vec<usize> = if args.len() > 1 {
+        args[1..].to_vec()
+    } else {
+        vec![0, 1, 100, 10_000, n]
+    };
+    println!("| N | d | round trips | bytes A→B | bytes B→A | records A→B / B→A | time to synced | today's full stream (bytes both ways, time) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut cases: Vec<(usize, bool)> = ds.iter().map(|&d| (d, false)).collect();
+    cases.push((n, true));
+    for (d, empty) in cases {
+        let (mut a, mut b) = pair(n, d, empty);
+        let r = run(&mut a, &mut b);
+        let same = a.len() == b.len() && {
+            let mut x: Vec<&[u8]> = a.lines().collect();
+            let mut y: Vec<&[u8]> = b.lines().collect();
+            x.sort_unstable();
+            y.sort_unstable();
+            x == y
+        };
+        assert!(same, "d = {d}: the two caches differ after reconciliation");
+        let (mut a, mut b) = pair(n, d, empty);
+        let (full_bytes, full_secs) = full_stream(&mut a, &mut b);
+        let label = if empty {
+            format!("{d} (B empty)")
+        } else {
+            d.to_string()
+        };
+        println!(
+            "| {n} | {label} | {} | {} | {} | {} / {} | {:.3} s | {} B, {:.3} s |",
+            r.half_trips.div_ceil(2),
+            r.ab,
+            r.ba,
+            r.records.0,
+            r.records.1,
+            r.secs,
+            full_bytes,
+            full_secs
+        );
+    }
+}
