@@ -27,6 +27,9 @@ fn store(n: &mut Node, l: &str) {
 /// when `empty`.
 fn pair(n: usize, d: usize, empty: bool) -> (Node, Node) {
     let (mut a, mut b) = (node("A", "B"), node("B", "A"));
+    // B learnt its clients in another order than A (as two real servers do), so neither side's
+    // stream arrives in the other's memory order.
+    let mut at_b = Vec::with_capacity(if empty { 0 } else { n });
     for i in 0..n {
         let differs = i < d;
         let (ta, tb) = match (differs, i % 2) {
@@ -36,8 +39,12 @@ fn pair(n: usize, d: usize, empty: bool) -> (Node, Node) {
         };
         store(&mut a, &line("A", i, ta));
         if !empty {
-            store(&mut b, &line(if ta == tb { "A" } else { "B" }, i, tb));
+            at_b.push(line(if ta == tb { "A" } else { "B" }, i, tb));
         }
+    }
+    let len = at_b.len();
+    for k in 0..len {
+        store(&mut b, &at_b[(k * 7919) % len]);
     }
     (a, b)
 }

@@ -291,6 +291,17 @@ impl Sim {
                                     node.accept_peer_record(*link, r);
                                 }
                                 Ok(PeerMessage::Ping) => reply.extend_from_slice(b"HERD-PONG\n"),
+                                Ok(
+                                    m @ (PeerMessage::Root { .. }
+                                    | PeerMessage::Fingerprints { .. }
+                                    | PeerMessage::Ids { .. }
+                                    | PeerMessage::Want { .. }
+                                    | PeerMessage::Over
+                                    | PeerMessage::Synced { .. }),
+                                ) if node.sync_message(*link, &m).is_err() => {
+                                    close = true;
+                                    break;
+                                }
                                 _ => {}
                             }
                         }
@@ -343,7 +354,7 @@ impl Sim {
             for action in self.nodes[n].tick(self.now) {
                 match action {
                     LinkAction::Dial(link) => self.dial(n, link),
-                    LinkAction::Ping(_) => {}
+                    LinkAction::Ping(_) | LinkAction::Check(_) => {}
                     LinkAction::Close(link) => {
                         let open = self.conns.iter().position(|c| {
                             c.sides.iter().any(|s| {
