@@ -132,12 +132,16 @@ impl KeyRange {
 
     /// Appends the wire form (`-`, or the fixed hex digits).
     pub fn write_to(self, dst: &mut Vec<u8>) {
+        self.write_into(dst);
+    }
+
+    pub(crate) fn write_into(self, dst: &mut impl Sink) {
         if self.digits == 0 {
-            dst.push(b'-');
+            dst.byte(b'-');
         }
         for i in 0..self.digits {
             let nibble = (self.prefix >> (60 - 4 * u32::from(i))) & 0xf;
-            dst.push(HEX[nibble as usize]);
+            dst.byte(HEX[nibble as usize]);
         }
     }
 }
@@ -145,10 +149,10 @@ impl KeyRange {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `v` as lowercase hex without leading zeros (`0` for zero).
-pub(crate) fn write_hex(v: u64, dst: &mut Vec<u8>) {
+pub(crate) fn write_hex(v: u64, dst: &mut impl Sink) {
     let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
     for i in (0..digits).rev() {
-        dst.push(HEX[((v >> (4 * i)) & 0xf) as usize]);
+        dst.byte(HEX[((v >> (4 * i)) & 0xf) as usize]);
     }
 }
 
@@ -272,36 +276,36 @@ impl<'a> PeerMessage<'a> {
                 &[]
             }
             PeerMessage::Root { count, fingerprint } => {
-                dst.extend_from_slice(b"HERD-ROOT ");
+                dst.put(b"HERD-ROOT ");
                 crate::time::write_u128(u128::from(*count), dst);
-                dst.push(b' ');
+                dst.byte(b' ');
                 write_hex(*fingerprint, dst);
                 &[]
             }
             PeerMessage::Fingerprints { range, children } => {
-                dst.extend_from_slice(b"HERD-FP ");
-                range.write_to(dst);
+                dst.put(b"HERD-FP ");
+                range.write_into(dst);
                 for fp in children {
-                    dst.push(b' ');
+                    dst.byte(b' ');
                     write_hex(*fp, dst);
                 }
                 &[]
             }
             PeerMessage::Ids { range, hashes } | PeerMessage::Want { range, hashes } => {
-                dst.extend_from_slice(if matches!(self, PeerMessage::Ids { .. }) {
+                dst.put(if matches!(self, PeerMessage::Ids { .. }) {
                     b"HERD-IDS "
                 } else {
                     b"HERD-WANT "
                 });
-                range.write_to(dst);
+                range.write_into(dst);
                 for h in hashes {
-                    dst.push(b' ');
+                    dst.byte(b' ');
                     write_hex(*h, dst);
                 }
                 &[]
             }
             PeerMessage::Over => {
-                dst.extend_from_slice(b"HERD-OVER");
+                dst.put(b"HERD-OVER");
                 &[]
             }
             PeerMessage::Ping => {
