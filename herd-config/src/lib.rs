@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -28,6 +28,8 @@ pub struct Config {
     pub limits: Limits,
     /// What the logs hold and how big they grow (`[log]`).
     pub log: LogSettings,
+    /// Where and how records are kept on disk (`[store]`).
+    pub store: StoreSettings,
     /// The servers, in file order; neighbour links are symmetric.
     pub servers: Vec<ServerConfig>,
 }
@@ -166,6 +168,65 @@ impl Default for LogSettings {
     }
 }
 
+/// When stored records reach the disk (`[store] fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fsync {
+    /// A reply goes out only once its record is on disk (one sync per batch: group commit).
+    Always,
+    /// Synced once a second: a crash of the machine loses at most about a second.
+    #[default]
+    Everysec,
+    /// Written at once, synced when the operating system sees fit.
+    No,
+}
+
+impl Fsync {
+    /// Whether a reply waits until the records it shows are on disk — the one it stored, or one held
+    /// that another connection or a peer stored and that may still be on its way: the rule the
+    /// server's client connection follows before it writes a batch's replies.
+    pub fn replies_wait_for_disk(self) -> bool {
+        self == Fsync::Always
+    }
+
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::Everysec => "everysec",
+            Fsync::No => "no",
+        }
+    }
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The data folder: each server keeps `dir/<Name>/` (`--data-dir` overrides it). `None`: records
+    /// live in memory only.
+    pub dir: Option<PathBuf>,
+    /// When records reach the disk.
+    pub fsync: Fsync,
+    /// Journals smaller than this are never compacted (`compact_bytes`, default 64 MiB).
+    pub compact_bytes: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            dir: None,
+            fsync: Fsync::Everysec,
+            compact_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 /// A configuration that cannot work, with where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{origin}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -185,6 +246,7 @@ struct File {
     herd: Option<HerdFile>,
     limits: Option<LimitsFile>,
     log: Option<LogFile>,
+    store: Option<StoreFile>,
     #[serde(default)]
     server: Vec<ServerFile>,
 }
@@ -228,6 +290,14 @@ struct LogFile {
     bodies: Option<bool>,
     max_bytes: Option<u64>,
     keep: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    dir: Option<PathBuf>,
+    fsync: Option<Fsync>,
+    compact_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -526,6 +596,14 @@ impl Config {
                     keep: l.keep.unwrap_or(d.keep),
                 }
             }),
+            store: file.store.map_or(StoreSettings::default(), |s| {
+                let d = StoreSettings::default();
+                StoreSettings {
+                    dir: s.dir,
+                    fsync: s.fsync.unwrap_or(d.fsync),
+                    compact_bytes: s.compact_bytes.unwrap_or(d.compact_bytes),
+                }
+            }),
             servers,
         })
     }
@@ -669,6 +747,33 @@ mod tests {
         .unwrap()
         .limits;
         assert_eq!(l.max_connections_per_ip, 50);
+    }
+
+    #[test]
+    fn store_table() {
+        let c = parse("[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(c.store, StoreSettings::default());
+        assert_eq!(c.store.fsync, Fsync::Everysec);
+        let c = parse(
+            "[store]\ndir = \"data\"\nfsync = \"always\"\ncompact_bytes = 1000\n\
+             [[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreSettings {
+                dir: Some("data".into()),
+                fsync: Fsync::Always,
+                compact_bytes: 1000
+            }
+        );
+        let e =
+            parse("[store]\nfsync = \"sometimes\"\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n");
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.starts_with("herd.toml:2:") && e.contains("sometimes"),
+            "{e}"
+        );
     }
 
     #[test]

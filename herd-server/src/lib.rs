@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: bytes → `herd-proto` (parse) → [`node`] (decide) → `herd-proto` (encode) →
 //! bytes. [`node::Node`] holds every herd rule and no I/O; [`server`] and the private `peers` module
-//! drive it with tokio; [`places`] answers WHATSAT; [`config`] reads the herd's TOML.
+//! drive it with tokio; [`places`] answers WHATSAT; [`config`] reads the herd's TOML; [`store`] keeps
+//! records on disk.
 
 pub mod cache;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod node;
 mod peers;
 pub mod places;
 pub mod server;
+pub mod store;
 pub mod sync;
 
 pub use config::Config;

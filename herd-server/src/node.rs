@@ -31,6 +31,7 @@ use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 use crate::cache::{Cache, Entry};
 use crate::handshake::Refusal;
 use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals};
+use crate::store::format;
 use crate::sync::{Outcome, Report, Session, SyncError};
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
@@ -81,13 +82,15 @@ enum Offer {
     Full,
 }
 
-/// Stores `record` if it is greater than the one held, queueing it for every link but `from`. A new
+/// Stores `record` if it is greater than the one held, queueing it for every link but `from` and
+/// framing it into `journal` (when the node keeps one). A new
 /// client is refused when the cache already holds `cap` clients (`None`: no cap, as for a record from
 /// a peer). A free function over the node's parts, so the caller can keep borrowing the node's name
 /// inside `record`.
 fn offer(
     clients: &mut Cache,
     links: &mut [Link],
+    journal: Option<&mut Journal>,
     record: AtRecord<'_>,
     line: Option<&[u8]>,
     from: Option<usize>,
@@ -107,12 +110,38 @@ fn offer(
         None if cap.is_some_and(|cap| clients.len() >= cap) => return Offer::Full,
         None => clients.push(Entry::new(&record, line)),
     };
+    if let (Some(journal), Some(entry)) = (journal, clients.get(index)) {
+        format::write_record(entry.line(), &mut journal.bytes);
+        journal.records += 1;
+    }
     for (id, link) in links.iter_mut().enumerate() {
         if Some(id) != from {
             link.enqueue(index);
         }
     }
     Offer::Stored
+}
+
+/// Records stored and not yet handed to the store, framed for its journal.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// The framed records ([`crate::store::format`]).
+    pub bytes: Vec<u8>,
+    /// How many.
+    pub records: u64,
+}
+
+/// What became of a record read back from disk at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// Held now.
+    Stored,
+    /// A greater record of that client was read already.
+    Held,
+    /// It names a server no longer in the herd: skipped.
+    Foreign,
+    /// Not an AT line.
+    Invalid,
 }
 
 /// A link with nothing to send gets a `HERD-PING` this often.
@@ -247,6 +276,8 @@ pub struct Node {
     refusals: Refusals,
     /// The client cap: not reached, reached and not yet reported, reported.
     cap: CapState,
+    /// Every record stored, framed for the journal (`None`: records live in memory only).
+    journal: Option<Journal>,
 }
 
 /// Where the cache stands against [`NodeLimits::max_clients`]; reported once (clients are never
@@ -279,6 +310,7 @@ impl Node {
             limits: NodeLimits::default(),
             refusals: Refusals::default(),
             cap: CapState::Below,
+            journal: None,
         }
     }
 
@@ -312,6 +344,63 @@ impl Node {
         if self.cap == CapState::Below && self.clients.len() >= self.limits.max_clients {
             self.cap = CapState::Reached;
         }
+    }
+
+    /// Makes the node journal every record it stores from then on — from a client or from a peer —
+    /// for the driver to hand to the store ([`Node::journal`]). Records read back at start
+    /// ([`Node::restore`]) are not journaled again.
+    pub fn with_journal(mut self) -> Self {
+        self.journal = Some(Journal::default());
+        self
+    }
+
+    /// The records stored since the driver last emptied this (`None` without a journal). The driver
+    /// hands them to the store before it lets go of the node, and — when the rule of
+    /// [`Fsync::replies_wait_for_disk`](crate::config::Fsync::replies_wait_for_disk) says so — sends
+    /// the replies that acknowledge them only once the store has them on disk.
+    pub fn journal(&mut self) -> Option<&mut Journal> {
+        self.journal.as_mut().filter(|j| !j.bytes.is_empty())
+    }
+
+    /// A record read back from disk at start: held if it is the greatest of its client so far. It is
+    /// neither journaled again nor queued for links (none is up yet): the catch-up on link-up sends
+    /// the cache as it stands, as for any record.
+    pub fn restore(&mut self, line: &[u8]) -> Restored {
+        let Ok(record) = AtRecord::parse(line) else {
+            return Restored::Invalid;
+        };
+        if !self.is_member(&record.server) {
+            return Restored::Foreign;
+        }
+        // Everything that was stored is held again, whatever the cap says now.
+        match offer(
+            &mut self.clients,
+            &mut self.links,
+            None,
+            record,
+            Some(line),
+            None,
+            None,
+        ) {
+            Offer::Stored => {
+                self.note_len();
+                Restored::Stored
+            }
+            _ => Restored::Held,
+        }
+    }
+
+    /// Frames the records at cache indexes `from..` into `out` (at most `max`), for a snapshot;
+    /// returns where the next chunk starts, or `None` after the last record. Indexes never change,
+    /// so a snapshot read chunk by chunk, unlocking in between, misses no client.
+    pub fn snapshot_chunk(&self, from: usize, max: usize, out: &mut Vec<u8>) -> Option<usize> {
+        let end = from.saturating_add(max).min(self.clients.len());
+        for i in from..end {
+            if let Some(e) = self.clients.get(i) {
+                format::write_record(e.line(), out);
+            }
+        }
+        (end < self.clients.len()).then_some(end)
     }
 
     /// Sets the herd's members: records naming a server outside it are refused
@@ -384,6 +473,7 @@ impl Node {
                 let offered = offer(
                     &mut self.clients,
                     &mut self.links,
+                    self.journal.as_mut(),
                     record,
                     Some(&out[start..]),
                     None,
@@ -455,6 +545,7 @@ impl Node {
         match offer(
             &mut self.clients,
             &mut self.links,
+            self.journal.as_mut(),
             record,
             None,
             Some(from),
@@ -953,6 +1044,73 @@ mod tests {
         assert!(a.get(b"lost").is_some());
         let report = a.poll_report().unwrap();
         assert!(report.periodic && report.received == 1, "{report:?}");
+    }
+
+    #[test]
+    fn journals_what_it_stores_from_clients_and_peers_and_restores_without_journaling() {
+        let mut n = Node::new("A", vec!["B".into()])
+            .with_members(&["A", "B"])
+            .with_journal();
+        assert!(n.journal().is_none());
+        reply(&mut n, "IAMAT kiwi +1+1 100", 101);
+        reply(&mut n, "IAMAT kiwi +1+1 99", 101); // stale: not stored, not journaled
+        let peer = AtRecord::parse(b"AT B +0.500000000 pear +2+2 50").unwrap();
+        assert_eq!(n.accept_peer_record(0, peer.clone()), Accepted::Stored);
+        assert_eq!(n.accept_peer_record(0, peer), Accepted::Held);
+        let j = n.journal().unwrap();
+        assert_eq!(j.records, 2);
+        let mut lines = Vec::new();
+        let mut file = format::header(format::Kind::Journal).to_vec();
+        file.extend_from_slice(&std::mem::take(&mut j.bytes));
+        j.records = 0;
+        let end = format::scan(&file, format::Kind::Journal, |p| {
+            lines.push(String::from_utf8(p.to_vec()).unwrap());
+            true
+        });
+        assert_eq!(end, format::End::Clean);
+        assert_eq!(
+            lines,
+            [
+                "AT A +1.000000000 kiwi +1+1 100",
+                "AT B +0.500000000 pear +2+2 50"
+            ]
+        );
+        assert!(n.journal().is_none(), "emptied");
+
+        // Restored elsewhere: held, not journaled, not flooded; foreign and invalid lines skipped.
+        let mut m = Node::new("A", vec!["B".into()])
+            .with_members(&["A", "B"])
+            .with_journal();
+        let e = m.link_up(0, now());
+        for l in &lines {
+            assert_eq!(m.restore(l.as_bytes()), Restored::Stored);
+        }
+        assert_eq!(m.restore(lines[0].as_bytes()), Restored::Held);
+        assert_eq!(m.restore(b"AT Z +0.500000000 x +2+2 50"), Restored::Foreign);
+        assert_eq!(m.restore(b"IAMAT x +2+2 50"), Restored::Invalid);
+        assert!(m.journal().is_none());
+        assert_eq!(m.get(b"kiwi"), Some(lines[0].as_bytes()));
+        let mut out = Vec::new();
+        m.poll_transmit(0, e, &mut out, 10);
+        assert_eq!(
+            out.iter().filter(|&&b| b == b'\n').count(),
+            3,
+            "catch-up only"
+        );
+        let mut snap = Vec::new();
+        assert_eq!(m.snapshot_chunk(0, 1, &mut snap), Some(1));
+        assert_eq!(m.snapshot_chunk(1, 1, &mut snap), None);
+        let mut again = format::header(format::Kind::Snapshot).to_vec();
+        again.extend_from_slice(&snap);
+        let mut n = 0;
+        assert_eq!(
+            format::scan(&again, format::Kind::Snapshot, |_| {
+                n += 1;
+                true
+            }),
+            format::End::Clean
+        );
+        assert_eq!(n, 2);
     }
 
     #[test]

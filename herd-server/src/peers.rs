@@ -329,6 +329,7 @@ async fn run_link(
         lines: peer_codec(&shared),
         foreign: 0,
         log: shared.spec.log.buffer(conn, Some(&slot.name)),
+        ticket: None,
     };
     let why = loop {
         if let Err(e) = opener.open(&mut wire, &mut plain) {
@@ -337,6 +338,11 @@ async fn run_link(
         }
         let applied = reader.apply(&mut plain, &pong_due);
         shared.spec.log.submit(&mut reader.log).await;
+        if let (Some(t), Some(store)) = (reader.ticket.take(), &shared.store) {
+            // Peers' records are journaled like clients'; a link reads on only while the journal
+            // keeps up, so a slow disk slows the catch-up instead of growing memory.
+            store.keep_up(t).await;
+        }
         if let Err(why) = applied {
             break why;
         }
@@ -394,6 +400,8 @@ struct LinkReader<'a> {
     foreign: u64,
     /// The records received in this batch, for the log (`[log] lines`).
     log: LogBuf,
+    /// The store's ticket for the records this batch stored.
+    ticket: Option<u64>,
 }
 
 impl LinkReader<'_> {
@@ -473,6 +481,9 @@ impl LinkReader<'_> {
                 node.heard(id, Instant::now());
             }
             log_reports(self.shared, &mut node);
+            if let Some(t) = self.shared.journal(&mut node) {
+                self.ticket = Some(t);
+            }
         }
         if wake {
             slot.notify.notify_one();

@@ -32,9 +32,10 @@ use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
 use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits};
 use crate::log::{Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
-use crate::node::{Node, Step};
+use crate::node::{Node, Restored, Step};
 use crate::peers;
 use crate::places::{Answer, Places};
+use crate::store::{Store, StoreConfig};
 
 /// Where receive times come from: the system clock, or a test's.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -103,6 +104,8 @@ pub struct ServerSpec {
     pub places: Places,
     /// The receive-time clock.
     pub clock: Clock,
+    /// Where its records are kept on disk (`None`: in memory only).
+    pub store: Option<StoreConfig>,
 }
 
 impl ServerSpec {
@@ -134,6 +137,12 @@ impl ServerSpec {
             log: Log::off(),
             places,
             clock: Arc::new(Timestamp::now),
+            store: config.store.dir.as_ref().map(|dir| StoreConfig {
+                dir: dir.join(name),
+                fsync: config.store.fsync,
+                compact_bytes: config.store.compact_bytes,
+                repair: false,
+            }),
         })
     }
 }
@@ -157,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) peers: Vec<PeerSlot>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// The records on disk, when the server keeps them there.
+    pub(crate) store: Option<Store>,
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
@@ -175,6 +186,16 @@ impl Shared {
                 p.notify.notify_one();
             }
         }
+    }
+
+    /// Hands the records `node` stored since the last call to the store; returns their ticket. Called
+    /// before the node is unlocked, so no compaction can start between storing and journaling.
+    pub(crate) fn journal(&self, node: &mut Node) -> Option<u64> {
+        let store = self.store.as_ref()?;
+        let j = node.journal()?;
+        let ticket = store.append(&mut j.bytes, j.records);
+        j.records = 0;
+        Some(ticket)
     }
 
     pub(crate) fn conn_id(&self) -> u64 {
@@ -276,6 +297,14 @@ async fn run_inner(
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
         .with_members(&spec.members)
         .with_limits(NodeLimits::from(&spec.limits));
+    // Records on disk are loaded before anything is accepted.
+    let (node, store) = match spec.store.clone() {
+        Some(cfg) => {
+            let (node, store) = tokio::task::spawn_blocking(move || load(node, &cfg)).await??;
+            (node, Some(store))
+        }
+        None => (node, None),
+    };
     let admission = Admission::new(ConnLimits::new(
         spec.limits.max_connections,
         spec.limits.max_connections_per_ip,
@@ -286,6 +315,7 @@ async fn run_inner(
         peers,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
+        store,
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
         spec,
@@ -302,6 +332,11 @@ async fn run_inner(
         shared
             .tracker
             .spawn(peers::link_manager(s).in_current_span());
+    }
+
+    if shared.store.is_some() {
+        let s = shared.clone();
+        shared.tracker.spawn(keep_store(s).in_current_span());
     }
 
     let mut backoff = std::time::Duration::from_millis(10);
@@ -329,6 +364,10 @@ async fn run_inner(
     info!("stopped accepting; finishing connections");
     shared.tracker.close();
     shared.tracker.wait().await;
+    if let Some(store) = shared.store.clone() {
+        // What was appended is written (and synced) before the process may exit.
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
     let refusals = shared
         .admission()
         .refusals()
@@ -365,6 +404,78 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
                 // No room even to wait: answer and close without a task.
                 let conn = shared.conn_id();
                 refuse_now(shared, stream, conn, addr, busy);
+            }
+        }
+    }
+}
+
+/// Opens the store of `cfg` and feeds what it holds to `node` (with its journal turned on).
+fn load(node: Node, cfg: &StoreConfig) -> anyhow::Result<(Node, Store)> {
+    let began = Instant::now();
+    let mut node = node.with_journal();
+    let mut foreign = 0u64;
+    let (store, report) = Store::open(cfg, |line| match node.restore(line) {
+        Restored::Invalid => false,
+        Restored::Foreign => {
+            foreign += 1;
+            true
+        }
+        Restored::Stored | Restored::Held => true,
+    })?;
+    let ms = began.elapsed().as_secs_f64() * 1000.0;
+    info!(target: SUMMARY, "{} loaded {} clients from {} ({} records in {} files, {ms:.0} ms, fsync {})",
+        String::from_utf8_lossy(node.name()), node.len(), cfg.dir.display(), report.records, report.files, cfg.fsync);
+    info!(dir = %cfg.dir.display(), clients = node.len(), records = report.records, files = report.files,
+        cut = report.cut, ms, fsync = %cfg.fsync, "store loaded");
+    if foreign > 0 {
+        warn!(
+            count = foreign,
+            "skipped stored records naming servers no longer in the herd"
+        );
+    }
+    Ok((node, store))
+}
+
+/// Compacts the store when it should ([`Store::wants_compaction`]), on a blocking thread, the node
+/// locked one chunk at a time. After a failure (a full disk) it tries again each second.
+async fn keep_store(shared: Arc<Shared>) {
+    /// Records per chunk of a snapshot: the node is locked for about this many copies at a time.
+    const CHUNK: usize = 4096;
+    let Some(store) = shared.store.clone() else {
+        return;
+    };
+    let mut wait = std::time::Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let live = shared.node().len() as u64;
+        if !store.wants_compaction(live) {
+            continue;
+        }
+        let (s, st) = (shared.clone(), store.clone());
+        let began = Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            st.compact(|from, out| s.node().snapshot_chunk(from, CHUNK, out))
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {
+                wait = std::time::Duration::from_millis(250);
+                info!(
+                    clients = live,
+                    ms = began.elapsed().as_millis() as u64,
+                    "store compacted"
+                );
+            }
+            Ok(Err(e)) => {
+                wait = std::time::Duration::from_secs(1);
+                warn!(cause = %format!("{e:#}"), "store compaction failed; retrying");
+            }
+            Err(e) => {
+                wait = std::time::Duration::from_secs(1);
+                error!(cause = %e, "store compaction panicked");
             }
         }
     }
@@ -554,6 +665,8 @@ struct Connection<'a> {
     /// Lines in and out are logged.
     logging: bool,
     /// No line has been read yet (the first one may be a peer's greeting).
+    /// The store's ticket for records stored by replies in `out` not yet written.
+    ticket: Option<u64>,
     first: bool,
     eof: bool,
     /// It has sent something: reads go in 4 KiB steps.
@@ -594,6 +707,7 @@ impl<'a> Connection<'a> {
             out: Vec::new(),
             log: spec.log.buffer(id, None),
             logging: spec.log_lines && spec.log.is_on(),
+            ticket: None,
             first: true,
             eof: false,
             active: false,
@@ -774,6 +888,14 @@ impl<'a> Connection<'a> {
                         break;
                     }
                 }
+                if let Some(t) = shared.journal(&mut node) {
+                    self.ticket = Some(t);
+                } else if let Some(store) = shared.store.as_ref().filter(|_| i > 0) {
+                    if store.fsync().replies_wait_for_disk() {
+                        // Replies that show records stored by others wait for those too.
+                        self.ticket = Some(store.position());
+                    }
+                }
                 // The cap may be reached by this batch, or (when a line is refused by it) by a
                 // peer's records since.
                 if stored || refused == Some(Limit::ClientCap) {
@@ -854,7 +976,21 @@ impl<'a> Connection<'a> {
 
     /// Hands the log lines over, then writes the replies. The log goes first: a client never sees a
     /// reply whose line is not yet on its way to the log, and a full log queue holds the client back.
+    /// With a store, replies that acknowledge stored records wait as the fsync rule says: under
+    /// `always` until the records are on disk (if they cannot be, the replies are never sent and the
+    /// connection closes); otherwise only while the journal is far behind.
     async fn flush(&mut self) -> std::io::Result<()> {
+        if let (Some(t), Some(store)) = (self.ticket.take(), &self.shared.store) {
+            if store.fsync().replies_wait_for_disk() {
+                if let Err(e) = store.durable(t).await {
+                    warn!(conn = self.id, "{e}: closing without the replies");
+                    self.out.clear();
+                    return Err(std::io::Error::other(e));
+                }
+            } else {
+                store.keep_up(t).await;
+            }
+        }
         self.shared.spec.log.submit(&mut self.log).await;
         if !self.out.is_empty() {
             // A client that does not take its replies within the line time-out is given up on

@@ -113,6 +113,7 @@ pub async fn start_herd(
                 .clock
                 .clone()
                 .unwrap_or_else(|| Arc::new(herd_proto::Timestamp::now)),
+            store: None,
         };
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().unwrap();

@@ -47,6 +47,14 @@ struct Common {
     /// Runtime threads; 1 runs everything on one thread (no cross-core hand-offs). Default: one per core.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Keep records on disk in DIR/<Name>/ (overrides `[store] dir`); without it (and without
+    /// `[store] dir`), records live in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Start even if a store file is damaged: cut it at its first bad record (the records after it
+    /// are lost) and go on.
+    #[arg(long)]
+    repair: bool,
 }
 
 fn main() -> ExitCode {
@@ -87,15 +95,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { name, common } => (Some(vec![name.clone()]), common),
         Command::Up { common } => (None, common),
     };
-    let config = match &common.config {
+    let mut config = match &common.config {
         Some(path) => Config::load(path)?,
         None => Config::default_herd(),
     };
+    if let Some(dir) = &common.data_dir {
+        config.store.dir = Some(dir.clone());
+    }
+    if common.repair && config.store.dir.is_none() {
+        anyhow::bail!("--repair needs a data folder (--data-dir or [store] dir)");
+    }
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
     let places = Places::new(&config.places, herd_server::http_client(&config)?);
     let mut specs = Vec::new();
     for name in &names {
-        specs.push(ServerSpec::from_config(&config, name, places.clone())?);
+        let mut spec = ServerSpec::from_config(&config, name, places.clone())?;
+        if let Some(store) = &mut spec.store {
+            store.repair = common.repair;
+        }
+        specs.push(spec);
     }
     // Bind every listener before serving, so a taken port stops the start with a clear message.
     let mut listeners = Vec::new();

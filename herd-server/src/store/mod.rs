@@ -1,0 +1,950 @@
+//! Records on disk: a journal of every record the server stores, and snapshots it is compacted into.
+//!
+//! The node decides what is journaled (every record it stores, from a client or a peer: see
+//! [`Node::with_journal`](crate::node::Node::with_journal)) and frames it; this module only puts
+//! those bytes in files and says when they are there. The driver appends a batch's bytes while it
+//! still holds the node, gets a *ticket* (how many bytes had been appended in all), and — under
+//! `fsync = "always"` — sends the batch's replies only once [`Store::durable`] says the ticket is on
+//! disk. One writer thread writes whatever has been appended since its last write and syncs it
+//! once: every batch that arrived meanwhile shares that one `fdatasync` (group commit).
+//!
+//! # Files, in `DIR/<Name>/`
+//! - `journal.<N>`: records appended as they are stored (format in [`format`]).
+//! - `snapshot.<N>`: every record held at one moment; it makes every `journal.<M>` with `M < N`
+//!   redundant.
+//! - `snapshot.<N>.tmp`: a snapshot being written; never read, deleted at start.
+//! - `lock`: held (`flock`) while a server uses the folder, so two servers never share one.
+//!
+//! Loading reads the newest snapshot, then every journal numbered from it on. A record only replaces
+//! an older one of the same client (the herd's order), so replaying the files in any order, or a
+//! record twice, gives the same cache: that is what lets compaction run beside service.
+//!
+//! # Compaction
+//! When the journals hold far more records than the cache ([`should_compact`]), [`compact`] starts
+//! `journal.<N+1>` (new records go there from then on), writes the cache into `snapshot.<N+1>.tmp` a
+//! few thousand records at a time (the node is locked only per chunk, and memory grows by one chunk,
+//! not by a copy of the cache), syncs it, renames it to `snapshot.<N+1>`, syncs the folder, and only
+//! then deletes the files it makes redundant. A crash at any point leaves either the old snapshot
+//! with both journals, or the new snapshot (with leftovers deleted at the next start).
+//!
+//! # When the disk fails
+//! A failed write or sync marks the journal *broken*: the bytes not yet on disk are dropped (they are
+//! still in memory), the file is cut back to its last whole record, and every ticket up to now fails —
+//! under `always` those replies are never sent. The driver then retries a compaction every second:
+//! once it succeeds, a new journal and a snapshot of everything in memory make the disk whole again.
+
+pub mod format;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::config::Fsync;
+use format::{End, Kind};
+
+/// What a server's store is set to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The server's own folder (`DIR/<Name>`).
+    pub dir: PathBuf,
+    /// When records reach the disk.
+    pub fsync: Fsync,
+    /// Journals smaller than this are never compacted.
+    pub compact_bytes: u64,
+    /// Cut damaged files at their first bad record instead of refusing to start.
+    pub repair: bool,
+}
+
+/// Whether the journals are worth compacting: at least `min_bytes`, and at least twice as many
+/// records as the cache holds (so most of what they hold has been replaced).
+pub fn should_compact(journal_bytes: u64, journal_records: u64, live: u64, min_bytes: u64) -> bool {
+    journal_bytes >= min_bytes && journal_records >= live.saturating_mul(2).max(1)
+}
+
+/// A journal that has fallen this far behind the appends holds its appenders back.
+pub const BACKLOG: u64 = 8 * 1024 * 1024;
+
+/// Where the writer is, in bytes appended (tickets).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Everything up to here has been written to the journal file.
+    pub written: u64,
+    /// Everything up to here is on disk (synced).
+    pub durable: u64,
+    /// Everything up to here that is not durable never will be (the journal broke).
+    pub failed: u64,
+}
+
+/// The store could not make a batch durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the records could not be written to disk")]
+pub struct NotDurable;
+
+/// What a start found on disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Records read (snapshot and journals), including ones replaced by a later record.
+    pub records: u64,
+    /// Files read.
+    pub files: usize,
+    /// Bytes cut off torn tails or (with repair) damaged files.
+    pub cut: u64,
+}
+
+/// The journal file being appended to.
+struct Journal {
+    file: File,
+    gen: u64,
+    /// Its length up to the last whole record written.
+    len: u64,
+    /// Written since the last sync.
+    dirty: bool,
+}
+
+struct State {
+    /// Appended, not yet taken by the writer.
+    pending: Vec<u8>,
+    /// Bytes appended in all (the last ticket).
+    appended: u64,
+    /// The journal broke and has not been replaced yet: appends are dropped.
+    broken: bool,
+    /// Something held in memory is on no disk: the next compaction must happen, and soon.
+    needs_snapshot: bool,
+    /// The first error since the journal last worked (said once on stderr).
+    error: Option<String>,
+    /// Bytes and records in the journals since the last snapshot.
+    journal_bytes: u64,
+    journal_records: u64,
+    closing: bool,
+}
+
+struct Inner {
+    dir: PathBuf,
+    fsync: Fsync,
+    compact_bytes: u64,
+    state: Mutex<State>,
+    wake: Condvar,
+    journal: Mutex<Option<Journal>>,
+    progress: watch::Sender<Progress>,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    _lock: File,
+}
+
+/// A server's store: cheap to clone; the writer thread stops at [`Store::close`].
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn journal_path(dir: &Path, gen: u64) -> PathBuf {
+    dir.join(format!("journal.{gen}"))
+}
+
+fn snapshot_path(dir: &Path, gen: u64) -> PathBuf {
+    dir.join(format!("snapshot.{gen}"))
+}
+
+/// Syncs a folder, so a file created, renamed or removed in it stays so after a power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Takes the folder's lock file, or says which server holds it.
+fn take_lock(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns; no memory is shared.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            anyhow::bail!(
+                "{} is in use by another running server (its lock is held)",
+                dir.display()
+            );
+        }
+    }
+    Ok(file)
+}
+
+/// The numbered files of a store folder.
+#[derive(Debug, Default)]
+struct Listing {
+    snapshots: Vec<u64>,
+    journals: Vec<u64>,
+    temps: Vec<PathBuf>,
+}
+
+fn list(dir: &Path) -> anyhow::Result<Listing> {
+    let mut l = Listing::default();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            l.temps.push(entry.path());
+        } else if let Some(n) = name.strip_prefix("snapshot.").and_then(|n| n.parse().ok()) {
+            l.snapshots.push(n);
+        } else if let Some(n) = name.strip_prefix("journal.").and_then(|n| n.parse().ok()) {
+            l.journals.push(n);
+        }
+    }
+    l.snapshots.sort_unstable();
+    l.journals.sort_unstable();
+    Ok(l)
+}
+
+/// Reads one file of `kind`, feeding its records to `each`; cuts a torn tail (and, with `repair`,
+/// damage). Returns the records read and the bytes cut.
+fn load_file(
+    path: &Path,
+    kind: Kind,
+    repair: bool,
+    each: &mut dyn FnMut(&[u8]) -> bool,
+) -> anyhow::Result<(u64, u64)> {
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut records = 0u64;
+    let end = format::scan(&data, kind, |payload| {
+        records += 1;
+        each(payload)
+    });
+    let (at, what) = match end {
+        End::Clean => return Ok((records, 0)),
+        End::Version(v) => anyhow::bail!(
+            "{} is in store format version {v}; this server reads version {} (a newer server wrote it?)",
+            path.display(),
+            format::VERSION
+        ),
+        // A snapshot is synced before it is renamed into place: a short one is damage, not a tear.
+        End::Torn { at } if kind == Kind::Journal => (at, None),
+        End::Torn { at } => (at, Some("snapshot cut short")),
+        End::Damaged { at, why } => (at, Some(why)),
+    };
+    // The record that failed was counted before it was refused.
+    let records = records.saturating_sub(u64::from(
+        matches!(end, End::Damaged { why, .. } if why == "record is not an AT line"),
+    ));
+    let cut = data.len() as u64 - at as u64;
+    if let Some(why) = what {
+        if !repair {
+            anyhow::bail!(
+                "{} is damaged at byte offset {at} ({why}; {cut} bytes from there on). Start with \
+                 --repair to cut the file at that record and go on without the records after it",
+                path.display()
+            );
+        }
+        tracing::warn!(file = %path.display(), offset = at, cut, cause = why, "repair: cut a damaged store file");
+        eprintln!(
+            "herd-server: repair: {} damaged at byte offset {at} ({why}); cut {cut} bytes",
+            path.display()
+        );
+    } else {
+        tracing::warn!(file = %path.display(), offset = at, cut, "cut off a torn last record");
+        eprintln!(
+            "herd-server: {}: cut off a torn last record ({cut} bytes at byte offset {at})",
+            path.display()
+        );
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {} to cut it", path.display()))?;
+    if at < format::HEADER_LEN {
+        // Not even a whole header: start the file again.
+        file.set_len(0)?;
+        (&file).write_all(&format::header(kind))?;
+    } else {
+        file.set_len(at as u64)?;
+    }
+    file.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    Ok((records, cut))
+}
+
+/// Creates `journal.<gen>` with its header, synced, and syncs the folder.
+fn create_journal(dir: &Path, gen: u64) -> std::io::Result<Journal> {
+    let path = journal_path(dir, gen);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let written = file
+        .write_all(&format::header(Kind::Journal))
+        .and_then(|()| file.sync_data())
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(Journal {
+        file,
+        gen,
+        len: format::HEADER_LEN as u64,
+        dirty: false,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store of `cfg.dir`, feeding every record on disk to `each` — the newest
+    /// snapshot first, then the journals in order — before anything else happens. `each` returns
+    /// `false` for a record it cannot take (not an AT line), which counts as damage.
+    ///
+    /// # Errors
+    /// The folder cannot be created or locked; a file is damaged before its end (unless
+    /// `cfg.repair`), is of an unknown version, or cannot be read, cut or created.
+    pub fn open(
+        cfg: &StoreConfig,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> anyhow::Result<(Store, LoadReport)> {
+        let dir = &cfg.dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the data folder {}", dir.display()))?;
+        let lock_file = take_lock(dir)?;
+        let listing = list(dir)?;
+        for t in &listing.temps {
+            std::fs::remove_file(t).with_context(|| format!("removing {}", t.display()))?;
+        }
+        let base = listing.snapshots.last().copied().unwrap_or(0);
+        let mut report = LoadReport::default();
+        for &s in listing.snapshots.iter().filter(|&&s| s < base) {
+            let _ = std::fs::remove_file(snapshot_path(dir, s));
+        }
+        for &j in listing.journals.iter().filter(|&&j| j < base) {
+            let _ = std::fs::remove_file(journal_path(dir, j));
+        }
+        if base > 0 {
+            let (n, cut) = load_file(
+                &snapshot_path(dir, base),
+                Kind::Snapshot,
+                cfg.repair,
+                &mut each,
+            )?;
+            report.records += n;
+            report.cut += cut;
+            report.files += 1;
+        }
+        let journals: Vec<u64> = listing
+            .journals
+            .iter()
+            .copied()
+            .filter(|&j| j >= base)
+            .collect();
+        let (mut journal_bytes, mut journal_records) = (0, 0);
+        for &j in &journals {
+            let path = journal_path(dir, j);
+            let (n, cut) = load_file(&path, Kind::Journal, cfg.repair, &mut each)?;
+            report.records += n;
+            report.cut += cut;
+            report.files += 1;
+            journal_records += n;
+            journal_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+        if !listing.temps.is_empty() || base > 0 {
+            sync_dir(dir)?;
+        }
+        // Go on appending to the newest journal, or start one.
+        let journal = match journals.last() {
+            Some(&gen) => {
+                let path = journal_path(dir, gen);
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let len = file.metadata()?.len();
+                Journal {
+                    file,
+                    gen,
+                    len,
+                    dirty: false,
+                }
+            }
+            None => create_journal(dir, base.max(1)).with_context(|| {
+                format!("creating {}", journal_path(dir, base.max(1)).display())
+            })?,
+        };
+        let (progress, _) = watch::channel(Progress::default());
+        let inner = Arc::new(Inner {
+            dir: dir.clone(),
+            fsync: cfg.fsync,
+            compact_bytes: cfg.compact_bytes,
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                appended: 0,
+                broken: false,
+                needs_snapshot: false,
+                error: None,
+                journal_bytes,
+                journal_records,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            journal: Mutex::new(Some(journal)),
+            progress,
+            compacting: Mutex::new(()),
+            writer: Mutex::new(None),
+            _lock: lock_file,
+        });
+        let thread_inner = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("herd-journal".into())
+            .spawn(move || writer(&thread_inner))
+            .context("starting the journal's writer thread")?;
+        *lock(&inner.writer) = Some(writer);
+        Ok((Store { inner }, report))
+    }
+
+    /// The fsync setting.
+    pub fn fsync(&self) -> Fsync {
+        self.inner.fsync
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Takes the framed records in `bytes` (leaving it empty) and returns their ticket. Call it
+    /// while the records' node is still locked, so the journal never lags behind what a compaction
+    /// could have missed.
+    pub fn append(&self, bytes: &mut Vec<u8>, records: u64) -> u64 {
+        let mut s = lock(&self.inner.state);
+        s.appended += bytes.len() as u64;
+        s.journal_bytes += bytes.len() as u64;
+        s.journal_records += records;
+        let ticket = s.appended;
+        if s.broken {
+            // Not kept: the rescue snapshot will write it from memory.
+            bytes.clear();
+            self.inner.progress.send_modify(|p| p.failed = ticket);
+        } else {
+            if s.pending.is_empty() {
+                std::mem::swap(&mut s.pending, bytes);
+            } else {
+                s.pending.append(bytes);
+            }
+            self.inner.wake.notify_one();
+        }
+        ticket
+    }
+
+    /// The ticket of everything appended so far: a reply that shows a record it did not store itself
+    /// (a stale IAMAT's answer, a WHATSAT's AT line) waits for this under `always`, since the record
+    /// it shows may still be on its way to the disk.
+    pub fn position(&self) -> u64 {
+        lock(&self.inner.state).appended
+    }
+
+    /// Waits until everything up to `ticket` is on disk.
+    ///
+    /// # Errors
+    /// [`NotDurable`]: the journal broke before it got there.
+    pub async fn durable(&self, ticket: u64) -> Result<(), NotDurable> {
+        let mut rx = self.inner.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.durable >= ticket || p.failed >= ticket)
+            .await
+            .map(|p| *p)
+            .map_err(|_| NotDurable)?;
+        if p.durable >= ticket {
+            Ok(())
+        } else {
+            Err(NotDurable)
+        }
+    }
+
+    /// Holds the caller back while the writer is more than [`BACKLOG`] behind `ticket`, so a slow
+    /// disk slows appenders instead of growing memory.
+    pub async fn keep_up(&self, ticket: u64) {
+        let behind = |p: &Progress| ticket.saturating_sub(p.written.max(p.failed)) <= BACKLOG;
+        if behind(&self.inner.progress.borrow()) {
+            return;
+        }
+        let mut rx = self.inner.progress.subscribe();
+        let _ = rx.wait_for(behind).await;
+    }
+
+    /// The writer's position.
+    pub fn progress(&self) -> Progress {
+        *self.inner.progress.borrow()
+    }
+
+    /// Whether a compaction should run now, for a cache of `live` records: the journals are large
+    /// and mostly replaced ([`should_compact`]), or the disk failed and memory holds records it lacks.
+    pub fn wants_compaction(&self, live: u64) -> bool {
+        let s = lock(&self.inner.state);
+        s.needs_snapshot
+            || should_compact(
+                s.journal_bytes,
+                s.journal_records,
+                live,
+                self.inner.compact_bytes,
+            )
+    }
+
+    /// Records a failure of the journal: drop what is not on disk, fail its tickets, ask for a
+    /// rescue snapshot, and say so on stderr the first time.
+    fn broke(&self, what: &str, e: &std::io::Error) {
+        broke(&self.inner, what, e);
+    }
+
+    /// Stops the writer after it has written and synced everything appended.
+    pub fn close(&self) {
+        lock(&self.inner.state).closing = true;
+        self.inner.wake.notify_one();
+        if let Some(t) = lock(&self.inner.writer).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn broke(inner: &Inner, what: &str, e: &std::io::Error) {
+    let mut s = lock(&inner.state);
+    s.pending.clear();
+    s.broken = true;
+    s.needs_snapshot = true;
+    let appended = s.appended;
+    inner.progress.send_modify(|p| p.failed = appended);
+    if s.error.is_none() {
+        let msg = format!("{what}: {e}");
+        let consequence = if inner.fsync.replies_wait_for_disk() {
+            "records that cannot be made durable are not acknowledged (their connections are closed)"
+        } else {
+            "serving from memory; records stored meanwhile are on no disk until it works again"
+        };
+        eprintln!(
+            "herd-server: persistence is failing in {}: {msg}; {consequence}",
+            inner.dir.display()
+        );
+        tracing::error!(dir = %inner.dir.display(), cause = %msg, "persistence is failing");
+        s.error = Some(msg);
+    }
+}
+
+/// The writer thread: takes what was appended, writes it, syncs as `fsync` says, publishes progress.
+fn writer(inner: &Inner) {
+    let every = Duration::from_secs(1);
+    let mut last_sync = Instant::now();
+    // Written and not yet synced (everysec). Kept here, not read from the journal, so this thread
+    // never takes the journal's lock while it holds the state's (compaction takes them the other way).
+    let mut unsynced = false;
+    loop {
+        let (mut batch, ticket, closing) = {
+            let mut s = lock(&inner.state);
+            loop {
+                if !s.pending.is_empty() || s.closing {
+                    break;
+                }
+                if inner.fsync == Fsync::Everysec {
+                    let dirty = unsynced;
+                    let due = every.saturating_sub(last_sync.elapsed());
+                    if dirty && due.is_zero() {
+                        break;
+                    }
+                    let wait = if dirty { due } else { every };
+                    s = inner
+                        .wake
+                        .wait_timeout(s, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                } else {
+                    s = inner.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            (std::mem::take(&mut s.pending), s.appended, s.closing)
+        };
+        let sync = match inner.fsync {
+            Fsync::Always => !batch.is_empty(),
+            Fsync::Everysec => last_sync.elapsed() >= every || closing,
+            Fsync::No => closing,
+        };
+        let result = {
+            let mut guard = lock(&inner.journal);
+            match guard.as_mut() {
+                None => Ok(false),
+                Some(j) => write_batch(j, &batch, sync).map(|()| true),
+            }
+        };
+        match result {
+            Ok(wrote) => {
+                if sync {
+                    last_sync = Instant::now();
+                    unsynced = false;
+                } else if !batch.is_empty() {
+                    unsynced = true;
+                }
+                inner.progress.send_modify(|p| {
+                    p.written = p.written.max(ticket);
+                    if sync && wrote {
+                        p.durable = p.durable.max(ticket);
+                    }
+                });
+            }
+            Err(e) => broke(inner, "writing the journal", &e),
+        }
+        batch.clear();
+        if closing && lock(&inner.state).pending.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Writes `batch` at the end of the journal, then syncs it if asked. On failure the file is cut back
+/// to its last whole record, so what is on disk stays loadable.
+fn write_batch(j: &mut Journal, batch: &[u8], sync: bool) -> std::io::Result<()> {
+    if !batch.is_empty() {
+        if let Err(e) = j.file.write_all(batch) {
+            let _ = j.file.set_len(j.len);
+            return Err(e);
+        }
+        j.len += batch.len() as u64;
+        j.dirty = true;
+    }
+    if sync && j.dirty {
+        j.file.sync_data()?;
+        j.dirty = false;
+    }
+    Ok(())
+}
+
+/// Where a compaction stopped in a test that simulates a crash.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// After starting the new journal.
+    Rotated,
+    /// After writing the snapshot's temporary file, before renaming it.
+    Written,
+    /// After renaming it, before deleting the files it replaces.
+    Renamed,
+    /// Not at all.
+    Never,
+}
+
+impl Store {
+    /// Compacts: a new journal, then a snapshot of the cache, read `chunk` by `chunk` —
+    /// `chunk(from, out)` frames the records at `from..` into `out` and returns where the next chunk
+    /// starts, or `None` after the last. Runs on a blocking thread; service goes on meanwhile.
+    ///
+    /// # Errors
+    /// A file could not be created, written, synced or renamed; the store is left as it was (with
+    /// the new journal), and the next compaction tries again.
+    pub fn compact(
+        &self,
+        chunk: impl FnMut(usize, &mut Vec<u8>) -> Option<usize>,
+    ) -> anyhow::Result<()> {
+        self.compact_until(chunk, Stop::Never)
+    }
+
+    #[doc(hidden)]
+    pub fn compact_until(
+        &self,
+        mut chunk: impl FnMut(usize, &mut Vec<u8>) -> Option<usize>,
+        stop: Stop,
+    ) -> anyhow::Result<()> {
+        let inner = &self.inner;
+        let _one = lock(&inner.compacting);
+        let dir = &inner.dir;
+        // 1. A new journal: records stored from now on go there; the snapshot covers the rest.
+        let gen = {
+            let mut guard = lock(&inner.journal);
+            let old = guard.as_ref().map_or(0, |j| j.gen);
+            if let Some(j) = guard.as_mut() {
+                if j.dirty && j.file.sync_data().is_ok() {
+                    j.dirty = false;
+                }
+            }
+            let gen = old + 1;
+            match create_journal(dir, gen) {
+                Ok(j) => *guard = Some(j),
+                Err(e) => {
+                    drop(guard);
+                    if !lock(&inner.state).broken {
+                        self.broke("starting a new journal", &e);
+                    }
+                    return Err(anyhow::Error::from(e).context("starting a new journal"));
+                }
+            }
+            let mut s = lock(&inner.state);
+            s.broken = false;
+            s.journal_bytes = s.pending.len() as u64;
+            s.journal_records = 0;
+            gen
+        };
+        if stop == Stop::Rotated {
+            return Ok(());
+        }
+        // 2. The snapshot, chunk by chunk, into a temporary file.
+        let tmp = dir.join(format!("snapshot.{gen}.tmp"));
+        let written = (|| -> std::io::Result<()> {
+            let mut file = std::io::BufWriter::with_capacity(
+                1 << 20,
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(&tmp)?,
+            );
+            file.write_all(&format::header(Kind::Snapshot))?;
+            let mut buf = Vec::with_capacity(1 << 20);
+            let mut from = 0;
+            loop {
+                buf.clear();
+                let next = chunk(from, &mut buf);
+                file.write_all(&buf)?;
+                match next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            lock(&inner.state).needs_snapshot = true;
+            return Err(anyhow::Error::from(e).context(format!("writing {}", tmp.display())));
+        }
+        if stop == Stop::Written {
+            return Ok(());
+        }
+        // 3. Into place, durably.
+        let path = snapshot_path(dir, gen);
+        if let Err(e) = std::fs::rename(&tmp, &path).and_then(|()| sync_dir(dir)) {
+            let _ = std::fs::remove_file(&tmp);
+            lock(&inner.state).needs_snapshot = true;
+            return Err(anyhow::Error::from(e).context(format!("renaming {}", tmp.display())));
+        }
+        let recovered = {
+            let mut s = lock(&inner.state);
+            s.needs_snapshot = false;
+            s.error.take()
+        };
+        if let Some(e) = recovered {
+            eprintln!(
+                "herd-server: persistence works again in {} (after: {e}); every record held is on disk",
+                dir.display()
+            );
+            tracing::info!(dir = %dir.display(), "persistence works again");
+        }
+        if stop == Stop::Renamed {
+            return Ok(());
+        }
+        // 4. What it replaces.
+        let listing = list(dir)?;
+        for &s in listing.snapshots.iter().filter(|&&s| s < gen) {
+            let _ = std::fs::remove_file(snapshot_path(dir, s));
+        }
+        for &j in listing.journals.iter().filter(|&&j| j < gen) {
+            let _ = std::fs::remove_file(journal_path(dir, j));
+        }
+        sync_dir(dir)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "herd-store-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn cfg(dir: &Path, fsync: Fsync) -> StoreConfig {
+        StoreConfig {
+            dir: dir.to_owned(),
+            fsync,
+            compact_bytes: 0,
+            repair: false,
+        }
+    }
+
+    fn open(c: &StoreConfig) -> anyhow::Result<(Store, Vec<Vec<u8>>)> {
+        let mut got = Vec::new();
+        let (s, _) = Store::open(c, |p| {
+            got.push(p.to_vec());
+            true
+        })?;
+        Ok((s, got))
+    }
+
+    fn framed(lines: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in lines {
+            format::write_record(l, &mut out);
+        }
+        out
+    }
+
+    fn lines(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+        range
+            .map(|i| format!("AT A +0.100000000 c{i} +1+1 {i}").into_bytes())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn appends_are_durable_and_load_back_in_order() {
+        let d = dir("append");
+        let c = cfg(&d, Fsync::Always);
+        let (s, got) = open(&c).unwrap();
+        assert!(got.is_empty());
+        let mut t = 0;
+        for chunk in lines(0..100).chunks(10) {
+            t = s.append(&mut framed(chunk), chunk.len() as u64);
+        }
+        s.durable(t).await.unwrap();
+        assert!(s.progress().durable >= t);
+        drop(s.clone());
+        let again = Store::open(&c, |_| true);
+        assert!(
+            again.is_err_and(|e| e.to_string().contains("in use")),
+            "a second server on the same folder is refused"
+        );
+        s.close();
+        drop(s);
+        let (s, got) = open(&c).unwrap();
+        assert_eq!(got, lines(0..100));
+        s.close();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A crash at every step of a compaction leaves a store that loads every record.
+    #[tokio::test]
+    async fn compaction_is_crash_safe_at_every_step() {
+        for stop in [Stop::Rotated, Stop::Written, Stop::Renamed, Stop::Never] {
+            let d = dir("compact");
+            let c = cfg(&d, Fsync::No);
+            let (s, _) = open(&c).unwrap();
+            // Ten versions of 20 clients' records; the cache holds the last of each.
+            let mut t = 0;
+            for v in 0..10 {
+                let ls: Vec<Vec<u8>> = (0..20)
+                    .map(|i| format!("AT A +0.100000000 c{i} +1+1 {v}").into_bytes())
+                    .collect();
+                t = s.append(&mut framed(&ls), 20);
+            }
+            // Written before the compaction (records written after it land in the new journal,
+            // which is just as correct but loads more than the snapshot).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while s.progress().written < t {
+                assert!(Instant::now() < deadline, "the writer never wrote");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(s.wants_compaction(20));
+            let live: Vec<Vec<u8>> = (0..20)
+                .map(|i| format!("AT A +0.100000000 c{i} +1+1 9").into_bytes())
+                .collect();
+            s.compact_until(
+                |from, out| {
+                    let end = (from + 7).min(live.len());
+                    out.extend_from_slice(&framed(&live[from..end]));
+                    (end < live.len()).then_some(end)
+                },
+                stop,
+            )
+            .unwrap();
+            s.close();
+            drop(s);
+            let (s, got) = open(&c).unwrap();
+            let last: Vec<&Vec<u8>> = got.iter().rev().take(20).collect();
+            assert!(
+                live.iter().all(|l| got.contains(l)),
+                "{stop:?}: every live record loads"
+            );
+            assert!(!last.is_empty());
+            let names: Vec<String> = std::fs::read_dir(&d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+            if stop >= Stop::Renamed {
+                assert_eq!(got.len(), 20, "{stop:?}: only the snapshot is read");
+                assert!(!s.wants_compaction(20));
+            }
+            s.close();
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_cut_and_damage_refused_unless_repaired() {
+        let d = dir("damage");
+        let c = cfg(&d, Fsync::Always);
+        let (s, _) = open(&c).unwrap();
+        let t = s.append(&mut framed(&lines(0..10)), 10);
+        s.durable(t).await.unwrap();
+        s.close();
+        drop(s);
+        let path = journal_path(&d, 1);
+        let mut data = std::fs::read(&path).unwrap();
+        let whole = data.len();
+        // A torn write: half a record.
+        data.extend_from_slice(&framed(&lines(10..11))[..20]);
+        std::fs::write(&path, &data).unwrap();
+        let (s, got) = open(&c).unwrap();
+        assert_eq!(got, lines(0..10));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole as u64);
+        s.close();
+        drop(s);
+        // A flipped byte in the third record.
+        let mut data = std::fs::read(&path).unwrap();
+        let third = format::HEADER_LEN + 2 * framed(&lines(0..1)).len();
+        data[third + 12] ^= 0x40;
+        std::fs::write(&path, &data).unwrap();
+        let e = open(&c).err().unwrap().to_string();
+        assert!(
+            e.contains("journal.1") && e.contains(&format!("offset {third}")),
+            "{e}"
+        );
+        assert!(e.contains("--repair"), "{e}");
+        let (s, got) = open(&StoreConfig {
+            repair: true,
+            ..c.clone()
+        })
+        .unwrap();
+        assert_eq!(got, lines(0..2));
+        s.close();
+        drop(s);
+        let (s, got) = open(&c).unwrap();
+        assert_eq!(got, lines(0..2), "repaired for good");
+        s.close();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn compaction_rule() {
+        assert!(!should_compact(10, 100, 10, 1000), "too small");
+        assert!(should_compact(2000, 100, 10, 1000));
+        assert!(!should_compact(2000, 100, 60, 1000), "mostly live");
+        assert!(!should_compact(0, 0, 0, 0));
+    }
+}
