@@ -155,6 +155,8 @@ pub struct Processes {
     ports: BTreeMap<String, u16>,
     topology: Vec<(String, Vec<String>)>,
     children: BTreeMap<String, Child>,
+    /// Arguments added to every `herd-server serve` started from now on (such as `--repair`).
+    pub args: Vec<String>,
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -183,6 +185,7 @@ impl Processes {
             ports,
             topology,
             children: BTreeMap::new(),
+            args: Vec::new(),
         };
         herd.config = herd.write_config("herd.toml", extra, &[]);
         herd
@@ -252,6 +255,7 @@ impl Processes {
             .arg(config)
             .arg("--log-dir")
             .arg(self.dir.join("logs"))
+            .args(&self.args)
             .env_remove("GOOGLE_PLACES_API_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
