@@ -121,6 +121,9 @@ struct State {
     journal_bytes: u64,
     journal_records: u64,
     closing: bool,
+    /// The writer is waiting for appends: only then does an append wake it (a wake is a syscall; a
+    /// busy writer finds the new bytes when it comes back for more).
+    idle: bool,
 }
 
 struct Inner {
@@ -399,6 +402,7 @@ impl Store {
                 journal_bytes,
                 journal_records,
                 closing: false,
+                idle: false,
             }),
             wake: Condvar::new(),
             journal: Mutex::new(Some(journal)),
@@ -445,7 +449,10 @@ impl Store {
             } else {
                 s.pending.append(bytes);
             }
-            self.inner.wake.notify_one();
+            if s.idle {
+                s.idle = false;
+                self.inner.wake.notify_one();
+            }
         }
         ticket
     }
@@ -512,7 +519,9 @@ impl Store {
 
     /// Stops the writer after it has written and synced everything appended.
     pub fn close(&self) {
-        lock(&self.inner.state).closing = true;
+        let mut s = lock(&self.inner.state);
+        s.closing = true;
+        drop(s);
         self.inner.wake.notify_one();
         if let Some(t) = lock(&self.inner.writer).take() {
             let _ = t.join();
@@ -564,15 +573,18 @@ fn writer(inner: &Inner) {
                         break;
                     }
                     let wait = if dirty { due } else { every };
+                    s.idle = true;
                     s = inner
                         .wake
                         .wait_timeout(s, wait)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 } else {
+                    s.idle = true;
                     s = inner.wake.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
             }
+            s.idle = false;
             (std::mem::take(&mut s.pending), s.appended, s.closing)
         };
         let sync = match inner.fsync {
