@@ -65,6 +65,8 @@ L=$(free_port); store_server "$L" no
 kill -TERM "$LAST"; wait "$LAST" 2>/dev/null || true
 bytes=$(cat "$WORK/data-$L"/Alford/journal.* | wc -c)
 store_server "$L" no
+# The port is bound before the load: wait for the second start's "loaded" line.
+for _ in $(seq 1 600); do [ "$(grep -ac "loaded" "$WORK/store-$L.err")" -ge 2 ] && break; sleep 0.1; done
 loaded=$(grep -a "loaded" "$WORK/store-$L.err" | tail -1)
 echo "$loaded"
 records=$(echo "$loaded" | sed -E 's/.*\(([0-9]+) records.*/\1/')
