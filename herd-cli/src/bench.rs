@@ -70,6 +70,7 @@ enum Kind {
 struct Plan {
     args: BenchArgs,
     addr: SocketAddr,
+    timeout: Duration,
     iamat_weight: u64,
     whatsat_weight: u64,
     seeded: u64,
@@ -112,6 +113,8 @@ impl Plan {
 #[derive(Default)]
 struct Tally {
     ok: u64,
+    /// The first network error, to name when nothing was answered.
+    first_error: Option<String>,
     errors: BTreeMap<&'static str, u64>,
     hist: Option<Histogram<u64>>,
 }
@@ -146,14 +149,22 @@ pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::proces
         return Err(usage("-c and -P must be at least 1"));
     }
     let (iamat_weight, whatsat_weight) = parse_mix(&args.mix)?;
-    let addr = crate::target::resolve(target.to.as_deref(), target.config.as_deref())
-        .await
-        .map_err(|e| usage(format!("{e:#}")))?;
+    let addr = crate::target::resolve(
+        target.to.as_deref(),
+        target.config.as_deref(),
+        target.timeout,
+    )
+    .await?;
     let clients = args.clients.max(1);
     // WHATSAT needs clients the server knows: report some first.
     let seeded = if whatsat_weight > 0 && args.raw_line.is_none() {
         let n = clients.min(10_000);
-        seed(addr, n).await?;
+        crate::within(
+            target.timeout,
+            || format!("reporting {n} clients to {addr}"),
+            seed(addr, n),
+        )
+        .await?;
         n
     } else {
         0
@@ -162,6 +173,7 @@ pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::proces
     let started = Instant::now();
     let plan = Arc::new(Plan {
         addr,
+        timeout: target.timeout,
         iamat_weight,
         whatsat_weight,
         seeded,
@@ -184,6 +196,9 @@ pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::proces
     while let Some(t) = tasks.join_next().await {
         let t = t.context("connection task")?;
         total.ok += t.ok;
+        if total.first_error.is_none() {
+            total.first_error = t.first_error;
+        }
         for (k, v) in t.errors {
             total.error(k, v);
         }
@@ -195,10 +210,19 @@ pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::proces
     if let Some(p) = progress {
         p.finish_and_clear();
     }
+    let invalid = total.errors.get("invalid").copied().unwrap_or(0);
+    if total.ok == 0 && invalid == 0 {
+        // Nothing was answered at all: one clear error, not a report of zeros.
+        let cause = total
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "no request was sent".into());
+        anyhow::bail!("no request to {addr} was answered: {cause}");
+    }
     report(&args, addr, &total, &hist, elapsed);
-    let errors: u64 = total.errors.values().sum();
-    Ok(if errors > 0 && total.ok == 0 {
-        std::process::ExitCode::from(3)
+    // Answered, but with `? …`: the server refused the requests (exit 1, as for the other commands).
+    Ok(if invalid > 0 {
+        std::process::ExitCode::from(1)
     } else {
         std::process::ExitCode::SUCCESS
     })
@@ -251,10 +275,19 @@ async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok(),
         ..Tally::default()
     };
-    let mut stream = match TcpStream::connect(plan.addr).await {
-        Ok(s) => s,
+    let mut stream = match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tally.error("connect", 1);
+            tally.first_error = Some(format!("connecting to {}: {e}", plan.addr));
+            return tally;
+        }
         Err(_) => {
             tally.error("connect", 1);
+            tally.first_error = Some(format!(
+                "connecting to {}: no answer within {:?} (--timeout)",
+                plan.addr, plan.timeout
+            ));
             return tally;
         }
     };
@@ -297,20 +330,31 @@ async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
             pending.push_back(kind);
         }
         let sent = Instant::now();
-        if stream.write_all(&out).await.is_err() {
+        if let Err(e) = stream.write_all(&out).await {
             tally.error("write", pending.len() as u64);
+            tally.first_error = Some(format!("sending to {}: {e}", plan.addr));
             return tally;
         }
         let mut in_json = false;
         while !pending.is_empty() {
-            let got = match stream.read(&mut inbuf).await {
-                Ok(0) => {
+            let got = match tokio::time::timeout(plan.timeout, stream.read(&mut inbuf)).await {
+                Ok(Ok(0)) => {
                     tally.error("closed", pending.len() as u64);
+                    tally.first_error = Some(format!("{} closed the connection", plan.addr));
                     return tally;
                 }
-                Ok(n) => n,
-                Err(_) => {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
                     tally.error("read", pending.len() as u64);
+                    tally.first_error = Some(format!("reading from {}: {e}", plan.addr));
+                    return tally;
+                }
+                Err(_) => {
+                    tally.error("timeout", pending.len() as u64);
+                    tally.first_error = Some(format!(
+                        "{} sent no answer within {:?} (--timeout)",
+                        plan.addr, plan.timeout
+                    ));
                     return tally;
                 }
             };

@@ -163,15 +163,79 @@ pub fn places(record: &AtRecord<'_>, answer: &Value, color: bool) -> String {
     }
     if let Some(attr) = answer.get("html_attributions").and_then(Value::as_array) {
         for a in attr.iter().filter_map(Value::as_str) {
-            let _ = writeln!(out, "{}", p.wrap("2", a));
+            let _ = writeln!(out, "{}", p.wrap("2", &html_to_text(a)));
         }
     }
     out
 }
 
+/// An HTML attribution as plain text for a terminal: `<a href="URL">TEXT</a>` becomes `TEXT (URL)`,
+/// other tags are dropped and the common entities decoded.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    let mut href: Option<String> = None;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&decode_entities(&rest[..open]));
+        let Some(close) = rest[open..].find('>') else {
+            out.push_str(&decode_entities(&rest[open..]));
+            return out;
+        };
+        let tag = &rest[open + 1..open + close];
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .find(|s| !s.is_empty())
+            .unwrap_or("");
+        if name.eq_ignore_ascii_case("a") && !tag.starts_with('/') {
+            href = attribute(tag, "href").map(|h| decode_entities(&h));
+        } else if tag.starts_with('/') && name.eq_ignore_ascii_case("a") {
+            if let Some(h) = href.take() {
+                let _ = write!(out, " ({h})");
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(&decode_entities(rest));
+    out
+}
+
+/// The value of `name="…"` (or `'…'`) in a tag's text.
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let at = lower.find(&format!("{name}="))? + name.len() + 1;
+    let value = &tag[at..];
+    let quote = value.chars().next().filter(|&c| c == '"' || c == '\'');
+    Some(match quote {
+        Some(q) => value[1..].split(q).next().unwrap_or("").to_owned(),
+        None => value.split_whitespace().next().unwrap_or("").to_owned(),
+    })
+}
+
+fn decode_entities(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", " ")
+        .replace("&amp;", "&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribution_as_text() {
+        assert_eq!(
+            html_to_text(
+                r#"Place data from <a href="https://www.geonames.org/">GeoNames</a> (cities1000), CC BY 4.0"#
+            ),
+            "Place data from GeoNames (https://www.geonames.org/) (cities1000), CC BY 4.0"
+        );
+        assert_eq!(html_to_text("<b>A &amp; B</b> &lt;x&gt;"), "A & B <x>");
+        assert_eq!(html_to_text("plain"), "plain");
+        assert_eq!(html_to_text("broken <a"), "broken <a");
+    }
 
     #[test]
     fn json_without_color_is_plain_pretty_json() {

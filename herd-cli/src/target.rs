@@ -1,36 +1,131 @@
-//! `--to`: a server name of the herd, or `HOST:PORT`.
+//! Which herd, and which server of it: `--config` (or `HERD_CONFIG`, `./herd.toml`, the user's
+//! config folder, the built-in default herd) and `--to` (a server name of the herd, or `HOST:PORT`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use herd_config::Config;
 
-/// Resolves `to` (a server name of the herd in `config`, the default herd without one, or
-/// `HOST:PORT`) to an address; without `to`, the herd's first server.
-pub async fn resolve(to: Option<&str>, config: Option<&Path>) -> anyhow::Result<SocketAddr> {
-    let herd = match config {
-        Some(path) => Config::load(path)?,
-        None => Config::default_herd(),
+use crate::usage;
+
+/// The herd config file to read when `--config` and `HERD_CONFIG` are not given: `./herd.toml`, then
+/// `herd/herd.toml` in the user's config folder (`$XDG_CONFIG_HOME` or `~/.config` on Linux,
+/// `~/Library/Application Support` on macOS, `%APPDATA%` on Windows). `None`: the default herd.
+pub fn default_config_path() -> Option<PathBuf> {
+    let here = PathBuf::from("herd.toml");
+    if here.is_file() {
+        return Some(here);
+    }
+    let user = dirs::config_dir()?.join("herd").join("herd.toml");
+    user.is_file().then_some(user)
+}
+
+/// The herd: from `config`, else from the default path, else the built-in default herd. A file that
+/// cannot be read or does not check out is a usage error (exit 2), with the file, line and problem.
+pub fn herd(config: Option<&Path>) -> anyhow::Result<Config> {
+    let path = config.map(Path::to_path_buf).or_else(default_config_path);
+    match path {
+        Some(p) => Config::load(&p).map_err(|e| usage(e.to_string())),
+        None => Ok(Config::default_herd()),
+    }
+}
+
+/// `--to` as text, `HOST:PORT`: the listen address of the server named `to` in `herd`, or `to` itself
+/// when it is `HOST:PORT`; without `to`, the herd's first server.
+///
+/// # Errors
+/// A usage error: `to` is neither a server name nor `HOST:PORT` (with a hint when the port is missing).
+pub fn address_of(to: Option<&str>, herd: &Config) -> anyhow::Result<String> {
+    let Some(t) = to else {
+        return Ok(herd.servers[0].listen.clone());
     };
-    let target = match to {
-        Some(t) => match herd.server(t) {
-            Some(server) => server.listen.clone(),
-            None if t.contains(':') => t.to_owned(),
-            None => {
-                let names: Vec<&str> = herd.servers.iter().map(|s| s.name.as_str()).collect();
-                bail!(
-                    "{t:?} is neither a server of the herd ({}) nor HOST:PORT",
-                    names.join(", ")
-                );
-            }
-        },
-        None => herd.servers[0].listen.clone(),
-    };
-    let mut addrs = tokio::net::lookup_host(&target)
+    if let Some(server) = herd.server(t) {
+        return Ok(server.listen.clone());
+    }
+    let is_ip = t.parse::<std::net::IpAddr>().is_ok();
+    if let Some((host, port)) = t.rsplit_once(':').filter(|_| !is_ip) {
+        if !host.is_empty() && port.parse::<u16>().is_ok() {
+            return Ok(t.to_owned());
+        }
+        return Err(usage(format!("--to {t:?}: {port:?} is not a port number")));
+    }
+    let looks_like_host = is_ip || t.contains('.') || t == "localhost";
+    if looks_like_host {
+        let port = herd.servers[0]
+            .listen
+            .rsplit_once(':')
+            .map_or("12000", |(_, p)| p);
+        let host = if t.contains(':') {
+            format!("[{t}]")
+        } else {
+            t.to_owned()
+        };
+        return Err(usage(format!(
+            "--to {t:?} has no port: give HOST:PORT, e.g. --to {host}:{port}"
+        )));
+    }
+    let names: Vec<&str> = herd.servers.iter().map(|s| s.name.as_str()).collect();
+    Err(usage(format!(
+        "{t:?} is neither a server of the herd ({}) nor HOST:PORT",
+        names.join(", ")
+    )))
+}
+
+/// Resolves `HOST:PORT` to one address within `timeout`.
+///
+/// # Errors
+/// A network error (exit 3): the name does not resolve, or not in time.
+pub async fn lookup(addr: &str, timeout: Duration) -> anyhow::Result<SocketAddr> {
+    let mut addrs = tokio::time::timeout(timeout, tokio::net::lookup_host(addr))
         .await
-        .with_context(|| format!("resolving {target}"))?;
+        .map_err(|_| anyhow::anyhow!("resolving {addr}: no answer within {timeout:?}"))?
+        .with_context(|| format!("resolving {addr}"))?;
     addrs
         .next()
-        .with_context(|| format!("{target} resolves to no address"))
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
+/// Resolves `--to` (see [`address_of`]) to an address.
+///
+/// # Errors
+/// A usage error for a bad `--to` or config, a network error when the host does not resolve.
+pub async fn resolve(
+    to: Option<&str>,
+    config: Option<&Path>,
+    timeout: Duration,
+) -> anyhow::Result<SocketAddr> {
+    let herd = herd(config)?;
+    lookup(&address_of(to, &herd)?, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_names_addresses_and_hints() {
+        let herd = Config::default_herd();
+        assert_eq!(address_of(None, &herd).unwrap(), "127.0.0.1:12000");
+        assert_eq!(
+            address_of(Some("Holiday"), &herd).unwrap(),
+            "127.0.0.1:12003"
+        );
+        assert_eq!(address_of(Some("h:1"), &herd).unwrap(), "h:1");
+        assert_eq!(address_of(Some("[::1]:5"), &herd).unwrap(), "[::1]:5");
+        let e = address_of(Some("127.0.0.1"), &herd)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no port") && e.contains("127.0.0.1:12000"),
+            "{e}"
+        );
+        let e = address_of(Some("::1"), &herd).unwrap_err().to_string();
+        assert!(e.contains("[::1]:12000"), "{e}");
+        let e = address_of(Some("h:x"), &herd).unwrap_err().to_string();
+        assert!(e.contains("not a port"), "{e}");
+        let e = address_of(Some("Nowhere"), &herd).unwrap_err().to_string();
+        assert!(e.contains("neither a server of the herd (Alford,"), "{e}");
+    }
 }

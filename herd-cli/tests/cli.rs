@@ -143,7 +143,10 @@ fn whatsat_readable_json_raw_and_colour() {
         "{text}"
     );
     assert!(text.contains(" km"), "{text}");
-    assert!(text.contains("GeoNames"), "{text}");
+    assert!(
+        text.contains("GeoNames (https://www.geonames.org/)") && !text.contains("<a "),
+        "attribution as text: {text}"
+    );
     assert!(!text.contains('\x1b'), "no colour off a terminal");
 
     let out = herd(addr)
@@ -153,11 +156,15 @@ fn whatsat_readable_json_raw_and_colour() {
         .get_output()
         .stdout
         .clone();
-    let text = String::from_utf8(out).unwrap();
-    let (at, json) = text.split_once('\n').unwrap();
-    assert!(at.starts_with("AT Alford "));
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert_eq!(v["results"].as_array().unwrap().len(), 3);
+    // `--json` is one JSON document: the AT record as fields, the Places answer under "places".
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["server"], "Alford", "{v}");
+    assert_eq!(v["client"], "kiwi");
+    assert_eq!(v["location"], "+34.068930-118.445127");
+    assert_eq!(v["latitude"], 34.06893);
+    assert!(v["time_diff"].as_str().unwrap().starts_with('+'));
+    assert_eq!(v["places"]["status"], "OK");
+    assert_eq!(v["places"]["results"].as_array().unwrap().len(), 3);
 
     // Colour: on a (pretend) terminal; never with NO_COLOR or --color never; always with --color always.
     let coloured = |c: &mut Command| {
@@ -202,7 +209,18 @@ fn whatsat_readable_json_raw_and_colour() {
         .args(["whatsat", "nobody", "10", "3"])
         .assert()
         .code(1)
-        .stdout("? WHATSAT nobody 10 3\n");
+        .stdout("? WHATSAT nobody 10 3\n")
+        .stderr(predicate::str::contains("holds no location for \"nobody\""));
+    let out = herd(addr)
+        .args(["whatsat", "nobody", "10", "3", "--json"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["invalid"], "? WHATSAT nobody 10 3");
+    assert!(v["reason"].as_str().unwrap().contains("no location"));
 }
 
 #[test]
@@ -320,4 +338,268 @@ fn bench_counts_against_a_server_and_an_echo_server() {
         .assert()
         .success()
         .stdout(predicate::str::contains("requests:").and(predicate::str::contains("p99.9")));
+}
+
+/// A server that answers every line the way Redis answers an unknown command.
+fn fake_redis() -> SocketAddr {
+    use std::io::{BufRead, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(20) {
+            let Ok(s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in std::io::BufReader::new(s).lines().take(100_000) {
+                    if line.is_err() || w.write_all(b"-ERR unknown command\r\n").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server that accepts connections and never answers.
+fn silent() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().take(20) {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+fn herd_bare() -> Command {
+    let mut c = Command::cargo_bin("herd").unwrap();
+    c.env_remove("HERD_CONFIG").env_remove("HERD_DEBUG");
+    c
+}
+
+#[test]
+fn exit_3_when_the_host_does_not_resolve() {
+    herd_bare()
+        .args(["iamat", "kiwi", "+1+1", "--timeout", "5s"])
+        .args(["--to", "no-such-host.invalid:12000"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(
+            "resolving no-such-host.invalid:12000",
+        ));
+}
+
+#[test]
+fn exit_3_when_the_answer_is_not_the_herd_protocol() {
+    let redis = fake_redis();
+    for args in [
+        &["iamat", "kiwi", "+1+1"][..],
+        &["whatsat", "kiwi", "10", "2"][..],
+    ] {
+        herd_bare()
+            .args(args)
+            .args(["--to", &redis.to_string()])
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(
+                "answered \"-ERR unknown command\\r\", which is not the herd protocol",
+            ));
+    }
+}
+
+#[test]
+fn exit_3_when_no_answer_comes_within_the_timeout() {
+    let quiet = silent();
+    for args in [
+        &["iamat", "kiwi", "+1+1"][..],
+        &["whatsat", "kiwi", "10", "2"][..],
+        &["send", "IAMAT kiwi +1+1 1"][..],
+    ] {
+        herd_bare()
+            .args(args)
+            .args(["--to", &quiet.to_string(), "--timeout", "300ms"])
+            .timeout(std::time::Duration::from_secs(20))
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains(
+                "no answer within 0.3 s (--timeout)",
+            ));
+    }
+}
+
+#[test]
+fn exit_2_for_usage_with_the_reason() {
+    let dead = format!("127.0.0.1:{}", herd_tests::free_port());
+    let cases: [(&[&str], &str); 6] = [
+        (&["whatsat", "kiwi", "abc", "3"], "RADIUS_KM \"abc\""),
+        (&["whatsat", "kiwi", "60", "3"], "at most 50"),
+        (&["whatsat", "kiwi", "10", "x"], "BOUND \"x\""),
+        (&["whatsat", "a b", "10", "3"], "white space"),
+        (
+            &["iamat", "kiwi", "+1+1", "--to", "127.0.0.1"],
+            "has no port",
+        ),
+        (
+            &["iamat", "kiwi", "+1+1", "--timeout", "0"],
+            "not a time-out",
+        ),
+    ];
+    for (args, why) in cases {
+        herd_bare()
+            .args(["--to", &dead])
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(why));
+    }
+}
+
+#[test]
+fn no_backtrace_unless_herd_debug() {
+    let dead = format!("127.0.0.1:{}", herd_tests::free_port());
+    let out = herd_bare()
+        .env("RUST_BACKTRACE", "1")
+        .args(["iamat", "kiwi", "+1+1", "--to", &dead])
+        .assert()
+        .code(3)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(err.starts_with("herd: error: connecting to"), "{err}");
+    assert!(
+        err.contains("Caused by:") && !err.contains("acktrace"),
+        "{err}"
+    );
+    assert!(err.lines().count() <= 4, "{err}");
+    herd_bare()
+        .env("HERD_DEBUG", "1")
+        .args(["iamat", "kiwi", "+1+1", "--to", &dead])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("Backtrace:"));
+}
+
+#[test]
+fn bench_exit_codes() {
+    let (addr, _) = servers();
+    // Every request answered, with `? PING`: the server refused them (1), and the report says so.
+    herd(addr)
+        .args(["bench", "-n", "50", "-c", "2", "--raw-line", "PING"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("invalid: 50"));
+    // Nothing listening: one clear error, no report of zeros.
+    let dead = format!("127.0.0.1:{}", herd_tests::free_port());
+    herd_bare()
+        .args(["bench", "-n", "50", "-c", "2", "--to", &dead])
+        .assert()
+        .code(3)
+        .stdout("")
+        .stderr(
+            predicate::str::contains("no request to 127.0.0.1")
+                .and(predicate::str::contains("connecting to")),
+        );
+}
+
+/// A fresh empty folder under the system's temporary folder.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("herd-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn config_from_herd_config_then_herd_toml_then_the_user_folder() {
+    let (addr, _) = servers();
+    let config = |name: &str| format!("[[server]]\nname = \"{name}\"\nlisten = \"{addr}\"\n");
+    let dir = temp_dir("config");
+    let user = dir.join("user");
+    std::fs::create_dir_all(user.join("herd")).unwrap();
+    std::fs::write(user.join("herd/herd.toml"), config("Usr")).unwrap();
+    let cwd = dir.join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let run = |to: &str, env_config: Option<&std::path::Path>| {
+        let mut c = herd_bare();
+        c.current_dir(&cwd)
+            .env("XDG_CONFIG_HOME", &user)
+            .args(["iamat", "kiwi", "+1+1", "--to", to]);
+        if let Some(p) = env_config {
+            c.env("HERD_CONFIG", p);
+        }
+        c.assert()
+    };
+    // The user's config folder.
+    run("Usr", None).success();
+    // ./herd.toml comes first.
+    std::fs::write(cwd.join("herd.toml"), config("Here")).unwrap();
+    run("Here", None).success();
+    run("Usr", None).code(2);
+    // HERD_CONFIG comes before both.
+    let env_file = dir.join("env.toml");
+    std::fs::write(&env_file, config("Env")).unwrap();
+    run("Env", Some(&env_file)).success();
+    run("Here", Some(&env_file))
+        .code(2)
+        .stderr(predicate::str::contains(
+            "neither a server of the herd (Env)",
+        ));
+    // A bad file is a usage error naming file and line.
+    std::fs::write(&env_file, "[[server]]\nname = 1\n").unwrap();
+    run("Env", Some(&env_file))
+        .code(2)
+        .stderr(predicate::str::contains("env.toml:2:"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn send_dash_reads_stdin_and_tail_prompts_only_on_a_terminal() {
+    let (addr, _) = servers();
+    herd(addr)
+        .args(["send", "-"])
+        .write_stdin("IAMAT a +1+1 1\nIAMAT b +2+2 2")
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::is_match(r"^AT Alford \S+ a \+1\+1 1\nAT Alford \S+ b \+2\+2 2\n$")
+                .unwrap(),
+        );
+    herd(addr)
+        .arg("tail")
+        .write_stdin("IAMAT a +1+1 1\n")
+        .assert()
+        .success()
+        .stderr("");
+}
+
+#[test]
+fn completions_and_man_pages() {
+    for (shell, marker) in [
+        ("bash", "_herd()"),
+        ("zsh", "#compdef herd"),
+        ("fish", "complete -c herd"),
+    ] {
+        herd_bare()
+            .args(["completions", shell])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(marker).and(predicate::str::contains("whatsat")));
+    }
+    herd_bare()
+        .arg("man")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(".TH herd 1").and(predicate::str::contains("whatsat")));
+    let dir = temp_dir("man");
+    herd_bare()
+        .args(["man", "--dir"])
+        .arg(&dir)
+        .assert()
+        .success();
+    assert!(dir.join("herd.1").is_file() && dir.join("herd-whatsat.1").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
 }

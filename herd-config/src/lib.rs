@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// Names of its neighbours (made symmetric when the file is read).
     pub neighbors: Vec<String>,
+    /// `host:port` of its admin address (`GET /metrics`, `/health`, `/status`); `None`: off.
+    pub admin: Option<String>,
 }
 
 /// Which Places service answers WHATSAT.
@@ -307,6 +309,7 @@ struct ServerFile {
     listen: Spanned<String>,
     #[serde(default)]
     neighbors: Vec<Spanned<String>>,
+    admin: Option<Spanned<String>>,
 }
 
 /// The default herd of PROTOCOL.md §7.
@@ -315,27 +318,37 @@ const DEFAULT_HERD: &str = r#"
 name = "Alford"
 listen = "127.0.0.1:12000"
 neighbors = ["Hamilton", "Welsh"]
+admin = "127.0.0.1:12100"
 
 [[server]]
 name = "Ball"
 listen = "127.0.0.1:12001"
 neighbors = ["Holiday", "Welsh"]
+admin = "127.0.0.1:12101"
 
 [[server]]
 name = "Hamilton"
 listen = "127.0.0.1:12002"
 neighbors = ["Alford", "Holiday"]
+admin = "127.0.0.1:12102"
 
 [[server]]
 name = "Holiday"
 listen = "127.0.0.1:12003"
 neighbors = ["Ball", "Hamilton"]
+admin = "127.0.0.1:12103"
 
 [[server]]
 name = "Welsh"
 listen = "127.0.0.1:12004"
 neighbors = ["Alford", "Ball"]
+admin = "127.0.0.1:12104"
 "#;
+
+/// The built-in default herd as TOML (what `herd-server default-config` prints).
+pub fn default_herd_toml() -> &'static str {
+    DEFAULT_HERD.trim_start()
+}
 
 impl Config {
     /// The built-in default herd, with the Places back-end chosen from the environment.
@@ -415,6 +428,24 @@ impl Config {
                     format!("listen address {listen:?} is used twice"),
                 ));
             }
+            if let Some(admin) = &s.admin {
+                let a = admin.get_ref();
+                if a.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(err(
+                        line_of(admin.span()),
+                        format!("admin address {a:?} of {name} is not host:port"),
+                    ));
+                }
+                if !addrs.insert(a.clone()) {
+                    return Err(err(
+                        line_of(admin.span()),
+                        format!("admin address {a:?} is used twice"),
+                    ));
+                }
+            }
         }
         let mut neighbors: Vec<Vec<String>> = vec![Vec::new(); file.server.len()];
         for (i, s) in file.server.iter().enumerate() {
@@ -449,6 +480,7 @@ impl Config {
                 name: s.name.get_ref().clone(),
                 listen: s.listen.get_ref().clone(),
                 neighbors,
+                admin: s.admin.as_ref().map(|a| a.get_ref().clone()),
             })
             .collect();
 

@@ -1,0 +1,287 @@
+//! `herd status` and `herd ping`: how the servers of a herd are doing, from their admin addresses.
+//!
+//! The admin address answers `GET /status` (JSON) and `GET /health` over HTTP/1.1, one request per
+//! connection, always with a `Content-Length`; so a request here is one write and a read to the end,
+//! and the client needs no HTTP library.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use herd_config::Config;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{target, within, Target};
+
+/// Largest admin answer read (a `/status` of a server with many links is a few KiB).
+const MAX_ANSWER: u64 = 1 << 20;
+
+/// `GET path` on `admin` (`HOST:PORT`): the status code and the body.
+pub async fn get(admin: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, Vec<u8>)> {
+    within(timeout, || format!("asking {admin}{path}"), async {
+        let addr = target::lookup(admin, timeout).await?;
+        let mut s = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {admin}"))?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .with_context(|| format!("sending to {admin}"))?;
+        let mut all = Vec::new();
+        (&mut s)
+            .take(MAX_ANSWER)
+            .read_to_end(&mut all)
+            .await
+            .with_context(|| format!("reading from {admin}"))?;
+        parse_response(&all).with_context(|| format!("{admin}{path}"))
+    })
+    .await
+}
+
+/// The status code and body of an HTTP/1.x response read to its end.
+fn parse_response(all: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    let Some(head_end) = all.windows(4).position(|w| w == b"\r\n\r\n") else {
+        bail!("the answer is not HTTP");
+    };
+    let head = String::from_utf8_lossy(&all[..head_end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .filter(|_| head.starts_with("HTTP/1."))
+        .context("the answer is not HTTP")?;
+    Ok((status, all[head_end + 4..].to_vec()))
+}
+
+/// The servers to ask: `(name, client address, admin address)`.
+fn servers(
+    target: &Target,
+    admin: Option<&str>,
+) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+    let herd: Config = target::herd(target.config.as_deref())?;
+    if let Some(a) = admin {
+        let listen = target::address_of(target.to.as_deref(), &herd)?;
+        let name = herd
+            .servers
+            .iter()
+            .find(|s| s.listen == listen)
+            .map_or_else(|| "?".to_owned(), |s| s.name.clone());
+        return Ok(vec![(name, listen, Some(a.to_owned()))]);
+    }
+    let chosen: Vec<_> = match target.to.as_deref() {
+        None => herd.servers.iter().collect(),
+        Some(to) => {
+            let listen = target::address_of(Some(to), &herd)?;
+            match herd.servers.iter().find(|s| s.listen == listen) {
+                Some(s) => vec![s],
+                None => return Ok(vec![("?".into(), listen, None)]),
+            }
+        }
+    };
+    Ok(chosen
+        .into_iter()
+        .map(|s| (s.name.clone(), s.listen.clone(), s.admin.clone()))
+        .collect())
+}
+
+/// Whether something accepts connections at `addr` within `timeout`.
+async fn reachable(addr: &str, timeout: Duration) -> bool {
+    within(timeout, String::new, async {
+        let a = target::lookup(addr, timeout).await?;
+        Ok(TcpStream::connect(a).await?)
+    })
+    .await
+    .is_ok()
+}
+
+fn uptime(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// `herd status`: one row a server, like `consul members`. Exit 0 when every server asked is up, 3 when
+/// any is down.
+pub async fn status(
+    target: &Target,
+    admin: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let servers = servers(target, admin)?;
+    let mut rows = Vec::new();
+    let mut all = Vec::new();
+    let mut all_up = true;
+    // Asked together, so a herd with servers down waits one time-out, not one a server.
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, (_, listen, admin)) in servers.iter().enumerate() {
+        let (listen, admin, timeout) = (listen.clone(), admin.clone(), target.timeout);
+        asks.spawn(async move { (i, ask_status(&listen, admin.as_deref(), timeout).await) });
+    }
+    let mut answers: Vec<Option<anyhow::Result<Value>>> = servers.iter().map(|_| None).collect();
+    while let Some(done) = asks.join_next().await {
+        let (i, answer) = done.context("status task")?;
+        answers[i] = Some(answer);
+    }
+    let answers = answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(anyhow::anyhow!("not asked"))));
+    for ((name, listen, _), answer) in servers.iter().zip(answers) {
+        match answer {
+            Ok(v) => {
+                let links = v["links"].as_array().map_or(0, Vec::len);
+                let up = v["links"]
+                    .as_array()
+                    .map_or(0, |l| l.iter().filter(|l| l["up"] == true).count());
+                rows.push([
+                    v["server"].as_str().unwrap_or(name).to_owned(),
+                    listen.clone(),
+                    if v["ready"] == true { "up" } else { "starting" }.to_owned(),
+                    v["clients"].as_u64().map_or("-".into(), |c| c.to_string()),
+                    format!("{up}/{links}"),
+                    v["records"].as_u64().map_or("-".into(), |c| c.to_string()),
+                    v["uptime_seconds"].as_f64().map_or("-".into(), uptime),
+                ]);
+                all.push(v);
+            }
+            Err(e) => {
+                let up = e.to_string().starts_with("up,");
+                all_up &= up;
+                rows.push([
+                    name.clone(),
+                    listen.clone(),
+                    if up { "up" } else { "down" }.to_owned(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                all.push(serde_json::json!({
+                    "server": name, "listen": listen, "up": up, "error": format!("{e:#}"),
+                }));
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", Value::Array(all))?;
+    } else {
+        write!(out, "{}", table(&rows))?;
+    }
+    Ok(if all_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// One server's `/status`; an error says whether its client port at least accepts connections.
+async fn ask_status(listen: &str, admin: Option<&str>, timeout: Duration) -> anyhow::Result<Value> {
+    match admin {
+        Some(a) => match get(a, "/status", timeout).await {
+            Ok((200, body)) => {
+                Ok(serde_json::from_slice::<Value>(&body).context("the status is not JSON")?)
+            }
+            Ok((code, _)) => bail!("HTTP {code}"),
+            Err(e) => Err(e),
+        },
+        None if reachable(listen, timeout).await => bail!("up, no admin address"),
+        None => bail!("no admin address, client port closed"),
+    }
+}
+
+fn table(rows: &[[String; 7]]) -> String {
+    let head = [
+        "Server", "Address", "Status", "Clients", "Links", "Records", "Uptime",
+    ];
+    let mut widths = head.map(str::len);
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&head);
+    for r in rows {
+        line(&r.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// `herd ping`: the admin `/health` (or a connection to the client port) and how long it took.
+pub async fn ping(target: &Target, admin: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (name, listen, admin) = servers(target, admin)?
+        .into_iter()
+        .next()
+        .context("the herd has no server")?;
+    let began = Instant::now();
+    match admin {
+        Some(a) => {
+            let (code, body) = get(&a, "/health", target.timeout).await?;
+            let ms = began.elapsed().as_secs_f64() * 1000.0;
+            let text = String::from_utf8_lossy(&body).trim().to_owned();
+            println!("{name} ({listen}, admin {a}): {text} in {ms:.2} ms");
+            Ok(if code == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        None => {
+            let addr = target::lookup(&listen, target.timeout).await?;
+            within(target.timeout, || format!("connecting to {addr}"), async {
+                TcpStream::connect(addr)
+                    .await
+                    .with_context(|| format!("connecting to {addr}"))
+            })
+            .await?;
+            let ms = began.elapsed().as_secs_f64() * 1000.0;
+            println!("{name} ({listen}): accepts connections, {ms:.2} ms (no admin address: health not checked)");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_and_tables() {
+        let (code, body) =
+            parse_response(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno")
+                .unwrap();
+        assert_eq!((code, &body[..]), (503, &b"no"[..]));
+        assert!(parse_response(b"-ERR unknown command\r\n").is_err());
+        let t = table(&[[
+            "Alford".into(),
+            "127.0.0.1:12000".into(),
+            "up".into(),
+            "3".into(),
+            "2/2".into(),
+            "10".into(),
+            "1m05s".into(),
+        ]]);
+        assert_eq!(t, "Server  Address          Status  Clients  Links  Records  Uptime\nAlford  127.0.0.1:12000  up      3        2/2    10       1m05s\n");
+        assert_eq!(uptime(3_725.0), "1h02m");
+    }
+}
