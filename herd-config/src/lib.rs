@@ -498,8 +498,14 @@ impl Config {
             key,
             cache_ttl: Duration::from_millis(p.cache_ttl_ms.unwrap_or(60_000)),
             cache_entries: p.cache_entries.unwrap_or(10_000),
-            max_in_flight: p.max_in_flight.unwrap_or(32).max(1),
+            max_in_flight: p.max_in_flight.unwrap_or(32),
         };
+        if places.max_in_flight == 0 {
+            return Err(err(
+                None,
+                "[places] max_in_flight = 0 would send no look-up (at least 1)".into(),
+            ));
+        }
         if places.backend != Backend::Offline && places.key.is_none() {
             return Err(err(
                 None,
@@ -509,6 +515,7 @@ impl Config {
                 ),
             ));
         }
+        check_workable(&places).map_err(|m| err(None, m))?;
         let limits = match file.limits {
             None => Limits::default(),
             Some(l) => {
@@ -542,7 +549,7 @@ impl Config {
                     check(&l.max_connections, "max_connections", 1, u32::MAX.into())?
                         .map_or(d.max_connections, size);
                 Limits {
-                    max_line: check(&l.max_line, "max_line", 1, u32::MAX.into())?
+                    max_line: check(&l.max_line, "max_line", MIN_MAX_LINE as u64, u32::MAX.into())?
                         .map_or(d.max_line, size),
                     max_connections,
                     // Unset, one address may use every client slot (loopback tools, a NAT).
@@ -644,6 +651,18 @@ impl Config {
     pub fn server(&self, name: &str) -> Option<&ServerConfig> {
         self.servers.iter().find(|s| s.name == name)
     }
+}
+
+/// The smallest `max_line` that works: an IAMAT with a short id, a full location and a nanosecond
+/// time is about 60 bytes.
+pub const MIN_MAX_LINE: usize = 64;
+
+/// Refuses `[places]` settings that parse but cannot work (`[limits]` are checked with their lines).
+fn check_workable(places: &PlacesConfig) -> Result<(), String> {
+    if places.timeout.is_zero() {
+        return Err("[places] timeout_ms = 0 would fail every look-up at once".into());
+    }
+    Ok(())
 }
 
 /// Whether a `host:port` listens on loopback only (`127.0.0.0/8`, `::1`, `localhost`).
@@ -880,6 +899,26 @@ mod tests {
             (two("[limits]\nmax_line = 0\n"), "herd.toml:10: [limits] max_line"),
             (two("[limits]\nmax_future_ms = -1\n"), "herd.toml:10:"),
             (two("[limits]\nmax_conections = 5\n"), "herd.toml:10: unknown field `max_conections`"),
+            (
+                format!("[limits]\nmax_line = 63\n{}", two("")),
+                "[limits] max_line = 63 cannot work: it must be at least 64",
+            ),
+            (
+                format!("[places]\ntimeout_ms = 0\n{}", two("")),
+                "timeout_ms = 0",
+            ),
+            (
+                format!("[places]\nmax_in_flight = 0\n{}", two("")),
+                "max_in_flight = 0",
+            ),
+            (
+                two("admin = \"127.0.0.1:1\"\n"),
+                "herd.toml:9: admin address \"127.0.0.1:1\" is used twice",
+            ),
+            (
+                two("admin = \"nope\"\n"),
+                "herd.toml:9: admin address \"nope\" of B",
+            ),
         ];
         for (text, want) in cases {
             let got = parse(&text).unwrap_err().to_string();

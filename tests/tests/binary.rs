@@ -151,3 +151,87 @@ async fn up_runs_the_whole_herd_in_one_process() {
     assert!(herd.log("Ball").contains("server stopped"));
     herd.kill("none").await;
 }
+
+/// A link refused for its secret is a warning on stderr on both sides — the dialling and the accepting
+/// server — whichever side lacks the secret or holds another.
+#[tokio::test]
+async fn a_peer_refusal_is_a_warning_on_both_sides() {
+    for (alford, ball) in [
+        ("[herd]\nsecret = \"one\"\n", "[herd]\nsecret = \"two\"\n"),
+        ("", "[herd]\nsecret = \"two\"\n"),
+        ("[herd]\nsecret = \"one\"\n", ""),
+    ] {
+        let mut herd = Processes::new(&[("Alford", &["Ball"]), ("Ball", &["Alford"])], "");
+        let a = herd.write_config("alford.toml", alford, &[]);
+        let b = herd.write_config("ball.toml", ball, &[]);
+        herd.start_with("Ball", &b).await;
+        herd.start_with("Alford", &a).await;
+        let herd = &herd;
+        eventually("a warning on both sides", || async move {
+            let (sa, sb) = (herd.stderr("Alford"), herd.stderr("Ball"));
+            (sa.contains("WARN") && sb.contains("WARN")).then_some(())
+        })
+        .await;
+        let (sa, sb) = (herd.stderr("Alford"), herd.stderr("Ball"));
+        assert!(
+            sa.contains("Ball") && sb.contains("refused"),
+            "{alford:?} {ball:?}\n{sa}\n{sb}"
+        );
+    }
+}
+
+/// `herd-server default-config` prints a config that `check` accepts and describes as the default herd;
+/// `check` refuses a config that cannot work, and `--threads 0` is refused before anything starts.
+#[test]
+fn check_default_config_and_settings_that_cannot_work() {
+    let run = |args: &[&str]| {
+        let out = Command::new(server_binary())
+            .args(args)
+            .env_remove("GOOGLE_PLACES_API_KEY")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, toml, _) = run(&["default-config"]);
+    assert_eq!(code, Some(0));
+    let dir = std::env::temp_dir().join(format!("herd-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("default.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let (code, out, err) = run(&["check", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("default.toml: ok\nservers: 5\n"), "{out}");
+    assert!(
+        out.contains(
+            "Alford    127.0.0.1:12000  admin 127.0.0.1:12100  neighbours: Hamilton, Welsh"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("places: offline") && out.contains("max_line 4096"),
+        "{out}"
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[limits]\nmax_line = 10\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("max_line = 10 is below 64"), "{err}");
+    assert!(
+        !err.contains("acktrace"),
+        "no backtrace without HERD_DEBUG: {err}"
+    );
+    let (code, _, err) = run(&["up", "--threads", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("'--threads <N>'"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,7 +12,12 @@ use tokio_util::sync::CancellationToken;
 /// near them (WHATSAT), and the servers flood every update to each other.
 ///
 /// Without --config, the built-in default herd: Alford, Ball, Hamilton, Holiday and Welsh on
-/// 127.0.0.1:12000-12004. Places come from the offline data set unless GOOGLE_PLACES_API_KEY is set.
+/// 127.0.0.1:12000-12004 (admin addresses 127.0.0.1:12100-12104). Places come from the offline data
+/// set unless GOOGLE_PLACES_API_KEY is set.
+///
+/// The config is TOML: `herd-server default-config` prints the default herd as a file to start from,
+/// with every key and its default in comments; `herd-server check --config FILE` checks one and prints
+/// the herd it describes. Errors print their cause chain; HERD_DEBUG=1 adds a backtrace.
 #[derive(Parser)]
 #[command(name = "herd-server", version, propagate_version = true)]
 struct Cli {
@@ -34,19 +39,28 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Check a config (without --config, the default herd) and print the herd it describes; exit 1
+    /// with the file, line and problem when it cannot work.
+    Check {
+        /// The herd's TOML config.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the built-in default herd as a TOML config, every other key at its default in comments.
+    DefaultConfig,
 }
 
 #[derive(clap::Args)]
 struct Common {
-    /// The herd's TOML config (see README); without it, the default herd.
+    /// The herd's TOML config (`herd-server default-config` prints one); without it, the default herd.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where `<Name>.log` files go.
     #[arg(long, value_name = "DIR", default_value = "logs")]
     log_dir: PathBuf,
     /// Runtime threads; 1 runs everything on one thread (no cross-core hand-offs). Default: one per core.
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Keep records on disk in DIR/<Name>/ (overrides `[store] dir`); without it (and without
     /// `[store] dir`), records live in memory only.
     #[arg(long, value_name = "DIR")]
@@ -58,9 +72,17 @@ struct Common {
 }
 
 fn main() -> ExitCode {
+    // anyhow captures a backtrace whenever RUST_BACKTRACE is set: only HERD_DEBUG=1 asks for one.
+    let debug = std::env::var_os("HERD_DEBUG").is_some_and(|v| v == "1");
+    std::env::set_var("RUST_LIB_BACKTRACE", if debug { "1" } else { "0" });
     let cli = Cli::parse();
     let threads = match &cli.command {
-        Command::Serve { common, .. } | Command::Up { common } => common.threads,
+        Command::Serve { common, .. } | Command::Up { common } => common.threads.map(usize::from),
+        Command::Check { config } => return check(config.as_deref(), debug),
+        Command::DefaultConfig => {
+            print!("{}", default_config());
+            return ExitCode::SUCCESS;
+        }
     };
     let runtime = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
@@ -84,16 +106,157 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("herd-server: error: {err:?}");
+            eprintln!("herd-server: error: {}", report(&err, debug));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes (`Caused by:`), and a backtrace when `debug`.
+fn report(err: &anyhow::Error, debug: bool) -> String {
+    let mut out = err.to_string();
+    let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+        for c in &causes {
+            out.push_str(&format!("\n    {c}"));
+        }
+    }
+    if debug {
+        out.push_str(&format!("\n\nBacktrace:\n{}", err.backtrace()));
+    }
+    out
+}
+
+/// `herd-server check`.
+fn check(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
+    let config = match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default_herd()),
+    };
+    match config {
+        Ok(c) => {
+            let origin = path.map_or("the default herd".into(), |p| p.display().to_string());
+            print!("{origin}: ok\n{}", describe(&c));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "herd-server: error: {}",
+                report(&anyhow::Error::new(e), debug)
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The herd a config describes, for people: servers, links, back-end, trust, limits, logs.
+fn describe(c: &Config) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let name_w = c.servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let listen_w = c.servers.iter().map(|s| s.listen.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "servers: {}", c.servers.len());
+    for s in &c.servers {
+        let admin = s
+            .admin
+            .as_deref()
+            .map_or("-".to_owned(), |a| format!("admin {a}"));
+        let _ = writeln!(
+            out,
+            "  {:<name_w$}  {:<listen_w$}  {admin}  neighbours: {}",
+            s.name,
+            s.listen,
+            if s.neighbors.is_empty() {
+                "-".into()
+            } else {
+                s.neighbors.join(", ")
+            }
+        );
+    }
+    let p = &c.places;
+    let _ = writeln!(
+        out,
+        "places: {}{}, key {}, timeout {} ms, cache {} ms / {} entries, {} in flight",
+        p.backend,
+        p.url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default(),
+        if p.key.is_some() { "set" } else { "not set" },
+        p.timeout.as_millis(),
+        p.cache_ttl.as_millis(),
+        p.cache_entries,
+        p.max_in_flight
+    );
+    let trust = match (c.secrets.len(), c.insecure) {
+        (0, false) => "no secret: plain links, loopback only".to_owned(),
+        (0, true) => "no secret, insecure = true: plain links beyond loopback".to_owned(),
+        (1, _) => "a secret: authenticated, encrypted links".to_owned(),
+        (n, _) => format!("{n} secrets (rotation): authenticated, encrypted links"),
+    };
+    let _ = writeln!(out, "herd: {trust}");
+    let l = &c.limits;
+    let _ = writeln!(
+        out,
+        "limits: max_line {} bytes, max_connections {}, idle_timeout {} ms",
+        l.max_line,
+        l.max_connections,
+        l.idle_timeout.as_millis()
+    );
+    let g = &c.log;
+    let _ = writeln!(
+        out,
+        "log: lines {}, bodies {}, max_bytes {}, keep {}",
+        g.lines, g.bodies, g.max_bytes, g.keep
+    );
+    out
+}
+
+/// The default herd as a config file: the other tables at their defaults, commented out.
+fn default_config() -> String {
+    format!(
+        "# The herd's config: `herd-server serve NAME --config FILE`, `herd-server up --config FILE`.\n\
+         # Every key but [[server]] is optional; the values shown commented are the defaults.\n\
+         \n\
+         # [places]\n\
+         # backend = \"offline\"        # \"google\" when GOOGLE_PLACES_API_KEY is set; or \"google-legacy\"\n\
+         # url = \"…\"                  # where the back-end is (default: Google's URL of that back-end)\n\
+         # timeout_ms = 5000\n\
+         # cache_ttl_ms = 60000\n\
+         # cache_entries = 10000\n\
+         # max_in_flight = 32\n\
+         # key = \"…\"                  # better: the GOOGLE_PLACES_API_KEY environment variable\n\
+         \n\
+         # [herd]\n\
+         # secret = \"a long random string\"   # needed to listen beyond loopback\n\
+         # secrets = [\"new\", \"old\"]        # instead of secret, to rotate\n\
+         # insecure = false\n\
+         \n\
+         # [limits]\n\
+         # max_line = 4096                # at least 64\n\
+         # max_connections = 10000\n\
+         # idle_timeout_ms = 300000\n\
+         \n\
+         # [log]\n\
+         # lines = true\n\
+         # bodies = false\n\
+         # max_bytes = 104857600          # 0: never rotate (leave it to logrotate)\n\
+         # keep = 5\n\
+         \n\
+         # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
+         # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
+         # (optional; off unless set).\n\
+         {}",
+        herd_server::config::default_herd_toml()
+    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (names, common) = match &cli.command {
         Command::Serve { name, common } => (Some(vec![name.clone()]), common),
         Command::Up { common } => (None, common),
+        Command::Check { .. } | Command::DefaultConfig => return Ok(()),
     };
     let mut config = match &common.config {
         Some(path) => Config::load(path)?,
