@@ -5,6 +5,7 @@
 //! drive it with tokio; [`places`] answers WHATSAT; [`config`] reads the herd's TOML; [`store`] keeps
 //! records on disk.
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod handshake;
@@ -19,7 +20,7 @@ pub mod sync;
 
 pub use config::Config;
 pub use places::Places;
-pub use server::{bind, run, Clock, ServerSpec};
+pub use server::{bind, run, run_with_admin, Clock, ServerSpec};
 
 /// The one `reqwest::Client` of a process: rustls, the configured time-out, connection reuse.
 ///

@@ -258,6 +258,17 @@ impl Link {
     }
 }
 
+/// A link as [`Node::link_status`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The link is up.
+    pub up: bool,
+    /// Records queued for the neighbour.
+    pub queue: usize,
+    /// When the neighbour was last heard (`None`: never).
+    pub last_heard: Option<Instant>,
+}
+
 /// One server's herd state: its name, its neighbours, its cache and its links.
 #[derive(Debug)]
 pub struct Node {
@@ -708,6 +719,17 @@ impl Node {
     /// Whether link `id` is up.
     pub fn is_up(&self, id: usize) -> bool {
         self.links[id].up
+    }
+
+    /// What an operator sees of link `id`: up or down, records waiting, when the neighbour was last
+    /// heard.
+    pub fn link_status(&self, id: usize) -> LinkStatus {
+        let link = &self.links[id];
+        LinkStatus {
+            up: link.up,
+            queue: link.queue.len(),
+            last_heard: link.timing.last_heard,
+        }
     }
 
     /// Whether link `id` has anything to send.

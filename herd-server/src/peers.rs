@@ -284,6 +284,9 @@ async fn run_link(
                     log_reports(&shared, &mut node);
                     n
                 };
+                if n > 0 {
+                    shared.stats.flood(false, n as u64);
+                }
                 if pong_due.swap(false, Ordering::Relaxed) {
                     PeerMessage::Pong.write_to(&mut out);
                     out.push(b'\n');
@@ -431,6 +434,7 @@ impl LinkReader<'_> {
                         if self.shared.spec.log_lines {
                             self.log.line(Dir::PeerIn, &line);
                         }
+                        self.shared.stats.flood(true, 1);
                         match node.accept_peer_record(id, r) {
                             Accepted::Stored => stored = true,
                             Accepted::Held => {}

@@ -28,6 +28,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::admin::Stats;
 use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
 use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits};
@@ -168,6 +169,8 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// The records on disk, when the server keeps them there.
     pub(crate) store: Option<Store>,
+    /// Counters for the admin endpoint.
+    pub(crate) stats: Stats,
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
@@ -273,12 +276,29 @@ pub async fn run(
     spec: ServerSpec,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_admin(listener, None, spec, shutdown).await
+}
+
+/// [`run`], also serving the admin endpoint (`GET /metrics`, `/health`, `/status`; see
+/// [`crate::admin`]) on `admin` when given.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    spec: ServerSpec,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let span = info_span!("server", server = %spec.name);
-    run_inner(listener, spec, shutdown).instrument(span).await
+    run_inner(listener, admin, spec, shutdown)
+        .instrument(span)
+        .await
 }
 
 async fn run_inner(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     spec: ServerSpec,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -316,11 +336,18 @@ async fn run_inner(
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         store,
+        stats: Stats::new(),
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
         spec,
     });
     let local = listener.local_addr()?;
+    if let Some(admin) = admin {
+        let s = shared.clone();
+        shared
+            .tracker
+            .spawn(crate::admin::serve(s, admin, local.to_string()).in_current_span());
+    }
     let neighbors: Vec<&str> = shared.peers.iter().map(|p| p.name.as_str()).collect();
     info!(target: SUMMARY, "{me} listening on {local}, places: {}, neighbours: {}", shared.spec.places.backend(), neighbors.join(", "));
     info!(%local, places = %shared.spec.places.backend(), neighbours = %neighbors.join(","), "server started");
@@ -485,8 +512,10 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, ticket
     let id = shared.conn_id();
     let _ = stream.set_nodelay(true);
     info!(conn = id, peer = %addr, "connection opened");
+    shared.stats.connection(true);
     let mut c = Connection::new(&shared, stream, id, addr);
     let served = c.serve().await;
+    shared.stats.connection(false);
     // The lines of a batch that an error cut short are still logged.
     shared.spec.log.submit(&mut c.log).await;
     let mut stream = match served {
@@ -850,6 +879,8 @@ impl<'a> Connection<'a> {
         }
         let mut i = 0;
         let mut stored = false;
+        // Counted here and added to the shared counters once per batch.
+        let (mut iamats, mut whatsats) = (0u64, 0u64);
         while i < self.lines.len() {
             let mut lookup = None;
             let mut refused = None;
@@ -862,6 +893,13 @@ impl<'a> Connection<'a> {
                     match node.client_line(line, now, &mut self.out) {
                         Step::Answered { stored: s } => {
                             stored |= s;
+                            if self.out[start..].starts_with(b"? ") {
+                                shared.stats.invalid(line);
+                            } else if line.starts_with(b"I") {
+                                iamats += 1;
+                            } else {
+                                whatsats += 1;
+                            }
                             if self.logging {
                                 self.log.line(Dir::In, line);
                                 self.log.line(Dir::Out, &self.out[start..]);
@@ -869,6 +907,7 @@ impl<'a> Connection<'a> {
                             i += 1;
                         }
                         Step::Refused(why) => {
+                            shared.stats.refused(&why.to_string());
                             if self.logging {
                                 self.log.line(Dir::In, line);
                                 self.log.line(Dir::Out, &self.out[start..]);
@@ -914,6 +953,12 @@ impl<'a> Connection<'a> {
             if let Some(q) = lookup {
                 let began = Instant::now();
                 let answer = spec.places.lookup(&q).await;
+                whatsats += 1;
+                shared.stats.lookup(
+                    spec.places.backend().as_str(),
+                    answer.status(),
+                    began.elapsed(),
+                );
                 let start = self.out.len();
                 herd_proto::write_whatsat(&q.record, answer.to_pretty(), &mut self.out);
                 if self.logging {
@@ -927,10 +972,12 @@ impl<'a> Connection<'a> {
                 self.flush().await?;
             }
         }
+        shared.stats.answered(iamats, whatsats);
         if stored {
             shared.notify_links(None);
         }
         if let Some(head) = &self.too_long {
+            shared.stats.line_too_long();
             warn!(
                 conn = self.id,
                 max = spec.limits.max_line,

@@ -31,6 +31,8 @@ pub const NAMES: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
 pub struct InProcess {
     /// Its address.
     pub addr: SocketAddr,
+    /// Its admin address (with [`Options::admin`]).
+    pub admin: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -56,6 +58,8 @@ pub struct Options {
     pub secret: Option<String>,
     /// Where the servers' log lines go (nowhere by default).
     pub log: herd_server::log::Log,
+    /// Serve the admin endpoint too, on a port of its own.
+    pub admin: bool,
 }
 
 impl Default for Options {
@@ -66,6 +70,7 @@ impl Default for Options {
             limits: Limits::default(),
             secret: None,
             log: herd_server::log::Log::off(),
+            admin: false,
         }
     }
 }
@@ -117,11 +122,22 @@ pub async fn start_herd(
         };
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(herd_server::run(listener, spec, shutdown.clone()));
+        let admin = match opts.admin {
+            true => Some(herd_server::bind("127.0.0.1:0").await.expect("bind admin")),
+            false => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
+        let task = tokio::spawn(herd_server::run_with_admin(
+            listener,
+            admin,
+            spec,
+            shutdown.clone(),
+        ));
         servers.insert(
             name.to_string(),
             InProcess {
                 addr,
+                admin: admin_addr,
                 shutdown,
                 task,
             },

@@ -281,11 +281,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // Bind every listener before serving, so a taken port stops the start with a clear message.
     let mut listeners = Vec::new();
     for spec in &specs {
-        let listen = &config.server(&spec.name).context("server vanished")?.listen;
+        let server = config.server(&spec.name).context("server vanished")?;
+        let listen = &server.listen;
         let listener = herd_server::bind(listen)
             .await
             .with_context(|| format!("{} cannot listen on {listen}", spec.name))?;
-        listeners.push(listener);
+        let admin = match &server.admin {
+            Some(a) => Some(herd_server::bind(a).await.with_context(|| {
+                format!("{} cannot listen on its admin address {a}", spec.name)
+            })?),
+            None => None,
+        };
+        listeners.push((listener, admin));
     }
     let logs = herd_server::log::init(&common.log_dir, &names, config.log)?;
     for spec in &mut specs {
@@ -309,8 +316,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
-    for (spec, listener) in specs.into_iter().zip(listeners) {
-        servers.spawn(herd_server::run(listener, spec, shutdown.clone()));
+    for (spec, (listener, admin)) in specs.into_iter().zip(listeners) {
+        servers.spawn(herd_server::run_with_admin(
+            listener,
+            admin,
+            spec,
+            shutdown.clone(),
+        ));
     }
     let signal = shutdown.clone();
     tokio::spawn(async move {

@@ -1,0 +1,497 @@
+//! The admin address: `GET /metrics` (Prometheus text format), `GET /health` and `GET /status` (JSON).
+//!
+//! Counting is kept off the request path's cost: a connection counts its batch in local integers and
+//! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
+//! refusals, look-ups) go through labelled families. Gauges that the node already knows (records held,
+//! links, queue depths) are read from it when scraped, not kept up to date on every request.
+//!
+//! The endpoint speaks just enough HTTP/1.1 for a scraper, a health check and `herd status`: `GET` of
+//! three paths, one request per connection, a request head of at most [`MAX_REQUEST`] bytes read within
+//! [`REQUEST_TIMEOUT`], an answer with `Content-Length` and `Connection: close`. It serves no input of
+//! consequence (read-only figures), which is why it needs no HTTP framework.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_proto::{ErrorKind, Message};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info};
+
+use crate::server::Shared;
+
+/// Longest request head read.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// A request head must arrive within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Peer {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Lookup {
+    backend: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Backend {
+    backend: &'static str,
+}
+
+type HistogramFamily = Family<Backend, Histogram, fn() -> Histogram>;
+
+/// A server's counters, shared by its connections, links and admin endpoint.
+pub struct Stats {
+    registry: Registry,
+    started: Instant,
+    iamat: Counter,
+    whatsat: Counter,
+    invalid: Family<Reason, Counter>,
+    connections: Counter,
+    connections_open: Gauge,
+    too_long: Counter,
+    refused: Family<LimitLabel, Counter>,
+    records: Gauge,
+    link_up: Family<Peer, Gauge>,
+    link_queue: Family<Peer, Gauge>,
+    link_last_heard: Family<Peer, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    flood_in: Counter,
+    flood_out: Counter,
+    lookups: Family<Lookup, Counter>,
+    lookup_seconds: HistogramFamily,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stats {
+    /// Every metric at zero, registered under `herd_`.
+    pub fn new() -> Stats {
+        let mut registry = Registry::with_prefix("herd");
+        let requests = Family::<Kind, Counter>::default();
+        registry.register(
+            "requests",
+            "Client lines answered, by kind (invalid ones are also in herd_invalid_total)",
+            requests.clone(),
+        );
+        let iamat = requests.get_or_create_owned(&Kind { kind: "iamat" });
+        let whatsat = requests.get_or_create_owned(&Kind { kind: "whatsat" });
+        let stats = Stats {
+            iamat,
+            whatsat,
+            invalid: Family::default(),
+            connections: Counter::default(),
+            connections_open: Gauge::default(),
+            too_long: Counter::default(),
+            refused: Family::default(),
+            records: Gauge::default(),
+            link_up: Family::default(),
+            link_queue: Family::default(),
+            link_last_heard: Family::default(),
+            flood_in: Counter::default(),
+            flood_out: Counter::default(),
+            lookups: Family::default(),
+            lookup_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+            }),
+            started: Instant::now(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "invalid",
+            "Lines answered `?`, by reason",
+            stats.invalid.clone(),
+        );
+        r.register(
+            "connections",
+            "Client connections accepted",
+            stats.connections.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Client connections open now",
+            stats.connections_open.clone(),
+        );
+        r.register(
+            "refused_line_too_long",
+            "Connections closed for a line over [limits] max_line",
+            stats.too_long.clone(),
+        );
+        r.register(
+            "refused",
+            "Lines refused by a limit, by limit",
+            stats.refused.clone(),
+        );
+        r.register("records", "Client records held", stats.records.clone());
+        r.register(
+            "link_up",
+            "Whether the link to a neighbour is up (1) or down (0)",
+            stats.link_up.clone(),
+        );
+        r.register(
+            "link_queue",
+            "Records waiting to be sent to a neighbour",
+            stats.link_queue.clone(),
+        );
+        r.register(
+            "link_last_heard_seconds",
+            "Seconds since the neighbour was last heard (-1: never)",
+            stats.link_last_heard.clone(),
+        );
+        r.register(
+            "flood_in",
+            "Records received from neighbours",
+            stats.flood_in.clone(),
+        );
+        r.register(
+            "flood_out",
+            "Records sent to neighbours",
+            stats.flood_out.clone(),
+        );
+        r.register(
+            "places_lookups",
+            "Places look-ups, by back-end and answer status",
+            stats.lookups.clone(),
+        );
+        r.register(
+            "places_lookup_seconds",
+            "Places look-up time, by back-end",
+            stats.lookup_seconds.clone(),
+        );
+        Stats { registry, ..stats }
+    }
+
+    /// A batch of a connection answered `iamat` IAMATs and `whatsat` WHATSATs (valid ones).
+    #[inline]
+    pub fn answered(&self, iamat: u64, whatsat: u64) {
+        if iamat > 0 {
+            self.iamat.inc_by(iamat);
+        }
+        if whatsat > 0 {
+            self.whatsat.inc_by(whatsat);
+        }
+    }
+
+    /// `line` was answered `?` (rare: the reason is worked out here, off the common path).
+    pub fn invalid(&self, line: &[u8]) {
+        let reason = match Message::parse(line) {
+            Ok(Message::WhatsAt(_)) => "unknown-client",
+            Ok(_) => "refused",
+            Err(e) => reason_of(e.kind),
+        };
+        self.invalid.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// A line was refused by `limit` (rare: labelled on the spot).
+    pub fn refused(&self, limit: &str) {
+        self.refused
+            .get_or_create(&LimitLabel {
+                limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A line over the limit closed a connection.
+    pub fn line_too_long(&self) {
+        self.too_long.inc();
+    }
+
+    /// A client connection opened (`true`) or closed.
+    pub fn connection(&self, open: bool) {
+        if open {
+            self.connections.inc();
+            self.connections_open.inc();
+        } else {
+            self.connections_open.dec();
+        }
+    }
+
+    /// Records came in from a neighbour (`incoming`) or went out to one.
+    pub fn flood(&self, incoming: bool, n: u64) {
+        if incoming {
+            self.flood_in.inc_by(n);
+        } else {
+            self.flood_out.inc_by(n);
+        }
+    }
+
+    /// A Places look-up ended with `status` after `took`.
+    pub fn lookup(&self, backend: &'static str, status: &str, took: Duration) {
+        self.lookups
+            .get_or_create(&Lookup {
+                backend,
+                status: status.to_owned(),
+            })
+            .inc();
+        self.lookup_seconds
+            .get_or_create(&Backend { backend })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.connections_open.get()
+    }
+}
+
+fn reason_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Empty => "empty",
+        ErrorKind::UnknownCommand => "unknown-command",
+        ErrorKind::MissingField | ErrorKind::ExtraField => "fields",
+        ErrorKind::Location | ErrorKind::LatitudeRange | ErrorKind::LongitudeRange => "location",
+        ErrorKind::Time | ErrorKind::TimePrecision | ErrorKind::TimeRange => "time",
+        ErrorKind::Radius | ErrorKind::RadiusRange => "radius",
+        ErrorKind::Bound | ErrorKind::BoundRange => "bound",
+        _ => "other",
+    }
+}
+
+/// A link as `/status` and `/metrics` show it.
+struct LinkView {
+    name: String,
+    up: bool,
+    queue: usize,
+    last_heard: Option<Duration>,
+}
+
+/// Reads what the node knows (records, links) into the gauges; the node is locked once.
+fn refresh(shared: &Shared) -> (usize, Vec<LinkView>) {
+    let now = Instant::now();
+    let (records, links) = {
+        let node = shared.node();
+        let links: Vec<LinkView> = shared
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(id, p)| {
+                let s = node.link_status(id);
+                LinkView {
+                    name: p.name.clone(),
+                    up: s.up,
+                    queue: s.queue,
+                    last_heard: s.last_heard.map(|t| now.saturating_duration_since(t)),
+                }
+            })
+            .collect();
+        (node.len(), links)
+    };
+    let stats = &shared.stats;
+    stats.records.set(records as i64);
+    for l in &links {
+        let peer = Peer {
+            peer: l.name.clone(),
+        };
+        stats.link_up.get_or_create(&peer).set(i64::from(l.up));
+        stats.link_queue.get_or_create(&peer).set(l.queue as i64);
+        stats
+            .link_last_heard
+            .get_or_create(&peer)
+            .set(l.last_heard.map_or(-1.0, |d| d.as_secs_f64()));
+    }
+    (records, links)
+}
+
+/// The Prometheus text exposition of `shared`'s figures.
+pub(crate) fn metrics(shared: &Shared) -> String {
+    refresh(shared);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP herd_uptime_seconds Seconds since the server started.\n# TYPE herd_uptime_seconds gauge\nherd_uptime_seconds {:.3}",
+        shared.stats.started.elapsed().as_secs_f64()
+    );
+    let _ = prometheus_client::encoding::text::encode(&mut out, &shared.stats.registry);
+    out
+}
+
+/// `/status` as JSON.
+pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
+    let (records, links) = refresh(shared);
+    let s = &shared.stats;
+    let invalid: u64 = {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &s.registry);
+        text.lines()
+            .filter(|l| l.starts_with("herd_invalid_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    json!({
+        "server": shared.spec.name,
+        "listen": listen,
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": !shared.shutdown.is_cancelled(),
+        "uptime_seconds": s.started.elapsed().as_secs_f64(),
+        "places": shared.spec.places.backend().as_str(),
+        "clients": s.open_connections().max(0),
+        "connections": s.connections.get(),
+        "records": records,
+        "requests": {"iamat": s.iamat.get(), "whatsat": s.whatsat.get(), "invalid": invalid},
+        "flood": {"in": s.flood_in.get(), "out": s.flood_out.get()},
+        "links": links.iter().map(|l| json!({
+            "name": l.name,
+            "up": l.up,
+            "queue": l.queue,
+            "last_heard_seconds": l.last_heard.map(|d| d.as_secs_f64()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Serves the admin endpoint on `listener` until shutdown.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: String) {
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    info!(admin = %local, "admin endpoint listening");
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let (s, l) = (shared.clone(), listen.clone());
+                shared.tracker.spawn(async move {
+                    if let Err(e) = answer(&s, stream, &l).await {
+                        debug!(cause = %e, "admin request failed");
+                    }
+                });
+            }
+            Err(e) => {
+                debug!(cause = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads one request head and answers it.
+async fn answer(shared: &Shared, mut stream: TcpStream, listen: &str) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+            if head.len() > MAX_REQUEST {
+                return Ok(false);
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(!head.is_empty());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<bool, std::io::Error>(true)
+    })
+    .await;
+    let (code, kind, body) = match read {
+        Ok(Ok(true)) => route(shared, &head, listen),
+        Ok(Ok(false)) => (431, "text/plain", "request head too large\n".to_owned()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => (408, "text/plain", "request timed out\n".to_owned()),
+    };
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Bad Request",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The answer to a request head: status code, content type, body.
+fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str, String) {
+    let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first);
+    let mut parts = first.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return (400, "text/plain", "not an HTTP/1 request\n".into());
+    }
+    if method != "GET" && method != "HEAD" {
+        return (405, "text/plain", "only GET\n".into());
+    }
+    let path = target.split('?').next().unwrap_or("");
+    match path {
+        "/metrics" => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics(shared),
+        ),
+        "/health" if shared.shutdown.is_cancelled() => (503, "text/plain", "stopping\n".into()),
+        "/health" => (200, "text/plain", "ok\n".into()),
+        "/status" => (
+            200,
+            "application/json",
+            format!("{}\n", status(shared, listen)),
+        ),
+        _ => (
+            404,
+            "text/plain",
+            "not found: GET /metrics, /health or /status\n".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_lines_are_counted_by_reason() {
+        let s = Stats::new();
+        s.answered(3, 1);
+        s.invalid(b"WHATSAT kiwi abc 3");
+        s.invalid(b"WHATSAT kiwi 10 3");
+        s.invalid(b"PING");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &s.registry).unwrap();
+        for want in [
+            "herd_requests_total{kind=\"iamat\"} 3",
+            "herd_requests_total{kind=\"whatsat\"} 1",
+            "herd_invalid_total{reason=\"radius\"} 1",
+            "herd_invalid_total{reason=\"unknown-client\"} 1",
+            "herd_invalid_total{reason=\"unknown-command\"} 1",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+    }
+}
