@@ -603,3 +603,119 @@ fn completions_and_man_pages() {
     assert!(dir.join("herd.1").is_file() && dir.join("herd-whatsat.1").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Alford and Ball (linked, with admin addresses) in a background runtime; returns a config naming
+/// them and a third server, Gone, that does not run.
+fn herd_with_admin(dir: &std::path::Path) -> std::path::PathBuf {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let herd = herd_tests::herd::start_herd(
+                &[("Alford", &["Ball"]), ("Ball", &["Alford"])],
+                herd_tests::herd::Options {
+                    admin: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+            let info: Vec<(String, SocketAddr, SocketAddr)> = herd
+                .iter()
+                .map(|(n, s)| (n.clone(), s.addr, s.admin.unwrap()))
+                .collect();
+            tx.send(info).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let servers = rx.recv().unwrap();
+    let mut text = String::new();
+    for (name, addr, admin) in &servers {
+        text.push_str(&format!(
+            "[[server]]\nname = \"{name}\"\nlisten = \"{addr}\"\nadmin = \"{admin}\"\n"
+        ));
+    }
+    let gone = herd_tests::free_port();
+    text.push_str(&format!(
+        "[[server]]\nname = \"Gone\"\nlisten = \"127.0.0.1:{gone}\"\n"
+    ));
+    let path = dir.join("herd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn status_is_a_table_of_the_herd_and_ping_checks_health() {
+    let dir = temp_dir("status");
+    let config = herd_with_admin(&dir);
+    let status = |args: &[&str]| {
+        let mut c = herd_bare();
+        c.arg("--config").arg(&config).args(args);
+        c
+    };
+    // Wait for the link, then read the table: Gone is down, so the exit code is 3.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let table = loop {
+        let out = status(&["status"])
+            .assert()
+            .code(3)
+            .get_output()
+            .stdout
+            .clone();
+        let text = String::from_utf8(out).unwrap();
+        if text.contains("1/1") && text.matches("1/1").count() == 2 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "links never up:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].starts_with("Server  ") && lines[0].ends_with("Uptime"),
+        "{table}"
+    );
+    assert!(
+        predicate::str::is_match(r"^Alford  +127\.0\.0\.1:\d+ +up +0 +1/1 +0 +\d+s$")
+            .unwrap()
+            .eval(lines[1]),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with("Gone ") && lines[3].contains(" down "),
+        "{table}"
+    );
+    // One server: all up, exit 0; as JSON.
+    status(&["status", "--to", "Ball"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Ball").and(predicate::str::contains("Alford").not()));
+    let out = status(&["status", "--json"])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v[0]["server"], "Alford");
+    assert_eq!(v[0]["links"][0]["up"], true);
+    assert_eq!(v[2]["up"], false);
+    // ping: the admin /health, or a clear network error.
+    status(&["ping", "--to", "Ball"]).assert().success().stdout(
+        predicate::str::is_match(
+            r"^Ball \(127\.0\.0\.1:\d+, admin 127\.0\.0\.1:\d+\): ok in \d+\.\d+ ms\n$",
+        )
+        .unwrap(),
+    );
+    status(&["ping", "--to", "Gone"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("connecting to 127.0.0.1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
