@@ -235,3 +235,33 @@ fn check_default_config_and_settings_that_cannot_work() {
     assert!(err.contains("'--threads <N>'"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `deploy/herd-server@.service` passes `systemd-analyze verify` (where systemd is installed), with its
+/// binary path pointed at the one built here.
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed: unit not checked");
+        return;
+    };
+    assert!(version.status.success());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/herd-server@.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/herd-server serve %i"));
+    let unit = unit.replace("/usr/local/bin/herd-server", server_binary().to_str().unwrap());
+    let dir = std::env::temp_dir().join(format!("herd-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("herd-server@Alford.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
