@@ -331,6 +331,15 @@ pub(crate) fn metrics(shared: &Shared) -> String {
         "# HELP herd_uptime_seconds Seconds since the server started.\n# TYPE herd_uptime_seconds gauge\nherd_uptime_seconds {:.3}",
         shared.stats.started.elapsed().as_secs_f64()
     );
+    // Per process (the servers of `herd-server up` share one Places client and its cache).
+    let (hits, misses) = shared.spec.places.cache_counts();
+    let _ = writeln!(
+        out,
+        "# HELP herd_places_cache_hits Places look-ups answered from the cache (per process).\n# TYPE herd_places_cache_hits counter\nherd_places_cache_hits_total {hits}\n\
+         # HELP herd_places_cache_misses Places look-ups sent to the back-end (per process).\n# TYPE herd_places_cache_misses counter\nherd_places_cache_misses_total {misses}\n\
+         # HELP herd_log_lines_dropped Log lines dropped because the log could not be written.\n# TYPE herd_log_lines_dropped counter\nherd_log_lines_dropped_total {}",
+        shared.spec.log.dropped()
+    );
     let _ = prometheus_client::encoding::text::encode(&mut out, &shared.stats.registry);
     out
 }

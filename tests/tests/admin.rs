@@ -74,6 +74,8 @@ async fn metrics_health_and_status() {
             1.0,
         ),
         ("herd_places_lookup_seconds_count{backend=\"offline\"}", 1.0),
+        ("herd_places_cache_misses_total", 1.0),
+        ("herd_places_cache_hits_total", 0.0),
     ] {
         assert_eq!(sample(&m, name), Some(want), "{name} in\n{m}");
     }

@@ -251,7 +251,10 @@ fn the_systemd_unit_verifies() {
     ))
     .unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/herd-server serve %i"));
-    let unit = unit.replace("/usr/local/bin/herd-server", server_binary().to_str().unwrap());
+    let unit = unit.replace(
+        "/usr/local/bin/herd-server",
+        server_binary().to_str().unwrap(),
+    );
     let dir = std::env::temp_dir().join(format!("herd-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("herd-server@Alford.service");
@@ -262,6 +265,10 @@ fn the_systemd_unit_verifies() {
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
 }

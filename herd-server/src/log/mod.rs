@@ -64,6 +64,8 @@ pub use herd_config::LogSettings;
 /// One log file: its queue and its writer thread.
 struct LogFile {
     queue: Queue,
+    /// Lines its writer dropped in all (a full disk, a write error).
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -94,6 +96,13 @@ impl Log {
     /// Whether anything handed to this log reaches a file.
     pub fn is_on(&self) -> bool {
         self.file.is_some()
+    }
+
+    /// Log lines dropped so far because the file could not be written.
+    pub fn dropped(&self) -> u64 {
+        self.file
+            .as_ref()
+            .map_or(0, |f| f.dropped.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// A buffer for connection `conn` (and, on a peer link, the neighbour's `peer` name): the caller
@@ -288,6 +297,7 @@ impl Logs {
             let path = dir.join(format!("{name}.log"));
             let target = FileTarget::open(&path)
                 .with_context(|| format!("opening log file {}", path.display()))?;
+            let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let w = Writer::new(
                 target,
                 WriterConfig {
@@ -295,11 +305,13 @@ impl Logs {
                     max_bytes: settings.max_bytes,
                     keep: settings.keep,
                     retry: writer::RETRY,
+                    dropped: dropped.clone(),
                 },
                 Box::new(|msg| eprintln!("{msg}")),
             );
             let file = Arc::new(LogFile {
                 queue: Queue::new(QUEUE_BYTES),
+                dropped,
                 thread: Mutex::new(None),
             });
             let f = file.clone();

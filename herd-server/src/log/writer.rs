@@ -267,6 +267,8 @@ pub(crate) struct WriterConfig {
     pub(crate) keep: usize,
     /// While dropping, try a write again this often.
     pub(crate) retry: Duration,
+    /// Log lines dropped in all (for the admin endpoint's metrics).
+    pub(crate) dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Lines being dropped because the target refuses them.
@@ -313,6 +315,9 @@ impl<T: Target> Writer<T> {
 
     fn fail(&mut self, buf: &[u8], before: u64, e: &io::Error) {
         let partial = self.target.len() != before;
+        self.config
+            .dropped
+            .fetch_add(count_lines(buf), std::sync::atomic::Ordering::Relaxed);
         match &mut self.dropping {
             Some(d) => {
                 d.lines += count_lines(buf);
@@ -350,6 +355,9 @@ impl<T: Target> Writer<T> {
         if let Some(d) = &mut self.dropping {
             if d.last_try.elapsed() < self.config.retry {
                 d.lines += count_lines(buf);
+                self.config
+                    .dropped
+                    .fetch_add(count_lines(buf), std::sync::atomic::Ordering::Relaxed);
                 return false;
             }
             d.last_try = Instant::now();
@@ -516,6 +524,7 @@ mod tests {
                 max_bytes: 0,
                 keep: 0,
                 retry: Duration::ZERO,
+                dropped: Default::default(),
             },
             Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
         );
@@ -539,6 +548,11 @@ mod tests {
         // Still full at the retry: counted, not reported again.
         w.write(b"five\n");
         assert_eq!(w.dropping(), Some(4));
+        assert_eq!(
+            w.config.dropped.load(Ordering::SeqCst),
+            4,
+            "the total for the metrics"
+        );
         assert_eq!(said.lock().unwrap().len(), 1);
 
         // Space again: the next write after the retry interval gets through, with the count.
@@ -605,6 +619,7 @@ mod tests {
                 max_bytes: 0,
                 keep: 0,
                 retry: Duration::ZERO,
+                dropped: Default::default(),
             },
             Box::new(|_| {}),
         );

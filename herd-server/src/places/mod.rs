@@ -14,6 +14,7 @@ mod legacy;
 pub mod offline;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,9 @@ struct Inner {
     max_entries: usize,
     cache: Mutex<Cache>,
     in_flight: Semaphore,
+    /// Look-ups answered from the cache, and those that were not (for the admin endpoint's metrics).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl Places {
@@ -135,6 +139,8 @@ impl Places {
                 max_entries: cfg.cache_entries,
                 cache: Mutex::new(Cache::default()),
                 in_flight: Semaphore::new(cfg.max_in_flight),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
             }),
         }
     }
@@ -158,10 +164,19 @@ impl Places {
         self.inner.backend
     }
 
+    /// Look-ups answered from the cache, and look-ups that went to the back-end, so far.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (
+            self.inner.hits.load(Ordering::Relaxed),
+            self.inner.misses.load(Ordering::Relaxed),
+        )
+    }
+
     /// Looks up the places near `q`: always an answer, within the time-out.
     pub async fn lookup(&self, q: &Lookup) -> Arc<Answer> {
         let inner = &self.inner;
         if inner.ttl.is_zero() || inner.max_entries == 0 {
+            inner.misses.fetch_add(1, Ordering::Relaxed);
             return Arc::new(inner.fetch(q).await);
         }
         let key = format!(
@@ -171,6 +186,12 @@ impl Places {
             q.bound
         );
         let slot = inner.slot(&key);
+        let counter = if slot.initialized() {
+            &inner.hits
+        } else {
+            &inner.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let answer = slot
             .get_or_init(|| async { Arc::new(inner.fetch(q).await) })
             .await
