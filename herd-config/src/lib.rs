@@ -549,8 +549,13 @@ impl Config {
                     check(&l.max_connections, "max_connections", 1, u32::MAX.into())?
                         .map_or(d.max_connections, size);
                 Limits {
-                    max_line: check(&l.max_line, "max_line", MIN_MAX_LINE as u64, u32::MAX.into())?
-                        .map_or(d.max_line, size),
+                    max_line: check(
+                        &l.max_line,
+                        "max_line",
+                        MIN_MAX_LINE as u64,
+                        u32::MAX.into(),
+                    )?
+                    .map_or(d.max_line, size),
                     max_connections,
                     // Unset, one address may use every client slot (loopback tools, a NAT).
                     max_connections_per_ip: check(

@@ -225,7 +225,10 @@ fn check_default_config_and_settings_that_cannot_work() {
     .unwrap();
     let (code, _, err) = run(&["check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("max_line = 10 is below 64"), "{err}");
+    assert!(
+        err.contains("bad.toml:2: [limits] max_line = 10 cannot work: it must be at least 64"),
+        "{err}"
+    );
     assert!(
         !err.contains("acktrace"),
         "no backtrace without HERD_DEBUG: {err}"

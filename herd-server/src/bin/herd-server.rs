@@ -236,7 +236,16 @@ fn default_config() -> String {
          # [limits]\n\
          # max_line = 4096                # at least 64\n\
          # max_connections = 10000\n\
+         # max_connections_per_ip = 10000  # default: max_connections\n\
+         # line_timeout_ms = 10000\n\
          # idle_timeout_ms = 300000\n\
+         # max_future_ms = 86400000\n\
+         # max_clients = 10000000\n\
+         \n\
+         # [store]\n\
+         # dir = \"/var/lib/herd\"        # default: none, records in memory only\n\
+         # fsync = \"everysec\"           # or \"always\", \"no\"\n\
+         # compact_bytes = 67108864\n\
          \n\
          # [log]\n\
          # lines = true\n\
