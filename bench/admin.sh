@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The cost of counting for the admin endpoint (issue: "counting must not cost the IAMAT path more than
 # 3 %"): a lone server of this tree against one built from BASE (a commit before the counters, default
-# below), IAMAT load, 50 connections, pipeline 1 and 16, both runtime shapes, rounds interleaved
+# required), IAMAT load, 50 connections, pipeline 1 and 16, both runtime shapes, rounds interleaved
 # (base, this, base, this, …) so drift hits both alike. Prints each round and the ratio of medians.
 #   BASE=<commit> ROUNDS=3 DURATION=5 bench/admin.sh
 source "$(dirname "$0")/common.sh"
-BASE="${BASE:-c59221e}"
+BASE="${BASE:?set BASE to a commit without the admin counters (the parent of the commit that added admin.rs)}"
 ROUNDS="${ROUNDS:-3}"
 # The base, built in a worktree of its own with this tree's target folder (dependencies are shared).
 git -C "$ROOT" worktree add -q --detach "$WORK/base" "$BASE"
