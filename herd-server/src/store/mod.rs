@@ -9,7 +9,7 @@
 //! once: every batch that arrived meanwhile shares that one `fdatasync` (group commit).
 //!
 //! # Files, in `DIR/<Name>/`
-//! - `journal.<N>`: records appended as they are stored (format in [`format`]).
+//! - `journal.<N>`: records appended as they are stored (format in the `format` module).
 //! - `snapshot.<N>`: every record held at one moment; it makes every `journal.<M>` with `M < N`
 //!   redundant.
 //! - `snapshot.<N>.tmp`: a snapshot being written; never read, deleted at start.
@@ -20,7 +20,7 @@
 //! record twice, gives the same cache: that is what lets compaction run beside service.
 //!
 //! # Compaction
-//! When the journals hold far more records than the cache ([`should_compact`]), [`compact`] starts
+//! When the journals hold far more records than the cache ([`should_compact`]), [`Store::compact`] starts
 //! `journal.<N+1>` (new records go there from then on), writes the cache into `snapshot.<N+1>.tmp` a
 //! few thousand records at a time (the node is locked only per chunk, and memory grows by one chunk,
 //! not by a copy of the cache), syncs it, renames it to `snapshot.<N+1>`, syncs the folder, and only
