@@ -1,13 +1,15 @@
-//! The admin address: `GET /metrics` (Prometheus text format), `GET /health` and `GET /status` (JSON).
+//! The admin address: `GET /metrics` (Prometheus text format), `GET /health` and `GET /status` (JSON),
+//! and the live page of the herd: `GET /`, `/herd`, `/events`, `/land.json` (see [`live`]).
 //!
 //! Counting is kept off the request path's cost: a connection counts its batch in local integers and
 //! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
 //! refusals, look-ups) go through labelled families. Gauges that the node already knows (records held,
 //! links, queue depths) are read from it when scraped, not kept up to date on every request.
 //!
-//! The endpoint speaks just enough HTTP/1.1 for a scraper, a health check and `herd status`: `GET` of
-//! three paths, one request per connection, a request head of at most [`MAX_REQUEST`] bytes read within
-//! [`REQUEST_TIMEOUT`], an answer with `Content-Length` and `Connection: close`. It serves no input of
+//! The endpoint speaks just enough HTTP/1.1 for a scraper, a health check, `herd status` and a browser:
+//! `GET` of a few paths, one request per connection, a request head of at most [`MAX_REQUEST`] bytes read within
+//! [`REQUEST_TIMEOUT`], an answer with `Content-Length` and `Connection: close` (but `/events`, a stream
+//! that ends when either side closes). It serves no input of
 //! consequence (read-only figures), which is why it needs no HTTP framework.
 
 use std::fmt::Write as _;
@@ -27,6 +29,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
 use crate::server::Shared;
+use crate::sync::Sum;
+
+pub mod live;
 
 /// Longest request head read.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -283,12 +288,15 @@ struct LinkView {
     up: bool,
     queue: usize,
     last_heard: Option<Duration>,
+    /// A reconciliation (catch-up) is under way on it.
+    catching_up: bool,
 }
 
-/// Reads what the node knows (records, links) into the gauges; the node is locked once.
-fn refresh(shared: &Shared) -> (usize, Vec<LinkView>) {
+/// Reads what the node knows (records, their fingerprint, links) into the gauges; the node is locked
+/// once.
+fn refresh(shared: &Shared) -> (usize, Sum, Vec<LinkView>) {
     let now = Instant::now();
-    let (records, links) = {
+    let (records, fingerprint, links) = {
         let node = shared.node();
         let links: Vec<LinkView> = shared
             .peers
@@ -301,10 +309,11 @@ fn refresh(shared: &Shared) -> (usize, Vec<LinkView>) {
                     up: s.up,
                     queue: s.queue,
                     last_heard: s.last_heard.map(|t| now.saturating_duration_since(t)),
+                    catching_up: node.reconciling(id),
                 }
             })
             .collect();
-        (node.len(), links)
+        (node.len(), node.fingerprint(), links)
     };
     let stats = &shared.stats;
     stats.records.set(records as i64);
@@ -319,7 +328,7 @@ fn refresh(shared: &Shared) -> (usize, Vec<LinkView>) {
             .get_or_create(&peer)
             .set(l.last_heard.map_or(-1.0, |d| d.as_secs_f64()));
     }
-    (records, links)
+    (records, fingerprint, links)
 }
 
 /// The Prometheus text exposition of `shared`'s figures.
@@ -344,9 +353,10 @@ pub(crate) fn metrics(shared: &Shared) -> String {
     out
 }
 
-/// `/status` as JSON.
+/// `/status` as JSON. The fingerprint (hex, so a browser's numbers do not round it) is equal on two
+/// servers that hold the same records.
 pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
-    let (records, links) = refresh(shared);
+    let (records, fingerprint, links) = refresh(shared);
     let s = &shared.stats;
     let invalid: u64 = {
         let mut text = String::new();
@@ -366,6 +376,7 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
         "clients": s.open_connections().max(0),
         "connections": s.connections.get(),
         "records": records,
+        "fingerprint": format!("{:016x}", fingerprint.fingerprint),
         "requests": {"iamat": s.iamat.get(), "whatsat": s.whatsat.get(), "invalid": invalid},
         "flood": {"in": s.flood_in.get(), "out": s.flood_out.get()},
         "links": links.iter().map(|l| json!({
@@ -373,6 +384,7 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
             "up": l.up,
             "queue": l.queue,
             "last_heard_seconds": l.last_heard.map(|d| d.as_secs_f64()),
+            "catching_up": l.catching_up,
         })).collect::<Vec<_>>(),
     })
 }
@@ -424,7 +436,10 @@ async fn answer(shared: &Shared, mut stream: TcpStream, listen: &str) -> std::io
     })
     .await;
     let (code, kind, body) = match read {
-        Ok(Ok(true)) => route(shared, &head, listen),
+        Ok(Ok(true)) if request(&head).is_some_and(|r| r.path == "/events") => {
+            return live::events(shared, stream, listen).await;
+        }
+        Ok(Ok(true)) => route(shared, &head, listen).await,
         Ok(Ok(false)) => (431, "text/plain", "request head too large\n".to_owned()),
         Ok(Err(e)) => return Err(e),
         Err(_) => (408, "text/plain", "request timed out\n".to_owned()),
@@ -446,20 +461,50 @@ async fn answer(shared: &Shared, mut stream: TcpStream, listen: &str) -> std::io
     stream.shutdown().await
 }
 
-/// The answer to a request head: status code, content type, body.
-fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str, String) {
+/// A request line, read leniently (the endpoint serves no input of consequence).
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+}
+
+/// The request line of `head`; `None` if it is not HTTP/1.
+fn request(head: &[u8]) -> Option<Request> {
     let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let first = String::from_utf8_lossy(first);
     let mut parts = first.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
-        return (400, "text/plain", "not an HTTP/1 request\n".into());
+        return None;
     }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Some(Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+    })
+}
+
+/// The answer to a request head (but `/events`): status code, content type, body.
+async fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str, String) {
+    let Some(Request {
+        method,
+        path,
+        query,
+    }) = request(head)
+    else {
+        return (400, "text/plain", "not an HTTP/1 request\n".into());
+    };
     if method != "GET" && method != "HEAD" {
         return (405, "text/plain", "only GET\n".into());
     }
-    let path = target.split('?').next().unwrap_or("");
-    match path {
+    match path.as_str() {
+        "/" => (200, "text/html; charset=utf-8", live::PAGE.to_owned()),
+        "/herd" => {
+            let herd = live::gather(shared, listen, &mut Default::default()).await;
+            (200, "application/json", format!("{herd}\n"))
+        }
+        "/land.json" => (200, "application/json", live::land_json().to_owned()),
         "/metrics" => (
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -467,15 +512,21 @@ fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str, Stri
         ),
         "/health" if shared.shutdown.is_cancelled() => (503, "text/plain", "stopping\n".into()),
         "/health" => (200, "text/plain", "ok\n".into()),
-        "/status" => (
-            200,
-            "application/json",
-            format!("{}\n", status(shared, listen)),
-        ),
+        "/status" => {
+            let mut s = status(shared, listen);
+            // `?recent[=SEQ&boot=B]`: also the samples for a live page (see `live`).
+            if query
+                .split('&')
+                .any(|p| p.split('=').next() == Some("recent"))
+            {
+                s["recent"] = shared.live.recent(live::since_of(&query));
+            }
+            (200, "application/json", format!("{s}\n"))
+        }
         _ => (
             404,
             "text/plain",
-            "not found: GET /metrics, /health or /status\n".into(),
+            "not found: GET /, /herd, /events, /land.json, /metrics, /health or /status\n".into(),
         ),
     }
 }
@@ -483,6 +534,117 @@ fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::places::Places;
+    use crate::server::{run_with_admin, ServerSpec};
+    use tokio_util::sync::CancellationToken;
+
+    /// Server `Alford` of a herd whose other server, `Ball`, has an admin address nobody listens on.
+    async fn alford() -> (
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        CancellationToken,
+    ) {
+        let config = Config::parse(
+            "[[server]]\nname = \"Alford\"\nlisten = \"127.0.0.1:1\"\nneighbors = []\n\n\
+             [[server]]\nname = \"Ball\"\nlisten = \"127.0.0.1:2\"\nneighbors = []\n",
+            "test",
+            None,
+        )
+        .unwrap();
+        let mut spec = ServerSpec::from_config(&config, "Alford", Places::offline()).unwrap();
+        let listener = crate::server::bind("127.0.0.1:0").await.unwrap();
+        let admin = crate::server::bind("127.0.0.1:0").await.unwrap();
+        // A port that was just free: Ball does not answer there.
+        let silent = crate::server::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+        spec.admins = vec![
+            ("Alford".into(), admin_addr.to_string()),
+            ("Ball".into(), silent.local_addr().unwrap().to_string()),
+        ];
+        drop(silent);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run_with_admin(
+            listener,
+            Some(admin),
+            spec,
+            shutdown.clone(),
+        ));
+        (addr, admin_addr, shutdown)
+    }
+
+    /// Sends `GET path` and reads `n` bytes or to the end, whichever comes first.
+    async fn get(admin: std::net::SocketAddr, path: &str, n: usize) -> String {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        (&mut s).take(n as u64).read_to_end(&mut all).await.unwrap();
+        String::from_utf8(all).unwrap()
+    }
+
+    fn body(answer: &str) -> serde_json::Value {
+        serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_live_page_and_its_feeds() {
+        let (addr, admin, shutdown) = alford().await;
+        let page = get(admin, "/", 1 << 20).await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(page.contains("<title>herd — live</title>") && page.contains("</html>"));
+        // Self-contained: nothing is loaded from another host.
+        for outside in ["http://", "https://", "//cdn"] {
+            let hits: Vec<&str> = page
+                .lines()
+                .filter(|l| l.contains(outside) && !l.contains("http://www.w3.org/2000/svg"))
+                .collect();
+            assert!(hits.is_empty(), "{outside} in {hits:?}");
+        }
+
+        let land = body(&get(admin, "/land.json", 1 << 20).await);
+        let cells = land["cells"].as_array().unwrap();
+        assert!(cells.len() > 3000, "{}", cells.len());
+        assert_eq!(land["cell"], crate::places::offline::LAND_CELL);
+
+        // A page is watching once the herd is gathered: an IAMAT is then sampled.
+        let herd = body(&get(admin, "/herd", 1 << 20).await);
+        assert_eq!(herd["server"], "Alford");
+        let servers = herd["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0]["name"], "Alford");
+        assert_eq!(servers[0]["up"], true);
+        assert_eq!(servers[0]["status"]["records"], 0);
+        assert_eq!(servers[1]["name"], "Ball");
+        assert_eq!(servers[1]["up"], false, "{herd}");
+        assert!(servers[1]["error"].as_str().is_some());
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"IAMAT kiwi +34.068930-118.445127 1\nWHATSAT kiwi 10 1\n")
+            .await
+            .unwrap();
+        c.shutdown().await.unwrap();
+        let mut replies = Vec::new();
+        c.read_to_end(&mut replies).await.unwrap();
+        let herd = body(&get(admin, "/herd", 1 << 20).await);
+        let me = &herd["servers"][0]["status"];
+        assert_eq!(me["records"], 1);
+        assert_eq!(me["fingerprint"].as_str().unwrap().len(), 16);
+        assert_eq!(me["recent"]["updates"][0]["client"], "kiwi");
+        assert_eq!(me["recent"]["updates"][0]["lat"], 34.06893);
+        assert_eq!(me["recent"]["whatsats"][0]["radius_km"], 10.0);
+
+        // `/events` is a stream: its head, the retry hint, then an event per tick.
+        let events = get(admin, "/events", 600).await;
+        assert!(events.starts_with(live::EVENTS_HEAD), "{events}");
+        assert!(!events.contains("Content-Length"), "{events}");
+        let first = events[live::EVENTS_HEAD.len()..]
+            .strip_prefix("data: {")
+            .is_some();
+        assert!(first, "{events}");
+        shutdown.cancel();
+    }
 
     #[test]
     fn invalid_lines_are_counted_by_reason() {

@@ -32,7 +32,7 @@ use crate::cache::{Cache, Entry};
 use crate::handshake::Refusal;
 use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals};
 use crate::store::format;
-use crate::sync::{Outcome, Report, Session, SyncError};
+use crate::sync::{Outcome, Report, Session, Sum, SyncError};
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
 /// [`herd_proto::write_whatsat`] with `record` and the answer.
@@ -453,6 +453,13 @@ impl Node {
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+
+    /// How many records the node holds and their fingerprint (the root of the trie that catch-up
+    /// compares): two servers that hold the same records have the same one. Constant time, so an
+    /// operator's page can compare whole servers at every refresh.
+    pub fn fingerprint(&self) -> Sum {
+        self.clients.sketch().root()
     }
 
     /// The AT line held for `client`.

@@ -28,6 +28,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::admin::live::Live;
 use crate::admin::Stats;
 use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
@@ -93,6 +94,9 @@ pub struct ServerSpec {
     pub keyring: Keyring,
     /// Every server name of the herd: records naming another server are refused.
     pub members: Vec<String>,
+    /// The admin addresses (`host:port`) of the herd's servers that have one, by name: the live page
+    /// gathers their `/status` (see [`crate::admin::live`]).
+    pub admins: Vec<(String, String)>,
     /// Limits on lines and connections.
     pub limits: Limits,
     /// Log every line in and out, and each WHATSAT's look-up (`[log] lines`).
@@ -132,6 +136,11 @@ impl ServerSpec {
             neighbors,
             keyring: Keyring::new(&config.secrets),
             members: config.servers.iter().map(|s| s.name.clone()).collect(),
+            admins: config
+                .servers
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.admin.clone()?)))
+                .collect(),
             limits: config.limits,
             log_lines: config.log.lines,
             log_bodies: config.log.bodies,
@@ -171,6 +180,8 @@ pub(crate) struct Shared {
     pub(crate) store: Option<Store>,
     /// Counters for the admin endpoint.
     pub(crate) stats: Stats,
+    /// Samples of what clients do, for the live page.
+    pub(crate) live: Live,
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
@@ -337,6 +348,7 @@ async fn run_inner(
         tracker: TaskTracker::new(),
         store,
         stats: Stats::new(),
+        live: Live::default(),
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
         spec,
@@ -881,6 +893,8 @@ impl<'a> Connection<'a> {
         let mut stored = false;
         // Counted here and added to the shared counters once per batch.
         let (mut iamats, mut whatsats) = (0u64, 0u64);
+        // The batch's last IAMAT answered, offered to the live page's samples once per batch.
+        let mut last_iamat = None;
         while i < self.lines.len() {
             let mut lookup = None;
             let mut refused = None;
@@ -897,6 +911,7 @@ impl<'a> Connection<'a> {
                                 shared.stats.invalid(line);
                             } else if line.starts_with(b"I") {
                                 iamats += 1;
+                                last_iamat = Some(i);
                             } else {
                                 whatsats += 1;
                             }
@@ -951,6 +966,7 @@ impl<'a> Connection<'a> {
                     "IAMAT refused by a limit (logged once per connection)");
             }
             if let Some(q) = lookup {
+                shared.live.offer_whatsat(&q, now);
                 let began = Instant::now();
                 let answer = spec.places.lookup(&q).await;
                 whatsats += 1;
@@ -973,6 +989,9 @@ impl<'a> Connection<'a> {
             }
         }
         shared.stats.answered(iamats, whatsats);
+        if let Some(i) = last_iamat {
+            shared.live.offer_iamat(&self.lines[i], now);
+        }
         if stored {
             shared.notify_links(None);
         }

@@ -93,14 +93,23 @@ pub async fn start_herd(
     let mut listeners = Vec::new();
     for (name, _) in topology {
         let l = herd_server::bind("127.0.0.1:0").await.expect("bind");
-        listeners.push((name.to_string(), l));
+        let admin = match opts.admin {
+            true => Some(herd_server::bind("127.0.0.1:0").await.expect("bind admin")),
+            false => None,
+        };
+        listeners.push((name.to_string(), (l, admin)));
     }
+    // Every admin address, so each server's live page can gather the others'.
+    let admins: Vec<(String, String)> = listeners
+        .iter()
+        .filter_map(|(n, (_, a))| Some((n.clone(), a.as_ref()?.local_addr().ok()?.to_string())))
+        .collect();
     let addrs: BTreeMap<String, SocketAddr> = listeners
         .iter()
-        .map(|(n, l)| (n.clone(), l.local_addr().unwrap()))
+        .map(|(n, (l, _))| (n.clone(), l.local_addr().unwrap()))
         .collect();
     let mut servers = BTreeMap::new();
-    for ((name, neighbors), (_, listener)) in topology.iter().zip(listeners) {
+    for ((name, neighbors), (_, (listener, admin))) in topology.iter().zip(listeners) {
         let spec = ServerSpec {
             name: name.to_string(),
             neighbors: neighbors
@@ -109,6 +118,7 @@ pub async fn start_herd(
                 .collect(),
             keyring: herd_server::handshake::Keyring::new(&opts.secret.iter().collect::<Vec<_>>()),
             members: topology.iter().map(|(n, _)| n.to_string()).collect(),
+            admins: admins.clone(),
             limits: opts.limits,
             log_lines: true,
             log_bodies: false,
@@ -122,10 +132,6 @@ pub async fn start_herd(
         };
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().unwrap();
-        let admin = match opts.admin {
-            true => Some(herd_server::bind("127.0.0.1:0").await.expect("bind admin")),
-            false => None,
-        };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
         let task = tokio::spawn(herd_server::run_with_admin(
             listener,
@@ -169,10 +175,14 @@ pub struct Processes {
     /// The config file.
     pub config: PathBuf,
     ports: BTreeMap<String, u16>,
+    /// Admin ports, when the servers have admin addresses ([`Processes::with_admin`]).
+    admin_ports: BTreeMap<String, u16>,
     topology: Vec<(String, Vec<String>)>,
     children: BTreeMap<String, Child>,
     /// Arguments added to every `herd-server serve` started from now on (such as `--repair`).
     pub args: Vec<String>,
+    /// The TOML given to [`Processes::new`].
+    extra: String,
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -199,12 +209,32 @@ impl Processes {
             config: dir.join("herd.toml"),
             dir,
             ports,
+            admin_ports: BTreeMap::new(),
             topology,
             children: BTreeMap::new(),
             args: Vec::new(),
+            extra: String::new(),
         };
+        herd.extra = extra.to_owned();
         herd.config = herd.write_config("herd.toml", extra, &[]);
         herd
+    }
+
+    /// Gives every server an admin address on a free port (rewrites the config; starts nothing).
+    pub fn with_admin(mut self) -> Processes {
+        self.admin_ports = self
+            .ports
+            .keys()
+            .map(|n| (n.clone(), free_port()))
+            .collect();
+        let extra = self.extra.clone();
+        self.config = self.write_config("herd.toml", &extra, &[]);
+        self
+    }
+
+    /// The admin address of server `name` (after [`Processes::with_admin`]).
+    pub fn admin(&self, name: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin_ports[name]))
     }
 
     /// Writes another config of the same herd in its folder: `extra` TOML first, and the servers of
@@ -223,9 +253,13 @@ impl Processes {
                 .find(|(n, _)| n == name)
                 .map_or_else(|| self.addr(name), |(_, a)| *a);
             text.push_str(&format!(
-                "[[server]]\nname = {name:?}\nlisten = \"{addr}\"\nneighbors = [{}]\n\n",
+                "[[server]]\nname = {name:?}\nlisten = \"{addr}\"\nneighbors = [{}]\n",
                 list.join(", ")
             ));
+            if let Some(port) = self.admin_ports.get(name) {
+                text.push_str(&format!("admin = \"127.0.0.1:{port}\"\n"));
+            }
+            text.push('\n');
         }
         let path = self.dir.join(file);
         std::fs::write(&path, text).expect("write config");

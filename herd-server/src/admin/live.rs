@@ -1,0 +1,472 @@
+//! The live page of the herd: `GET /` (one self-contained page), `GET /herd` (every server's `/status`,
+//! gathered by this one), `GET /events` (the same, pushed as server-sent events at a fixed rate) and
+//! `GET /land.json` (where the offline places are: the map's land).
+//!
+//! # Why a page never slows the herd
+//! The page is fed at a fixed rate ([`TICK`]) whatever the IAMAT rate: each tick gathers the servers'
+//! `/status` (concurrently, each within [`ASK_TIMEOUT`]) and sends one event. What clients do is
+//! *sampled*: a connection offers at most one IAMAT per batch it answers (and each WHATSAT that goes to
+//! the Places back-end) to a small ring ([`Live`]), only while a page watches (gathering marks every
+//! server asked as watched for [`WATCH_FOR`]), and only if the ring's lock is free (`try_lock`): a
+//! connection never waits for the admin endpoint. Unwatched, a batch pays one clock read and one
+//! atomic load.
+//!
+//! The ring decides nothing (it is no herd rule), so it lives here with the admin endpoint rather than
+//! in the sans-IO node; it holds the newest [`UPDATES`] IAMATs and [`ASKS`] WHATSATs of this server.
+//! Each server samples only what its own clients sent: the page gathers every server's ring, so it sees
+//! the whole herd without a record being counted once per server it was flooded to.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use herd_proto::{Message, Timestamp};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::node::Lookup;
+use crate::server::Shared;
+
+/// The page: HTML, CSS and script in one file, compiled in (nothing is fetched from elsewhere).
+pub(crate) const PAGE: &str = include_str!("page.html");
+
+/// How often `/events` sends the herd: the page's refresh rate, whatever the request rate.
+pub const TICK: Duration = Duration::from_millis(400);
+/// How long a server's `/status` may take before it is shown as down (less than a [`TICK`], so one
+/// silent server never slows the page's refresh).
+pub const ASK_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a server samples its clients after a page last asked for its samples.
+pub const WATCH_FOR: Duration = Duration::from_secs(5);
+/// Newest IAMATs kept per server.
+pub const UPDATES: usize = 64;
+/// Newest WHATSATs kept per server.
+pub const ASKS: usize = 16;
+/// Most `/events` streams served at once (each costs a gathering per tick).
+pub const MAX_STREAMS: usize = 16;
+/// A page that does not take an event within this is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest `/status` answer read from another server.
+const MAX_ANSWER: u64 = 1 << 20;
+
+/// A sampled IAMAT.
+struct Update {
+    seq: u64,
+    client: String,
+    lat: f64,
+    lon: f64,
+    /// Receive time, seconds since the epoch.
+    time: f64,
+}
+
+/// A sampled WHATSAT (its centre is the client's record).
+struct Ask {
+    seq: u64,
+    client: String,
+    lat: f64,
+    lon: f64,
+    radius_km: f64,
+    time: f64,
+}
+
+#[derive(Default)]
+struct Ring {
+    /// Sequence number of the newest sample (of either kind).
+    seq: u64,
+    updates: VecDeque<Update>,
+    asks: VecDeque<Ask>,
+}
+
+/// A server's samples for the live page, and whether a page is watching.
+pub struct Live {
+    /// Tells this run's sequence numbers from a previous run's (a restarted server counts from 0).
+    boot: String,
+    epoch: Instant,
+    /// Milliseconds after `epoch` until which clients are sampled.
+    watched_until: AtomicU64,
+    ring: Mutex<Ring>,
+    streams: AtomicUsize,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            boot: format!("{:016x}", fastrand::u64(..)),
+            epoch: Instant::now(),
+            watched_until: AtomicU64::new(0),
+            ring: Mutex::default(),
+            streams: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn secs(t: Timestamp) -> f64 {
+    t.as_nanos() as f64 / 1e9
+}
+
+fn push<T>(ring: &mut VecDeque<T>, item: T, max: usize) {
+    if ring.len() == max {
+        ring.pop_front();
+    }
+    ring.push_back(item);
+}
+
+impl Live {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A page asked for this server's samples: sample clients for [`WATCH_FOR`].
+    pub fn watch(&self) {
+        let until = self.now_ms() + WATCH_FOR.as_millis() as u64;
+        self.watched_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether a page has asked for samples lately.
+    #[inline]
+    pub fn watched(&self) -> bool {
+        self.watched_until.load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// A connection answered the IAMAT `line` at `received` (the last of its batch). Kept only while
+    /// watched and when the ring is free.
+    pub fn offer_iamat(&self, line: &[u8], received: Timestamp) {
+        if !self.watched() {
+            return;
+        }
+        let Ok(Message::IAmAt(m)) = Message::parse(line) else {
+            return;
+        };
+        let update = Update {
+            seq: 0,
+            client: String::from_utf8_lossy(&m.client).into_owned(),
+            lat: m.location.latitude(),
+            lon: m.location.longitude(),
+            time: secs(received),
+        };
+        if let Ok(mut ring) = self.ring.try_lock() {
+            ring.seq += 1;
+            let update = Update {
+                seq: ring.seq,
+                ..update
+            };
+            push(&mut ring.updates, update, UPDATES);
+        }
+    }
+
+    /// A WHATSAT goes to the Places back-end at `received`. Kept only while watched and when the ring
+    /// is free.
+    pub fn offer_whatsat(&self, q: &Lookup, received: Timestamp) {
+        if !self.watched() {
+            return;
+        }
+        let ask = Ask {
+            seq: 0,
+            client: String::from_utf8_lossy(&q.record.client).into_owned(),
+            lat: q.latitude(),
+            lon: q.longitude(),
+            radius_km: q.radius.km(),
+            time: secs(received),
+        };
+        if let Ok(mut ring) = self.ring.try_lock() {
+            ring.seq += 1;
+            let ask = Ask {
+                seq: ring.seq,
+                ..ask
+            };
+            push(&mut ring.asks, ask, ASKS);
+        }
+    }
+
+    /// The samples newer than `since` (`boot` and sequence number of the newest one already seen;
+    /// everything when `boot` is another run's), and marks the server watched.
+    pub fn recent(&self, since: Option<(&str, u64)>) -> Value {
+        self.watch();
+        let after = match since {
+            Some((boot, seq)) if boot == self.boot => seq,
+            _ => 0,
+        };
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let updates: Vec<Value> = ring
+            .updates
+            .iter()
+            .filter(|u| u.seq > after)
+            .map(|u| json!({"seq": u.seq, "client": u.client, "lat": u.lat, "lon": u.lon, "time": u.time}))
+            .collect();
+        let asks: Vec<Value> = ring
+            .asks
+            .iter()
+            .filter(|a| a.seq > after)
+            .map(|a| json!({"seq": a.seq, "client": a.client, "lat": a.lat, "lon": a.lon, "radius_km": a.radius_km, "time": a.time}))
+            .collect();
+        json!({"boot": self.boot, "seq": ring.seq, "updates": updates, "whatsats": asks})
+    }
+}
+
+/// `boot` and `seq` from a query such as `recent=12&boot=00ab…` (`recent` alone: everything).
+pub(crate) fn since_of(query: &str) -> Option<(&str, u64)> {
+    let mut boot = None;
+    let mut seq = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("boot", b)) => boot = Some(b),
+            Some(("recent", s)) => seq = s.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((boot?, seq?))
+}
+
+/// `/land.json`: the cells of the offline places ([`crate::places::offline::land`]), computed once.
+pub(crate) fn land_json() -> &'static str {
+    static LAND: OnceLock<String> = OnceLock::new();
+    LAND.get_or_init(|| {
+        let cells: Vec<[f64; 2]> = crate::places::offline::land()
+            .into_iter()
+            .map(|(lat, lon)| [lat, lon])
+            .collect();
+        json!({
+            "cell": crate::places::offline::LAND_CELL,
+            "attribution": "GeoNames cities1000, CC BY 4.0",
+            "cells": cells,
+        })
+        .to_string()
+    })
+}
+
+/// `GET path` on another server's admin address `addr`: its JSON body, or why not, within
+/// [`ASK_TIMEOUT`]. The admin endpoint closes after each answer, so the body is read to its end.
+async fn ask(addr: &str, path: &str) -> Result<Value, String> {
+    let work = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut all = Vec::new();
+        (&mut stream)
+            .take(MAX_ANSWER)
+            .read_to_end(&mut all)
+            .await
+            .map_err(|e| e.to_string())?;
+        let head_end = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("not an HTTP answer")?;
+        let status_line = String::from_utf8_lossy(&all[..head_end]);
+        let status_line = status_line.lines().next().unwrap_or_default();
+        if !status_line.starts_with("HTTP/1.1 200") {
+            return Err(format!("answered {status_line}"));
+        }
+        serde_json::from_slice(&all[head_end + 4..]).map_err(|e| format!("status not JSON: {e}"))
+    };
+    match tokio::time::timeout(ASK_TIMEOUT, work).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!("no answer within {} ms", ASK_TIMEOUT.as_millis())),
+    }
+}
+
+/// The whole herd as this server sees it: every server of the config with its `/status` (and its
+/// samples newer than `since`, which is brought up to date), or why it did not answer. The servers are
+/// asked concurrently, so this takes at most [`ASK_TIMEOUT`].
+pub(crate) async fn gather(
+    shared: &Shared,
+    listen: &str,
+    since: &mut HashMap<String, (String, u64)>,
+) -> Value {
+    let spec = &shared.spec;
+    let admin_of = |name: &str| {
+        spec.admins
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+    };
+    let mut names = spec.members.clone();
+    if !names.contains(&spec.name) {
+        names.insert(0, spec.name.clone());
+    }
+    let asks = names.iter().map(|name| {
+        let admin = admin_of(name);
+        let path = match since.get(name) {
+            Some((boot, seq)) => format!("/status?recent={seq}&boot={boot}"),
+            None => "/status?recent".to_owned(),
+        };
+        let me = *name == spec.name;
+        async move {
+            let answer = if me {
+                let mut s = super::status(shared, listen);
+                let query = path.split_once('?').map_or("", |(_, q)| q);
+                s["recent"] = shared.live.recent(since_of(query));
+                Ok(s)
+            } else {
+                match &admin {
+                    Some(a) => ask(a, &path).await,
+                    None => Err("no admin address in the herd config".to_owned()),
+                }
+            };
+            (name, admin, answer)
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let servers: Vec<Value> = answers
+        .into_iter()
+        .map(|(name, admin, answer)| match answer {
+            Ok(status) => {
+                let recent = &status["recent"];
+                if let (Some(boot), Some(seq)) = (recent["boot"].as_str(), recent["seq"].as_u64()) {
+                    since.insert(name.clone(), (boot.to_owned(), seq));
+                }
+                json!({"name": name, "admin": admin, "up": true, "status": status})
+            }
+            Err(error) => json!({"name": name, "admin": admin, "up": false, "error": error}),
+        })
+        .collect();
+    let now = secs(Timestamp::now());
+    json!({
+        "server": spec.name,
+        "time": now,
+        "tick_ms": TICK.as_millis() as u64,
+        "servers": servers,
+    })
+}
+
+/// One `/events` stream's place among [`MAX_STREAMS`]; given back when dropped.
+struct StreamSlot<'a>(&'a AtomicUsize);
+
+impl<'a> StreamSlot<'a> {
+    fn take(count: &'a AtomicUsize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(StreamSlot(count))
+    }
+}
+
+impl Drop for StreamSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The head of an `/events` answer: a body that lasts until either side closes. `retry` tells the
+/// browser to reconnect after a second when the stream ends (a server restarted).
+pub(crate) const EVENTS_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\nretry: 1000\n\n";
+
+/// `GET /events`: the herd ([`gather`]) as one server-sent event every [`TICK`], until the page goes
+/// away, stops reading, or the server stops.
+pub(crate) async fn events(
+    shared: &Shared,
+    mut stream: TcpStream,
+    listen: &str,
+) -> std::io::Result<()> {
+    let Some(_slot) = StreamSlot::take(&shared.live.streams) else {
+        let body = "too many live pages open; try again later\n";
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).await?;
+        return stream.shutdown().await;
+    };
+    stream.write_all(EVENTS_HEAD.as_bytes()).await?;
+    let (mut rd, mut wr) = stream.split();
+    let mut since = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scratch = [0u8; 512];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let herd = gather(shared, listen, &mut since).await;
+                let event = format!("data: {herd}\n\n");
+                match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(event.as_bytes())).await {
+                    Ok(written) => written?,
+                    Err(_) => return Ok(()),
+                }
+            }
+            // A page sends nothing after its request: end of stream (or an error) means it left.
+            r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) {
+                return Ok(());
+            },
+            _ = shared.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(client: &str) -> Lookup {
+        let line = format!("AT Test +0.000000000 {client} +34.068930-118.445127 1");
+        Lookup {
+            record: herd_proto::AtRecord::parse(line.as_bytes())
+                .unwrap()
+                .into_owned(),
+            radius: herd_proto::Radius::parse(b"10").unwrap().into_owned(),
+            bound: 3,
+        }
+    }
+
+    #[test]
+    fn samples_only_while_watched_and_newest_first_kept() {
+        let live = Live::default();
+        let t = Timestamp::new(1_700_000_000, 0).unwrap();
+        live.offer_iamat(b"IAMAT early +1+1 1", t);
+        assert!(!live.watched());
+        let all = live.recent(None);
+        assert!(live.watched());
+        assert_eq!(
+            all["updates"],
+            json!([]),
+            "nothing sampled before a page watched"
+        );
+        for i in 0..UPDATES + 5 {
+            live.offer_iamat(format!("IAMAT c{i} +34.5-118.25 1").as_bytes(), t);
+        }
+        live.offer_iamat(b"IAMAT not a line", t);
+        live.offer_whatsat(&lookup("kiwi"), t);
+        let all = live.recent(None);
+        let updates = all["updates"].as_array().unwrap();
+        assert_eq!(updates.len(), UPDATES, "the ring is bounded");
+        assert_eq!(
+            updates.last().unwrap()["client"],
+            format!("c{}", UPDATES + 4)
+        );
+        assert_eq!(updates[0]["lat"], 34.5);
+        assert_eq!(updates[0]["lon"], -118.25);
+        assert_eq!(all["whatsats"][0]["client"], "kiwi");
+        assert_eq!(all["whatsats"][0]["radius_km"], 10.0);
+        // Only what is newer than what was seen; another run's `boot` gets everything.
+        let boot = all["boot"].as_str().unwrap().to_owned();
+        let seq = all["seq"].as_u64().unwrap();
+        live.offer_iamat(b"IAMAT last +1+1 1", t);
+        let newer = live.recent(Some((&boot, seq)));
+        assert_eq!(newer["updates"].as_array().unwrap().len(), 1);
+        assert_eq!(newer["whatsats"], json!([]));
+        let other = live.recent(Some(("another", seq + 1)));
+        assert_eq!(other["updates"].as_array().unwrap().len(), UPDATES);
+    }
+
+    #[test]
+    fn since_is_read_from_the_query() {
+        assert_eq!(since_of("recent=12&boot=ab"), Some(("ab", 12)));
+        assert_eq!(since_of("boot=ab&recent=3"), Some(("ab", 3)));
+        assert_eq!(since_of("recent"), None);
+        assert_eq!(since_of("recent=x&boot=ab"), None);
+    }
+
+    #[test]
+    fn stream_slots_are_bounded_and_given_back() {
+        let count = AtomicUsize::new(0);
+        let slots: Vec<_> = (0..MAX_STREAMS)
+            .map(|_| StreamSlot::take(&count).unwrap())
+            .collect();
+        assert!(StreamSlot::take(&count).is_none());
+        drop(slots);
+        assert!(StreamSlot::take(&count).is_some());
+    }
+}
