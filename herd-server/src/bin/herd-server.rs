@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 /// near them (WHATSAT), and the servers flood every update to each other.
 ///
 /// Without --config, the built-in default herd: Alford, Ball, Hamilton, Holiday and Welsh on
-/// 127.0.0.1:12000-12004 (admin addresses 127.0.0.1:12100-12104). Places come from the offline data
+/// 127.0.0.1:12000-12004 (admin addresses 127.0.0.1:12100-12104; open http://127.0.0.1:12100/ for the
+/// live page of the herd). Places come from the offline data
 /// set unless GOOGLE_PLACES_API_KEY is set.
 ///
 /// The config is TOML: `herd-server default-config` prints the default herd as a file to start from,
@@ -255,7 +256,7 @@ fn default_config() -> String {
          \n\
          # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
          # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
-         # (optional; off unless set).\n\
+         # and the live page of the herd, GET / (optional; off unless set).\n\
          {}",
         herd_server::config::default_herd_toml()
     )
