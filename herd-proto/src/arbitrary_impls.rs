@@ -8,7 +8,7 @@ use alloc::borrow::Cow;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
-use crate::peer::{KeyRange, PeerMessage, MAX_IDS, PEER_VERSION};
+use crate::peer::{KeyRange, PeerMessage, CELL_BYTES, MAX_CELLS, MAX_CHUNK, MAX_IDS, PEER_VERSION};
 use crate::time::{TimeDiff, Timestamp};
 
 /// A non-empty run of non-white-space bytes.
@@ -140,11 +140,11 @@ impl<'a> Arbitrary<'a> for PeerMessage<'static> {
             let digits = u.int_in_range(0..=most)?;
             Ok(KeyRange::new(digits, u64::arbitrary(u)?).unwrap_or(KeyRange::ALL))
         };
-        let hashes = |u: &mut Unstructured<'a>, least: usize| -> Result<Vec<u64>> {
+        let hashes = |u: &mut Unstructured<'a>, least: usize| -> Result<Vec<u32>> {
             let n = u.int_in_range(least..=MAX_IDS)?;
-            (0..n).map(|_| u64::arbitrary(u)).collect()
+            (0..n).map(|_| u32::arbitrary(u)).collect()
         };
-        Ok(match u.int_in_range(0..=11u8)? {
+        Ok(match u.int_in_range(0..=12u8)? {
             0 => PeerMessage::Hello {
                 version: PEER_VERSION,
                 name: token(u)?,
@@ -165,11 +165,25 @@ impl<'a> Arbitrary<'a> for PeerMessage<'static> {
             7 => PeerMessage::Root {
                 count: u64::arbitrary(u)?,
                 fingerprint: u64::arbitrary(u)?,
+                salt: u64::arbitrary(u)?,
             },
             8 => PeerMessage::Fingerprints {
                 range: range(u, 15)?,
-                children: <[u64; 16]>::arbitrary(u)?,
+                children: <[u32; 16]>::arbitrary(u)?,
             },
+            12 => {
+                let total = 3 * u.int_in_range(1..=MAX_CELLS / 3)?;
+                let n = u.int_in_range(1..=MAX_CHUNK.min(total as usize))?;
+                let at = u.int_in_range(0..=total - n as u32)?;
+                let mut cells = vec![0u8; n * CELL_BYTES];
+                u.fill_buffer(&mut cells)?;
+                PeerMessage::Cells {
+                    range: range(u, 16)?,
+                    total,
+                    at,
+                    cells,
+                }
+            }
             9 => PeerMessage::Ids {
                 range: range(u, 16)?,
                 hashes: hashes(u, 0)?,

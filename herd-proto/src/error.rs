@@ -50,6 +50,9 @@ pub enum ErrorKind {
     /// A key range or fingerprint of reconciliation is not lowercase hex of at most 16 digits, or a
     /// reconciliation line has too many or too few of them.
     Hex,
+    /// A reconciliation line's short fingerprints, ids or cells are not unpadded base64url of the
+    /// right length.
+    Base64,
 }
 
 impl ErrorKind {
@@ -75,6 +78,7 @@ impl ErrorKind {
             ErrorKind::Version => "unsupported peer protocol version",
             ErrorKind::Count => "count is not a 64-bit integer",
             ErrorKind::Hex => "not a key range or fingerprint (lowercase hex, at most 16 digits)",
+            ErrorKind::Base64 => "not unpadded base64url of the right length",
         }
     }
 }

@@ -111,7 +111,7 @@ pub mod codec;
 
 pub use error::{ErrorKind, ParseError};
 pub use message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, RecordKey, WhatsAt};
-pub use peer::{KeyRange, PeerMessage, MAX_IDS, PEER_VERSION};
+pub use peer::{KeyRange, PeerMessage, CELL_BYTES, MAX_CELLS, MAX_CHUNK, MAX_IDS, PEER_VERSION};
 pub use reply::{write_invalid, write_whatsat};
 pub use time::{TimeDiff, Timestamp};
 

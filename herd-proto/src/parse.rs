@@ -17,7 +17,9 @@ use nom::{IResult, Offset, Parser};
 
 use crate::error::{ErrorKind, ParseError};
 use crate::message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, WhatsAt};
-use crate::peer::{KeyRange, PeerMessage, MAX_IDS, PEER_VERSION};
+use crate::peer::{
+    read_b64, KeyRange, PeerMessage, CELL_BYTES, MAX_CELLS, MAX_CHUNK, MAX_IDS, PEER_VERSION,
+};
 use crate::time::{TimeDiff, Timestamp};
 
 type In<'a> = &'a [u8];
@@ -278,6 +280,17 @@ fn hex(f: In<'_>, base: usize) -> Result<u64, ParseError> {
     Ok(v)
 }
 
+/// `least` to `most` big-endian 32-bit values as unpadded base64url.
+fn u32s(f: In<'_>, base: usize, least: usize, most: usize) -> Result<Vec<u32>, ParseError> {
+    let bytes = read_b64(f)
+        .filter(|b| b.len() % 4 == 0 && (least..=most).contains(&(b.len() / 4)))
+        .ok_or(ParseError::new(base, ErrorKind::Base64))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
 /// `-`, or 1 to 16 lowercase hex digits fixing the start of the key.
 fn key_range(f: In<'_>, base: usize) -> Result<KeyRange, ParseError> {
     if f == b"-" {
@@ -407,37 +420,60 @@ pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> 
             }
         }
         b"HERD-ROOT" => {
-            let [(co, c), (fo, f)] = fields::<2>(line, rest)?;
+            let [(co, c), (fo, f), (so, salt)] = fields::<3>(line, rest)?;
             PeerMessage::Root {
                 count: count(c, co, ErrorKind::Count)?,
                 fingerprint: hex(f, fo)?,
+                salt: hex(salt, so)?,
             }
         }
         b"HERD-FP" => {
-            let [(ro, r), fps @ ..] = fields::<17>(line, rest)?;
+            let [(ro, r), (fo, f)] = fields::<2>(line, rest)?;
             let range = key_range(r, ro)?;
             if range.digits() == 16 {
                 return Err(ParseError::new(ro, ErrorKind::Hex));
             }
-            let mut children = [0u64; 16];
-            for (slot, (fo, f)) in children.iter_mut().zip(fps) {
-                *slot = hex(f, fo)?;
-            }
+            let fps = u32s(f, fo, 16, 16)?;
+            let mut children = [0u32; 16];
+            children.copy_from_slice(&fps);
             PeerMessage::Fingerprints { range, children }
+        }
+        b"HERD-IBF" => {
+            let [(ro, r), (no, n), (ao, a), (co, c)] = fields::<4>(line, rest)?;
+            let range = key_range(r, ro)?;
+            let total = count(n, no, ErrorKind::Count)?;
+            if total == 0 || total > u64::from(MAX_CELLS) || total % 3 != 0 {
+                return Err(ParseError::new(no, ErrorKind::Count));
+            }
+            let at = count(a, ao, ErrorKind::Count)?;
+            let cells = read_b64(c)
+                .filter(|b| {
+                    !b.is_empty() && b.len() % CELL_BYTES == 0 && b.len() / CELL_BYTES <= MAX_CHUNK
+                })
+                .ok_or(ParseError::new(co, ErrorKind::Base64))?;
+            if at + (cells.len() / CELL_BYTES) as u64 > total {
+                return Err(ParseError::new(ao, ErrorKind::Count));
+            }
+            PeerMessage::Cells {
+                range,
+                total: total as u32,
+                at: at as u32,
+                cells,
+            }
         }
         b"HERD-IDS" | b"HERD-WANT" => {
             let (ro, re) = next_field(line, rest)
                 .ok_or_else(|| ParseError::new(line.len(), ErrorKind::MissingField))?;
             let range = key_range(&line[ro..re], ro)?;
-            let mut hashes = Vec::new();
-            let mut pos = re;
-            while let Some((start, end)) = next_field(line, pos) {
-                if hashes.len() == MAX_IDS {
-                    return Err(ParseError::new(start, ErrorKind::ExtraField));
+            let hashes = match next_field(line, re) {
+                Some((start, end)) => {
+                    if let Some((extra, _)) = next_field(line, end) {
+                        return Err(ParseError::new(extra, ErrorKind::ExtraField));
+                    }
+                    u32s(&line[start..end], start, 1, MAX_IDS)?
                 }
-                hashes.push(hex(&line[start..end], start)?);
-                pos = end;
-            }
+                None => Vec::new(),
+            };
             if cmd == b"HERD-IDS" {
                 PeerMessage::Ids { range, hashes }
             } else if hashes.is_empty() {

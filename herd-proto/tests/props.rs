@@ -115,12 +115,32 @@ fn reconcile_message() -> impl Strategy<Value = PeerMessage<'static>> {
         (0..=most, any::<u64>()).prop_map(|(d, p)| herd_proto::KeyRange::new(d, p).unwrap())
     };
     let hashes =
-        |least: usize| proptest::collection::vec(any::<u64>(), least..=herd_proto::MAX_IDS);
+        |least: usize| proptest::collection::vec(any::<u32>(), least..=herd_proto::MAX_IDS);
+    let cells =
+        (1..=herd_proto::MAX_CELLS / 3, 1..=herd_proto::MAX_CHUNK).prop_flat_map(|(t, n)| {
+            let (total, n) = (3 * t, n.min(3 * t as usize));
+            (
+                Just(total),
+                0..=total - n as u32,
+                proptest::collection::vec(any::<u8>(), n * herd_proto::CELL_BYTES),
+            )
+        });
     prop_oneof![
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(count, fingerprint)| PeerMessage::Root { count, fingerprint }),
-        (range(15), any::<[u64; 16]>())
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(count, fingerprint, salt)| {
+            PeerMessage::Root {
+                count,
+                fingerprint,
+                salt,
+            }
+        }),
+        (range(15), any::<[u32; 16]>())
             .prop_map(|(range, children)| PeerMessage::Fingerprints { range, children }),
+        (range(16), cells).prop_map(|(range, (total, at, cells))| PeerMessage::Cells {
+            range,
+            total,
+            at,
+            cells
+        }),
         (range(16), hashes(0)).prop_map(|(range, hashes)| PeerMessage::Ids { range, hashes }),
         (range(16), hashes(1)).prop_map(|(range, hashes)| PeerMessage::Want { range, hashes }),
         Just(PeerMessage::Over),
@@ -171,7 +191,7 @@ proptest! {
     #[test]
     fn near_miss_lines_never_panic(
         cmd in prop_oneof![Just("IAMAT"), Just("WHATSAT"), Just("AT"), Just("HERD-HELLO"), Just("HERD-SYNCED"),
-            Just("HERD-ROOT"), Just("HERD-FP"), Just("HERD-IDS"), Just("HERD-WANT")],
+            Just("HERD-ROOT"), Just("HERD-FP"), Just("HERD-IDS"), Just("HERD-WANT"), Just("HERD-IBF")],
         fields in proptest::collection::vec("[-+0-9.eEinfNa]{0,30}", 0..20),
     ) {
         let line = format!("{cmd} {}", fields.join(" "));

@@ -256,13 +256,21 @@ fn convergence_order() {
 
 #[test]
 fn too_many_hashes_and_key_ranges() {
-    let mut line = b"HERD-IDS ab".to_vec();
-    for i in 0..=herd_proto::MAX_IDS {
-        line.extend_from_slice(format!(" {i:x}").as_bytes());
-    }
+    let ids = |n: usize| PeerMessage::Ids {
+        range: herd_proto::KeyRange::new(2, 0xab00_0000_0000_0000).unwrap(),
+        hashes: (0..n as u32).collect(),
+    };
+    let line = ids(herd_proto::MAX_IDS).to_bytes();
+    assert_eq!(PeerMessage::parse(&line), Ok(ids(herd_proto::MAX_IDS)));
+    assert!(
+        line.len() <= 64 * 2 + 256,
+        "fits the smallest peer line limit"
+    );
     assert_eq!(
-        PeerMessage::parse(&line).unwrap_err().kind,
-        ErrorKind::ExtraField
+        PeerMessage::parse(&ids(herd_proto::MAX_IDS + 1).to_bytes())
+            .unwrap_err()
+            .kind,
+        ErrorKind::Base64
     );
     let r = herd_proto::KeyRange::new(2, 0xa3ff_0000_0000_0000).unwrap();
     assert_eq!(r.prefix(), 0xa300_0000_0000_0000);
@@ -277,15 +285,17 @@ fn too_many_hashes_and_key_ranges() {
 #[test]
 fn peer_lines() {
     for line in [
-        &b"HERD-HELLO 3 Alford Hamilton 0123abcd"[..],
-        b"HERD-HELLO 3 Alford Hamilton -",
-        b"HERD-ROOT 1000000 9f3a00c2e1d4b7f0",
-        b"HERD-ROOT 0 0",
-        b"HERD-FP - 0 1 2 3 4 5 6 7 8 9 a b c d e ffffffffffffffff",
-        b"HERD-FP a3f 0 1 2 3 4 5 6 7 8 9 a b c d e f",
-        b"HERD-IDS 0123456789abcdef 1 2",
+        &b"HERD-HELLO 4 Alford Hamilton 0123abcd"[..],
+        b"HERD-HELLO 4 Alford Hamilton -",
+        b"HERD-ROOT 1000000 9f3a00c2e1d4b7f0 5eed",
+        b"HERD-ROOT 0 0 1",
+        b"HERD-FP - AAAAAAAAAAEAAAACAAAAAwAAAAQAAAAFAAAABgAAAAcAAAAIAAAACQAAAAoAAAALAAAADAAAAA0AAAAO_____w",
+        b"HERD-FP a3f AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        b"HERD-IDS 0123456789abcdef AAAAAQAAAAI",
         b"HERD-IDS -",
-        b"HERD-WANT 7 deadbeef",
+        b"HERD-WANT 7 3q2-7w",
+        b"HERD-IBF a3 3 0 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIj",
+        b"HERD-IBF - 65535 65534 AAAAAAAAAAAAAAAA",
         b"HERD-OVER",
         b"HERD-WELCOME Hamilton 9a8b",
         b"HERD-REFUSED unknown-peer",
@@ -300,32 +310,38 @@ fn peer_lines() {
     for (line, kind) in [
         (&b"HERD-HELLO 1 Alford n"[..], ErrorKind::Version),
         (b"HERD-HELLO 2 Alford Hamilton -", ErrorKind::Version),
-        (b"HERD-HELLO 4 Alford Hamilton - extra", ErrorKind::Version),
-        (b"HERD-ROOT 1", ErrorKind::MissingField),
-        (b"HERD-ROOT 1 xyz", ErrorKind::Hex),
-        (b"HERD-ROOT 1 ABC", ErrorKind::Hex),
-        (b"HERD-ROOT 1 10000000000000000", ErrorKind::Hex),
-        (b"HERD-FP - 0 1 2", ErrorKind::MissingField),
-        (
-            b"HERD-FP - 0 1 2 3 4 5 6 7 8 9 a b c d e f 0",
-            ErrorKind::ExtraField,
-        ),
-        (
-            b"HERD-FP 0123456789abcdef 0 1 2 3 4 5 6 7 8 9 a b c d e f",
-            ErrorKind::Hex,
-        ),
-        (
-            b"HERD-FP 0123456789abcdef0 0 1 2 3 4 5 6 7 8 9 a b c d e f",
-            ErrorKind::Hex,
-        ),
+        (b"HERD-HELLO 3 Alford Hamilton -", ErrorKind::Version),
+        (b"HERD-HELLO 5 Alford Hamilton - extra", ErrorKind::Version),
+        (b"HERD-ROOT 1 ab", ErrorKind::MissingField),
+        (b"HERD-ROOT 1 xyz 1", ErrorKind::Hex),
+        (b"HERD-ROOT 1 1 ABC", ErrorKind::Hex),
+        (b"HERD-ROOT 1 10000000000000000 1", ErrorKind::Hex),
+        (b"HERD-FP -", ErrorKind::MissingField),
+        (b"HERD-FP - AAAA", ErrorKind::Base64),
+        (b"HERD-FP - AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA*", ErrorKind::Base64),
+        (b"HERD-FP - AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB", ErrorKind::Base64),
+        (b"HERD-FP - AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA 0", ErrorKind::ExtraField),
+        (b"HERD-FP 0123456789abcdef AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ErrorKind::Hex),
+        (b"HERD-FP 0123456789abcdef0 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ErrorKind::Hex),
         (b"HERD-IDS", ErrorKind::MissingField),
-        (b"HERD-IDS -- 1", ErrorKind::Hex),
+        (b"HERD-IDS -- AAAAAQ", ErrorKind::Hex),
+        (b"HERD-IDS 1 AAAAAQ AAAAAQ", ErrorKind::ExtraField),
+        (b"HERD-IDS 1 AAA", ErrorKind::Base64),
+        (b"HERD-IDS 1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ErrorKind::Base64),
         (b"HERD-WANT 7", ErrorKind::MissingField),
+        (b"HERD-IBF a 3 0", ErrorKind::MissingField),
+        (b"HERD-IBF a 4 0 AAAAAAAAAAAAAAAA", ErrorKind::Count),
+        (b"HERD-IBF a 0 0 AAAAAAAAAAAAAAAA", ErrorKind::Count),
+        (b"HERD-IBF a 65538 0 AAAAAAAAAAAAAAAA", ErrorKind::Count),
+        (b"HERD-IBF a 3 3 AAAAAAAAAAAAAAAA", ErrorKind::Count),
+        (b"HERD-IBF a 3 0 AAAA", ErrorKind::Base64),
+        (b"HERD-IBF a 66 0 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", ErrorKind::Base64),
+        (b"HERD-IBF x 3 0 AAAAAAAAAAAAAAAA", ErrorKind::Hex),
         (b"HERD-OVER now", ErrorKind::ExtraField),
         (b"HERD-HELLO x", ErrorKind::Version),
         (b"HERD-HELLO", ErrorKind::MissingField),
-        (b"HERD-HELLO 3 Alford Hamilton", ErrorKind::MissingField),
-        (b"HERD-HELLO 3 Alford Hamilton - x", ErrorKind::ExtraField),
+        (b"HERD-HELLO 4 Alford Hamilton", ErrorKind::MissingField),
+        (b"HERD-HELLO 4 Alford Hamilton - x", ErrorKind::ExtraField),
         (b"HERD-WELCOME Hamilton", ErrorKind::MissingField),
         (b"HERD-PROOF -", ErrorKind::UnknownCommand),
         (b"HERD-PING now", ErrorKind::ExtraField),

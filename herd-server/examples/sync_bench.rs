@@ -50,6 +50,8 @@ fn pair(n: usize, d: usize, empty: bool) -> (Node, Node) {
 }
 
 struct Run {
+    /// Bytes per kind of line (`AT`, `HERD-FP`, …), each way.
+    kinds: std::collections::BTreeMap<String, (u64, u64)>,
     half_trips: u32,
     ab: u64,
     ba: u64,
@@ -63,6 +65,7 @@ fn run(a: &mut Node, b: &mut Node) -> Run {
     let now = Instant::now();
     let (ea, eb) = (a.link_up(0, now), b.link_up(0, now));
     let mut r = Run {
+        kinds: Default::default(),
         half_trips: 0,
         ab: 0,
         ba: 0,
@@ -78,6 +81,7 @@ fn run(a: &mut Node, b: &mut Node) -> Run {
         } else {
             (&mut *b, eb, &mut *a, &mut r.ba, &mut r.records.1)
         };
+        let kinds = &mut r.kinds;
         let mut wrote = false;
         loop {
             out.clear();
@@ -89,6 +93,15 @@ fn run(a: &mut Node, b: &mut Node) -> Run {
             *recs += n as u64;
             *bytes += out.len() as u64;
             for l in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+                let kind = l.split(|&c| c == b' ').next().unwrap_or_default();
+                let k = kinds
+                    .entry(String::from_utf8_lossy(kind).into_owned())
+                    .or_default();
+                if forward {
+                    k.0 += l.len() as u64 + 1;
+                } else {
+                    k.1 += l.len() as u64 + 1;
+                }
                 match PeerMessage::parse(l).unwrap() {
                     PeerMessage::Record(rec) => {
                         to.accept_peer_record(0, rec);
@@ -150,6 +163,7 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut cases: Vec<(usize, bool)> = ds.iter().map(|&d| (d, false)).collect();
     cases.push((n, true));
+    let mut breakdown = Vec::new();
     for (d, empty) in cases {
         let (mut a, mut b) = pair(n, d, empty);
         let r = run(&mut a, &mut b);
@@ -179,5 +193,17 @@ fn main() {
             full_bytes,
             full_secs
         );
+        let kinds: Vec<String> = r
+            .kinds
+            .iter()
+            .map(|(k, (ab, ba))| format!("{k} {ab} / {ba}"))
+            .collect();
+        breakdown.push(format!("| {label} | {} |", kinds.join(", ")));
+    }
+    println!();
+    println!("| d | bytes by kind of line, A→B / B→A |");
+    println!("| --- | --- |");
+    for b in breakdown {
+        println!("{b}");
     }
 }

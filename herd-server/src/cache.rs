@@ -68,6 +68,11 @@ impl Entry {
             .unwrap_or_default()
     }
 
+    /// The client time.
+    pub fn time(&self) -> Timestamp {
+        self.time
+    }
+
     /// The full record, parsed back from the line this server wrote.
     pub fn record(&self) -> Option<AtRecord<'_>> {
         AtRecord::parse(&self.line).ok()

@@ -76,8 +76,10 @@ pub enum Step {
 enum Offer {
     /// Stored (new to this server), and queued for the links.
     Stored,
-    /// Not greater than the record held at this index; nothing changed.
+    /// The same as the record held at this index; nothing changed.
     Held(usize),
+    /// Less than the record held at this index; nothing changed.
+    Newer(usize),
     /// A new client past the cap; nothing changed.
     Full,
 }
@@ -98,11 +100,10 @@ fn offer(
 ) -> Offer {
     let index = match clients.index_of(&record.client) {
         Some(i) => {
-            if clients
-                .get(i)
-                .is_some_and(|e| e.cmp_record(&record) != Ordering::Less)
-            {
-                return Offer::Held(i);
+            match clients.get(i).map(|e| e.cmp_record(&record)) {
+                Some(Ordering::Equal) => return Offer::Held(i),
+                Some(Ordering::Greater) => return Offer::Newer(i),
+                _ => {}
             }
             clients.replace(i, &record, line);
             i
@@ -502,7 +503,7 @@ impl Node {
                         self.note_len();
                         true
                     }
-                    Offer::Held(held) => {
+                    Offer::Held(held) | Offer::Newer(held) => {
                         out.truncate(start);
                         out.extend_from_slice(self.clients.get(held).map_or(&[][..], Entry::line));
                         false
@@ -555,7 +556,8 @@ impl Node {
     }
 
     /// A record from neighbour `from`: stored and flooded on if it is new here and names a server
-    /// of the herd.
+    /// of the herd. An older record than the one held, received while reconciling with `from`, is
+    /// answered with the held one.
     pub fn accept_peer_record(&mut self, from: usize, record: AtRecord<'_>) -> Accepted {
         if !self.is_member(&record.server) {
             return Accepted::Foreign;
@@ -572,6 +574,14 @@ impl Node {
             Offer::Stored => {
                 self.note_len();
                 Accepted::Stored
+            }
+            Offer::Newer(held) => {
+                // During a reconciliation the other side sent an older record than this one (a
+                // hint that chose the wrong side, or records sent whole both ways): it lacks ours.
+                if let Some(link) = self.links.get_mut(from) {
+                    link.session.older(held);
+                }
+                Accepted::Held
             }
             _ => Accepted::Held,
         }

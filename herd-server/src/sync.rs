@@ -37,8 +37,8 @@
 
 use std::collections::VecDeque;
 
-use herd_proto::{KeyRange, PeerMessage, MAX_IDS};
-use xxhash_rust::xxh3::xxh3_64;
+use herd_proto::{KeyRange, PeerMessage, CELL_BYTES, MAX_CELLS, MAX_CHUNK, MAX_IDS};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::cache::Entry;
 
@@ -280,15 +280,204 @@ impl Sketch {
     }
 }
 
-/// A range holding at most this many records here is answered with its hashes rather than split:
-/// below it a list is cheaper than 16 fingerprints and another turn.
+/// The salted 32-bit fingerprint of a range for this reconciliation (`0`: no record there).
+pub fn short_fp(s: Sum, salt: u64) -> u32 {
+    if s.count == 0 {
+        0
+    } else {
+        (xxh3_64_with_seed(&s.fingerprint.to_le_bytes(), salt) as u32).max(1)
+    }
+}
+
+/// The salted 32-bit id of a record (from its hash) for this reconciliation.
+pub fn short_id(hash: u64, salt: u64) -> u32 {
+    xxh3_64_with_seed(&hash.to_le_bytes(), salt) as u32
+}
+
+/// The salted 32-bit key of a client (from its key) for this reconciliation.
+pub fn short_key(key: u64, salt: u64) -> u32 {
+    xxh3_64_with_seed(&key.to_le_bytes(), salt.wrapping_add(1)) as u32
+}
+
+/// A record's hint: the low 8 bits of its client time in whole seconds. Of two records of one client
+/// whose client times are less than about two minutes apart, the greater hint (modulo 256) is the
+/// newer record; equal hints say nothing.
+pub fn hint(e: &Entry) -> u8 {
+    e.time().secs() as u8
+}
+
+/// A range holding at most this many records here is answered with its ids rather than split: below
+/// it a list is cheaper than 16 fingerprints and another turn.
 pub const LIST: u64 = 16;
 
 /// A range whose 16 sub-ranges all differ and that holds at most this many records here is sent
 /// whole both ways rather than split: at that density nearly every record differs, and the records
-/// cost less than the fingerprints and hash lists that would find them (so a cache that differs
+/// cost less than the fingerprints and id lists that would find them (so a cache that differs
 /// everywhere reconciles at about the speed of a plain stream).
 pub const DENSE: u64 = 16 * 32;
+
+/// Sub-ranges that differ are answered together with one table (`HERD-IBF`) of the range two digits
+/// up when each is expected to hold at least this many differing clients (estimated from how many
+/// of the sub-ranges compared in the turn were equal). Below it, splitting and listing cost less.
+pub const TABLE_AT: f64 = 2.0;
+
+/// A table is sent for a group only when it is expected to hold at least this many differing
+/// clients: a smaller one costs more in cells than the splits it saves.
+pub const TABLE_MIN: f64 = 24.0;
+
+/// Cells per expected item of a table (three cells per item, peeled: a table decodes with high
+/// probability above 1.23 cells per item; the rest is margin for the estimate).
+const CELLS_PER_ITEM: f64 = 1.4;
+
+/// One cell of a table (`HERD-IBF`): see the peer grammar for the layout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cell {
+    count: u8,
+    /// Short key (high half) and short id (low half), XORed.
+    item: u64,
+    hint: u8,
+    check: u16,
+}
+
+/// One record as a table item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Item {
+    key: u32,
+    id: u32,
+    hint: u8,
+}
+
+impl Item {
+    fn bytes(self) -> [u8; 9] {
+        let mut b = [0; 9];
+        b[..4].copy_from_slice(&self.key.to_be_bytes());
+        b[4..8].copy_from_slice(&self.id.to_be_bytes());
+        b[8] = self.hint;
+        b
+    }
+
+    fn packed(self) -> u64 {
+        u64::from(self.key) << 32 | u64::from(self.id)
+    }
+
+    fn check(self, salt: u64) -> u16 {
+        xxh3_64_with_seed(&self.bytes(), salt.wrapping_add(2)) as u16
+    }
+
+    /// The item's cell in each third of a table of `n` cells.
+    fn cells(self, salt: u64, n: usize) -> [usize; 3] {
+        let third = n / 3;
+        let h = xxh3_64_with_seed(&self.bytes(), salt.wrapping_add(3));
+        [0, 1, 2].map(|j| j * third + ((h >> (21 * j)) & 0x1f_ffff) as usize % third)
+    }
+}
+
+impl Cell {
+    fn toggle(&mut self, item: Item, check: u16, add: bool) {
+        self.count = if add {
+            self.count.wrapping_add(1)
+        } else {
+            self.count.wrapping_sub(1)
+        };
+        self.item ^= item.packed();
+        self.hint ^= item.hint;
+        self.check ^= check;
+    }
+
+    fn write(self, out: &mut Vec<u8>) {
+        out.push(self.count);
+        out.extend_from_slice(&self.item.to_be_bytes());
+        out.push(self.hint);
+        out.extend_from_slice(&self.check.to_be_bytes());
+    }
+
+    fn read(b: &[u8]) -> Cell {
+        let mut item = [0; 8];
+        item.copy_from_slice(&b[1..9]);
+        Cell {
+            count: b[0],
+            item: u64::from_be_bytes(item),
+            hint: b[9],
+            check: u16::from_be_bytes([b[10], b[11]]),
+        }
+    }
+}
+
+/// A table of `n` cells (a multiple of 3) of `items`.
+fn table(items: impl Iterator<Item = Item>, n: usize, salt: u64) -> Vec<Cell> {
+    let mut cells = vec![Cell::default(); n];
+    for item in items {
+        let check = item.check(salt);
+        for c in item.cells(salt, n) {
+            cells[c].toggle(item, check, true);
+        }
+    }
+    cells
+}
+
+/// Peels `cells` (mine minus theirs): the items only I hold and those only they hold, or `None` when
+/// the difference is too large for the table.
+fn peel(mut cells: Vec<Cell>, salt: u64) -> Option<(Vec<Item>, Vec<Item>)> {
+    let n = cells.len();
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    let mut queue: Vec<usize> = (0..n).collect();
+    // Every peel empties a cell for good, so this ends; the bound is a guard.
+    let mut budget = 4 * n;
+    while let Some(i) = queue.pop() {
+        budget = budget.checked_sub(1)?;
+        let c = cells[i];
+        if c.count != 1 && c.count != u8::MAX {
+            continue;
+        }
+        let item = Item {
+            key: (c.item >> 32) as u32,
+            id: c.item as u32,
+            hint: c.hint,
+        };
+        let check = item.check(salt);
+        let at = item.cells(salt, n);
+        if check != c.check || !at.contains(&i) {
+            continue;
+        }
+        let add = c.count == u8::MAX;
+        for j in at {
+            cells[j].toggle(item, check, add);
+            queue.push(j);
+        }
+        if add {
+            theirs.push(item);
+        } else {
+            mine.push(item);
+        }
+    }
+    cells
+        .iter()
+        .all(|c| *c == Cell::default())
+        .then_some((mine, theirs))
+}
+
+/// A table being received, line by line.
+#[derive(Debug)]
+struct Incoming {
+    range: KeyRange,
+    cells: Vec<Cell>,
+    total: usize,
+}
+
+/// Whether bit `index` is set.
+fn bit(bits: &[u64], index: u32) -> bool {
+    bits.get(index as usize / 64)
+        .is_some_and(|w| w >> (index % 64) & 1 == 1)
+}
+
+/// Sets bit `index`.
+fn set_bit(bits: &mut Vec<u64>, index: u32) {
+    let word = index as usize / 64;
+    if bits.len() <= word {
+        bits.resize(word + 1, 0);
+    }
+    bits[word] |= 1 << (index % 64);
+}
 
 /// What a link's reconciliation still has to write, in order.
 #[derive(Debug)]
@@ -297,6 +486,8 @@ enum Job {
     Line(Vec<u8>),
     /// Records by cache index, read when written (so the newest is sent).
     Records(VecDeque<u32>),
+    /// Records the other side sent older versions of, unless this session has sent them already.
+    Back(VecDeque<u32>),
     /// Every record of `range`, leaf by leaf, from the leaf holding `next`.
     Range { range: KeyRange, next: u64 },
     /// The whole cache by index: the plain stream for a side that holds nothing.
@@ -328,6 +519,9 @@ pub enum SyncError {
     /// A reconciliation line while none is running (or a `HERD-ROOT` while one is).
     #[error("reconciliation line out of turn")]
     OutOfTurn,
+    /// An `HERD-IBF` line that does not continue the table being sent.
+    #[error("reconciliation table line out of order")]
+    Table,
 }
 
 /// One link's reconciliation state.
@@ -341,6 +535,26 @@ pub struct Session {
     received: u64,
     turns: u32,
     bytes: u64,
+    /// The salt of this reconciliation's short values.
+    salt: u64,
+    /// Sessions this side opened on the link (the salt's seed, so each one salts anew).
+    opened: u64,
+    /// Sub-ranges that differ, met in the turn being received, to answer at its end, with my sums.
+    pending: Vec<(KeyRange, Sum)>,
+    /// Sub-ranges compared in that turn, and how many of them differed.
+    compared: u64,
+    differing: u64,
+    /// A table being received.
+    incoming: Option<Incoming>,
+    /// Ranges this side sent a table of in this session.
+    tabled: Vec<KeyRange>,
+    /// A table failed to decode in this session (here, or there: the other side answered a table
+    /// of ours with its fingerprints), so no more are sent: the plain walk always ends.
+    no_tables: bool,
+    /// Cache indexes of records the other side sent older versions of in the turn being received.
+    older: Vec<u32>,
+    /// Cache indexes this session has written, a bit each.
+    written: Vec<u64>,
     /// Where the whole-cache stream is, while it is queued or running.
     all: Option<usize>,
     jobs: VecDeque<Job>,
@@ -375,7 +589,7 @@ impl Session {
         self.all.is_some_and(|cursor| index >= cursor)
     }
 
-    fn start(&mut self) {
+    fn start(&mut self, salt: u64) {
         self.active = true;
         self.periodic = self.caught_up;
         self.asked = false;
@@ -383,15 +597,43 @@ impl Session {
         self.received = 0;
         self.turns = 0;
         self.bytes = 0;
+        self.salt = salt;
+        self.pending.clear();
+        self.compared = 0;
+        self.differing = 0;
+        self.incoming = None;
+        self.tabled.clear();
+        self.no_tables = false;
+        self.older.clear();
+        self.written.clear();
+    }
+
+    /// The other side sent an older record than the one at cache index `index`: during a
+    /// reconciliation, it lacks this one, so it is sent back at the end of the turn (unless this
+    /// session sends it anyway).
+    pub fn older(&mut self, index: usize) {
+        if self.active {
+            self.older.push(index as u32);
+        }
+    }
+
+    fn back(&mut self) {
+        if !self.older.is_empty() {
+            let older = std::mem::take(&mut self.older);
+            self.jobs.push_back(Job::Back(older.into()));
+        }
     }
 
     fn line(&mut self, m: &PeerMessage<'_>) {
-        let mut v = Vec::with_capacity(64);
+        let mut v = Vec::with_capacity(128);
         m.write_to(&mut v);
         v.push(b'\n');
         if matches!(
             m,
-            PeerMessage::Fingerprints { .. } | PeerMessage::Ids { .. } | PeerMessage::Want { .. }
+            PeerMessage::Fingerprints { .. }
+                | PeerMessage::Ids { .. }
+                | PeerMessage::Want { .. }
+                | PeerMessage::Cells { .. }
         ) {
             self.asked = true;
         }
@@ -403,42 +645,44 @@ impl Session {
         if self.active {
             return false;
         }
-        self.start();
         let root = sketch.root();
+        self.opened += 1;
+        let salt = xxh3_64_with_seed(
+            &[root.fingerprint.to_le_bytes(), root.count.to_le_bytes()].concat(),
+            self.opened,
+        );
+        self.start(salt);
         self.line(&PeerMessage::Root {
             count: root.count,
             fingerprint: root.fingerprint,
+            salt,
         });
         if root.count > 0 {
             // The first split goes with the root, saving a turn when the roots differ.
-            let children = sketch.children(KeyRange::ALL, &[]).map(|s| s.fingerprint);
-            self.jobs.push_back(Job::Line({
-                let mut v = Vec::with_capacity(300);
-                PeerMessage::Fingerprints {
-                    range: KeyRange::ALL,
-                    children,
-                }
-                .write_to(&mut v);
-                v.push(b'\n');
-                v
-            }));
+            let children = sketch
+                .children(KeyRange::ALL, &[])
+                .map(|s| short_fp(s, salt));
+            self.line(&PeerMessage::Fingerprints {
+                range: KeyRange::ALL,
+                children,
+            });
         }
+        self.asked = false;
         self.line(&PeerMessage::Over);
         true
     }
 
     /// Answers a mismatch on `range`: split it, or list it.
     fn answer(&mut self, range: KeyRange, mine: Sum, sketch: &Sketch, entries: &[Entry]) {
-        if mine.count > LIST || range.digits() == 16 {
-            if let (Some(_), true) = (range.child(0), mine.count > LIST) {
-                let children = sketch.children(range, entries).map(|s| s.fingerprint);
-                self.line(&PeerMessage::Fingerprints { range, children });
-                return;
-            }
+        if mine.count > LIST && range.child(0).is_some() {
+            let salt = self.salt;
+            let children = sketch.children(range, entries).map(|s| short_fp(s, salt));
+            self.line(&PeerMessage::Fingerprints { range, children });
+            return;
         }
         let items = sketch.items(range, entries);
         if items.len() <= MAX_IDS {
-            let hashes = items.iter().map(|&(_, h)| h).collect();
+            let hashes = items.iter().map(|&(_, h)| short_id(h, self.salt)).collect();
             self.line(&PeerMessage::Ids { range, hashes });
         } else {
             // Only at 16 digits: more clients than a line lists share one key. Send them all and
@@ -448,6 +692,150 @@ impl Session {
             self.line(&PeerMessage::Ids {
                 range,
                 hashes: Vec::new(),
+            });
+        }
+    }
+
+    /// Answers the sub-ranges that differed in the turn just received: each on its own (split or
+    /// listed), or, where the turn shows the difference is dense, in groups by one table each.
+    fn resolve(&mut self, sketch: &Sketch, entries: &[Entry]) {
+        let pending = std::mem::take(&mut self.pending);
+        let (compared, differing) = (self.compared, self.differing);
+        self.compared = 0;
+        self.differing = 0;
+        // Differing clients expected in a differing sub-range, were the differences spread evenly
+        // (Poisson): λ/(1 − e^−λ) where e^−λ is the share of sub-ranges that were equal.
+        let expect = if differing == 0 || differing >= compared {
+            None
+        } else {
+            let f = differing as f64 / compared as f64;
+            Some(-(1.0 - f).ln() / f)
+        };
+        let mut groups: std::collections::BTreeMap<KeyRange, Vec<(KeyRange, Sum)>> =
+            std::collections::BTreeMap::new();
+        for (range, mine) in pending {
+            match expect {
+                Some(e) if e >= TABLE_AT && !self.no_tables => {
+                    let up = range.digits().saturating_sub(2);
+                    let group = KeyRange::new(up, range.prefix()).unwrap_or(KeyRange::ALL);
+                    groups.entry(group).or_default().push((range, mine));
+                }
+                _ => self.answer(range, mine, sketch, entries),
+            }
+        }
+        let e = expect.unwrap_or(0.0);
+        for (group, members) in groups {
+            let clients = members.len() as f64 * e;
+            let cells = (2.0 * clients * CELLS_PER_ITEM / 3.0).ceil() as usize * 3 + 12;
+            if clients < TABLE_MIN || cells > MAX_CELLS as usize {
+                for (range, mine) in members {
+                    self.answer(range, mine, sketch, entries);
+                }
+                continue;
+            }
+            self.send_table(group, cells, sketch, entries);
+        }
+    }
+
+    /// This side's items in `range`, with their cache indexes.
+    fn items(&self, range: KeyRange, sketch: &Sketch, entries: &[Entry]) -> Vec<(usize, Item)> {
+        let salt = self.salt;
+        sketch
+            .items(range, entries)
+            .into_iter()
+            .map(|(i, h)| {
+                let e = &entries[i];
+                let item = Item {
+                    key: short_key(key(e.client()), salt),
+                    id: short_id(h, salt),
+                    hint: hint(e),
+                };
+                (i, item)
+            })
+            .collect()
+    }
+
+    /// Queues `HERD-IBF` lines of this side's table of `range`, `n` cells.
+    fn send_table(&mut self, range: KeyRange, n: usize, sketch: &Sketch, entries: &[Entry]) {
+        self.tabled.push(range);
+        let items = self.items(range, sketch, entries);
+        let cells = table(items.iter().map(|&(_, it)| it), n, self.salt);
+        let mut bytes = Vec::with_capacity(MAX_CHUNK * CELL_BYTES);
+        for (k, chunk) in cells.chunks(MAX_CHUNK).enumerate() {
+            bytes.clear();
+            for c in chunk {
+                c.write(&mut bytes);
+            }
+            self.line(&PeerMessage::Cells {
+                range,
+                total: n as u32,
+                at: (k * MAX_CHUNK) as u32,
+                cells: bytes.clone(),
+            });
+        }
+    }
+
+    /// A whole table of `range` came: decode it against this side's, and send or ask for what
+    /// differs; split the range instead when it does not decode.
+    fn decode(&mut self, range: KeyRange, theirs: Vec<Cell>, sketch: &Sketch, entries: &[Entry]) {
+        let salt = self.salt;
+        let items = self.items(range, sketch, entries);
+        let mut cells = table(items.iter().map(|&(_, it)| it), theirs.len(), salt);
+        for (c, t) in cells.iter_mut().zip(&theirs) {
+            c.count = c.count.wrapping_sub(t.count);
+            c.item ^= t.item;
+            c.hint ^= t.hint;
+            c.check ^= t.check;
+        }
+        let Some((only_mine, only_theirs)) = peel(cells, salt) else {
+            self.no_tables = true;
+            let mine = sketch.sum(range, entries);
+            if mine.count == 0 {
+                self.line(&PeerMessage::Ids {
+                    range,
+                    hashes: Vec::new(),
+                });
+            } else if let Some(_) = range.child(0) {
+                let children = sketch.children(range, entries).map(|s| short_fp(s, salt));
+                self.line(&PeerMessage::Fingerprints { range, children });
+            } else {
+                self.answer(range, mine, sketch, entries);
+            }
+            return;
+        };
+        // Where both sides hold a record of one client, only the newer by its hint crosses (both
+        // when the hints are equal; a wrong hint is put right by the record sent back).
+        let theirs_by_key: std::collections::HashMap<u32, u8> =
+            only_theirs.iter().map(|it| (it.key, it.hint)).collect();
+        let mine_by_key: std::collections::HashMap<u32, u8> =
+            only_mine.iter().map(|it| (it.key, it.hint)).collect();
+        let newer = |a: u8, b: u8| (a.wrapping_sub(b) as i8) >= 0;
+        let send: std::collections::HashSet<Item> = only_mine
+            .iter()
+            .filter(|it| {
+                theirs_by_key
+                    .get(&it.key)
+                    .is_none_or(|&h| newer(it.hint, h))
+            })
+            .copied()
+            .collect();
+        let want: Vec<u32> = only_theirs
+            .iter()
+            .filter(|it| mine_by_key.get(&it.key).is_none_or(|&h| newer(it.hint, h)))
+            .map(|it| it.id)
+            .collect();
+        let records: VecDeque<u32> = items
+            .iter()
+            .filter(|(_, it)| send.contains(it))
+            .map(|&(i, _)| i as u32)
+            .collect();
+        if !records.is_empty() {
+            self.jobs.push_back(Job::Records(records));
+        }
+        for chunk in want.chunks(MAX_IDS) {
+            self.line(&PeerMessage::Want {
+                range,
+                hashes: chunk.to_vec(),
             });
         }
     }
@@ -463,7 +851,8 @@ impl Session {
     /// Handles a reconciliation line from the other side.
     ///
     /// # Errors
-    /// [`SyncError::OutOfTurn`]: the line breaks the turns (the driver closes the link).
+    /// [`SyncError::OutOfTurn`]: the line breaks the turns; [`SyncError::Table`]: a table line does
+    /// not continue the table being received (the driver closes the link).
     pub fn receive(
         &mut self,
         link: usize,
@@ -473,27 +862,31 @@ impl Session {
     ) -> Result<Outcome, SyncError> {
         let before = self.jobs.len();
         match m {
-            PeerMessage::Root { count, fingerprint } => {
+            PeerMessage::Root { count, salt, .. } => {
                 if self.active {
                     return Err(SyncError::OutOfTurn);
                 }
-                self.start();
+                self.start(*salt);
                 let mine = sketch.root();
                 if *count == 0 && mine.count > 0 {
                     self.all = Some(0);
                     self.jobs.push_back(Job::All);
                 }
                 // Otherwise the `HERD-FP -` that follows is compared (equal roots: nothing to do).
-                let _ = fingerprint;
             }
             _ if !self.active => return Err(SyncError::OutOfTurn),
             PeerMessage::Fingerprints { range, children } => {
+                if self.tabled.contains(range) {
+                    // The other side could not decode our table of this range.
+                    self.no_tables = true;
+                }
+                let salt = self.salt;
                 let mine = sketch.children(*range, entries);
                 let total: u64 = mine.iter().map(|s| s.count).sum();
                 let differ = children
                     .iter()
                     .zip(&mine)
-                    .filter(|(t, m)| **t != m.fingerprint)
+                    .filter(|(t, m)| **t != short_fp(**m, salt))
                     .count();
                 if differ > 0 && (total == 0 || (differ == 16 && total <= DENSE)) {
                     // Nothing here, or a difference so dense that listing costs more than the
@@ -507,15 +900,17 @@ impl Session {
                     });
                     return Ok(Outcome::Queued);
                 }
+                self.compared += 16;
                 for (d, (theirs, mine)) in children.iter().zip(mine).enumerate() {
                     let Some(c) = range.child(d as u8) else { break };
-                    if mine.fingerprint == *theirs {
+                    if short_fp(mine, salt) == *theirs {
                         continue;
                     }
+                    self.differing += 1;
                     if *theirs == 0 {
                         self.send_range(c);
                     } else {
-                        self.answer(c, mine, sketch, entries);
+                        self.pending.push((c, mine));
                     }
                 }
             }
@@ -530,9 +925,14 @@ impl Session {
                 }
             }
             PeerMessage::Ids { range, hashes } => {
+                let salt = self.salt;
                 let mut theirs = hashes.clone();
                 theirs.sort_unstable();
-                let items = sketch.items(*range, entries);
+                let items: Vec<(usize, u32)> = sketch
+                    .items(*range, entries)
+                    .into_iter()
+                    .map(|(i, h)| (i, short_id(h, salt)))
+                    .collect();
                 let send: VecDeque<u32> = items
                     .iter()
                     .filter(|(_, h)| theirs.binary_search(h).is_err())
@@ -541,10 +941,10 @@ impl Session {
                 if !send.is_empty() {
                     self.jobs.push_back(Job::Records(send));
                 }
-                let mut mine: Vec<u64> = items.iter().map(|&(_, h)| h).collect();
+                let mut mine: Vec<u32> = items.iter().map(|&(_, h)| h).collect();
                 mine.sort_unstable();
                 theirs.dedup();
-                let want: Vec<u64> = theirs
+                let want: Vec<u32> = theirs
                     .into_iter()
                     .filter(|h| mine.binary_search(h).is_err())
                     .collect();
@@ -556,18 +956,54 @@ impl Session {
                 }
             }
             PeerMessage::Want { range, hashes } => {
+                let salt = self.salt;
                 let send: VecDeque<u32> = sketch
                     .items(*range, entries)
                     .into_iter()
-                    .filter(|(_, h)| hashes.contains(h))
+                    .filter(|&(_, h)| hashes.contains(&short_id(h, salt)))
                     .map(|(i, _)| i as u32)
                     .collect();
                 if !send.is_empty() {
                     self.jobs.push_back(Job::Records(send));
                 }
             }
-            PeerMessage::Over => self.end_turn(),
+            PeerMessage::Cells {
+                range,
+                total,
+                at,
+                cells,
+            } => {
+                let incoming = self.incoming.get_or_insert_with(|| Incoming {
+                    range: *range,
+                    cells: Vec::with_capacity(*total as usize),
+                    total: *total as usize,
+                });
+                if incoming.range != *range
+                    || incoming.total != *total as usize
+                    || incoming.cells.len() != *at as usize
+                {
+                    self.incoming = None;
+                    return Err(SyncError::Table);
+                }
+                incoming
+                    .cells
+                    .extend(cells.chunks_exact(CELL_BYTES).map(Cell::read));
+                if incoming.cells.len() >= incoming.total {
+                    if let Some(done) = self.incoming.take() {
+                        self.decode(done.range, done.cells, sketch, entries);
+                    }
+                }
+            }
+            PeerMessage::Over => {
+                if self.incoming.is_some() {
+                    return Err(SyncError::Table);
+                }
+                self.resolve(sketch, entries);
+                self.back();
+                self.end_turn();
+            }
             PeerMessage::Synced { count } => {
+                self.back();
                 self.received = *count;
                 return Ok(Outcome::Ended(self.finish(link)));
             }
@@ -584,8 +1020,8 @@ impl Session {
     fn end_turn(&mut self) {
         self.turns += 1;
         if self.asked {
-            self.asked = false;
             self.line(&PeerMessage::Over);
+            self.asked = false;
         } else {
             self.jobs.push_back(Job::Synced);
         }
@@ -594,6 +1030,8 @@ impl Session {
     fn finish(&mut self, link: usize) -> Report {
         self.active = false;
         self.caught_up = true;
+        self.pending.clear();
+        self.incoming = None;
         Report {
             link,
             periodic: self.periodic,
@@ -604,9 +1042,13 @@ impl Session {
         }
     }
 
-    /// The link went down or came up again: forget everything but whether it ever caught up.
+    /// The link went down or came up again: forget everything but how many sessions were opened
+    /// (so the next one salts anew).
     pub fn reset(&mut self) {
-        *self = Session::default();
+        *self = Session {
+            opened: self.opened,
+            ..Session::default()
+        };
     }
 
     /// Writes up to `max` lines; returns how many records were written and, when the session ended
@@ -631,13 +1073,18 @@ impl Session {
                     lines += 1;
                     self.jobs.pop_front();
                 }
-                Job::Records(q) => match q.pop_front() {
+                Job::Records(q) | Job::Back(q) => match q.pop_front() {
                     Some(i) => {
+                        let back = matches!(job, Job::Back(_));
+                        if back && bit(&self.written, i) {
+                            continue;
+                        }
                         if let Some(e) = entries.get(i as usize) {
                             out.extend_from_slice(e.line());
                             out.push(b'\n');
                             lines += 1;
                             records += 1;
+                            set_bit(&mut self.written, i);
                         }
                     }
                     None => {
@@ -665,6 +1112,7 @@ impl Session {
                             out.push(b'\n');
                             lines += 1;
                             records += 1;
+                            set_bit(&mut self.written, cursor as u32);
                             self.all = Some(cursor + 1);
                         }
                         None => {

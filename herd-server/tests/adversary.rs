@@ -152,11 +152,11 @@ impl Sim {
                 let c = captured[self.rng.usize(..captured.len())];
                 let text = String::from_utf8_lossy(c);
                 let hs = text.split_whitespace().last().unwrap_or("-").to_owned();
-                format!("HERD-HELLO 3 {other} {me} {hs}\n").into_bytes()
+                format!("HERD-HELLO 4 {other} {me} {hs}\n").into_bytes()
             }
-            2 => format!("HERD-HELLO 3 Mallory {me} -\n").into_bytes(),
-            3 => format!("HERD-HELLO 3 {other} {me} -\n").into_bytes(),
-            4 => format!("HERD-HELLO 3 {other} {me} {}\n", "ab".repeat(48)).into_bytes(),
+            2 => format!("HERD-HELLO 4 Mallory {me} -\n").into_bytes(),
+            3 => format!("HERD-HELLO 4 {other} {me} -\n").into_bytes(),
+            4 => format!("HERD-HELLO 4 {other} {me} {}\n", "ab".repeat(48)).into_bytes(),
             _ => {
                 let mut junk = vec![0u8; self.rng.usize(1..200)];
                 self.rng.fill(&mut junk);

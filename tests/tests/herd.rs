@@ -146,13 +146,13 @@ async fn peers_must_be_neighbours_and_know_the_secret() {
 
     // Not a neighbour of Alford.
     let mut c = Client::connect(herd.addr("Alford")).await;
-    c.send("HERD-HELLO 3 Mallory Alford -\n").await;
+    c.send("HERD-HELLO 4 Mallory Alford -\n").await;
     assert_eq!(c.text_line().await, "HERD-REFUSED unknown-peer\n");
     assert_eq!(c.read_to_end().await, b"");
     // A neighbour's name, from the side that dials, but no knowledge of the secret.
     let mut c = Client::connect(herd.addr("Hamilton")).await;
     c.send(format!(
-        "HERD-HELLO 3 Alford Hamilton {}\n",
+        "HERD-HELLO 4 Alford Hamilton {}\n",
         "ab".repeat(48)
     ))
     .await;

@@ -68,7 +68,7 @@ async fn without_a_secret_no_greeting_replaces_a_live_link_and_strangers_records
     // Alford is down. Without a secret nothing can be authenticated, so a stranger can pose as
     // Alford — but a record naming a server outside the herd is refused, and goes nowhere.
     let mut fake = Client::connect(herd.addr("Bravo")).await;
-    fake.send("HERD-HELLO 3 Alford Bravo -\n").await;
+    fake.send("HERD-HELLO 4 Alford Bravo -\n").await;
     assert_eq!(fake.text_line().await, "HERD-WELCOME Bravo -\n");
     fake.send(
         "AT Mallory +0.000000000 forged-foreign +1+1 5\n\
@@ -92,7 +92,7 @@ async fn without_a_secret_no_greeting_replaces_a_live_link_and_strangers_records
     let at = iamat(herd.addr("Alford"), "kiwi", "10").await;
     converge(&herd, &THREE, "kiwi", &at).await;
     let downs = count(&herd.log("Bravo"), "link to Alford down");
-    let answer = greet(herd.addr("Bravo"), "HERD-HELLO 3 Alford Bravo -\n").await;
+    let answer = greet(herd.addr("Bravo"), "HERD-HELLO 4 Alford Bravo -\n").await;
     assert_eq!(answer, "HERD-REFUSED link-up\n");
     let at = iamat(herd.addr("Alford"), "kiwi", "11").await;
     converge(&herd, &THREE, "kiwi", &at).await;
@@ -159,7 +159,7 @@ async fn with_a_secret_injection_flips_replays_relays_and_reflections_all_fail()
         .unwrap()
         .to_owned();
     let words: Vec<&str> = hello.split(' ').collect();
-    assert_eq!(&words[..4], ["HERD-HELLO", "3", "Alford", "Bravo"]);
+    assert_eq!(&words[..4], ["HERD-HELLO", "4", "Alford", "Bravo"]);
     let proof = words[4];
     assert_eq!(
         greet(herd.addr("Charlie"), format!("{hello}\n")).await,
@@ -168,7 +168,7 @@ async fn with_a_secret_injection_flips_replays_relays_and_reflections_all_fail()
     assert_eq!(
         greet(
             herd.addr("Charlie"),
-            format!("HERD-HELLO 3 Bravo Charlie {proof}\n")
+            format!("HERD-HELLO 4 Bravo Charlie {proof}\n")
         )
         .await,
         "HERD-REFUSED bad-proof\n"
@@ -187,7 +187,7 @@ async fn with_a_secret_injection_flips_replays_relays_and_reflections_all_fail()
     assert_eq!(
         greet(
             herd.addr("Bravo"),
-            format!("HERD-HELLO 3 Alford Bravo {answer_proof}\n")
+            format!("HERD-HELLO 4 Alford Bravo {answer_proof}\n")
         )
         .await,
         "HERD-REFUSED bad-proof\n"
@@ -195,18 +195,20 @@ async fn with_a_secret_injection_flips_replays_relays_and_reflections_all_fail()
     // From the side that must not dial, from a stranger, in another version.
     for (line, want) in [
         (
-            format!("HERD-HELLO 3 Charlie Bravo {proof}\n"),
+            format!("HERD-HELLO 4 Charlie Bravo {proof}\n"),
             "wrong-side",
         ),
-        ("HERD-HELLO 3 Mallory Bravo -\n".into(), "unknown-peer"),
+        ("HERD-HELLO 4 Mallory Bravo -\n".into(), "unknown-peer"),
         (
-            format!("HERD-HELLO 3 Alford Charlie {proof}\n"),
+            format!("HERD-HELLO 4 Alford Charlie {proof}\n"),
             "wrong-name",
         ),
-        ("HERD-HELLO 3 Alford Bravo -\n".into(), "bad-proof"),
+        ("HERD-HELLO 4 Alford Bravo -\n".into(), "bad-proof"),
         ("HERD-HELLO 1 Alford 00112233\n".into(), "version"),
         // A server of the whole-cache catch-up (version 2) is refused, not misread.
         ("HERD-HELLO 2 Alford Bravo -\n".into(), "version"),
+        // Version 3 (64-bit hex reconciliation lines) is refused, not misread.
+        ("HERD-HELLO 3 Alford Bravo -\n".into(), "version"),
     ] {
         assert_eq!(
             greet(herd.addr("Bravo"), &line).await,
