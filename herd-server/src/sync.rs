@@ -1187,4 +1187,111 @@ mod tests {
         }
         assert_eq!(c.sketch().depth(), 2);
     }
+
+    fn items(range: std::ops::Range<u32>) -> Vec<Item> {
+        range
+            .map(|i| Item {
+                key: i.wrapping_mul(0x9e37_79b9),
+                id: i ^ 0x5555_aaaa,
+                hint: i as u8,
+            })
+            .collect()
+    }
+
+    /// Mine minus theirs, cell by cell.
+    fn minus(mut mine: Vec<Cell>, theirs: &[Cell]) -> Vec<Cell> {
+        for (c, t) in mine.iter_mut().zip(theirs) {
+            c.count = c.count.wrapping_sub(t.count);
+            c.item ^= t.item;
+            c.hint ^= t.hint;
+            c.check ^= t.check;
+        }
+        mine
+    }
+
+    #[test]
+    fn a_table_decodes_a_difference_it_was_sized_for_and_says_so_when_not() {
+        let salt = 77;
+        // 1,000 shared items; 40 only mine, 30 only theirs: 70 items in 1.4 × 70 + 12 cells.
+        let shared = items(0..1000);
+        let mine: Vec<Item> = shared.iter().copied().chain(items(1000..1040)).collect();
+        let theirs: Vec<Item> = shared.iter().copied().chain(items(2000..2030)).collect();
+        let n = 111;
+        let diff = minus(
+            table(mine.iter().copied(), n, salt),
+            &table(theirs.iter().copied(), n, salt),
+        );
+        let (mut only_mine, mut only_theirs) = peel(diff, salt).expect("decodes");
+        only_mine.sort();
+        only_theirs.sort();
+        let mut want_mine = items(1000..1040);
+        let mut want_theirs = items(2000..2030);
+        want_mine.sort();
+        want_theirs.sort();
+        assert_eq!((only_mine, only_theirs), (want_mine, want_theirs));
+        // Ten times the difference it was sized for: decoding fails, and says so.
+        let theirs: Vec<Item> = shared.iter().copied().chain(items(3000..3700)).collect();
+        let diff = minus(
+            table(mine.iter().copied(), n, salt),
+            &table(theirs.iter().copied(), n, salt),
+        );
+        assert_eq!(peel(diff, salt), None);
+        // Cells survive the wire.
+        let t = table(mine.iter().copied(), n, salt);
+        let mut bytes = Vec::new();
+        for c in &t {
+            c.write(&mut bytes);
+        }
+        assert_eq!(bytes.len(), n * CELL_BYTES);
+        let back: Vec<Cell> = bytes.chunks_exact(CELL_BYTES).map(Cell::read).collect();
+        assert_eq!(back, t);
+    }
+
+    /// A table that does not decode is answered with the range's fingerprints, and the session
+    /// sends no table after that (so a walk that keeps failing cannot loop).
+    #[test]
+    fn an_undecodable_table_is_answered_by_splitting_the_range() {
+        let mut c = Cache::default();
+        for i in 0..600u32 {
+            let line = format!("AT A +0.000000001 c{i} +1+1 {i}");
+            c.push(Entry::new(&AtRecord::parse(line.as_bytes()).unwrap(), None));
+        }
+        let mut s = Session::default();
+        let (sk, e) = (c.sketch(), c.entries());
+        let root = PeerMessage::Root {
+            count: 1,
+            fingerprint: 1,
+            salt: 5,
+        };
+        assert_eq!(s.receive(0, &root, sk, e), Ok(Outcome::Nothing));
+        // Three cells, each pure-looking garbage.
+        let cells = vec![1u8; 3 * CELL_BYTES];
+        let m = PeerMessage::Cells {
+            range: KeyRange::ALL,
+            total: 3,
+            at: 0,
+            cells,
+        };
+        assert_eq!(s.receive(0, &m, sk, e), Ok(Outcome::Queued));
+        assert!(s.no_tables);
+        let mut out = Vec::new();
+        s.transmit(0, sk, e, &mut out, 100);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HERD-FP - "), "{text}");
+        // A table line that does not continue the one being received closes the link.
+        let part = PeerMessage::Cells {
+            range: KeyRange::ALL,
+            total: 6,
+            at: 0,
+            cells: vec![0; 3 * CELL_BYTES],
+        };
+        assert_eq!(s.receive(0, &part, sk, e), Ok(Outcome::Nothing));
+        let skip = PeerMessage::Cells {
+            range: KeyRange::ALL,
+            total: 6,
+            at: 4,
+            cells: vec![0; CELL_BYTES],
+        };
+        assert_eq!(s.receive(0, &skip, sk, e), Err(SyncError::Table));
+    }
 }
