@@ -17,21 +17,41 @@
 //! sixteenfold growth, so the work per record stays constant amortised. A range deeper than the leaves
 //! is answered by scanning its leaf (a few dozen records).
 //!
-//! # Why range-based reconciliation over this trie
-//! Of the three designs the issue names, this one (Meyer's range-based reconciliation, as Negentropy
-//! runs it, on ranges fixed by key prefixes so they line up with a hash tree kept as records arrive,
-//! as Riak's active anti-entropy does) was chosen because:
+//! # Why range-based reconciliation over this trie, with tables where the difference is dense
+//! Of the three designs the issue names, the walk is Meyer's range-based reconciliation (as Negentropy
+//! runs it), on ranges fixed by key prefixes so they line up with a hash tree kept as records arrive
+//! (as Riak's active anti-entropy does). It was chosen because:
 //! - its cost follows the difference: equal roots cost one line each way; one differing client costs
 //!   one 16-fingerprint line per level of the trie (four or five for a million clients) and one short
-//!   hash list, a few kilobytes in all, whatever the size of the cache;
-//! - it needs no estimate of the difference (unlike a fixed-size IBLT) and no decoding that can fail;
-//!   rateless IBLT would send fewer bytes for a large difference, but its symbols must be computed
-//!   over the whole set per session (or kept per coded symbol index), a scan the issue rules out;
+//!   id list, well under a kilobyte in all, whatever the size of the cache;
+//! - it needs no estimate of the difference and no decoding that can fail; rateless IBLT would need
+//!   its coded symbols computed over the whole set per session (or kept per symbol index), a scan per
+//!   link-up that the issue rules out;
 //! - the same walk works when the two sides' tries have different depths (a range deeper than one
 //!   side's leaves is answered from a scan of that leaf), and when records change during it: a record
-//!   stored while reconciling is flooded on the link anyway.
+//!   stored while reconciling is flooded on the link anyway;
 //! - a side that holds nothing in a range gets that range as a plain stream of records; a new server
-//!   (`HERD-ROOT 0 0`) gets the whole cache as today's catch-up did.
+//!   (`HERD-ROOT 0 0 …`) gets the whole cache as the old catch-up did.
+//!
+//! Where the difference is dense, the walk alone costs several times the records: with 10,000 of a
+//! million clients differing, every range down to 256 clients differs, and finding the ~2.4 differing
+//! clients of each costs a line of 16 fingerprints and lists of leaves of ~15 ids. So the walk
+//! measures the density as it goes — of the sub-ranges compared in a turn, the share that was equal
+//! gives the expected number of differing clients per differing sub-range (Poisson) — and where that
+//! is two or more, it sends for each group of them one invertible Bloom filter (`HERD-IBF`) of the range
+//! two digits up, sized for the estimate: about 1.4 cells of 12 bytes per differing record, the
+//! difference decoded in one turn. A table is built from the range's records (the trie's leaf chains
+//! find them), a bounded scan of the part of the cache that the walk has shown to differ. A table
+//! that does not decode is answered by splitting its range, and ends tables for that session.
+//!
+//! Three more savings, each needed for the goal of twice the differing records:
+//! - fingerprints and ids are 32 bits, salted per reconciliation (a chance collision, one in four
+//!   billion per comparison, is not repeated by the next check), written in base64url;
+//! - the items of a table carry a *hint*, the low byte of the client time: where both sides hold a
+//!   record of one client, only the newer by its hint crosses, not both;
+//! - hints can be wrong (client times more than two minutes apart), so during a reconciliation a
+//!   record older than the one held is answered with the held one (`Session::older`): the newer still
+//!   crosses, once.
 //!
 //! The turns and lines are documented with the peer grammar ([`herd_proto::PeerMessage`]).
 
