@@ -566,6 +566,8 @@ pub struct Session {
     differing: u64,
     /// A table being received.
     incoming: Option<Incoming>,
+    /// The records of the range last asked for (`HERD-WANT`), by short id.
+    by_id: Option<(KeyRange, Vec<(u32, u32)>)>,
     /// Ranges this side sent a table of in this session.
     tabled: Vec<KeyRange>,
     /// A table failed to decode in this session (here, or there: the other side answered a table
@@ -624,6 +626,7 @@ impl Session {
         self.incoming = None;
         self.tabled.clear();
         self.no_tables = false;
+        self.by_id = None;
         self.older.clear();
         self.written.clear();
     }
@@ -815,7 +818,7 @@ impl Session {
                     range,
                     hashes: Vec::new(),
                 });
-            } else if let Some(_) = range.child(0) {
+            } else if range.child(0).is_some() {
                 let children = sketch.children(range, entries).map(|s| short_fp(s, salt));
                 self.line(&PeerMessage::Fingerprints { range, children });
             } else {
@@ -976,13 +979,29 @@ impl Session {
                 }
             }
             PeerMessage::Want { range, hashes } => {
+                // The ids of the range by id, kept for the next line: a decoded table is asked
+                // for in many lines of the same (large) range.
                 let salt = self.salt;
-                let send: VecDeque<u32> = sketch
-                    .items(*range, entries)
-                    .into_iter()
-                    .filter(|&(_, h)| hashes.contains(&short_id(h, salt)))
-                    .map(|(i, _)| i as u32)
-                    .collect();
+                if self.by_id.as_ref().is_none_or(|(r, _)| r != range) {
+                    let mut ids: Vec<(u32, u32)> = sketch
+                        .items(*range, entries)
+                        .into_iter()
+                        .map(|(i, h)| (short_id(h, salt), i as u32))
+                        .collect();
+                    ids.sort_unstable();
+                    self.by_id = Some((*range, ids));
+                }
+                let ids = self.by_id.as_ref().map_or(&[][..], |(_, ids)| &ids[..]);
+                let mut send = VecDeque::new();
+                for &h in hashes {
+                    let from = ids.partition_point(|&(id, _)| id < h);
+                    send.extend(
+                        ids[from..]
+                            .iter()
+                            .take_while(|&&(id, _)| id == h)
+                            .map(|&(_, i)| i),
+                    );
+                }
                 if !send.is_empty() {
                     self.jobs.push_back(Job::Records(send));
                 }
@@ -1018,6 +1037,7 @@ impl Session {
                 if self.incoming.is_some() {
                     return Err(SyncError::Table);
                 }
+                self.by_id = None;
                 self.resolve(sketch, entries);
                 self.back();
                 self.end_turn();
@@ -1050,6 +1070,7 @@ impl Session {
     fn finish(&mut self, link: usize) -> Report {
         self.active = false;
         self.caught_up = true;
+        self.by_id = None;
         self.pending.clear();
         self.incoming = None;
         Report {
