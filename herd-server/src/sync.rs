@@ -568,8 +568,9 @@ pub struct Session {
     incoming: Option<Incoming>,
     /// The records of the range last asked for (`HERD-WANT`), by short id.
     by_id: Option<(KeyRange, Vec<(u32, u32)>)>,
-    /// Ranges this side sent a table of in this session.
-    tabled: Vec<KeyRange>,
+    /// Ranges this side sent a table of in this session, with the table's records by short id (for
+    /// the `HERD-WANT` that follows).
+    tabled: Vec<(KeyRange, Vec<(u32, u32)>)>,
     /// A table failed to decode in this session (here, or there: the other side answered a table
     /// of ours with its fingerprints), so no more are sent: the plain walk always ends.
     no_tables: bool,
@@ -780,8 +781,10 @@ impl Session {
 
     /// Queues `HERD-IBF` lines of this side's table of `range`, `n` cells.
     fn send_table(&mut self, range: KeyRange, n: usize, sketch: &Sketch, entries: &[Entry]) {
-        self.tabled.push(range);
         let items = self.items(range, sketch, entries);
+        let mut by_id: Vec<(u32, u32)> = items.iter().map(|&(i, it)| (it.id, i as u32)).collect();
+        by_id.sort_unstable();
+        self.tabled.push((range, by_id));
         let cells = table(items.iter().map(|&(_, it)| it), n, self.salt);
         let mut bytes = Vec::with_capacity(MAX_CHUNK * CELL_BYTES);
         for (k, chunk) in cells.chunks(MAX_CHUNK).enumerate() {
@@ -899,7 +902,7 @@ impl Session {
             }
             _ if !self.active => return Err(SyncError::OutOfTurn),
             PeerMessage::Fingerprints { range, children } => {
-                if self.tabled.contains(range) {
+                if self.tabled.iter().any(|(r, _)| r == range) {
                     // The other side could not decode our table of this range.
                     self.no_tables = true;
                 }
@@ -982,6 +985,15 @@ impl Session {
                 // The ids of the range by id, kept for the next line: a decoded table is asked
                 // for in many lines of the same (large) range.
                 let salt = self.salt;
+                if let Some(at) = self
+                    .tabled
+                    .iter()
+                    .position(|(r, ids)| r == range && !ids.is_empty())
+                {
+                    // Asked from a table of ours: its records, by id, are kept.
+                    let ids = std::mem::take(&mut self.tabled[at].1);
+                    self.by_id = Some((*range, ids));
+                }
                 if self.by_id.as_ref().is_none_or(|(r, _)| r != range) {
                     let mut ids: Vec<(u32, u32)> = sketch
                         .items(*range, entries)
