@@ -36,7 +36,7 @@ server() {
 }
 # cpu_ns PID: CPU time of every thread of PID so far, in nanoseconds.
 cpu_ns() {
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}'
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'
 }
 # run PORT PID P: one round against the server PORT (process PID); prints "req/s ns-per-request".
 run() {
@@ -66,8 +66,8 @@ for shape in "" "--threads 1"; do
     done
     mb=$(median "${base[@]}"); mt=$(median "${this[@]}")
     cb=$(median "${base_cpu[@]}"); ct=$(median "${this_cpu[@]}")
-    cost=$(python3 -c 'import sys; b,t=float(sys.argv[1]),float(sys.argv[2]); print(f"{(1-t/b)*100:+.1f} %")' "$mb" "$mt")
-    cpu=$(python3 -c 'import sys; b,t=float(sys.argv[1]),float(sys.argv[2]); print(f"{(t/b-1)*100:+.1f} %")' "$cb" "$ct")
+    cost=$(python3 -c 'import sys; b,t=float(sys.argv[1]),float(sys.argv[2]); print(f"{(1-t/b)*100:+.1f} %" if b else "n/a")' "$mb" "$mt")
+    cpu=$(python3 -c 'import sys; b,t=float(sys.argv[1]),float(sys.argv[2]); print(f"{(t/b-1)*100:+.1f} %" if b else "n/a")' "$cb" "$ct")
     printf '%-12s P%-2s base %8.0f req/s %6.0f ns/req  with counters %8.0f req/s %6.0f ns/req  cost: throughput %s, CPU %s\n' \
       "${shape:-multi-thread}" "$P" "$mb" "$cb" "$mt" "$ct" "$cost" "$cpu"
   done
