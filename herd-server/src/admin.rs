@@ -3,8 +3,11 @@
 //!
 //! Counting is kept off the request path's cost: a connection counts its batch in local integers and
 //! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
-//! refusals, look-ups) go through labelled families. Gauges that the node already knows (records held,
-//! links, queue depths) are read from it when scraped, not kept up to date on every request.
+//! look-ups) go through labelled families. What the node, the admission and the store already count
+//! (records held, links, queue depths, floods and catch-ups per link, refusals by limit, the journal)
+//! is read from them when scraped and copied into the registry, not kept up to date on every request:
+//! a link's reader counts its batch in local integers and hands them to the node, under the lock it
+//! already holds, once per batch.
 //!
 //! The endpoint speaks just enough HTTP/1.1 for a scraper, a health check, `herd status` and a browser:
 //! `GET` of a few paths, one request per connection, a request head of at most [`MAX_REQUEST`] bytes read within
@@ -13,8 +16,9 @@
 //! consequence (read-only figures), which is why it needs no HTTP framework.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use herd_proto::{ErrorKind, Message};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,10 +32,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
+use crate::limits::{Limit, Refusals};
+use crate::node::LinkCounts;
 use crate::server::Shared;
 use crate::sync::Sum;
 
 pub mod live;
+use crate::store::StoreState;
 
 /// Longest request head read.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -50,12 +57,48 @@ struct Reason {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
-    limit: String,
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Peer {
     peer: String,
+}
+
+/// A reconciliation's kind: `link-up` (the catch-up when a link comes up) or `periodic` (a check of
+/// a live link).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerKind {
+    peer: String,
+    kind: &'static str,
+}
+
+/// `sent` or `received`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerDirection {
+    peer: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Mode {
+    mode: &'static str,
+}
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The store's metrics, registered only when the server keeps records on disk.
+struct StoreStats {
+    fsync: Family<Mode, Gauge>,
+    journal_bytes: Gauge,
+    journal_records: Gauge,
+    unwritten_bytes: Gauge,
+    unsynced_bytes: Gauge,
+    snapshot_age: F64Gauge,
+    compactions: Counter,
+    failing: Gauge,
+    loaded_clients: Gauge,
+    loaded_records: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,22 +128,33 @@ pub struct Stats {
     records: Gauge,
     link_up: Family<Peer, Gauge>,
     link_queue: Family<Peer, Gauge>,
-    link_last_heard: Family<Peer, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    link_last_heard: Family<Peer, F64Gauge>,
     flood_in: Counter,
     flood_out: Counter,
+    link_flood_in: Family<Peer, Counter>,
+    link_flood_out: Family<Peer, Counter>,
+    catchup_started: Family<PeerKind, Counter>,
+    catchup_finished: Family<PeerKind, Counter>,
+    catchup_full_streams: Family<Peer, Counter>,
+    catchup_records: Family<PeerDirection, Counter>,
+    catchup_bytes: Family<PeerDirection, Counter>,
+    catchup_in_progress: Family<Peer, Gauge>,
+    store_enabled: Gauge,
+    store: Option<StoreStats>,
     lookups: Family<Lookup, Counter>,
     lookup_seconds: HistogramFamily,
 }
 
 impl Default for Stats {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }
 
 impl Stats {
-    /// Every metric at zero, registered under `herd_`.
-    pub fn new() -> Stats {
+    /// Every metric at zero, registered under `herd_`; the store's too when `store` (the server keeps
+    /// its records on disk).
+    pub fn new(store: bool) -> Stats {
         let mut registry = Registry::with_prefix("herd");
         let requests = Family::<Kind, Counter>::default();
         registry.register(
@@ -124,6 +178,27 @@ impl Stats {
             link_last_heard: Family::default(),
             flood_in: Counter::default(),
             flood_out: Counter::default(),
+            link_flood_in: Family::default(),
+            link_flood_out: Family::default(),
+            catchup_started: Family::default(),
+            catchup_finished: Family::default(),
+            catchup_full_streams: Family::default(),
+            catchup_records: Family::default(),
+            catchup_bytes: Family::default(),
+            catchup_in_progress: Family::default(),
+            store_enabled: Gauge::default(),
+            store: store.then(|| StoreStats {
+                fsync: Family::default(),
+                journal_bytes: Gauge::default(),
+                journal_records: Gauge::default(),
+                unwritten_bytes: Gauge::default(),
+                unsynced_bytes: Gauge::default(),
+                snapshot_age: F64Gauge::default(),
+                compactions: Counter::default(),
+                failing: Gauge::default(),
+                loaded_clients: Gauge::default(),
+                loaded_records: Gauge::default(),
+            }),
             lookups: Family::default(),
             lookup_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 4.0, 10))
@@ -154,7 +229,7 @@ impl Stats {
         );
         r.register(
             "refused",
-            "Lines refused by a limit, by limit",
+            "Connections and lines refused by a limit ([limits]), by limit: busy, busy-per-ip and busy-peers at accept (`? busy`), line-timeout, future-time and client-cap for IAMATs",
             stats.refused.clone(),
         );
         r.register("records", "Client records held", stats.records.clone());
@@ -175,14 +250,112 @@ impl Stats {
         );
         r.register(
             "flood_in",
-            "Records received from neighbours",
+            "Records received from neighbours (flooded or sent by a catch-up)",
             stats.flood_in.clone(),
         );
         r.register(
             "flood_out",
-            "Records sent to neighbours",
+            "Records sent to neighbours (flooded or sent by a catch-up)",
             stats.flood_out.clone(),
         );
+        r.register(
+            "link_flood_in",
+            "Records received from a neighbour (flooded or sent by a catch-up)",
+            stats.link_flood_in.clone(),
+        );
+        r.register(
+            "link_flood_out",
+            "Records sent to a neighbour (flooded or sent by a catch-up)",
+            stats.link_flood_out.clone(),
+        );
+        r.register(
+            "catchup_started",
+            "Reconciliations begun with a neighbour, by kind: link-up (the catch-up when a link comes up) or periodic (a check of a live link)",
+            stats.catchup_started.clone(),
+        );
+        r.register(
+            "catchup_finished",
+            "Reconciliations that ended with HERD-SYNCED (begun minus finished: cut by the link going down)",
+            stats.catchup_finished.clone(),
+        );
+        r.register(
+            "catchup_full_streams",
+            "Whole-cache streams begun towards a neighbour that held nothing",
+            stats.catchup_full_streams.clone(),
+        );
+        r.register(
+            "catchup_records",
+            "Records sent, or received while a reconciliation ran, by direction",
+            stats.catchup_records.clone(),
+        );
+        r.register(
+            "catchup_bytes",
+            "Bytes of reconciliation lines and records (plaintext, with newlines), by direction",
+            stats.catchup_bytes.clone(),
+        );
+        r.register(
+            "catchup_in_progress",
+            "Whether a reconciliation (link-up catch-up or periodic check) is under way with the neighbour",
+            stats.catchup_in_progress.clone(),
+        );
+        r.register(
+            "store_enabled",
+            "Whether records are kept on disk (a data folder is set)",
+            stats.store_enabled.clone(),
+        );
+        if let Some(st) = &stats.store {
+            stats.store_enabled.set(1);
+            r.register(
+                "store_fsync",
+                "The fsync setting ([store] fsync), as the label of a 1",
+                st.fsync.clone(),
+            );
+            r.register(
+                "store_journal_bytes",
+                "Bytes in the journals since the last snapshot",
+                st.journal_bytes.clone(),
+            );
+            r.register(
+                "store_journal_records",
+                "Records in the journals since the last snapshot",
+                st.journal_records.clone(),
+            );
+            r.register(
+                "store_unwritten_bytes",
+                "Bytes stored and not yet written to the journal (the writer's backlog)",
+                st.unwritten_bytes.clone(),
+            );
+            r.register(
+                "store_unsynced_bytes",
+                "Bytes stored and not yet synced by the server (under fsync = no the system syncs: it grows)",
+                st.unsynced_bytes.clone(),
+            );
+            r.register(
+                "store_snapshot_age_seconds",
+                "Seconds since the newest snapshot was written (-1: none yet)",
+                st.snapshot_age.clone(),
+            );
+            r.register(
+                "store_compactions",
+                "Compactions completed since the start",
+                st.compactions.clone(),
+            );
+            r.register(
+                "store_failing",
+                "Whether persistence is failing: a write or sync failed and no compaction has repaired it yet",
+                st.failing.clone(),
+            );
+            r.register(
+                "store_loaded_clients",
+                "Clients held after loading the store at start",
+                st.loaded_clients.clone(),
+            );
+            r.register(
+                "store_loaded_records",
+                "Records read from the store at start (replaced ones included)",
+                st.loaded_records.clone(),
+            );
+        }
         r.register(
             "places_lookups",
             "Places look-ups, by back-end and answer status",
@@ -217,15 +390,6 @@ impl Stats {
         self.invalid.get_or_create(&Reason { reason }).inc();
     }
 
-    /// A line was refused by `limit` (rare: labelled on the spot).
-    pub fn refused(&self, limit: &str) {
-        self.refused
-            .get_or_create(&LimitLabel {
-                limit: limit.to_owned(),
-            })
-            .inc();
-    }
-
     /// A line over the limit closed a connection.
     pub fn line_too_long(&self) {
         self.too_long.inc();
@@ -238,15 +402,6 @@ impl Stats {
             self.connections_open.inc();
         } else {
             self.connections_open.dec();
-        }
-    }
-
-    /// Records came in from a neighbour (`incoming`) or went out to one.
-    pub fn flood(&self, incoming: bool, n: u64) {
-        if incoming {
-            self.flood_in.inc_by(n);
-        } else {
-            self.flood_out.inc_by(n);
         }
     }
 
@@ -288,13 +443,26 @@ struct LinkView {
     up: bool,
     queue: usize,
     last_heard: Option<Duration>,
-    /// A reconciliation (catch-up) is under way on it.
-    catching_up: bool,
+    reconciling: bool,
+    counts: LinkCounts,
 }
 
-/// Reads what the node knows (records, their fingerprint, links) into the gauges; the node is locked
-/// once.
-fn refresh(shared: &Shared) -> (usize, Sum, Vec<LinkView>) {
+/// What a scrape reads from the node, the admission and the store.
+struct View {
+    records: usize,
+    fingerprint: Sum,
+    links: Vec<LinkView>,
+    refusals: Refusals,
+    store: Option<StoreState>,
+}
+
+/// Sets a counter to a total kept elsewhere (a node's or store's count only grows).
+fn set(counter: &Counter, total: u64) {
+    counter.inner().store(total, Ordering::Relaxed);
+}
+
+/// Reads what the node, the admission and the store know into the registry; the node is locked once.
+fn refresh(shared: &Shared) -> View {
     let now = Instant::now();
     let (records, fingerprint, links) = {
         let node = shared.node();
@@ -309,15 +477,33 @@ fn refresh(shared: &Shared) -> (usize, Sum, Vec<LinkView>) {
                     up: s.up,
                     queue: s.queue,
                     last_heard: s.last_heard.map(|t| now.saturating_duration_since(t)),
-                    catching_up: node.reconciling(id),
+                    reconciling: s.reconciling,
+                    counts: s.counts,
                 }
             })
             .collect();
         (node.len(), node.fingerprint(), links)
     };
+    let refusals = shared.refusals();
+    let store = shared.store.as_ref().map(|s| s.state());
     let stats = &shared.stats;
     stats.records.set(records as i64);
+    for limit in Limit::ALL {
+        let label = LimitLabel {
+            limit: limit.as_str(),
+        };
+        set(&stats.refused.get_or_create(&label), refusals.get(limit));
+    }
+    set(
+        &stats.flood_in,
+        links.iter().map(|l| l.counts.records_in).sum(),
+    );
+    set(
+        &stats.flood_out,
+        links.iter().map(|l| l.counts.records_out).sum(),
+    );
     for l in &links {
+        let c = &l.counts;
         let peer = Peer {
             peer: l.name.clone(),
         };
@@ -327,8 +513,75 @@ fn refresh(shared: &Shared) -> (usize, Sum, Vec<LinkView>) {
             .link_last_heard
             .get_or_create(&peer)
             .set(l.last_heard.map_or(-1.0, |d| d.as_secs_f64()));
+        set(&stats.link_flood_in.get_or_create(&peer), c.records_in);
+        set(&stats.link_flood_out.get_or_create(&peer), c.records_out);
+        set(
+            &stats.catchup_full_streams.get_or_create(&peer),
+            c.full_streams,
+        );
+        stats
+            .catchup_in_progress
+            .get_or_create(&peer)
+            .set(i64::from(l.reconciling));
+        for (kind, started, finished) in [
+            ("link-up", c.catchups_started, c.catchups_finished),
+            ("periodic", c.checks_started, c.checks_finished),
+        ] {
+            let label = PeerKind {
+                peer: l.name.clone(),
+                kind,
+            };
+            set(&stats.catchup_started.get_or_create(&label), started);
+            set(&stats.catchup_finished.get_or_create(&label), finished);
+        }
+        for (direction, records, bytes) in [
+            ("sent", c.sync_records_out, c.sync_bytes_out),
+            ("received", c.sync_records_in, c.sync_bytes_in),
+        ] {
+            let label = PeerDirection {
+                peer: l.name.clone(),
+                direction,
+            };
+            set(&stats.catchup_records.get_or_create(&label), records);
+            set(&stats.catchup_bytes.get_or_create(&label), bytes);
+        }
     }
-    (records, fingerprint, links)
+    if let (Some(st), Some(state), Some(store)) = (&stats.store, &store, &shared.store) {
+        st.fsync
+            .get_or_create(&Mode {
+                mode: store.fsync().as_str(),
+            })
+            .set(1);
+        st.journal_bytes.set(state.journal_bytes as i64);
+        st.journal_records.set(state.journal_records as i64);
+        st.unwritten_bytes.set(state.unwritten_bytes as i64);
+        st.unsynced_bytes.set(state.unsynced_bytes as i64);
+        st.snapshot_age.set(snapshot_age(state).unwrap_or(-1.0));
+        set(&st.compactions, state.compactions);
+        st.failing.set(i64::from(state.failing));
+        if let Some((clients, report)) = &shared.loaded {
+            st.loaded_clients.set(*clients as i64);
+            st.loaded_records.set(report.records as i64);
+        }
+    }
+    View {
+        records,
+        fingerprint,
+        links,
+        refusals,
+        store,
+    }
+}
+
+/// Seconds since the newest snapshot was written (`None`: there is none).
+fn snapshot_age(state: &StoreState) -> Option<f64> {
+    let at = state.snapshot_at?;
+    Some(
+        SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    )
 }
 
 /// The Prometheus text exposition of `shared`'s figures.
@@ -356,7 +609,13 @@ pub(crate) fn metrics(shared: &Shared) -> String {
 /// `/status` as JSON. The fingerprint (hex, so a browser's numbers do not round it) is equal on two
 /// servers that hold the same records.
 pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
-    let (records, fingerprint, links) = refresh(shared);
+    let View {
+        records,
+        fingerprint,
+        links,
+        refusals,
+        store,
+    } = refresh(shared);
     let s = &shared.stats;
     let invalid: u64 = {
         let mut text = String::new();
@@ -379,13 +638,44 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
         "fingerprint": format!("{:016x}", fingerprint.fingerprint),
         "requests": {"iamat": s.iamat.get(), "whatsat": s.whatsat.get(), "invalid": invalid},
         "flood": {"in": s.flood_in.get(), "out": s.flood_out.get()},
-        "links": links.iter().map(|l| json!({
-            "name": l.name,
-            "up": l.up,
-            "queue": l.queue,
-            "last_heard_seconds": l.last_heard.map(|d| d.as_secs_f64()),
-            "catching_up": l.catching_up,
-        })).collect::<Vec<_>>(),
+        "refused": Limit::ALL
+            .iter()
+            .map(|&l| (l.as_str().to_owned(), json!(refusals.get(l))))
+            .collect::<serde_json::Map<_, _>>(),
+        "links": links.iter().map(|l| {
+            let c = &l.counts;
+            json!({
+                "name": l.name,
+                "up": l.up,
+                "queue": l.queue,
+                "last_heard_seconds": l.last_heard.map(|d| d.as_secs_f64()),
+                "catching_up": l.reconciling,
+                "flood": {"in": c.records_in, "out": c.records_out},
+                "catchup": {
+                    "started": {"link_up": c.catchups_started, "periodic": c.checks_started},
+                    "finished": {"link_up": c.catchups_finished, "periodic": c.checks_finished},
+                    "full_streams": c.full_streams,
+                    "records": {"sent": c.sync_records_out, "received": c.sync_records_in},
+                    "bytes": {"sent": c.sync_bytes_out, "received": c.sync_bytes_in},
+                },
+            })
+        }).collect::<Vec<_>>(),
+        "store": store.as_ref().zip(shared.store.as_ref()).map(|(st, store)| json!({
+            "dir": store.dir().display().to_string(),
+            "fsync": store.fsync().as_str(),
+            "journal_bytes": st.journal_bytes,
+            "journal_records": st.journal_records,
+            "unwritten_bytes": st.unwritten_bytes,
+            "unsynced_bytes": st.unsynced_bytes,
+            "snapshot_age_seconds": snapshot_age(st),
+            "compactions": st.compactions,
+            "failing": st.failing,
+            "loaded": shared.loaded.as_ref().map(|(clients, r)| json!({
+                "clients": clients,
+                "records": r.records,
+                "files": r.files,
+            })),
+        })),
     })
 }
 
@@ -648,7 +938,7 @@ mod tests {
 
     #[test]
     fn invalid_lines_are_counted_by_reason() {
-        let s = Stats::new();
+        let s = Stats::new(false);
         s.answered(3, 1);
         s.invalid(b"WHATSAT kiwi abc 3");
         s.invalid(b"WHATSAT kiwi 10 3");

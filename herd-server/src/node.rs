@@ -215,6 +215,70 @@ struct Link {
     /// Reconciliation: the catch-up at link-up, then periodic checks.
     session: Session,
     timing: Timing,
+    /// What the link carried, over all its link-ups (never reset).
+    counts: LinkCounts,
+}
+
+/// What a link has carried since the server started, every link-up of it added together: the
+/// operator's counters (`/metrics`), kept as plain integers under the node's lock, so counting costs
+/// no atomic operation on the peer path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Records received from the neighbour, flooded or sent by a reconciliation.
+    pub records_in: u64,
+    /// Records sent to the neighbour, flooded or sent by a reconciliation.
+    pub records_out: u64,
+    /// Link-up catch-ups begun (either side may begin one: the dialling side opens it, the other
+    /// joins when its `HERD-ROOT` arrives).
+    pub catchups_started: u64,
+    /// Link-up catch-ups that ended with `HERD-SYNCED` (the others were cut by the link going down).
+    pub catchups_finished: u64,
+    /// Periodic checks of a live link begun.
+    pub checks_started: u64,
+    /// Periodic checks that ended.
+    pub checks_finished: u64,
+    /// Whole-cache streams begun towards the neighbour, because it held nothing.
+    pub full_streams: u64,
+    /// Records this side sent in reconciliations.
+    pub sync_records_out: u64,
+    /// Bytes this side wrote in reconciliations: control lines and records, with their newlines.
+    pub sync_bytes_out: u64,
+    /// Records received while a reconciliation ran on the link (a record flooded meanwhile is
+    /// among them: on the wire the two look alike).
+    pub sync_records_in: u64,
+    /// Bytes received in reconciliations: control lines, and records received while one ran.
+    pub sync_bytes_in: u64,
+}
+
+impl LinkCounts {
+    /// A reconciliation began: a periodic check or a link-up catch-up.
+    fn started(&mut self, periodic: bool) {
+        if periodic {
+            self.checks_started += 1;
+        } else {
+            self.catchups_started += 1;
+        }
+    }
+
+    /// A reconciliation ended (`report`).
+    fn finished(&mut self, report: &Report) {
+        if report.periodic {
+            self.checks_finished += 1;
+        } else {
+            self.catchups_finished += 1;
+        }
+    }
+}
+
+/// What the driver read on a link in one batch, for [`Node::received`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Records (`AT` lines).
+    pub records: u64,
+    /// Of them, those that arrived while a reconciliation ran on the link.
+    pub sync_records: u64,
+    /// Bytes of reconciliation lines, and of the records counted in `sync_records`, with newlines.
+    pub sync_bytes: u64,
 }
 
 impl Link {
@@ -225,6 +289,7 @@ impl Link {
             queue: VecDeque::new(),
             queued: Vec::new(),
             session: Session::default(),
+            counts: LinkCounts::default(),
             timing: Timing {
                 dials,
                 dialing: false,
@@ -268,6 +333,10 @@ pub struct LinkStatus {
     pub queue: usize,
     /// When the neighbour was last heard (`None`: never).
     pub last_heard: Option<Instant>,
+    /// A reconciliation (a link-up catch-up or a periodic check) is under way on the link.
+    pub reconciling: bool,
+    /// What the link carried since the server started.
+    pub counts: LinkCounts,
 }
 
 /// One server's herd state: its name, its neighbours, its cache and its links.
@@ -658,8 +727,8 @@ impl Node {
         link.reset();
         link.up = true;
         link.epoch += 1;
-        if link.timing.dials {
-            link.session.open(self.clients.sketch());
+        if link.timing.dials && link.session.open(self.clients.sketch()) {
+            link.counts.started(link.session.periodic());
         }
         let t = &mut link.timing;
         t.last_check = Some(now);
@@ -719,6 +788,7 @@ impl Node {
                     && since(t.last_check) >= CHECK_EVERY
                     && link.session.open(self.clients.sketch())
                 {
+                    link.counts.started(link.session.periodic());
                     t.last_check = Some(now);
                     actions.push(LinkAction::Check(id));
                 } else if since(t.last_sent) >= KEEPALIVE {
@@ -746,6 +816,8 @@ impl Node {
             up: link.up,
             queue: link.queue.len(),
             last_heard: link.timing.last_heard,
+            reconciling: link.session.active(),
+            counts: link.counts,
         }
     }
 
@@ -759,7 +831,19 @@ impl Node {
     /// only, and not while one runs). Returns whether it opened one.
     pub fn check_link(&mut self, id: usize) -> bool {
         let link = &mut self.links[id];
-        link.up && link.timing.dials && link.session.open(self.clients.sketch())
+        let opened = link.up && link.timing.dials && link.session.open(self.clients.sketch());
+        if opened {
+            link.counts.started(link.session.periodic());
+        }
+        opened
+    }
+
+    /// What the driver read on link `id` in one batch (counted once per batch, for the operator).
+    pub fn received(&mut self, id: usize, batch: Received) {
+        let c = &mut self.links[id].counts;
+        c.records_in += batch.records;
+        c.sync_records_in += batch.sync_records;
+        c.sync_bytes_in += batch.sync_bytes;
     }
 
     /// Whether a reconciliation is under way on link `id`.
@@ -779,13 +863,21 @@ impl Node {
             return Ok(false);
         }
         let sketch = self.clients.sketch();
-        match link
+        let (was_active, was_streaming) = (link.session.active(), link.session.streaming_all());
+        let outcome = link
             .session
-            .receive(id, m, sketch, self.clients.entries())?
-        {
+            .receive(id, m, sketch, self.clients.entries())?;
+        if !was_active && link.session.active() {
+            link.counts.started(link.session.periodic());
+        }
+        if !was_streaming && link.session.streaming_all() {
+            link.counts.full_streams += 1;
+        }
+        match outcome {
             Outcome::Queued => Ok(true),
             Outcome::Nothing => Ok(false),
             Outcome::Ended(report) => {
+                link.counts.finished(&report);
                 self.reports.push_back(report);
                 Ok(false)
             }
@@ -804,9 +896,15 @@ impl Node {
         if !link.up || link.epoch != epoch {
             return 0;
         }
+        let start = out.len();
         let (lines, mut n, report) =
             link.session
                 .transmit(id, self.clients.sketch(), self.clients.entries(), out, max);
+        link.counts.sync_records_out += n as u64;
+        link.counts.sync_bytes_out += (out.len() - start) as u64;
+        if let Some(r) = &report {
+            link.counts.finished(r);
+        }
         self.reports.extend(report);
         let mut n_lines = lines;
         while n_lines < max {
@@ -821,6 +919,7 @@ impl Node {
                 n_lines += 1;
             }
         }
+        link.counts.records_out += n as u64;
         n
     }
 }
@@ -974,17 +1073,26 @@ mod tests {
         let mut out = Vec::new();
         let epoch = from.links[fid].epoch;
         from.poll_transmit(fid, epoch, &mut out, 7);
+        // Counted as the driver counts a batch it reads.
+        let mut batch = Received::default();
         for line in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
             log.push(String::from_utf8(line.to_vec()).unwrap());
             match PeerMessage::parse(line).unwrap() {
                 PeerMessage::Record(r) => {
+                    batch.records += 1;
+                    if to.reconciling(tid) {
+                        batch.sync_records += 1;
+                        batch.sync_bytes += line.len() as u64 + 1;
+                    }
                     to.accept_peer_record(tid, r);
                 }
                 m => {
+                    batch.sync_bytes += line.len() as u64 + 1;
                     to.sync_message(tid, &m).unwrap();
                 }
             }
         }
+        to.received(tid, batch);
         out.is_empty()
     }
 
@@ -1018,6 +1126,66 @@ mod tests {
         assert_eq!(
             n.sync_message(0, &PeerMessage::Over),
             Err(SyncError::OutOfTurn)
+        );
+    }
+
+    #[test]
+    fn reconciliations_and_floods_are_counted_per_link() {
+        let mut a = Node::new("A", vec!["B".into()]);
+        let mut b = Node::new("B", vec!["A".into()]);
+        for i in 0..100u64 {
+            reply(&mut a, &format!("IAMAT c{i} +1+1 {i}"), 5000);
+        }
+        let bytes = |v: &[String]| v.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+        // B holds nothing: a link-up catch-up that streams the whole cache.
+        a.link_up(0, now());
+        b.link_up(0, now());
+        assert!(a.link_status(0).reconciling, "the dialling side opened it");
+        assert!(!b.link_status(0).reconciling, "no HERD-ROOT yet");
+        let (ab, ba) = pump(&mut a, 0, &mut b, 0);
+        let (sa, sb) = (a.link_status(0), b.link_status(0));
+        assert!(!sa.reconciling && !sb.reconciling);
+        let (ca, cb) = (sa.counts, sb.counts);
+        assert_eq!(
+            (ca.catchups_started, ca.catchups_finished, ca.full_streams),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            (cb.catchups_started, cb.catchups_finished, cb.full_streams),
+            (1, 1, 0)
+        );
+        assert_eq!((ca.sync_records_out, ca.records_out), (100, 100));
+        assert_eq!((cb.sync_records_in, cb.records_in), (100, 100));
+        assert_eq!((cb.sync_records_out, ca.sync_records_in), (0, 0));
+        assert_eq!(
+            (ca.sync_bytes_out, cb.sync_bytes_in),
+            (bytes(&ab), bytes(&ab))
+        );
+        assert_eq!(
+            (cb.sync_bytes_out, ca.sync_bytes_in),
+            (bytes(&ba), bytes(&ba))
+        );
+        // A flood is counted on the link, not as a reconciliation's.
+        reply(&mut a, "IAMAT late +1+1 1", 6000);
+        pump(&mut a, 0, &mut b, 0);
+        let (ca, cb) = (a.link_status(0).counts, b.link_status(0).counts);
+        assert_eq!((ca.records_out, ca.sync_records_out), (101, 100));
+        assert_eq!((cb.records_in, cb.sync_records_in), (101, 100));
+        // A periodic check (equal roots) is counted apart from the catch-ups.
+        assert!(a.check_link(0));
+        assert!(!b.check_link(0), "only the dialling side opens one");
+        pump(&mut a, 0, &mut b, 0);
+        for c in [a.link_status(0).counts, b.link_status(0).counts] {
+            assert_eq!((c.checks_started, c.checks_finished), (1, 1));
+            assert_eq!((c.catchups_started, c.catchups_finished), (1, 1));
+        }
+        // A catch-up cut by the link going down is started, never finished; counts survive link-ups.
+        a.link_down(0, a.links[0].epoch, now());
+        a.link_up(0, now());
+        let c = a.link_status(0).counts;
+        assert_eq!(
+            (c.catchups_started, c.catchups_finished, c.records_out),
+            (2, 1, 101)
         );
     }
 

@@ -25,7 +25,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::handshake::{Established, Failure, Greeting, Refusal, Verdict};
 use crate::log::{show, Dir, LogBuf, SUMMARY};
-use crate::node::{Accepted, LinkAction};
+use crate::node::{Accepted, LinkAction, Received};
 use crate::server::Shared;
 
 /// The greeting must be done within this.
@@ -284,9 +284,6 @@ async fn run_link(
                     log_reports(&shared, &mut node);
                     n
                 };
-                if n > 0 {
-                    shared.stats.flood(false, n as u64);
-                }
                 if pong_due.swap(false, Ordering::Relaxed) {
                     PeerMessage::Pong.write_to(&mut out);
                     out.push(b'\n');
@@ -418,6 +415,8 @@ impl LinkReader<'_> {
         {
             let mut node = self.shared.node();
             let mut heard = false;
+            // Counted in local integers, handed to the node and the shared totals once per batch.
+            let mut batch = Received::default();
             self.log.stamp();
             loop {
                 let line = match self.lines.decode(plain) {
@@ -434,7 +433,11 @@ impl LinkReader<'_> {
                         if self.shared.spec.log_lines {
                             self.log.line(Dir::PeerIn, &line);
                         }
-                        self.shared.stats.flood(true, 1);
+                        batch.records += 1;
+                        if node.reconciling(id) {
+                            batch.sync_records += 1;
+                            batch.sync_bytes += line.len() as u64 + 1;
+                        }
                         match node.accept_peer_record(id, r) {
                             Accepted::Stored => stored = true,
                             Accepted::Held => {}
@@ -459,15 +462,18 @@ impl LinkReader<'_> {
                         | PeerMessage::Want { .. }
                         | PeerMessage::Over
                         | PeerMessage::Synced { .. }),
-                    ) => match node.sync_message(id, &m) {
-                        Ok(queued) => wake |= queued,
-                        Err(e) => {
-                            warn!(conn, peer = %slot.name, line = %show(&line), cause = %e,
-                                "peer broke reconciliation: closing");
-                            result = Err("reconciliation out of turn");
-                            break;
+                    ) => {
+                        batch.sync_bytes += line.len() as u64 + 1;
+                        match node.sync_message(id, &m) {
+                            Ok(queued) => wake |= queued,
+                            Err(e) => {
+                                warn!(conn, peer = %slot.name, line = %show(&line), cause = %e,
+                                    "peer broke reconciliation: closing");
+                                result = Err("reconciliation out of turn");
+                                break;
+                            }
                         }
-                    },
+                    }
                     Ok(PeerMessage::Refused { reason }) => {
                         warn!(conn, peer = %slot.name, reason = %show(&reason), "peer refused the link");
                         result = Err("refused");
@@ -483,6 +489,7 @@ impl LinkReader<'_> {
             }
             if heard {
                 node.heard(id, Instant::now());
+                node.received(id, batch);
             }
             log_reports(self.shared, &mut node);
             if let Some(t) = self.shared.journal(&mut node) {

@@ -32,12 +32,12 @@ use crate::admin::live::Live;
 use crate::admin::Stats;
 use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
-use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits};
+use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits, Refusals};
 use crate::log::{Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
 use crate::node::{Node, Restored, Step};
 use crate::peers;
 use crate::places::{Answer, Places};
-use crate::store::{Store, StoreConfig};
+use crate::store::{LoadReport, Store, StoreConfig};
 
 /// Where receive times come from: the system clock, or a test's.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -182,6 +182,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     /// Samples of what clients do, for the live page.
     pub(crate) live: Live,
+    /// What the start loaded from the store: clients held after it, and its report.
+    pub(crate) loaded: Option<(usize, LoadReport)>,
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
@@ -218,6 +220,13 @@ impl Shared {
 
     fn admission(&self) -> MutexGuard<'_, Admission> {
         self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every refusal so far: the driver's (`? busy`, line time-outs) and the node's (IAMATs refused by
+    /// a limit). The node is locked briefly.
+    pub(crate) fn refusals(&self) -> Refusals {
+        let driver = self.admission().refusals();
+        driver.merged(&self.node().refusals())
     }
 
     /// Counts refusal `why` of the connection from `addr`, and says on the summary the first time the
@@ -329,12 +338,14 @@ async fn run_inner(
         .with_members(&spec.members)
         .with_limits(NodeLimits::from(&spec.limits));
     // Records on disk are loaded before anything is accepted.
-    let (node, store) = match spec.store.clone() {
+    let (node, store, loaded) = match spec.store.clone() {
         Some(cfg) => {
-            let (node, store) = tokio::task::spawn_blocking(move || load(node, &cfg)).await??;
-            (node, Some(store))
+            let (node, store, report) =
+                tokio::task::spawn_blocking(move || load(node, &cfg)).await??;
+            let clients = node.len();
+            (node, Some(store), Some((clients, report)))
         }
-        None => (node, None),
+        None => (node, None, None),
     };
     let admission = Admission::new(ConnLimits::new(
         spec.limits.max_connections,
@@ -347,8 +358,9 @@ async fn run_inner(
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         store,
-        stats: Stats::new(),
+        stats: Stats::new(spec.store.is_some()),
         live: Live::default(),
+        loaded,
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
         spec,
@@ -407,10 +419,7 @@ async fn run_inner(
         // What was appended is written (and synced) before the process may exit.
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
-    let refusals = shared
-        .admission()
-        .refusals()
-        .merged(&shared.node().refusals());
+    let refusals = shared.refusals();
     info!(target: SUMMARY, "{me} stopped (refused: {refusals})");
     info!(%refusals, "server stopped");
     Ok(())
@@ -449,7 +458,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
 }
 
 /// Opens the store of `cfg` and feeds what it holds to `node` (with its journal turned on).
-fn load(node: Node, cfg: &StoreConfig) -> anyhow::Result<(Node, Store)> {
+fn load(node: Node, cfg: &StoreConfig) -> anyhow::Result<(Node, Store, LoadReport)> {
     let began = Instant::now();
     let mut node = node.with_journal();
     let mut foreign = 0u64;
@@ -472,7 +481,7 @@ fn load(node: Node, cfg: &StoreConfig) -> anyhow::Result<(Node, Store)> {
             "skipped stored records naming servers no longer in the herd"
         );
     }
-    Ok((node, store))
+    Ok((node, store, report))
 }
 
 /// Compacts the store when it should ([`Store::wants_compaction`]), on a blocking thread, the node
@@ -922,7 +931,6 @@ impl<'a> Connection<'a> {
                             i += 1;
                         }
                         Step::Refused(why) => {
-                            shared.stats.refused(&why.to_string());
                             if self.logging {
                                 self.log.line(Dir::In, line);
                                 self.log.line(Dir::Out, &self.out[start..]);

@@ -602,6 +602,16 @@ impl Session {
         self.active
     }
 
+    /// Whether the run under way is a periodic check (a link-up catch-up otherwise).
+    pub fn periodic(&self) -> bool {
+        self.periodic
+    }
+
+    /// Whether the whole-cache stream is queued or running (the other side held nothing).
+    pub fn streaming_all(&self) -> bool {
+        self.all.is_some()
+    }
+
     /// Whether there is anything to write.
     pub fn wants_transmit(&self) -> bool {
         !self.jobs.is_empty()

@@ -60,6 +60,8 @@ pub struct Options {
     pub log: herd_server::log::Log,
     /// Serve the admin endpoint too, on a port of its own.
     pub admin: bool,
+    /// Keep each server's records in `DIR/<Name>/` (fsync `everysec`); `None`: in memory only.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             secret: None,
             log: herd_server::log::Log::off(),
             admin: false,
+            data_dir: None,
         }
     }
 }
@@ -128,7 +131,15 @@ pub async fn start_herd(
                 .clock
                 .clone()
                 .unwrap_or_else(|| Arc::new(herd_proto::Timestamp::now)),
-            store: None,
+            store: opts
+                .data_dir
+                .as_ref()
+                .map(|dir| herd_server::store::StoreConfig {
+                    dir: dir.join(name),
+                    fsync: herd_server::config::Fsync::Everysec,
+                    compact_bytes: herd_server::config::StoreSettings::default().compact_bytes,
+                    repair: false,
+                }),
         };
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().unwrap();

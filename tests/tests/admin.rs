@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use herd_tests::client::{exchange, exchange_text};
+use herd_server::config::Limits;
+use herd_tests::client::{exchange, exchange_text, Client};
 use herd_tests::eventually;
 use herd_tests::herd::{start_herd, Options};
 
@@ -80,12 +81,66 @@ async fn metrics_health_and_status() {
         assert_eq!(sample(&m, name), Some(want), "{name} in\n{m}");
     }
     assert!(m.trim_end().ends_with("# EOF"), "{m}");
-    // Ball heard both records over the link.
-    eventually("the flood counted", || async move {
+    // Ball heard both records over the link, counted per link too.
+    let mb = eventually("the flood counted", || async move {
         let m = get(admin_b, "/metrics").await;
-        (sample(&m, "herd_flood_in_total") == Some(2.0)).then_some(())
+        (sample(&m, "herd_flood_in_total") == Some(2.0)).then_some(m)
     })
     .await;
+    assert_eq!(
+        sample(&mb, "herd_link_flood_in_total{peer=\"Alford\"}"),
+        Some(2.0),
+        "{mb}"
+    );
+    // Alford's catch-up ends when Ball's HERD-SYNCED arrives.
+    let m = eventually("the catch-up ended", || async move {
+        let m = get(admin_a, "/metrics").await;
+        let ended = "herd_catchup_finished_total{peer=\"Ball\",kind=\"link-up\"}";
+        (sample(&m, ended) == Some(1.0)).then_some(m)
+    })
+    .await;
+    for (name, want) in [
+        ("herd_flood_out_total", 2.0),
+        ("herd_link_flood_out_total{peer=\"Ball\"}", 2.0),
+        ("herd_link_flood_in_total{peer=\"Ball\"}", 0.0),
+        // The link-up catch-up of two empty servers: begun and ended, nothing sent.
+        (
+            "herd_catchup_started_total{peer=\"Ball\",kind=\"link-up\"}",
+            1.0,
+        ),
+        (
+            "herd_catchup_finished_total{peer=\"Ball\",kind=\"link-up\"}",
+            1.0,
+        ),
+        (
+            "herd_catchup_started_total{peer=\"Ball\",kind=\"periodic\"}",
+            0.0,
+        ),
+        ("herd_catchup_full_streams_total{peer=\"Ball\"}", 0.0),
+        (
+            "herd_catchup_records_total{peer=\"Ball\",direction=\"sent\"}",
+            0.0,
+        ),
+        ("herd_catchup_in_progress{peer=\"Ball\"}", 0.0),
+        ("herd_refused_total{limit=\"busy\"}", 0.0),
+        ("herd_refused_total{limit=\"client-cap\"}", 0.0),
+        ("herd_store_enabled", 0.0),
+    ] {
+        assert_eq!(sample(&m, name), Some(want), "{name} in\n{m}");
+    }
+    // Bytes each way: Alford opened (HERD-ROOT 0 0, HERD-OVER), Ball ended (HERD-SYNCED 0).
+    let sent = "HERD-ROOT 0 0\nHERD-OVER\n".len() as f64;
+    let cb = "herd_catchup_bytes_total{peer=\"Ball\",direction=";
+    assert_eq!(sample(&m, &format!("{cb}\"sent\"}}")), Some(sent), "{m}");
+    assert_eq!(
+        sample(&m, &format!("{cb}\"received\"}}")),
+        Some("HERD-SYNCED 0\n".len() as f64),
+        "{m}"
+    );
+    assert!(
+        !m.contains("herd_store_journal"),
+        "no store, no store figures: {m}"
+    );
 
     let h = get(admin_a, "/health").await;
     assert!(
@@ -105,6 +160,13 @@ async fn metrics_health_and_status() {
     assert_eq!(v["links"][0]["name"], "Ball");
     assert_eq!(v["links"][0]["up"], true);
     assert!(v["links"][0]["last_heard_seconds"].as_f64().is_some());
+    assert_eq!(v["links"][0]["catching_up"], false);
+    assert_eq!(v["links"][0]["flood"]["out"], 2);
+    assert_eq!(v["links"][0]["catchup"]["started"]["link_up"], 1);
+    assert_eq!(v["links"][0]["catchup"]["finished"]["link_up"], 1);
+    assert_eq!(v["links"][0]["catchup"]["bytes"]["sent"], sent);
+    assert_eq!(v["refused"]["busy"], 0);
+    assert_eq!(v["store"], serde_json::Value::Null);
 
     assert!(get(admin_a, "/nope").await.starts_with("HTTP/1.1 404 "));
     assert!(http(admin_a, "POST /metrics HTTP/1.1\r\n\r\n")
@@ -120,4 +182,188 @@ async fn metrics_health_and_status() {
     for (_, s) in herd {
         s.stop().await;
     }
+}
+
+/// A connection over `max_connections` is answered `? busy` at accept and counted by its limit.
+#[tokio::test]
+async fn refusals_at_accept_are_counted() {
+    let herd = start_herd(
+        &[("Alford", &[])],
+        Options {
+            admin: true,
+            limits: Limits {
+                max_connections: 1,
+                ..Limits::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let a = &herd["Alford"];
+    let admin = a.admin.unwrap();
+    let mut held = Client::connect(a.addr).await;
+    held.send("IAMAT kiwi +1+1 1\n").await;
+    assert!(held.text_line().await.starts_with("AT Alford "));
+    let busy = String::from_utf8_lossy(&exchange(a.addr, "IAMAT pear +1+1 1\n").await).into_owned();
+    assert_eq!(busy, "? busy max_connections=1\n");
+    let m = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&m, "herd_refused_total{limit=\"busy\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "herd_refused_total{limit=\"busy-per-ip\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    let s = get(admin, "/status").await;
+    let v: serde_json::Value = serde_json::from_str(s.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(v["refused"]["busy"], 1);
+    drop(held);
+    for (_, s) in herd {
+        s.stop().await;
+    }
+}
+
+/// The store's state, and a whole-cache catch-up: a server restarted on its data folder shows what it
+/// loaded; its neighbour, restarted with its folder wiped, gets everything as one stream, counted on both
+/// sides of the link.
+#[tokio::test]
+async fn store_state_and_a_full_stream_catch_up() {
+    let data = std::env::temp_dir().join(format!("herd-admin-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let topology: &[(&str, &[&str])] = &[("Alford", &["Ball"]), ("Ball", &["Alford"])];
+    let opts = Options {
+        admin: true,
+        data_dir: Some(data.clone()),
+        ..Options::default()
+    };
+    let herd = start_herd(topology, opts.clone()).await;
+    let admin_b = herd["Ball"].admin.unwrap();
+    exchange_text(
+        herd["Alford"].addr,
+        "IAMAT a +1+1 1\nIAMAT b +1+1 1\nIAMAT c +1+1 1\n",
+    )
+    .await;
+    eventually("Ball holds all three", || async move {
+        let m = get(admin_b, "/metrics").await;
+        (sample(&m, "herd_records") == Some(3.0)).then_some(())
+    })
+    .await;
+    for (_, s) in herd {
+        s.stop().await;
+    }
+    std::fs::remove_dir_all(data.join("Ball")).unwrap();
+
+    let herd = start_herd(topology, opts).await;
+    let (admin_a, admin_b) = (herd["Alford"].admin.unwrap(), herd["Ball"].admin.unwrap());
+    let mb = eventually("Ball caught up", || async move {
+        let m = get(admin_b, "/metrics").await;
+        (sample(&m, "herd_records") == Some(3.0)
+            && sample(
+                &m,
+                "herd_catchup_finished_total{peer=\"Alford\",kind=\"link-up\"}",
+            ) == Some(1.0))
+        .then_some(m)
+    })
+    .await;
+    let ma = eventually("Alford's catch-up ended", || async move {
+        let m = get(admin_a, "/metrics").await;
+        (sample(
+            &m,
+            "herd_catchup_finished_total{peer=\"Ball\",kind=\"link-up\"}",
+        ) == Some(1.0))
+        .then_some(m)
+    })
+    .await;
+    for (name, want) in [
+        ("herd_store_enabled", 1.0),
+        ("herd_store_fsync{mode=\"everysec\"}", 1.0),
+        ("herd_store_loaded_clients", 3.0),
+        ("herd_store_loaded_records", 3.0),
+        ("herd_store_journal_records", 3.0),
+        ("herd_store_snapshot_age_seconds", -1.0),
+        ("herd_store_compactions_total", 0.0),
+        ("herd_store_failing", 0.0),
+        ("herd_store_unwritten_bytes", 0.0),
+        ("herd_catchup_full_streams_total{peer=\"Ball\"}", 1.0),
+        (
+            "herd_catchup_records_total{peer=\"Ball\",direction=\"sent\"}",
+            3.0,
+        ),
+        ("herd_link_flood_out_total{peer=\"Ball\"}", 3.0),
+        ("herd_catchup_in_progress{peer=\"Ball\"}", 0.0),
+    ] {
+        assert_eq!(sample(&ma, name), Some(want), "{name} in\n{ma}");
+    }
+    assert!(
+        sample(&ma, "herd_store_journal_bytes").unwrap() > 0.0,
+        "{ma}"
+    );
+    for (name, want) in [
+        ("herd_store_loaded_clients", 0.0),
+        ("herd_catchup_full_streams_total{peer=\"Alford\"}", 0.0),
+        (
+            "herd_catchup_records_total{peer=\"Alford\",direction=\"received\"}",
+            3.0,
+        ),
+        ("herd_link_flood_in_total{peer=\"Alford\"}", 3.0),
+    ] {
+        assert_eq!(sample(&mb, name), Some(want), "{name} in\n{mb}");
+    }
+    // What Alford wrote, Ball read.
+    let bytes = |m: &str, peer: &str, dir: &str| {
+        sample(
+            m,
+            &format!("herd_catchup_bytes_total{{peer=\"{peer}\",direction=\"{dir}\"}}"),
+        )
+    };
+    assert_eq!(bytes(&ma, "Ball", "sent"), bytes(&mb, "Alford", "received"));
+    assert_eq!(bytes(&mb, "Alford", "sent"), bytes(&ma, "Ball", "received"));
+    let s = get(admin_a, "/status").await;
+    let v: serde_json::Value = serde_json::from_str(s.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let st = &v["store"];
+    assert_eq!(st["fsync"], "everysec");
+    assert_eq!(st["failing"], false);
+    assert_eq!(st["loaded"]["clients"], 3);
+    assert_eq!(st["snapshot_age_seconds"], serde_json::Value::Null);
+    assert!(st["dir"].as_str().unwrap().ends_with("Alford"), "{st}");
+    assert_eq!(v["links"][0]["catchup"]["full_streams"], 1);
+    assert_eq!(v["links"][0]["catchup"]["records"]["sent"], 3);
+    for (_, s) in herd {
+        s.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `/health` says `503 stopping` once shutdown has begun: a request that arrives while the server
+/// drains is answered so, and no new connection is taken.
+#[tokio::test]
+async fn health_is_503_while_stopping() {
+    let mut herd = start_herd(
+        &[("Alford", &[])],
+        Options {
+            admin: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let a = herd.remove("Alford").unwrap();
+    let (addr, admin) = (a.addr, a.admin.unwrap());
+    let mut pending = Client::connect(admin).await;
+    pending.send("GET /health HTTP/1.1\r\nHost: x\r\n").await;
+    let stopping = tokio::spawn(a.stop());
+    eventually("the listener closed", || async move {
+        tokio::net::TcpStream::connect(addr).await.err().map(|_| ())
+    })
+    .await;
+    pending.send("\r\n").await;
+    let answer = String::from_utf8_lossy(&pending.read_to_end().await).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+            && answer.ends_with("stopping\n"),
+        "{answer}"
+    );
+    stopping.await.unwrap();
 }

@@ -239,6 +239,58 @@ fn check_default_config_and_settings_that_cannot_work() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `herd-server man` prints a roff page that names every command; `--dir` writes one page per command
+/// (an unwritable folder is an error with its cause, exit 1).
+#[test]
+fn man_pages_for_the_server() {
+    let out = Command::new(server_binary()).arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.starts_with(".ie \\n(.g .ds Aq"), "{page}");
+    assert!(page.contains(".TH herd-server 1"), "{page}");
+    for command in ["serve", "up", "check", "default\\-config", "man"] {
+        assert!(
+            page.contains(&format!("herd\\-server\\-{command}(1)")),
+            "{command} in {page}"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("herd-server-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(server_binary())
+        .args(["man", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "herd-server-check.1",
+            "herd-server-default-config.1",
+            "herd-server-man.1",
+            "herd-server-serve.1",
+            "herd-server-up.1",
+            "herd-server.1"
+        ]
+    );
+    let serve = std::fs::read_to_string(dir.join("herd-server-serve.1")).unwrap();
+    assert!(serve.contains("\\-\\-data\\-dir"), "{serve}");
+    // A folder that cannot be made.
+    let file = dir.join("herd-server.1");
+    let out = Command::new(server_binary())
+        .args(["man", "--dir", file.join("sub").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("herd-server: error: creating "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `deploy/herd-server@.service` passes `systemd-analyze verify` (where systemd is installed), with its
 /// binary path pointed at the one built here.
 #[test]

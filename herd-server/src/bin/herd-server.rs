@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use herd_server::{Config, Places, ServerSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,12 @@ enum Command {
     },
     /// Print the built-in default herd as a TOML config, every other key at its default in comments.
     DefaultConfig,
+    /// Print the man page (herd-server.1), or write one per command into DIR.
+    Man {
+        /// Write herd-server.1, herd-server-serve.1, … into this folder.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -84,6 +90,15 @@ fn main() -> ExitCode {
             print!("{}", default_config());
             return ExitCode::SUCCESS;
         }
+        Command::Man { dir } => {
+            return match man(dir.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("herd-server: error: {}", report(&err, debug));
+                    ExitCode::from(1)
+                }
+            };
+        }
     };
     let runtime = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
@@ -111,6 +126,25 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `herd-server man`: the page of the whole command on stdout, or one page per command into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let cmd = Cli::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            std::io::stdout().write_all(&page)?;
+        }
+    }
+    Ok(())
 }
 
 /// The error and its causes (`Caused by:`), and a backtrace when `debug`.
@@ -266,7 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (names, common) = match &cli.command {
         Command::Serve { name, common } => (Some(vec![name.clone()]), common),
         Command::Up { common } => (None, common),
-        Command::Check { .. } | Command::DefaultConfig => return Ok(()),
+        Command::Check { .. } | Command::DefaultConfig | Command::Man { .. } => return Ok(()),
     };
     let mut config = match &common.config {
         Some(path) => Config::load(path)?,

@@ -39,7 +39,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use tokio::sync::watch;
@@ -85,6 +85,26 @@ pub struct Progress {
 #[error("the records could not be written to disk")]
 pub struct NotDurable;
 
+/// How the store stands, for the operator (`/metrics`, `/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreState {
+    /// Bytes in the journals since the last snapshot.
+    pub journal_bytes: u64,
+    /// Records in the journals since the last snapshot.
+    pub journal_records: u64,
+    /// Bytes appended and not yet written to the journal file (the writer's backlog).
+    pub unwritten_bytes: u64,
+    /// Bytes appended and not yet synced by the server (under `fsync = "no"` the system syncs, so
+    /// this only grows until shutdown).
+    pub unsynced_bytes: u64,
+    /// When the newest snapshot was written (`None`: there is none yet).
+    pub snapshot_at: Option<SystemTime>,
+    /// Compactions that completed since the start.
+    pub compactions: u64,
+    /// Persistence is failing: a write or sync failed and no compaction has repaired it yet.
+    pub failing: bool,
+}
+
 /// What a start found on disk.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoadReport {
@@ -121,6 +141,10 @@ struct State {
     journal_bytes: u64,
     journal_records: u64,
     closing: bool,
+    /// When the newest snapshot was written (`None`: there is none).
+    snapshot_at: Option<SystemTime>,
+    /// Compactions that completed since the start.
+    compactions: u64,
     /// The writer is waiting for appends: only then does an append wake it (a wake is a syscall; a
     /// busy writer finds the new bytes when it comes back for more).
     idle: bool,
@@ -402,6 +426,10 @@ impl Store {
                 journal_bytes,
                 journal_records,
                 closing: false,
+                snapshot_at: (base > 0)
+                    .then(|| std::fs::metadata(snapshot_path(dir, base)).and_then(|m| m.modified()))
+                    .and_then(Result::ok),
+                compactions: 0,
                 idle: false,
             }),
             wake: Condvar::new(),
@@ -491,6 +519,21 @@ impl Store {
         }
         let mut rx = self.inner.progress.subscribe();
         let _ = rx.wait_for(behind).await;
+    }
+
+    /// How the store stands now (one short lock).
+    pub fn state(&self) -> StoreState {
+        let p = *self.inner.progress.borrow();
+        let s = lock(&self.inner.state);
+        StoreState {
+            journal_bytes: s.journal_bytes,
+            journal_records: s.journal_records,
+            unwritten_bytes: s.appended.saturating_sub(p.written.max(p.failed)),
+            unsynced_bytes: s.appended.saturating_sub(p.durable.max(p.failed)),
+            snapshot_at: s.snapshot_at,
+            compactions: s.compactions,
+            failing: s.broken || s.error.is_some(),
+        }
     }
 
     /// The writer's position.
@@ -752,6 +795,8 @@ impl Store {
         let recovered = {
             let mut s = lock(&inner.state);
             s.needs_snapshot = false;
+            s.snapshot_at = Some(SystemTime::now());
+            s.compactions += 1;
             s.error.take()
         };
         if let Some(e) = recovered {
@@ -845,6 +890,54 @@ mod tests {
         drop(s);
         let (s, got) = open(&c).unwrap();
         assert_eq!(got, lines(0..100));
+        s.close();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// What `/metrics` shows of a store: journal size, backlog, snapshots and compactions, failure.
+    #[tokio::test]
+    async fn state_follows_appends_compactions_and_failures() {
+        let d = dir("state");
+        let c = cfg(&d, Fsync::Always);
+        let (s, _) = open(&c).unwrap();
+        let st = s.state();
+        assert_eq!(
+            (st.journal_records, st.compactions, st.failing),
+            (0, 0, false)
+        );
+        assert_eq!(st.snapshot_at, None);
+        let bytes = framed(&lines(0..10));
+        let len = bytes.len() as u64;
+        let t = s.append(&mut bytes.clone(), 10);
+        s.durable(t).await.unwrap();
+        let st = s.state();
+        assert_eq!((st.journal_records, st.journal_bytes), (10, len));
+        assert_eq!((st.unwritten_bytes, st.unsynced_bytes), (0, 0));
+        // A failed write: failing until a compaction makes the disk whole again.
+        broke(
+            &s.inner,
+            "writing the journal",
+            &std::io::Error::other("no space"),
+        );
+        assert!(s.state().failing);
+        let live = lines(0..10);
+        s.compact(|_, out| {
+            out.extend_from_slice(&framed(&live));
+            None
+        })
+        .unwrap();
+        let st = s.state();
+        assert!(!st.failing);
+        assert_eq!((st.compactions, st.journal_records), (1, 0));
+        let at = st.snapshot_at.expect("a snapshot");
+        s.close();
+        drop(s);
+        // After a restart, the snapshot's age comes from its file.
+        let (s, _) = open(&c).unwrap();
+        let st = s.state();
+        assert_eq!(st.compactions, 0);
+        let since = st.snapshot_at.expect("the snapshot on disk");
+        assert!(since.duration_since(at).unwrap_or_default() < Duration::from_secs(60));
         s.close();
         let _ = std::fs::remove_dir_all(&d);
     }
