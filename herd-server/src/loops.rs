@@ -67,6 +67,11 @@ impl Loops {
         Ok(loops)
     }
 
+    /// The runtime handles of the loops, to hand them listeners ([`Listeners::with`]) or tasks.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
     /// How many loops (besides the caller's).
     pub fn len(&self) -> usize {
         self.handles.len()
@@ -114,6 +119,14 @@ impl From<TcpListener> for Listeners {
 }
 
 impl Listeners {
+    /// Adds `listener` (a std listener, registered with no runtime yet) to be served by the loop of
+    /// `handle`: the connections it accepts run on that loop. It usually shares the address of the
+    /// others ([`bind_on`]) but need not.
+    pub fn with(mut self, handle: Handle, listener: std::net::TcpListener) -> Self {
+        self.more.push((handle, listener));
+        self
+    }
+
     /// The address they listen on.
     ///
     /// # Errors

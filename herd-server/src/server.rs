@@ -385,7 +385,10 @@ async fn run_inner(
     for (handle, listener) in listeners.more {
         let s = shared.clone();
         let accepting = async move {
-            match TcpListener::from_std(listener) {
+            match listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener))
+            {
                 Ok(l) => accept(&s, l).await,
                 Err(e) => error!(cause = %e, "cannot listen on an event loop"),
             }

@@ -60,6 +60,9 @@ pub struct Options {
     pub log: herd_server::log::Log,
     /// Serve the admin endpoint too, on a port of its own.
     pub admin: bool,
+    /// Accept clients (and neighbours' links) only on this event loop (a
+    /// [`herd_server::Loops`] handle), not on the test's runtime, which runs the rest.
+    pub on_loop: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Options {
@@ -71,6 +74,7 @@ impl Default for Options {
             secret: None,
             log: herd_server::log::Log::off(),
             admin: false,
+            on_loop: None,
         }
     }
 }
@@ -133,8 +137,16 @@ pub async fn start_herd(
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().unwrap();
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
+        let listeners = match &opts.on_loop {
+            // The test's runtime listens on a port nobody is told of; the loop on the real one.
+            Some(handle) => {
+                herd_server::Listeners::from(herd_server::bind("127.0.0.1:0").await.expect("bind"))
+                    .with(handle.clone(), listener.into_std().expect("listener"))
+            }
+            None => herd_server::Listeners::from(listener),
+        };
         let task = tokio::spawn(herd_server::run_with_admin(
-            listener,
+            listeners,
             admin,
             spec,
             shutdown.clone(),
