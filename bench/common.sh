@@ -18,7 +18,14 @@ build() {
   (cd "$ROOT" && cargo build --release -q -p herd-server -p herd-cli --bins --examples)
 }
 
+# free_port: a port nothing listens on. PORT_BASE=N hands out N, N+1, … instead of ports the kernel picks.
 free_port() {
+  if [ -n "${PORT_BASE:-}" ]; then
+    local n; n=$(cat "$WORK/next-port" 2>/dev/null || echo "$PORT_BASE")
+    echo $((n + 1)) > "$WORK/next-port"
+    echo "$n"
+    return
+  fi
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
@@ -52,11 +59,12 @@ start_echo() {
   wait_port "$1"
 }
 
-# one_server PORT [extra herd-server args…]: a lone herd server, line logging off.
+# one_server PORT [extra herd-server args…]: a lone herd server, line logging off (SERVER=binary: another
+# build than this tree's).
 one_server() {
   local port=$1; shift
   printf '[log]\nlines = false\n[[server]]\nname = "Alford"\nlisten = "127.0.0.1:%s"\n' "$port" > "$WORK/one-$port.toml"
-  "$BIN/herd-server" serve Alford --config "$WORK/one-$port.toml" --log-dir "$WORK/logs" "$@" 2>/dev/null &
+  "${SERVER:-$BIN/herd-server}" serve Alford --config "$WORK/one-$port.toml" --log-dir "$WORK/logs" "$@" 2>/dev/null &
   PIDS+=($!)
   wait_port "$port"
 }
@@ -66,7 +74,7 @@ one_server() {
 logged_server() {
   local port=$1; shift
   printf '[log]\n%s\n[[server]]\nname = "Alford"\nlisten = "127.0.0.1:%s"\n' "${LOG_TOML:-}" "$port" > "$WORK/logged-$port.toml"
-  "$BIN/herd-server" serve Alford --config "$WORK/logged-$port.toml" --log-dir "$WORK/logs-$port" "$@" 2>/dev/null &
+  "${SERVER:-$BIN/herd-server}" serve Alford --config "$WORK/logged-$port.toml" --log-dir "$WORK/logs-$port" "$@" 2>/dev/null &
   PIDS+=($!)
   wait_port "$port"
 }
@@ -95,6 +103,11 @@ print(v)' "$1" "$2"
 
 ratio() {
   python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}" if b else "n/a")' "$1" "$2"
+}
+
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (getconf CLK_TCK a second).
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
 rss_kb() {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod handshake;
 pub mod limits;
 pub mod log;
+pub mod loops;
 pub mod node;
 mod peers;
 pub mod places;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod sync;
 
 pub use config::Config;
+pub use loops::{bind_on, Listeners, Loops};
 pub use places::Places;
 pub use server::{bind, run, run_with_admin, Clock, ServerSpec};
 

@@ -34,6 +34,7 @@ use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
 use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits, Refusals};
 use crate::log::{Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
+use crate::loops::Listeners;
 use crate::node::{Node, Restored, Step};
 use crate::peers;
 use crate::places::{Answer, Places};
@@ -59,7 +60,7 @@ const BUSY_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Listen backlog: bursts of connects wait in the kernel instead of overflowing into SYN cookies
 /// and resets (the kernel caps it at `net.core.somaxconn`).
-const BACKLOG: u32 = 4096;
+pub(crate) const BACKLOG: u32 = 4096;
 
 /// Binds `addr` (`host:port`) with a deep accept queue and `SO_REUSEADDR`, so a restarted server can
 /// take its port back at once.
@@ -288,11 +289,13 @@ impl Drop for Ticket {
 }
 
 /// Runs one server on `listener` until `shutdown` is cancelled, then waits for the replies in flight.
+/// `listener` is a [`TcpListener`], or [`Listeners`] to accept on several event loops
+/// ([`crate::loops`]); each connection is served by the loop that accepted it.
 ///
 /// # Errors
 /// Never for a connection's trouble (those are logged); only if the server cannot run at all.
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     spec: ServerSpec,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -305,19 +308,19 @@ pub async fn run(
 /// # Errors
 /// As [`run`].
 pub async fn run_with_admin(
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     admin: Option<TcpListener>,
     spec: ServerSpec,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let span = info_span!("server", server = %spec.name);
-    run_inner(listener, admin, spec, shutdown)
+    run_inner(listener.into(), admin, spec, shutdown)
         .instrument(span)
         .await
 }
 
 async fn run_inner(
-    listener: TcpListener,
+    listeners: Listeners,
     admin: Option<TcpListener>,
     spec: ServerSpec,
     shutdown: CancellationToken,
@@ -365,7 +368,7 @@ async fn run_inner(
         admission: Mutex::new(admission),
         spec,
     });
-    let local = listener.local_addr()?;
+    let local = listeners.local_addr()?;
     if let Some(admin) = admin {
         let s = shared.clone();
         shared
@@ -390,28 +393,21 @@ async fn run_inner(
         shared.tracker.spawn(keep_store(s).in_current_span());
     }
 
-    let mut backoff = std::time::Duration::from_millis(10);
-    loop {
-        // Accept whatever the client count: a connection over a limit is answered and closed, never
-        // left waiting silently in the kernel's queue.
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.cancelled() => break,
+    // Each other loop accepts on its own listener; the connections it accepts are its tasks.
+    for (handle, listener) in listeners.more {
+        let s = shared.clone();
+        let accepting = async move {
+            match listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener))
+            {
+                Ok(l) => accept(&s, l).await,
+                Err(e) => error!(cause = %e, "cannot listen on an event loop"),
+            }
         };
-        match accepted {
-            Ok((stream, addr)) => {
-                backoff = std::time::Duration::from_millis(10);
-                admit(&shared, stream, addr);
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: wait, then go on.
-                error!(cause = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
-            }
-        }
+        handle.spawn(shared.tracker.track_future(accepting.in_current_span()));
     }
-    drop(listener);
+    accept(&shared, listeners.first).await;
     info!("stopped accepting; finishing connections");
     shared.tracker.close();
     shared.tracker.wait().await;
@@ -423,6 +419,31 @@ async fn run_inner(
     info!(target: SUMMARY, "{me} stopped (refused: {refusals})");
     info!(%refusals, "server stopped");
     Ok(())
+}
+
+/// Accepts connections on `listener` until shutdown; each is served by a task on this thread's runtime.
+async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
+    let mut backoff = std::time::Duration::from_millis(10);
+    loop {
+        // Accept whatever the client count: a connection over a limit is answered and closed, never
+        // left waiting silently in the kernel's queue.
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                backoff = std::time::Duration::from_millis(10);
+                admit(shared, stream, addr);
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, then go on.
+                error!(cause = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Decides what becomes of a connection just accepted: served, or over a limit.

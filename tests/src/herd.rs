@@ -62,6 +62,9 @@ pub struct Options {
     pub admin: bool,
     /// Keep each server's records in `DIR/<Name>/` (fsync `everysec`); `None`: in memory only.
     pub data_dir: Option<PathBuf>,
+    /// Accept clients (and neighbours' links) only on this event loop (a
+    /// [`herd_server::Loops`] handle), not on the test's runtime, which runs the rest.
+    pub on_loop: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             log: herd_server::log::Log::off(),
             admin: false,
             data_dir: None,
+            on_loop: None,
         }
     }
 }
@@ -144,8 +148,16 @@ pub async fn start_herd(
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().unwrap();
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
+        let listeners = match &opts.on_loop {
+            // The test's runtime listens on a port nobody is told of; the loop on the real one.
+            Some(handle) => {
+                herd_server::Listeners::from(herd_server::bind("127.0.0.1:0").await.expect("bind"))
+                    .with(handle.clone(), listener.into_std().expect("listener"))
+            }
+            None => herd_server::Listeners::from(listener),
+        };
         let task = tokio::spawn(herd_server::run_with_admin(
-            listener,
+            listeners,
             admin,
             spec,
             shutdown.clone(),

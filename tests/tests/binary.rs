@@ -50,6 +50,11 @@ async fn serve_with_config_and_log_dir() {
 }
 
 fn run_with_config(text: &str) -> (Option<i32>, String) {
+    run_with_config_and(text, &[])
+}
+
+/// [`run_with_config`], with more arguments for `up`.
+fn run_with_config_and(text: &str, args: &[&str]) -> (Option<i32>, String) {
     let dir = std::env::temp_dir().join(format!(
         "herd-bad-config-{}-{}",
         std::process::id(),
@@ -58,14 +63,25 @@ fn run_with_config(text: &str) -> (Option<i32>, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(server_binary())
+    let mut child = Command::new(server_binary())
         .args(["up", "--config"])
         .arg(&path)
         .arg("--log-dir")
         .arg(dir.join("logs"))
+        .args(args)
         .env_remove("GOOGLE_PLACES_API_KEY")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A server that starts when it should have been refused is stopped (and reported as such:
+    // no exit code) rather than left running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     (
         out.status.code(),
@@ -113,6 +129,38 @@ async fn a_taken_port_is_refused() {
         err.contains(&format!("A cannot listen on 127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+/// On event loops a server's listeners share the port (`SO_REUSEPORT`) among themselves only: a second
+/// server started on the same port is refused, and the first goes on answering on every loop.
+#[tokio::test]
+async fn a_port_held_by_a_server_on_event_loops_is_refused_to_a_second() {
+    let mut herd = Processes::new(&[("Alford", &[])], "");
+    herd.args = ["--threads", "2", "--runtime", "loops"]
+        .map(String::from)
+        .to_vec();
+    herd.start("Alford").await;
+    let addr = herd.addr("Alford");
+    for shape in ["loops", "stealing"] {
+        let (code, err) = run_with_config_and(
+            &format!("[[server]]\nname = \"A\"\nlisten = \"{addr}\"\n"),
+            &["--threads", "2", "--runtime", shape],
+        );
+        assert_eq!(code, Some(1), "{shape}: {err}");
+        assert!(err.contains(&format!("A cannot listen on {addr}")), "{err}");
+    }
+    // Connections are spread over both loops by the kernel: all of them are answered.
+    let mut answers = Vec::new();
+    for i in 0..32 {
+        answers.push(tokio::spawn(exchange_text(
+            addr,
+            format!("IAMAT c{i} +1+1 1479413884\n"),
+        )));
+    }
+    for a in answers {
+        let reply = a.await.unwrap();
+        assert!(reply.starts_with("AT Alford "), "{reply}");
+    }
 }
 
 #[tokio::test]

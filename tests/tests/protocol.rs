@@ -8,7 +8,7 @@ use herd_server::config::{Backend, Limits, PlacesConfig};
 use herd_server::Places;
 use herd_tests::client::{exchange, exchange_text, Client};
 use herd_tests::fake_places::{FakePlaces, Script};
-use herd_tests::herd::{start_server, Options};
+use herd_tests::herd::{held, start_herd, start_server, Options};
 use herd_tests::{eventually, fixture};
 
 const IAMAT: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450";
@@ -290,6 +290,45 @@ async fn offline_places_near_ucla_are_real() {
     let answer = exchange_text(s.addr, "WHATSAT kiwi.cs.ucla.edu 10 0\n").await;
     assert!(answer.contains("\"results\": []"), "{answer}");
     s.stop().await;
+}
+
+/// Servers whose clients and inbound links are all served on another event loop
+/// (`herd_server::loops`): replies, a record flooded over a link accepted on that loop, a Places
+/// look-up over HTTP from it, and a shutdown that waits for the loop's connections.
+#[tokio::test]
+async fn servers_on_another_event_loop_answer_flood_and_look_up() {
+    let loops = herd_server::Loops::start(1).unwrap();
+    let (fake, places) = slow_places(Duration::ZERO).await;
+    let herd = start_herd(
+        &[("Alford", &["Hamilton"]), ("Hamilton", &["Alford"])],
+        Options {
+            places,
+            on_loop: Some(loops.handles()[0].clone()),
+            ..fixed_clock()
+        },
+    )
+    .await;
+    let (alford, hamilton) = (herd["Alford"].addr, herd["Hamilton"].addr);
+    // Alford dials Hamilton (its name sorts first): the link lands on Hamilton's loop.
+    let at = exchange_text(hamilton, format!("{IAMAT}\n")).await;
+    assert_eq!(at, format!("{}\n", AT.replace("Alford", "Hamilton")));
+    eventually("the record to reach Alford", || async {
+        (held(alford, "kiwi.cs.ucla.edu").await.as_deref() == Some(at.trim_end())).then_some(())
+    })
+    .await;
+    let mut c = Client::connect(alford).await;
+    c.send("WHATSAT kiwi.cs.ucla.edu 10 2\n").await;
+    let answer = c.whatsat_answer().await;
+    assert!(answer.contains("\"status\": \"OK\""), "{answer}");
+    assert!(!fake.requests().is_empty(), "the look-up went out");
+    // A connection still open on the loop is closed by the shutdown, which then completes.
+    for (_, s) in herd {
+        tokio::time::timeout(Duration::from_secs(10), s.stop())
+            .await
+            .expect("the server stops");
+    }
+    drop(c);
+    loops.stop();
 }
 
 #[tokio::test]

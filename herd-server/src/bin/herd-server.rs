@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
-use herd_server::{Config, Places, ServerSpec};
+use herd_server::{Config, Loops, Places, ServerSpec};
 use tokio_util::sync::CancellationToken;
 
 /// A herd of application servers: clients report where they are (IAMAT), any server answers what is
@@ -65,9 +65,15 @@ struct Common {
     /// Where `<Name>.log` files go.
     #[arg(long, value_name = "DIR", default_value = "logs")]
     log_dir: PathBuf,
-    /// Runtime threads; 1 runs everything on one thread (no cross-core hand-offs). Default: one per core.
+    /// Threads serving clients: event loops, or the work-stealing runtime's workers (see --runtime);
+    /// 1 runs everything on one thread. Default: one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// How the threads share the clients: `loops`, one single-threaded event loop per thread, each
+    /// accepting connections on its own listener (SO_REUSEPORT) and serving them to the end; or
+    /// `stealing`, tokio's work-stealing runtime, where any thread may run any connection.
+    #[arg(long, value_enum, default_value_t = Shape::Loops)]
+    runtime: Shape,
     /// Keep records on disk in DIR/<Name>/ (overrides `[store] dir`); without it (and without
     /// `[store] dir`), records live in memory only.
     #[arg(long, value_name = "DIR")]
@@ -78,13 +84,22 @@ struct Common {
     repair: bool,
 }
 
+/// How the runtime's threads share the clients (BENCHMARKS.md measures both).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shape {
+    /// One single-threaded event loop per thread, each with its own listener (`herd_server::loops`).
+    Loops,
+    /// Tokio's multi-thread, work-stealing runtime.
+    Stealing,
+}
+
 fn main() -> ExitCode {
     // anyhow captures a backtrace whenever RUST_BACKTRACE is set: only HERD_DEBUG=1 asks for one.
     let debug = std::env::var_os("HERD_DEBUG").is_some_and(|v| v == "1");
     std::env::set_var("RUST_LIB_BACKTRACE", if debug { "1" } else { "0" });
     let cli = Cli::parse();
-    let threads = match &cli.command {
-        Command::Serve { common, .. } | Command::Up { common } => common.threads.map(usize::from),
+    let (threads, shape) = match &cli.command {
+        Command::Serve { common, .. } | Command::Up { common } => (common.threads, common.runtime),
         Command::Check { config } => return check(config.as_deref(), debug),
         Command::DefaultConfig => {
             print!("{}", default_config());
@@ -100,26 +115,41 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        usize::from,
+    );
+    // The main thread's runtime is the first loop (or the work-stealing runtime); the other loops
+    // run on threads of their own.
+    let started = match (shape, threads) {
+        (Shape::Loops, _) | (Shape::Stealing, 1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
+            .build()
+            .and_then(|rt| {
+                let more = if shape == Shape::Loops {
+                    threads - 1
+                } else {
+                    0
+                };
+                Ok((rt, Loops::start(more)?))
+            }),
+        (Shape::Stealing, n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
             .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+            .build()
+            .map(|rt| (rt, Loops::none())),
     };
-    let runtime = match runtime {
-        Ok(rt) => rt,
+    let (runtime, loops) = match started {
+        Ok(started) => started,
         Err(e) => {
             eprintln!("herd-server: error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli, &loops));
+    // The servers have stopped: nothing of theirs runs on the loops any more.
+    loops.stop();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("herd-server: error: {}", report(&err, debug));
@@ -296,7 +326,7 @@ fn default_config() -> String {
     )
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     let (names, common) = match &cli.command {
         Command::Serve { name, common } => (Some(vec![name.clone()]), common),
         Command::Up { common } => (None, common),
@@ -327,7 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for spec in &specs {
         let server = config.server(&spec.name).context("server vanished")?;
         let listen = &server.listen;
-        let listener = herd_server::bind(listen)
+        let listener = herd_server::bind_on(listen, loops)
             .await
             .with_context(|| format!("{} cannot listen on {listen}", spec.name))?;
         let admin = match &server.admin {

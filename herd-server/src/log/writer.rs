@@ -1,30 +1,56 @@
 //! The writing side of one log file: a queue bounded in bytes, a thread that drains it, size rotation,
 //! reopening on SIGHUP, and honest drops when the disk refuses.
 //!
-//! Connections hand whole buffers (many lines each) to [`Queue::push`]; the writer thread takes them in
-//! order and does one `write` per buffer. The queue counts the bytes it holds, the buffer being written
-//! included, so a disk slower than the clients makes connections wait for room (back-pressure) and the
-//! memory held for the log never passes the bound. The writer never touches the async runtime, so a
-//! connection blocked on a full queue always gets room back.
+//! Connections hand whole buffers (many lines each) to [`Queue::push`]; the writer thread takes every
+//! buffer queued at once and writes them with one `writev`. The queue counts the bytes it holds, the
+//! buffers being written included, so a disk slower than the clients makes connections wait for room
+//! (back-pressure) and the memory held for the log never passes the bound. The writer never touches the
+//! async runtime, so a connection blocked on a full queue always gets room back.
+//!
+//! Wake-ups are what a busy log costs most, not bytes: a futex call for the producer and a context
+//! switch for the writer, per batch of lines, on cores that the connections need. So a producer wakes
+//! the writer only when it sleeps with nothing to do, or when [`Queue::wake_at`] bytes wait; under load
+//! the writer instead lingers ([`LINGER`]) after each write and takes whatever came meanwhile, so it
+//! runs a few hundred times a second whatever the request rate, and a producer's hand-over is a lock,
+//! a `Vec` push and an unlock.
 //!
 //! A write that fails (no space, an I/O error, the folder removed) does not stop the server: the writer
 //! says once on stderr that it is dropping lines, counts them, retries every [`RETRY`] (reopening the
 //! file), and when a write succeeds again writes a line saying how many were lost, and says so on stderr.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, IoSlice, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// While dropping, a write is tried again this often (buffers in between are counted, not written).
 pub(crate) const RETRY: Duration = Duration::from_millis(200);
-/// Spare buffers kept for reuse, so a busy connection does not allocate a new buffer per batch.
-const SPARES: usize = 32;
-/// A spare buffer larger than this is freed instead of kept.
+/// After a write, the writer waits this long for more lines before it writes again (unless
+/// [`Queue::wake_at`] bytes wait sooner), so a busy server's lines go out in a few large writes.
+/// It is also the most a line waits in the queue under load.
+pub(crate) const LINGER: Duration = Duration::from_millis(2);
+/// A producer wakes a lingering writer early once this many bytes wait (or a quarter of the bound, if
+/// that is less), so a burst is written before it fills the bound.
+const WAKE_AT: usize = 512 * 1024;
+/// Most buffers handed to one `writev` (Linux takes up to 1024).
+const IOV_MAX: usize = 1024;
+/// Most spare buffers kept for reuse, so a busy connection does not allocate a new buffer per batch…
+const SPARES: usize = 256;
+/// …and a spare buffer larger than this is freed instead of kept.
 const SPARE_MAX: usize = 256 * 1024;
+
+/// What the writer thread is doing, for producers deciding whether to wake it.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+enum Writing {
+    /// Writing, or about to look at the queue: nobody needs to wake it.
+    #[default]
+    Busy,
+    /// Asleep with an empty queue: the next buffer wakes it.
+    Idle,
+    /// Waiting [`LINGER`] for more after a write: only [`Queue::wake_at`] bytes wake it early.
+    Lingering,
+}
 
 /// The bounded queue between the connections of one server and its log file's writer thread.
 pub(crate) struct Queue {
@@ -37,29 +63,92 @@ pub(crate) struct Queue {
     room: tokio::sync::Notify,
     /// Most bytes held at once (a single larger buffer is let through when the queue is empty).
     cap: usize,
-    /// The most bytes ever held, for tests and benchmarks.
-    high_water: AtomicUsize,
+    /// Bytes queued that make a producer wake a lingering writer.
+    wake_at: usize,
 }
 
 #[derive(Default)]
 struct State {
-    bufs: VecDeque<Vec<u8>>,
+    bufs: Vec<Vec<u8>>,
     /// Bytes queued plus the bytes being written.
     bytes: usize,
     spares: Vec<Vec<u8>>,
+    /// Capacity held by `spares`.
+    spare_bytes: usize,
     reopen: bool,
     closed: bool,
+    writer: Writing,
+    /// A producer found no room and waits: the writer must say when it frees some.
+    starved: bool,
+    /// The most bytes ever held, for tests and benchmarks.
+    high_water: usize,
+}
+
+impl State {
+    /// Whether a producer that just changed the queue must wake the writer; if so, marks it awake,
+    /// so one wake-up is enough however many producers come.
+    fn wake(&mut self, wake_at: usize) -> bool {
+        let wake = match self.writer {
+            Writing::Busy => false,
+            Writing::Idle => true,
+            Writing::Lingering => self.bytes >= wake_at || self.starved,
+        };
+        if wake {
+            self.writer = Writing::Busy;
+        }
+        wake
+    }
+
+    /// Queues `buf` if there is room and returns a spare buffer for the next batch; gives `buf` back
+    /// (and marks the queue starved) if not.
+    fn push(&mut self, buf: Vec<u8>, cap: usize) -> Result<Vec<u8>, Vec<u8>> {
+        if self.closed {
+            // The server has stopped: nothing is written any more.
+            let mut buf = buf;
+            buf.clear();
+            return Ok(buf);
+        }
+        if self.bytes > 0 && self.bytes + buf.len() > cap {
+            self.starved = true;
+            return Err(buf);
+        }
+        self.bytes += buf.len();
+        self.high_water = self.high_water.max(self.bytes);
+        self.bufs.push(buf);
+        Ok(self.spare())
+    }
+
+    fn spare(&mut self) -> Vec<u8> {
+        match self.spares.pop() {
+            Some(b) => {
+                self.spare_bytes -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps `buf` for reuse if the spares are not already holding enough.
+    fn keep(&mut self, mut buf: Vec<u8>, cap: usize) {
+        let c = buf.capacity();
+        if self.spares.len() < SPARES && c <= SPARE_MAX && self.spare_bytes + c <= cap {
+            buf.clear();
+            self.spare_bytes += c;
+            self.spares.push(buf);
+        }
+    }
 }
 
 impl Queue {
     pub(crate) fn new(cap: usize) -> Self {
+        let cap = cap.max(1);
         Queue {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
             room_sync: Condvar::new(),
             room: tokio::sync::Notify::new(),
-            cap: cap.max(1),
-            high_water: AtomicUsize::new(0),
+            cap,
+            wake_at: (cap / 4).clamp(1, WAKE_AT),
         }
     }
 
@@ -69,44 +158,45 @@ impl Queue {
 
     /// The most bytes the queue ever held.
     pub(crate) fn high_water(&self) -> usize {
-        self.high_water.load(Ordering::Relaxed)
+        self.lock().high_water
     }
 
     /// An empty buffer, reused when one is spare.
+    #[cfg(test)]
     pub(crate) fn spare(&self) -> Vec<u8> {
-        self.lock().spares.pop().unwrap_or_default()
+        self.lock().spare()
     }
 
-    /// Queues `buf` if there is room; gives it back if not.
-    fn try_push(&self, buf: Vec<u8>) -> Result<(), Vec<u8>> {
+    /// Queues `buf` if there is room (returning a spare buffer); gives it back if not. Wakes the
+    /// writer only when it must.
+    fn try_push(&self, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
         let mut s = self.lock();
-        if s.closed {
-            return Ok(()); // the server has stopped: nothing is written any more
-        }
-        if s.bytes > 0 && s.bytes + buf.len() > self.cap {
-            return Err(buf);
-        }
-        s.bytes += buf.len();
-        self.high_water.fetch_max(s.bytes, Ordering::Relaxed);
-        s.bufs.push_back(buf);
+        let pushed = s.push(buf, self.cap);
+        let wake = s.wake(self.wake_at);
         drop(s);
-        self.ready.notify_one();
-        Ok(())
+        if wake {
+            self.ready.notify_one();
+        }
+        pushed
     }
 
-    /// Queues `buf`, waiting (without blocking the thread) until there is room.
-    pub(crate) async fn push(&self, buf: Vec<u8>) {
+    /// Queues `buf`, waiting (without blocking the thread) until there is room, and returns an empty
+    /// buffer to fill next (a spare one when there is one).
+    pub(crate) async fn push(&self, buf: Vec<u8>) -> Vec<u8> {
         if buf.is_empty() {
-            return;
+            return buf;
         }
-        let mut buf = buf;
+        let mut buf = match self.try_push(buf) {
+            Ok(spare) => return spare,
+            Err(b) => b,
+        };
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
             // Registered before the check, so room freed in between is not missed.
             notified.as_mut().enable();
             match self.try_push(buf) {
-                Ok(()) => return,
+                Ok(spare) => return spare,
                 Err(b) => buf = b,
             }
             notified.await;
@@ -116,17 +206,16 @@ impl Queue {
     /// Queues `buf`, blocking the calling thread until there is room (for rare events only).
     pub(crate) fn push_blocking(&self, buf: Vec<u8>) {
         let mut s = self.lock();
+        let mut buf = buf;
         loop {
-            if s.closed {
-                return;
-            }
-            if s.bytes == 0 || s.bytes + buf.len() <= self.cap {
-                s.bytes += buf.len();
-                self.high_water.fetch_max(s.bytes, Ordering::Relaxed);
-                s.bufs.push_back(buf);
-                drop(s);
+            let pushed = s.push(buf, self.cap);
+            let wake = s.wake(self.wake_at);
+            if wake {
                 self.ready.notify_one();
-                return;
+            }
+            match pushed {
+                Ok(_) => return,
+                Err(b) => buf = b,
             }
             s = self.room_sync.wait(s).unwrap_or_else(|p| p.into_inner());
         }
@@ -134,36 +223,46 @@ impl Queue {
 
     /// Asks the writer to reopen the file (SIGHUP).
     pub(crate) fn reopen(&self) {
-        self.lock().reopen = true;
+        let mut s = self.lock();
+        s.reopen = true;
+        s.writer = Writing::Busy;
+        drop(s);
         self.ready.notify_one();
     }
 
     /// Asks the writer to write what is queued and stop.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        let mut s = self.lock();
+        s.closed = true;
+        s.writer = Writing::Busy;
+        drop(s);
         self.ready.notify_one();
         self.room.notify_waiters();
         self.room_sync.notify_all();
     }
 
-    /// `buf` is written (or dropped): its bytes are room again.
-    fn done(&self, mut buf: Vec<u8>) {
+    /// The buffers of `batch` are written (or dropped): their bytes are room again, and the buffers
+    /// spares. Producers waiting for room are told.
+    fn done(&self, batch: &mut Vec<Vec<u8>>) {
+        let written: usize = batch.iter().map(Vec::len).sum();
         let mut s = self.lock();
-        s.bytes -= buf.len();
-        if s.spares.len() < SPARES && buf.capacity() <= SPARE_MAX {
-            buf.clear();
-            s.spares.push(buf);
+        s.bytes -= written;
+        for b in batch.drain(..) {
+            s.keep(b, self.cap);
         }
+        let starved = std::mem::take(&mut s.starved);
         drop(s);
-        self.room.notify_waiters();
-        self.room_sync.notify_all();
+        if starved {
+            self.room.notify_waiters();
+            self.room_sync.notify_all();
+        }
     }
 }
 
 /// Where a log's bytes go: a file in production, a scripted failure in tests.
 pub(crate) trait Target: Send {
-    /// Writes all of `buf` (one `write` call when the disk takes it whole).
-    fn write(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes all of `bufs`, in order (one `writev` when the disk takes them whole).
+    fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()>;
     /// Closes and opens the file again at its path (after SIGHUP, or to retry after a failure).
     fn reopen(&mut self) -> io::Result<()>;
     /// Bytes in the current file (as far as this writer knows).
@@ -194,17 +293,41 @@ impl FileTarget {
 }
 
 impl Target for FileTarget {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "log file not open"));
         };
-        let mut rest = buf;
-        while !rest.is_empty() {
-            match file.write(rest) {
+        // The first byte not yet written: `bufs[i][off]`.
+        let (mut i, mut off) = (0, 0);
+        let mut slices = Vec::with_capacity(bufs.len().min(IOV_MAX));
+        while i < bufs.len() {
+            if off == bufs[i].len() {
+                (i, off) = (i + 1, 0);
+                continue;
+            }
+            slices.clear();
+            slices.push(IoSlice::new(&bufs[i][off..]));
+            slices.extend(
+                bufs[i + 1..]
+                    .iter()
+                    .take(IOV_MAX - 1)
+                    .map(|b| IoSlice::new(b)),
+            );
+            match file.write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.len += n as u64;
-                    rest = &rest[n..];
+                    let mut n = n;
+                    while n > 0 {
+                        let left = bufs[i].len() - off;
+                        if n >= left {
+                            n -= left;
+                            (i, off) = (i + 1, 0);
+                        } else {
+                            off += n;
+                            n = 0;
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -288,8 +411,27 @@ pub(crate) struct Writer<T: Target> {
     report: Box<dyn FnMut(&str) + Send>,
 }
 
-fn count_lines(buf: &[u8]) -> u64 {
-    buf.iter().filter(|&&b| b == b'\n').count() as u64
+/// Lines in `bufs` (each ends with `\n`).
+fn count_lines(bufs: &[&[u8]]) -> u64 {
+    bufs.iter()
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .sum()
+}
+
+/// Of `bufs`, written up to byte `written`: the whole lines that made it, and whether the write
+/// stopped inside a line (leaving half of it in the file).
+fn lines_written(bufs: &[&[u8]], written: u64) -> (u64, bool) {
+    let mut left = written;
+    let mut lines = 0;
+    for b in bufs {
+        let n = left.min(b.len() as u64) as usize;
+        lines += count_lines(&[&b[..n]]);
+        left -= n as u64;
+        if left == 0 {
+            return (lines, n > 0 && b[n - 1] != b'\n');
+        }
+    }
+    (lines, false)
 }
 
 impl<T: Target> Writer<T> {
@@ -313,14 +455,14 @@ impl<T: Target> Writer<T> {
         self.dropping.as_ref().map(|d| d.lines)
     }
 
-    fn fail(&mut self, buf: &[u8], before: u64, e: &io::Error) {
-        let partial = self.target.len() != before;
+    /// `lost` lines were not written: counted, and said once on stderr.
+    fn lose(&mut self, lost: u64, partial: bool, e: &io::Error) {
         self.config
             .dropped
-            .fetch_add(count_lines(buf), std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
         match &mut self.dropping {
             Some(d) => {
-                d.lines += count_lines(buf);
+                d.lines += lost;
                 d.partial |= partial;
             }
             None => {
@@ -331,7 +473,7 @@ impl<T: Target> Writer<T> {
                 );
                 (self.report)(&msg);
                 self.dropping = Some(Dropping {
-                    lines: count_lines(buf),
+                    lines: lost,
                     cause: e.to_string(),
                     last_try: Instant::now(),
                     partial,
@@ -340,24 +482,33 @@ impl<T: Target> Writer<T> {
         }
     }
 
-    /// Writes one buffer: rotates first if it would overflow the file, counts it as dropped if the
-    /// target refuses it.
-    pub(crate) fn write(&mut self, buf: &[u8]) {
-        if !self.resume(buf) {
+    /// A write of `bufs` failed after the file had `before` bytes: the lines that did not make it
+    /// whole are lost.
+    fn fail(&mut self, bufs: &[&[u8]], before: u64, e: &io::Error) {
+        let written = self.target.len().saturating_sub(before);
+        let (whole, partial) = lines_written(bufs, written);
+        self.lose(count_lines(bufs) - whole, partial, e);
+    }
+
+    /// Writes `bufs` (a batch of buffers, in order): rotates first if they would overflow the file,
+    /// counts their lines as dropped if the target refuses them.
+    pub(crate) fn write(&mut self, bufs: &[&[u8]]) {
+        if !self.resume(bufs) {
             return;
         }
-        self.write_through(buf);
+        self.write_through(bufs);
     }
 
     /// While dropping, and once the retry interval has passed: reopens the file and writes how many
-    /// lines were lost. Returns whether the log is writable (else `buf` is counted as dropped).
-    fn resume(&mut self, buf: &[u8]) -> bool {
+    /// lines were lost. Returns whether the log is writable (else `bufs` are counted as dropped).
+    fn resume(&mut self, bufs: &[&[u8]]) -> bool {
         if let Some(d) = &mut self.dropping {
             if d.last_try.elapsed() < self.config.retry {
-                d.lines += count_lines(buf);
+                let lost = count_lines(bufs);
+                d.lines += lost;
                 self.config
                     .dropped
-                    .fetch_add(count_lines(buf), std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
                 return false;
             }
             d.last_try = Instant::now();
@@ -371,7 +522,7 @@ impl<T: Target> Writer<T> {
                 d.cause
             );
             let before = self.target.len();
-            match self.target.write(notice.as_bytes()) {
+            match self.target.write(&[notice.as_bytes()]) {
                 Ok(()) => {
                     let msg = format!(
                         "herd-server: {}: writing the log {} again; {} log lines were lost",
@@ -383,7 +534,9 @@ impl<T: Target> Writer<T> {
                     (self.report)(&msg);
                 }
                 Err(e) => {
-                    self.fail(buf, before, &e);
+                    // The notice itself (or half of it) is not one of the lines lost.
+                    let partial = self.target.len() != before;
+                    self.lose(count_lines(bufs), partial, &e);
                     return false;
                 }
             }
@@ -391,9 +544,10 @@ impl<T: Target> Writer<T> {
         true
     }
 
-    fn write_through(&mut self, buf: &[u8]) {
+    fn write_through(&mut self, bufs: &[&[u8]]) {
         let len = self.target.len();
-        if self.config.max_bytes > 0 && len > 0 && len + buf.len() as u64 > self.config.max_bytes {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        if self.config.max_bytes > 0 && len > 0 && len + total > self.config.max_bytes {
             if let Err(e) = self.target.rotate(self.config.keep) {
                 // Keep writing where we can; a failed rotation is reported but loses nothing yet.
                 (self.report)(&format!(
@@ -405,8 +559,31 @@ impl<T: Target> Writer<T> {
             }
         }
         let before = self.target.len();
-        if let Err(e) = self.target.write(buf) {
-            self.fail(buf, before, &e);
+        if let Err(e) = self.target.write(bufs) {
+            self.fail(bufs, before, &e);
+        }
+    }
+
+    /// Writes one batch of buffers, split where a file of `max_bytes` must rotate.
+    fn write_batch(&mut self, batch: &[Vec<u8>]) {
+        let max = self.config.max_bytes;
+        let mut start = 0;
+        while start < batch.len() {
+            // As many buffers as fit in the file's room (at least one), so rotation happens
+            // between buffers as it did when each was written alone.
+            let mut end = start + 1;
+            if max > 0 {
+                let mut size = self.target.len() + batch[start].len() as u64;
+                while end < batch.len() && size + batch[end].len() as u64 <= max {
+                    size += batch[end].len() as u64;
+                    end += 1;
+                }
+            } else {
+                end = batch.len();
+            }
+            let bufs: Vec<&[u8]> = batch[start..end].iter().map(Vec::as_slice).collect();
+            self.write(&bufs);
+            start = end;
         }
     }
 
@@ -437,42 +614,61 @@ impl<T: Target> Writer<T> {
     }
 
     /// The writer thread: drains `queue` until it is closed and empty.
+    ///
+    /// It sleeps ([`Writing::Idle`]) while the queue is empty, and otherwise takes every buffer queued
+    /// at once. After a write it lingers ([`LINGER`]) for more before writing again, unless enough
+    /// bytes wait already; a producer wakes it only from `Idle`, or when `wake_at` bytes wait.
     pub(crate) fn run(mut self, queue: &Queue) {
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut wrote = false;
+        let mut s = queue.lock();
         loop {
-            let (buf, reopen) = {
-                let mut s = queue.lock();
-                while s.bufs.is_empty() && !s.closed && !s.reopen {
-                    if self.dropping.is_some() {
-                        // Nothing to write, but lines were lost: try again on a timer, so the loss
-                        // is reported as soon as the disk takes writes again, not at the next line.
-                        let (g, timeout) = queue
-                            .ready
-                            .wait_timeout(s, self.config.retry)
-                            .unwrap_or_else(|p| p.into_inner());
-                        s = g;
-                        if timeout.timed_out() {
-                            drop(s);
-                            self.resume(&[]);
-                            s = queue.lock();
-                        }
-                    } else {
-                        s = queue.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+            let urgent = |s: &State| s.closed || s.reopen || s.bytes >= queue.wake_at;
+            if wrote && !urgent(&s) {
+                s.writer = Writing::Lingering;
+                s = queue
+                    .ready
+                    .wait_timeout(s, LINGER)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                s.writer = Writing::Busy;
+            }
+            while s.bufs.is_empty() && !s.closed && !s.reopen {
+                s.writer = Writing::Idle;
+                if self.dropping.is_some() {
+                    // Nothing to write, but lines were lost: try again on a timer, so the loss is
+                    // reported as soon as the disk takes writes again, not at the next line.
+                    let (g, timeout) = queue
+                        .ready
+                        .wait_timeout(s, self.config.retry)
+                        .unwrap_or_else(|p| p.into_inner());
+                    s = g;
+                    if timeout.timed_out() && s.bufs.is_empty() {
+                        s.writer = Writing::Busy;
+                        drop(s);
+                        self.resume(&[]);
+                        s = queue.lock();
                     }
+                } else {
+                    s = queue.ready.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
-                let reopen = std::mem::take(&mut s.reopen);
-                (s.bufs.pop_front(), reopen)
-            };
+                s.writer = Writing::Busy;
+            }
+            let reopen = std::mem::take(&mut s.reopen);
+            let closed = s.closed;
+            std::mem::swap(&mut s.bufs, &mut batch);
+            drop(s);
             if reopen {
                 self.reopen();
             }
-            match buf {
-                Some(buf) => {
-                    self.write(&buf);
-                    queue.done(buf);
-                }
-                None if queue.lock().closed => break,
-                None => {}
+            wrote = !batch.is_empty();
+            if wrote {
+                self.write_batch(&batch);
+                queue.done(&mut batch);
+            } else if closed {
+                break;
             }
+            s = queue.lock();
         }
         self.finish();
     }
@@ -481,6 +677,7 @@ impl<T: Target> Writer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     /// A target that refuses writes while `full` is set, and remembers what it took.
@@ -492,11 +689,14 @@ mod tests {
     }
 
     impl Target for Flaky {
-        fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
             if self.full.load(Ordering::SeqCst) {
                 return Err(io::Error::from_raw_os_error(28)); // ENOSPC
             }
-            self.taken.lock().unwrap().extend_from_slice(buf);
+            let mut taken = self.taken.lock().unwrap();
+            for b in bufs {
+                taken.extend_from_slice(b);
+            }
             Ok(())
         }
         fn reopen(&mut self) -> io::Result<()> {
@@ -535,10 +735,10 @@ mod tests {
     fn a_failing_target_is_reported_once_counted_and_resumed() {
         let t = Flaky::default();
         let (mut w, said) = writer(t.clone());
-        w.write(b"one\n");
+        w.write(&[b"one\n".as_slice()]);
         t.full.store(true, Ordering::SeqCst);
-        w.write(b"two\nthree\n");
-        w.write(b"four\n");
+        w.write(&[b"two\nthree\n".as_slice()]);
+        w.write(&[b"four\n".as_slice()]);
         assert_eq!(w.dropping(), Some(3));
         let msgs = said.lock().unwrap().clone();
         assert_eq!(msgs.len(), 1, "{msgs:?}");
@@ -546,7 +746,7 @@ mod tests {
         assert!(msgs[0].contains("No space left"), "{msgs:?}");
 
         // Still full at the retry: counted, not reported again.
-        w.write(b"five\n");
+        w.write(&[b"five\n".as_slice()]);
         assert_eq!(w.dropping(), Some(4));
         assert_eq!(
             w.config.dropped.load(Ordering::SeqCst),
@@ -557,7 +757,7 @@ mod tests {
 
         // Space again: the next write after the retry interval gets through, with the count.
         t.full.store(false, Ordering::SeqCst);
-        w.write(b"six\n");
+        w.write(&[b"six\n".as_slice()]);
         assert_eq!(w.dropping(), None);
         let text = String::from_utf8(t.taken.lock().unwrap().clone()).unwrap();
         assert!(text.starts_with("one\n"), "{text}");
@@ -578,7 +778,7 @@ mod tests {
         let t = Flaky::default();
         let (mut w, said) = writer(t.clone());
         t.full.store(true, Ordering::SeqCst);
-        w.write(b"a\nb\n");
+        w.write(&[b"a\nb\n".as_slice()]);
         w.finish();
         let msgs = said.lock().unwrap().clone();
         assert!(msgs[1].contains("2 log lines were lost"), "{msgs:?}");
@@ -588,9 +788,10 @@ mod tests {
     struct Slow(Arc<AtomicUsize>);
 
     impl Target for Slow {
-        fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
             std::thread::sleep(Duration::from_micros(200));
-            self.0.fetch_add(buf.len(), Ordering::SeqCst);
+            self.0
+                .fetch_add(bufs.iter().map(|b| b.len()).sum(), Ordering::SeqCst);
             Ok(())
         }
         fn reopen(&mut self) -> io::Result<()> {
