@@ -42,7 +42,12 @@ impl Entry {
 
     /// The entry of `record` whose AT line is `line`.
     fn with_line(record: &AtRecord<'_>, line: Box<[u8]>) -> Self {
-        let (time, diff) = (record.time.value(), record.diff);
+        Self::of_line(line, record.time.value(), record.diff)
+    }
+
+    /// The entry of an AT line whose client time and time difference are known already (a record
+    /// read back from disk, checked and parsed on another thread).
+    pub fn of_line(line: Box<[u8]>, time: Timestamp, diff: TimeDiff) -> Self {
         let client = RecordKey::of_line(&line, time, diff).client;
         // Where the key's client slice starts in the line.
         let client_start = (client.as_ptr() as usize).saturating_sub(line.as_ptr() as usize);
@@ -89,6 +94,48 @@ impl Entry {
     }
 }
 
+/// Makes [`Prepared`] records for one cache, on any thread.
+#[derive(Debug, Clone)]
+pub struct Preparer {
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Preparer {
+    /// The prepared record of `line`, parsed and checked: `None` if it is not an AT line.
+    pub fn prepare_line(&self, line: &[u8]) -> Option<Prepared> {
+        let r = AtRecord::parse(line).ok()?;
+        Some(self.prepare(line, r.time.value(), r.diff))
+    }
+
+    /// The entry of `line` (an AT line whose client time and time difference are known) and its
+    /// hashes.
+    pub fn prepare(&self, line: &[u8], time: Timestamp, diff: TimeDiff) -> Prepared {
+        let entry = Entry::of_line(line.into(), time, diff);
+        Prepared {
+            table_hash: self.hasher.hash_one(entry.client()),
+            sync_key: sync::key(entry.client()),
+            line_hash: sync::hash(entry.line()),
+            entry,
+        }
+    }
+}
+
+/// A record ready for [`Cache::put_prepared`].
+#[derive(Debug)]
+pub struct Prepared {
+    entry: Entry,
+    table_hash: u64,
+    sync_key: u64,
+    line_hash: u64,
+}
+
+impl Prepared {
+    /// The record's entry.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+}
+
 /// Client id → newest record.
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -113,7 +160,44 @@ impl Cache {
 
     /// The index of `client`.
     pub fn index_of(&self, client: &[u8]) -> Option<usize> {
-        let hash = self.hasher.hash_one(client);
+        self.index_of_hashed(self.hasher.hash_one(client), client)
+    }
+
+    /// Everything about a record that does not need the cache: its entry and its hashes. Made on
+    /// other threads at start ([`Preparer`]), so loading only probes and inserts.
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            hasher: self.hasher.clone(),
+        }
+    }
+
+    /// Stores a prepared record: as a new client, or over an older record of its client.
+    /// Returns whether it was stored (not older than or equal to the one held).
+    pub fn put_prepared(&mut self, p: Prepared) -> bool {
+        match self.index_of_hashed(p.table_hash, p.entry.client()) {
+            Some(i) => {
+                if self.entries[i].key() >= p.entry.key() {
+                    return false;
+                }
+                let old = sync::hash(self.entries[i].line());
+                self.entries[i] = p.entry;
+                self.sketch.update(p.sync_key, old, p.line_hash);
+            }
+            None => {
+                let index = self.entries.len();
+                self.entries.push(p.entry);
+                let (entries, hasher) = (&self.entries, &self.hasher);
+                self.table.insert_unique(p.table_hash, index as u32, |&i| {
+                    hasher.hash_one(entries[i as usize].client())
+                });
+                self.sketch
+                    .insert(index, p.sync_key, p.line_hash, &self.entries);
+            }
+        }
+        true
+    }
+
+    fn index_of_hashed(&self, hash: u64, client: &[u8]) -> Option<usize> {
         let entries = &self.entries;
         self.table
             .find(hash, |&i| entries[i as usize].client() == client)
@@ -144,10 +228,19 @@ impl Cache {
             .update(sync::key(slot.client()), old, sync::hash(slot.line()));
     }
 
+    /// Makes room for `more` clients at once, so a start that loads a million records does not
+    /// grow (and rehash) the table twenty times.
+    pub fn reserve(&mut self, more: usize) {
+        self.entries.reserve(more);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.table
+            .reserve(more, |&i| hasher.hash_one(entries[i as usize].client()));
+    }
+
     /// Adds a client that is not in the cache; returns its index.
     pub fn push(&mut self, entry: Entry) -> usize {
-        let index = self.entries.len();
         let hash = self.hasher.hash_one(entry.client());
+        let index = self.entries.len();
         let (key, record) = (sync::key(entry.client()), sync::hash(entry.line()));
         self.entries.push(entry);
         let (entries, hasher) = (&self.entries, &self.hasher);

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, Prepared, Preparer};
 use crate::handshake::Refusal;
 use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals};
 use crate::store::format;
@@ -469,6 +469,34 @@ impl Node {
             }
             _ => Restored::Held,
         }
+    }
+
+    /// What [`Node::restore_prepared`] needs is made from a line on any thread by this
+    /// ([`Preparer::prepare_line`]): loading at start prepares records on other threads, so only
+    /// the cache work is left in order.
+    pub fn preparer(&self) -> Preparer {
+        self.clients.preparer()
+    }
+
+    /// [`Node::restore`] of a record made by [`Node::preparer`].
+    pub fn restore_prepared(&mut self, p: Prepared) -> Restored {
+        let e = p.entry();
+        if !self.is_member(e.key().server) {
+            return Restored::Foreign;
+        }
+        // No link is up yet, so nothing is queued (catch-up sends the cache on link-up), and
+        // nothing is journaled again.
+        if self.clients.put_prepared(p) {
+            self.note_len();
+            Restored::Stored
+        } else {
+            Restored::Held
+        }
+    }
+
+    /// Makes room for about `records` more clients (at start, before loading them).
+    pub fn reserve(&mut self, records: usize) {
+        self.clients.reserve(records);
     }
 
     /// Frames the records at cache indexes `from..` into `out` (at most `max`), for a snapshot;

@@ -481,16 +481,34 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
 /// Opens the store of `cfg` and feeds what it holds to `node` (with its journal turned on).
 fn load(node: Node, cfg: &StoreConfig) -> anyhow::Result<(Node, Store, LoadReport)> {
     let began = Instant::now();
-    let mut node = node.with_journal();
-    let mut foreign = 0u64;
-    let (store, report) = Store::open(cfg, |line| match node.restore(line) {
-        Restored::Invalid => false,
-        Restored::Foreign => {
-            foreign += 1;
-            true
+    /// The node being filled, and how many records named servers outside the herd.
+    struct Restoring(Node, u64);
+    impl crate::store::Loader for Restoring {
+        type Parsed = crate::cache::Prepared;
+        type Parser = crate::cache::Preparer;
+        fn parser(&self) -> Self::Parser {
+            self.0.preparer()
         }
-        Restored::Stored | Restored::Held => true,
-    })?;
+        fn parse(p: &Self::Parser, line: &[u8]) -> Option<Self::Parsed> {
+            p.prepare_line(line)
+        }
+        fn reserve(&mut self, records: usize) {
+            self.0.reserve(records);
+        }
+        fn take(&mut self, _: &[u8], prepared: Self::Parsed) -> bool {
+            match self.0.restore_prepared(prepared) {
+                Restored::Invalid => false,
+                Restored::Foreign => {
+                    self.1 += 1;
+                    true
+                }
+                Restored::Stored | Restored::Held => true,
+            }
+        }
+    }
+    let mut restoring = Restoring(node.with_journal(), 0);
+    let (store, report) = Store::open_with(cfg, &mut restoring)?;
+    let Restoring(node, foreign) = restoring;
     let ms = began.elapsed().as_secs_f64() * 1000.0;
     info!(target: SUMMARY, "{} loaded {} clients from {} ({} records in {} files, {ms:.0} ms, fsync {})",
         String::from_utf8_lossy(node.name()), node.len(), cfg.dir.display(), report.records, report.files, cfg.fsync);
