@@ -69,6 +69,8 @@ store_server "$L" no
 for _ in $(seq 1 600); do [ "$(grep -ac "loaded" "$WORK/store-$L.err")" -ge 2 ] && break; sleep 0.1; done
 loaded=$(grep -a "loaded" "$WORK/store-$L.err" | tail -1)
 echo "$loaded"
+# CPU time of the whole start (every thread): on a busy box the wall time above mostly waits for a core.
+echo "start-up CPU time: $(awk '{printf "%.2f s", ($14+$15)/100}' "/proc/$LAST/stat")"
 records=$(echo "$loaded" | sed -E 's/.*\(([0-9]+) records.*/\1/')
 echo "journal: $bytes bytes for $records records: $(python3 -c "print(f'{$bytes/$records:.1f}')") bytes per record"
 kill -TERM "$LAST"; wait "$LAST" 2>/dev/null || true

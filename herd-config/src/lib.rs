@@ -176,10 +176,12 @@ impl Default for LogSettings {
 pub enum Fsync {
     /// A reply goes out only once its record is on disk (one sync per batch: group commit).
     Always,
-    /// Synced once a second: a crash of the machine loses at most about a second.
+    /// Replies do not wait; records reach the kernel within a few milliseconds (a `kill -9` loses at
+    /// most those) and the disk once a second (a crash of the machine loses at most about a second).
     #[default]
     Everysec,
-    /// Written at once, synced when the operating system sees fit.
+    /// Replies do not wait; records reach the kernel within a few milliseconds, and the disk when
+    /// the operating system sees fit.
     No,
 }
 

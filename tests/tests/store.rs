@@ -223,6 +223,28 @@ async fn a_whole_herd_killed_comes_back_with_every_record_exactly() {
     }
 }
 
+/// Under `no` (as under `everysec`, above) replies do not wait for the disk, but the writer hands
+/// the records to the kernel within a few milliseconds, idle server or not: a `kill -9` then loses
+/// nothing it acknowledged.
+#[tokio::test]
+async fn under_no_acknowledged_records_reach_the_kernel_and_survive_kill9() {
+    let mut herd = Processes::new(&[("Alford", &[])], "");
+    let data = data_dir(&herd);
+    herd.config = herd.write_config("store.toml", &store_toml(&data, "no", ""), &[]);
+    herd.start("Alford").await;
+    let addr = herd.addr("Alford");
+    let mut lines = Vec::new();
+    for i in 0..3 {
+        lines.push(iamat(addr, &format!("n{i}"), &format!("{i}.5")).await);
+        // Each one alone on an idle server: the writer must come for it without a second append.
+        on_disk(data.join("Alford"), lines.clone()).await;
+    }
+    herd.kill("Alford").await;
+    herd.start("Alford").await;
+    let held = holds(addr, &["n0".into(), "n1".into(), "n2".into()]).await;
+    assert_eq!(held.values().cloned().collect::<Vec<_>>(), lines);
+}
+
 /// The journal file of server `name` (the only one: no compaction ran).
 fn journal(data: &Path, name: &str) -> PathBuf {
     data.join(name).join("journal.1")
