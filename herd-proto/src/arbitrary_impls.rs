@@ -175,7 +175,7 @@ impl<'a> Arbitrary<'a> for PeerMessage<'static> {
                 let total = 3 * u.int_in_range(1..=MAX_CELLS / 3)?;
                 let n = u.int_in_range(1..=MAX_CHUNK.min(total as usize))?;
                 let at = u.int_in_range(0..=total - n as u32)?;
-                let mut cells = vec![0u8; n * CELL_BYTES];
+                let mut cells = alloc::vec![0u8; n * CELL_BYTES];
                 u.fill_buffer(&mut cells)?;
                 PeerMessage::Cells {
                     range: range(u, 16)?,
