@@ -367,17 +367,23 @@ async fn kill9_during_compaction_loses_nothing_acknowledged() {
     assert!(n > 0, "killed at {mid:?} before anything was acknowledged");
 }
 
-#[tokio::test]
-async fn a_full_disk_under_always_acknowledges_nothing_it_cannot_keep() {
+/// Alford alone, keeping its records with `fsync`, on files that may grow to 32 KiB (bash counts
+/// `ulimit -f` in KiB): the journal fills after ~400 records.
+async fn on_a_small_disk(fsync: &str) -> Processes {
     let mut herd = Processes::new(&[("Alford", &[])], "");
     let data = data_dir(&herd);
-    herd.config = herd.write_config("store.toml", &store_toml(&data, "always", ""), &[]);
-    // Files may grow to 32 KiB (bash counts `ulimit -f` in KiB): the journal fills after ~400 records.
+    herd.config = herd.write_config("store.toml", &store_toml(&data, fsync, ""), &[]);
     herd.start_wrapped(
         "Alford",
         &["bash", "-c", "ulimit -f 32 && exec \"$@\"", "-"],
     )
     .await;
+    herd
+}
+
+#[tokio::test]
+async fn a_full_disk_under_always_acknowledges_nothing_it_cannot_keep() {
+    let mut herd = on_a_small_disk("always").await;
     let addr = herd.addr("Alford");
     let acked: Acked = Arc::default();
     flood(addr, 1, 50, 40, u64::MAX, acked.clone()).await;
@@ -403,14 +409,7 @@ async fn a_full_disk_under_always_acknowledges_nothing_it_cannot_keep() {
 
 #[tokio::test]
 async fn a_full_disk_under_everysec_keeps_serving_and_says_so() {
-    let mut herd = Processes::new(&[("Alford", &[])], "");
-    let data = data_dir(&herd);
-    herd.config = herd.write_config("store.toml", &store_toml(&data, "everysec", ""), &[]);
-    herd.start_wrapped(
-        "Alford",
-        &["bash", "-c", "ulimit -f 32 && exec \"$@\"", "-"],
-    )
-    .await;
+    let mut herd = on_a_small_disk("everysec").await;
     let addr = herd.addr("Alford");
     let acked: Acked = Arc::default();
     flood(addr, 1, 50, 40, u64::MAX, acked.clone()).await;
