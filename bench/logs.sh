@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The cost of logging every line (PROTOCOL.md §6), and the runtime shapes: herd IAMAT with every line
-# logged (the default) and with `[log] lines = false`, for each runtime shape — event loops (one per
-# core, the default), tokio's work-stealing runtime (`--runtime stealing`), one loop (`--threads 1`) —
+# logged (the default) and with `[log] lines = false`, for each runtime shape — event loops with the
+# default thread count (one below four cores), two loops (`--threads 2`), tokio's work-stealing runtime
+# with two workers (`--runtime stealing --threads 2`) —
 # against Redis PING and Redis SET writing its append-only file (fsync every second). Same generator,
 # 50 connections, pipeline 1 and 16, ROUNDS rounds interleaved (every target once per round, so drift
 # hits all alike); the table gives each target's median and the ratios of medians, and the server's CPU
 # time per request (user + system, all its threads: steadier than rates when other work shares the
 # cores). Then the log's bytes per request, and the logged server's memory under a flood of big WHATSATs.
 #   bench/logs.sh     ROUNDS=3, DURATION=5 seconds a run, FLOOD=10 seconds of WHATSAT flood (0: none),
-#                     THREADS=N for the shapes' --threads (default: one per core),
+#                     THREADS=N for the default shape's --threads,
 #                     BASE_BIN=path/to/herd-server adds another build (its default runtime) as "base",
 #                     PORT_BASE=N to take ports N, N+1, … instead of ports the kernel picks.
 source "$(dirname "$0")/common.sh"
@@ -34,9 +35,10 @@ herd_pair() { # label args…: the same server logged and unlogged
 
 R=$(free_port); start_redis "$R"; redis_target "redis PING" "$R"
 RA=$(free_port); start_redis_aof "$RA"; redis_target "redis SET aof" "$RA"
+# The default shape (on fewer than four cores: one loop), then two threads of each shape.
 herd_pair "loops" "${threads[@]}" --runtime loops
-herd_pair "stealing" "${threads[@]}" --runtime stealing
-herd_pair "one loop" --threads 1
+herd_pair "two loops" --runtime loops --threads 2
+herd_pair "stealing" --runtime stealing --threads 2
 if [ -n "${BASE_BIN:-}" ]; then SERVER="$BASE_BIN" herd_pair "base" "${threads[@]}"; fi
 
 declare -A RESULTS BYTES CPU
@@ -80,7 +82,7 @@ echo "Medians of $ROUNDS rounds, ${DURATION} s each, 50 connections (req/s); rat
 echo
 echo "| shape | P1 logged | P1 unlogged | P1 logged/unlogged · /PING · /SET-aof | P16 logged | P16 unlogged | P16 logged/unlogged · /PING · /SET-aof |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
-for shape in "loops" "stealing" "one loop" ${BASE_BIN:+base}; do
+for shape in "loops" "two loops" "stealing" ${BASE_BIN:+base}; do
   row="| $shape"
   for P in 1 16; do
     l=$(med "$shape logged" "$P"); u=$(med "$shape unlogged" "$P")
@@ -97,7 +99,7 @@ echo "Server CPU per request (µs, user + system, medians), logged / unlogged:"
 echo
 echo "| shape | P1 | P16 |"
 echo "| --- | --- | --- |"
-for shape in "loops" "stealing" "one loop" ${BASE_BIN:+base}; do
+for shape in "loops" "two loops" "stealing" ${BASE_BIN:+base}; do
   echo "| $shape | $(cpu "$shape logged" 1) / $(cpu "$shape unlogged" 1) | $(cpu "$shape logged" 16) / $(cpu "$shape unlogged" 16) |"
 done
 for name in "redis PING" "redis SET aof"; do

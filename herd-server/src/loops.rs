@@ -42,6 +42,24 @@ pub struct Loops {
 }
 
 impl Loops {
+    /// How many threads serve clients when `--threads` is not given, on a machine with `cores`
+    /// cores: one below four cores, three quarters of them from four up.
+    ///
+    /// A loop is not all a request costs: the kernel's TCP work, the log's and the store's writer
+    /// threads and the links need CPU too, and a loop that has to share its core with them is
+    /// preempted in the middle of its batches, and loops contend for the node's lock. On the
+    /// two-core machine of BENCHMARKS.md one loop served 1.3× the pipelined IAMATs of two with
+    /// every line logged (1.13× Redis `SET` with its append-only file, against 0.87×), with the
+    /// unpipelined rate the same within the noise. The rule is Redis's advice for its I/O threads
+    /// (use them only from four cores, leaving spare ones: two or three of four, six of eight).
+    pub fn default_count(cores: usize) -> usize {
+        if cores < 4 {
+            1
+        } else {
+            cores * 3 / 4
+        }
+    }
+
     /// No loop besides the caller's.
     pub fn none() -> Loops {
         Loops::default()
@@ -187,4 +205,18 @@ fn bind_group(a: SocketAddr, handles: &[Handle]) -> std::io::Result<Listeners> {
         more.push((h.clone(), s.listen(BACKLOG)?.into_std()?));
     }
     Ok(Listeners { first, more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Loops;
+
+    #[test]
+    fn the_default_leaves_cores_to_the_kernel_and_the_writers() {
+        let counts: Vec<usize> = [1, 2, 3, 4, 6, 8, 16, 64]
+            .into_iter()
+            .map(Loops::default_count)
+            .collect();
+        assert_eq!(counts, [1, 1, 1, 3, 4, 6, 12, 48]);
+    }
 }

@@ -66,7 +66,8 @@ struct Common {
     #[arg(long, value_name = "DIR", default_value = "logs")]
     log_dir: PathBuf,
     /// Threads serving clients: event loops, or the work-stealing runtime's workers (see --runtime);
-    /// 1 runs everything on one thread. Default: one per core.
+    /// 1 runs everything on one thread. Default: one below four cores, three quarters of the cores
+    /// from four up (the rest is left to the kernel and the log and store writers).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// How the threads share the clients: `loops`, one single-threaded event loop per thread, each
@@ -116,7 +117,10 @@ fn main() -> ExitCode {
         }
     };
     let threads = threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        || {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            Loops::default_count(cores)
+        },
         usize::from,
     );
     // The main thread's runtime is the first loop (or the work-stealing runtime); the other loops
