@@ -35,6 +35,9 @@ herd_pair() { # label args…: the same server logged and unlogged
 
 R=$(free_port); start_redis "$R"; redis_target "redis PING" "$R"
 RA=$(free_port); start_redis_aof "$RA"; redis_target "redis SET aof" "$RA"
+# The floor of the runtime itself: a bare line echo on one tokio loop, sent PING lines.
+E=$(free_port); "$BIN/examples/line_echo" "127.0.0.1:$E" current >/dev/null 2>&1 & PIDS+=($!); wait_port "$E"
+redis_target "echo, one tokio loop" "$E"
 # The default shape (on fewer than four cores: one loop), then two threads of each shape.
 herd_pair "loops" "${threads[@]}" --runtime loops
 herd_pair "two loops" --runtime loops --threads 2
@@ -50,7 +53,7 @@ for r in $(seq 1 "$ROUNDS"); do
       port=${PORTS[$i]}; log=${LOGS[$i]}
       t0=$(cpu_ticks "${SPID[$i]}")
       case "${NAMES[$i]}" in
-        "redis PING") j=$(bench "$port" -c 50 -P "$P" --raw-line PING) ;;
+        "redis PING"|"echo, one tokio loop") j=$(bench "$port" -c 50 -P "$P" --raw-line PING) ;;
         "redis SET aof") j=$(bench "$port" -c 50 -P "$P" --raw-line "SET k v") ;;
         *) before=0; [ -f "$log" ] && before=$(stat -c %s "$log")
            j=$(bench "$port" -c 50 -P "$P" --clients 1000000) ;;
@@ -91,7 +94,7 @@ for shape in "loops" "two loops" "stealing" ${BASE_BIN:+base}; do
   done
   echo "$row |"
 done
-for name in "redis PING" "redis SET aof"; do
+for name in "redis PING" "redis SET aof" "echo, one tokio loop"; do
   echo "| $name | $(k "$(med "$name" 1)") | | | $(k "$(med "$name" 16)") | | |"
 done
 echo
@@ -102,7 +105,7 @@ echo "| --- | --- | --- |"
 for shape in "loops" "two loops" "stealing" ${BASE_BIN:+base}; do
   echo "| $shape | $(cpu "$shape logged" 1) / $(cpu "$shape unlogged" 1) | $(cpu "$shape logged" 16) / $(cpu "$shape unlogged" 16) |"
 done
-for name in "redis PING" "redis SET aof"; do
+for name in "redis PING" "redis SET aof" "echo, one tokio loop"; do
   echo "| $name | $(cpu "$name" 1) | $(cpu "$name" 16) |"
 done
 echo

@@ -897,8 +897,15 @@ impl<'a> Connection<'a> {
             self.timer_at = deadline;
             self.idle.as_mut().reset(deadline);
         }
+        // Shutdown is checked with a load here, so the select below can poll the read first: a
+        // busy connection's read is ready at once, and the two other futures are polled (to be woken)
+        // only when it is not. An unbiased select draws a random order and polls them on every call.
+        if self.shared.shutdown.is_cancelled() {
+            return Ok(false);
+        }
         let read = loop {
             tokio::select! {
+                biased;
                 r = self.stream.read_buf(&mut self.buf) => break r,
                 _ = &mut self.cancelled => return Ok(false),
                 _ = &mut self.idle => {
@@ -1106,10 +1113,21 @@ impl<'a> Connection<'a> {
         }
         self.shared.spec.log.submit(&mut self.log).await;
         if !self.out.is_empty() {
+            // Nearly always the socket takes the whole reply at once: no timer is made for that.
+            let sent = match self.stream.try_write(&self.out) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if sent == self.out.len() {
+                self.out.clear();
+                return Ok(());
+            }
             // A client that does not take its replies within the line time-out is given up on
             // (`TimedOut`), so a client that never reads cannot hold its connection for ever.
             let limit = self.shared.spec.limits.line_timeout;
-            match tokio::time::timeout(limit, self.stream.write_all(&self.out)).await {
+            let rest = &self.out[sent..];
+            match tokio::time::timeout(limit, self.stream.write_all(rest)).await {
                 Ok(written) => written?,
                 Err(_) => {
                     return Err(std::io::Error::new(
