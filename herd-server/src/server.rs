@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -188,6 +188,9 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
+    /// Set once shutdown has begun (by the accept loops, when the token fires): a plain load for the
+    /// connections to check on every read, where the token's own check takes its lock.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -366,6 +369,7 @@ async fn run_inner(
         loaded,
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
+        stopping: AtomicBool::new(false),
         spec,
     });
     let local = listeners.local_addr()?;
@@ -429,7 +433,10 @@ async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
         // left waiting silently in the kernel's queue.
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.shutdown.cancelled() => break,
+            _ = shared.shutdown.cancelled() => {
+                shared.stopping.store(true, Ordering::Relaxed);
+                break;
+            }
         };
         match accepted {
             Ok((stream, addr)) => {
@@ -691,14 +698,19 @@ async fn over_limit(
 
 /// `? busy` without a task, when even the waits over the limit are all taken: one non-blocking write
 /// (a fresh socket's buffer is empty), whatever the client sent already read and dropped, then close.
+/// On the plain socket, so nothing depends on whether the runtime has seen a socket this fresh ready.
 fn refuse_now(shared: &Shared, stream: TcpStream, conn: u64, addr: SocketAddr, busy: Busy) {
+    use std::io::{Read as _, Write as _};
     shared.refused(busy.refusal, addr);
     info!(conn, peer = %addr, refusal = %busy.refusal, limit = busy.key(), "connection refused: busy");
-    let _ = stream.try_write(busy.line().as_bytes());
+    let Ok(mut stream) = stream.into_std() else {
+        return;
+    };
+    let _ = stream.write(busy.line().as_bytes());
     let mut sink = [0u8; 4096];
     let mut drained = 0;
     while drained < BUSY_DRAIN_BYTES {
-        match stream.try_read(&mut sink) {
+        match stream.read(&mut sink) {
             Ok(n) if n > 0 => drained += n,
             _ => break,
         }
@@ -900,7 +912,9 @@ impl<'a> Connection<'a> {
         // Shutdown is checked with a load here, so the select below can poll the read first: a
         // busy connection's read is ready at once, and the two other futures are polled (to be woken)
         // only when it is not. An unbiased select draws a random order and polls them on every call.
-        if self.shared.shutdown.is_cancelled() {
+        // The flag is set by the accept loops a moment after the token fires; until then a connection
+        // whose read is pending hears the token itself.
+        if self.shared.stopping.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let read = loop {
@@ -1121,6 +1135,9 @@ impl<'a> Connection<'a> {
             };
             if sent == self.out.len() {
                 self.out.clear();
+                // `try_write` spends none of the task's budget: a client that keeps its socket full
+                // must still let the loop's other connections, links and admin requests run.
+                tokio::task::consume_budget().await;
                 return Ok(());
             }
             // A client that does not take its replies within the line time-out is given up on

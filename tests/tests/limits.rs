@@ -72,6 +72,38 @@ fn config_with(herd: &Processes, file: &str, limits: &str) -> std::path::PathBuf
     path
 }
 
+/// When even the waits over the limit are all taken (256 connections held for the neighbour's grace),
+/// a connection is answered without a task of its own: it must still read `? busy`, not a bare close.
+#[tokio::test]
+async fn past_the_held_waits_a_connection_is_still_told_busy() {
+    // Alford has a neighbour (not started), so connections over the limit wait its grace (500 ms).
+    let mut herd = Processes::new(&PAIR, "[limits]\nmax_connections = 2\n");
+    herd.start("Alford").await;
+    let addr = herd.addr("Alford");
+    let _held_open = [admitted(addr, "a").await, admitted(addr, "b").await];
+    // More than the 256 waits at once: the rest are refused on the spot.
+    let began = Instant::now();
+    let tries: Vec<_> = (0..320)
+        .map(|_| {
+            tokio::spawn(async move {
+                let stream = TcpStream::connect(addr).await.expect("connect");
+                let (answer, _) = until_closed(stream).await;
+                (answer, began.elapsed())
+            })
+        })
+        .collect();
+    let mut quick = 0;
+    for t in tries {
+        let (answer, took) = t.await.expect("task");
+        assert_eq!(answer, "? busy max_connections=2\n");
+        if took < Duration::from_millis(400) {
+            quick += 1;
+        }
+    }
+    // The waits end after the grace; only a connection refused on the spot is answered before it.
+    assert!(quick > 0, "no connection was refused on the spot");
+}
+
 #[tokio::test]
 async fn the_51st_connection_is_told_busy_within_a_second() {
     let mut herd = Processes::new(

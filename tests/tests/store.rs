@@ -423,10 +423,19 @@ async fn a_full_disk_under_everysec_keeps_serving_and_says_so() {
     .await;
     let err = herd.stderr("Alford");
     assert!(err.contains("serving from memory"), "{err}");
-    assert!(herd.running("Alford"));
+    assert!(herd.running("Alford"), "never a crash: {err}");
     herd.kill("Alford").await;
-    // The files load cleanly: what failed was cut back, never left half-written.
+    // The files load cleanly: what failed was cut back, never left half-written. The port is bound
+    // before the load ends: wait for the line that says it loaded.
     herd.start("Alford").await;
-    let err = herd.stderr("Alford");
-    assert!(err.contains("Alford loaded"), "{err}");
+    eventually(
+        "the restarted Alford to say it loaded its files",
+        || async {
+            herd.stderr("Alford")
+                .contains("Alford loaded")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(herd.running("Alford"), "{}", herd.stderr("Alford"));
 }

@@ -66,8 +66,9 @@ struct Common {
     #[arg(long, value_name = "DIR", default_value = "logs")]
     log_dir: PathBuf,
     /// Threads serving clients: event loops, or the work-stealing runtime's workers (see --runtime);
-    /// 1 runs everything on one thread. Default: one below four cores, three quarters of the cores
-    /// from four up (the rest is left to the kernel and the log and store writers).
+    /// 1 runs everything on one thread. Default for `serve` with loops: one below four cores, three
+    /// quarters of the cores from four up (the rest is left to the kernel and the log and store
+    /// writers); otherwise one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// How the threads share the clients: `loops`, one single-threaded event loop per thread, each
@@ -99,8 +100,9 @@ fn main() -> ExitCode {
     let debug = std::env::var_os("HERD_DEBUG").is_some_and(|v| v == "1");
     std::env::set_var("RUST_LIB_BACKTRACE", if debug { "1" } else { "0" });
     let cli = Cli::parse();
-    let (threads, shape) = match &cli.command {
-        Command::Serve { common, .. } | Command::Up { common } => (common.threads, common.runtime),
+    let (threads, shape, one_server) = match &cli.command {
+        Command::Serve { common, .. } => (common.threads, common.runtime, true),
+        Command::Up { common } => (common.threads, common.runtime, false),
         Command::Check { config } => return check(config.as_deref(), debug),
         Command::DefaultConfig => {
             print!("{}", default_config());
@@ -119,7 +121,13 @@ fn main() -> ExitCode {
     let threads = threads.map_or_else(
         || {
             let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            Loops::default_count(cores)
+            // The rule was measured for one server's loops; `up` runs five servers (and their
+            // floods) in one process, and work stealing idles what it does not need.
+            if one_server && shape == Shape::Loops {
+                Loops::default_count(cores)
+            } else {
+                cores
+            }
         },
         usize::from,
     );
