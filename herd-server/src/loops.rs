@@ -48,10 +48,11 @@ impl Loops {
     /// A loop is not all a request costs: the kernel's TCP work, the log's and the store's writer
     /// threads and the links need CPU too, and a loop that has to share its core with them is
     /// preempted in the middle of its batches, and loops contend for the node's lock. On the
-    /// two-core machine of BENCHMARKS.md one loop served 1.3× the pipelined IAMATs of two with
-    /// every line logged (1.13× Redis `SET` with its append-only file, against 0.87×), with the
-    /// unpipelined rate the same within the noise. The rule is Redis's advice for its I/O threads
-    /// (use them only from four cores, leaving spare ones: two or three of four, six of eight).
+    /// two-core machine of BENCHMARKS.md, over four runs, one loop served 1.02–1.3× the pipelined
+    /// IAMATs of two with every line logged (1.13–1.15× Redis `SET` with its append-only file,
+    /// against 0.87–1.11×) on less CPU a request, with the unpipelined rate the same within the
+    /// noise. The rule is Redis's advice for its I/O threads (use them only from four cores,
+    /// leaving spare ones: two or three of four, six of eight).
     pub fn default_count(cores: usize) -> usize {
         if cores < 4 {
             1
