@@ -193,6 +193,46 @@ async fn sighup_reopens_a_moved_log_and_the_server_lives_on() {
     );
 }
 
+/// A log replaced by a FIFO that nobody reads (or a mount that hangs) must not stop the server: the
+/// reopen fails at once instead of blocking the writer in `open`, lines are dropped and counted, and
+/// SIGTERM still stops it.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_log_turned_fifo_nobody_reads_does_not_stop_the_server() {
+    let mut herd = Processes::new(&[("Alford", &[])], "");
+    herd.start("Alford").await;
+    let addr = herd.addr("Alford");
+    let logs = herd.dir.join("logs");
+    std::fs::remove_file(logs.join("Alford.log")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(logs.join("Alford.log"))
+        .status();
+    if !fifo.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo is not available here");
+        return;
+    }
+    herd.signal("Alford", "HUP");
+    let mut c = Client::connect(addr).await;
+    // Far more than the log queue holds (about 250 bytes of log a request, 4 MiB queued at most).
+    for round in 0..40 {
+        let batch: String = (0..500)
+            .map(|i| format!("IAMAT f{round}x{i} +1+1 {i}\n"))
+            .collect();
+        c.send(batch).await;
+        for _ in 0..500 {
+            assert!(c.text_line().await.starts_with("AT Alford"));
+        }
+    }
+    drop(c);
+    eventually("the drop said on stderr", || async {
+        herd.stderr("Alford")
+            .contains("dropping log lines")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(herd.terminate("Alford").await, Some(0));
+}
+
 #[tokio::test]
 async fn size_rotation_keeps_at_most_keep_files() {
     let mut herd = Processes::new(&[("Alford", &[])], "[log]\nmax_bytes = 4096\nkeep = 2\n");

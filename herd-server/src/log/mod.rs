@@ -37,7 +37,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use tracing::field::{Field, Visit};
@@ -61,10 +61,16 @@ pub const HAND_OVER_AT: usize = 64 * 1024;
 
 pub use herd_config::LogSettings;
 
+/// How long closing a log waits for its writer to write what is queued. A writer stuck in a write that
+/// never returns (a FIFO nobody reads, a hung mount) is left behind rather than waited for: the server
+/// still stops.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// One log file: its queue and its writer thread.
 struct LogFile {
+    name: String,
     queue: Queue,
-    /// Lines its writer dropped in all (a full disk, a write error).
+    /// Lines dropped in all (a full disk, a write error, a stuck writer).
     dropped: Arc<std::sync::atomic::AtomicU64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -73,8 +79,19 @@ impl LogFile {
     fn close(&self) {
         self.queue.close();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = thread {
+        let Some(t) = thread else { return };
+        let start = Instant::now();
+        while !t.is_finished() && start.elapsed() < CLOSE_WAIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
             let _ = t.join();
+        } else {
+            eprintln!(
+                "herd-server: {}: the log writer is still in a write after {CLOSE_WAIT:?}; stopping \
+                 without it (what it holds is lost)",
+                self.name
+            );
         }
     }
 }
@@ -339,8 +356,16 @@ impl Logs {
                 },
                 Box::new(|msg| eprintln!("{msg}")),
             );
+            let stall = writer::Stall {
+                after: writer::STALL,
+                dropped: dropped.clone(),
+                report: Box::new(|msg| eprintln!("{msg}")),
+                name: name.clone(),
+                path: path.display().to_string(),
+            };
             let file = Arc::new(LogFile {
-                queue: Queue::new(QUEUE_BYTES),
+                name: name.clone(),
+                queue: Queue::with_stall(QUEUE_BYTES, stall),
                 dropped,
                 thread: Mutex::new(None),
             });

@@ -17,6 +17,11 @@
 //! A write that fails (no space, an I/O error, the folder removed) does not stop the server: the writer
 //! says once on stderr that it is dropping lines, counts them, retries every [`RETRY`] (reopening the
 //! file), and when a write succeeds again writes a line saying how many were lost, and says so on stderr.
+//!
+//! A write that never returns (a FIFO nobody reads, a hung network mount) must not stop the server
+//! either: once the writer has been busy for [`STALL`] with the queue full, producers stop waiting and
+//! drop their lines, counted, the same way; the writer says how many when it moves again. A slow disk
+//! still holds producers back, since its writes end within the stall time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write as _};
@@ -35,6 +40,10 @@ pub(crate) const LINGER: Duration = Duration::from_millis(2);
 const WAKE_AT: usize = 512 * 1024;
 /// Most buffers handed to one `writev` (Linux takes up to 1024).
 const IOV_MAX: usize = 1024;
+/// A writer busy this long on one write (or one reopen) while the queue is full is stuck: producers
+/// drop their lines (counted) rather than wait for it. Far above what a slow disk takes for a write of
+/// the queue's bound, so back-pressure is kept for a disk that is only slow.
+pub(crate) const STALL: Duration = Duration::from_secs(5);
 /// Most spare buffers kept for reuse, so a busy connection does not allocate a new buffer per batch…
 const SPARES: usize = 256;
 /// …and a spare buffer larger than this is freed instead of kept.
@@ -52,6 +61,43 @@ enum Writing {
     Lingering,
 }
 
+/// What became of a buffer handed to the queue.
+enum Pushed {
+    /// Queued; here is an empty buffer for the next batch.
+    Queued(Vec<u8>),
+    /// Dropped, `lines` of it, because the writer is stuck; `first`: the first drop since it was.
+    Dropped {
+        buf: Vec<u8>,
+        lines: u64,
+        first: bool,
+    },
+}
+
+/// What a queue does when its writer is stuck.
+pub(crate) struct Stall {
+    /// How long a write may take before the writer counts as stuck.
+    pub(crate) after: Duration,
+    /// Lines dropped in all (shared with the writer, for the metrics).
+    pub(crate) dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Says once on stderr that lines are being dropped.
+    pub(crate) report: Box<dyn Fn(&str) + Send + Sync>,
+    /// The server's name and the file, for that message.
+    pub(crate) name: String,
+    pub(crate) path: String,
+}
+
+impl Default for Stall {
+    fn default() -> Self {
+        Stall {
+            after: STALL,
+            dropped: Default::default(),
+            report: Box::new(|_| {}),
+            name: String::new(),
+            path: String::new(),
+        }
+    }
+}
+
 /// The bounded queue between the connections of one server and its log file's writer thread.
 pub(crate) struct Queue {
     state: Mutex<State>,
@@ -65,6 +111,7 @@ pub(crate) struct Queue {
     cap: usize,
     /// Bytes queued that make a producer wake a lingering writer.
     wake_at: usize,
+    stall: Stall,
 }
 
 #[derive(Default)]
@@ -82,6 +129,13 @@ struct State {
     starved: bool,
     /// The most bytes ever held, for tests and benchmarks.
     high_water: usize,
+    /// When the writer let go of the lock to write or reopen (`None` while it holds the lock or
+    /// sleeps): how long it has been at it.
+    busy_since: Option<Instant>,
+    /// Producers are dropping their lines: the writer was found stuck.
+    stalled: bool,
+    /// Lines producers dropped while the writer was stuck, not yet reported.
+    lost: u64,
 }
 
 impl State {
@@ -100,22 +154,31 @@ impl State {
     }
 
     /// Queues `buf` if there is room and returns a spare buffer for the next batch; gives `buf` back
-    /// (and marks the queue starved) if not.
-    fn push(&mut self, buf: Vec<u8>, cap: usize) -> Result<Vec<u8>, Vec<u8>> {
+    /// (and marks the queue starved) if not — unless the writer is stuck ([`STALL`]): then `buf`'s
+    /// lines are dropped and counted (`Pushed::Dropped`).
+    fn push(&mut self, buf: Vec<u8>, cap: usize, stall: Duration) -> Result<Pushed, Vec<u8>> {
         if self.closed {
             // The server has stopped: nothing is written any more.
             let mut buf = buf;
             buf.clear();
-            return Ok(buf);
+            return Ok(Pushed::Queued(buf));
         }
         if self.bytes > 0 && self.bytes + buf.len() > cap {
+            if self.busy_since.is_some_and(|t| t.elapsed() >= stall) {
+                let lines = count_lines(&[&buf]);
+                self.lost += lines;
+                let first = !std::mem::replace(&mut self.stalled, true);
+                let mut buf = buf;
+                buf.clear();
+                return Ok(Pushed::Dropped { buf, lines, first });
+            }
             self.starved = true;
             return Err(buf);
         }
         self.bytes += buf.len();
         self.high_water = self.high_water.max(self.bytes);
         self.bufs.push(buf);
-        Ok(self.spare())
+        Ok(Pushed::Queued(self.spare()))
     }
 
     fn spare(&mut self) -> Vec<u8> {
@@ -140,7 +203,13 @@ impl State {
 }
 
 impl Queue {
+    #[cfg(test)]
     pub(crate) fn new(cap: usize) -> Self {
+        Self::with_stall(cap, Stall::default())
+    }
+
+    /// A queue of `cap` bytes whose producers stop waiting for a stuck writer as `stall` says.
+    pub(crate) fn with_stall(cap: usize, stall: Stall) -> Self {
         let cap = cap.max(1);
         Queue {
             state: Mutex::new(State::default()),
@@ -149,6 +218,27 @@ impl Queue {
             room: tokio::sync::Notify::new(),
             cap,
             wake_at: (cap / 4).clamp(1, WAKE_AT),
+            stall,
+        }
+    }
+
+    /// `push`'s result for the caller: the spare buffer, after counting and (once) reporting a drop.
+    fn settle(&self, pushed: Pushed) -> Vec<u8> {
+        match pushed {
+            Pushed::Queued(spare) => spare,
+            Pushed::Dropped { buf, lines, first } => {
+                self.stall
+                    .dropped
+                    .fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
+                if first {
+                    (self.stall.report)(&format!(
+                        "herd-server: {}: the log {} has taken more than {:?} to write; dropping log \
+                         lines until it moves again",
+                        self.stall.name, self.stall.path, self.stall.after
+                    ));
+                }
+                buf
+            }
         }
     }
 
@@ -171,13 +261,13 @@ impl Queue {
     /// writer only when it must.
     fn try_push(&self, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
         let mut s = self.lock();
-        let pushed = s.push(buf, self.cap);
+        let pushed = s.push(buf, self.cap, self.stall.after);
         let wake = s.wake(self.wake_at);
         drop(s);
         if wake {
             self.ready.notify_one();
         }
-        pushed
+        pushed.map(|p| self.settle(p))
     }
 
     /// Queues `buf`, waiting (without blocking the thread) until there is room, and returns an empty
@@ -199,7 +289,8 @@ impl Queue {
                 Ok(spare) => return spare,
                 Err(b) => buf = b,
             }
-            notified.await;
+            // Woken by room, or after a while to see whether the writer is stuck.
+            let _ = tokio::time::timeout(self.stall.after / 4, notified).await;
         }
     }
 
@@ -208,16 +299,25 @@ impl Queue {
         let mut s = self.lock();
         let mut buf = buf;
         loop {
-            let pushed = s.push(buf, self.cap);
+            let pushed = s.push(buf, self.cap, self.stall.after);
             let wake = s.wake(self.wake_at);
             if wake {
                 self.ready.notify_one();
             }
             match pushed {
-                Ok(_) => return,
+                Ok(p) => {
+                    drop(s);
+                    self.settle(p);
+                    return;
+                }
                 Err(b) => buf = b,
             }
-            s = self.room_sync.wait(s).unwrap_or_else(|p| p.into_inner());
+            // Woken by room, or after a while to see whether the writer is stuck.
+            s = self
+                .room_sync
+                .wait_timeout(s, self.stall.after / 4)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -271,6 +371,11 @@ pub(crate) trait Target: Send {
     fn rotate(&mut self, keep: usize) -> io::Result<()>;
     /// Where it writes, for messages.
     fn describe(&self) -> String;
+    /// Whether the file at the path is no longer the one being written (removed, or moved and
+    /// replaced, without a SIGHUP). Looked at no more than once a second.
+    fn moved(&mut self) -> bool {
+        false
+    }
 }
 
 /// A log file opened for appending.
@@ -278,7 +383,15 @@ pub(crate) struct FileTarget {
     path: PathBuf,
     file: Option<File>,
     len: u64,
+    /// Device and inode of the open file, to see that the path still leads to it.
+    id: Option<(u64, u64)>,
+    /// When the path was last compared with the open file, and how often it is.
+    checked: Instant,
+    check_every: Duration,
 }
+
+/// How often [`FileTarget::moved`] looks at the path.
+const CHECK_PATH: Duration = Duration::from_secs(1);
 
 impl FileTarget {
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
@@ -286,10 +399,60 @@ impl FileTarget {
             path: path.to_owned(),
             file: None,
             len: 0,
+            id: None,
+            checked: Instant::now(),
+            check_every: CHECK_PATH,
         };
         t.reopen()?;
         Ok(t)
     }
+
+    /// `self.path` numbered: `Name.log.<i>`.
+    fn numbered(&self, i: usize) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{i}"));
+        PathBuf::from(p)
+    }
+}
+
+/// Opens `path` for appending without waiting for a reader: a FIFO nobody reads fails at once (ENXIO)
+/// instead of blocking the writer in `open` for ever. Writes then block as usual (a reader that is only
+/// slow holds the writer back, and the queue's stall rule covers one that never reads).
+#[cfg(unix)]
+fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is the descriptor `file` owns, open for as long as this call.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+#[cfg(not(unix))]
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Device and inode of a file's metadata.
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 impl Target for FileTarget {
@@ -341,11 +504,11 @@ impl Target for FileTarget {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?; // the folder may have been removed under us
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        self.len = file.metadata().map_or(0, |m| m.len());
+        let file = open_append(&self.path)?;
+        let meta = file.metadata().ok();
+        self.len = meta.as_ref().map_or(0, |m| m.len());
+        self.id = meta.as_ref().and_then(file_id);
+        self.checked = Instant::now();
         self.file = Some(file);
         Ok(())
     }
@@ -356,27 +519,44 @@ impl Target for FileTarget {
 
     fn rotate(&mut self, keep: usize) -> io::Result<()> {
         self.file = None;
-        let numbered = |i: usize| {
-            let mut p = self.path.clone().into_os_string();
-            p.push(format!(".{i}"));
-            PathBuf::from(p)
+        let rename = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("renaming {} to {}: {e}", from.display(), to.display()),
+                )
+            })
         };
         if keep == 0 {
             let _ = std::fs::remove_file(&self.path);
         } else {
-            for i in (1..keep).rev() {
-                match std::fs::rename(numbered(i), numbered(i + 1)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
+            // Only the files that exist move up: `.1` to `.2` and so on up to the first gap (or to
+            // `.keep`, which the one before replaces). The cost is the files there are, not `keep`.
+            let mut end = 1;
+            while end < keep && self.numbered(end).symlink_metadata().is_ok() {
+                end += 1;
             }
-            std::fs::rename(&self.path, numbered(1))?;
+            for i in (1..end).rev() {
+                rename(&self.numbered(i), &self.numbered(i + 1))?;
+            }
+            rename(&self.path, &self.numbered(1))?;
         }
         self.reopen()
     }
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn moved(&mut self) -> bool {
+        if self.file.is_none() || self.checked.elapsed() < self.check_every {
+            return false;
+        }
+        self.checked = Instant::now();
+        match std::fs::metadata(&self.path) {
+            Ok(m) => file_id(&m) != self.id,
+            Err(_) => true,
+        }
     }
 }
 
@@ -398,6 +578,8 @@ pub(crate) struct WriterConfig {
 struct Dropping {
     lines: u64,
     cause: String,
+    /// A file too large or a full disk: a rotation may be what lets writing go on.
+    full: bool,
     last_try: Instant,
     /// The failed write may have left half a line in the file.
     partial: bool,
@@ -408,6 +590,9 @@ pub(crate) struct Writer<T: Target> {
     target: T,
     config: WriterConfig,
     dropping: Option<Dropping>,
+    /// When a rotation last failed (until one succeeds): it is tried again only after
+    /// [`Self::config`]'s retry time, and said on stderr once.
+    rotate_failed: Option<Instant>,
     report: Box<dyn FnMut(&str) + Send>,
 }
 
@@ -445,6 +630,7 @@ impl<T: Target> Writer<T> {
             target,
             config,
             dropping: None,
+            rotate_failed: None,
             report,
         }
     }
@@ -475,6 +661,10 @@ impl<T: Target> Writer<T> {
                 self.dropping = Some(Dropping {
                     lines: lost,
                     cause: e.to_string(),
+                    full: matches!(
+                        e.kind(),
+                        io::ErrorKind::FileTooLarge | io::ErrorKind::StorageFull
+                    ),
                     last_try: Instant::now(),
                     partial,
                 });
@@ -512,8 +702,17 @@ impl<T: Target> Writer<T> {
                 return false;
             }
             d.last_try = Instant::now();
-            // The file may be gone or replaced (space freed by removing it): open it afresh.
-            let _ = self.target.reopen();
+            // A file too large to grow (a size limit) or a full disk: if rotation is on, a new file
+            // (and the oldest one removed) may be all it takes. Not for an empty file, so a disk that
+            // stays full does not push every kept file out.
+            let rotated = d.full
+                && self.config.max_bytes > 0
+                && self.target.len() > 0
+                && self.target.rotate(self.config.keep).is_ok();
+            if !rotated {
+                // The file may be gone or replaced (space freed by removing it): open it afresh.
+                let _ = self.target.reopen();
+            }
             let notice = format!(
                 "{}{}  WARN log lines lost: {} (could not write the log: {})\n",
                 if d.partial { "\n" } else { "" },
@@ -545,17 +744,52 @@ impl<T: Target> Writer<T> {
     }
 
     fn write_through(&mut self, bufs: &[&[u8]]) {
+        if self.target.moved() {
+            // Removed (or moved away without a SIGHUP): what was written since the last look went
+            // to the old file. Open one at the path again, and say so there and on stderr.
+            let msg = format!(
+                "the log {} was removed or replaced; writing a new file at its path (lines of the \
+                 second before may be in the old one)",
+                self.target.describe()
+            );
+            self.reopen();
+            let line = format!(
+                "{}  WARN {msg}\n",
+                humantime::format_rfc3339_micros(SystemTime::now())
+            );
+            let _ = self.target.write(&[line.as_bytes()]);
+            (self.report)(&format!("herd-server: {}: {msg}", self.config.name));
+        }
         let len = self.target.len();
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        if self.config.max_bytes > 0 && len > 0 && len + total > self.config.max_bytes {
-            if let Err(e) = self.target.rotate(self.config.keep) {
-                // Keep writing where we can; a failed rotation is reported but loses nothing yet.
-                (self.report)(&format!(
-                    "herd-server: {}: cannot rotate the log {}: {e}",
-                    self.config.name,
-                    self.target.describe()
-                ));
-                let _ = self.target.reopen();
+        let due = self
+            .rotate_failed
+            .is_none_or(|t| t.elapsed() >= self.config.retry.max(CHECK_PATH));
+        if self.config.max_bytes > 0 && len > 0 && len + total > self.config.max_bytes && due {
+            match self.target.rotate(self.config.keep) {
+                Ok(()) => {
+                    if self.rotate_failed.take().is_some() {
+                        (self.report)(&format!(
+                            "herd-server: {}: rotating the log {} works again",
+                            self.config.name,
+                            self.target.describe()
+                        ));
+                    }
+                }
+                Err(e) => {
+                    // Keep writing where we can (the file grows past `max_bytes`); a failed
+                    // rotation loses nothing, is said once, and is tried again now and then.
+                    if self.rotate_failed.is_none() {
+                        (self.report)(&format!(
+                            "herd-server: {}: cannot rotate the log {} ({e}); writing on past \
+                             max_bytes and trying again every second",
+                            self.config.name,
+                            self.target.describe()
+                        ));
+                    }
+                    self.rotate_failed = Some(Instant::now());
+                    let _ = self.target.reopen();
+                }
             }
         }
         let before = self.target.len();
@@ -645,9 +879,10 @@ impl<T: Target> Writer<T> {
                     s = g;
                     if timeout.timed_out() && s.bufs.is_empty() {
                         s.writer = Writing::Busy;
+                        s.busy_since = Some(Instant::now());
                         drop(s);
                         self.resume(&[]);
-                        s = queue.lock();
+                        s = self.back(queue);
                     }
                 } else {
                     s = queue.ready.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -657,6 +892,7 @@ impl<T: Target> Writer<T> {
             let reopen = std::mem::take(&mut s.reopen);
             let closed = s.closed;
             std::mem::swap(&mut s.bufs, &mut batch);
+            s.busy_since = Some(Instant::now());
             drop(s);
             if reopen {
                 self.reopen();
@@ -668,9 +904,37 @@ impl<T: Target> Writer<T> {
             } else if closed {
                 break;
             }
-            s = queue.lock();
+            s = self.back(queue);
         }
         self.finish();
+    }
+
+    /// The writer is back from a write or a reopen: takes the queue's lock again, and if producers
+    /// dropped lines meanwhile because it took too long, says how many (in the log and on stderr).
+    fn back<'q>(&mut self, queue: &'q Queue) -> MutexGuard<'q, State> {
+        let mut s = queue.lock();
+        s.busy_since = None;
+        if !std::mem::take(&mut s.stalled) {
+            return s;
+        }
+        let lost = std::mem::take(&mut s.lost);
+        // Writing the notice may take as long again: producers still see a busy writer meanwhile.
+        s.busy_since = Some(Instant::now());
+        drop(s);
+        let notice = format!(
+            "{}  WARN log lines lost: {lost} (the log took more than {:?} to write)\n",
+            humantime::format_rfc3339_micros(SystemTime::now()),
+            queue.stall.after
+        );
+        self.write(&[notice.as_bytes()]);
+        (self.report)(&format!(
+            "herd-server: {}: writing the log {} again; {lost} log lines were dropped while it was stuck",
+            self.config.name,
+            self.target.describe()
+        ));
+        let mut s = queue.lock();
+        s.busy_since = None;
+        s
     }
 }
 
@@ -850,5 +1114,278 @@ mod tests {
             queue.high_water()
         );
         assert!(queue.high_water() >= CAP / 2, "the bound was reached");
+    }
+
+    /// A target whose writes block until `open` is set, like a FIFO nobody reads or a hung mount.
+    struct Stuck {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        taken: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Target for Stuck {
+        fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            let mut taken = self.taken.lock().unwrap();
+            for b in bufs {
+                taken.extend_from_slice(b);
+            }
+            Ok(())
+        }
+        fn reopen(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> u64 {
+            self.taken.lock().unwrap().len() as u64
+        }
+        fn rotate(&mut self, _keep: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "stuck".into()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_writer_makes_producers_drop_and_count_instead_of_waiting_for_ever() {
+        const CAP: usize = 16 * 1024;
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = said.clone();
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let queue = Arc::new(Queue::with_stall(
+            CAP,
+            Stall {
+                after: Duration::from_millis(200),
+                dropped: dropped.clone(),
+                report: Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
+                name: "Alford".into(),
+                path: "stuck".into(),
+            },
+        ));
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let w = Writer::new(
+            Stuck {
+                open: gate.clone(),
+                taken: taken.clone(),
+            },
+            WriterConfig {
+                name: "Alford".into(),
+                max_bytes: 0,
+                keep: 0,
+                retry: Duration::ZERO,
+                dropped: dropped.clone(),
+            },
+            Box::new(|_| {}),
+        );
+        let q = queue.clone();
+        let thread = std::thread::spawn(move || w.run(&q));
+        // Four times the bound, in lines of 64 bytes: every push returns (the first ones queued, the
+        // rest dropped once the writer has been stuck for the stall time), none waits for ever.
+        let line = [b"x".repeat(63), b"\n".to_vec()].concat();
+        let pushes = 4 * CAP / 1024;
+        let producer = {
+            let q = queue.clone();
+            tokio::spawn(async move {
+                for _ in 0..pushes {
+                    q.push(line.repeat(16)).await;
+                }
+                // A rare event from a plain thread is not held for ever either.
+                let q2 = q.clone();
+                tokio::task::spawn_blocking(move || q2.push_blocking(b"rare\n".to_vec()))
+                    .await
+                    .unwrap();
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(30), producer)
+            .await
+            .expect("producers waited for a stuck writer")
+            .unwrap();
+        let lost = dropped.load(Ordering::SeqCst);
+        assert!(lost > 0, "nothing dropped");
+        let msgs = said.lock().unwrap().clone();
+        assert_eq!(msgs.len(), 1, "said once: {msgs:?}");
+        assert!(msgs[0].contains("dropping log lines"), "{msgs:?}");
+
+        // The write returns at last: what was queued is written, then how many were lost.
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        queue.close();
+        thread.join().unwrap();
+        let text = String::from_utf8(taken.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(&format!("WARN log lines lost: {lost} (")),
+            "{lost}: {}",
+            &text[text.len().saturating_sub(300)..]
+        );
+        let kept = text.lines().filter(|l| l.starts_with('x')).count() as u64;
+        let rare = u64::from(text.contains("rare\n"));
+        assert_eq!(
+            kept + rare + lost,
+            (pushes * 16 + 1) as u64,
+            "every line written or counted"
+        );
+    }
+
+    fn file_writer(
+        dir: &Path,
+        max_bytes: u64,
+        keep: usize,
+    ) -> (Writer<FileTarget>, Arc<Mutex<Vec<String>>>) {
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let s = said.clone();
+        let mut target = FileTarget::open(&dir.join("Alford.log")).unwrap();
+        target.check_every = Duration::ZERO;
+        let w = Writer::new(
+            target,
+            WriterConfig {
+                name: "Alford".into(),
+                max_bytes,
+                keep,
+                retry: Duration::ZERO,
+                dropped: Default::default(),
+            },
+            Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
+        );
+        (w, said)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("herd-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_removed_log_folder_is_noticed_said_and_written_again() {
+        let dir = scratch("removed");
+        let (mut w, said) = file_writer(&dir, 0, 0);
+        w.write(&[b"before\n".as_slice()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        w.write(&[b"after\n".as_slice()]);
+        let text = std::fs::read_to_string(dir.join("Alford.log")).expect("written again");
+        assert!(text.contains("WARN the log "), "{text}");
+        assert!(text.ends_with("after\n"), "{text}");
+        let msgs = said.lock().unwrap().clone();
+        assert!(
+            msgs.len() == 1 && msgs[0].contains("was removed or replaced"),
+            "{msgs:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_moves_only_the_files_there_are_and_a_failure_is_said_once() {
+        let dir = scratch("rotate");
+        // A `keep` of a billion costs what the files there are cost, not a billion renames.
+        let (mut w, said) = file_writer(&dir, 10, 1_000_000_000);
+        for i in 0..4 {
+            w.write(&[format!("line {i} of the log\n").as_bytes()]);
+        }
+        for (f, want) in [("Alford.log", 3), ("Alford.log.1", 2), ("Alford.log.3", 0)] {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap();
+            assert_eq!(text, format!("line {want} of the log\n"), "{f}");
+        }
+        assert!(said.lock().unwrap().is_empty());
+
+        // `.1` cannot be replaced (a folder with something in it): said once, lines still written.
+        let (mut w, said) = file_writer(&dir, 10, 1);
+        std::fs::remove_file(dir.join("Alford.log.1")).unwrap();
+        std::fs::create_dir_all(dir.join("Alford.log.1").join("x")).unwrap();
+        for i in 0..50 {
+            w.write(&[format!("more {i}\n").as_bytes()]);
+        }
+        let msgs = said.lock().unwrap().clone();
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].contains("cannot rotate") && msgs[0].contains("Alford.log.1"),
+            "{msgs:?}"
+        );
+        let text = std::fs::read_to_string(dir.join("Alford.log")).unwrap();
+        assert!(text.ends_with("more 49\n"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_nobody_reads_fails_at_open_instead_of_blocking() {
+        let dir = scratch("fifo");
+        let path = dir.join("Alford.log");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string for the call's duration.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || tx.send(FileTarget::open(&p).is_err()).unwrap());
+        let failed = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("open blocked on a FIFO nobody reads");
+        assert!(failed);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A target that says the file is too large until it is rotated.
+    #[derive(Clone, Default)]
+    struct Limited {
+        rotated: Arc<AtomicUsize>,
+        taken: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Target for Limited {
+        fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
+            let mut taken = self.taken.lock().unwrap();
+            if self.rotated.load(Ordering::SeqCst) == 0 && taken.len() >= 20 {
+                return Err(io::Error::from_raw_os_error(27)); // EFBIG
+            }
+            for b in bufs {
+                taken.extend_from_slice(b);
+            }
+            Ok(())
+        }
+        fn reopen(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> u64 {
+            self.taken.lock().unwrap().len() as u64
+        }
+        fn rotate(&mut self, _keep: usize) -> io::Result<()> {
+            self.rotated.fetch_add(1, Ordering::SeqCst);
+            self.taken.lock().unwrap().clear();
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "limited".into()
+        }
+    }
+
+    #[test]
+    fn a_file_too_large_is_rotated_away_when_rotation_is_on() {
+        let t = Limited::default();
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = said.clone();
+        let mut w = Writer::new(
+            t.clone(),
+            WriterConfig {
+                name: "Alford".into(),
+                max_bytes: 1000,
+                keep: 1,
+                retry: Duration::ZERO,
+                dropped: Default::default(),
+            },
+            Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
+        );
+        w.write(&[b"first line of twenty+\n".as_slice()]);
+        w.write(&[b"refused\n".as_slice()]);
+        assert_eq!(w.dropping(), Some(1));
+        w.write(&[b"after\n".as_slice()]);
+        assert_eq!(w.dropping(), None, "{:?}", said.lock().unwrap());
+        assert_eq!(t.rotated.load(Ordering::SeqCst), 1);
+        let text = String::from_utf8(t.taken.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("WARN log lines lost: 1 ("), "{text}");
+        assert!(text.ends_with("after\n"), "{text}");
     }
 }
