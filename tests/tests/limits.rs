@@ -226,7 +226,10 @@ async fn a_neighbour_restarts_and_links_up_while_the_client_limit_is_exhausted()
     }
     eventually("the neighbour's refusal in Hamilton's log", || {
         let log = herd.log("Hamilton");
-        async move { log.contains("a neighbour, over the client limit").then_some(()) }
+        async move {
+            log.contains("a neighbour, over the client limit")
+                .then_some(())
+        }
     })
     .await;
 }
