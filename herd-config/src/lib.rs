@@ -155,9 +155,15 @@ pub struct LogSettings {
     pub bodies: bool,
     /// Rotate a file before it grows past this many bytes; 0 never rotates (`max_bytes`).
     pub max_bytes: u64,
-    /// Rotated files kept: `Name.log.1` (newest) to `Name.log.<keep>` (`keep`).
+    /// Rotated files kept: `Name.log.1` (newest) to `Name.log.<keep>` (`keep`, at most
+    /// [`MAX_KEEP`]).
     pub keep: usize,
 }
+
+/// The most rotated log files `[log] keep` may ask for. A rotation renames every kept file while its
+/// server's log waits, so a huge `keep` (a typo, or `u64::MAX`) would stall logging for minutes at
+/// each rotation; a thousand files is far past any real need (logrotate covers longer histories).
+pub const MAX_KEEP: usize = 1000;
 
 impl Default for LogSettings {
     fn default() -> Self {
@@ -293,7 +299,7 @@ struct LogFile {
     lines: Option<bool>,
     bodies: Option<bool>,
     max_bytes: Option<u64>,
-    keep: Option<usize>,
+    keep: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -628,20 +634,37 @@ impl Config {
                 ));
             }
         }
+        let log = match file.log {
+            None => LogSettings::default(),
+            Some(l) => {
+                let d = LogSettings::default();
+                let keep = match l.keep {
+                    None => d.keep,
+                    Some(k) if *k.get_ref() > MAX_KEEP as u64 => {
+                        return Err(err(
+                            line_of(k.span()),
+                            format!(
+                                "[log] keep = {} cannot work: it must be at most {MAX_KEEP}",
+                                k.get_ref()
+                            ),
+                        ))
+                    }
+                    Some(k) => *k.get_ref() as usize,
+                };
+                LogSettings {
+                    lines: l.lines.unwrap_or(d.lines),
+                    bodies: l.bodies.unwrap_or(d.bodies),
+                    max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
+                    keep,
+                }
+            }
+        };
         Ok(Config {
             places,
             secrets,
             insecure,
             limits,
-            log: file.log.map_or(LogSettings::default(), |l| {
-                let d = LogSettings::default();
-                LogSettings {
-                    lines: l.lines.unwrap_or(d.lines),
-                    bodies: l.bodies.unwrap_or(d.bodies),
-                    max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
-                    keep: l.keep.unwrap_or(d.keep),
-                }
-            }),
+            log,
             store: file.store.map_or(StoreSettings::default(), |s| {
                 let d = StoreSettings::default();
                 StoreSettings {
@@ -759,6 +782,10 @@ mod tests {
                 keep: 2
             }
         );
+        // The bound itself is taken; one past it is refused (see the bad-config table).
+        let c = parse("[log]\nkeep = 1000\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n")
+            .unwrap();
+        assert_eq!(c.log.keep, MAX_KEEP);
         let e = parse("[log]\nmax_bytes = -1\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n");
         assert!(e.unwrap_err().to_string().starts_with("herd.toml:2:"));
     }
@@ -925,6 +952,14 @@ mod tests {
             (
                 two("admin = \"nope\"\n"),
                 "herd.toml:9: admin address \"nope\" of B",
+            ),
+            (
+                two("[log]\nkeep = 1001\n"),
+                "herd.toml:10: [log] keep = 1001 cannot work: it must be at most 1000",
+            ),
+            (
+                two("[log]\nkeep = 18446744073709551615\n"),
+                "herd.toml:10: [log] keep = 18446744073709551615 cannot work: it must be at most 1000",
             ),
         ];
         for (text, want) in cases {
