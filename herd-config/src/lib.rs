@@ -37,7 +37,8 @@ pub struct Config {
 /// One server of the herd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Its name, as it appears in AT lines.
+    /// Its name, as it appears in AT lines; also the name of its log file and data folder, so
+    /// one plain word (checked at load).
     pub name: String,
     /// `host:port` it listens on, for clients and peers alike.
     pub listen: String,
@@ -407,10 +408,10 @@ impl Config {
         let mut addrs = HashSet::new();
         for s in &file.server {
             let name = s.name.get_ref();
-            if name.is_empty() || name.bytes().any(herd_proto::is_whitespace) {
+            if let Some(why) = name_problem(name) {
                 return Err(err(
                     line_of(s.name.span()),
-                    format!("server name {name:?} must be non-empty without white space"),
+                    format!("server name {name:?} {why}"),
                 ));
             }
             if names.insert(name.clone(), names.len()).is_some() {
@@ -695,6 +696,22 @@ fn check_workable(places: &PlacesConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Why `name` cannot name a server, if it cannot. A name is a field of AT lines, so it is what
+/// herd-proto takes as one (non-empty, no white space of PROTOCOL.md §1); it also names the server's
+/// log file (`<log-dir>/<Name>.log`) and data folder (`<data-dir>/<Name>/`), so it must be one plain
+/// path component that stays in its folder, and it must read as one word in logs and on terminals.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.bytes().any(herd_proto::is_whitespace) {
+        Some("must be non-empty without white space")
+    } else if name == "." || name == ".." || name.contains(['/', '\\']) {
+        Some("must not be `.`, `..` or hold `/` or `\\`: it names the server's log file and data folder")
+    } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("must not hold a control character or white space")
+    } else {
+        None
+    }
+}
+
 /// Whether a `host:port` listens on loopback only (`127.0.0.0/8`, `::1`, `localhost`).
 fn is_loopback(listen: &str) -> bool {
     let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
@@ -711,6 +728,51 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "herd.toml", None)
+    }
+
+    #[test]
+    fn a_server_name_is_one_word_and_one_plain_path_component() {
+        // A TOML basic string: every character but printable ASCII as a `\u` escape.
+        let one = |name: &str| {
+            let quoted: String = name
+                .chars()
+                .map(|c| match c {
+                    ' '..='~' if c != '"' && c != '\\' => c.to_string(),
+                    c => format!("\\u{:04X}", c as u32),
+                })
+                .collect();
+            format!("[[server]]\nname = \"{quoted}\"\nlisten = \"127.0.0.1:1\"\n")
+        };
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../escaped",
+            "a/b",
+            "/tmp/x/abs",
+            "a\\b",
+            "..\\up",
+            "nul\0",
+            "tab\tx",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "rs\u{1e}",
+            "nel\u{85}",
+            "ls\u{2028}",
+            "no\u{a0}break",
+        ] {
+            let got = parse(&one(bad)).unwrap_err().to_string();
+            assert!(
+                got.starts_with(&format!("herd.toml:2: server name {bad:?} must")),
+                "{bad:?}: {got}"
+            );
+        }
+        for good in [
+            "Alford", "a.b", "...", ".hidden", "x-1_y", "Zürich", "\u{ff}",
+        ] {
+            let c = parse(&one(good)).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(c.servers[0].name, good);
+        }
     }
 
     #[test]
@@ -952,6 +1014,10 @@ mod tests {
             (
                 two("admin = \"nope\"\n"),
                 "herd.toml:9: admin address \"nope\" of B",
+            ),
+            (
+                two("[[server]]\nname = \"../escaped\"\nlisten = \"127.0.0.1:3\"\n"),
+                "herd.toml:10: server name \"../escaped\" must not be `.`, `..` or hold `/`",
             ),
             (
                 two("[log]\nkeep = 1001\n"),
