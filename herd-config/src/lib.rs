@@ -37,7 +37,8 @@ pub struct Config {
 /// One server of the herd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Its name, as it appears in AT lines.
+    /// Its name, as it appears in AT lines; also the name of its log file and data folder, so
+    /// one plain word (checked at load).
     pub name: String,
     /// `host:port` it listens on, for clients and peers alike.
     pub listen: String,
@@ -155,9 +156,15 @@ pub struct LogSettings {
     pub bodies: bool,
     /// Rotate a file before it grows past this many bytes; 0 never rotates (`max_bytes`).
     pub max_bytes: u64,
-    /// Rotated files kept: `Name.log.1` (newest) to `Name.log.<keep>` (`keep`).
+    /// Rotated files kept: `Name.log.1` (newest) to `Name.log.<keep>` (`keep`, at most
+    /// [`MAX_KEEP`]).
     pub keep: usize,
 }
+
+/// The most rotated log files `[log] keep` may ask for. A rotation renames every kept file while its
+/// server's log waits, so a huge `keep` (a typo, or `u64::MAX`) would stall logging for minutes at
+/// each rotation; a thousand files is far past any real need (logrotate covers longer histories).
+pub const MAX_KEEP: usize = 1000;
 
 impl Default for LogSettings {
     fn default() -> Self {
@@ -293,7 +300,7 @@ struct LogFile {
     lines: Option<bool>,
     bodies: Option<bool>,
     max_bytes: Option<u64>,
-    keep: Option<usize>,
+    keep: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -401,10 +408,10 @@ impl Config {
         let mut addrs = HashSet::new();
         for s in &file.server {
             let name = s.name.get_ref();
-            if name.is_empty() || name.bytes().any(herd_proto::is_whitespace) {
+            if let Some(why) = name_problem(name) {
                 return Err(err(
                     line_of(s.name.span()),
-                    format!("server name {name:?} must be non-empty without white space"),
+                    format!("server name {name:?} {why}"),
                 ));
             }
             if names.insert(name.clone(), names.len()).is_some() {
@@ -628,20 +635,37 @@ impl Config {
                 ));
             }
         }
+        let log = match file.log {
+            None => LogSettings::default(),
+            Some(l) => {
+                let d = LogSettings::default();
+                let keep = match l.keep {
+                    None => d.keep,
+                    Some(k) if *k.get_ref() > MAX_KEEP as u64 => {
+                        return Err(err(
+                            line_of(k.span()),
+                            format!(
+                                "[log] keep = {} cannot work: it must be at most {MAX_KEEP}",
+                                k.get_ref()
+                            ),
+                        ))
+                    }
+                    Some(k) => *k.get_ref() as usize,
+                };
+                LogSettings {
+                    lines: l.lines.unwrap_or(d.lines),
+                    bodies: l.bodies.unwrap_or(d.bodies),
+                    max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
+                    keep,
+                }
+            }
+        };
         Ok(Config {
             places,
             secrets,
             insecure,
             limits,
-            log: file.log.map_or(LogSettings::default(), |l| {
-                let d = LogSettings::default();
-                LogSettings {
-                    lines: l.lines.unwrap_or(d.lines),
-                    bodies: l.bodies.unwrap_or(d.bodies),
-                    max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
-                    keep: l.keep.unwrap_or(d.keep),
-                }
-            }),
+            log,
             store: file.store.map_or(StoreSettings::default(), |s| {
                 let d = StoreSettings::default();
                 StoreSettings {
@@ -672,6 +696,22 @@ fn check_workable(places: &PlacesConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Why `name` cannot name a server, if it cannot. A name is a field of AT lines, so it is what
+/// herd-proto takes as one (non-empty, no white space of PROTOCOL.md §1); it also names the server's
+/// log file (`<log-dir>/<Name>.log`) and data folder (`<data-dir>/<Name>/`), so it must be one plain
+/// path component that stays in its folder, and it must read as one word in logs and on terminals.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.bytes().any(herd_proto::is_whitespace) {
+        Some("must be non-empty without white space")
+    } else if name == "." || name == ".." || name.contains(['/', '\\']) {
+        Some("must not be `.`, `..` or hold `/` or `\\`: it names the server's log file and data folder")
+    } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("must not hold a control character or white space")
+    } else {
+        None
+    }
+}
+
 /// Whether a `host:port` listens on loopback only (`127.0.0.0/8`, `::1`, `localhost`).
 fn is_loopback(listen: &str) -> bool {
     let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
@@ -688,6 +728,51 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "herd.toml", None)
+    }
+
+    #[test]
+    fn a_server_name_is_one_word_and_one_plain_path_component() {
+        // A TOML basic string: every character but printable ASCII as a `\u` escape.
+        let one = |name: &str| {
+            let quoted: String = name
+                .chars()
+                .map(|c| match c {
+                    ' '..='~' if c != '"' && c != '\\' => c.to_string(),
+                    c => format!("\\u{:04X}", c as u32),
+                })
+                .collect();
+            format!("[[server]]\nname = \"{quoted}\"\nlisten = \"127.0.0.1:1\"\n")
+        };
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../escaped",
+            "a/b",
+            "/tmp/x/abs",
+            "a\\b",
+            "..\\up",
+            "nul\0",
+            "tab\tx",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "rs\u{1e}",
+            "nel\u{85}",
+            "ls\u{2028}",
+            "no\u{a0}break",
+        ] {
+            let got = parse(&one(bad)).unwrap_err().to_string();
+            assert!(
+                got.starts_with(&format!("herd.toml:2: server name {bad:?} must")),
+                "{bad:?}: {got}"
+            );
+        }
+        for good in [
+            "Alford", "a.b", "...", ".hidden", "x-1_y", "Zürich", "\u{ff}",
+        ] {
+            let c = parse(&one(good)).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(c.servers[0].name, good);
+        }
     }
 
     #[test]
@@ -759,6 +844,10 @@ mod tests {
                 keep: 2
             }
         );
+        // The bound itself is taken; one past it is refused (see the bad-config table).
+        let c = parse("[log]\nkeep = 1000\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n")
+            .unwrap();
+        assert_eq!(c.log.keep, MAX_KEEP);
         let e = parse("[log]\nmax_bytes = -1\n[[server]]\nname = \"A\"\nlisten = \"x:1\"\n");
         assert!(e.unwrap_err().to_string().starts_with("herd.toml:2:"));
     }
@@ -925,6 +1014,18 @@ mod tests {
             (
                 two("admin = \"nope\"\n"),
                 "herd.toml:9: admin address \"nope\" of B",
+            ),
+            (
+                two("[[server]]\nname = \"../escaped\"\nlisten = \"127.0.0.1:3\"\n"),
+                "herd.toml:10: server name \"../escaped\" must not be `.`, `..` or hold `/`",
+            ),
+            (
+                two("[log]\nkeep = 1001\n"),
+                "herd.toml:10: [log] keep = 1001 cannot work: it must be at most 1000",
+            ),
+            (
+                two("[log]\nkeep = 18446744073709551615\n"),
+                "herd.toml:10: [log] keep = 18446744073709551615 cannot work: it must be at most 1000",
             ),
         ];
         for (text, want) in cases {

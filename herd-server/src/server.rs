@@ -33,7 +33,7 @@ use crate::admin::Stats;
 use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
 use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits, Refusals};
-use crate::log::{Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
+use crate::log::{show, Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
 use crate::loops::Listeners;
 use crate::node::{Node, Restored, Step};
 use crate::peers;
@@ -1029,8 +1029,10 @@ impl<'a> Connection<'a> {
             }
             if let Some(why) = refused {
                 self.logged.push(why);
+                // The line is the client's bytes: escaped, as every logged line is, so it cannot
+                // break the entry or forge another.
                 info!(conn = self.id, peer = %self.addr, refusal = %why,
-                    line = %String::from_utf8_lossy(&self.lines[i - 1]),
+                    line = %show(&self.lines[i - 1]),
                     "IAMAT refused by a limit (logged once per connection)");
             }
             if let Some(q) = lookup {

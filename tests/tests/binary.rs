@@ -200,6 +200,93 @@ async fn up_runs_the_whole_herd_in_one_process() {
     herd.kill("none").await;
 }
 
+/// Whether process `pid` ignores SIGHUP, and whether it handles it (its `SigIgn` and `SigCgt` masks).
+fn sighup_disposition(pid: u32) -> Option<(bool, bool)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let bit = |key: &str| {
+        let mask = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
+        // Signal n is bit n - 1; SIGHUP is 1 on every Linux architecture.
+        Some(u64::from_str_radix(mask, 16).ok()? & 1 != 0)
+    };
+    Some((bit("SigIgn:")?, bit("SigCgt:")?))
+}
+
+/// `kill -HUP` during a start or restart (systemd's `ExecReload`, logrotate) must not kill the server:
+/// SIGHUP is ignored from the start of `main` until the handler that reopens the logs is installed.
+#[tokio::test]
+async fn sighup_while_the_server_starts_is_harmless() {
+    if !std::path::Path::new("/proc/self/status").exists() {
+        eprintln!("skipped: no /proc to read a process's signal dispositions from");
+        return;
+    }
+    let herd = Processes::new(&[("Alford", &[])], "");
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["serve", "Alford", "--config"])
+        .arg(&herd.config)
+        .arg("--log-dir")
+        .arg(herd.dir.join("logs"))
+        .env_remove("GOOGLE_PLACES_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    // A signal while the loader maps the binary, before `main`, kills any program: wait (polling
+    // closely, bounded) until the process has taken SIGHUP over. It must first be ignored, long before
+    // the handler is installed (that comes after the config, the Places setup and the bind).
+    let began = std::time::Instant::now();
+    let (ignored, _) = loop {
+        match sighup_disposition(pid) {
+            Some((false, false)) | None => {}
+            Some(seen) => break seen,
+        }
+        assert!(
+            began.elapsed() < herd_tests::DEADLINE,
+            "SIGHUP never taken over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    assert!(
+        ignored,
+        "SIGHUP was at its default action (death) until its handler was installed"
+    );
+    // From here, SIGHUP after SIGHUP (at most 300) until the server answers, and a few more.
+    let addr = herd.addr("Alford");
+    let (mut hups, mut after_up) = (0, 0);
+    while after_up < 5 {
+        if hups < 300 {
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap();
+            hups += 1;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("a SIGHUP at start killed the server ({hups} sent): {status}");
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            after_up += 1;
+        }
+        assert!(
+            began.elapsed() < herd_tests::DEADLINE,
+            "the server did not start listening"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let at = exchange_text(addr, "IAMAT kiwi +1+1 1\n").await;
+    assert!(at.starts_with("AT Alford "), "{at}");
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(herd_tests::DEADLINE, child.wait())
+        .await
+        .expect("the server to stop on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 /// A link refused for its secret is a warning on stderr on both sides — the dialling and the accepting
 /// server — whichever side lacks the secret or holds another.
 #[tokio::test]

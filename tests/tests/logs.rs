@@ -163,6 +163,54 @@ async fn lines_false_is_silent_per_request() {
 }
 
 #[tokio::test]
+async fn a_refused_line_cannot_break_or_forge_log_entries() {
+    let mut herd = Processes::new(&[("Alford", &[])], "");
+    herd.start("Alford").await;
+    // A client id may hold any byte but white space: here terminal escapes, NUL, a record separator,
+    // U+2028, invalid UTF-8 and, after each break a viewer may honour, an entry of another connection
+    // (its spaces are no-break spaces, which are not white space either). The fields are separated
+    // by VT, CR and FF, and the time is centuries ahead, so a limit refuses the line and logs it.
+    let forged = "2026-11-26T02:00:00.000000Z\u{a0}\u{a0}INFO\u{a0}conn=999\u{a0}in\u{a0}forged";
+    let mut line = b"IAMAT\x0b\x1b[31mred\x00".to_vec();
+    for brk in ["\u{1e}", "\u{2028}", "\u{85}"] {
+        line.extend_from_slice(brk.as_bytes());
+        line.extend_from_slice(forged.as_bytes());
+    }
+    line.extend_from_slice(b"\xff\xfe\r+1+1\x0c99999999999.5\n");
+    let reply = herd_tests::client::exchange(herd.addr("Alford"), &line).await;
+    assert!(reply.starts_with(b"? IAMAT"), "{reply:?}");
+    assert_eq!(herd.terminate("Alford").await, Some(0));
+
+    let log = std::fs::read(herd.dir.join("logs").join("Alford.log")).unwrap();
+    let text = String::from_utf8(log.clone()).expect("the log is UTF-8");
+    assert!(
+        text.contains("IAMAT refused by a limit"),
+        "the refusal is logged:\n{text}"
+    );
+    for (at, &b) in log.iter().enumerate() {
+        assert!(
+            b >= 0x20 && b != 0x7f || b == b'\n',
+            "control byte {b:#04x} at {at}:\n{}",
+            log.escape_ascii()
+        );
+    }
+    for c in ['\u{85}', '\u{2028}', '\u{2029}', '\u{a0}', '\u{fffd}'] {
+        assert!(!text.contains(c), "{c:?} in the log:\n{text}");
+    }
+    // Every break a terminal, editor or log viewer may show as a new line.
+    let breaks = [
+        '\n', '\r', '\u{b}', '\u{c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}',
+        '\u{2029}',
+    ];
+    for entry in text.split(&breaks[..]) {
+        assert!(
+            !entry.starts_with("2026-11-26T02:00:00.000000Z"),
+            "a forged entry: {entry:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn sighup_reopens_a_moved_log_and_the_server_lives_on() {
     let mut herd = Processes::new(&[("Alford", &[])], "");
     herd.start("Alford").await;

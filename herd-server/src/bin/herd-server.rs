@@ -96,6 +96,16 @@ enum Shape {
 }
 
 fn main() -> ExitCode {
+    // SIGHUP's default action kills the process, and its handler (which reopens the logs) can only be
+    // installed once the config is read and the logs are open: a `kill -HUP` during a start or restart
+    // (a reload by systemd or logrotate) would kill the server. Ignored from the first moment instead:
+    // before the log files are open there is nothing to reopen, so dropping it loses nothing. The
+    // handler installed later replaces this disposition.
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition to SIG_IGN, before any other thread exists; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     // anyhow captures a backtrace whenever RUST_BACKTRACE is set: only HERD_DEBUG=1 asks for one.
     let debug = std::env::var_os("HERD_DEBUG").is_some_and(|v| v == "1");
     std::env::set_var("RUST_LIB_BACKTRACE", if debug { "1" } else { "0" });
@@ -384,7 +394,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     for spec in &mut specs {
         spec.log = logs.log(&spec.name);
     }
-    // SIGHUP reopens the log files (logrotate's `create` mode); without a handler it would kill us.
+    // SIGHUP reopens the log files (logrotate's `create` mode); until now it was ignored (see `main`).
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
