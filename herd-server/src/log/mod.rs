@@ -76,24 +76,34 @@ struct LogFile {
 }
 
 impl LogFile {
-    fn close(&self) {
+    /// Asks the writer to write what is queued and stop; returns its thread, to wait for.
+    fn close(&self) -> Option<std::thread::JoinHandle<()>> {
         self.queue.close();
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(t) = thread else { return };
-        let start = Instant::now();
-        while !t.is_finished() && start.elapsed() < CLOSE_WAIT {
+        self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Waits until `deadline` for the writer's thread to end; a writer still in a write then is left
+    /// behind (and said so).
+    fn wait(&self, thread: std::thread::JoinHandle<()>, deadline: Instant) {
+        while !thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if t.is_finished() {
-            let _ = t.join();
+        if thread.is_finished() {
+            let _ = thread.join();
         } else {
-            eprintln!(
+            say(&format!(
                 "herd-server: {}: the log writer is still in a write after {CLOSE_WAIT:?}; stopping \
-                 without it (what it holds is lost)",
-                self.name
-            );
+                 without it (what it holds is lost; {} log lines dropped in all)",
+                self.name,
+                self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+            ));
         }
     }
+}
+
+/// Writes a message on stderr. Never panics: a stderr that is gone (a closed pipe) loses the message.
+fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 /// A server's log: where its connections and links hand their buffers (cheap to clone).
@@ -354,12 +364,12 @@ impl Logs {
                     retry: writer::RETRY,
                     dropped: dropped.clone(),
                 },
-                Box::new(|msg| eprintln!("{msg}")),
+                Box::new(say),
             );
             let stall = writer::Stall {
                 after: writer::STALL,
                 dropped: dropped.clone(),
-                report: Box::new(|msg| eprintln!("{msg}")),
+                report: Box::new(say),
                 name: name.clone(),
                 path: path.display().to_string(),
             };
@@ -403,10 +413,14 @@ impl Logs {
         Reopener(self.files.iter().map(|(_, f)| f.clone()).collect())
     }
 
-    /// Writes what is queued and stops the writers.
+    /// Writes what is queued and stops the writers, waiting at most [`CLOSE_WAIT`] in all for them.
     pub fn close(&self) {
-        for (_, f) in &self.files {
-            f.close();
+        let threads: Vec<_> = self.files.iter().map(|(_, f)| f.close()).collect();
+        let deadline = Instant::now() + CLOSE_WAIT;
+        for ((_, f), t) in self.files.iter().zip(threads) {
+            if let Some(t) = t {
+                f.wait(t, deadline);
+            }
         }
     }
 }

@@ -21,7 +21,7 @@
 //! A write that never returns (a FIFO nobody reads, a hung network mount) must not stop the server
 //! either: once the writer has been busy for [`STALL`] with the queue full, producers stop waiting and
 //! drop their lines, counted, the same way; the writer says how many when it moves again. A slow disk
-//! still holds producers back, since its writes end within the stall time.
+//! still holds producers back, as long as it writes the queue's bound within the stall time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write as _};
@@ -371,9 +371,10 @@ pub(crate) trait Target: Send {
     fn rotate(&mut self, keep: usize) -> io::Result<()>;
     /// Where it writes, for messages.
     fn describe(&self) -> String;
-    /// Whether the file at the path is no longer the one being written (removed, or moved and
-    /// replaced, without a SIGHUP). Looked at no more than once a second.
-    fn moved(&mut self) -> bool {
+    /// Whether the file being written has been deleted (its folder removed, say): whatever is written
+    /// to it is lost. Looked at no more than once a second. A file only moved away is not: logrotate
+    /// moves it and then sends SIGHUP, and the lines in between are in the moved file.
+    fn removed(&mut self) -> bool {
         false
     }
 }
@@ -383,14 +384,12 @@ pub(crate) struct FileTarget {
     path: PathBuf,
     file: Option<File>,
     len: u64,
-    /// Device and inode of the open file, to see that the path still leads to it.
-    id: Option<(u64, u64)>,
-    /// When the path was last compared with the open file, and how often it is.
+    /// When the open file was last looked at, and how often it is.
     checked: Instant,
     check_every: Duration,
 }
 
-/// How often [`FileTarget::moved`] looks at the path.
+/// How often [`FileTarget::removed`] looks at the file.
 const CHECK_PATH: Duration = Duration::from_secs(1);
 
 impl FileTarget {
@@ -399,7 +398,6 @@ impl FileTarget {
             path: path.to_owned(),
             file: None,
             len: 0,
-            id: None,
             checked: Instant::now(),
             check_every: CHECK_PATH,
         };
@@ -443,16 +441,16 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Device and inode of a file's metadata.
+/// Whether `file` has been deleted (no name leads to it any more).
 #[cfg(unix)]
-fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+fn deleted(file: &File) -> bool {
     use std::os::unix::fs::MetadataExt;
-    Some((m.dev(), m.ino()))
+    file.metadata().is_ok_and(|m| m.nlink() == 0)
 }
 
 #[cfg(not(unix))]
-fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
-    None
+fn deleted(_: &File) -> bool {
+    false
 }
 
 impl Target for FileTarget {
@@ -505,9 +503,7 @@ impl Target for FileTarget {
             std::fs::create_dir_all(dir)?; // the folder may have been removed under us
         }
         let file = open_append(&self.path)?;
-        let meta = file.metadata().ok();
-        self.len = meta.as_ref().map_or(0, |m| m.len());
-        self.id = meta.as_ref().and_then(file_id);
+        self.len = file.metadata().map_or(0, |m| m.len());
         self.checked = Instant::now();
         self.file = Some(file);
         Ok(())
@@ -548,15 +544,13 @@ impl Target for FileTarget {
         self.path.display().to_string()
     }
 
-    fn moved(&mut self) -> bool {
-        if self.file.is_none() || self.checked.elapsed() < self.check_every {
+    fn removed(&mut self) -> bool {
+        let Some(file) = &self.file else { return false };
+        if self.checked.elapsed() < self.check_every {
             return false;
         }
         self.checked = Instant::now();
-        match std::fs::metadata(&self.path) {
-            Ok(m) => file_id(&m) != self.id,
-            Err(_) => true,
-        }
+        deleted(file)
     }
 }
 
@@ -578,8 +572,8 @@ pub(crate) struct WriterConfig {
 struct Dropping {
     lines: u64,
     cause: String,
-    /// A file too large or a full disk: a rotation may be what lets writing go on.
-    full: bool,
+    /// The file hit a size limit (`ulimit -f`): with rotation on, a new file lets writing go on.
+    too_large: bool,
     last_try: Instant,
     /// The failed write may have left half a line in the file.
     partial: bool,
@@ -593,6 +587,8 @@ pub(crate) struct Writer<T: Target> {
     /// When a rotation last failed (until one succeeds): it is tried again only after
     /// [`Self::config`]'s retry time, and said on stderr once.
     rotate_failed: Option<Instant>,
+    /// The size at which the file was found too large: files rotate before it from then on.
+    size_limit: Option<u64>,
     report: Box<dyn FnMut(&str) + Send>,
 }
 
@@ -631,6 +627,7 @@ impl<T: Target> Writer<T> {
             config,
             dropping: None,
             rotate_failed: None,
+            size_limit: None,
             report,
         }
     }
@@ -641,11 +638,25 @@ impl<T: Target> Writer<T> {
         self.dropping.as_ref().map(|d| d.lines)
     }
 
+    /// The size a file rotates at: `max_bytes`, or less if the file was found too large before it.
+    fn max_bytes(&self) -> u64 {
+        match (self.config.max_bytes, self.size_limit) {
+            (0, _) => 0,
+            (max, Some(limit)) => max.min(limit),
+            (max, None) => max,
+        }
+    }
+
     /// `lost` lines were not written: counted, and said once on stderr.
     fn lose(&mut self, lost: u64, partial: bool, e: &io::Error) {
         self.config
             .dropped
             .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+        self.note_lost(lost, partial, e);
+    }
+
+    /// `lost` lines (counted already) were not written: remembered for the notice, and said once.
+    fn note_lost(&mut self, lost: u64, partial: bool, e: &io::Error) {
         match &mut self.dropping {
             Some(d) => {
                 d.lines += lost;
@@ -661,10 +672,7 @@ impl<T: Target> Writer<T> {
                 self.dropping = Some(Dropping {
                     lines: lost,
                     cause: e.to_string(),
-                    full: matches!(
-                        e.kind(),
-                        io::ErrorKind::FileTooLarge | io::ErrorKind::StorageFull
-                    ),
+                    too_large: e.kind() == io::ErrorKind::FileTooLarge,
                     last_try: Instant::now(),
                     partial,
                 });
@@ -702,20 +710,28 @@ impl<T: Target> Writer<T> {
                 return false;
             }
             d.last_try = Instant::now();
-            // A file too large to grow (a size limit) or a full disk: if rotation is on, a new file
-            // (and the oldest one removed) may be all it takes. Not for an empty file, so a disk that
-            // stays full does not push every kept file out.
-            let rotated = d.full
+            // A file that hit a size limit (`ulimit -f`): with rotation on, a new file is all it
+            // takes, and from then on files rotate before they reach that size.
+            let len = self.target.len();
+            let rotated = d.too_large
                 && self.config.max_bytes > 0
-                && self.target.len() > 0
+                && len > 0
                 && self.target.rotate(self.config.keep).is_ok();
+            if rotated {
+                self.size_limit = Some(len);
+            }
             if !rotated {
                 // The file may be gone or replaced (space freed by removing it): open it afresh.
                 let _ = self.target.reopen();
             }
             let notice = format!(
                 "{}{}  WARN log lines lost: {} (could not write the log: {})\n",
-                if d.partial { "\n" } else { "" },
+                // Half a line may end the file: end it, unless the file is a new one.
+                if d.partial && self.target.len() > 0 {
+                    "\n"
+                } else {
+                    ""
+                },
                 humantime::format_rfc3339_micros(SystemTime::now()),
                 d.lines,
                 d.cause
@@ -744,12 +760,12 @@ impl<T: Target> Writer<T> {
     }
 
     fn write_through(&mut self, bufs: &[&[u8]]) {
-        if self.target.moved() {
-            // Removed (or moved away without a SIGHUP): what was written since the last look went
-            // to the old file. Open one at the path again, and say so there and on stderr.
+        if self.target.removed() {
+            // What was written since the last look went to a file nobody can read: open one at the
+            // path again (making the folder again), and say so there and on stderr.
             let msg = format!(
-                "the log {} was removed or replaced; writing a new file at its path (lines of the \
-                 second before may be in the old one)",
+                "the log {} was removed; writing a new file at its path (the lines of the second \
+                 before are lost)",
                 self.target.describe()
             );
             self.reopen();
@@ -765,7 +781,8 @@ impl<T: Target> Writer<T> {
         let due = self
             .rotate_failed
             .is_none_or(|t| t.elapsed() >= self.config.retry.max(CHECK_PATH));
-        if self.config.max_bytes > 0 && len > 0 && len + total > self.config.max_bytes && due {
+        let max = self.max_bytes();
+        if max > 0 && len > 0 && len + total > max && due {
             match self.target.rotate(self.config.keep) {
                 Ok(()) => {
                     if self.rotate_failed.take().is_some() {
@@ -800,7 +817,7 @@ impl<T: Target> Writer<T> {
 
     /// Writes one batch of buffers, split where a file of `max_bytes` must rotate.
     fn write_batch(&mut self, batch: &[Vec<u8>]) {
-        let max = self.config.max_bytes;
+        let max = self.max_bytes();
         let mut start = 0;
         while start < batch.len() {
             // As many buffers as fit in the file's room (at least one), so rotation happens
@@ -921,17 +938,27 @@ impl<T: Target> Writer<T> {
         // Writing the notice may take as long again: producers still see a busy writer meanwhile.
         s.busy_since = Some(Instant::now());
         drop(s);
-        let notice = format!(
-            "{}  WARN log lines lost: {lost} (the log took more than {:?} to write)\n",
-            humantime::format_rfc3339_micros(SystemTime::now()),
-            queue.stall.after
-        );
-        self.write(&[notice.as_bytes()]);
-        (self.report)(&format!(
-            "herd-server: {}: writing the log {} again; {lost} log lines were dropped while it was stuck",
-            self.config.name,
-            self.target.describe()
-        ));
+        if let Some(d) = &mut self.dropping {
+            // The write ended in an error: these lines join the ones its notice will count.
+            d.lines += lost;
+        } else {
+            let notice = format!(
+                "{}  WARN log lines lost: {lost} (the log took more than {:?} to write)\n",
+                humantime::format_rfc3339_micros(SystemTime::now()),
+                queue.stall.after
+            );
+            let before = self.target.len();
+            match self.target.write(&[notice.as_bytes()]) {
+                Ok(()) => (self.report)(&format!(
+                    "herd-server: {}: writing the log {} again; {lost} log lines were dropped \
+                     while it was stuck",
+                    self.config.name,
+                    self.target.describe()
+                )),
+                // Counted already (by the producers that dropped them): only remembered.
+                Err(e) => self.note_lost(lost, self.target.len() != before, &e),
+            }
+        }
         let mut s = queue.lock();
         s.busy_since = None;
         s
@@ -1272,9 +1299,16 @@ mod tests {
         assert!(text.ends_with("after\n"), "{text}");
         let msgs = said.lock().unwrap().clone();
         assert!(
-            msgs.len() == 1 && msgs[0].contains("was removed or replaced"),
+            msgs.len() == 1 && msgs[0].contains("was removed;"),
             "{msgs:?}"
         );
+        // Moved away (as logrotate does before its SIGHUP): the moved file is still written.
+        std::fs::rename(dir.join("Alford.log"), dir.join("Alford.log.moved")).unwrap();
+        w.write(&[b"moved\n".as_slice()]);
+        let text = std::fs::read_to_string(dir.join("Alford.log.moved")).unwrap();
+        assert!(text.ends_with("moved\n"), "{text}");
+        assert!(!dir.join("Alford.log").exists());
+        assert_eq!(said.lock().unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1328,7 +1362,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A target that says the file is too large until it is rotated.
+    /// A target whose files cannot grow past 200 bytes (a `ulimit -f`).
     #[derive(Clone, Default)]
     struct Limited {
         rotated: Arc<AtomicUsize>,
@@ -1338,7 +1372,7 @@ mod tests {
     impl Target for Limited {
         fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
             let mut taken = self.taken.lock().unwrap();
-            if self.rotated.load(Ordering::SeqCst) == 0 && taken.len() >= 20 {
+            if taken.len() >= 200 {
                 return Err(io::Error::from_raw_os_error(27)); // EFBIG
             }
             for b in bufs {
@@ -1378,7 +1412,8 @@ mod tests {
             },
             Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
         );
-        w.write(&[b"first line of twenty+\n".as_slice()]);
+        let hundred = [b"x".repeat(99), b"\n".to_vec()].concat();
+        w.write(&[hundred.as_slice(), hundred.as_slice()]);
         w.write(&[b"refused\n".as_slice()]);
         assert_eq!(w.dropping(), Some(1));
         w.write(&[b"after\n".as_slice()]);
@@ -1387,5 +1422,12 @@ mod tests {
         let text = String::from_utf8(t.taken.lock().unwrap().clone()).unwrap();
         assert!(text.contains("WARN log lines lost: 1 ("), "{text}");
         assert!(text.ends_with("after\n"), "{text}");
+        // From then on files rotate before they reach the size found too large: nothing more lost.
+        for _ in 0..10 {
+            w.write(&[b"one more line of thirty bytes\n".as_slice()]);
+            assert_eq!(w.dropping(), None);
+        }
+        assert!(t.rotated.load(Ordering::SeqCst) >= 2);
+        assert_eq!(said.lock().unwrap().len(), 2, "{:?}", said.lock().unwrap());
     }
 }
