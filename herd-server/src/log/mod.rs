@@ -413,7 +413,8 @@ impl Logs {
         Reopener(self.files.iter().map(|(_, f)| f.clone()).collect())
     }
 
-    /// Writes what is queued and stops the writers, waiting at most [`CLOSE_WAIT`] in all for them.
+    /// Writes what is queued and stops the writers, waiting at most 5 s in all for them (a writer stuck
+    /// in a write is left behind).
     pub fn close(&self) {
         let threads: Vec<_> = self.files.iter().map(|(_, f)| f.close()).collect();
         let deadline = Instant::now() + CLOSE_WAIT;
