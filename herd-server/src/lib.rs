@@ -34,3 +34,10 @@ pub fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .user_agent(concat!("herd-server/", env!("CARGO_PKG_VERSION")))
         .build()?)
 }
+
+/// Writes `msg` and a newline on stderr. Never panics, unlike `eprintln!`: a server whose stderr is
+/// gone (a closed pipe, a full disk) loses the message and goes on, and still hears SIGTERM.
+pub fn say(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}

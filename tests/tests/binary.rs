@@ -287,6 +287,50 @@ async fn sighup_while_the_server_starts_is_harmless() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A server whose stderr is gone (its reader closed the pipe) still serves, and still stops on
+/// SIGTERM: no message to stderr may panic the task that hears the signal.
+#[tokio::test]
+async fn a_closed_stderr_does_not_keep_sigterm_from_stopping_the_server() {
+    let herd = Processes::new(&[("Alford", &[])], "");
+    let mut child = tokio::process::Command::new(server_binary())
+        .args(["serve", "Alford", "--config"])
+        .arg(&herd.config)
+        .arg("--log-dir")
+        .arg(herd.dir.join("logs"))
+        .env_remove("GOOGLE_PLACES_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Close the pipe's reading end: every write to stderr from now on fails (EPIPE).
+    drop(child.stderr.take());
+    let addr = herd.addr("Alford");
+    let began = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server died with its stderr closed: {status}");
+        }
+        assert!(
+            began.elapsed() < herd_tests::DEADLINE,
+            "the server did not start listening"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let at = exchange_text(addr, "IAMAT kiwi +1+1 1\n").await;
+    assert!(at.starts_with("AT Alford "), "{at}");
+    let pid = child.id().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(herd_tests::DEADLINE, child.wait())
+        .await
+        .expect("the server to stop on SIGTERM with its stderr closed")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 /// A link refused for its secret is a warning on stderr on both sides — the dialling and the accepting
 /// server — whichever side lacks the secret or holds another.
 #[tokio::test]

@@ -122,7 +122,7 @@ fn main() -> ExitCode {
             return match man(dir.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    eprintln!("herd-server: error: {}", report(&err, debug));
+                    herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
                     ExitCode::from(1)
                 }
             };
@@ -164,7 +164,9 @@ fn main() -> ExitCode {
     let (runtime, loops) = match started {
         Ok(started) => started,
         Err(e) => {
-            eprintln!("herd-server: error: cannot start the runtime: {e}");
+            herd_server::say(format_args!(
+                "herd-server: error: cannot start the runtime: {e}"
+            ));
             return ExitCode::from(1);
         }
     };
@@ -174,7 +176,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("herd-server: error: {}", report(&err, debug));
+            herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
             ExitCode::from(1)
         }
     }
@@ -228,10 +230,10 @@ fn check(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
+            herd_server::say(format_args!(
                 "herd-server: error: {}",
                 report(&anyhow::Error::new(e), debug)
-            );
+            ));
             ExitCode::from(1)
         }
     }
@@ -423,7 +425,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("herd-server: shutting down");
+        herd_server::say(format_args!("herd-server: shutting down"));
         signal.cancel();
     });
     let mut result = Ok(());

@@ -101,9 +101,9 @@ impl LogFile {
     }
 }
 
-/// Writes a message on stderr. Never panics: a stderr that is gone (a closed pipe) loses the message.
+/// Writes a message on stderr, never panicking ([`crate::say`]).
 fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
+    crate::say(format_args!("{msg}"));
 }
 
 /// A server's log: where its connections and links hand their buffers (cheap to clone).
@@ -168,11 +168,11 @@ impl Log {
         }
     }
 
-    /// Writes one already formatted entry (with its `\n`), blocking while the queue is full. For rare
-    /// events from any thread.
+    /// Writes one already formatted entry (with its `\n`), never waiting. For rare events from any
+    /// thread.
     fn event(&self, line: Vec<u8>) {
         if let Some(f) = &self.file {
-            f.queue.push_blocking(line);
+            f.queue.push_event(line);
         }
     }
 

@@ -44,6 +44,8 @@ const IOV_MAX: usize = 1024;
 /// drop their lines (counted) rather than wait for it. Far above what a slow disk takes for a write of
 /// the queue's bound, so back-pressure is kept for a disk that is only slow.
 pub(crate) const STALL: Duration = Duration::from_secs(5);
+/// Bytes of rare events a queue takes past its bound, so that an event never waits for room.
+pub(crate) const EVENT_ROOM: usize = 1024 * 1024;
 /// Most spare buffers kept for reuse, so a busy connection does not allocate a new buffer per batch…
 const SPARES: usize = 256;
 /// …and a spare buffer larger than this is freed instead of kept.
@@ -103,8 +105,6 @@ pub(crate) struct Queue {
     state: Mutex<State>,
     /// The writer waits here for buffers, a reopen or the close.
     ready: Condvar,
-    /// Blocking producers (rare events logged from any thread) wait here for room.
-    room_sync: Condvar,
     /// Async producers (connections) wait here for room.
     room: tokio::sync::Notify,
     /// Most bytes held at once (a single larger buffer is let through when the queue is empty).
@@ -153,18 +153,25 @@ impl State {
         wake
     }
 
-    /// Queues `buf` if there is room and returns a spare buffer for the next batch; gives `buf` back
-    /// (and marks the queue starved) if not — unless the writer is stuck ([`STALL`]): then `buf`'s
-    /// lines are dropped and counted (`Pushed::Dropped`).
-    fn push(&mut self, buf: Vec<u8>, cap: usize, stall: Duration) -> Result<Pushed, Vec<u8>> {
+    /// Queues `buf` if the queue stays within `limit` bytes and returns a spare buffer for the next
+    /// batch; gives `buf` back (and marks the queue starved) if not — unless `wait` is `None` (the
+    /// caller never waits) or the writer has been stuck for `wait` ([`STALL`]): then `buf`'s lines are
+    /// dropped and counted (`Pushed::Dropped`).
+    fn push(
+        &mut self,
+        buf: Vec<u8>,
+        limit: usize,
+        wait: Option<Duration>,
+    ) -> Result<Pushed, Vec<u8>> {
         if self.closed {
             // The server has stopped: nothing is written any more.
             let mut buf = buf;
             buf.clear();
             return Ok(Pushed::Queued(buf));
         }
-        if self.bytes > 0 && self.bytes + buf.len() > cap {
-            if self.busy_since.is_some_and(|t| t.elapsed() >= stall) {
+        if self.bytes > 0 && self.bytes + buf.len() > limit {
+            let stuck = |stall| self.busy_since.is_some_and(|t| t.elapsed() >= stall);
+            if wait.is_none_or(stuck) {
                 let lines = count_lines(&[&buf]);
                 self.lost += lines;
                 let first = !std::mem::replace(&mut self.stalled, true);
@@ -214,7 +221,6 @@ impl Queue {
         Queue {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
-            room_sync: Condvar::new(),
             room: tokio::sync::Notify::new(),
             cap,
             wake_at: (cap / 4).clamp(1, WAKE_AT),
@@ -261,7 +267,7 @@ impl Queue {
     /// writer only when it must.
     fn try_push(&self, buf: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
         let mut s = self.lock();
-        let pushed = s.push(buf, self.cap, self.stall.after);
+        let pushed = s.push(buf, self.cap, Some(self.stall.after));
         let wake = s.wake(self.wake_at);
         drop(s);
         if wake {
@@ -294,30 +300,20 @@ impl Queue {
         }
     }
 
-    /// Queues `buf`, blocking the calling thread until there is room (for rare events only).
-    pub(crate) fn push_blocking(&self, buf: Vec<u8>) {
+    /// Queues a rare event's `buf` (a connection or a link opened or closed, start, stop) without
+    /// ever waiting: events come from any thread, runtime threads included, which a wait would stall
+    /// (and under `herd-server up`, every server they run). They may use [`EVENT_ROOM`] bytes past the
+    /// bound; past that the writer is far behind, and the event is dropped and counted.
+    pub(crate) fn push_event(&self, buf: Vec<u8>) {
         let mut s = self.lock();
-        let mut buf = buf;
-        loop {
-            let pushed = s.push(buf, self.cap, self.stall.after);
-            let wake = s.wake(self.wake_at);
-            if wake {
-                self.ready.notify_one();
-            }
-            match pushed {
-                Ok(p) => {
-                    drop(s);
-                    self.settle(p);
-                    return;
-                }
-                Err(b) => buf = b,
-            }
-            // Woken by room, or after a while to see whether the writer is stuck.
-            s = self
-                .room_sync
-                .wait_timeout(s, self.stall.after / 4)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        let pushed = s.push(buf, self.cap + EVENT_ROOM, None);
+        let wake = s.wake(self.wake_at);
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+        if let Ok(p) = pushed {
+            self.settle(p);
         }
     }
 
@@ -338,7 +334,6 @@ impl Queue {
         drop(s);
         self.ready.notify_one();
         self.room.notify_waiters();
-        self.room_sync.notify_all();
     }
 
     /// The buffers of `batch` are written (or dropped): their bytes are room again, and the buffers
@@ -354,7 +349,6 @@ impl Queue {
         drop(s);
         if starved {
             self.room.notify_waiters();
-            self.room_sync.notify_all();
         }
     }
 }
@@ -372,9 +366,11 @@ pub(crate) trait Target: Send {
     /// Where it writes, for messages.
     fn describe(&self) -> String;
     /// Whether the file being written has been deleted (its folder removed, say): whatever is written
-    /// to it is lost. Looked at no more than once a second. A file only moved away is not: logrotate
-    /// moves it and then sends SIGHUP, and the lines in between are in the moved file.
-    fn removed(&mut self) -> bool {
+    /// to it is lost. Looked at no more than once a second, unless `now` (before a rotation, which
+    /// would fail on a removed file). A file only moved away is not removed: logrotate moves it and
+    /// then sends SIGHUP, and the lines in between are in the moved file.
+    fn removed(&mut self, now: bool) -> bool {
+        let _ = now;
         false
     }
 }
@@ -386,6 +382,8 @@ pub(crate) struct FileTarget {
     len: u64,
     /// When the open file was last looked at, and how often it is.
     checked: Instant,
+    /// Why the last open failed, while no file is open.
+    open_error: Option<(io::ErrorKind, String)>,
     check_every: Duration,
 }
 
@@ -400,6 +398,7 @@ impl FileTarget {
             len: 0,
             checked: Instant::now(),
             check_every: CHECK_PATH,
+            open_error: None,
         };
         t.reopen()?;
         Ok(t)
@@ -456,7 +455,11 @@ fn deleted(_: &File) -> bool {
 impl Target for FileTarget {
     fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
         let Some(file) = self.file.as_mut() else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "log file not open"));
+            // Say why it is not open: the last open's error (a directory at the path, no folder…).
+            return Err(match &self.open_error {
+                Some((kind, why)) => io::Error::new(*kind, why.clone()),
+                None => io::Error::new(io::ErrorKind::NotFound, "log file not open"),
+            });
         };
         // The first byte not yet written: `bufs[i][off]`.
         let (mut i, mut off) = (0, 0);
@@ -502,7 +505,10 @@ impl Target for FileTarget {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?; // the folder may have been removed under us
         }
-        let file = open_append(&self.path)?;
+        let file = open_append(&self.path).inspect_err(|e| {
+            self.open_error = Some((e.kind(), e.to_string()));
+        })?;
+        self.open_error = None;
         self.len = file.metadata().map_or(0, |m| m.len());
         self.checked = Instant::now();
         self.file = Some(file);
@@ -524,7 +530,15 @@ impl Target for FileTarget {
             })
         };
         if keep == 0 {
-            let _ = std::fs::remove_file(&self.path);
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("removing {}: {e}", self.path.display()),
+                    ))
+                }
+                _ => {}
+            }
         } else {
             // Only the files that exist move up: `.1` to `.2` and so on up to the first gap (or to
             // `.keep`, which the one before replaces). The cost is the files there are, not `keep`.
@@ -544,9 +558,9 @@ impl Target for FileTarget {
         self.path.display().to_string()
     }
 
-    fn removed(&mut self) -> bool {
+    fn removed(&mut self, now: bool) -> bool {
         let Some(file) = &self.file else { return false };
-        if self.checked.elapsed() < self.check_every {
+        if !now && self.checked.elapsed() < self.check_every {
             return false;
         }
         self.checked = Instant::now();
@@ -760,7 +774,13 @@ impl<T: Target> Writer<T> {
     }
 
     fn write_through(&mut self, bufs: &[&[u8]]) {
-        if self.target.removed() {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let due = self
+            .rotate_failed
+            .is_none_or(|t| t.elapsed() >= self.config.retry.max(CHECK_PATH));
+        let max = self.max_bytes();
+        let rotate = |len: u64| max > 0 && len > 0 && len + total > max && due;
+        if self.target.removed(rotate(self.target.len())) {
             // What was written since the last look went to a file nobody can read: open one at the
             // path again (making the folder again), and say so there and on stderr.
             let msg = format!(
@@ -773,16 +793,12 @@ impl<T: Target> Writer<T> {
                 "{}  WARN {msg}\n",
                 humantime::format_rfc3339_micros(SystemTime::now())
             );
-            let _ = self.target.write(&[line.as_bytes()]);
-            (self.report)(&format!("herd-server: {}: {msg}", self.config.name));
+            // Said only if the new file is there (else the write below fails and says why).
+            if self.target.write(&[line.as_bytes()]).is_ok() {
+                (self.report)(&format!("herd-server: {}: {msg}", self.config.name));
+            }
         }
-        let len = self.target.len();
-        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        let due = self
-            .rotate_failed
-            .is_none_or(|t| t.elapsed() >= self.config.retry.max(CHECK_PATH));
-        let max = self.max_bytes();
-        if max > 0 && len > 0 && len + total > max && due {
+        if rotate(self.target.len()) {
             match self.target.rotate(self.config.keep) {
                 Ok(()) => {
                     if self.rotate_failed.take().is_some() {
@@ -1222,7 +1238,7 @@ mod tests {
                 }
                 // A rare event from a plain thread is not held for ever either.
                 let q2 = q.clone();
-                tokio::task::spawn_blocking(move || q2.push_blocking(b"rare\n".to_vec()))
+                tokio::task::spawn_blocking(move || q2.push_event(b"rare\n".to_vec()))
                     .await
                     .unwrap();
             })
@@ -1309,6 +1325,24 @@ mod tests {
         assert!(text.ends_with("moved\n"), "{text}");
         assert!(!dir.join("Alford.log").exists());
         assert_eq!(said.lock().unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_log_removed_just_before_a_rotation_is_said_removed_not_a_failed_rotation() {
+        let dir = scratch("removed-rotate");
+        let (mut w, said) = file_writer(&dir, 40, 2);
+        w.target.check_every = Duration::from_secs(3600);
+        w.write(&[b"a line of the log\n".as_slice()]);
+        std::fs::remove_file(dir.join("Alford.log")).unwrap();
+        w.write(&[b"a line that makes it rotate\n".as_slice()]);
+        let msgs = said.lock().unwrap().clone();
+        assert!(
+            msgs.len() == 1 && msgs[0].contains("was removed;"),
+            "{msgs:?}"
+        );
+        let text = std::fs::read_to_string(dir.join("Alford.log")).unwrap();
+        assert!(text.ends_with("a line that makes it rotate\n"), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

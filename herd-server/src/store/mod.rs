@@ -451,16 +451,16 @@ fn load_file<L: Loader>(
             );
         }
         tracing::warn!(file = %path.display(), offset = at, cut, cause = why, "repair: cut a damaged store file");
-        eprintln!(
+        crate::say(format_args!(
             "herd-server: repair: {} damaged at byte offset {at} ({why}); cut {cut} bytes",
             path.display()
-        );
+        ));
     } else {
         tracing::warn!(file = %path.display(), offset = at, cut, "cut off a torn last record");
-        eprintln!(
+        crate::say(format_args!(
             "herd-server: {}: cut off a torn last record ({cut} bytes at byte offset {at})",
             path.display()
-        );
+        ));
     }
     let file = OpenOptions::new()
         .write(true)
@@ -770,10 +770,10 @@ fn broke(inner: &Inner, what: &str, e: &std::io::Error) {
         } else {
             "serving from memory; records stored meanwhile are on no disk until it works again"
         };
-        eprintln!(
+        crate::say(format_args!(
             "herd-server: persistence is failing in {}: {msg}; {consequence}",
             inner.dir.display()
-        );
+        ));
         tracing::error!(dir = %inner.dir.display(), cause = %msg, "persistence is failing");
         s.error = Some(msg);
     }
@@ -1023,10 +1023,10 @@ impl Store {
             s.error.take()
         };
         if let Some(e) = recovered {
-            eprintln!(
+            crate::say(format_args!(
                 "herd-server: persistence works again in {} (after: {e}); every record held is on disk",
                 dir.display()
-            );
+            ));
             tracing::info!(dir = %dir.display(), "persistence works again");
         }
         if stop == Stop::Renamed {
