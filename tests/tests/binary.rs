@@ -1,5 +1,6 @@
 //! The `herd-server` binary: config file, log files, signals, and refusals with clear messages.
 
+use std::net::SocketAddr;
 use std::process::Command;
 
 use herd_tests::client::exchange_text;
@@ -211,6 +212,38 @@ fn sighup_disposition(pid: u32) -> Option<(bool, bool)> {
     Some((bit("SigIgn:")?, bit("SigCgt:")?))
 }
 
+/// `herd-server serve Alford` of `herd`, its stdout dropped and its stderr as given.
+fn spawn_alford(herd: &Processes, stderr: std::process::Stdio) -> tokio::process::Child {
+    tokio::process::Command::new(server_binary())
+        .args(["serve", "Alford", "--config"])
+        .arg(&herd.config)
+        .arg("--log-dir")
+        .arg(herd.dir.join("logs"))
+        .env_remove("GOOGLE_PLACES_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Answers an IAMAT at `addr`, then stops on SIGTERM with status 0 (`what`: the circumstance, for the
+/// failure message).
+async fn answers_then_stops(mut child: tokio::process::Child, addr: SocketAddr, what: &str) {
+    let at = exchange_text(addr, "IAMAT kiwi +1+1 1\n").await;
+    assert!(at.starts_with("AT Alford "), "{what}: {at}");
+    let pid = child.id().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(herd_tests::DEADLINE, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the server to stop on SIGTERM {what}"))
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{what}");
+}
+
 /// `kill -HUP` during a start or restart (systemd's `ExecReload`, logrotate) must not kill the server:
 /// SIGHUP is ignored from the start of `main` until the handler that reopens the logs is installed.
 #[tokio::test]
@@ -220,17 +253,7 @@ async fn sighup_while_the_server_starts_is_harmless() {
         return;
     }
     let herd = Processes::new(&[("Alford", &[])], "");
-    let mut child = tokio::process::Command::new(server_binary())
-        .args(["serve", "Alford", "--config"])
-        .arg(&herd.config)
-        .arg("--log-dir")
-        .arg(herd.dir.join("logs"))
-        .env_remove("GOOGLE_PLACES_API_KEY")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_alford(&herd, std::process::Stdio::null());
     let pid = child.id().unwrap();
     // A signal while the loader maps the binary, before `main`, kills any program: wait (polling
     // closely, bounded) until the process has taken SIGHUP over. It must first be ignored, long before
@@ -274,17 +297,7 @@ async fn sighup_while_the_server_starts_is_harmless() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    let at = exchange_text(addr, "IAMAT kiwi +1+1 1\n").await;
-    assert!(at.starts_with("AT Alford "), "{at}");
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(herd_tests::DEADLINE, child.wait())
-        .await
-        .expect("the server to stop on SIGTERM")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    answers_then_stops(child, addr, "after SIGHUPs at start").await;
 }
 
 /// A server whose stderr is gone (its reader closed the pipe) still serves, and still stops on
@@ -292,17 +305,7 @@ async fn sighup_while_the_server_starts_is_harmless() {
 #[tokio::test]
 async fn a_closed_stderr_does_not_keep_sigterm_from_stopping_the_server() {
     let herd = Processes::new(&[("Alford", &[])], "");
-    let mut child = tokio::process::Command::new(server_binary())
-        .args(["serve", "Alford", "--config"])
-        .arg(&herd.config)
-        .arg("--log-dir")
-        .arg(herd.dir.join("logs"))
-        .env_remove("GOOGLE_PLACES_API_KEY")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_alford(&herd, std::process::Stdio::piped());
     // Close the pipe's reading end: every write to stderr from now on fails (EPIPE).
     drop(child.stderr.take());
     let addr = herd.addr("Alford");
@@ -317,18 +320,7 @@ async fn a_closed_stderr_does_not_keep_sigterm_from_stopping_the_server() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let at = exchange_text(addr, "IAMAT kiwi +1+1 1\n").await;
-    assert!(at.starts_with("AT Alford "), "{at}");
-    let pid = child.id().unwrap();
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(herd_tests::DEADLINE, child.wait())
-        .await
-        .expect("the server to stop on SIGTERM with its stderr closed")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    answers_then_stops(child, addr, "with its stderr closed").await;
 }
 
 /// A link refused for its secret is a warning on stderr on both sides — the dialling and the accepting
