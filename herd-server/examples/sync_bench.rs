@@ -20,7 +20,6 @@ fn cpu() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
-use herd_proto::{AtRecord, PeerMessage};
 use herd_server::node::Node;
 
 /// Client `i`'s record at client time `t`.
@@ -33,7 +32,7 @@ fn node(name: &str, peer: &str) -> Node {
 }
 
 fn store(n: &mut Node, l: &str) {
-    n.accept_peer_record(1, AtRecord::parse(l.as_bytes()).unwrap());
+    n.restore(l.as_bytes());
 }
 
 /// A with N clients; B with the same but `d` of them different (half newer on each side); B empty
@@ -115,15 +114,10 @@ fn run(a: &mut Node, b: &mut Node) -> Run {
                 } else {
                     k.1 += l.len() as u64 + 1;
                 }
-                match PeerMessage::parse(l).unwrap() {
-                    PeerMessage::Record(rec) => {
-                        to.accept_peer_record(0, rec);
-                    }
-                    m => {
-                        to.sync_message(0, &m).unwrap();
-                    }
-                }
             }
+            let te = to.epoch(0).expect("the link is up");
+            let input = to.handle_link_input(0, te, &out, Instant::now(), |_| {});
+            assert_eq!((input.consumed, input.close), (out.len(), None));
         }
         if wrote {
             r.half_trips += 1;
@@ -146,6 +140,7 @@ fn full_stream(a: &mut Node, b: &mut Node) -> (u64, f64) {
     let from_a: Vec<Vec<u8>> = a.lines().map(<[u8]>::to_vec).collect();
     let from_b: Vec<Vec<u8>> = b.lines().map(<[u8]>::to_vec).collect();
     for (lines, to) in [(from_a, &mut *b), (from_b, &mut *a)] {
+        let epoch = to.link_up(0, Instant::now());
         for chunk in lines.chunks(4096) {
             buf.clear();
             for l in chunk {
@@ -153,9 +148,7 @@ fn full_stream(a: &mut Node, b: &mut Node) -> (u64, f64) {
                 buf.push(b'\n');
             }
             bytes += buf.len() as u64;
-            for l in buf.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
-                to.accept_peer_record(0, AtRecord::parse(l).unwrap());
-            }
+            to.handle_link_input(0, epoch, &buf, Instant::now(), |_| {});
         }
     }
     (bytes, cpu() - start)

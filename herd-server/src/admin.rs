@@ -139,6 +139,9 @@ pub struct Stats {
     catchup_records: Family<PeerDirection, Counter>,
     catchup_bytes: Family<PeerDirection, Counter>,
     catchup_in_progress: Family<Peer, Gauge>,
+    catchup_tables: Family<PeerDirection, Counter>,
+    catchup_broken: Family<Peer, Counter>,
+    link_lines_unexpected: Family<Peer, Counter>,
     store_enabled: Gauge,
     store: Option<StoreStats>,
     lookups: Family<Lookup, Counter>,
@@ -186,6 +189,9 @@ impl Stats {
             catchup_records: Family::default(),
             catchup_bytes: Family::default(),
             catchup_in_progress: Family::default(),
+            catchup_tables: Family::default(),
+            catchup_broken: Family::default(),
+            link_lines_unexpected: Family::default(),
             store_enabled: Gauge::default(),
             store: store.then(|| StoreStats {
                 fsync: Family::default(),
@@ -292,6 +298,21 @@ impl Stats {
             "catchup_bytes",
             "Bytes of reconciliation lines and records (plaintext, with newlines), by direction",
             stats.catchup_bytes.clone(),
+        );
+        r.register(
+            "catchup_tables",
+            "Tables (HERD-IBF, the path for a dense difference) sent to or received whole from a neighbour, by direction",
+            stats.catchup_tables.clone(),
+        );
+        r.register(
+            "catchup_broken",
+            "Reconciliations the neighbour broke (a line out of turn or with no place in one): the link was closed and caught up again",
+            stats.catchup_broken.clone(),
+        );
+        r.register(
+            "link_lines_unexpected",
+            "Lines from a neighbour that were no peer message this server reads, or had no place on a running link",
+            stats.link_lines_unexpected.clone(),
         );
         r.register(
             "catchup_in_progress",
@@ -523,6 +544,11 @@ fn refresh(shared: &Shared) -> View {
             .catchup_in_progress
             .get_or_create(&peer)
             .set(i64::from(l.reconciling));
+        set(&stats.catchup_broken.get_or_create(&peer), c.sync_broken);
+        set(
+            &stats.link_lines_unexpected.get_or_create(&peer),
+            c.lines_unexpected,
+        );
         for (kind, started, finished) in [
             ("link-up", c.catchups_started, c.catchups_finished),
             ("periodic", c.checks_started, c.checks_finished),
@@ -544,6 +570,13 @@ fn refresh(shared: &Shared) -> View {
             };
             set(&stats.catchup_records.get_or_create(&label), records);
             set(&stats.catchup_bytes.get_or_create(&label), bytes);
+        }
+        for (direction, tables) in [("sent", c.sync_tables_out), ("received", c.sync_tables_in)] {
+            let label = PeerDirection {
+                peer: l.name.clone(),
+                direction,
+            };
+            set(&stats.catchup_tables.get_or_create(&label), tables);
         }
     }
     if let (Some(st), Some(state), Some(store)) = (&stats.store, &store, &shared.store) {
@@ -657,7 +690,10 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
                     "full_streams": c.full_streams,
                     "records": {"sent": c.sync_records_out, "received": c.sync_records_in},
                     "bytes": {"sent": c.sync_bytes_out, "received": c.sync_bytes_in},
+                    "tables": {"sent": c.sync_tables_out, "received": c.sync_tables_in},
+                    "broken": c.sync_broken,
                 },
+                "unexpected_lines": c.lines_unexpected,
             })
         }).collect::<Vec<_>>(),
         "store": store.as_ref().zip(shared.store.as_ref()).map(|(st, store)| json!({

@@ -27,6 +27,18 @@ pub struct NodeLimits {
     /// Most clients that a client line may add; updates of known clients and records from peers are
     /// taken past it.
     pub max_clients: usize,
+    /// The longest client line (`[limits] max_line`); a peer line may be about twice that (a record
+    /// carries a client id of up to a whole client line, plus the server fields): see
+    /// [`NodeLimits::max_peer_line`].
+    pub max_line: usize,
+}
+
+impl NodeLimits {
+    /// The longest line a link may carry: a record whose client id is a whole client line, with room
+    /// for the server's fields. A longer line closes the link.
+    pub fn max_peer_line(&self) -> usize {
+        self.max_line.saturating_mul(2).saturating_add(256)
+    }
 }
 
 impl Default for NodeLimits {
@@ -34,6 +46,7 @@ impl Default for NodeLimits {
         NodeLimits {
             max_future: Duration::from_secs(86_400),
             max_clients: 10_000_000,
+            max_line: herd_proto::DEFAULT_MAX_LINE,
         }
     }
 }
@@ -43,6 +56,7 @@ impl From<&crate::config::Limits> for NodeLimits {
         NodeLimits {
             max_future: l.max_future,
             max_clients: l.max_clients,
+            max_line: l.max_line,
         }
     }
 }

@@ -1,10 +1,14 @@
 //! The node: every herd rule in one deterministic state machine, with no sockets and no clock.
 //!
-//! The tokio layer (`server`, `peers`) feeds it events — a client line with its receive time, a record
-//! from a peer, a link going up or down, a dial that failed, a tick of the clock — and carries out what
-//! it returns: the reply bytes, a Places look-up, records to send on a link, links to dial, ping or
-//! close. Because it owns no I/O, the simulation tests run a hundred nodes
-//! in one thread with links cut, delayed and healed at will.
+//! The tokio layer (`server`, `peers`) feeds it events — a client line with its receive time, the bytes
+//! a link brought ([`Node::handle_link_input`]), a link going up or down, a dial that failed, a timer
+//! that fired ([`Node::handle_timeout`]) — and carries out what it returns: the reply bytes, a Places
+//! look-up, lines to send on a link ([`Node::poll_transmit`]), links to dial or close, what to log
+//! ([`Node::poll_event`]), and when to wake it next ([`Node::poll_timeout`]). Every peer line is
+//! decoded and dispatched here, once: the driver, the simulation, the adversary test, the property
+//! tests and the benchmarks all call the same entry point, so what they test is what ships. Because it
+//! owns no I/O, the simulation tests run a hundred nodes in one thread with links cut, delayed and
+//! healed at will, each on a clock of its own.
 //!
 //! Flooding: a record is stored only if it is greater (herd-proto's order) than the one held; only then
 //! is it queued for every link that is up, except the one it came from. Each link's queue holds at most
@@ -17,8 +21,8 @@
 //! a live link the same way every [`CHECK_EVERY`] (equal root fingerprints: one line each way), which
 //! repairs a divergence that flooding should have prevented.
 //!
-//! Links' timing is decided here too, from the times the driver passes in: [`Node::tick`] says which
-//! neighbour to dial (only the server whose name sorts first dials, so a pair has one link), which link
+//! Links' timing is decided here too, from the times the driver passes in: [`Node::handle_timeout`]
+//! says which neighbour to dial (only the server whose name sorts first dials, so a pair has one link), which link
 //! needs a keep-alive and which has been silent too long; failed dials back off exponentially with
 //! jitter from a seeded generator, so a run is reproducible.
 
@@ -26,7 +30,7 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use herd_proto::{AtRecord, Message, PeerMessage, Radius, Timestamp};
+use herd_proto::{AtRecord, Frame, Framer, Message, ParseError, PeerMessage, Radius, Timestamp};
 
 use crate::cache::{Cache, Entry, Prepared, Preparer};
 use crate::handshake::Refusal;
@@ -170,17 +174,117 @@ pub enum Accepted {
     Foreign,
 }
 
-/// What the driver must do for a link, from [`Node::tick`].
+/// What the driver must do for a link, from [`Node::handle_timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkAction {
     /// Dial neighbour `id` (and greet it); report [`Node::link_up`] or [`Node::dial_failed`].
     Dial(usize),
-    /// Send a keep-alive on link `id`.
-    Ping(usize),
     /// Link `id` has been silent too long: close it (then report [`Node::link_down`]).
     Close(usize),
-    /// A periodic reconciliation was opened on link `id`: it has lines to send.
-    Check(usize),
+    /// Link `id` has lines to send (a keep-alive, or a periodic check that was opened): wake its
+    /// writer, which calls [`Node::poll_transmit`].
+    Transmit(usize),
+}
+
+/// What [`Node::handle_link_input`] made of a link's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkInput {
+    /// Bytes of whole lines used: drop them from the front of the buffer. The rest is the start of
+    /// a line still to come.
+    pub consumed: usize,
+    /// A record new here was stored: the other links have something to send.
+    pub stored: bool,
+    /// This link has lines to send (an answer, a pong, flooded records): wake its writer.
+    pub transmit: bool,
+    /// The link must be closed, and why (the reason is also in [`Node::poll_event`]).
+    pub close: Option<Closing>,
+}
+
+/// Why the node asks for a link to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// A line longer than any record can be.
+    LineTooLong,
+    /// The peer broke a reconciliation: a line out of turn, a table out of order, or a line that has
+    /// no place in a reconciliation while one ran. The catch-up runs again when the link is back.
+    Reconciliation,
+    /// The peer refused the link.
+    Refused,
+    /// The link was replaced or went down: this input belongs to a connection that is no longer it.
+    Stale,
+}
+
+impl Closing {
+    /// A few words for the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closing::LineTooLong => "peer line too long",
+            Closing::Reconciliation => "the peer broke the reconciliation",
+            Closing::Refused => "refused",
+            Closing::Stale => "replaced by a newer link",
+        }
+    }
+}
+
+impl std::fmt::Display for Closing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something the driver should log, from [`Node::poll_event`]. Lines are the peer's bytes: escape
+/// them before showing them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A reconciliation on the link ended.
+    Reconciled(Report),
+    /// The first record of this link-up that names a server outside the herd (refused; the rest are
+    /// counted and reported by [`LinkEvent::ForeignTotal`] when the link goes down).
+    Foreign {
+        /// The link.
+        link: usize,
+        /// The record.
+        line: Vec<u8>,
+    },
+    /// Records refused for naming servers outside the herd, over a link-up that ended.
+    ForeignTotal {
+        /// The link.
+        link: usize,
+        /// How many.
+        count: u64,
+    },
+    /// A line that is no peer message this server knows (`cause`), or one that has no place on a
+    /// running link (a greeting line: `cause` is `None`). Outside a reconciliation it is ignored;
+    /// during one it is [`LinkEvent::Broken`] instead.
+    Unexpected {
+        /// The link.
+        link: usize,
+        /// The line.
+        line: Vec<u8>,
+        /// Why it did not parse, if it did not.
+        cause: Option<ParseError>,
+    },
+    /// The peer broke a reconciliation with `line`: the link closes ([`Closing::Reconciliation`]).
+    Broken {
+        /// The link.
+        link: usize,
+        /// The line.
+        line: Vec<u8>,
+        /// What was wrong with it.
+        cause: SyncError,
+    },
+    /// The peer refused the link (`HERD-REFUSED`).
+    Refused {
+        /// The link.
+        link: usize,
+        /// The reason it gave.
+        reason: Vec<u8>,
+    },
+    /// A line longer than any record can be: the link closes ([`Closing::LineTooLong`]).
+    TooLong {
+        /// The link.
+        link: usize,
+    },
 }
 
 /// When a link was last heard from and written to, and when to dial it next.
@@ -201,6 +305,9 @@ struct Timing {
     key: usize,
     /// When the last reconciliation was opened on this link.
     last_check: Option<Instant>,
+    /// The link was closed for breaking the peer protocol: the next dial backs off as after a failed
+    /// one, so a peer that breaks every exchange cannot make the link flap at full speed.
+    faulted: bool,
 }
 
 /// A neighbour link as the node sees it.
@@ -217,6 +324,14 @@ struct Link {
     timing: Timing,
     /// What the link carried, over all its link-ups (never reset).
     counts: LinkCounts,
+    /// Splits the link's bytes into lines (bounded by [`NodeLimits::max_peer_line`]).
+    framer: Framer,
+    /// A keep-alive is due ([`Node::handle_timeout`]).
+    ping_due: bool,
+    /// The peer pinged: a `HERD-PONG` is due.
+    pong_due: bool,
+    /// Records refused for naming a server outside the herd, this link-up.
+    foreign: u64,
 }
 
 /// What a link has carried since the server started, every link-up of it added together: the
@@ -248,6 +363,14 @@ pub struct LinkCounts {
     pub sync_records_in: u64,
     /// Bytes received in reconciliations: control lines, and records received while one ran.
     pub sync_bytes_in: u64,
+    /// Tables (`HERD-IBF`, the dense path) this side sent in reconciliations.
+    pub sync_tables_out: u64,
+    /// Tables this side received whole and decoded (or split, when they did not decode).
+    pub sync_tables_in: u64,
+    /// Reconciliations ended because the peer broke them (the link was closed and caught up again).
+    pub sync_broken: u64,
+    /// Lines that were no peer message this server knows, or had no place on a running link.
+    pub lines_unexpected: u64,
 }
 
 impl LinkCounts {
@@ -270,19 +393,20 @@ impl LinkCounts {
     }
 }
 
-/// What the driver read on a link in one batch, for [`Node::received`].
+/// What one call of [`Node::handle_link_input`] read, counted in local integers and added to the
+/// link's counts once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Received {
+struct Received {
     /// Records (`AT` lines).
-    pub records: u64,
+    records: u64,
     /// Of them, those that arrived while a reconciliation ran on the link.
-    pub sync_records: u64,
+    sync_records: u64,
     /// Bytes of reconciliation lines, and of the records counted in `sync_records`, with newlines.
-    pub sync_bytes: u64,
+    sync_bytes: u64,
 }
 
 impl Link {
-    fn new(dials: bool) -> Self {
+    fn new(dials: bool, max_line: usize) -> Self {
         Link {
             up: false,
             epoch: 0,
@@ -290,6 +414,10 @@ impl Link {
             queued: Vec::new(),
             session: Session::default(),
             counts: LinkCounts::default(),
+            framer: Framer::new(max_line),
+            ping_due: false,
+            pong_due: false,
+            foreign: 0,
             timing: Timing {
                 dials,
                 dialing: false,
@@ -300,6 +428,7 @@ impl Link {
                 closing: false,
                 key: 0,
                 last_check: None,
+                faulted: false,
             },
         }
     }
@@ -321,6 +450,10 @@ impl Link {
         self.queue = VecDeque::new();
         self.queued = Vec::new();
         self.session.reset();
+        self.framer = Framer::new(self.framer.max_length());
+        self.ping_due = false;
+        self.pong_due = false;
+        self.foreign = 0;
     }
 }
 
@@ -335,6 +468,8 @@ pub struct LinkStatus {
     pub last_heard: Option<Instant>,
     /// A reconciliation (a link-up catch-up or a periodic check) is under way on the link.
     pub reconciling: bool,
+    /// The node asked for the link to be closed (silent too long) and it is not down yet.
+    pub closing: bool,
     /// What the link carried since the server started.
     pub counts: LinkCounts,
 }
@@ -350,8 +485,8 @@ pub struct Node {
     members: Vec<Box<[u8]>>,
     /// Jitter for back-off, seeded from the name: the same inputs give the same schedule.
     rng: fastrand::Rng,
-    /// Ended reconciliations, for the driver's log ([`Node::poll_report`]).
-    reports: VecDeque<Report>,
+    /// What the driver should log ([`Node::poll_event`]).
+    events: VecDeque<LinkEvent>,
     limits: NodeLimits,
     /// IAMATs refused by a limit.
     refusals: Refusals,
@@ -359,6 +494,8 @@ pub struct Node {
     cap: CapState,
     /// Every record stored, framed for the journal (`None`: records live in memory only).
     journal: Option<Journal>,
+    /// The latest time an event brought: a dial due "at once" is due at this instant.
+    clock: Option<Instant>,
 }
 
 /// Where the cache stands against [`NodeLimits::max_clients`]; reported once (clients are never
@@ -373,9 +510,10 @@ enum CapState {
 impl Node {
     /// A node with an empty cache; `neighbors` fixes the link numbering (index = link id).
     pub fn new(name: &str, neighbors: Vec<String>) -> Self {
+        let max_line = NodeLimits::default().max_peer_line();
         let links = neighbors
             .iter()
-            .map(|n| Link::new(name < n.as_str()))
+            .map(|n| Link::new(name < n.as_str(), max_line))
             .collect();
         let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -387,17 +525,21 @@ impl Node {
             links,
             members: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
-            reports: VecDeque::new(),
+            events: VecDeque::new(),
             limits: NodeLimits::default(),
             refusals: Refusals::default(),
             cap: CapState::Below,
             journal: None,
+            clock: None,
         }
     }
 
     /// The node with `limits` (the future-time bound and the client cap) instead of the defaults.
     pub fn with_limits(mut self, limits: NodeLimits) -> Self {
         self.limits = limits;
+        for link in &mut self.links {
+            link.framer = Framer::new(limits.max_peer_line());
+        }
         self
     }
 
@@ -643,19 +785,14 @@ impl Node {
         Step::Refused(why)
     }
 
-    /// A record from neighbour `from`; returns whether it was new here (and so flooded on).
+    /// A record from neighbour `from`: stored and flooded on if it is new here and names a server
+    /// of the herd. An older record than the one held, received while reconciling with `from`, is
+    /// answered with the held one.
     ///
     /// Neither limit of a client line applies: a record in the future or past the client cap was
     /// accepted where it was born, and refusing it here would leave the herd's servers disagreeing for
     /// ever (the cap is soft by the records peers bring).
-    pub fn peer_record(&mut self, from: usize, record: AtRecord<'_>) -> bool {
-        self.accept_peer_record(from, record) == Accepted::Stored
-    }
-
-    /// A record from neighbour `from`: stored and flooded on if it is new here and names a server
-    /// of the herd. An older record than the one held, received while reconciling with `from`, is
-    /// answered with the held one.
-    pub fn accept_peer_record(&mut self, from: usize, record: AtRecord<'_>) -> Accepted {
+    fn accept_peer_record(&mut self, from: usize, record: AtRecord<'_>) -> Accepted {
         if !self.is_member(&record.server) {
             return Accepted::Foreign;
         }
@@ -682,6 +819,172 @@ impl Node {
             }
             _ => Accepted::Held,
         }
+    }
+
+    /// The bytes link `id` (of epoch `epoch`) brought, decrypted, at `now`: every whole line in
+    /// `input` is decoded and handled here — records, keep-alives, reconciliation, refusals — and
+    /// `seen` is called with each record line (for the driver's log). The one way peer lines enter
+    /// the node: the driver, the simulation and the tests all call it.
+    ///
+    /// Returns how many bytes were used (the rest is a line still arriving: keep it and call again
+    /// with more), whether the other links or this one have something to send, and whether the link
+    /// must close. What deserves a log line is queued for [`Node::poll_event`].
+    pub fn handle_link_input(
+        &mut self,
+        id: usize,
+        epoch: u64,
+        input: &[u8],
+        now: Instant,
+        mut seen: impl FnMut(&[u8]),
+    ) -> LinkInput {
+        let mut result = LinkInput::default();
+        let Some(link) = self.links.get(id) else {
+            result.consumed = input.len();
+            result.close = Some(Closing::Stale);
+            return result;
+        };
+        if !link.up || link.epoch != epoch {
+            result.consumed = input.len();
+            result.close = Some(Closing::Stale);
+            return result;
+        }
+        self.tell(now);
+        let mut batch = Received::default();
+        let mut heard = false;
+        while result.close.is_none() {
+            let rest = &input[result.consumed..];
+            match self.links[id].framer.next(rest) {
+                Frame::Line { line, consumed } => {
+                    heard = true;
+                    let line = &rest[line];
+                    if let Err(closing) = self.peer_line(id, line, &mut batch, &mut result) {
+                        result.close = Some(closing);
+                    } else if line.starts_with(b"AT ") {
+                        seen(line);
+                    }
+                    result.consumed += consumed;
+                }
+                Frame::TooLong { consumed, .. } => {
+                    heard = true;
+                    result.consumed += consumed;
+                    self.events.push_back(LinkEvent::TooLong { link: id });
+                    result.close = Some(Closing::LineTooLong);
+                }
+                Frame::Partial { consumed } => {
+                    result.consumed += consumed;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        let link = &mut self.links[id];
+        if heard {
+            link.timing.last_heard = Some(now);
+        }
+        let c = &mut link.counts;
+        c.records_in += batch.records;
+        c.sync_records_in += batch.sync_records;
+        c.sync_bytes_in += batch.sync_bytes;
+        if result.close == Some(Closing::Reconciliation) {
+            link.timing.faulted = true;
+        }
+        result.transmit = result.close.is_none() && self.wants_transmit(id);
+        result
+    }
+
+    /// One whole line from link `id`.
+    fn peer_line(
+        &mut self,
+        id: usize,
+        line: &[u8],
+        batch: &mut Received,
+        result: &mut LinkInput,
+    ) -> Result<(), Closing> {
+        let reconciling = self.links[id].session.active();
+        let bytes = line.len() as u64 + 1;
+        let m = match PeerMessage::parse(line) {
+            Ok(m) => m,
+            Err(e) => return self.unexpected(id, line, Some(e)),
+        };
+        match m {
+            PeerMessage::Record(r) => {
+                batch.records += 1;
+                if reconciling {
+                    batch.sync_records += 1;
+                    batch.sync_bytes += bytes;
+                }
+                match self.accept_peer_record(id, r) {
+                    Accepted::Stored => result.stored = true,
+                    Accepted::Held => {}
+                    Accepted::Foreign => {
+                        let link = &mut self.links[id];
+                        link.foreign += 1;
+                        if link.foreign == 1 {
+                            self.events.push_back(LinkEvent::Foreign {
+                                link: id,
+                                line: line.to_vec(),
+                            });
+                        }
+                    }
+                }
+            }
+            PeerMessage::Ping => self.links[id].pong_due = true,
+            PeerMessage::Pong => {}
+            PeerMessage::Refused { reason } => {
+                self.events.push_back(LinkEvent::Refused {
+                    link: id,
+                    reason: reason.into_owned(),
+                });
+                return Err(Closing::Refused);
+            }
+            m @ (PeerMessage::Root { .. }
+            | PeerMessage::Fingerprints { .. }
+            | PeerMessage::Ids { .. }
+            | PeerMessage::Want { .. }
+            | PeerMessage::Cells { .. }
+            | PeerMessage::Over
+            | PeerMessage::Synced { .. }) => {
+                batch.sync_bytes += bytes;
+                if let Err(cause) = self.sync_message(id, &m) {
+                    return Err(self.broken(id, line, cause));
+                }
+            }
+            // A greeting line on a running link, or a message of a later version.
+            _ => return self.unexpected(id, line, None),
+        }
+        Ok(())
+    }
+
+    /// A line with no place on a running link: counted, logged, and ignored — unless a
+    /// reconciliation runs, which it then breaks (the exchange could wait for ever on an answer the
+    /// peer sent in a form this server does not read).
+    fn unexpected(
+        &mut self,
+        id: usize,
+        line: &[u8],
+        cause: Option<ParseError>,
+    ) -> Result<(), Closing> {
+        self.links[id].counts.lines_unexpected += 1;
+        if self.links[id].session.active() {
+            return Err(self.broken(id, line, SyncError::Unexpected));
+        }
+        self.events.push_back(LinkEvent::Unexpected {
+            link: id,
+            line: line.to_vec(),
+            cause,
+        });
+        Ok(())
+    }
+
+    /// The peer broke the reconciliation on link `id` with `line`.
+    fn broken(&mut self, id: usize, line: &[u8], cause: SyncError) -> Closing {
+        self.links[id].counts.sync_broken += 1;
+        self.events.push_back(LinkEvent::Broken {
+            link: id,
+            line: line.to_vec(),
+            cause,
+        });
+        Closing::Reconciliation
     }
 
     /// Whether a `HERD-HELLO` from `name`, addressed `to`, may go on; the link id if so.
@@ -751,7 +1054,15 @@ impl Node {
     /// Link `id` came up: starts the catch-up on it (the dialling side opens the reconciliation).
     /// Returns the link's epoch.
     pub fn link_up(&mut self, id: usize, now: Instant) -> u64 {
+        self.tell(now);
         let link = &mut self.links[id];
+        if link.up && link.foreign > 1 {
+            // Replaced while up: the old link-up's refusals are said now.
+            self.events.push_back(LinkEvent::ForeignTotal {
+                link: id,
+                count: link.foreign,
+            });
+        }
         link.reset();
         link.up = true;
         link.epoch += 1;
@@ -762,27 +1073,42 @@ impl Node {
         t.last_check = Some(now);
         t.dialing = false;
         t.closing = false;
-        t.backoff = BACKOFF_MIN;
+        t.faulted = false;
         t.last_heard = Some(now);
         t.last_sent = Some(now);
         link.epoch
     }
 
     /// Link `id` of epoch `epoch` went down at `now`. A newer link of the same neighbour is left
-    /// alone. A dialling side dials again soon.
+    /// alone. A dialling side dials again soon — after a back-off when the link was closed for
+    /// breaking the protocol.
     pub fn link_down(&mut self, id: usize, epoch: u64, now: Instant) {
-        let wait = BACKOFF_MIN.mul_f64(0.5 + self.rng.f64());
+        self.tell(now);
+        let jitter = 0.5 + self.rng.f64();
         let link = &mut self.links[id];
         if link.epoch == epoch && link.up {
+            if link.foreign > 1 {
+                self.events.push_back(LinkEvent::ForeignTotal {
+                    link: id,
+                    count: link.foreign,
+                });
+            }
             link.up = false;
             link.reset();
-            link.timing.closing = false;
-            link.timing.next_dial = Some(now + wait);
+            let t = &mut link.timing;
+            t.closing = false;
+            if t.faulted {
+                t.next_dial = Some(now + t.backoff.mul_f64(jitter));
+                t.backoff = (t.backoff * 2).min(BACKOFF_MAX);
+            } else {
+                t.next_dial = Some(now + BACKOFF_MIN.mul_f64(jitter));
+            }
         }
     }
 
     /// A dial of neighbour `id` failed at `now`: the next one waits, longer each time.
     pub fn dial_failed(&mut self, id: usize, now: Instant) {
+        self.tell(now);
         let jitter = 0.5 + self.rng.f64();
         let t = &mut self.links[id].timing;
         t.dialing = false;
@@ -790,38 +1116,62 @@ impl Node {
         t.backoff = (t.backoff * 2).min(BACKOFF_MAX);
     }
 
-    /// Something arrived on link `id` at `now`.
-    pub fn heard(&mut self, id: usize, now: Instant) {
-        self.links[id].timing.last_heard = Some(now);
-    }
-
-    /// Something was written on link `id` at `now`.
+    /// Something was written on link `id` at `now` (the keep-alive counts from there).
     pub fn sent(&mut self, id: usize, now: Instant) {
+        self.tell(now);
         self.links[id].timing.last_sent = Some(now);
     }
 
-    /// The link decisions due at `now`: dials, keep-alives, closes.
-    pub fn tick(&mut self, now: Instant) -> Vec<LinkAction> {
+    /// Keeps the latest time an event brought (clocks given by the driver never go back, but a
+    /// batch may be handled after a later one: the greatest is kept).
+    fn tell(&mut self, now: Instant) {
+        self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
+    }
+
+    /// When the node next needs [`Node::handle_timeout`]: the earliest dial, keep-alive, dead-link
+    /// verdict or periodic check. `None`: nothing is due until an event arrives (no link up and no
+    /// dial to make, or a new node that was never told the time: call [`Node::handle_timeout`] once
+    /// when it starts). The driver sleeps until then, or until a link goes up or down or a dial
+    /// fails (which move the deadlines earlier).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .filter_map(|l| l.deadline(self.clock))
+            .min()
+    }
+
+    /// Does what is due at `now`: returns the dials to make, the links to close and the links that
+    /// have lines to send (keep-alives, periodic checks).
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<LinkAction> {
+        self.tell(now);
         let mut actions = Vec::new();
         for (id, link) in self.links.iter_mut().enumerate() {
             let t = &mut link.timing;
             if link.up {
-                let since = |at: Option<Instant>| {
-                    at.map_or(Duration::MAX, |at| now.saturating_duration_since(at))
+                let due = |at: Option<Instant>, after: Duration| {
+                    at.is_none_or(|at| now.saturating_duration_since(at) >= after)
                 };
-                if !t.closing && since(t.last_heard) >= DEAD_AFTER {
+                if !t.closing && due(t.last_heard, DEAD_AFTER) {
                     t.closing = true;
                     actions.push(LinkAction::Close(id));
-                } else if t.dials
-                    && since(t.last_check) >= CHECK_EVERY
+                    continue;
+                }
+                let mut transmit = false;
+                if t.dials
+                    && due(t.last_check, CHECK_EVERY)
                     && link.session.open(self.clients.sketch())
                 {
                     link.counts.started(link.session.periodic());
                     t.last_check = Some(now);
-                    actions.push(LinkAction::Check(id));
-                } else if since(t.last_sent) >= KEEPALIVE {
+                    transmit = true;
+                }
+                if due(t.last_sent, KEEPALIVE) {
                     t.last_sent = Some(now);
-                    actions.push(LinkAction::Ping(id));
+                    link.ping_due = true;
+                    transmit = true;
+                }
+                if transmit {
+                    actions.push(LinkAction::Transmit(id));
                 }
             } else if t.dials && !t.dialing && t.next_dial.is_none_or(|at| now >= at) {
                 t.dialing = true;
@@ -836,6 +1186,12 @@ impl Node {
         self.links[id].up
     }
 
+    /// The epoch of link `id` while it is up.
+    pub fn epoch(&self, id: usize) -> Option<u64> {
+        let link = self.links.get(id)?;
+        link.up.then_some(link.epoch)
+    }
+
     /// What an operator sees of link `id`: up or down, records waiting, when the neighbour was last
     /// heard.
     pub fn link_status(&self, id: usize) -> LinkStatus {
@@ -845,6 +1201,7 @@ impl Node {
             queue: link.queue.len(),
             last_heard: link.timing.last_heard,
             reconciling: link.session.active(),
+            closing: link.timing.closing,
             counts: link.counts,
         }
     }
@@ -852,7 +1209,11 @@ impl Node {
     /// Whether link `id` has anything to send.
     pub fn wants_transmit(&self, id: usize) -> bool {
         let link = &self.links[id];
-        link.up && (link.session.wants_transmit() || !link.queue.is_empty())
+        link.up
+            && (link.ping_due
+                || link.pong_due
+                || link.session.wants_transmit()
+                || !link.queue.is_empty())
     }
 
     /// Opens a reconciliation on live link `id` now, as the periodic check does (the dialling side
@@ -866,63 +1227,68 @@ impl Node {
         opened
     }
 
-    /// What the driver read on link `id` in one batch (counted once per batch, for the operator).
-    pub fn received(&mut self, id: usize, batch: Received) {
-        let c = &mut self.links[id].counts;
-        c.records_in += batch.records;
-        c.sync_records_in += batch.sync_records;
-        c.sync_bytes_in += batch.sync_bytes;
-    }
-
     /// Whether a reconciliation is under way on link `id`.
     pub fn reconciling(&self, id: usize) -> bool {
         self.links[id].session.active()
     }
 
-    /// A reconciliation line (`HERD-ROOT`, `HERD-FP`, `HERD-IDS`, `HERD-WANT`, `HERD-OVER`,
-    /// `HERD-SYNCED`) from neighbour `id`; what it asks is queued for [`Node::poll_transmit`]. Returns
-    /// whether anything was queued. Records (`AT`) go to [`Node::accept_peer_record`].
+    /// A reconciliation line (`HERD-ROOT`, `HERD-FP`, `HERD-IDS`, `HERD-WANT`, `HERD-IBF`,
+    /// `HERD-OVER`, `HERD-SYNCED`) from neighbour `id`; what it asks is queued for
+    /// [`Node::poll_transmit`].
     ///
     /// # Errors
     /// The line breaks the turns of reconciliation: close the link.
-    pub fn sync_message(&mut self, id: usize, m: &PeerMessage<'_>) -> Result<bool, SyncError> {
+    fn sync_message(&mut self, id: usize, m: &PeerMessage<'_>) -> Result<(), SyncError> {
         let link = &mut self.links[id];
-        if !link.up {
-            return Ok(false);
-        }
         let sketch = self.clients.sketch();
         let (was_active, was_streaming) = (link.session.active(), link.session.streaming_all());
+        let tables = (link.session.tables_sent(), link.session.tables_received());
         let outcome = link
             .session
             .receive(id, m, sketch, self.clients.entries())?;
+        link.counts.sync_tables_out += link.session.tables_sent() - tables.0;
+        link.counts.sync_tables_in += link.session.tables_received() - tables.1;
         if !was_active && link.session.active() {
             link.counts.started(link.session.periodic());
         }
         if !was_streaming && link.session.streaming_all() {
             link.counts.full_streams += 1;
         }
-        match outcome {
-            Outcome::Queued => Ok(true),
-            Outcome::Nothing => Ok(false),
-            Outcome::Ended(report) => {
-                link.counts.finished(&report);
-                self.reports.push_back(report);
-                Ok(false)
-            }
+        if let Outcome::Ended(report) = outcome {
+            link.counts.finished(&report);
+            self.ended(report);
         }
+        Ok(())
     }
 
-    /// The next ended reconciliation, for the log.
-    pub fn poll_report(&mut self) -> Option<Report> {
-        self.reports.pop_front()
+    /// A reconciliation ended: logged, and a finished catch-up ends the dial back-off.
+    fn ended(&mut self, report: Report) {
+        if !report.periodic {
+            self.links[report.link].timing.backoff = BACKOFF_MIN;
+        }
+        self.events.push_back(LinkEvent::Reconciled(report));
     }
 
-    /// Writes up to `max` lines for link `id` (reconciliation first, then queued records), each with
-    /// `\n`. Returns how many records were written.
+    /// The next thing to log: an ended reconciliation, a refused or unexpected line.
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    /// Writes up to `max` lines for link `id` (a keep-alive or its answer first, then reconciliation,
+    /// then queued records), each with `\n`. Returns how many records were written.
     pub fn poll_transmit(&mut self, id: usize, epoch: u64, out: &mut Vec<u8>, max: usize) -> usize {
         let link = &mut self.links[id];
         if !link.up || link.epoch != epoch {
             return 0;
+        }
+        for (due, m) in [
+            (&mut link.pong_due, PeerMessage::Pong),
+            (&mut link.ping_due, PeerMessage::Ping),
+        ] {
+            if std::mem::take(due) {
+                m.write_to(out);
+                out.push(b'\n');
+            }
         }
         let start = out.len();
         let (lines, mut n, report) =
@@ -933,7 +1299,6 @@ impl Node {
         if let Some(r) = &report {
             link.counts.finished(r);
         }
-        self.reports.extend(report);
         let mut n_lines = lines;
         while n_lines < max {
             let Some(index) = link.queue.pop_front() else {
@@ -948,7 +1313,34 @@ impl Node {
             }
         }
         link.counts.records_out += n as u64;
+        if let Some(r) = report {
+            self.ended(r);
+        }
         n
+    }
+}
+
+impl Link {
+    /// When this link next needs the node's attention (see [`Node::poll_timeout`]); a dial due at
+    /// once is due at `clock`, the latest time the node was told.
+    fn deadline(&self, clock: Option<Instant>) -> Option<Instant> {
+        let t = &self.timing;
+        if !self.up {
+            return t.next_dial.or(clock).filter(|_| t.dials && !t.dialing);
+        }
+        let mut next = t.last_sent.map(|at| at + KEEPALIVE);
+        let mut earliest = |at: Option<Instant>| {
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        };
+        if !t.closing {
+            earliest(t.last_heard.map(|at| at + DEAD_AFTER));
+        }
+        if t.dials && !self.session.active() {
+            earliest(t.last_check.map(|at| at + CHECK_EVERY));
+        }
+        next
     }
 }
 
@@ -1004,6 +1396,7 @@ mod tests {
         Node::new(name, neighbors.iter().map(|n| n.to_string()).collect()).with_limits(NodeLimits {
             max_future: Duration::from_secs(60),
             max_clients,
+            ..NodeLimits::default()
         })
     }
 
@@ -1028,7 +1421,7 @@ mod tests {
         // A peer's record is never re-judged: the herd must converge on what its origin accepted.
         let e = n.link_up(0, now());
         let far = AtRecord::parse(b"AT Hamilton -99999.000000000 x +2+2 100999").unwrap();
-        assert!(n.peer_record(0, far));
+        assert_eq!(n.accept_peer_record(0, far), Accepted::Stored);
         assert_eq!(
             n.get(b"x"),
             Some(&b"AT Hamilton -99999.000000000 x +2+2 100999"[..])
@@ -1064,7 +1457,7 @@ mod tests {
         // Records from peers are stored past the cap (the soft edge), so the herd converges.
         n.link_up(0, now());
         let r = AtRecord::parse(b"AT Hamilton +1.000000000 c +1+1 1").unwrap();
-        assert!(n.peer_record(0, r));
+        assert_eq!(n.accept_peer_record(0, r), Accepted::Stored);
         assert_eq!(n.len(), 3);
         assert_eq!(
             reply(&mut n, "IAMAT c +1+1 5", 10).1,
@@ -1079,7 +1472,7 @@ mod tests {
         let mut n = limited("Hamilton", &["Alford"], 1);
         n.link_up(0, now());
         let r = AtRecord::parse(b"AT Alford +1.000000000 a +1+1 1").unwrap();
-        assert!(n.peer_record(0, r));
+        assert_eq!(n.accept_peer_record(0, r), Accepted::Stored);
         assert_eq!(n.take_cap_reached(), Some(1));
     }
 
@@ -1096,32 +1489,29 @@ mod tests {
         panic!("no quiescence");
     }
 
-    /// One write of up to 7 lines from `from` to `to`; whether it was empty.
+    /// One write of up to 7 lines from `from` to `to`, through the entry point the driver uses;
+    /// whether it was empty.
     fn step(from: &mut Node, fid: usize, to: &mut Node, tid: usize, log: &mut Vec<String>) -> bool {
         let mut out = Vec::new();
         let epoch = from.links[fid].epoch;
         from.poll_transmit(fid, epoch, &mut out, 7);
-        // Counted as the driver counts a batch it reads.
-        let mut batch = Received::default();
         for line in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
             log.push(String::from_utf8(line.to_vec()).unwrap());
-            match PeerMessage::parse(line).unwrap() {
-                PeerMessage::Record(r) => {
-                    batch.records += 1;
-                    if to.reconciling(tid) {
-                        batch.sync_records += 1;
-                        batch.sync_bytes += line.len() as u64 + 1;
-                    }
-                    to.accept_peer_record(tid, r);
-                }
-                m => {
-                    batch.sync_bytes += line.len() as u64 + 1;
-                    to.sync_message(tid, &m).unwrap();
-                }
+        }
+        let epoch = to.links[tid].epoch;
+        let input = to.handle_link_input(tid, epoch, &out, now(), |_| {});
+        assert_eq!((input.consumed, input.close), (out.len(), None));
+        out.is_empty()
+    }
+
+    /// The next ended reconciliation among `n`'s events.
+    fn report(n: &mut Node) -> Option<Report> {
+        while let Some(e) = n.poll_event() {
+            if let LinkEvent::Reconciled(r) = e {
+                return Some(r);
             }
         }
-        to.received(tid, batch);
-        out.is_empty()
+        None
     }
 
     #[test]
@@ -1140,8 +1530,12 @@ mod tests {
             "{text}"
         );
         let r = AtRecord::parse(b"AT Alford +1.000000000 kiwi +34-118 100").unwrap();
-        assert!(n.peer_record(0, r.clone()));
-        assert!(!n.peer_record(1, r), "not new: dropped");
+        assert_eq!(n.accept_peer_record(0, r.clone()), Accepted::Stored);
+        assert_eq!(
+            n.accept_peer_record(1, r),
+            Accepted::Held,
+            "not new: dropped"
+        );
         assert!(!n.wants_transmit(0));
         assert!(n.wants_transmit(1));
         out.clear();
@@ -1150,11 +1544,16 @@ mod tests {
         // A stale epoch changes nothing.
         n.link_down(1, e1 - 1, now());
         assert!(n.is_up(1));
-        // Out of turn: a fingerprint line with no reconciliation running breaks the link.
-        assert_eq!(
-            n.sync_message(0, &PeerMessage::Over),
-            Err(SyncError::OutOfTurn)
-        );
+        // Out of turn: a reconciliation line with no reconciliation running breaks the link.
+        let input = n.handle_link_input(0, e0, b"HERD-OVER\n", now(), |_| {});
+        assert_eq!(input.close, Some(Closing::Reconciliation));
+        assert!(matches!(
+            n.poll_event(),
+            Some(LinkEvent::Broken {
+                cause: SyncError::OutOfTurn,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1235,7 +1634,7 @@ mod tests {
         assert_eq!(ab.last().unwrap(), "HERD-SYNCED 2000");
         assert_eq!(b.len(), 2000);
         assert_eq!(
-            a.poll_report().map(|r| (r.sent, r.received)),
+            report(&mut a).map(|r| (r.sent, r.received)),
             Some((2000, 0))
         );
         // Equal: one line each way.
@@ -1277,11 +1676,11 @@ mod tests {
         let lost = AtRecord::parse(b"AT B +1.000000000 lost +1+1 1").unwrap();
         b.accept_peer_record(0, lost);
         assert!(!b.check_link(0), "only the dialling side checks");
-        while a.poll_report().is_some() {}
+        while a.poll_event().is_some() {}
         assert!(a.check_link(0));
         pump(&mut a, 0, &mut b, 0);
         assert!(a.get(b"lost").is_some());
-        let report = a.poll_report().unwrap();
+        let report = report(&mut a).unwrap();
         assert!(report.periodic && report.received == 1, "{report:?}");
     }
 
@@ -1362,48 +1761,74 @@ mod tests {
     }
 
     #[test]
-    fn tick_dials_pings_closes_and_backs_off() {
+    fn timers_dial_ping_close_and_back_off_and_say_when_they_are_due() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // Alford sorts before Hamilton and dials it; it does not dial Aaron, who dials it.
         let mut n = Node::new("Alford", vec!["Hamilton".into(), "Aaron".into()]);
-        assert_eq!(n.tick(at(0)), [LinkAction::Dial(0)]);
-        assert_eq!(n.tick(at(10)), [], "one dial at a time");
-        // Failures back off: 100 ms, 200 ms, … capped at 3 s, each ±50 %.
+        assert_eq!(n.handle_timeout(at(0)), [LinkAction::Dial(0)]);
+        assert_eq!(n.poll_timeout(), None, "nothing due while the dial runs");
+        assert_eq!(n.handle_timeout(at(10)), [], "one dial at a time");
+        // Failures back off: 100 ms, 200 ms, … capped at 3 s, each ±50 %; the node says when.
         let mut waits = Vec::new();
         let mut now = 0;
         for _ in 0..8 {
             n.dial_failed(0, at(now));
-            let mut next = now;
-            while n.tick(at(next)).is_empty() {
-                next += 10;
-            }
-            waits.push(next - now);
-            now = next;
+            let due = n.poll_timeout().unwrap();
+            let wait = due.duration_since(at(now)).as_millis() as u64;
+            assert_eq!(n.handle_timeout(due - Duration::from_millis(1)), []);
+            assert_eq!(n.handle_timeout(due), [LinkAction::Dial(0)]);
+            waits.push(wait);
+            now += wait;
         }
-        assert!(waits[0] >= 50 && waits[0] <= 160, "{waits:?}");
+        assert!(waits[0] >= 50 && waits[0] <= 150, "{waits:?}");
         assert!(waits[3] >= 400, "grows: {waits:?}");
-        assert!(waits.iter().all(|&w| w <= 4_510), "capped: {waits:?}");
+        assert!(waits.iter().all(|&w| w <= 4_500), "capped: {waits:?}");
         // Up: quiet links get a keep-alive each second; a link heard from stays up.
         let e = n.link_up(0, at(now));
-        assert_eq!(n.tick(at(now + 500)), []);
-        assert_eq!(n.tick(at(now + 1_000)), [LinkAction::Ping(0)]);
-        n.heard(0, at(now + 3_000));
+        assert_eq!(n.poll_timeout(), Some(at(now + 1_000)));
+        assert_eq!(n.handle_timeout(at(now + 500)), []);
+        assert_eq!(n.handle_timeout(at(now + 1_000)), [LinkAction::Transmit(0)]);
+        let mut out = Vec::new();
+        n.poll_transmit(0, e, &mut out, 10);
+        assert!(out.starts_with(b"HERD-PING\n"), "{out:?}");
+        let input = n.handle_link_input(0, e, b"HERD-PING\nHERD-PO", at(now + 3_000), |_| {});
+        assert_eq!((input.consumed, input.transmit), (10, true));
+        out.clear();
+        n.poll_transmit(0, e, &mut out, 10);
+        assert_eq!(out, b"HERD-PONG\n", "a ping is answered");
         n.sent(0, at(now + 3_000));
-        assert_eq!(n.tick(at(now + 3_500)), []);
-        // Silent for 4 s: close it, once.
-        assert_eq!(n.tick(at(now + 7_000)), [LinkAction::Close(0)]);
-        assert!(!n.tick(at(now + 7_100)).contains(&LinkAction::Close(0)));
-        // Down: dialled again soon, with the back-off reset.
+        assert_eq!(n.handle_timeout(at(now + 3_500)), []);
+        // Silent for 4 s: close it, once; the dead-link verdict is among the deadlines.
+        assert_eq!(n.poll_timeout(), Some(at(now + 4_000)));
+        assert_eq!(n.handle_timeout(at(now + 7_000)), [LinkAction::Close(0)]);
+        assert!(!n
+            .handle_timeout(at(now + 7_100))
+            .contains(&LinkAction::Close(0)));
+        // Down: dialled again soon.
         n.link_down(0, e, at(now + 7_200));
-        let mut next = now + 7_200;
-        while n.tick(at(next)).is_empty() {
-            next += 10;
-        }
+        let due = n.poll_timeout().unwrap();
         assert!(
-            next - (now + 7_200) <= 160,
-            "re-dial after {} ms",
-            next - (now + 7_200)
+            due <= at(now + 7_350),
+            "re-dial after {:?}",
+            due - at(now + 7_200)
         );
+        assert_eq!(n.handle_timeout(due), [LinkAction::Dial(0)]);
+        // The periodic check of a live link is a deadline too.
+        let e = n.link_up(0, at(now + 8_000));
+        let later = now + 8_000 + CHECK_EVERY.as_millis() as u64;
+        for t in (now + 8_500..later).step_by(500) {
+            n.handle_link_input(0, e, b"HERD-PONG\n", at(t), |_| {});
+            n.sent(0, at(t));
+        }
+        while n.poll_event().is_some() {}
+        let mut out = Vec::new();
+        n.poll_transmit(0, e, &mut out, 100); // the link-up catch-up's opening
+        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", at(later - 1), |_| {});
+        assert!(!n.reconciling(0));
+        n.sent(0, at(later - 1));
+        assert_eq!(n.poll_timeout(), Some(at(later)));
+        assert_eq!(n.handle_timeout(at(later)), [LinkAction::Transmit(0)]);
+        assert!(n.reconciling(0), "a periodic check was opened");
     }
 }

@@ -7,61 +7,50 @@
 //! set up; a frame that fails to open closes the link (logged as a warning with the peer's address)
 //! and the dialling side dials again.
 //!
-//! A running link is two tasks: the writer drains the node's queue for this link (the catch-up first)
-//! and sends a keep-alive when idle; the reader applies records. They are separate so two servers that
-//! both have much to send never wait on each other's writes.
+//! A running link is two tasks: the writer drains the node's queue for this link (keep-alives and
+//! the catch-up first); the reader hands every byte it decrypts to the node
+//! ([`Node::handle_link_input`](crate::node::Node::handle_link_input)), which decodes and dispatches
+//! each line itself. They are separate so two servers that both have much to send never wait on each
+//! other's writes. One more task sleeps until the node's next deadline
+//! ([`Node::poll_timeout`](crate::node::Node::poll_timeout)) and carries out what is due then.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use herd_proto::{HerdCodec, PeerMessage};
+use bytes::{Buf, Bytes, BytesMut};
+use herd_proto::PeerMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Decoder;
 use tracing::{info, warn, Instrument};
 
 use crate::handshake::{Established, Failure, Greeting, Refusal, Verdict};
-use crate::log::{show, Dir, LogBuf, SUMMARY};
-use crate::node::{Accepted, LinkAction, Received};
+use crate::log::{show, Dir, SUMMARY};
+use crate::node::{LinkAction, LinkEvent, Node};
 use crate::server::Shared;
 
 /// The greeting must be done within this.
 const HANDSHAKE: Duration = Duration::from_secs(5);
-/// How often the node is asked which links to dial, ping or close.
-const TICK: Duration = Duration::from_millis(100);
 /// Records per write while catching up or draining a backlog.
 const BATCH: usize = 1024;
 
-fn peer_codec(shared: &Shared) -> HerdCodec {
-    // A record carries a client id of up to a whole client line, plus the server fields.
-    HerdCodec::new_with_max_length(
-        shared
-            .spec
-            .limits
-            .max_line
-            .saturating_mul(2)
-            .saturating_add(256),
-    )
-}
-
-/// Carries out the node's link decisions (`Node::tick`) every [`TICK`]: dial, keep-alive, close.
+/// Carries out the node's link decisions (`Node::handle_timeout`) when they are due: dial, close,
+/// and wake a link that has a keep-alive or a periodic check to send. Sleeps until the node's next
+/// deadline, or until a link goes up or down or a dial fails (`Shared::timers`).
 pub(crate) async fn link_manager(shared: Arc<Shared>) {
     loop {
-        let actions = shared.node().tick(Instant::now());
+        let (actions, next) = {
+            let mut node = shared.node();
+            let actions = node.handle_timeout(Instant::now());
+            (actions, node.poll_timeout())
+        };
         for action in actions {
             match action {
                 LinkAction::Dial(id) => {
                     let s = shared.clone();
                     shared.tracker.spawn(dial(s, id).in_current_span());
                 }
-                LinkAction::Ping(id) => {
-                    shared.peers[id].ping_due.store(true, Ordering::Relaxed);
-                    shared.peers[id].notify.notify_one();
-                }
-                LinkAction::Check(id) => shared.peers[id].notify.notify_one(),
+                LinkAction::Transmit(id) => shared.peers[id].notify.notify_one(),
                 LinkAction::Close(id) => {
                     let slot = &shared.peers[id];
                     info!(peer = %slot.name, "peer link silent too long; closing");
@@ -76,8 +65,15 @@ pub(crate) async fn link_manager(shared: Arc<Shared>) {
                 }
             }
         }
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
+            _ = sleep => {}
+            _ = shared.timers.notified() => {}
             _ = shared.shutdown.cancelled() => return,
         }
     }
@@ -187,6 +183,7 @@ async fn dial(shared: Arc<Shared>, id: usize) {
                 info!(peer = %name, %addr, cause = %e, "link dial failed");
             }
             shared.node().dial_failed(id, Instant::now());
+            shared.timers.notify_one();
         }
     }
 }
@@ -252,6 +249,7 @@ async fn run_link(
             return;
         }
     };
+    shared.timers.notify_one();
     let token = shared.shutdown.child_token();
     if let Some(old) = slot
         .current
@@ -265,12 +263,10 @@ async fn run_link(
     let kind = if authenticated { "encrypted" } else { "plain" };
     info!(target: SUMMARY, "{} link to {} up ({kind})", shared.spec.name, slot.name);
     info!(conn, peer = %addr, name = %slot.name, channel = kind, "peer link up");
-    let pong_due = Arc::new(AtomicBool::new(false));
 
     let writer = {
         let shared = shared.clone();
         let token = token.clone();
-        let pong_due = pong_due.clone();
         async move {
             let slot = &shared.peers[id];
             let mut out = Vec::with_capacity(64 * 1024);
@@ -281,17 +277,9 @@ async fn run_link(
                 let n = {
                     let mut node = shared.node();
                     let n = node.poll_transmit(id, epoch, &mut out, BATCH);
-                    log_reports(&shared, &mut node);
+                    log_events(&shared, &mut node);
                     n
                 };
-                if pong_due.swap(false, Ordering::Relaxed) {
-                    PeerMessage::Pong.write_to(&mut out);
-                    out.push(b'\n');
-                }
-                if slot.ping_due.swap(false, Ordering::Relaxed) {
-                    PeerMessage::Ping.write_to(&mut out);
-                    out.push(b'\n');
-                }
                 if !out.is_empty() {
                     if shared.spec.log_lines && n > 0 {
                         log.stamp();
@@ -312,7 +300,8 @@ async fn run_link(
                     shared.node().sent(id, Instant::now());
                     continue;
                 }
-                // Keep-alives come from the node's tick, through `ping_due` and this notify.
+                // Woken by the node's timers (keep-alive, check), by the reader (an answer), or by a
+                // record stored from elsewhere.
                 tokio::select! {
                     _ = slot.notify.notified() => {}
                     _ = token.cancelled() => return,
@@ -322,35 +311,53 @@ async fn run_link(
     };
     let writer = tokio::spawn(writer.in_current_span());
 
-    let mut reader = LinkReader {
-        shared: &shared,
-        id,
-        conn,
-        lines: peer_codec(&shared),
-        foreign: 0,
-        log: shared.spec.log.buffer(conn, Some(&slot.name)),
-        ticket: None,
-    };
+    let mut log = shared.spec.log.buffer(conn, Some(&slot.name));
     let why = loop {
         if let Err(e) = opener.open(&mut wire, &mut plain) {
             warn!(conn, peer = %addr, name = %slot.name, cause = %e, "peer link broken: closing");
             break "a frame failed authentication";
         }
-        let applied = reader.apply(&mut plain, &pong_due);
-        shared.spec.log.submit(&mut reader.log).await;
-        if let (Some(t), Some(store)) = (reader.ticket.take(), &shared.store) {
-            // Peers' records are journaled like clients'; a link reads on only while the journal
-            // keeps up, so a slow disk slows the catch-up instead of growing memory.
-            store.keep_up(t).await;
-        }
-        if let Err(why) = applied {
-            break why;
+        if !plain.is_empty() {
+            log.stamp();
+            let (input, ticket) = {
+                let mut node = shared.node();
+                let log_lines = shared.spec.log_lines;
+                let input = node.handle_link_input(id, epoch, &plain, Instant::now(), |line| {
+                    if log_lines {
+                        log.line(Dir::PeerIn, line);
+                    }
+                });
+                log_events(&shared, &mut node);
+                (input, shared.journal(&mut node))
+            };
+            plain.advance(input.consumed);
+            if input.transmit {
+                slot.notify.notify_one();
+            }
+            if input.stored {
+                shared.notify_links(Some(id));
+            }
+            shared.spec.log.submit(&mut log).await;
+            if let (Some(t), Some(store)) = (ticket, &shared.store) {
+                // Peers' records are journaled like clients'; a link reads on only while the journal
+                // keeps up, so a slow disk slows the catch-up instead of growing memory.
+                store.keep_up(t).await;
+            }
+            if let Some(closing) = input.close {
+                break closing.as_str();
+            }
         }
         wire.reserve(16 * 1024);
         let read = tokio::select! {
             r = rd.read_buf(&mut wire) => r,
             // Cancelled by a newer link, by the node's keep-alive verdict, or by shutdown.
-            _ = token.cancelled() => break "replaced, silent too long, or shutting down",
+            _ = token.cancelled() => break if shared.shutdown.is_cancelled() {
+                "shutting down"
+            } else if shared.node().link_status(id).closing {
+                "silent too long"
+            } else {
+                "replaced by a newer link"
+            },
         };
         match read {
             Ok(0) => break "closed by peer",
@@ -360,148 +367,63 @@ async fn run_link(
     };
     token.cancel();
     let _ = writer.await;
-    shared.node().link_down(id, epoch, Instant::now());
+    {
+        let mut node = shared.node();
+        node.link_down(id, epoch, Instant::now());
+        log_events(&shared, &mut node);
+    }
+    shared.timers.notify_one();
     {
         let mut current = slot.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().is_some_and(|t| t.is_cancelled()) {
             *current = None;
         }
     }
-    if reader.foreign > 0 {
-        warn!(conn, peer = %addr, name = %slot.name, count = reader.foreign,
-            "refused records naming servers outside the herd");
-    }
     info!(target: SUMMARY, "{} link to {} down ({why})", shared.spec.name, slot.name);
     info!(conn, peer = %addr, name = %slot.name, reason = why, "peer link down");
 }
 
-/// Logs the reconciliations that ended: a catch-up as info, a periodic check that had to repair
-/// something as a warning with its size (flooding should have prevented it).
-fn log_reports(shared: &Shared, node: &mut crate::node::Node) {
-    while let Some(r) = node.poll_report() {
-        let peer = &shared.peers[r.link].name;
-        if !r.periodic {
-            info!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
-                bytes = r.bytes, "caught up with peer by reconciliation");
-        } else if r.sent + r.received > 0 {
-            warn!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
-                bytes = r.bytes, "periodic check found the link diverged; repaired");
-        }
-    }
-}
-
-/// The reading half of a running link: lines in, node events out.
-struct LinkReader<'a> {
-    shared: &'a Shared,
-    id: usize,
-    conn: u64,
-    lines: HerdCodec,
-    /// Records refused for naming a server outside the herd (logged once, when the link ends).
-    foreign: u64,
-    /// The records received in this batch, for the log (`[log] lines`).
-    log: LogBuf,
-    /// The store's ticket for the records this batch stored.
-    ticket: Option<u64>,
-}
-
-impl LinkReader<'_> {
-    /// Applies every complete line of `plain` under one lock of the node.
-    fn apply(&mut self, plain: &mut BytesMut, pong_due: &AtomicBool) -> Result<(), &'static str> {
-        let slot = &self.shared.peers[self.id];
-        let (conn, id) = (self.conn, self.id);
-        let mut stored = false;
-        let mut wake = false;
-        let mut result = Ok(());
-        {
-            let mut node = self.shared.node();
-            let mut heard = false;
-            // Counted in local integers, handed to the node and the shared totals once per batch.
-            let mut batch = Received::default();
-            self.log.stamp();
-            loop {
-                let line = match self.lines.decode(plain) {
-                    Ok(Some(line)) => line,
-                    Ok(None) => break,
-                    Err(_) => {
-                        result = Err("peer line too long");
-                        break;
-                    }
-                };
-                heard = true;
-                match PeerMessage::parse(&line) {
-                    Ok(PeerMessage::Record(r)) => {
-                        if self.shared.spec.log_lines {
-                            self.log.line(Dir::PeerIn, &line);
-                        }
-                        batch.records += 1;
-                        if node.reconciling(id) {
-                            batch.sync_records += 1;
-                            batch.sync_bytes += line.len() as u64 + 1;
-                        }
-                        match node.accept_peer_record(id, r) {
-                            Accepted::Stored => stored = true,
-                            Accepted::Held => {}
-                            Accepted::Foreign => {
-                                if self.foreign == 0 {
-                                    warn!(conn, peer = %slot.name, line = %show(&line),
-                                        "refused a record naming a server outside the herd");
-                                }
-                                self.foreign += 1;
-                            }
-                        }
-                    }
-                    Ok(PeerMessage::Ping) => {
-                        pong_due.store(true, Ordering::Relaxed);
-                        wake = true;
-                    }
-                    Ok(PeerMessage::Pong) => {}
-                    Ok(
-                        m @ (PeerMessage::Root { .. }
-                        | PeerMessage::Fingerprints { .. }
-                        | PeerMessage::Ids { .. }
-                        | PeerMessage::Want { .. }
-                        | PeerMessage::Over
-                        | PeerMessage::Synced { .. }),
-                    ) => {
-                        batch.sync_bytes += line.len() as u64 + 1;
-                        match node.sync_message(id, &m) {
-                            Ok(queued) => wake |= queued,
-                            Err(e) => {
-                                warn!(conn, peer = %slot.name, line = %show(&line), cause = %e,
-                                    "peer broke reconciliation: closing");
-                                result = Err("reconciliation out of turn");
-                                break;
-                            }
-                        }
-                    }
-                    Ok(PeerMessage::Refused { reason }) => {
-                        warn!(conn, peer = %slot.name, reason = %show(&reason), "peer refused the link");
-                        result = Err("refused");
-                        break;
-                    }
-                    Ok(other) => {
-                        warn!(conn, peer = %slot.name, line = %show(&other.to_bytes()), "unexpected peer line")
-                    }
-                    Err(e) => {
-                        warn!(conn, peer = %slot.name, line = %show(&line), cause = %e, "invalid peer line")
-                    }
+/// Logs what the node has to say about its links: a catch-up as info, a periodic check that had to
+/// repair something as a warning with its size (flooding should have prevented it), lines refused or
+/// out of place as warnings naming the peer.
+fn log_events(shared: &Shared, node: &mut Node) {
+    while let Some(event) = node.poll_event() {
+        match event {
+            LinkEvent::Reconciled(r) => {
+                let peer = &shared.peers[r.link].name;
+                if !r.periodic {
+                    info!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+                        bytes = r.bytes, "caught up with peer by reconciliation");
+                } else if r.sent + r.received > 0 {
+                    warn!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+                        bytes = r.bytes, "periodic check found the link diverged; repaired");
                 }
             }
-            if heard {
-                node.heard(id, Instant::now());
-                node.received(id, batch);
+            LinkEvent::Foreign { link, line } => {
+                warn!(peer = %shared.peers[link].name, line = %show(&line),
+                    "refused a record naming a server outside the herd");
             }
-            log_reports(self.shared, &mut node);
-            if let Some(t) = self.shared.journal(&mut node) {
-                self.ticket = Some(t);
+            LinkEvent::ForeignTotal { link, count } => {
+                warn!(peer = %shared.peers[link].name, count,
+                    "refused records naming servers outside the herd");
+            }
+            LinkEvent::Unexpected { link, line, cause } => match cause {
+                Some(e) => warn!(peer = %shared.peers[link].name, line = %show(&line),
+                    cause = %e, "invalid peer line"),
+                None => warn!(peer = %shared.peers[link].name, line = %show(&line),
+                    "unexpected peer line"),
+            },
+            LinkEvent::Broken { link, line, cause } => {
+                warn!(peer = %shared.peers[link].name, line = %show(&line), cause = %cause,
+                    "peer broke reconciliation: closing (the catch-up runs again when the link is back)");
+            }
+            LinkEvent::Refused { link, reason } => {
+                warn!(peer = %shared.peers[link].name, reason = %show(&reason),
+                    "peer refused the link");
+            }
+            LinkEvent::TooLong { link } => {
+                warn!(peer = %shared.peers[link].name, "peer line too long: closing");
             }
         }
-        if wake {
-            slot.notify.notify_one();
-        }
-        if stored {
-            self.shared.notify_links(Some(id));
-        }
-        result
     }
 }

@@ -164,8 +164,6 @@ pub(crate) struct PeerSlot {
     pub(crate) addr: String,
     /// Wakes the link's writer: something to send.
     pub(crate) notify: Notify,
-    /// The node asked for a keep-alive on this link.
-    pub(crate) ping_due: std::sync::atomic::AtomicBool,
     /// Cancels the link currently serving this neighbour, when a newer one replaces it.
     pub(crate) current: Mutex<Option<CancellationToken>>,
 }
@@ -177,6 +175,9 @@ pub(crate) struct Shared {
     pub(crate) peers: Vec<PeerSlot>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Wakes the task that keeps the node's timers: a link went up or down, or a dial failed, so
+    /// the node's next deadline may be earlier than the one it sleeps until.
+    pub(crate) timers: Notify,
     /// The records on disk, when the server keeps them there.
     pub(crate) store: Option<Store>,
     /// Counters for the admin endpoint.
@@ -336,7 +337,6 @@ async fn run_inner(
             name: name.clone(),
             addr: addr.clone(),
             notify: Notify::new(),
-            ping_due: std::sync::atomic::AtomicBool::new(false),
             current: Mutex::new(None),
         })
         .collect();
@@ -363,6 +363,7 @@ async fn run_inner(
         peers,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
+        timers: Notify::new(),
         store,
         stats: Stats::new(spec.store.is_some()),
         live: Live::default(),
@@ -385,7 +386,7 @@ async fn run_inner(
 
     if !shared.peers.is_empty() {
         // The node decides when to dial (only the server whose name sorts first dials a pair),
-        // ping and close; this task carries it out.
+        // ping, check and close; this task sleeps until its next deadline and carries it out.
         let s = shared.clone();
         shared
             .tracker

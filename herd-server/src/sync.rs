@@ -542,6 +542,10 @@ pub enum SyncError {
     /// An `HERD-IBF` line that does not continue the table being sent.
     #[error("reconciliation table line out of order")]
     Table,
+    /// A line that has no place in a reconciliation (not a peer message this server reads, or a
+    /// greeting line) arrived while one ran: the exchange could wait for ever on it.
+    #[error("a line with no place in a reconciliation")]
+    Unexpected,
 }
 
 /// One link's reconciliation state.
@@ -583,6 +587,10 @@ pub struct Session {
     jobs: VecDeque<Job>,
     /// A link-up catch-up has finished on this link: later sessions are periodic checks.
     caught_up: bool,
+    /// Tables queued to send, and tables received whole, since the link came up (the operator's
+    /// count of the dense path).
+    tables_sent: u64,
+    tables_received: u64,
 }
 
 /// What an incoming reconciliation line did.
@@ -597,6 +605,16 @@ pub enum Outcome {
 }
 
 impl Session {
+    /// Tables (`HERD-IBF`) queued to send since the link came up.
+    pub fn tables_sent(&self) -> u64 {
+        self.tables_sent
+    }
+
+    /// Tables received whole since the link came up.
+    pub fn tables_received(&self) -> u64 {
+        self.tables_received
+    }
+
     /// Whether a reconciliation is under way.
     pub fn active(&self) -> bool {
         self.active
@@ -796,6 +814,7 @@ impl Session {
         by_id.sort_unstable();
         self.tabled.push((range, by_id));
         let cells = table(items.iter().map(|&(_, it)| it), n, self.salt);
+        self.tables_sent += 1;
         let mut bytes = Vec::with_capacity(MAX_CHUNK * CELL_BYTES);
         for (k, chunk) in cells.chunks(MAX_CHUNK).enumerate() {
             bytes.clear();
@@ -1051,6 +1070,7 @@ impl Session {
                     .extend(cells.chunks_exact(CELL_BYTES).map(Cell::read));
                 if incoming.cells.len() >= incoming.total {
                     if let Some(done) = self.incoming.take() {
+                        self.tables_received += 1;
                         self.decode(done.range, done.cells, sketch, entries);
                     }
                 }

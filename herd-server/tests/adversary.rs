@@ -12,11 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use herd_proto::{HerdCodec, PeerMessage, Timestamp};
+use bytes::{Buf, BytesMut};
+use herd_proto::Timestamp;
 use herd_server::handshake::{Greeting, Keyring, Opener, Sealer, Verdict};
 use herd_server::node::{LinkAction, Node};
-use tokio_util::codec::Decoder;
 
 /// Alford – Bravo – Charlie – Alford: a ring, so records have two ways round.
 const NAMES: [&str; 3] = ["Alford", "Bravo", "Charlie"];
@@ -29,7 +28,6 @@ enum Phase {
         sealer: Sealer,
         opener: Opener,
         plain: BytesMut,
-        lines: HerdCodec,
     },
     /// The adversary's own end: it writes what it likes and reads nothing.
     Attacker,
@@ -255,7 +253,6 @@ impl Sim {
                                     sealer: est.channel.sealer,
                                     opener: est.channel.opener,
                                     plain: est.channel.first,
-                                    lines: HerdCodec::new_with_max_length(8192),
                                 })
                             }
                             Err(_) => close = true,
@@ -269,45 +266,16 @@ impl Sim {
                     sealer,
                     opener,
                     plain,
-                    lines,
                 } => {
                     if opener.open(&mut side.input, plain).is_err() {
                         close = true;
                     } else {
-                        let mut heard = false;
+                        // The node decodes and handles every line, as under the driver.
+                        let input = node.handle_link_input(*link, *epoch, plain, self.now, |_| {});
+                        plain.advance(input.consumed);
+                        while node.poll_event().is_some() {}
+                        close |= input.close.is_some();
                         let mut reply = Vec::new();
-                        loop {
-                            let line = match lines.decode(plain) {
-                                Ok(Some(l)) => l,
-                                Ok(None) => break,
-                                Err(_) => {
-                                    close = true;
-                                    break;
-                                }
-                            };
-                            heard = true;
-                            match PeerMessage::parse(&line) {
-                                Ok(PeerMessage::Record(r)) => {
-                                    node.accept_peer_record(*link, r);
-                                }
-                                Ok(PeerMessage::Ping) => reply.extend_from_slice(b"HERD-PONG\n"),
-                                Ok(
-                                    m @ (PeerMessage::Root { .. }
-                                    | PeerMessage::Fingerprints { .. }
-                                    | PeerMessage::Ids { .. }
-                                    | PeerMessage::Want { .. }
-                                    | PeerMessage::Over
-                                    | PeerMessage::Synced { .. }),
-                                ) if node.sync_message(*link, &m).is_err() => {
-                                    close = true;
-                                    break;
-                                }
-                                _ => {}
-                            }
-                        }
-                        if heard {
-                            node.heard(*link, self.now);
-                        }
                         node.poll_transmit(*link, *epoch, &mut reply, 64);
                         if !reply.is_empty() {
                             sealer.seal(&reply, &mut out);
@@ -351,10 +319,10 @@ impl Sim {
     fn tick(&mut self) {
         self.now += Duration::from_millis(50);
         for n in 0..self.nodes.len() {
-            for action in self.nodes[n].tick(self.now) {
+            for action in self.nodes[n].handle_timeout(self.now) {
                 match action {
                     LinkAction::Dial(link) => self.dial(n, link),
-                    LinkAction::Ping(_) | LinkAction::Check(_) => {}
+                    LinkAction::Transmit(_) => {}
                     LinkAction::Close(link) => {
                         let open = self.conns.iter().position(|c| {
                             c.sides.iter().any(|s| {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use herd_proto::{AtRecord, PeerMessage};
+use herd_proto::AtRecord;
 use herd_server::node::Node;
 use proptest::prelude::*;
 
@@ -22,11 +22,12 @@ fn line(client: u32, (time, server): (u32, u8)) -> String {
 fn load(node: &mut Node, side: &Side) {
     for (&c, &v) in side {
         let l = line(c, v);
-        node.accept_peer_record(1, AtRecord::parse(l.as_bytes()).unwrap());
+        node.restore(l.as_bytes());
     }
 }
 
-/// Runs the link until both sides are quiet; returns the records that crossed each way.
+/// Runs the link until both sides are quiet, through the entry points the driver uses; returns the
+/// records that crossed each way.
 fn reconcile(a: &mut Node, b: &mut Node) -> (Vec<String>, Vec<String>) {
     let now = std::time::Instant::now();
     let (ea, eb) = (a.link_up(0, now), b.link_up(0, now));
@@ -34,25 +35,18 @@ fn reconcile(a: &mut Node, b: &mut Node) -> (Vec<String>, Vec<String>) {
     for _ in 0..100_000 {
         let mut quiet = true;
         for forward in [true, false] {
-            let (from, fe, to, log) = if forward {
-                (&mut *a, ea, &mut *b, &mut crossed.0)
+            let (from, fe, to, te, log) = if forward {
+                (&mut *a, ea, &mut *b, eb, &mut crossed.0)
             } else {
-                (&mut *b, eb, &mut *a, &mut crossed.1)
+                (&mut *b, eb, &mut *a, ea, &mut crossed.1)
             };
             let mut out = Vec::new();
             from.poll_transmit(0, fe, &mut out, 50);
-            for l in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
-                quiet = false;
-                match PeerMessage::parse(l).unwrap() {
-                    PeerMessage::Record(r) => {
-                        log.push(String::from_utf8(l.to_vec()).unwrap());
-                        to.accept_peer_record(0, r);
-                    }
-                    m => {
-                        to.sync_message(0, &m).unwrap();
-                    }
-                }
-            }
+            quiet &= out.is_empty();
+            let input = to.handle_link_input(0, te, &out, now, |l| {
+                log.push(String::from_utf8(l.to_vec()).unwrap())
+            });
+            assert_eq!((input.consumed, input.close), (out.len(), None));
         }
         if quiet {
             assert!(
@@ -177,13 +171,12 @@ fn pair(n: u32, d: u32, old: u32, new: u32) -> (Node, Node) {
             (true, 0) => (new, old),
             (true, _) => (old, new),
         };
-        let l = line("A", i, ta);
-        a.accept_peer_record(1, AtRecord::parse(l.as_bytes()).unwrap());
+        a.restore(line("A", i, ta).as_bytes());
         at_b.push(line(if ta == tb { "A" } else { "B" }, i, tb));
     }
     for k in 0..at_b.len() {
         let l = &at_b[(k * 7919) % at_b.len()];
-        b.accept_peer_record(1, AtRecord::parse(l.as_bytes()).unwrap());
+        b.restore(l.as_bytes());
     }
     (a, b)
 }
@@ -207,10 +200,10 @@ fn traffic(a: &mut Node, b: &mut Node) -> Traffic {
     let mut out = Vec::new();
     while quiet < 2 {
         assert!(t.turns < 40, "too many turns");
-        let (from, fe, to) = if forward {
-            (&mut *a, ea, &mut *b)
+        let (from, fe, to, te) = if forward {
+            (&mut *a, ea, &mut *b, eb)
         } else {
-            (&mut *b, eb, &mut *a)
+            (&mut *b, eb, &mut *a, ea)
         };
         let mut wrote = false;
         loop {
@@ -224,24 +217,18 @@ fn traffic(a: &mut Node, b: &mut Node) -> Traffic {
                 let kind =
                     String::from_utf8_lossy(l.split(|&c| c == b' ').next().unwrap()).into_owned();
                 *t.bytes.entry(kind).or_default() += l.len() as u64 + 1;
-                match PeerMessage::parse(l).unwrap() {
-                    PeerMessage::Record(r) => {
-                        let c: u32 = std::str::from_utf8(&r.client[6..])
-                            .unwrap()
-                            .parse()
-                            .unwrap();
-                        if forward {
-                            t.ab.push(c)
-                        } else {
-                            t.ba.push(c)
-                        }
-                        to.accept_peer_record(0, r);
-                    }
-                    m => {
-                        to.sync_message(0, &m).unwrap();
-                    }
-                }
             }
+            let crossed = if forward { &mut t.ab } else { &mut t.ba };
+            let input = to.handle_link_input(0, te, &out, now, |l| {
+                let r = AtRecord::parse(l).unwrap();
+                crossed.push(
+                    std::str::from_utf8(&r.client[6..])
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                );
+            });
+            assert_eq!((input.consumed, input.close), (out.len(), None));
         }
         if wrote {
             t.turns += 1;
