@@ -2,6 +2,7 @@
 //!
 //! Every wait here polls with a deadline; nothing sleeps a fixed time to "let things settle".
 
+pub mod admin;
 pub mod client;
 pub mod fake_places;
 pub mod herd;
