@@ -655,7 +655,7 @@ impl Node {
     }
 
     /// Sets the herd's members: records naming a server outside it are refused
-    /// ([`Node::accept_peer_record`]). The driver always sets it; without it any name is taken.
+    /// ([`Node::handle_link_input`]). The driver always sets it; without it any name is taken.
     pub fn with_members<S: AsRef<str>>(mut self, members: &[S]) -> Self {
         self.members = members
             .iter()
