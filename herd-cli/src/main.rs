@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 /// `--to` takes a server name of the herd or HOST:PORT; the default is the herd's first server. The herd
 /// is read from --config, else $HERD_CONFIG, else ./herd.toml, else herd/herd.toml in the user's config
 /// folder (~/.config on Linux), else the built-in default herd (Alford, Ball, Hamilton, Holiday, Welsh on
-/// 127.0.0.1:12000-12004).
+/// 127.0.0.1:12000-12004): the same lookup as herd-server's. Which one is used is said on stderr
+/// (`herd: using ./herd.toml (found in the current folder)`) whenever it names the server.
 ///
 /// Exit codes: 0 success; 1 the server answered `? …` (the reason on stderr); 2 usage error (bad
 /// arguments or config file); 3 network error (cannot resolve, connect or send, no answer within
@@ -47,8 +48,9 @@ struct Target {
     /// Server name of the herd, or HOST:PORT.
     #[arg(long, global = true, value_name = "SERVER|HOST:PORT")]
     to: Option<String>,
-    /// The herd's config file, for server names [default: ./herd.toml, then the user's config folder].
-    #[arg(long, global = true, value_name = "FILE", env = "HERD_CONFIG")]
+    /// The herd's config file, for server names [default: $HERD_CONFIG, ./herd.toml, then the user's
+    /// config folder].
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Give up on connecting, or on an answer, after this long: seconds, or with a unit (500ms, 2s, 1m).
     #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]

@@ -62,7 +62,10 @@ fn servers(
     target: &Target,
     admin: Option<&str>,
 ) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
-    let herd: Config = target::herd(target.config.as_deref())?;
+    let (herd, located): (Config, _) = target::herd(target.config.as_deref())?;
+    if target::names_a_server(target.to.as_deref(), &herd) {
+        target::say_using(&located);
+    }
     if let Some(a) = admin {
         let listen = target::address_of(target.to.as_deref(), &herd)?;
         let name = herd

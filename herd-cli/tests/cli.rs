@@ -513,6 +513,8 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     d
 }
 
+/// The lookup `herd-server` shares: `--config`, `$HERD_CONFIG`, `./herd.toml`, the user's config
+/// folder, the built-in herd; the one used is said on stderr whenever it names the server.
 #[test]
 fn config_from_herd_config_then_herd_toml_then_the_user_folder() {
     let (addr, _) = servers();
@@ -520,7 +522,6 @@ fn config_from_herd_config_then_herd_toml_then_the_user_folder() {
     let dir = temp_dir("config");
     let user = dir.join("user");
     std::fs::create_dir_all(user.join("herd")).unwrap();
-    std::fs::write(user.join("herd/herd.toml"), config("Usr")).unwrap();
     let cwd = dir.join("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
     let run = |to: &str, env_config: Option<&std::path::Path>| {
@@ -533,26 +534,60 @@ fn config_from_herd_config_then_herd_toml_then_the_user_folder() {
         }
         c.assert()
     };
+    let user_file = user.join("herd/herd.toml");
+    // Nothing found: the built-in herd, said with where a file would be looked for.
+    // (Whatever answers on the default herd's port on this machine, the line comes first.)
+    run("Alford", None).stderr(predicate::str::starts_with(format!(
+        "herd: using the built-in default herd (no --config, $HERD_CONFIG, ./herd.toml, {})\n",
+        user_file.display()
+    )));
     // The user's config folder.
-    run("Usr", None).success();
+    std::fs::write(&user_file, config("Usr")).unwrap();
+    run("Usr", None).success().stderr(format!(
+        "herd: using {} (found in the user's config folder)\n",
+        user_file.display()
+    ));
     // ./herd.toml comes first.
     std::fs::write(cwd.join("herd.toml"), config("Here")).unwrap();
-    run("Here", None).success();
+    run("Here", None)
+        .success()
+        .stderr("herd: using ./herd.toml (found in the current folder)\n");
     run("Usr", None).code(2);
     // HERD_CONFIG comes before both.
     let env_file = dir.join("env.toml");
     std::fs::write(&env_file, config("Env")).unwrap();
-    run("Env", Some(&env_file)).success();
+    run("Env", Some(&env_file)).success().stderr(format!(
+        "herd: using {} (from $HERD_CONFIG)\n",
+        env_file.display()
+    ));
     run("Here", Some(&env_file))
         .code(2)
         .stderr(predicate::str::contains(
             "neither a server of the herd (Env)",
         ));
-    // A bad file is a usage error naming file and line.
+    // --config before everything.
+    let flag_file = dir.join("flag.toml");
+    std::fs::write(&flag_file, config("Flag")).unwrap();
+    herd_bare()
+        .current_dir(&cwd)
+        .env("HERD_CONFIG", &env_file)
+        .arg("--config")
+        .arg(&flag_file)
+        .args(["iamat", "kiwi", "+1+1", "--to", "Flag"])
+        .assert()
+        .success()
+        .stderr(format!(
+            "herd: using {} (from --config)\n",
+            flag_file.display()
+        ));
+    // --to HOST:PORT needs no herd: nothing is said.
+    run(&addr.to_string(), None).success().stderr("");
+    // A bad file is a usage error naming file, line and where it came from.
     std::fs::write(&env_file, "[[server]]\nname = 1\n").unwrap();
-    run("Env", Some(&env_file))
-        .code(2)
-        .stderr(predicate::str::contains("env.toml:2:"));
+    run("Env", Some(&env_file)).code(2).stderr(
+        predicate::str::contains("env.toml:2:")
+            .and(predicate::str::contains("(from $HERD_CONFIG)")),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
