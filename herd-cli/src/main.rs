@@ -107,7 +107,8 @@ enum Command {
         #[arg(required = true)]
         lines: Vec<String>,
     },
-    /// Every server of the herd (or the --to one): address, up or down, clients, links, uptime. Reads
+    /// Every server of the herd (or the --to one): address, up or down (and why: refused, timed out,
+    /// …), open connections, links, records held (one a client), uptime. Reads
     /// each server's admin address (`admin` in the config, or --admin).
     Status {
         /// Ask this admin address (HOST:PORT) instead of the config's.
@@ -126,7 +127,9 @@ enum Command {
     },
     /// Load generator: many connections, pipelining, a mix of IAMAT and WHATSAT, or any raw line.
     Bench(bench::BenchArgs),
-    /// Print a shell completion script: `herd completions bash > /etc/bash_completion.d/herd`.
+    /// Print a shell completion script: `herd completions bash > /etc/bash_completion.d/herd`. `--to`
+    /// completes the server names of the herd the config lookup finds now (make the script again
+    /// after renaming servers).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -298,12 +301,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args, &target).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "herd", &mut script);
+            clap_complete::generate(shell, &mut completed(&target)?, "herd", &mut script);
             std::io::stdout().write_all(&script)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir } => man(dir),
     }
+}
+
+/// The command as the completion scripts see it: `--to` offers the server names of the herd (found
+/// by the usual lookup, when the script is made) instead of file names. Only the script is changed:
+/// `--to` still takes any `HOST:PORT`.
+fn completed(target: &Target) -> anyhow::Result<clap::Command> {
+    let (herd, located) = target::herd(target.config.as_deref())?;
+    target::say_using(&located);
+    let names: Vec<String> = herd.servers.iter().map(|s| s.name.clone()).collect();
+    Ok(Cli::command().mut_arg("to", |a| {
+        a.value_parser(clap::builder::PossibleValuesParser::new(names))
+    }))
 }
 
 fn man(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {

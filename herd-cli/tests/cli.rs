@@ -624,6 +624,35 @@ fn completions_and_man_pages() {
             .success()
             .stdout(predicate::str::contains(marker).and(predicate::str::contains("whatsat")));
     }
+    // `--to` completes the server names of the herd, not file names.
+    let dir = temp_dir("completions");
+    let config = dir.join("herd.toml");
+    std::fs::write(
+        &config,
+        "[[server]]\nname = \"One\"\nlisten = \"127.0.0.1:1\"\n[[server]]\nname = \"Two\"\nlisten = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    for (shell, marker) in [
+        ("bash", "compgen -W \"One Two\""),
+        ("zsh", ":SERVER|HOST:PORT:(One Two)"),
+        (
+            "fish",
+            "-l to -d 'Server name of the herd, or HOST:PORT' -r -f -a \"One",
+        ),
+    ] {
+        herd_bare()
+            .arg("--config")
+            .arg(&config)
+            .args(["completions", shell])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(marker))
+            .stderr(format!(
+                "herd: using {} (from --config)\n",
+                config.display()
+            ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     herd_bare()
         .arg("man")
         .assert()
@@ -640,7 +669,7 @@ fn completions_and_man_pages() {
 }
 
 /// Alford and Ball (linked, with admin addresses) in a background runtime; returns a config naming
-/// them and a third server, Gone, that does not run.
+/// them, a third server, Gone, that does not run, and a fourth, Shut, whose admin address refuses.
 fn herd_with_admin(dir: &std::path::Path) -> std::path::PathBuf {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -677,6 +706,10 @@ fn herd_with_admin(dir: &std::path::Path) -> std::path::PathBuf {
     text.push_str(&format!(
         "[[server]]\nname = \"Gone\"\nlisten = \"127.0.0.1:{gone}\"\n"
     ));
+    let (shut, shut_admin) = (herd_tests::free_port(), herd_tests::free_port());
+    text.push_str(&format!(
+        "[[server]]\nname = \"Shut\"\nlisten = \"127.0.0.1:{shut}\"\nadmin = \"127.0.0.1:{shut_admin}\"\n"
+    ));
     let path = dir.join("herd.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -711,9 +744,13 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 4, "{table}");
+    assert_eq!(lines.len(), 5, "{table}");
     assert!(
-        lines[0].starts_with("Server  ") && lines[0].ends_with("Uptime"),
+        predicate::str::is_match(
+            r"^Server  +Address  +Status  +Connections  +Links  +Records  +Uptime$"
+        )
+        .unwrap()
+        .eval(lines[0]),
         "{table}"
     );
     assert!(
@@ -722,8 +759,14 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
             .eval(lines[1]),
         "{table}"
     );
+    // Gone has no admin address and nothing listens on its port: down, and why.
     assert!(
-        lines[3].starts_with("Gone ") && lines[3].contains(" down "),
+        lines[3].starts_with("Gone ")
+            && lines[3].contains(" down (no admin address, client port closed) "),
+        "{table}"
+    );
+    assert!(
+        lines[4].starts_with("Shut ") && lines[4].contains(" down (refused) "),
         "{table}"
     );
     // One server: all up, exit 0; as JSON.
@@ -741,6 +784,8 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
     assert_eq!(v[0]["server"], "Alford");
     assert_eq!(v[0]["links"][0]["up"], true);
     assert_eq!(v[2]["up"], false);
+    assert_eq!(v[2]["reason"], "no admin address, client port closed");
+    assert_eq!(v[3]["reason"], "refused");
     // ping: the admin /health, or a clear network error.
     status(&["ping", "--to", "Ball"]).assert().success().stdout(
         predicate::str::is_match(
