@@ -158,7 +158,7 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
 }
 
-/// `10`, `2.5`, `500ms`, `2s`, `1m`: a time-out.
+/// `10`, `2.5`, `500ms`, `2s`, `1m`: a time-out or a bench duration.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
@@ -173,7 +173,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     match num.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && (v * scale) < 1e9 => Ok(Duration::from_secs_f64(v * scale)),
         _ => Err(format!(
-            "{s:?} is not a time-out: a positive number of seconds, or with ms, s or m"
+            "{s:?} is not a duration: a positive number of seconds, or with ms, s or m"
         )),
     }
 }

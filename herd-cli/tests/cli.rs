@@ -332,6 +332,36 @@ fn bench_counts_against_a_server_and_an_echo_server() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["requests"], 5000, "{v}");
 
+    // Clients are spread over the map (the same place for the same seed), or all at --at.
+    let place = |client: &str| {
+        let out = herd(addr)
+            .args(["send", &format!("WHATSAT {client} 1 0")])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let text = String::from_utf8(out).unwrap();
+        text.split(' ').nth(4).unwrap_or_default().to_owned()
+    };
+    let bench = |extra: &[&str]| {
+        herd(addr)
+            .args(["bench", "-n", "4", "-c", "1", "--clients", "4", "--json"])
+            .args(extra)
+            .assert()
+            .success();
+    };
+    bench(&[]);
+    let (one, two) = (place("bench-1"), place("bench-2"));
+    assert!(one.starts_with(['+', '-']) && one != two, "{one} {two}");
+    bench(&["--spread", "7"]);
+    assert_ne!(place("bench-1"), one, "another seed, another map");
+    bench(&["--spread", "1"]);
+    assert_eq!(place("bench-1"), one, "the same seed, the same map");
+    bench(&["--at", "48.8566,2.3522"]);
+    assert_eq!(place("bench-1"), "+48.856600+2.352200");
+    assert_eq!(place("bench-2"), "+48.856600+2.352200");
+
     // Duration mode stops by itself, and the text report names the figures.
     herd(echo)
         .args(["bench", "-d", "0.3", "-c", "2", "--raw-line", "PING"])
@@ -444,7 +474,7 @@ fn exit_2_for_usage_with_the_reason() {
         ),
         (
             &["iamat", "kiwi", "+1+1", "--timeout", "0"],
-            "not a time-out",
+            "not a duration",
         ),
     ];
     for (args, why) in cases {
@@ -798,4 +828,109 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
         .code(3)
         .stderr(predicate::str::contains("connecting to 127.0.0.1"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `herd ARGS` with its stderr on a pseudo-terminal (stdout a pipe, as `herd bench > out`
+/// would have it); returns what the terminal showed and stdout. Bounded: the child is killed after
+/// 30 s.
+#[cfg(unix)]
+fn on_a_terminal(args: &[&str]) -> (String, String) {
+    use std::io::Read as _;
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the two integers; the other arguments may be
+    // null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("herd"))
+        .args(args)
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .env_remove("HERD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    // The terminal is read until every writer is gone (EIO on Linux, end of file elsewhere).
+    let reader = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let mut file = std::fs::File::from(master);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            shown.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&shown).into_owned()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("herd {args:?} did not end within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "herd {args:?}: {:?}", out.status);
+    (
+        reader.join().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+/// On a terminal, `herd bench -d 2s` shows its progress against the duration, with the requests so
+/// far and a rounded rate; the report on stdout is unchanged.
+#[cfg(unix)]
+#[test]
+fn bench_shows_progress_against_the_duration_on_a_terminal() {
+    let (_, echo) = servers();
+    let to = echo.to_string();
+    let (shown, report) = on_a_terminal(&[
+        "--to",
+        &to,
+        "bench",
+        "-d",
+        "2s",
+        "-c",
+        "2",
+        "--raw-line",
+        "PING",
+    ]);
+    // Lines as redrawn, without the erase-line sequence before each.
+    let shown = shown.replace("\u{1b}[2K", "");
+    let redraws: Vec<&str> = shown
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(" of 2s ["))
+        .collect();
+    assert!(redraws.len() >= 5, "few redraws in 2 s:\n{shown:?}");
+    let line =
+        predicate::str::is_match(r"\d+s of 2s \[[=> ]+\] [\d,]+ requests, [\d,]+/s").unwrap();
+    assert!(redraws.iter().all(|l| line.eval(l)), "{redraws:#?}");
+    // The bar fills as time passes, whatever the request rate.
+    let filled = |l: &str| l.split('[').nth(1).map_or(0, |b| b.matches('=').count());
+    let last = redraws.iter().rev().find(|l| filled(l) > 0).copied();
+    assert!(
+        last.is_some_and(|l| filled(l) > filled(redraws[0])),
+        "{redraws:#?}"
+    );
+    assert!(
+        !shown.contains(".0000/s") && !predicate::str::is_match(r"\.\d+/s").unwrap().eval(&shown)
+    );
+    assert!(
+        report.contains("requests:") && report.contains("p99.9"),
+        "{report}"
+    );
 }
