@@ -27,9 +27,9 @@ pub struct BenchArgs {
     /// Connections at once.
     #[arg(short = 'c', long, default_value_t = 50)]
     connections: usize,
-    /// Run this many seconds (the default, 10, unless -n is given).
-    #[arg(short = 'd', long, value_name = "SECONDS", conflicts_with = "requests")]
-    duration: Option<f64>,
+    /// Run this long: seconds, or with a unit (500ms, 2s, 1m) [default: 10s, unless -n is given].
+    #[arg(short = 'd', long, value_name = "DURATION", conflicts_with = "requests", value_parser = crate::parse_duration)]
+    duration: Option<Duration>,
     /// Send this many requests in all, then stop.
     #[arg(short = 'n', long)]
     requests: Option<u64>,
@@ -42,6 +42,13 @@ pub struct BenchArgs {
     /// Size of the client-id space (IAMATs cycle through it).
     #[arg(long, default_value_t = 100_000)]
     clients: u64,
+    /// Where the clients are: each client id at its own place over the inhabited latitudes, the same
+    /// for the same SEED (so two runs, or a run and a live page, see the same map).
+    #[arg(long, value_name = "SEED", default_value_t = 1, conflicts_with = "at")]
+    spread: u64,
+    /// Every client at this one place instead: LAT,LON in degrees or ISO 6709 (+34.068930-118.445127).
+    #[arg(long, value_name = "LOCATION", value_parser = parse_at)]
+    at: Option<String>,
     /// WHATSAT radius in km.
     #[arg(long, default_value = "10")]
     radius: String,
@@ -74,6 +81,9 @@ struct Plan {
     iamat_weight: u64,
     whatsat_weight: u64,
     seeded: u64,
+    /// Where each client is.
+    places: Places,
+    started: Instant,
     deadline: Option<Instant>,
     budget: Option<AtomicU64>,
     stop: AtomicBool,
@@ -156,20 +166,24 @@ pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::proces
     )
     .await?;
     let clients = args.clients.max(1);
+    let places = match &args.at {
+        Some(at) => Places::At(at.clone()),
+        None => Places::Spread(args.spread),
+    };
     // WHATSAT needs clients the server knows: report some first.
     let seeded = if whatsat_weight > 0 && args.raw_line.is_none() {
         let n = clients.min(10_000);
         crate::within(
             target.timeout,
             || format!("reporting {n} clients to {addr}"),
-            seed(addr, n),
+            seed(addr, n, &places),
         )
         .await?;
         n
     } else {
         0
     };
-    let duration = args.duration.unwrap_or(10.0);
+    let duration = args.duration.unwrap_or(Duration::from_secs(10));
     let started = Instant::now();
     let plan = Arc::new(Plan {
         addr,
@@ -177,10 +191,9 @@ pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::proces
         iamat_weight,
         whatsat_weight,
         seeded,
-        deadline: args
-            .requests
-            .is_none()
-            .then(|| started + Duration::from_secs_f64(duration.max(0.0))),
+        places,
+        started,
+        deadline: args.requests.is_none().then(|| started + duration),
         budget: args.requests.map(AtomicU64::new),
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
@@ -228,40 +241,179 @@ pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::proces
     })
 }
 
+/// How often the progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The progress line on a terminal (stderr), like oha's and wrk's: against the duration (the
+/// default mode) or the request count (`-n`), with the requests so far and their rate as the final
+/// report counts it (requests over elapsed time, rounded), so the last figure shown is the one
+/// printed.
 fn progress_bar(plan: &Arc<Plan>) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() || plan.args.json {
         return None;
     }
-    let bar = match (plan.args.requests, plan.deadline) {
-        (Some(n), _) => indicatif::ProgressBar::new(n),
-        _ => indicatif::ProgressBar::new_spinner(),
+    let (bar, template) = match (plan.args.requests, plan.deadline) {
+        (Some(n), _) => (
+            indicatif::ProgressBar::new(n),
+            "{elapsed:>4} [{wide_bar}] {pos}/{len} requests, {msg}",
+        ),
+        (None, Some(deadline)) => {
+            let ms = deadline.saturating_duration_since(plan.started).as_millis();
+            (
+                indicatif::ProgressBar::new(u64::try_from(ms).unwrap_or(u64::MAX).max(1)),
+                "{elapsed:>4} of {prefix} [{wide_bar}] {msg}",
+            )
+        }
+        (None, None) => (indicatif::ProgressBar::new_spinner(), "{spinner} {msg}"),
     };
+    // Drawn only once its prefix and message are set.
+    bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} {pos} requests ({per_sec}) {wide_bar}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
+    if let Some(d) = plan.deadline {
+        bar.set_prefix(seconds(d.saturating_duration_since(plan.started)));
+        bar.set_message("0 requests, 0/s");
+    } else {
+        bar.set_message("0/s");
+    }
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(10));
     let (p, b) = (plan.clone(), bar.clone());
     tokio::spawn(async move {
         while !b.is_finished() {
-            b.set_position(p.done.load(Ordering::Relaxed));
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let done = p.done.load(Ordering::Relaxed);
+            let elapsed = p.started.elapsed();
+            match p.args.requests {
+                Some(_) => b.set_position(done),
+                None => b.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+            }
+            let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
+            let requests = if p.args.requests.is_some() {
+                String::new()
+            } else {
+                format!("{} requests, ", grouped(done))
+            };
+            b.set_message(format!("{requests}{}/s", grouped(rate.round() as u64)));
+            tokio::time::sleep(PROGRESS_EVERY).await;
         }
     });
     Some(bar)
 }
 
-async fn seed(addr: SocketAddr, n: u64) -> anyhow::Result<()> {
+/// `d` as whole seconds when it is, else with the tenths: `10s`, `2.5s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// `n` with thousands separated by commas: `22,219`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Where the bench's clients report to be.
+#[derive(Clone)]
+enum Places {
+    /// Each client id at its own place, from this seed.
+    Spread(u64),
+    /// Every client here (ISO 6709).
+    At(String),
+}
+
+impl Places {
+    /// Writes the location of client `id` (ISO 6709, as IAMAT carries it) to `out`.
+    fn write(&self, id: u64, out: &mut Vec<u8>) {
+        match self {
+            Places::At(at) => out.extend_from_slice(at.as_bytes()),
+            Places::Spread(seed) => {
+                let (lat, lon) = spread(*seed, id);
+                write_degrees(lat, out);
+                write_degrees(lon, out);
+            }
+        }
+    }
+}
+
+/// Client `id`'s place under `seed`, in ten-thousandths of a degree: longitude anywhere, latitude
+/// between 56° S and 72° N (where people live), even over the area, not bunched at the poles.
+fn spread(seed: u64, id: u64) -> (i32, i32) {
+    // splitmix64: every (seed, id) its own well-mixed 64 bits, with no state to share.
+    let mut z = seed
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(id)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let unit = |bits: u64| (bits as f64) / (u32::MAX as f64 + 1.0);
+    let (south, north) = ((-56f64).to_radians().sin(), 72f64.to_radians().sin());
+    let lat = (south + unit(z >> 32) * (north - south))
+        .asin()
+        .to_degrees();
+    let lon = -180.0 + unit(z & 0xffff_ffff) * 360.0;
+    ((lat * 1e4).round() as i32, (lon * 1e4).round() as i32)
+}
+
+/// Writes ten-thousandths of a degree as ISO 6709 does: a sign, the degrees, four decimals.
+fn write_degrees(v: i32, out: &mut Vec<u8>) {
+    out.push(if v < 0 { b'-' } else { b'+' });
+    let v = v.unsigned_abs();
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(digits.format(v / 10_000).as_bytes());
+    out.push(b'.');
+    let frac = v % 10_000;
+    out.extend_from_slice(&[
+        b'0' + (frac / 1000) as u8,
+        b'0' + (frac / 100 % 10) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// `--at`: LAT,LON in degrees, or an ISO 6709 location; as ISO 6709.
+fn parse_at(s: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a location: LAT,LON in degrees, or ISO 6709 like +34.068930-118.445127"
+        )
+    };
+    if let Some((lat, lon)) = s.split_once(',') {
+        let (lat, lon) = (lat.trim().parse::<f64>(), lon.trim().parse::<f64>());
+        let (Ok(lat), Ok(lon)) = (lat, lon) else {
+            return Err(bad());
+        };
+        return herd_proto::Location::from_degrees(lat, lon)
+            .map(|l| l.as_str().to_owned())
+            .ok_or_else(bad);
+    }
+    herd_proto::Location::parse(s.as_bytes())
+        .map(|l| l.as_str().to_owned())
+        .map_err(|_| bad())
+}
+
+async fn seed(addr: SocketAddr, n: u64, places: &Places) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let now = ClientTime::from_timestamp(Timestamp::now());
     let mut out = Vec::new();
     for i in 0..n {
-        out.extend_from_slice(
-            format!("IAMAT bench-{i} +34.068930-118.445127 {}\n", now.as_str()).as_bytes(),
-        );
+        out.extend_from_slice(format!("IAMAT bench-{i} ").as_bytes());
+        places.write(i, &mut out);
+        out.extend_from_slice(format!(" {}\n", now.as_str()).as_bytes());
     }
     s.write_all(&out).await?;
     s.shutdown().await?;
@@ -300,9 +452,9 @@ async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
     let mut seq = conn * (args.clients / args.connections as u64).max(1);
     let weight = plan.iamat_weight + plan.whatsat_weight;
     let time = ClientTime::from_timestamp(Timestamp::now());
-    // What follows the client id in every IAMAT, made once: the generator's own cost per request
+    // What follows the location in every IAMAT, made once: the generator's own cost per request
     // stays small next to the server's (it shares the machine).
-    let iamat_tail = format!(" +34.068930-118.445127 {}", time.as_str());
+    let iamat_tail = format!(" {}", time.as_str());
     let mut digits = itoa::Buffer::new();
     // Bytes read but not yet matched to a reply, and whether we are inside a WHATSAT answer.
     let mut carry: Vec<u8> = Vec::new();
@@ -321,6 +473,8 @@ async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
                 let id = seq % args.clients.max(1);
                 out.extend_from_slice(b"IAMAT bench-");
                 out.extend_from_slice(digits.format(id).as_bytes());
+                out.push(b' ');
+                plan.places.write(id, &mut out);
                 out.extend_from_slice(iamat_tail.as_bytes());
                 Kind::Iamat
             } else {
@@ -439,4 +593,54 @@ fn report(args: &BenchArgs, addr: SocketAddr, t: &Tally, h: &Histogram<u64>, ela
         us(0.999),
         h.max() as f64 / 1000.0
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_spread_over_the_inhabited_map_the_same_for_a_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for id in 0..2000 {
+            let (lat, lon) = spread(1, id);
+            assert!((-560_000..=720_000).contains(&lat), "{lat}");
+            assert!((-1_800_000..=1_800_000).contains(&lon), "{lon}");
+            seen.insert((lat, lon));
+            let mut out = Vec::new();
+            Places::Spread(1).write(id, &mut out);
+            let loc = herd_proto::Location::parse(&out).expect("an ISO 6709 location");
+            assert!((loc.latitude() - f64::from(lat) / 1e4).abs() < 1e-9);
+            assert!((loc.longitude() - f64::from(lon) / 1e4).abs() < 1e-9);
+        }
+        assert!(seen.len() > 1990, "{} places for 2000 clients", seen.len());
+        // Both hemispheres, both sides of the meridian.
+        assert!(
+            seen.iter().any(|&(a, b)| a < 0 && b < 0) && seen.iter().any(|&(a, b)| a > 0 && b > 0)
+        );
+        assert_eq!(spread(1, 7), spread(1, 7));
+        assert_ne!(spread(1, 7), spread(2, 7));
+        let mut out = Vec::new();
+        write_degrees(-5, &mut out);
+        write_degrees(1_234_567, &mut out);
+        assert_eq!(out, b"-0.0005+123.4567");
+    }
+
+    #[test]
+    fn at_takes_degrees_or_iso_6709_and_rates_are_grouped() {
+        assert_eq!(parse_at("34.5, -118.25").unwrap(), "+34.500000-118.250000");
+        assert_eq!(
+            parse_at("+34.068930-118.445127").unwrap(),
+            "+34.068930-118.445127"
+        );
+        for bad in ["", "x,y", "91,0", "34.5", "+34"] {
+            assert!(parse_at(bad).is_err(), "{bad}");
+        }
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(22_219), "22,219");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(seconds(Duration::from_secs(10)), "10s");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5s");
+    }
 }

@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 /// `--to` takes a server name of the herd or HOST:PORT; the default is the herd's first server. The herd
 /// is read from --config, else $HERD_CONFIG, else ./herd.toml, else herd/herd.toml in the user's config
 /// folder (~/.config on Linux), else the built-in default herd (Alford, Ball, Hamilton, Holiday, Welsh on
-/// 127.0.0.1:12000-12004).
+/// 127.0.0.1:12000-12004): the same lookup as herd-server's. Which one is used is said on stderr
+/// (`herd: using ./herd.toml (found in the current folder)`) whenever it names the server.
 ///
 /// Exit codes: 0 success; 1 the server answered `? …` (the reason on stderr); 2 usage error (bad
 /// arguments or config file); 3 network error (cannot resolve, connect or send, no answer within
@@ -47,8 +48,9 @@ struct Target {
     /// Server name of the herd, or HOST:PORT.
     #[arg(long, global = true, value_name = "SERVER|HOST:PORT")]
     to: Option<String>,
-    /// The herd's config file, for server names [default: ./herd.toml, then the user's config folder].
-    #[arg(long, global = true, value_name = "FILE", env = "HERD_CONFIG")]
+    /// The herd's config file, for server names [default: $HERD_CONFIG, ./herd.toml, then the user's
+    /// config folder].
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Give up on connecting, or on an answer, after this long: seconds, or with a unit (500ms, 2s, 1m).
     #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -105,7 +107,8 @@ enum Command {
         #[arg(required = true)]
         lines: Vec<String>,
     },
-    /// Every server of the herd (or the --to one): address, up or down, clients, links, uptime. Reads
+    /// Every server of the herd (or the --to one): address, up or down (and why: refused, timed out,
+    /// …), open connections, links, records held (one a client), uptime. Reads
     /// each server's admin address (`admin` in the config, or --admin).
     Status {
         /// Ask this admin address (HOST:PORT) instead of the config's.
@@ -124,7 +127,9 @@ enum Command {
     },
     /// Load generator: many connections, pipelining, a mix of IAMAT and WHATSAT, or any raw line.
     Bench(bench::BenchArgs),
-    /// Print a shell completion script: `herd completions bash > /etc/bash_completion.d/herd`.
+    /// Print a shell completion script: `herd completions bash > /etc/bash_completion.d/herd`. `--to`
+    /// completes the server names of the herd the config lookup finds now (make the script again
+    /// after renaming servers).
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -153,7 +158,7 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
 }
 
-/// `10`, `2.5`, `500ms`, `2s`, `1m`: a time-out.
+/// `10`, `2.5`, `500ms`, `2s`, `1m`: a time-out or a bench duration.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
@@ -168,7 +173,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     match num.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && (v * scale) < 1e9 => Ok(Duration::from_secs_f64(v * scale)),
         _ => Err(format!(
-            "{s:?} is not a time-out: a positive number of seconds, or with ms, s or m"
+            "{s:?} is not a duration: a positive number of seconds, or with ms, s or m"
         )),
     }
 }
@@ -296,12 +301,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args, &target).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "herd", &mut script);
+            clap_complete::generate(shell, &mut completed(&target)?, "herd", &mut script);
             std::io::stdout().write_all(&script)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir } => man(dir),
     }
+}
+
+/// The command as the completion scripts see it: `--to` offers the server names of the herd (found
+/// by the usual lookup, when the script is made) instead of file names. Only the script is changed:
+/// `--to` still takes any `HOST:PORT`.
+fn completed(target: &Target) -> anyhow::Result<clap::Command> {
+    let (herd, located) = target::herd(target.config.as_deref())?;
+    target::say_using(&located);
+    let names: Vec<String> = herd.servers.iter().map(|s| s.name.clone()).collect();
+    Ok(Cli::command().mut_arg("to", |a| {
+        a.value_parser(clap::builder::PossibleValuesParser::new(names))
+    }))
 }
 
 fn man(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {

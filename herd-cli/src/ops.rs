@@ -62,7 +62,10 @@ fn servers(
     target: &Target,
     admin: Option<&str>,
 ) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
-    let herd: Config = target::herd(target.config.as_deref())?;
+    let (herd, located): (Config, _) = target::herd(target.config.as_deref())?;
+    if target::names_a_server(target.to.as_deref(), &herd) {
+        target::say_using(&located);
+    }
     if let Some(a) = admin {
         let listen = target::address_of(target.to.as_deref(), &herd)?;
         let name = herd
@@ -154,17 +157,22 @@ pub async fn status(
             Err(e) => {
                 let up = e.to_string().starts_with("up,");
                 all_up &= up;
+                let why = reason(&e);
                 rows.push([
                     name.clone(),
                     listen.clone(),
-                    if up { "up" } else { "down" }.to_owned(),
+                    if up {
+                        "up (no admin address)".to_owned()
+                    } else {
+                        format!("down ({why})")
+                    },
                     "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
                 ]);
                 all.push(serde_json::json!({
-                    "server": name, "listen": listen, "up": up, "error": format!("{e:#}"),
+                    "server": name, "listen": listen, "up": up, "reason": why, "error": format!("{e:#}"),
                 }));
             }
         }
@@ -197,9 +205,51 @@ async fn ask_status(listen: &str, admin: Option<&str>, timeout: Duration) -> any
     }
 }
 
+/// Why a server did not answer its `/status`, in a word or three: what an operator checks first
+/// (refused: nothing listens; timed out: a firewall or a stuck process; no admin address: the config).
+fn reason(e: &anyhow::Error) -> String {
+    use std::io::ErrorKind as K;
+    let text = e.to_string();
+    if text.starts_with("up,") {
+        return "no admin address".to_owned();
+    }
+    if text.starts_with("no admin address") {
+        return text;
+    }
+    if text.contains("no answer within") {
+        return "timed out".to_owned();
+    }
+    if let Some(code) = text.strip_prefix("HTTP ") {
+        return format!("HTTP {code}");
+    }
+    for cause in e.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                K::ConnectionRefused => "refused".to_owned(),
+                K::TimedOut => "timed out".to_owned(),
+                K::ConnectionReset | K::ConnectionAborted => "reset".to_owned(),
+                K::UnexpectedEof => "closed early".to_owned(),
+                _ => io.to_string(),
+            };
+        }
+    }
+    if text.starts_with("resolving") || text.contains("resolves to no address") {
+        return "does not resolve".to_owned();
+    }
+    "not the herd's status".to_owned()
+}
+
+/// The status table. "Connections" are the client connections open now; "Records" the clients whose
+/// location the server holds (one record a client).
 fn table(rows: &[[String; 7]]) -> String {
     let head = [
-        "Server", "Address", "Status", "Clients", "Links", "Records", "Uptime",
+        "Server",
+        "Address",
+        "Status",
+        "Connections",
+        "Links",
+        "Records",
+        "Uptime",
     ];
     let mut widths = head.map(str::len);
     for r in rows {
@@ -281,7 +331,22 @@ mod tests {
             "10".into(),
             "1m05s".into(),
         ]]);
-        assert_eq!(t, "Server  Address          Status  Clients  Links  Records  Uptime\nAlford  127.0.0.1:12000  up      3        2/2    10       1m05s\n");
+        assert_eq!(t, "Server  Address          Status  Connections  Links  Records  Uptime\nAlford  127.0.0.1:12000  up      3            2/2    10       1m05s\n");
         assert_eq!(uptime(3_725.0), "1h02m");
+        let refused =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+                .context("connecting to 127.0.0.1:1");
+        assert_eq!(reason(&refused), "refused");
+        assert_eq!(
+            reason(&anyhow::anyhow!(
+                "asking a/status: no answer within 1 s (--timeout)"
+            )),
+            "timed out"
+        );
+        assert_eq!(reason(&anyhow::anyhow!("HTTP 503")), "HTTP 503");
+        assert_eq!(
+            reason(&anyhow::anyhow!("no admin address, client port closed")),
+            "no admin address, client port closed"
+        );
     }
 }

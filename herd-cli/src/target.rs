@@ -1,35 +1,39 @@
 //! Which herd, and which server of it: `--config` (or `HERD_CONFIG`, `./herd.toml`, the user's
-//! config folder, the built-in default herd) and `--to` (a server name of the herd, or `HOST:PORT`).
+//! config folder, the built-in default herd: [`herd_config::locate`]) and `--to` (a server name of the herd, or `HOST:PORT`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herd_config::Config;
+use herd_config::{Config, Located};
 
 use crate::usage;
 
-/// The herd config file to read when `--config` and `HERD_CONFIG` are not given: `./herd.toml`, then
-/// `herd/herd.toml` in the user's config folder (`$XDG_CONFIG_HOME` or `~/.config` on Linux,
-/// `~/Library/Application Support` on macOS, `%APPDATA%` on Windows). `None`: the default herd.
-pub fn default_config_path() -> Option<PathBuf> {
-    let here = PathBuf::from("herd.toml");
-    if here.is_file() {
-        return Some(here);
+/// The herd and where it came from: the one lookup both binaries share ([`herd_config::locate`]:
+/// `--config`, `$HERD_CONFIG`, `./herd.toml`, the user's config folder, the built-in default herd). A
+/// file that cannot be read or does not check out is a usage error (exit 2), with the file, line and
+/// problem.
+pub fn herd(config: Option<&Path>) -> anyhow::Result<(Config, Located)> {
+    let located = herd_config::locate(config);
+    match located.load() {
+        Ok(c) => Ok((c, located)),
+        Err(e) => Err(usage(format!("{e} ({})", located.why()))),
     }
-    let user = dirs::config_dir()?.join("herd").join("herd.toml");
-    user.is_file().then_some(user)
 }
 
-/// The herd: from `config`, else from the default path, else the built-in default herd. A file that
-/// cannot be read or does not check out is a usage error (exit 2), with the file, line and problem.
-pub fn herd(config: Option<&Path>) -> anyhow::Result<Config> {
-    let path = config.map(Path::to_path_buf).or_else(default_config_path);
-    match path {
-        Some(p) => Config::load(&p).map_err(|e| usage(e.to_string())),
-        None => Ok(Config::default_herd()),
-    }
+/// Says on stderr which config the command used (`herd: using ./herd.toml (found in the current
+/// folder)`), so a herd moved by a `herd.toml` in the current folder is never a surprise. Said only
+/// when the config chose something (a server name, or the default server): `--to HOST:PORT` needs
+/// no herd.
+pub fn say_using(located: &Located) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "herd: {located}");
+}
+
+/// Whether `to` was answered from the herd's config (a server name, or no `--to` at all).
+pub fn names_a_server(to: Option<&str>, herd: &Config) -> bool {
+    to.is_none_or(|t| herd.server(t).is_some())
 }
 
 /// `--to` as text, `HOST:PORT`: the listen address of the server named `to` in `herd`, or `to` itself
@@ -96,8 +100,12 @@ pub async fn resolve(
     config: Option<&Path>,
     timeout: Duration,
 ) -> anyhow::Result<SocketAddr> {
-    let herd = herd(config)?;
-    lookup(&address_of(to, &herd)?, timeout).await
+    let (herd, located) = herd(config)?;
+    let addr = address_of(to, &herd)?;
+    if names_a_server(to, &herd) {
+        say_using(&located);
+    }
+    lookup(&addr, timeout).await
 }
 
 #[cfg(test)]

@@ -332,6 +332,36 @@ fn bench_counts_against_a_server_and_an_echo_server() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["requests"], 5000, "{v}");
 
+    // Clients are spread over the map (the same place for the same seed), or all at --at.
+    let place = |client: &str| {
+        let out = herd(addr)
+            .args(["send", &format!("WHATSAT {client} 1 0")])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let text = String::from_utf8(out).unwrap();
+        text.split(' ').nth(4).unwrap_or_default().to_owned()
+    };
+    let bench = |extra: &[&str]| {
+        herd(addr)
+            .args(["bench", "-n", "4", "-c", "1", "--clients", "4", "--json"])
+            .args(extra)
+            .assert()
+            .success();
+    };
+    bench(&[]);
+    let (one, two) = (place("bench-1"), place("bench-2"));
+    assert!(one.starts_with(['+', '-']) && one != two, "{one} {two}");
+    bench(&["--spread", "7"]);
+    assert_ne!(place("bench-1"), one, "another seed, another map");
+    bench(&["--spread", "1"]);
+    assert_eq!(place("bench-1"), one, "the same seed, the same map");
+    bench(&["--at", "48.8566,2.3522"]);
+    assert_eq!(place("bench-1"), "+48.856600+2.352200");
+    assert_eq!(place("bench-2"), "+48.856600+2.352200");
+
     // Duration mode stops by itself, and the text report names the figures.
     herd(echo)
         .args(["bench", "-d", "0.3", "-c", "2", "--raw-line", "PING"])
@@ -444,7 +474,7 @@ fn exit_2_for_usage_with_the_reason() {
         ),
         (
             &["iamat", "kiwi", "+1+1", "--timeout", "0"],
-            "not a time-out",
+            "not a duration",
         ),
     ];
     for (args, why) in cases {
@@ -513,6 +543,8 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     d
 }
 
+/// The lookup `herd-server` shares: `--config`, `$HERD_CONFIG`, `./herd.toml`, the user's config
+/// folder, the built-in herd; the one used is said on stderr whenever it names the server.
 #[test]
 fn config_from_herd_config_then_herd_toml_then_the_user_folder() {
     let (addr, _) = servers();
@@ -520,7 +552,6 @@ fn config_from_herd_config_then_herd_toml_then_the_user_folder() {
     let dir = temp_dir("config");
     let user = dir.join("user");
     std::fs::create_dir_all(user.join("herd")).unwrap();
-    std::fs::write(user.join("herd/herd.toml"), config("Usr")).unwrap();
     let cwd = dir.join("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
     let run = |to: &str, env_config: Option<&std::path::Path>| {
@@ -533,26 +564,60 @@ fn config_from_herd_config_then_herd_toml_then_the_user_folder() {
         }
         c.assert()
     };
+    let user_file = user.join("herd/herd.toml");
+    // Nothing found: the built-in herd, said with where a file would be looked for.
+    // (Whatever answers on the default herd's port on this machine, the line comes first.)
+    run("Alford", None).stderr(predicate::str::starts_with(format!(
+        "herd: using the built-in default herd (no --config, $HERD_CONFIG, ./herd.toml, {})\n",
+        user_file.display()
+    )));
     // The user's config folder.
-    run("Usr", None).success();
+    std::fs::write(&user_file, config("Usr")).unwrap();
+    run("Usr", None).success().stderr(format!(
+        "herd: using {} (found in the user's config folder)\n",
+        user_file.display()
+    ));
     // ./herd.toml comes first.
     std::fs::write(cwd.join("herd.toml"), config("Here")).unwrap();
-    run("Here", None).success();
+    run("Here", None)
+        .success()
+        .stderr("herd: using ./herd.toml (found in the current folder)\n");
     run("Usr", None).code(2);
     // HERD_CONFIG comes before both.
     let env_file = dir.join("env.toml");
     std::fs::write(&env_file, config("Env")).unwrap();
-    run("Env", Some(&env_file)).success();
+    run("Env", Some(&env_file)).success().stderr(format!(
+        "herd: using {} (from $HERD_CONFIG)\n",
+        env_file.display()
+    ));
     run("Here", Some(&env_file))
         .code(2)
         .stderr(predicate::str::contains(
             "neither a server of the herd (Env)",
         ));
-    // A bad file is a usage error naming file and line.
+    // --config before everything.
+    let flag_file = dir.join("flag.toml");
+    std::fs::write(&flag_file, config("Flag")).unwrap();
+    herd_bare()
+        .current_dir(&cwd)
+        .env("HERD_CONFIG", &env_file)
+        .arg("--config")
+        .arg(&flag_file)
+        .args(["iamat", "kiwi", "+1+1", "--to", "Flag"])
+        .assert()
+        .success()
+        .stderr(format!(
+            "herd: using {} (from --config)\n",
+            flag_file.display()
+        ));
+    // --to HOST:PORT needs no herd: nothing is said.
+    run(&addr.to_string(), None).success().stderr("");
+    // A bad file is a usage error naming file, line and where it came from.
     std::fs::write(&env_file, "[[server]]\nname = 1\n").unwrap();
-    run("Env", Some(&env_file))
-        .code(2)
-        .stderr(predicate::str::contains("env.toml:2:"));
+    run("Env", Some(&env_file)).code(2).stderr(
+        predicate::str::contains("env.toml:2:")
+            .and(predicate::str::contains("(from $HERD_CONFIG)")),
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -589,6 +654,35 @@ fn completions_and_man_pages() {
             .success()
             .stdout(predicate::str::contains(marker).and(predicate::str::contains("whatsat")));
     }
+    // `--to` completes the server names of the herd, not file names.
+    let dir = temp_dir("completions");
+    let config = dir.join("herd.toml");
+    std::fs::write(
+        &config,
+        "[[server]]\nname = \"One\"\nlisten = \"127.0.0.1:1\"\n[[server]]\nname = \"Two\"\nlisten = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    for (shell, marker) in [
+        ("bash", "compgen -W \"One Two\""),
+        ("zsh", ":SERVER|HOST:PORT:(One Two)"),
+        (
+            "fish",
+            "-l to -d 'Server name of the herd, or HOST:PORT' -r -f -a \"One",
+        ),
+    ] {
+        herd_bare()
+            .arg("--config")
+            .arg(&config)
+            .args(["completions", shell])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(marker))
+            .stderr(format!(
+                "herd: using {} (from --config)\n",
+                config.display()
+            ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     herd_bare()
         .arg("man")
         .assert()
@@ -605,7 +699,7 @@ fn completions_and_man_pages() {
 }
 
 /// Alford and Ball (linked, with admin addresses) in a background runtime; returns a config naming
-/// them and a third server, Gone, that does not run.
+/// them, a third server, Gone, that does not run, and a fourth, Shut, whose admin address refuses.
 fn herd_with_admin(dir: &std::path::Path) -> std::path::PathBuf {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -642,6 +736,10 @@ fn herd_with_admin(dir: &std::path::Path) -> std::path::PathBuf {
     text.push_str(&format!(
         "[[server]]\nname = \"Gone\"\nlisten = \"127.0.0.1:{gone}\"\n"
     ));
+    let (shut, shut_admin) = (herd_tests::free_port(), herd_tests::free_port());
+    text.push_str(&format!(
+        "[[server]]\nname = \"Shut\"\nlisten = \"127.0.0.1:{shut}\"\nadmin = \"127.0.0.1:{shut_admin}\"\n"
+    ));
     let path = dir.join("herd.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -676,9 +774,13 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 4, "{table}");
+    assert_eq!(lines.len(), 5, "{table}");
     assert!(
-        lines[0].starts_with("Server  ") && lines[0].ends_with("Uptime"),
+        predicate::str::is_match(
+            r"^Server  +Address  +Status  +Connections  +Links  +Records  +Uptime$"
+        )
+        .unwrap()
+        .eval(lines[0]),
         "{table}"
     );
     assert!(
@@ -687,8 +789,14 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
             .eval(lines[1]),
         "{table}"
     );
+    // Gone has no admin address and nothing listens on its port: down, and why.
     assert!(
-        lines[3].starts_with("Gone ") && lines[3].contains(" down "),
+        lines[3].starts_with("Gone ")
+            && lines[3].contains(" down (no admin address, client port closed) "),
+        "{table}"
+    );
+    assert!(
+        lines[4].starts_with("Shut ") && lines[4].contains(" down (refused) "),
         "{table}"
     );
     // One server: all up, exit 0; as JSON.
@@ -706,6 +814,8 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
     assert_eq!(v[0]["server"], "Alford");
     assert_eq!(v[0]["links"][0]["up"], true);
     assert_eq!(v[2]["up"], false);
+    assert_eq!(v[2]["reason"], "no admin address, client port closed");
+    assert_eq!(v[3]["reason"], "refused");
     // ping: the admin /health, or a clear network error.
     status(&["ping", "--to", "Ball"]).assert().success().stdout(
         predicate::str::is_match(
@@ -718,4 +828,109 @@ fn status_is_a_table_of_the_herd_and_ping_checks_health() {
         .code(3)
         .stderr(predicate::str::contains("connecting to 127.0.0.1"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `herd ARGS` with its stderr on a pseudo-terminal (stdout a pipe, as `herd bench > out`
+/// would have it); returns what the terminal showed and stdout. Bounded: the child is killed after
+/// 30 s.
+#[cfg(unix)]
+fn on_a_terminal(args: &[&str]) -> (String, String) {
+    use std::io::Read as _;
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the two integers; the other arguments may be
+    // null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("herd"))
+        .args(args)
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .env_remove("HERD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    // The terminal is read until every writer is gone (EIO on Linux, end of file elsewhere).
+    let reader = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let mut file = std::fs::File::from(master);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            shown.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&shown).into_owned()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("herd {args:?} did not end within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "herd {args:?}: {:?}", out.status);
+    (
+        reader.join().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+/// On a terminal, `herd bench -d 2s` shows its progress against the duration, with the requests so
+/// far and a rounded rate; the report on stdout is unchanged.
+#[cfg(unix)]
+#[test]
+fn bench_shows_progress_against_the_duration_on_a_terminal() {
+    let (_, echo) = servers();
+    let to = echo.to_string();
+    let (shown, report) = on_a_terminal(&[
+        "--to",
+        &to,
+        "bench",
+        "-d",
+        "2s",
+        "-c",
+        "2",
+        "--raw-line",
+        "PING",
+    ]);
+    // Lines as redrawn, without the erase-line sequence before each.
+    let shown = shown.replace("\u{1b}[2K", "");
+    let redraws: Vec<&str> = shown
+        .split(['\r', '\n'])
+        .filter(|l| l.contains(" of 2s ["))
+        .collect();
+    assert!(redraws.len() >= 5, "few redraws in 2 s:\n{shown:?}");
+    let line =
+        predicate::str::is_match(r"\d+s of 2s \[[=> ]+\] [\d,]+ requests, [\d,]+/s").unwrap();
+    assert!(redraws.iter().all(|l| line.eval(l)), "{redraws:#?}");
+    // The bar fills as time passes, whatever the request rate.
+    let filled = |l: &str| l.split('[').nth(1).map_or(0, |b| b.matches('=').count());
+    let last = redraws.iter().rev().find(|l| filled(l) > 0).copied();
+    assert!(
+        last.is_some_and(|l| filled(l) > filled(redraws[0])),
+        "{redraws:#?}"
+    );
+    assert!(
+        !shown.contains(".0000/s") && !predicate::str::is_match(r"\.\d+/s").unwrap().eval(&shown)
+    );
+    assert!(
+        report.contains("requests:") && report.contains("p99.9"),
+        "{report}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The herd's configuration: a TOML file, or the built-in default herd of PROTOCOL.md §7.
 //!
 //! A crate of its own so the `herd` client reads the same herd config as the servers without
-//! depending on the server (its HTTP client, its places data): serde + toml + herd-proto only.
+//! depending on the server (its HTTP client, its places data): serde + toml + herd-proto only (and
+//! `dirs`, for the user's config folder). Both binaries find their config with the one [`locate`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -10,6 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+
+mod locate;
+
+pub use locate::{locate, locate_in, Located, Origin, CONFIG_ENV};
 
 /// The environment variable that holds the Google Places API key.
 pub const API_KEY_ENV: &str = "GOOGLE_PLACES_API_KEY";

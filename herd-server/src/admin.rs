@@ -1,5 +1,5 @@
 //! The admin address: `GET /metrics` (Prometheus text format), `GET /health` and `GET /status` (JSON),
-//! and the live page of the herd: `GET /`, `/herd`, `/events`, `/land.json` (see [`live`]).
+//! and the live page of the herd: `GET /`, `/herd`, `/events`, `/land.json`, `/records` (see [`live`]).
 //!
 //! Counting is kept off the request path's cost: a connection counts its batch in local integers and
 //! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
@@ -30,7 +30,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info};
+use tracing::{debug, info, Instrument as _};
 
 use crate::limits::{Limit, Refusals};
 use crate::node::LinkCounts;
@@ -715,12 +715,29 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
     })
 }
 
+/// The counters the live page charts as rates, cumulative: IAMATs and WHATSATs answered, records
+/// flooded to neighbours, requests refused by a limit. Reads the node once ([`refresh`]).
+pub(crate) fn rate_counters(shared: &Shared) -> [u64; 4] {
+    let view = refresh(shared);
+    let s = &shared.stats;
+    [
+        s.iamat.get(),
+        s.whatsat.get(),
+        s.flood_out.get(),
+        Limit::ALL.iter().map(|&l| view.refusals.get(l)).sum(),
+    ]
+}
+
 /// Serves the admin endpoint on `listener` until shutdown.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: String) {
     let local = listener
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
     info!(admin = %local, "admin endpoint listening");
+    // The rates' history is kept from the start, so a page opened later shows the last minutes.
+    shared
+        .tracker
+        .spawn(live::keep_history(shared.clone()).in_current_span());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -831,6 +848,10 @@ async fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str
             (200, "application/json", format!("{herd}\n"))
         }
         "/land.json" => (200, "application/json", live::land_json().to_owned()),
+        "/records" => {
+            let (code, v) = live::records(shared, &query);
+            (code, "application/json", format!("{v}\n"))
+        }
         "/metrics" => (
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -852,7 +873,8 @@ async fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str
         _ => (
             404,
             "text/plain",
-            "not found: GET /, /herd, /events, /land.json, /metrics, /health or /status\n".into(),
+            "not found: GET /, /herd, /events, /land.json, /records, /metrics, /health or /status\n"
+                .into(),
         ),
     }
 }
@@ -969,6 +991,67 @@ mod tests {
             .strip_prefix("data: {")
             .is_some();
         assert!(first, "{events}");
+        shutdown.cancel();
+    }
+
+    /// A page that opens late still draws what is held: `/records` is an even, bounded sample of
+    /// the cache, or one client found by id; and the rates' history has points from the start.
+    #[tokio::test]
+    async fn records_held_are_sampled_and_found_and_rates_kept() {
+        let (addr, admin, shutdown) = alford().await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let mut lines = String::new();
+        for i in 0..50 {
+            lines.push_str(&format!("IAMAT c{i} +{}.5-118.25 1\n", i % 80));
+        }
+        lines.push_str("IAMAT caf%C3%A9+x +1+2 3\n");
+        c.write_all(lines.as_bytes()).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut replies = Vec::new();
+        c.read_to_end(&mut replies).await.unwrap();
+
+        let all = body(&get(admin, "/records", 1 << 20).await);
+        assert_eq!(all["held"], 51);
+        let records = all["records"].as_array().unwrap();
+        assert_eq!(records.len(), 51);
+        assert_eq!(records[3]["client"], "c3");
+        assert_eq!(records[3]["server"], "Alford");
+        assert_eq!(records[3]["lat"], 3.5);
+        assert_eq!(records[3]["time"], 1.0);
+        let some = body(&get(admin, "/records?max=10", 1 << 20).await);
+        let some = some["records"].as_array().unwrap();
+        assert_eq!(some.len(), 10, "{some:?}");
+        // Even over the cache, not its first ten.
+        assert!(some.iter().any(|r| r["client"] == "c45"), "{some:?}");
+
+        let found = body(&get(admin, "/records?client=c7", 1 << 20).await);
+        assert_eq!(
+            (found["found"].clone(), found["record"]["client"].clone()),
+            (true.into(), "c7".into())
+        );
+        // The id is percent-decoded: `caf%C3%A9+x` as sent is found by its escapes' escapes.
+        let found = body(&get(admin, "/records?client=caf%25C3%25A9%2Bx", 1 << 20).await);
+        assert_eq!(found["record"]["client"], "caf%C3%A9+x", "{found}");
+        let missing = get(admin, "/records?client=nobody", 1 << 20).await;
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        assert_eq!(body(&missing)["found"], false);
+
+        // The history takes a point a second from the start, and a page's first ask gets it.
+        let t0 = std::time::Instant::now();
+        let history = loop {
+            let s = body(&get(admin, "/status?recent", 1 << 20).await);
+            let h = s["recent"]["history"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if h.last().is_some_and(|p| p[1] == 51) || t0.elapsed() > Duration::from_secs(10) {
+                break h;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let last = history.last().expect("a point within 10 s");
+        assert_eq!(last.as_array().unwrap().len(), 5, "{last}");
+        assert_eq!(last[1], 51, "IAMATs counted: {history:?}");
         shutdown.cancel();
     }
 

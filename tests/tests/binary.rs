@@ -477,6 +477,8 @@ fn the_systemd_unit_verifies() {
     ))
     .unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/herd-server serve %i"));
+    // The store's suggested folder is writable under ProtectSystem=strict.
+    assert!(unit.contains("\nStateDirectory=herd\n") && unit.contains("ProtectSystem=strict"));
     let unit = unit.replace(
         "/usr/local/bin/herd-server",
         server_binary().to_str().unwrap(),

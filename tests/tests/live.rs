@@ -1,8 +1,10 @@
 //! The live page in a real headless browser: a three-server herd of real processes with admin
 //! addresses, the page of one of them open in chromium (driven over WebDriver by chromedriver), and
-//! what it shows read from the DOM: clients and counts appear, a killed server's links show down, and
-//! once it is back they come up again and the herd shows converged. A screenshot of each state is
-//! saved and its path printed.
+//! what it shows read from the DOM: the records held before it opened are drawn at once, new clients
+//! and counts appear, the rates are charted, a client is found by id, no two labels overlap (their
+//! boxes as the browser lays them out), a killed server's links show down, and once it is back they
+//! come up again and the herd shows converged. A screenshot of each state is saved and its path
+//! printed.
 //!
 //! Where chromium or chromedriver is missing the test says so and passes (`.ci/run` installs them).
 
@@ -10,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use herd_tests::client::exchange_text;
 use herd_tests::eventually;
 use herd_tests::herd::Processes;
@@ -92,7 +94,34 @@ return {
   newest: [...document.querySelectorAll('circle.client.new')].map((c) => c.getAttribute('data-client')),
   asks: [...document.querySelectorAll('ellipse.whatsat[data-client]')].map((c) => c.getAttribute('data-client')),
   downLabels: [...document.querySelectorAll('#graph text.label.down')].map((e) => e.textContent),
+  held: t('#held-note'),
+  found: t('#found'),
+  foundMarks: [...document.querySelectorAll('#map circle.found')].map((c) => c.getAttribute('data-client')),
+  askLabels: [...document.querySelectorAll('#map text.asklabel')]
+    .filter((e) => e.getAttribute('display') !== 'none').map((e) => e.getAttribute('data-client')),
+  rateMax: Object.fromEntries([...document.querySelectorAll('svg[data-rate]')]
+    .map((e) => [e.getAttribute('data-rate'), Number(e.getAttribute('data-max'))])),
+  labels: shown().length,
+  overlaps: overlaps(),
 };
+// Every text drawn in the two pictures, with its box on the screen.
+function shown() {
+  return [...document.querySelectorAll('svg#graph text, svg#map text')]
+    .filter((e) => e.textContent && e.getAttribute('display') !== 'none' && getComputedStyle(e).display !== 'none')
+    .map((e) => ({ text: e.textContent, svg: e.ownerSVGElement.id, box: e.getBoundingClientRect() }));
+}
+// Pairs of texts of one picture whose boxes share more than half a pixel each way.
+function overlaps() {
+  const all = shown(), out = [];
+  for (let i = 0; i < all.length; i++) for (let j = i + 1; j < all.length; j++) {
+    const [a, b] = [all[i], all[j]];
+    if (a.svg !== b.svg) continue;
+    const w = Math.min(a.box.right, b.box.right) - Math.max(a.box.left, b.box.left);
+    const h = Math.min(a.box.bottom, b.box.bottom) - Math.max(a.box.top, b.box.top);
+    if (w > 0.5 && h > 0.5) out.push(a.text + ' / ' + b.text);
+  }
+  return out;
+}
 "#;
 
 async fn read(browser: &Client) -> Value {
@@ -148,6 +177,11 @@ async fn the_live_page_in_a_browser() {
     )
     .with_admin();
     herd.start_all().await;
+    // Records exist before the page opens: it must draw them from what Alford holds.
+    iamat(herd.addr("Alford"), "kiwi", "+34.068930-118.445127", 1).await;
+    iamat(herd.addr("Alford"), "pear", "+48.856600+002.352200", 1).await;
+    iamat(herd.addr("Alford"), "fig", "+35.676200+139.650300", 1).await;
+    iamat(herd.addr("Alford"), "lime", "-33.868800+151.209300", 1).await;
     let shots = std::env::temp_dir().join(format!("herd-live-{}", std::process::id()));
     std::fs::create_dir_all(&shots).expect("screenshot folder");
 
@@ -169,20 +203,9 @@ async fn the_live_page_in_a_browser() {
     })
     .await;
 
-    // Clients at four corners of the world, through each server; one WHATSAT.
-    iamat(herd.addr("Alford"), "kiwi", "+34.068930-118.445127", 1).await;
-    iamat(herd.addr("Ball"), "pear", "+48.856600+002.352200", 1).await;
-    iamat(herd.addr("Hamilton"), "fig", "+35.676200+139.650300", 1).await;
-    iamat(herd.addr("Alford"), "lime", "-33.868800+151.209300", 1).await;
-    let answer = exchange_text(herd.addr("Alford"), "WHATSAT kiwi 50 1\n").await;
-    assert!(answer.starts_with("AT "), "{answer}");
-    let v = until(&browser, "four clients, counted on every server", |v| {
-        v["clients"] == "4"
-            && ["Alford", "Ball", "Hamilton"]
-                .iter()
-                .all(|n| v["servers"][n]["records"] == "4")
-            && v["converged"] == "true"
-            && v["asks"] == json!(["kiwi"])
+    // The four held records are drawn at once (the page was not watching when they came).
+    let v = until(&browser, "the held records drawn", |v| {
+        v["clients"] == "4" && v["held"] == "all 4 records held by Alford when the page opened"
     })
     .await;
     let mut points: Vec<&str> = v["points"]
@@ -193,11 +216,80 @@ async fn the_live_page_in_a_browser() {
         .collect();
     points.sort_unstable();
     assert_eq!(points, ["fig", "kiwi", "lime", "pear"]);
+
+    // Three more clients near kiwi, through each server, and a WHATSAT of each: four circles whose
+    // labels would fall on one spot.
+    iamat(herd.addr("Ball"), "date", "+34.100000-118.400000", 1).await;
+    iamat(herd.addr("Hamilton"), "nut", "+34.030000-118.500000", 1).await;
+    iamat(herd.addr("Alford"), "yam", "+34.080000-118.460000", 1).await;
+    for client in ["kiwi", "date", "nut", "yam"] {
+        let answer = exchange_text(herd.addr("Alford"), format!("WHATSAT {client} 50 1\n")).await;
+        assert!(answer.starts_with("AT "), "{answer}");
+    }
+    let v = until(
+        &browser,
+        "seven clients, counted on every server, four WHATSATs",
+        |v| {
+            let mut asks: Vec<&str> = v["asks"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            asks.sort_unstable();
+            v["clients"] == "7"
+                && ["Alford", "Ball", "Hamilton"]
+                    .iter()
+                    .all(|n| v["servers"][n]["records"] == "7")
+                && v["converged"] == "true"
+                && asks == ["date", "kiwi", "nut", "yam"]
+                && v["rateMax"]["Alford-iamat"]
+                    .as_f64()
+                    .is_some_and(|m| m > 0.0)
+        },
+    )
+    .await;
     assert!(!v["newest"].as_array().unwrap().is_empty(), "{v:#}");
     assert!(v["convergedText"]
         .as_str()
         .unwrap()
         .starts_with("converged"));
+    // Every label is shown, and no two overlap: server names and counts, link labels, the four
+    // WHATSAT labels.
+    assert_eq!(v["askLabels"].as_array().unwrap().len(), 4, "{v:#}");
+    assert!(v["labels"].as_u64().unwrap() >= 3 * 3 + 3 + 4, "{v:#}");
+    assert_eq!(v["overlaps"], json!([]), "{v:#}");
+
+    // Find a client by id: its place is said and ringed on the map; an unknown id is said unknown.
+    let find = |id: &'static str| {
+        let browser = browser.clone();
+        async move {
+            let input = browser
+                .find(Locator::Id("find-id"))
+                .await
+                .expect("the search box");
+            input.clear().await.expect("clear the search box");
+            input.send_keys(id).await.expect("type an id");
+            browser
+                .find(Locator::Css("#find button"))
+                .await
+                .expect("the find button")
+                .click()
+                .await
+                .expect("click find");
+        }
+    };
+    find("lime").await;
+    let v = until(&browser, "lime found", |v| {
+        v["found"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("lime at 33.869° S 151.209° E"))
+    })
+    .await;
+    assert_eq!(v["foundMarks"], json!(["lime"]), "{v:#}");
+    find("nobody").await;
+    until(&browser, "nobody not found", |v| {
+        v["found"] == "no record of nobody on Alford" && v["foundMarks"] == json!([])
+    })
+    .await;
     screenshot(&browser, &shots, "converged").await;
 
     // Ball dies: its links show down (in text too), and the herd cannot be called converged.
@@ -208,7 +300,7 @@ async fn the_live_page_in_a_browser() {
             && v["links"]["Alford-Ball"]["state"] == "down"
             && v["links"]["Ball-Hamilton"]["state"] == "down"
             && v["links"]["Alford-Hamilton"]["state"] == "up"
-            && v["clients"] == "5"
+            && v["clients"] == "8"
     })
     .await;
     assert_eq!(v["converged"], "false", "{v:#}");
@@ -229,7 +321,7 @@ async fn the_live_page_in_a_browser() {
             && ["Alford-Ball", "Alford-Hamilton", "Ball-Hamilton"]
                 .iter()
                 .all(|l| v["links"][l]["state"] == "up")
-            && v["servers"]["Ball"]["records"] == "5"
+            && v["servers"]["Ball"]["records"] == "8"
             && v["converged"] == "true"
     })
     .await;

@@ -1,6 +1,13 @@
 //! The live page of the herd: `GET /` (one self-contained page), `GET /herd` (every server's `/status`,
-//! gathered by this one), `GET /events` (the same, pushed as server-sent events at a fixed rate) and
-//! `GET /land.json` (where the offline places are: the map's land).
+//! gathered by this one), `GET /events` (the same, pushed as server-sent events at a fixed rate),
+//! `GET /land.json` (where the offline places are: the map's land) and `GET /records` (a bounded sample
+//! of the records held, drawn when the page opens, or one client's record: the page's search).
+//!
+//! # What a page sees when it opens
+//! The records the server already holds, as an even sample of at most [`SAMPLE`] of them (a million
+//! clients are never sent whole: the sample shows where they are, and its size is said), and the last
+//! [`HISTORY`] seconds of the server's rates (IAMAT, WHATSAT, records flooded, refusals), sampled once a
+//! second by a task of the admin endpoint, so the page's charts start with the last minutes.
 //!
 //! # Why a page never slows the herd
 //! The page is fed at a fixed rate ([`TICK`]) whatever the IAMAT rate: each tick gathers the servers'
@@ -45,6 +52,12 @@ pub const UPDATES: usize = 64;
 pub const ASKS: usize = 16;
 /// Most `/events` streams served at once (each costs a gathering per tick).
 pub const MAX_STREAMS: usize = 16;
+/// Most records `/records` sends: an even sample of the cache past that.
+pub const SAMPLE: usize = 2000;
+/// Seconds of rates kept for a page that opens (one point a second).
+pub const HISTORY: usize = 300;
+/// How often the rates' history takes a point.
+pub const HISTORY_EVERY: Duration = Duration::from_secs(1);
 /// A page that does not take an event within this is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest `/status` answer read from another server.
@@ -70,6 +83,15 @@ struct Ask {
     time: f64,
 }
 
+/// The rate counters at one moment ([`crate::admin::rate_counters`]): cumulative, so a page turns two
+/// points into rates.
+#[derive(Clone, Copy)]
+struct Point {
+    /// Seconds since the epoch.
+    time: f64,
+    counts: [u64; 4],
+}
+
 #[derive(Default)]
 struct Ring {
     /// Sequence number of the newest sample (of either kind).
@@ -87,6 +109,8 @@ pub struct Live {
     watched_until: AtomicU64,
     ring: Mutex<Ring>,
     streams: AtomicUsize,
+    /// The newest [`HISTORY`] points of the rate counters.
+    history: Mutex<VecDeque<Point>>,
 }
 
 impl Default for Live {
@@ -97,6 +121,7 @@ impl Default for Live {
             watched_until: AtomicU64::new(0),
             ring: Mutex::default(),
             streams: AtomicUsize::new(0),
+            history: Mutex::default(),
         }
     }
 }
@@ -179,14 +204,34 @@ impl Live {
         }
     }
 
+    /// Keeps a point of the rate counters (`counts` at `time`, seconds since the epoch), dropping
+    /// the oldest past [`HISTORY`].
+    pub fn keep_point(&self, time: f64, counts: [u64; 4]) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        push(&mut h, Point { time, counts }, HISTORY);
+    }
+
+    /// The rates' history, oldest first: `[time, iamat, whatsat, flooded, refused]` a point.
+    fn history(&self) -> Value {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.iter()
+            .map(|p| {
+                let [a, b, c, d] = p.counts;
+                json!([p.time, a, b, c, d])
+            })
+            .collect()
+    }
+
     /// The samples newer than `since` (`boot` and sequence number of the newest one already seen;
-    /// everything when `boot` is another run's), and marks the server watched.
+    /// everything when `boot` is another run's), and marks the server watched. A page's first ask
+    /// (no `since`, or another run's) also gets the rates' history.
     pub fn recent(&self, since: Option<(&str, u64)>) -> Value {
         self.watch();
         let after = match since {
             Some((boot, seq)) if boot == self.boot => seq,
             _ => 0,
         };
+        let history = (after == 0).then(|| self.history());
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let updates: Vec<Value> = ring
             .updates
@@ -200,8 +245,116 @@ impl Live {
             .filter(|a| a.seq > after)
             .map(|a| json!({"seq": a.seq, "client": a.client, "lat": a.lat, "lon": a.lon, "radius_km": a.radius_km, "time": a.time}))
             .collect();
-        json!({"boot": self.boot, "seq": ring.seq, "updates": updates, "whatsats": asks})
+        let mut v =
+            json!({"boot": self.boot, "seq": ring.seq, "updates": updates, "whatsats": asks});
+        if let Some(h) = history {
+            v["history"] = h;
+        }
+        v
     }
+}
+
+/// Takes a point of the rate counters every [`HISTORY_EVERY`] until the server stops.
+pub(crate) async fn keep_history(shared: std::sync::Arc<Shared>) {
+    let mut tick = tokio::time::interval(HISTORY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let counts = crate::admin::rate_counters(&shared);
+        shared.live.keep_point(secs(Timestamp::now()), counts);
+    }
+}
+
+/// A held record as the page draws it.
+fn record_json(line: &[u8]) -> Option<Value> {
+    let r = herd_proto::AtRecord::parse(line).ok()?;
+    Some(json!({
+        "client": String::from_utf8_lossy(&r.client),
+        "server": String::from_utf8_lossy(&r.server),
+        "lat": r.location.latitude(),
+        "lon": r.location.longitude(),
+        "time": secs(r.time.value()),
+    }))
+}
+
+/// `GET /records`: an even sample of at most [`SAMPLE`] held records (`?max=N` asks for fewer), with
+/// how many are held; `GET /records?client=ID` (percent-encoded): that client's record, or 404.
+/// The node is locked only to copy the sampled lines (evenly spaced, so the sample covers the whole
+/// cache); they are parsed after.
+pub(crate) fn records(shared: &Shared, query: &str) -> (u16, Value) {
+    let mut max = SAMPLE;
+    let mut client = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("max", m)) => max = m.parse::<usize>().map_or(SAMPLE, |m| m.min(SAMPLE)),
+            Some(("client", c)) => client = Some(percent_decode(c)),
+            _ => {}
+        }
+    }
+    if let Some(client) = client {
+        let line = shared.node().get(&client).map(<[u8]>::to_vec);
+        return match line.as_deref().and_then(record_json) {
+            Some(r) => (
+                200,
+                json!({"server": shared.spec.name, "found": true, "record": r}),
+            ),
+            None => (
+                404,
+                json!({"server": shared.spec.name, "found": false,
+                       "client": String::from_utf8_lossy(&client)}),
+            ),
+        };
+    }
+    let (held, lines) = {
+        let node = shared.node();
+        let held = node.len();
+        let max = max.min(held);
+        // The k-th of `max` is at index k * held / max: exactly `max`, spread over the whole cache.
+        let mut lines: Vec<Box<[u8]>> = Vec::with_capacity(max);
+        let mut next = 0;
+        for (i, line) in node.lines().enumerate() {
+            if lines.len() == max {
+                break;
+            }
+            if i == next {
+                lines.push(Box::from(line));
+                next = (lines.len() * held) / max;
+            }
+        }
+        (held, lines)
+    };
+    let records: Vec<Value> = lines.iter().filter_map(|l| record_json(l)).collect();
+    (
+        200,
+        json!({"server": shared.spec.name, "held": held, "records": records}),
+    )
+}
+
+/// `%XX` escapes (and `+` for a space) of a query value, as bytes: a client id may be any bytes.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// `boot` and `seq` from a query such as `recent=12&boot=00ab…` (`recent` alone: everything).
@@ -449,6 +602,39 @@ mod tests {
         assert_eq!(newer["whatsats"], json!([]));
         let other = live.recent(Some(("another", seq + 1)));
         assert_eq!(other["updates"].as_array().unwrap().len(), UPDATES);
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded_to_bytes() {
+        assert_eq!(percent_decode("kiwi"), b"kiwi");
+        assert_eq!(percent_decode("a%20b+c"), b"a b c");
+        assert_eq!(percent_decode("caf%C3%A9"), "café".as_bytes());
+        assert_eq!(percent_decode("%ff%FE"), [0xff, 0xfe]);
+        // Not an escape: kept as it is, never a panic.
+        for odd in ["%", "%4", "%zz", "a%", "100%"] {
+            assert_eq!(percent_decode(odd), odd.as_bytes(), "{odd}");
+        }
+    }
+
+    #[test]
+    fn the_rates_history_is_bounded_and_sent_on_a_first_ask() {
+        let live = Live::default();
+        for i in 0..HISTORY as u64 + 10 {
+            live.keep_point(i as f64, [i, 0, 0, 0]);
+        }
+        let first = live.recent(None);
+        let h = first["history"].as_array().unwrap();
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h[0], json!([10.0, 10, 0, 0, 0]));
+        let boot = first["boot"].as_str().unwrap().to_owned();
+        live.offer_iamat(b"IAMAT a +1+1 1", Timestamp::new(1, 0).unwrap());
+        let later = live.recent(Some((&boot, 0)));
+        assert!(
+            later.get("history").is_some(),
+            "nothing seen yet: a first ask"
+        );
+        let seq = later["seq"].as_u64().unwrap();
+        assert!(live.recent(Some((&boot, seq))).get("history").is_none());
     }
 
     #[test]

@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 /// A herd of application servers: clients report where they are (IAMAT), any server answers what is
 /// near them (WHATSAT), and the servers flood every update to each other.
 ///
-/// Without --config, the built-in default herd: Alford, Ball, Hamilton, Holiday and Welsh on
-/// 127.0.0.1:12000-12004 (admin addresses 127.0.0.1:12100-12104; open http://127.0.0.1:12100/ for the
-/// live page of the herd). Places come from the offline data
-/// set unless GOOGLE_PLACES_API_KEY is set.
+/// The config is read from --config, else $HERD_CONFIG, else ./herd.toml, else herd/herd.toml in the
+/// user's config folder (~/.config on Linux), else the built-in default herd: Alford, Ball, Hamilton,
+/// Holiday and Welsh on 127.0.0.1:12000-12004 (admin addresses 127.0.0.1:12100-12104; open
+/// http://127.0.0.1:12100/ for the live page of the herd). The `herd` client looks in the same places;
+/// both say on stderr which config they use. Places come from the offline data set unless
+/// GOOGLE_PLACES_API_KEY is set.
 ///
 /// The config is TOML: `herd-server default-config` prints the default herd as a file to start from,
 /// with every key and its default in comments; `herd-server check --config FILE` checks one and prints
@@ -40,10 +42,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Check a config (without --config, the default herd) and print the herd it describes; exit 1
-    /// with the file, line and problem when it cannot work.
+    /// Check the config `serve` and `up` would use (the same lookup) and print the herd it describes;
+    /// exit 1 with the file, line and problem when it cannot work.
     Check {
-        /// The herd's TOML config.
+        /// The herd's TOML config [default: $HERD_CONFIG, ./herd.toml, then the user's config folder,
+        /// then the built-in default herd].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -59,7 +62,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Common {
-    /// The herd's TOML config (`herd-server default-config` prints one); without it, the default herd.
+    /// The herd's TOML config (`herd-server default-config` prints one) [default: $HERD_CONFIG,
+    /// ./herd.toml, then the user's config folder, then the built-in default herd].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where `<Name>.log` files go.
@@ -217,16 +221,19 @@ fn report(err: &anyhow::Error, debug: bool) -> String {
     out
 }
 
+/// Finds the herd's config (the lookup `herd` shares) and says which on stderr, first thing.
+fn locate(flag: Option<&std::path::Path>) -> herd_server::config::Located {
+    let located = herd_server::config::locate(flag);
+    herd_server::say(format_args!("herd-server: {located}"));
+    located
+}
+
 /// `herd-server check`.
 fn check(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
-    let config = match path {
-        Some(p) => Config::load(p),
-        None => Ok(Config::default_herd()),
-    };
-    match config {
+    let located = locate(path);
+    match located.load() {
         Ok(c) => {
-            let origin = path.map_or("the default herd".into(), |p| p.display().to_string());
-            print!("{origin}: ok\n{}", describe(&c));
+            print!("{}: ok\n{}", located.name(), describe(&c));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -356,10 +363,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         Command::Up { common } => (None, common),
         Command::Check { .. } | Command::DefaultConfig | Command::Man { .. } => return Ok(()),
     };
-    let mut config = match &common.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default_herd(),
-    };
+    let mut config: Config = locate(common.config.as_deref()).load()?;
     if let Some(dir) = &common.data_dir {
         config.store.dir = Some(dir.clone());
     }
@@ -392,6 +396,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         };
         listeners.push((listener, admin));
     }
+    say_addresses(&specs, &listeners);
     let logs = herd_server::log::init(&common.log_dir, &names, config.log)?;
     for spec in &mut specs {
         spec.log = logs.log(&spec.name);
@@ -439,6 +444,29 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     // Every server has stopped: write what the logs still hold, then exit.
     logs.close();
     result
+}
+
+/// One line a server on stderr: where its clients connect and where its live page is (the
+/// addresses as bound, so a port 0 shows the port given).
+fn say_addresses(
+    specs: &[ServerSpec],
+    listeners: &[(herd_server::Listeners, Option<tokio::net::TcpListener>)],
+) {
+    let width = specs.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for (spec, (listener, admin)) in specs.iter().zip(listeners) {
+        let clients = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        let page = match admin.as_ref().map(tokio::net::TcpListener::local_addr) {
+            Some(Ok(a)) => format!("live page and admin http://{a}/"),
+            Some(Err(_)) => "live page and admin: ?".to_owned(),
+            None => "no admin address (no live page)".to_owned(),
+        };
+        herd_server::say(format_args!(
+            "herd-server: {:<width$}  clients {clients}  {page}",
+            spec.name
+        ));
+    }
 }
 
 async fn wait_for_signal() {
