@@ -98,6 +98,8 @@ pub struct ServerSpec {
     /// The admin addresses (`host:port`) of the herd's servers that have one, by name: the live page
     /// gathers their `/status` (see [`crate::admin::live`]).
     pub admins: Vec<(String, String)>,
+    /// How its admin door guards itself (connection cap, allowed `Host` names, tokens).
+    pub admin: crate::admin::AdminGuard,
     /// Limits on lines and connections.
     pub limits: Limits,
     /// Log every line in and out, and each WHATSAT's look-up (`[log] lines`).
@@ -142,6 +144,7 @@ impl ServerSpec {
                 .iter()
                 .filter_map(|s| Some((s.name.clone(), s.admin.clone()?)))
                 .collect(),
+            admin: crate::admin::AdminGuard::from_config(config),
             limits: config.limits,
             log_lines: config.log.lines,
             log_bodies: config.log.bodies,
@@ -186,6 +189,8 @@ pub(crate) struct Shared {
     pub(crate) live: Live,
     /// What the start loaded from the store: clients held after it, and its report.
     pub(crate) loaded: Option<(usize, LoadReport)>,
+    /// The server's budget of upstream Places calls; each connection takes its own from it.
+    pub(crate) places_budget: crate::places::ServerBudget,
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
@@ -368,6 +373,7 @@ async fn run_inner(
         stats: Stats::new(spec.store.is_some()),
         live: Live::default(),
         loaded,
+        places_budget: spec.places.server_budget(),
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
         stopping: AtomicBool::new(false),
@@ -790,6 +796,10 @@ struct Connection<'a> {
     line_ended: bool,
     /// Limit refusals already logged on this connection (one log line per kind, not per line).
     logged: Vec<Limit>,
+    /// What this connection may still spend on upstream Places calls (made at its first WHATSAT).
+    budget: Option<crate::places::Budget>,
+    /// An `OVER_QUERY_LIMIT` was logged on this connection (once per connection).
+    budget_logged: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -820,6 +830,8 @@ impl<'a> Connection<'a> {
             partial_since: None,
             line_ended: false,
             logged: Vec::new(),
+            budget: None,
+            budget_logged: false,
         }
     }
 
@@ -1039,7 +1051,17 @@ impl<'a> Connection<'a> {
             if let Some(q) = lookup {
                 shared.live.offer_whatsat(&q, now);
                 let began = Instant::now();
-                let answer = spec.places.lookup(&q).await;
+                let budget = self
+                    .budget
+                    .get_or_insert_with(|| shared.places_budget.connection());
+                let (answer, spent) = spec.places.lookup(&q, budget).await;
+                if let Some(spent) = spent {
+                    shared.stats.over_budget(spent.as_str());
+                    if !std::mem::replace(&mut self.budget_logged, true) {
+                        info!(conn = self.id, peer = %self.addr, budget = spent.as_str(),
+                            "WHATSAT answered OVER_QUERY_LIMIT: Places budget spent (logged once per connection)");
+                    }
+                }
                 whatsats += 1;
                 shared.stats.lookup(
                     spec.places.backend().as_str(),
