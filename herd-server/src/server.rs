@@ -358,11 +358,31 @@ async fn run_inner(
         }
         None => (node, None, None),
     };
-    let admission = Admission::new(ConnLimits::new(
+    let wanted = ConnLimits::new(
         spec.limits.max_connections,
         spec.limits.max_connections_per_ip,
         spec.neighbors.len(),
-    ));
+    );
+    let admin_fds = admin.as_ref().map_or(0, |_| spec.admin.max_connections);
+    let conn_limits = match crate::limits::descriptors_per_server() {
+        Some(fds) => {
+            let (fitted, lowered) = wanted.fit(fds, admin_fds, spec.neighbors.len());
+            if lowered {
+                warn!(target: SUMMARY,
+                    "{me}: max_connections lowered from {} to {} to fit the open-file limit ({fds} descriptors; raise it with `ulimit -n` or LimitNOFILE=)",
+                    wanted.max_connections, fitted.max_connections);
+                warn!(
+                    wanted = wanted.max_connections,
+                    max_connections = fitted.max_connections,
+                    descriptors = fds,
+                    "max_connections lowered to fit the open-file limit"
+                );
+            }
+            fitted
+        }
+        None => wanted,
+    };
+    let admission = Admission::new(conn_limits);
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
         peers,
@@ -435,6 +455,7 @@ async fn run_inner(
 /// Accepts connections on `listener` until shutdown; each is served by a task on this thread's runtime.
 async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
     let mut backoff = std::time::Duration::from_millis(10);
+    let mut reserve = crate::limits::Reserve::take();
     loop {
         // Accept whatever the client count: a connection over a limit is answered and closed, never
         // left waiting silently in the kernel's queue.
@@ -449,6 +470,21 @@ async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
             Ok((stream, addr)) => {
                 backoff = std::time::Duration::from_millis(10);
                 admit(shared, stream, addr);
+            }
+            Err(e) if crate::limits::out_of_descriptors(&e) && reserve.release() => {
+                // The reserve descriptor makes room for one: it is told `? busy` and closed, not
+                // left waiting in the kernel's queue.
+                if let Ok(Ok((stream, addr))) =
+                    tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+                {
+                    let limit = shared.admission().limits().max_connections;
+                    let busy = Busy {
+                        refusal: Limit::Busy,
+                        limit,
+                    };
+                    refuse_now(shared, stream, shared.conn_id(), addr, busy);
+                }
+                reserve.restore();
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait, then go on.

@@ -430,6 +430,8 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         anyhow::bail!("--repair needs a data folder (--data-dir or [store] dir)");
     }
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
+    // The servers of `up` share the process's descriptors: each fits its limits into its part.
+    herd_server::limits::share_descriptors(names.len());
     let places = Places::new(&config.places, herd_server::http_client(&config)?);
     let mut specs = Vec::new();
     for name in &names {
