@@ -306,3 +306,48 @@ async fn failures_are_not_cached() {
     assert_eq!(fake.requests().len(), 2);
     s.stop().await;
 }
+
+/// One connection asking WHATSATs with a new radius each time (every one a cache miss) against a real
+/// server with a Google back-end: the upstream calls stay within the configured budget, the rest are
+/// answered `OVER_QUERY_LIMIT` with no results, and `/metrics` counts them.
+#[tokio::test]
+async fn the_upstream_budget_holds_against_one_abusive_connection() {
+    use herd_tests::herd::Processes;
+    let fake = FakePlaces::start(Script::ok(fixture("new-ok"))).await;
+    let extra = format!(
+        "[places]\nbackend = \"google\"\nurl = \"{}\"\nkey = \"k\"\nconnection_rate = 5.0\nconnection_burst = 5\nserver_rate = 50.0\nserver_burst = 50\n",
+        fake.url(NEW_PATH)
+    );
+    let mut herd = Processes::new(&[("Alford", &[])], &extra).with_admin();
+    herd.start("Alford").await;
+    let (addr, admin) = (herd.addr("Alford"), herd.admin("Alford"));
+    let began = std::time::Instant::now();
+    let mut lines = String::from(IAMAT);
+    for i in 0..200 {
+        lines.push_str(&format!(
+            "WHATSAT kiwi.cs.ucla.edu {}.{:03} 3\n",
+            1 + i / 1000,
+            i % 1000
+        ));
+    }
+    let answers = exchange_text(addr, lines).await;
+    let took = began.elapsed().as_secs_f64();
+    let calls = fake.requests().len();
+    let allowed = 5.0 + 5.0 * took;
+    assert!(
+        calls as f64 <= allowed,
+        "{calls} upstream calls in {took:.2} s (budget {allowed:.1})"
+    );
+    assert!(calls >= 5, "the burst was not served: {calls}");
+    let over = answers.matches("\"status\": \"OVER_QUERY_LIMIT\"").count();
+    assert_eq!(over + calls, 200, "{over} over budget, {calls} upstream");
+    assert!(answers.contains("\"results\": []"));
+    // Each answer is still an AT line and the JSON.
+    assert_eq!(answers.matches("\nAT Alford ").count() + 1, 201);
+    let m = herd_tests::admin::get(admin, "/metrics").await;
+    let counted = m
+        .lines()
+        .find(|l| l.starts_with("herd_places_over_budget_total{budget=\"connection\"} "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<usize>().ok());
+    assert_eq!(counted, Some(over), "{m}");
+}
