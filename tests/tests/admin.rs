@@ -375,20 +375,6 @@ async fn health_is_503_while_stopping() {
     stopping.await.unwrap();
 }
 
-/// The raw answer to `request` on a connection from the loopback address `from`, read to its end.
-async fn http_from(from: [u8; 4], admin: SocketAddr, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::from((from, 0)))
-        .expect("bind a loopback source address");
-    let mut s = socket.connect(admin).await.expect("connect");
-    s.write_all(request.as_bytes()).await.expect("write");
-    let mut all = Vec::new();
-    let _ = tokio::time::timeout(herd_tests::DEADLINE, s.read_to_end(&mut all)).await;
-    String::from_utf8_lossy(&all).into_owned()
-}
-
 /// The head of an `/events` answer (the stream stays open; `s` keeps it).
 async fn events_head(s: &mut tokio::net::TcpStream) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
