@@ -1871,4 +1871,56 @@ mod tests {
         }
         assert_eq!(kinds.len(), 13, "arbitrary made only {} kinds", kinds.len());
     }
+
+    /// A line with no place in a running reconciliation is never ignored: the exchange ends with a
+    /// warning and the link closes; it is counted; the next dial backs off, and the catch-up runs
+    /// again on the next link-up. Outside a reconciliation the same line is warned about and ignored.
+    #[test]
+    fn an_unexpected_line_during_a_reconciliation_ends_it_and_it_runs_again() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut n = Node::new("A", vec!["B".into()]);
+        let e = n.link_up(0, at(0));
+        assert!(n.reconciling(0), "the dialling side opened the catch-up");
+        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE 1 2\n", at(1), |_| {});
+        assert_eq!(input.close, Some(Closing::Reconciliation));
+        assert!(matches!(
+            n.poll_event(),
+            Some(LinkEvent::Broken {
+                cause: SyncError::Unexpected,
+                ..
+            })
+        ));
+        let c = n.link_status(0).counts;
+        assert_eq!((c.sync_broken, c.lines_unexpected), (1, 1));
+        // The driver closes the link; the re-dial backs off as after a failed dial, not at once.
+        n.link_down(0, e, at(2));
+        let first = n.poll_timeout().unwrap();
+        assert_eq!(n.handle_timeout(first), [LinkAction::Dial(0)]);
+        let e = n.link_up(0, first);
+        assert!(n.reconciling(0), "the catch-up runs again");
+        n.handle_link_input(0, e, b"HERD-HELLO 4 B A -\n", first, |_| {});
+        n.link_down(0, e, first);
+        let second = n.poll_timeout().unwrap();
+        assert!(
+            second - first >= BACKOFF_MIN,
+            "backs off: {:?}",
+            second - first
+        );
+        // Outside a reconciliation: warned and ignored, the link stays.
+        assert_eq!(n.handle_timeout(second), [LinkAction::Dial(0)]);
+        let e = n.link_up(0, second);
+        let mut out = Vec::new();
+        n.poll_transmit(0, e, &mut out, 100);
+        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", second, |_| {});
+        assert!(!n.reconciling(0));
+        while n.poll_event().is_some() {}
+        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE\n", second, |_| {});
+        assert_eq!(input.close, None);
+        assert!(matches!(
+            n.poll_event(),
+            Some(LinkEvent::Unexpected { cause: Some(_), .. })
+        ));
+        assert_eq!(n.link_status(0).counts.lines_unexpected, 3);
+    }
 }
