@@ -80,10 +80,16 @@ struct Common {
     /// `[store] dir`), records live in memory only.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Start even if a store file is damaged: cut it at its first bad record (the records after it
-    /// are lost) and go on.
+    /// Start even if store files are damaged or missing: read every snapshot and journal in the
+    /// data folder, skip only the damaged records (reading goes on at the next whole one), say what
+    /// was kept and dropped by file and offset, write a snapshot of it before serving, and rename
+    /// the damaged files *.damaged.
     #[arg(long)]
     repair: bool,
+    /// Drop the stored records that name server NAME (one that left the herd for good), and say how
+    /// many; repeat for several. Without it, records naming servers no longer in the config are kept.
+    #[arg(long, value_name = "NAME")]
+    forget: Vec<String>,
 }
 
 /// How the runtime's threads share the clients (BENCHMARKS.md measures both).
@@ -366,6 +372,9 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     if common.repair && config.store.dir.is_none() {
         anyhow::bail!("--repair needs a data folder (--data-dir or [store] dir)");
     }
+    if !common.forget.is_empty() && config.store.dir.is_none() {
+        anyhow::bail!("--forget needs a data folder (--data-dir or [store] dir)");
+    }
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
     let places = Places::new(&config.places, herd_server::http_client(&config)?);
     let mut specs = Vec::new();
@@ -373,6 +382,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         let mut spec = ServerSpec::from_config(&config, name, places.clone())?;
         if let Some(store) = &mut spec.store {
             store.repair = common.repair;
+            store.forget.clone_from(&common.forget);
         }
         specs.push(spec);
     }
