@@ -607,6 +607,8 @@ async fn keep_store(shared: Arc<Shared>) {
         return;
     };
     let mut wait = std::time::Duration::from_millis(250);
+    // The last failure said: a failure that repeats every second is said once, not every second.
+    let mut said: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -625,6 +627,9 @@ async fn keep_store(shared: Arc<Shared>) {
         match done {
             Ok(Ok(())) => {
                 wait = std::time::Duration::from_millis(250);
+                if said.take().is_some() {
+                    warn!("store compaction works again");
+                }
                 info!(
                     clients = live,
                     ms = began.elapsed().as_millis() as u64,
@@ -633,7 +638,11 @@ async fn keep_store(shared: Arc<Shared>) {
             }
             Ok(Err(e)) => {
                 wait = std::time::Duration::from_secs(1);
-                warn!(cause = %format!("{e:#}"), "store compaction failed; retrying");
+                let cause = format!("{e:#}");
+                if said.as_deref() != Some(cause.as_str()) {
+                    warn!(cause = %cause, "store compaction failed (the working journal stays in use); retrying every second");
+                    said = Some(cause);
+                }
             }
             Err(e) => {
                 wait = std::time::Duration::from_secs(1);

@@ -129,6 +129,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
+                    herd_server::stderr::flush(STDERR_WAIT);
                     ExitCode::from(1)
                 }
             };
@@ -173,20 +174,27 @@ fn main() -> ExitCode {
             herd_server::say(format_args!(
                 "herd-server: error: cannot start the runtime: {e}"
             ));
+            herd_server::stderr::flush(STDERR_WAIT);
             return ExitCode::from(1);
         }
     };
     let outcome = runtime.block_on(run(cli, &loops));
     // The servers have stopped: nothing of theirs runs on the loops any more.
     loops.stop();
-    match outcome {
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
             ExitCode::from(1)
         }
-    }
+    };
+    // What is queued for stderr is written before the exit, unless nobody reads it.
+    herd_server::stderr::flush(STDERR_WAIT);
+    code
 }
+
+/// How long the exit waits for stderr to take the messages queued for it.
+const STDERR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `herd-server man`: the page of the whole command on stdout, or one page per command into `dir`.
 fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -240,6 +248,7 @@ fn check(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
                 "herd-server: error: {}",
                 report(&anyhow::Error::new(e), debug)
             ));
+            herd_server::stderr::flush(STDERR_WAIT);
             ExitCode::from(1)
         }
     }
