@@ -1201,6 +1201,7 @@ impl<'a> Connection<'a> {
                     return Err(std::io::Error::other(e));
                 }
             } else {
+                store.keep_up(t).await;
                 if !store.acknowledging() {
                     // Persistence has failed for longer than the setting allows: these records
                     // would be acknowledged without being on any disk.
@@ -1211,7 +1212,6 @@ impl<'a> Connection<'a> {
                     self.out.clear();
                     return Err(std::io::Error::other(NotDurable));
                 }
-                store.keep_up(t).await;
             }
         }
         self.shared.spec.log.submit(&mut self.log).await;

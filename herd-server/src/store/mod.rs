@@ -819,7 +819,7 @@ impl Store {
         s.journal_bytes += bytes.len() as u64;
         s.journal_records += records;
         let ticket = s.appended;
-        if s.broken {
+        if s.broken && !retains(self.inner.fsync) {
             // Not kept: the rescue snapshot will write it from memory.
             bytes.clear();
             self.inner.progress.send_modify(|p| p.failed = ticket);
@@ -866,14 +866,15 @@ impl Store {
     }
 
     /// Holds the caller back while the writer is more than [`BACKLOG`] behind `ticket`, so a slow
-    /// disk slows appenders instead of growing memory.
+    /// disk slows appenders instead of growing memory; for at most twice [`ACK_WINDOW`], after
+    /// which a journal that does not move has failed and [`Store::acknowledging`] says so.
     pub async fn keep_up(&self, ticket: u64) {
         let behind = |p: &Progress| ticket.saturating_sub(p.written.max(p.failed)) <= BACKLOG;
         if behind(&self.inner.progress.borrow()) {
             return;
         }
         let mut rx = self.inner.progress.subscribe();
-        let _ = rx.wait_for(behind).await;
+        let _ = tokio::time::timeout(2 * ACK_WINDOW, rx.wait_for(behind)).await;
     }
 
     /// How the store stands now (one short lock).
@@ -957,13 +958,21 @@ impl Store {
     }
 }
 
-fn broke(inner: &Inner, what: &str, e: &std::io::Error) {
+fn broke(inner: &Inner, what: &str, e: &std::io::Error, batch: Vec<u8>) {
     let mut s = lock(&inner.state);
-    s.pending.clear();
     s.broken = true;
+    // A compaction's new journal is the way out: it is due now.
     s.needs_snapshot = true;
-    let appended = s.appended;
-    inner.progress.send_modify(|p| p.failed = appended);
+    if retains(inner.fsync) {
+        // Acknowledged already: kept, in order, for the next journal that can be written.
+        let mut kept = batch;
+        kept.append(&mut s.pending);
+        s.pending = kept;
+    } else {
+        s.pending.clear();
+        let appended = s.appended;
+        inner.progress.send_modify(|p| p.failed = appended);
+    }
     if s.error.is_none() {
         let msg = format!("{what}: {e}");
         let since = inner.epoch.elapsed().as_millis() as u64 + 1;
@@ -972,7 +981,8 @@ fn broke(inner: &Inner, what: &str, e: &std::io::Error) {
         let consequence = if inner.fsync.replies_wait_for_disk() {
             "records that cannot be made durable are not acknowledged (their connections are closed)"
         } else {
-            "serving from memory; records stored meanwhile are on no disk until it works again, and              past a second of this no new record is acknowledged"
+            "serving from memory; records stored meanwhile are on no disk until it works again, and \
+             past a second of this no new record is acknowledged"
         };
         crate::say(format_args!(
             "herd-server: persistence is failing in {}: {msg}; {consequence}",
@@ -981,6 +991,32 @@ fn broke(inner: &Inner, what: &str, e: &std::io::Error) {
         tracing::error!(dir = %inner.dir.display(), cause = %msg, "persistence is failing");
         s.error = Some(msg);
     }
+}
+
+/// Whether the bytes of a failed write are kept for the next journal rather than dropped: under
+/// `everysec` and `no` they were acknowledged already (under `always` their replies were not sent,
+/// and never will be).
+fn retains(fsync: Fsync) -> bool {
+    fsync != Fsync::Always
+}
+
+/// Under `everysec` and `no`, a write to a new journal after a failure put the kept bytes on disk:
+/// persistence works again (no snapshot is needed, nothing was dropped).
+fn wrote_again(inner: &Inner) {
+    let mut s = lock(&inner.state);
+    if s.broken {
+        return;
+    }
+    s.needs_snapshot = false;
+    let Some(e) = s.error.take() else { return };
+    drop(s);
+    inner.failing_since.store(0, Ordering::Relaxed);
+    crate::say(format_args!(
+        "herd-server: persistence works again in {} (after: {e}); every record acknowledged is \
+         written, and new records are acknowledged again",
+        inner.dir.display()
+    ));
+    tracing::warn!(dir = %inner.dir.display(), "persistence works again");
 }
 
 /// The writer thread: takes what was appended, writes it, syncs as `fsync` says, publishes progress.
@@ -1004,6 +1040,11 @@ fn writer(inner: &Inner) {
             loop {
                 if s.closing {
                     break;
+                }
+                if s.broken && retains(inner.fsync) {
+                    // The journal failed: wait for a compaction's new one (which wakes this thread).
+                    s = wait(inner, s, Some(Duration::from_millis(100)));
+                    continue;
                 }
                 if !s.pending.is_empty() {
                     let due = if paced && s.pending.len() < WAKE_AT {
@@ -1062,8 +1103,22 @@ fn writer(inner: &Inner) {
                         p.durable = p.durable.max(ticket);
                     }
                 });
+                if wrote
+                    && !batch.is_empty()
+                    && retains(inner.fsync)
+                    && inner.failing_since.load(Ordering::Relaxed) != 0
+                {
+                    wrote_again(inner);
+                }
             }
-            Err(e) => broke(inner, "writing the journal", &e),
+            Err(e) => {
+                broke(inner, "writing the journal", &e, std::mem::take(&mut batch));
+                if closing {
+                    // Nothing more can be written: what is kept is lost with the process.
+                    return;
+                }
+                continue;
+            }
         }
         batch.clear();
         if batch.capacity() <= 4 * WAKE_AT {
@@ -1171,6 +1226,8 @@ impl Store {
             s.broken = false;
             s.journal_bytes = s.pending.len() as u64;
             s.journal_records = 0;
+            // A writer waiting for a journal that works has one.
+            inner.wake.notify_one();
             gen
         };
         if stop == Stop::Rotated {
@@ -1360,6 +1417,7 @@ mod tests {
             &s.inner,
             "writing the journal",
             &std::io::Error::other("no space"),
+            Vec::new(),
         );
         assert!(s.state().failing);
         let live = lines(0..10);
