@@ -737,8 +737,11 @@ impl Store {
         // 3. Go on appending to the newest journal, or start one (after the newest when that one is
         // set aside).
         let newest = listing.journals.last().copied();
+        // A repair starts a journal numbered above every file there is, so that the snapshot its
+        // start writes replaces (and sets aside) all of them, a damaged newer snapshot included.
+        let top = newest.max(listing.snapshots.last().copied());
         let journal = match newest {
-            Some(gen) if !set_aside.contains(&journal_path(dir, gen)) => {
+            Some(gen) if !cfg.repair && !set_aside.contains(&journal_path(dir, gen)) => {
                 let path = journal_path(dir, gen);
                 let file = OpenOptions::new()
                     .append(true)
@@ -753,7 +756,7 @@ impl Store {
                 }
             }
             _ => {
-                let gen = newest.map_or(plan.base.max(1), |g| g + 1);
+                let gen = top.map_or(plan.base.max(1), |g| g + 1);
                 create_journal(dir, gen)
                     .with_context(|| format!("creating {}", journal_path(dir, gen).display()))?
             }
