@@ -135,6 +135,11 @@ pub const WAKE_AT: usize = 1024 * 1024;
 /// until the disk works again, as under `always`.
 pub const ACK_WINDOW: Duration = Duration::from_secs(1);
 
+/// Most bytes kept in memory for the next journal while the journal is failing (records from peers
+/// go on arriving when clients get no acknowledgement); past it they are dropped, and the snapshot
+/// that rescues the store writes them from the cache instead.
+pub const RETAIN_MAX: usize = 64 * 1024 * 1024;
+
 /// Where the writer is, in bytes appended (tickets).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -244,6 +249,9 @@ struct State {
     parked: bool,
     /// The writer is pacing (`everysec`, `no`): only an urgent append wakes it.
     idle: bool,
+    /// Bytes kept through a failure passed [`RETAIN_MAX`] and were dropped: only a snapshot (of the
+    /// memory that still holds them) makes the disk whole again.
+    dropped_kept: bool,
 }
 
 struct Inner {
@@ -782,6 +790,7 @@ impl Store {
                 compactions: 0,
                 parked: false,
                 idle: false,
+                dropped_kept: false,
             }),
             wake: Condvar::new(),
             journal: Mutex::new(Some(journal)),
@@ -831,6 +840,10 @@ impl Store {
             // `pending` keeps the writer's spare buffer's.
             s.pending.extend_from_slice(bytes);
             bytes.clear();
+            if s.broken && s.pending.len() > RETAIN_MAX {
+                s.pending = Vec::new();
+                s.dropped_kept = true;
+            }
             // Under `always` a reply waits for this batch: wake the writer now. Otherwise it comes
             // by on its own pace, unless the pending bytes grow large.
             let urgent = self.inner.fsync == Fsync::Always || s.pending.len() >= WAKE_AT;
@@ -1007,7 +1020,7 @@ fn retains(fsync: Fsync) -> bool {
 /// persistence works again (no snapshot is needed, nothing was dropped).
 fn wrote_again(inner: &Inner) {
     let mut s = lock(&inner.state);
-    if s.broken {
+    if s.broken || s.dropped_kept {
         return;
     }
     s.needs_snapshot = false;
@@ -1280,6 +1293,7 @@ impl Store {
         let recovered = {
             let mut s = lock(&inner.state);
             s.needs_snapshot = false;
+            s.dropped_kept = false;
             s.snapshot_at = Some(SystemTime::now());
             s.compactions += 1;
             s.error.take()
@@ -1574,6 +1588,56 @@ mod tests {
             d.join("journal.1.damaged").exists(),
             "set aside, not deleted"
         );
+        s.close();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Under everysec, the bytes of a failed write and what is appended after it were acknowledged:
+    /// they are written into the next journal that works, and persistence then works again without
+    /// a snapshot. Acknowledgements stop only once the failure outlasts [`ACK_WINDOW`].
+    #[tokio::test]
+    async fn everysec_keeps_what_a_failed_write_held_for_the_next_journal() {
+        let d = dir("kept");
+        let c = cfg(&d, Fsync::Everysec);
+        let (s, _) = open(&c).unwrap();
+        assert!(s.acknowledging());
+        broke(
+            &s.inner,
+            "writing the journal",
+            &std::io::Error::other("no space"),
+            framed(&lines(0..5)),
+        );
+        let t = s.append(&mut framed(&lines(5..10)), 5);
+        assert!(s.state().failing);
+        assert!(s.acknowledging(), "within the window");
+        s.compact_until(|_, _| None, Stop::Rotated).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.progress().written < t || s.state().failing {
+            assert!(Instant::now() < deadline, "never written again");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(s.acknowledging());
+        s.close();
+        drop(s);
+        let (s, got) = open(&c).unwrap();
+        assert_eq!(got, lines(0..10));
+        s.close();
+        drop(s);
+        // Past the window, nothing more is acknowledged.
+        let (s, _) = open(&c).unwrap();
+        broke(
+            &s.inner,
+            "writing the journal",
+            &std::io::Error::other("no space"),
+            Vec::new(),
+        );
+        let began = Instant::now();
+        while s.acknowledging() {
+            assert!(began.elapsed() < 5 * ACK_WINDOW, "acknowledging for ever");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(began.elapsed() >= ACK_WINDOW / 2, "stopped too soon");
+        assert!(!s.state().acknowledging);
         s.close();
         let _ = std::fs::remove_dir_all(&d);
     }
