@@ -60,12 +60,30 @@ echo "== a disk that fills under everysec" >&2
 D=$(free_port); store_server "$D" everysec
 "$BIN/examples/ack_flood" flood "127.0.0.1:$D" 4 100 "$WORK/acked-$D" 2>/dev/null &
 flood=$!
+# A probe beside the flood: one IAMAT every 10 ms on its own connection, the time of each reply.
+python3 - "$D" "$WORK/probe-$D" <<'PY' &
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+with open(sys.argv[2], "w") as out:
+    for i in range(3000):
+        try:
+            s.sendall(b"IAMAT probe +1+1 %d\n" % (i + 1))
+            if not f.readline().startswith(b"AT "):
+                break
+        except OSError:
+            break
+        out.write("%.3f\n" % time.time()); out.flush()
+        time.sleep(0.01)
+PY
+probe=$!
 sleep 1.5
 full=$(date +%s.%N)
 prlimit --pid "$LAST" --fsize=0:unlimited
 wait "$flood" || true
-ended=$(date +%s.%N)
-echo "acknowledgements went on for $(python3 -c "print(f'{($ended-$full)*1000:.0f}')") ms after the disk filled"
+wait "$probe" || true
+last=$(tail -1 "$WORK/probe-$D")
+echo "the last acknowledgement came $(python3 -c "print(f'{($last-$full)*1000:.0f}')") ms after the disk filled (a probe IAMAT every 10 ms)"
 acked=$(wc -l < "$WORK/acked-$D")
 prlimit --pid "$LAST" --fsize=unlimited:unlimited
 for _ in $(seq 1 100); do grep -aq "persistence works again" "$WORK/store-$D.err" && break; sleep 0.1; done

@@ -890,7 +890,14 @@ impl Store {
             return;
         }
         let mut rx = self.inner.progress.subscribe();
-        let _ = tokio::time::timeout(2 * ACK_WINDOW, rx.wait_for(behind)).await;
+        let began = tokio::time::Instant::now();
+        // Re-checked every tenth of a second: once acknowledgements stop, nobody waits longer.
+        while began.elapsed() < 2 * ACK_WINDOW && self.acknowledging() {
+            let step = tokio::time::timeout(Duration::from_millis(100), rx.wait_for(behind)).await;
+            if step.is_ok() {
+                return;
+            }
+        }
     }
 
     /// How the store stands now (one short lock).
