@@ -160,7 +160,7 @@ impl<'a> Arbitrary<'a> for PeerMessage<'static> {
             4 => PeerMessage::Synced {
                 count: u64::arbitrary(u)?,
             },
-            5 => PeerMessage::Ping,
+            5 => PeerMessage::Record(AtRecord::arbitrary(u)?),
             6 => PeerMessage::Pong,
             7 => PeerMessage::Root {
                 count: u64::arbitrary(u)?,

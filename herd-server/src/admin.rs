@@ -119,6 +119,7 @@ struct StoreStats {
     snapshot_age: F64Gauge,
     compactions: Counter,
     failing: Gauge,
+    acknowledging: Gauge,
     loaded_clients: Gauge,
     loaded_records: Gauge,
 }
@@ -231,6 +232,7 @@ impl Stats {
                 snapshot_age: F64Gauge::default(),
                 compactions: Counter::default(),
                 failing: Gauge::default(),
+                acknowledging: Gauge::default(),
                 loaded_clients: Gauge::default(),
                 loaded_records: Gauge::default(),
             }),
@@ -396,6 +398,11 @@ impl Stats {
                 "store_failing",
                 "Whether persistence is failing: a write or sync failed and no compaction has repaired it yet",
                 st.failing.clone(),
+            );
+            r.register(
+                "store_acknowledging",
+                "Whether new records are acknowledged (0: persistence has failed for longer than the fsync setting allows)",
+                st.acknowledging.clone(),
             );
             r.register(
                 "store_loaded_clients",
@@ -645,6 +652,7 @@ fn refresh(shared: &Shared) -> View {
         st.snapshot_age.set(snapshot_age(state).unwrap_or(-1.0));
         set(&st.compactions, state.compactions);
         st.failing.set(i64::from(state.failing));
+        st.acknowledging.set(i64::from(state.acknowledging));
         if let Some((clients, report)) = &shared.loaded {
             st.loaded_clients.set(*clients as i64);
             st.loaded_records.set(report.records as i64);
@@ -759,6 +767,8 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
             "snapshot_age_seconds": snapshot_age(st),
             "compactions": st.compactions,
             "failing": st.failing,
+            "failure": store.failure(),
+            "acknowledging": st.acknowledging,
             "loaded": shared.loaded.as_ref().map(|(clients, r)| json!({
                 "clients": clients,
                 "records": r.records,

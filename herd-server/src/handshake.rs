@@ -29,7 +29,7 @@
 //! rotation still links), and the acceptor accepts any.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use herd_proto::{ErrorKind, HerdCodec, PeerMessage, PEER_VERSION};
@@ -44,6 +44,9 @@ use crate::node::Node;
 const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 /// Longest greeting line: names of up to a client line, plus a short handshake message.
 const GREETING_MAX: usize = 8 * 1024;
+/// A greeting must reach its verdict within this of its first step ([`Greeting::poll_timeout`]): a
+/// peer that opens one and goes quiet holds a connection for no longer.
+pub const GREETING_TIME: Duration = Duration::from_secs(5);
 /// Authentication tag per frame.
 const TAG: usize = 16;
 /// Largest Noise message, so the largest frame body.
@@ -208,6 +211,8 @@ pub struct Greeting {
     keyring: Keyring,
     lines: HerdCodec,
     state: State,
+    /// When [`Greeting::feed`] was first called.
+    started: Option<Instant>,
 }
 
 impl Greeting {
@@ -244,6 +249,7 @@ impl Greeting {
             me: me.into(),
             keyring: keyring.clone(),
             lines: HerdCodec::new_with_max_length(GREETING_MAX),
+            started: None,
             state: State::Hello {
                 link,
                 peer: peer.into(),
@@ -258,8 +264,15 @@ impl Greeting {
             me: me.into(),
             keyring: keyring.clone(),
             lines: HerdCodec::new_with_max_length(GREETING_MAX),
+            started: None,
             state: State::Listen,
         }
+    }
+
+    /// When the greeting has run out of time (from its first [`Greeting::feed`]): the driver closes
+    /// the connection then. `None` before the first feed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.started.map(|at| at + GREETING_TIME)
     }
 
     /// Feeds received bytes (taking what it uses from `input`), writing what to send to `out`.
@@ -272,6 +285,7 @@ impl Greeting {
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Verdict {
+        self.started.get_or_insert(now);
         loop {
             if let State::Confirm { link, transport } = &self.state {
                 let (link, transport) = (*link, transport.clone());

@@ -16,6 +16,7 @@ pub mod node;
 mod peers;
 pub mod places;
 pub mod server;
+pub mod stderr;
 pub mod store;
 pub mod sync;
 
@@ -35,9 +36,9 @@ pub fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Writes `msg` and a newline on stderr. Never panics, unlike `eprintln!`: a server whose stderr is
-/// gone (a closed pipe, a full disk) loses the message and goes on, and still hears SIGTERM.
+/// Writes `msg` and a newline on stderr, through the [`stderr`] queue: never waits for stderr and
+/// never panics, unlike `eprintln!`. A server whose stderr is gone (a closed pipe, a full disk) or
+/// not read (a full pipe) loses the message, counts it, goes on, and still hears SIGTERM.
 pub fn say(msg: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{msg}");
+    stderr::write(format!("{msg}\n").into_bytes());
 }

@@ -1831,4 +1831,96 @@ mod tests {
         assert_eq!(n.handle_timeout(at(later)), [LinkAction::Transmit(0)]);
         assert!(n.reconciling(0), "a periodic check was opened");
     }
+
+    /// Every kind of peer message reaches the node through `handle_link_input` and is handled
+    /// there: arbitrary messages of every kind are fed, whole, to a link with a reconciliation
+    /// running, and none but a greeting line (which has no place on a running link) is reported
+    /// as a line the node does not handle. A new kind of message added to herd-proto without a
+    /// place in the node fails here.
+    #[test]
+    fn every_peer_message_kind_is_handled_by_the_single_entry_point() {
+        use arbitrary::{Arbitrary, Unstructured};
+        let mut kinds = std::collections::HashSet::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut bytes = vec![0u8; 8192];
+        for _ in 0..4_000 {
+            rng.fill(&mut bytes);
+            let Ok(m) = PeerMessage::arbitrary(&mut Unstructured::new(&bytes)) else {
+                continue;
+            };
+            kinds.insert(std::mem::discriminant(&m));
+            let greeting = matches!(m, PeerMessage::Hello { .. } | PeerMessage::Welcome { .. });
+            // A dials B: its link-up opens a reconciliation, so every message arrives mid-exchange.
+            let mut n = Node::new("A", vec!["B".into()]);
+            let e = n.link_up(0, now());
+            let mut line = m.to_bytes();
+            line.push(b'\n');
+            let input = n.handle_link_input(0, e, &line, now(), |_| {});
+            assert_eq!(input.consumed, line.len());
+            let unhandled = std::iter::from_fn(|| n.poll_event()).any(|ev| {
+                matches!(
+                    ev,
+                    LinkEvent::Unexpected { .. }
+                        | LinkEvent::Broken {
+                            cause: SyncError::Unexpected,
+                            ..
+                        }
+                )
+            });
+            assert_eq!(unhandled, greeting, "{m:?}");
+        }
+        assert_eq!(kinds.len(), 13, "arbitrary made only {} kinds", kinds.len());
+    }
+
+    /// A line with no place in a running reconciliation is never ignored: the exchange ends with a
+    /// warning and the link closes; it is counted; the next dial backs off, and the catch-up runs
+    /// again on the next link-up. Outside a reconciliation the same line is warned about and ignored.
+    #[test]
+    fn an_unexpected_line_during_a_reconciliation_ends_it_and_it_runs_again() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut n = Node::new("A", vec!["B".into()]);
+        let e = n.link_up(0, at(0));
+        assert!(n.reconciling(0), "the dialling side opened the catch-up");
+        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE 1 2\n", at(1), |_| {});
+        assert_eq!(input.close, Some(Closing::Reconciliation));
+        assert!(matches!(
+            n.poll_event(),
+            Some(LinkEvent::Broken {
+                cause: SyncError::Unexpected,
+                ..
+            })
+        ));
+        let c = n.link_status(0).counts;
+        assert_eq!((c.sync_broken, c.lines_unexpected), (1, 1));
+        // The driver closes the link; the re-dial backs off as after a failed dial, not at once.
+        n.link_down(0, e, at(2));
+        let first = n.poll_timeout().unwrap();
+        assert_eq!(n.handle_timeout(first), [LinkAction::Dial(0)]);
+        let e = n.link_up(0, first);
+        assert!(n.reconciling(0), "the catch-up runs again");
+        n.handle_link_input(0, e, b"HERD-HELLO 4 B A -\n", first, |_| {});
+        n.link_down(0, e, first);
+        let second = n.poll_timeout().unwrap();
+        assert!(
+            second - first >= BACKOFF_MIN,
+            "backs off: {:?}",
+            second - first
+        );
+        // Outside a reconciliation: warned and ignored, the link stays.
+        assert_eq!(n.handle_timeout(second), [LinkAction::Dial(0)]);
+        let e = n.link_up(0, second);
+        let mut out = Vec::new();
+        n.poll_transmit(0, e, &mut out, 100);
+        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", second, |_| {});
+        assert!(!n.reconciling(0));
+        while n.poll_event().is_some() {}
+        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE\n", second, |_| {});
+        assert_eq!(input.close, None);
+        assert!(matches!(
+            n.poll_event(),
+            Some(LinkEvent::Unexpected { cause: Some(_), .. })
+        ));
+        assert_eq!(n.link_status(0).counts.lines_unexpected, 3);
+    }
 }

@@ -29,8 +29,9 @@ use crate::log::{show, Dir, SUMMARY};
 use crate::node::{LinkAction, LinkEvent, Node};
 use crate::server::Shared;
 
-/// The greeting must be done within this.
-const HANDSHAKE: Duration = Duration::from_secs(5);
+/// A dial's TCP connect must be done within this (the greeting then has its own deadline,
+/// [`Greeting::poll_timeout`]).
+const CONNECT: Duration = Duration::from_secs(5);
 /// Records per write while catching up or draining a backlog.
 const BATCH: usize = 1024;
 
@@ -99,7 +100,7 @@ impl std::fmt::Display for GreetError {
     }
 }
 
-/// Feeds the greeting what the socket brings until its verdict, within [`HANDSHAKE`]. What is left in
+/// Feeds the greeting what the socket brings until its verdict, within the greeting's own deadline. What is left in
 /// `input` after it is established belongs to the channel.
 async fn greet(
     shared: &Shared,
@@ -107,11 +108,13 @@ async fn greet(
     greeting: &mut Greeting,
     input: &mut BytesMut,
 ) -> Result<Established, GreetError> {
-    let deadline = tokio::time::Instant::now() + HANDSHAKE;
     let mut out = Vec::new();
     loop {
         out.clear();
         let verdict = greeting.feed(input, &shared.node(), Instant::now(), &mut out);
+        let deadline = greeting
+            .poll_timeout()
+            .map_or_else(tokio::time::Instant::now, Into::into);
         if !out.is_empty() {
             stream
                 .write_all(&out)
@@ -142,7 +145,7 @@ async fn dial(shared: Arc<Shared>, id: usize) {
     let addr = shared.peers[id].addr.clone();
     let name = shared.peers[id].name.clone();
     let attempt = async {
-        let mut stream = tokio::time::timeout(HANDSHAKE, TcpStream::connect(&addr))
+        let mut stream = tokio::time::timeout(CONNECT, TcpStream::connect(&addr))
             .await
             .map_err(|_| GreetError::Io("connect timed out".into()))?
             .map_err(|e| GreetError::Io(format!("connect failed: {e}")))?;

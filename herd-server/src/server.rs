@@ -12,12 +12,14 @@
 //! answered with one write, and a client that never reads stops being read from instead of growing
 //! the server's memory.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
 use herd_proto::{CodecError, ErrorKind, HerdCodec, PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,7 +40,8 @@ use crate::loops::Listeners;
 use crate::node::{Node, Restored, Step};
 use crate::peers;
 use crate::places::{Answer, Places};
-use crate::store::{LoadReport, Store, StoreConfig};
+use crate::say;
+use crate::store::{LoadReport, NotDurable, Store, StoreConfig};
 
 /// Where receive times come from: the system clock, or a test's.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -152,10 +155,10 @@ impl ServerSpec {
             places,
             clock: Arc::new(Timestamp::now),
             store: config.store.dir.as_ref().map(|dir| StoreConfig {
-                dir: dir.join(name),
                 fsync: config.store.fsync,
                 compact_bytes: config.store.compact_bytes,
-                repair: false,
+                members: config.servers.iter().map(|s| s.name.clone()).collect(),
+                ..StoreConfig::new(dir.join(name), name)
             }),
         })
     }
@@ -346,17 +349,18 @@ async fn run_inner(
         })
         .collect();
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
-        .with_members(&spec.members)
         .with_limits(NodeLimits::from(&spec.limits));
-    // Records on disk are loaded before anything is accepted.
+    // Records on disk are loaded before anything is accepted (and before the node knows the herd's
+    // members: see `load`).
     let (node, store, loaded) = match spec.store.clone() {
         Some(cfg) => {
+            let members = spec.members.clone();
             let (node, store, report) =
-                tokio::task::spawn_blocking(move || load(node, &cfg)).await??;
+                tokio::task::spawn_blocking(move || load(node, &cfg, &members)).await??;
             let clients = node.len();
             (node, Some(store), Some((clients, report)))
         }
-        None => (node, None, None),
+        None => (node.with_members(&spec.members), None, None),
     };
     let wanted = ConnLimits::new(
         spec.limits.max_connections,
@@ -528,48 +532,112 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     }
 }
 
-/// Opens the store of `cfg` and feeds what it holds to `node` (with its journal turned on).
-fn load(node: Node, cfg: &StoreConfig) -> anyhow::Result<(Node, Store, LoadReport)> {
+/// Opens the store of `cfg` and feeds what it holds to `node` (with its journal turned on), before
+/// the node is told the herd's `members`: a record naming a server that left the config is kept —
+/// served, flooded and compacted like any other — and said with counts, since a config edited by
+/// mistake must not cost records. Only the servers `cfg.forget` names have their records dropped,
+/// and then for good: the start writes a snapshot without them before it serves, as it does after a
+/// repair.
+fn load(
+    node: Node,
+    cfg: &StoreConfig,
+    members: &[String],
+) -> anyhow::Result<(Node, Store, LoadReport)> {
     let began = Instant::now();
-    /// The node being filled, and how many records named servers outside the herd.
-    struct Restoring(Node, u64);
+    /// The node being filled, and the records of servers outside the herd (kept) or forgotten
+    /// (dropped), by server.
+    struct Restoring {
+        node: Node,
+        members: Vec<Vec<u8>>,
+        forget: Vec<Vec<u8>>,
+        foreign: BTreeMap<Vec<u8>, u64>,
+        forgotten: BTreeMap<Vec<u8>, u64>,
+    }
     impl crate::store::Loader for Restoring {
         type Parsed = crate::cache::Prepared;
         type Parser = crate::cache::Preparer;
         fn parser(&self) -> Self::Parser {
-            self.0.preparer()
+            self.node.preparer()
         }
         fn parse(p: &Self::Parser, line: &[u8]) -> Option<Self::Parsed> {
             p.prepare_line(line)
         }
         fn reserve(&mut self, records: usize) {
-            self.0.reserve(records);
+            self.node.reserve(records);
         }
         fn take(&mut self, _: &[u8], prepared: Self::Parsed) -> bool {
-            match self.0.restore_prepared(prepared) {
-                Restored::Invalid => false,
-                Restored::Foreign => {
-                    self.1 += 1;
-                    true
-                }
-                Restored::Stored | Restored::Held => true,
+            let server = prepared.entry().key().server;
+            if self.forget.iter().any(|f| f == server) {
+                *self.forgotten.entry(server.to_vec()).or_default() += 1;
+                return true;
             }
+            if !self.members.iter().any(|m| m == server) {
+                *self.foreign.entry(server.to_vec()).or_default() += 1;
+            }
+            !matches!(self.node.restore_prepared(prepared), Restored::Invalid)
         }
     }
-    let mut restoring = Restoring(node.with_journal(), 0);
+    let mut restoring = Restoring {
+        node: node.with_journal(),
+        members: members.iter().map(|m| m.as_bytes().to_vec()).collect(),
+        forget: cfg.forget.iter().map(|f| f.as_bytes().to_vec()).collect(),
+        foreign: BTreeMap::new(),
+        forgotten: BTreeMap::new(),
+    };
     let (store, report) = Store::open_with(cfg, &mut restoring)?;
-    let Restoring(node, foreign) = restoring;
+    let Restoring {
+        node,
+        foreign,
+        forgotten,
+        ..
+    } = restoring;
+    let node = node.with_members(members);
+    let counts = |m: &BTreeMap<Vec<u8>, u64>| {
+        m.iter()
+            .map(|(s, n)| format!("{} ({n})", String::from_utf8_lossy(s)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for name in &cfg.forget {
+        if !forgotten.contains_key(name.as_bytes()) {
+            say(format_args!(
+                "herd-server: --forget {name}: no stored record names {name}"
+            ));
+        }
+    }
+    if !forgotten.is_empty() {
+        let n: u64 = forgotten.values().sum();
+        say(format_args!(
+            "herd-server: forgot {n} stored records as asked (--forget): {}",
+            counts(&forgotten)
+        ));
+        warn!(count = n, servers = %counts(&forgotten), "forgot stored records as asked (--forget)");
+    }
+    if !foreign.is_empty() {
+        let n: u64 = foreign.values().sum();
+        say(format_args!(
+            "herd-server: kept {n} stored records naming servers no longer in the config: {} (they \
+             are served and flooded as before; start with --forget NAME to drop them)",
+            counts(&foreign)
+        ));
+        warn!(count = n, servers = %counts(&foreign),
+            "kept stored records naming servers no longer in the config (--forget NAME drops them)");
+    }
+    if report.rewrite || !forgotten.is_empty() {
+        // Repaired or forgotten records are gone from memory only until this snapshot is on disk:
+        // it is written before anything is served.
+        let snap = Instant::now();
+        store
+            .compact(|from, out| node.snapshot_chunk(from, 4096, out))
+            .context("writing a snapshot of the records loaded, before serving")?;
+        info!(target: SUMMARY, "{} wrote a snapshot of the {} clients loaded ({:.0} ms)",
+            String::from_utf8_lossy(node.name()), node.len(), snap.elapsed().as_secs_f64() * 1000.0);
+    }
     let ms = began.elapsed().as_secs_f64() * 1000.0;
     info!(target: SUMMARY, "{} loaded {} clients from {} ({} records in {} files, {ms:.0} ms, fsync {})",
         String::from_utf8_lossy(node.name()), node.len(), cfg.dir.display(), report.records, report.files, cfg.fsync);
     info!(dir = %cfg.dir.display(), clients = node.len(), records = report.records, files = report.files,
         cut = report.cut, ms, fsync = %cfg.fsync, "store loaded");
-    if foreign > 0 {
-        warn!(
-            count = foreign,
-            "skipped stored records naming servers no longer in the herd"
-        );
-    }
     Ok((node, store, report))
 }
 
@@ -582,6 +650,8 @@ async fn keep_store(shared: Arc<Shared>) {
         return;
     };
     let mut wait = std::time::Duration::from_millis(250);
+    // The last failure said: a failure that repeats every second is said once, not every second.
+    let mut said: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -600,6 +670,9 @@ async fn keep_store(shared: Arc<Shared>) {
         match done {
             Ok(Ok(())) => {
                 wait = std::time::Duration::from_millis(250);
+                if said.take().is_some() {
+                    warn!("store compaction works again");
+                }
                 info!(
                     clients = live,
                     ms = began.elapsed().as_millis() as u64,
@@ -608,7 +681,11 @@ async fn keep_store(shared: Arc<Shared>) {
             }
             Ok(Err(e)) => {
                 wait = std::time::Duration::from_secs(1);
-                warn!(cause = %format!("{e:#}"), "store compaction failed; retrying");
+                let cause = format!("{e:#}");
+                if said.as_deref() != Some(cause.as_str()) {
+                    warn!(cause = %cause, "store compaction failed (the working journal stays in use); retrying every second");
+                    said = Some(cause);
+                }
             }
             Err(e) => {
                 wait = std::time::Duration::from_secs(1);
@@ -1184,6 +1261,16 @@ impl<'a> Connection<'a> {
                 }
             } else {
                 store.keep_up(t).await;
+                if !store.acknowledging() {
+                    // Persistence has failed for longer than the setting allows: these records
+                    // would be acknowledged without being on any disk.
+                    warn!(
+                        conn = self.id,
+                        "persistence is failing: closing without the replies"
+                    );
+                    self.out.clear();
+                    return Err(std::io::Error::other(NotDurable));
+                }
             }
         }
         self.shared.spec.log.submit(&mut self.log).await;

@@ -48,12 +48,7 @@ struct Conn {
     wire: [Vec<Vec<u8>>; 2],
     /// The dialer's link id (for `dial_failed`), when an honest node dialled.
     dial: Option<(usize, usize)>,
-    /// When it opened: a greeting not done within [`GREETING`] is closed, as the driver does.
-    opened: Instant,
 }
-
-/// The driver's time limit on a greeting.
-const GREETING: Duration = Duration::from_secs(5);
 
 struct Sim {
     rng: fastrand::Rng,
@@ -128,7 +123,6 @@ impl Sim {
             ],
             wire: [Vec::new(), vec![hello]],
             dial: Some((n, link)),
-            opened: self.now,
         });
     }
 
@@ -184,7 +178,6 @@ impl Sim {
             ],
             wire: [Vec::new(), vec![bytes]],
             dial: None,
-            opened: self.now,
         });
     }
 
@@ -338,11 +331,12 @@ impl Sim {
             }
         }
         for c in 0..self.conns.len() {
-            let greeting = self.conns[c]
-                .sides
-                .iter()
-                .any(|s| matches!(s.phase, Phase::Greeting(_)));
-            if greeting && self.now.duration_since(self.conns[c].opened) >= GREETING {
+            // A greeting past its own deadline is closed, as the driver does.
+            let late = self.conns[c].sides.iter().any(|s| match &s.phase {
+                Phase::Greeting(g) => g.poll_timeout().is_some_and(|at| self.now >= at),
+                _ => false,
+            });
+            if late {
                 self.close(c);
             }
         }

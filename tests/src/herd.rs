@@ -139,12 +139,7 @@ pub async fn start_herd(
             store: opts
                 .data_dir
                 .as_ref()
-                .map(|dir| herd_server::store::StoreConfig {
-                    dir: dir.join(name),
-                    fsync: herd_server::config::Fsync::Everysec,
-                    compact_bytes: herd_server::config::StoreSettings::default().compact_bytes,
-                    repair: false,
-                }),
+                .map(|dir| herd_server::store::StoreConfig::new(dir.join(name), name)),
         };
         let shutdown = CancellationToken::new();
         let addr = listener.local_addr().unwrap();

@@ -32,7 +32,7 @@ async fn report(addr: SocketAddr, ids: &[usize], time: u32) -> Vec<String> {
     for chunk in ids.chunks(2_000) {
         let batch: String = chunk
             .iter()
-            .map(|i| format!("IAMAT c{i:05} +34.068930-118.445127 {time}\n"))
+            .map(|i| format!("IAMAT c{i:07} +34.068930-118.445127 {time}\n"))
             .collect();
         c.send(batch).await;
         for _ in chunk {
@@ -45,12 +45,12 @@ async fn report(addr: SocketAddr, ids: &[usize], time: u32) -> Vec<String> {
 }
 
 /// Half the clients report at Alford and half at Ball; flooding copies them across.
-async fn share(herd: &Processes) {
-    let ids: Vec<usize> = (0..N).collect();
-    let (a, b) = ids.split_at(N / 2);
+async fn share(herd: &Processes, n: usize) {
+    let ids: Vec<usize> = (0..n).collect();
+    let (a, b) = ids.split_at(n / 2);
     report(herd.addr("Alford"), a, 1).await;
     report(herd.addr("Ball"), b, 1).await;
-    same_everywhere(herd).await;
+    same_everywhere(herd, n).await;
 }
 
 /// The AT lines `addr` holds for `lines`' clients, asked in one pipelined batch; the ones that differ.
@@ -74,12 +74,12 @@ async fn missing(addr: SocketAddr, lines: &[String]) -> Vec<String> {
 }
 
 /// Waits until both servers show the same records and fingerprint; returns how long it took.
-async fn same_everywhere(herd: &Processes) -> f64 {
+async fn same_everywhere(herd: &Processes, n: usize) -> f64 {
     let start = Instant::now();
     let (a, b) = (herd.admin("Alford"), herd.admin("Ball"));
     eventually("Alford and Ball to hold the same records", || async move {
         let fa = fingerprint(a).await?;
-        (fa.0 == N as u64 && Some(&fa) == fingerprint(b).await.as_ref()).then_some(())
+        (fa.0 == n as u64 && Some(&fa) == fingerprint(b).await.as_ref()).then_some(())
     })
     .await;
     start.elapsed().as_secs_f64()
@@ -126,7 +126,7 @@ async fn a_server_restarted_from_its_data_dir_gets_every_client_that_moved_meanw
     let mut herd = Processes::new(&PAIR, "").with_admin();
     herd.config = herd.write_config("store.toml", &store_toml(&herd.dir.join("data")), &[]);
     herd.start_all().await;
-    share(&herd).await;
+    share(&herd, N).await;
     for (round, d) in MOVES.into_iter().enumerate() {
         let before = tables(&herd).await;
         // Ball stops (its records stay in its data dir) while D clients move at Alford.
@@ -135,7 +135,7 @@ async fn a_server_restarted_from_its_data_dir_gets_every_client_that_moved_meanw
         let ids: Vec<usize> = (0..d).map(|k| (start + k * 7) % N).collect();
         let moved = report(herd.addr("Alford"), &ids, 10 + round as u32).await;
         herd.start("Ball").await;
-        let took = same_everywhere(&herd).await;
+        let took = same_everywhere(&herd, N).await;
         check(&herd, d, &moved, before, took).await;
     }
     assert!(
@@ -154,7 +154,7 @@ async fn a_link_cut_while_both_sides_take_moves_heals_to_the_newest_of_each() {
     let via_proxy = herd.write_config("alford.toml", &data, &[("Ball", proxy.addr)]);
     herd.start("Ball").await;
     herd.start_with("Alford", &via_proxy).await;
-    share(&herd).await;
+    share(&herd, N).await;
     for (round, d) in MOVES.into_iter().enumerate() {
         let before = tables(&herd).await;
         proxy.cut();
@@ -170,7 +170,64 @@ async fn a_link_cut_while_both_sides_take_moves_heals_to_the_newest_of_each() {
         let mut moved = report(herd.addr("Alford"), at_a, time).await;
         moved.extend(report(herd.addr("Ball"), at_b, time).await);
         proxy.heal();
-        let took = same_everywhere(&herd).await;
+        let took = same_everywhere(&herd, N).await;
         check(&herd, d, &moved, before, took).await;
+    }
+}
+
+/// BENCHMARKS.md: the catch-up table of `bench/sync.sh` again, through the real driver: two processes
+/// over loopback holding `HERD_SYNC_CLIENTS` clients (1M by default); per case d clients move while
+/// the link is cut (half at each side), and the link heals. Prints the time from the heal to equal
+/// fingerprints, and the bytes and records that crossed. Run by `bench/sync.sh` in release.
+#[tokio::test]
+#[ignore = "a measurement: bench/sync.sh runs it"]
+async fn catch_up_table_through_the_driver() {
+    let n: usize = std::env::var("HERD_SYNC_CLIENTS")
+        .ok()
+        .and_then(|s| s.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000);
+    let mut herd = Processes::new(&PAIR, "[log]\nlines = false\n").with_admin();
+    let proxy = Proxy::start(herd.addr("Ball")).await;
+    let via_proxy = herd.write_config(
+        "alford.toml",
+        "[log]\nlines = false\n",
+        &[("Ball", proxy.addr)],
+    );
+    herd.start("Ball").await;
+    herd.start_with("Alford", &via_proxy).await;
+    share(&herd, n).await;
+    println!("| N | d | time from heal to equal fingerprints | bytes A→B | bytes B→A | records A→B / B→A | tables |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (round, d) in [0, 1, 100, 10_000, n].into_iter().enumerate() {
+        let before = link(herd.admin("Alford"), "Ball").await;
+        proxy.cut();
+        eventually("the link to go down", || async {
+            (link(herd.admin("Alford"), "Ball").await["up"] == false).then_some(())
+        })
+        .await;
+        let ids: Vec<usize> = (0..d).map(|k| (k * 7_919) % n).collect();
+        let (at_a, at_b) = ids.split_at(d.div_ceil(2));
+        let time = 100 + round as u32;
+        report(herd.addr("Alford"), at_a, time).await;
+        report(herd.addr("Ball"), at_b, time).await;
+        let captures = proxy.captures().len();
+        proxy.heal();
+        let took = same_everywhere(&herd, n).await;
+        let c = proxy.captures();
+        let healed = c.get(captures).cloned().unwrap_or_default();
+        let after = link(herd.admin("Alford"), "Ball").await;
+        let delta = |path: &[&str]| {
+            let get =
+                |v: &serde_json::Value| path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0);
+            get(&after) - get(&before)
+        };
+        println!(
+            "| {n} | {d} | {took:.3} s | {} | {} | {} / {} | {} |",
+            healed.up_bytes,
+            healed.down_bytes,
+            delta(&["catchup", "records", "sent"]),
+            delta(&["catchup", "records", "received"]),
+            delta(&["catchup", "tables", "sent"]) + delta(&["catchup", "tables", "received"]),
+        );
     }
 }

@@ -55,10 +55,9 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
 
 fn store_cfg(dir: &Path, fsync: Fsync) -> StoreConfig {
     StoreConfig {
-        dir: dir.to_owned(),
         fsync,
         compact_bytes: u64::MAX,
-        repair: false,
+        ..StoreConfig::new(dir, "Alford")
     }
 }
 

@@ -91,10 +91,16 @@ struct Common {
     /// `[store] dir`), records live in memory only.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Start even if a store file is damaged: cut it at its first bad record (the records after it
-    /// are lost) and go on.
+    /// Start even if store files are damaged or missing: read every snapshot and journal in the
+    /// data folder, skip only the damaged records (reading goes on at the next whole one), say what
+    /// was kept and dropped by file and offset, write a snapshot of it before serving, and rename
+    /// the damaged files *.damaged.
     #[arg(long)]
     repair: bool,
+    /// Drop the stored records that name server NAME (one that left the herd for good), and say how
+    /// many; repeat for several. Without it, records naming servers no longer in the config are kept.
+    #[arg(long, value_name = "NAME")]
+    forget: Vec<String>,
 }
 
 /// How the runtime's threads share the clients (BENCHMARKS.md measures both).
@@ -135,6 +141,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
+                    herd_server::stderr::flush(STDERR_WAIT);
                     ExitCode::from(1)
                 }
             };
@@ -179,20 +186,27 @@ fn main() -> ExitCode {
             herd_server::say(format_args!(
                 "herd-server: error: cannot start the runtime: {e}"
             ));
+            herd_server::stderr::flush(STDERR_WAIT);
             return ExitCode::from(1);
         }
     };
     let outcome = runtime.block_on(run(cli, &loops));
     // The servers have stopped: nothing of theirs runs on the loops any more.
     loops.stop();
-    match outcome {
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
             ExitCode::from(1)
         }
-    }
+    };
+    // What is queued for stderr is written before the exit, unless nobody reads it.
+    herd_server::stderr::flush(STDERR_WAIT);
+    code
 }
+
+/// How long the exit waits for stderr to take the messages queued for it.
+const STDERR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `herd-server man`: the page of the whole command on stdout, or one page per command into `dir`.
 fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -249,6 +263,7 @@ fn check(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
                 "herd-server: error: {}",
                 report(&anyhow::Error::new(e), debug)
             ));
+            herd_server::stderr::flush(STDERR_WAIT);
             ExitCode::from(1)
         }
     }
@@ -429,6 +444,9 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     if common.repair && config.store.dir.is_none() {
         anyhow::bail!("--repair needs a data folder (--data-dir or [store] dir)");
     }
+    if !common.forget.is_empty() && config.store.dir.is_none() {
+        anyhow::bail!("--forget needs a data folder (--data-dir or [store] dir)");
+    }
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
     // The servers of `up` share the process's descriptors: each fits its limits into its part.
     herd_server::limits::share_descriptors(names.len());
@@ -438,6 +456,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         let mut spec = ServerSpec::from_config(&config, name, places.clone())?;
         if let Some(store) = &mut spec.store {
             store.repair = common.repair;
+            store.forget.clone_from(&common.forget);
         }
         specs.push(spec);
     }

@@ -535,8 +535,9 @@ where
 pub fn init(dir: &Path, servers: &[String], settings: LogSettings) -> anyhow::Result<Logs> {
     let logs = Logs::open(dir, servers, settings)?;
     let files = servers.iter().map(|n| (n.clone(), logs.log(n))).collect();
+    // Warnings can come from hot paths (a client's over-long line): they never wait for stderr.
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::stderr::Message::default)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()

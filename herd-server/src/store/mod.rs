@@ -8,16 +8,34 @@
 //! disk. One writer thread writes whatever has been appended since its last write and syncs it
 //! once: every batch that arrived meanwhile shares that one `fdatasync` (group commit).
 //!
-//! # Files, in `DIR/<Name>/`
+//! # Files, in `DIR/<Name>/` (created `0700`, files `0600`)
+//! - `identity`: the server the folder belongs to and the herd's servers when it was created; a
+//!   start under another name is refused (the `identity` module).
 //! - `journal.<N>`: records appended as they are stored (format in the `format` module).
 //! - `snapshot.<N>`: every record held at one moment; it makes every `journal.<M>` with `M < N`
-//!   redundant.
-//! - `snapshot.<N>.tmp`: a snapshot being written; never read, deleted at start.
-//! - `lock`: held (`flock`) while a server uses the folder, so two servers never share one.
+//!   redundant. `journal.<N>` holds what was stored after it.
+//! - `*.tmp`: a file being written; never read, deleted once a start has loaded everything.
+//! - `*.damaged`: a file a repair found damaged, set aside (never read again, never deleted).
 //!
-//! Loading reads the newest snapshot, then every journal numbered from it on. A record only replaces
-//! an older one of the same client (the herd's order), so replaying the files in any order, or a
-//! record twice, gives the same cache: that is what lets compaction run beside service.
+//! The folder itself is locked (`flock`) for the life of the server, so two servers never share it.
+//!
+//! # Starting
+//! A start reads and checks everything before it changes anything: it refuses a file that is
+//! missing (a journal that needs a snapshot that is not there, a gap in the journals), damaged, of
+//! another kind or version, or not a regular file, and then leaves every file as it was. Only once
+//! every record is loaded does it cut torn tails (the write a crash interrupted), delete the files a
+//! newer snapshot made redundant and the temporary files.
+//!
+//! Loading reads the newest snapshot, then every journal numbered from it on, streamed in bounded
+//! steps (the `load` module). A record only replaces an older one of the same client (the herd's
+//! order), so replaying the files in any order, or a record twice, gives the same cache: that is what
+//! lets compaction run beside service, and a repair read every file there is.
+//!
+//! # Repair
+//! With `repair`, a start reads *every* snapshot and journal in the folder and skips only damaged
+//! records (reading goes on at the next whole record), reporting by file and offset what it kept and
+//! dropped. The server then writes a snapshot of what it loaded before it serves
+//! ([`LoadReport::rewrite`]); the damaged files are renamed `*.damaged` rather than deleted.
 //!
 //! # Compaction
 //! When the journals hold far more records than the cache ([`should_compact`]), [`Store::compact`] starts
@@ -25,19 +43,26 @@
 //! few thousand records at a time (the node is locked only per chunk, and memory grows by one chunk,
 //! not by a copy of the cache), syncs it, renames it to `snapshot.<N+1>`, syncs the folder, and only
 //! then deletes the files it makes redundant. A crash at any point leaves either the old snapshot
-//! with both journals, or the new snapshot (with leftovers deleted at the next start).
+//! with both journals, or the new snapshot (with leftovers deleted at the next start). A compaction
+//! that cannot create its files leaves the working journal in use.
 //!
 //! # When the disk fails
 //! A failed write or sync marks the journal *broken*: the bytes not yet on disk are dropped (they are
 //! still in memory), the file is cut back to its last whole record, and every ticket up to now fails —
-//! under `always` those replies are never sent. The driver then retries a compaction every second:
-//! once it succeeds, a new journal and a snapshot of everything in memory make the disk whole again.
+//! under `always` those replies are never sent. Under `everysec` and `no`, replies do not wait for
+//! the disk, but once persistence has been failing for [`ACK_WINDOW`] the server acknowledges nothing
+//! more ([`Store::acknowledging`]) until it works again. The driver retries a compaction every
+//! second: once it succeeds, a new journal and a snapshot of everything in memory make the disk whole
+//! again.
 
 pub mod format;
+pub mod identity;
+mod load;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,7 +70,8 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::config::Fsync;
-use format::{End, Kind};
+use format::Kind;
+pub use load::Skipped;
 
 /// What a server's store is set to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +82,31 @@ pub struct StoreConfig {
     pub fsync: Fsync,
     /// Journals smaller than this are never compacted.
     pub compact_bytes: u64,
-    /// Cut damaged files at their first bad record instead of refusing to start.
+    /// Read every file and skip damaged records instead of refusing to start.
     pub repair: bool,
+    /// The server's name: the folder's identity must name it.
+    pub server: String,
+    /// The herd's servers, recorded in a new folder's identity.
+    pub members: Vec<String>,
+    /// Servers whose records the start drops (`--forget NAME`): records naming any other server,
+    /// in the herd or not, are kept.
+    pub forget: Vec<String>,
+}
+
+impl StoreConfig {
+    /// The store of server `server` in `dir`, with the default settings.
+    pub fn new(dir: impl Into<PathBuf>, server: &str) -> StoreConfig {
+        let d = herd_config::StoreSettings::default();
+        StoreConfig {
+            dir: dir.into(),
+            fsync: d.fsync,
+            compact_bytes: d.compact_bytes,
+            repair: false,
+            server: server.to_owned(),
+            members: vec![server.to_owned()],
+            forget: Vec::new(),
+        }
+    }
 }
 
 /// Whether the journals are worth compacting: at least `min_bytes`, and at least twice as many
@@ -80,6 +129,16 @@ pub const PACE: Duration = Duration::from_millis(5);
 /// Under `everysec` and `no`, appends past this many pending bytes wake the writer before its pace
 /// is up, so a burst never waits in memory long.
 pub const WAKE_AT: usize = 1024 * 1024;
+
+/// Under `everysec` and `no`, how long the server goes on acknowledging records from memory once
+/// persistence fails: what `everysec` promises to lose at most. Past it, it acknowledges nothing
+/// until the disk works again, as under `always`.
+pub const ACK_WINDOW: Duration = Duration::from_secs(1);
+
+/// Most bytes kept in memory for the next journal while the journal is failing (records from peers
+/// go on arriving when clients get no acknowledgement); past it they are dropped, and the snapshot
+/// that rescues the store writes them from the cache instead.
+pub const RETAIN_MAX: usize = 64 * 1024 * 1024;
 
 /// Where the writer is, in bytes appended (tickets).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,6 +174,27 @@ pub struct StoreState {
     pub compactions: u64,
     /// Persistence is failing: a write or sync failed and no compaction has repaired it yet.
     pub failing: bool,
+    /// New records are acknowledged (`false`: persistence has failed for longer than the fsync
+    /// setting allows, [`Store::acknowledging`]).
+    pub acknowledging: bool,
+}
+
+/// A file whose damage a repair skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// The file.
+    pub file: PathBuf,
+    /// Records kept from it.
+    pub kept: u64,
+    /// Damaged stretches skipped, by offset.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Repaired {
+    /// Records dropped: each stretch's count where its lengths tell it, at least one otherwise.
+    pub fn dropped(&self) -> u64 {
+        self.skipped.iter().map(|s| s.records.max(1)).sum()
+    }
 }
 
 /// What a start found on disk.
@@ -124,8 +204,15 @@ pub struct LoadReport {
     pub records: u64,
     /// Files read.
     pub files: usize,
-    /// Bytes cut off torn tails or (with repair) damaged files.
+    /// Bytes cut off torn tails.
     pub cut: u64,
+    /// Files with damage that a repair skipped.
+    pub repaired: Vec<Repaired>,
+    /// The start must write a snapshot of what it loaded before it serves ([`Store::compact`]): a
+    /// repair read files that are damaged, incomplete or redundant.
+    pub rewrite: bool,
+    /// The herd's servers when the folder was created (`None`: it was created by this start).
+    pub members_at_creation: Option<Vec<String>>,
 }
 
 /// The journal file being appended to.
@@ -162,6 +249,9 @@ struct State {
     parked: bool,
     /// The writer is pacing (`everysec`, `no`): only an urgent append wakes it.
     idle: bool,
+    /// Bytes kept through a failure passed [`RETAIN_MAX`] and were dropped: only a snapshot (of the
+    /// memory that still holds them) makes the disk whole again.
+    dropped_kept: bool,
 }
 
 struct Inner {
@@ -175,6 +265,17 @@ struct Inner {
     /// One compaction at a time.
     compacting: Mutex<()>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// When `Inner` was made: the clock of `failing_since`.
+    epoch: Instant,
+    /// Milliseconds since `epoch` (plus one) at which persistence began to fail; 0 while it works.
+    /// An atomic, so every batch's check of [`Store::acknowledging`] costs a load, not a lock.
+    failing_since: AtomicU64,
+    /// Acknowledgements have been said stopped (said once per failure).
+    refusing_said: AtomicBool,
+    /// Files a repair found damaged: the start's compaction renames them `*.damaged` instead of
+    /// deleting them.
+    damaged: Mutex<Vec<PathBuf>>,
+    /// The folder, locked (`flock`) for the life of the store.
     _lock: File,
 }
 
@@ -199,31 +300,6 @@ fn snapshot_path(dir: &Path, gen: u64) -> PathBuf {
 /// Syncs a folder, so a file created, renamed or removed in it stays so after a power cut.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Takes the folder's lock file, or says which server holds it.
-fn take_lock(dir: &Path) -> anyhow::Result<File> {
-    let path = dir.join("lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a file descriptor this function owns; no memory is shared.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            anyhow::bail!(
-                "{} is in use by another running server (its lock is held)",
-                dir.display()
-            );
-        }
-    }
-    Ok(file)
 }
 
 /// The numbered files of a store folder.
@@ -293,195 +369,53 @@ impl<F: FnMut(&[u8]) -> bool> Loader for Each<F> {
     }
 }
 
-/// Records parsed per hand-over between a parsing thread and the loading one.
-const WINDOW: usize = 16 * 1024;
-
-/// One window's result: the parsed records, and where parsing stopped early (a record's index, why).
-type Parsed<P> = (Vec<P>, Option<(usize, &'static str)>);
-
-/// Scans a whole file held in memory into `loader`, the same verdicts as [`format::scan`]: frames are
-/// found first (lengths only), then checked and parsed window by window on other threads, and taken
-/// in order on this one.
-fn scan_into<L: Loader>(data: &[u8], kind: Kind, loader: &mut L) -> (End, u64) {
-    match format::check_header(data, kind) {
-        format::Header::Valid => {}
-        format::Header::Torn => return (End::Torn { at: 0 }, 0),
-        format::Header::Foreign => {
-            let why = "not a herd file of this kind (bad header)";
-            return (End::Damaged { at: 0, why }, 0);
-        }
-        format::Header::Version(v) => return (End::Version(v), 0),
+/// Says what a repair kept and dropped, by file and offset, on stderr and in the log.
+fn say_repaired(dir: &Path, report: &LoadReport) {
+    let dropped: u64 = report.repaired.iter().map(Repaired::dropped).sum();
+    if report.repaired.is_empty() {
+        crate::say(format_args!(
+            "herd-server: repair: {}: {} records read from {} files, none damaged",
+            dir.display(),
+            report.records,
+            report.files
+        ));
+        tracing::warn!(dir = %dir.display(), records = report.records, files = report.files, "repair: nothing damaged");
+        return;
     }
-    // 1. Where each record starts, up to the first that is cut short or has an impossible length.
-    let mut starts = Vec::with_capacity(data.len() / 64);
-    let mut at = format::HEADER_LEN;
-    let mut walk_end = None;
-    while at < data.len() {
-        let rest = &data[at..];
-        let Some(len) = rest
-            .get(..4)
-            .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
-        else {
-            walk_end = Some((at, "record cut short"));
-            break;
-        };
-        if len == 0 || len > format::MAX_RECORD {
-            walk_end = Some((at, "bad record length"));
-            break;
-        }
-        if rest.len() < format::framed_len(len) {
-            walk_end = Some((at, "record cut short"));
-            break;
-        }
-        starts.push(at);
-        at += format::framed_len(len);
-    }
-    loader.reserve(starts.len());
-    // 2. Checksums and parsing on other threads, window by window; taking in order here.
-    let payload = |i: usize| -> Result<&[u8], &'static str> {
-        match format::frame(&data[starts[i]..]) {
-            format::Frame::Whole(r, _) => Ok(&data[starts[i]..][r]),
-            format::Frame::Partial => Err("record cut short"),
-            format::Frame::Bad(why) => Err(why),
-        }
-    };
-    let windows = starts.len().div_ceil(WINDOW);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(2, 4)
-        - 1;
-    let mut records = 0u64;
-    let mut bad: Option<(usize, &'static str)> = None;
-    let parser = loader.parser();
-    let parse = |p: &[u8]| L::parse(&parser, p);
-    let parse = &parse;
-    std::thread::scope(|scope| {
-        let mut queues = Vec::new();
-        for w in 0..workers {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed<L::Parsed>>(2);
-            let payload = &payload;
-            let starts = &starts;
-            scope.spawn(move || {
-                for win in (w..windows).step_by(workers) {
-                    let range = win * WINDOW..((win + 1) * WINDOW).min(starts.len());
-                    let mut out = Vec::with_capacity(range.len());
-                    let mut stop = None;
-                    for i in range {
-                        match payload(i).map(parse) {
-                            Ok(Some(p)) => out.push(p),
-                            Ok(None) => {
-                                stop = Some((i, "record is not an AT line"));
-                                break;
-                            }
-                            Err(why) => {
-                                stop = Some((i, why));
-                                break;
-                            }
-                        }
-                    }
-                    let last = stop.is_some();
-                    // The loading side stopped (hung up): nothing more is wanted.
-                    if tx.send((out, stop)).is_err() || last {
-                        return;
-                    }
-                }
-            });
-            queues.push(rx);
-        }
-        'windows: for win in 0..windows {
-            let Ok((parsed, stop)) = queues[win % workers].recv() else {
-                bad = Some((win * WINDOW, "record could not be read"));
-                break;
+    crate::say(format_args!(
+        "herd-server: repair: {}: kept {} records, dropped {dropped} damaged ({} files read)",
+        dir.display(),
+        report.records,
+        report.files
+    ));
+    tracing::warn!(dir = %dir.display(), kept = report.records, dropped, files = report.files, "repair");
+    for r in &report.repaired {
+        for s in &r.skipped {
+            let records = match s.records {
+                0 => "at least 1 record".to_owned(),
+                1 => "1 record".to_owned(),
+                n => format!("{n} records"),
             };
-            let first = win * WINDOW;
-            for (k, p) in parsed.into_iter().enumerate() {
-                let i = first + k;
-                let Ok(bytes) = payload(i) else { continue };
-                if !loader.take(bytes, p) {
-                    bad = Some((i, "record is not an AT line"));
-                    break 'windows;
-                }
-                records += 1;
-            }
-            if stop.is_some() {
-                bad = stop;
-                break;
-            }
+            crate::say(format_args!(
+                "herd-server: repair: {}: dropped {records} ({} bytes at byte offset {}: {}); kept {} \
+                 records of the file; it will be renamed {}.damaged",
+                r.file.display(),
+                s.len,
+                s.at,
+                s.why,
+                r.kept,
+                r.file.display()
+            ));
+            tracing::warn!(file = %r.file.display(), offset = s.at, bytes = s.len, records = s.records,
+                cause = s.why, kept = r.kept, "repair: skipped damaged records");
         }
-        // Hang up, so parsing threads blocked on a full queue return.
-        drop(queues);
-    });
-    let (at, why) = match (bad, walk_end) {
-        (Some((i, why)), _) => (starts[i], why),
-        (None, Some(spot)) => spot,
-        (None, None) => return (End::Clean, records),
-    };
-    (format::bad_spot(&data[at..], at, why), records)
+    }
 }
 
-/// Reads one file of `kind` into `loader`; cuts a torn tail (and, with `repair`, damage). Returns the
-/// records read and the bytes cut.
-fn load_file<L: Loader>(
-    path: &Path,
-    kind: Kind,
-    repair: bool,
-    loader: &mut L,
-) -> anyhow::Result<(u64, u64)> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (end, records) = scan_into(&data, kind, loader);
-    let (at, what) = match end {
-        End::Clean => return Ok((records, 0)),
-        End::Version(v) => anyhow::bail!(
-            "{} is in store format version {v}; this server reads version {} (a newer server wrote it?)",
-            path.display(),
-            format::VERSION
-        ),
-        // A snapshot is synced before it is renamed into place: a short one is damage, not a tear.
-        End::Torn { at } if kind == Kind::Journal => (at, None),
-        End::Torn { at } => (at, Some("snapshot cut short")),
-        End::Damaged { at, why } => (at, Some(why)),
-    };
-    let cut = data.len() as u64 - at as u64;
-    if let Some(why) = what {
-        if !repair {
-            anyhow::bail!(
-                "{} is damaged at byte offset {at} ({why}; {cut} bytes from there on). Start with \
-                 --repair to cut the file at that record and go on without the records after it",
-                path.display()
-            );
-        }
-        tracing::warn!(file = %path.display(), offset = at, cut, cause = why, "repair: cut a damaged store file");
-        crate::say(format_args!(
-            "herd-server: repair: {} damaged at byte offset {at} ({why}); cut {cut} bytes",
-            path.display()
-        ));
-    } else {
-        tracing::warn!(file = %path.display(), offset = at, cut, "cut off a torn last record");
-        crate::say(format_args!(
-            "herd-server: {}: cut off a torn last record ({cut} bytes at byte offset {at})",
-            path.display()
-        ));
-    }
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {} to cut it", path.display()))?;
-    if at < format::HEADER_LEN {
-        // Not even a whole header: start the file again.
-        file.set_len(0)?;
-        (&file).write_all(&format::header(kind))?;
-    } else {
-        file.set_len(at as u64)?;
-    }
-    file.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
-    Ok((records, cut))
-}
-
-/// Creates `journal.<gen>` with its header, synced, and syncs the folder.
+/// Creates `journal.<gen>` (`0600`) with its header, synced, and syncs the folder.
 fn create_journal(dir: &Path, gen: u64) -> std::io::Result<Journal> {
     let path = journal_path(dir, gen);
-    let mut file = OpenOptions::new()
+    let mut file = identity::private()
         .create(true)
         .truncate(true)
         .write(true)
@@ -503,14 +437,166 @@ fn create_journal(dir: &Path, gen: u64) -> std::io::Result<Journal> {
     })
 }
 
+/// What a start reads, and what it may delete once everything is loaded.
+struct Plan {
+    /// The files to read, in order.
+    files: Vec<(PathBuf, Kind)>,
+    /// The newest snapshot's number (0: none).
+    base: u64,
+    /// Files a newer snapshot made redundant (deleted after loading).
+    redundant: Vec<PathBuf>,
+}
+
+/// What to do when a file is missing or damaged, said at the end of every refusal.
+const PROCEED: &str = "Nothing was changed. Put the file back (from a backup), or start with --repair \
+                       to load every whole record of every file in the folder and set damaged files \
+                       aside";
+
+/// The files a start reads: the newest snapshot and the journals from it on; or, for a repair, every
+/// file. Refuses (changing nothing) when a file the newest state needs is missing.
+fn plan(dir: &Path, l: &Listing, repair: bool) -> anyhow::Result<Plan> {
+    let base = l.snapshots.last().copied().unwrap_or(0);
+    if repair {
+        let mut files: Vec<(PathBuf, Kind)> = l
+            .snapshots
+            .iter()
+            .map(|&s| (snapshot_path(dir, s), Kind::Snapshot))
+            .collect();
+        files.extend(
+            l.journals
+                .iter()
+                .map(|&j| (journal_path(dir, j), Kind::Journal)),
+        );
+        return Ok(Plan {
+            files,
+            base,
+            redundant: Vec::new(),
+        });
+    }
+    let journals: Vec<u64> = l.journals.iter().copied().filter(|&j| j >= base).collect();
+    let show = |p: PathBuf| p.display().to_string();
+    if base == 0 {
+        if let Some(&first) = journals.first().filter(|&&j| j > 1) {
+            anyhow::bail!(
+                "{} needs {}, which is missing: that snapshot held every record stored before the \
+                 journal began. {PROCEED}",
+                show(journal_path(dir, first)),
+                show(snapshot_path(dir, first))
+            );
+        }
+    } else if !journals.contains(&base) {
+        anyhow::bail!(
+            "{} is here but {}, which holds the records stored after it, is missing. {PROCEED}",
+            show(snapshot_path(dir, base)),
+            show(journal_path(dir, base))
+        );
+    }
+    for pair in journals.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            anyhow::bail!(
+                "{} is missing between {} and {}. {PROCEED}",
+                show(journal_path(dir, pair[0] + 1)),
+                show(journal_path(dir, pair[0])),
+                show(journal_path(dir, pair[1]))
+            );
+        }
+    }
+    let mut files = Vec::new();
+    if base > 0 {
+        files.push((snapshot_path(dir, base), Kind::Snapshot));
+    }
+    files.extend(
+        journals
+            .iter()
+            .map(|&j| (journal_path(dir, j), Kind::Journal)),
+    );
+    let mut redundant: Vec<PathBuf> = l
+        .snapshots
+        .iter()
+        .filter(|&&s| s < base)
+        .map(|&s| snapshot_path(dir, s))
+        .collect();
+    redundant.extend(
+        l.journals
+            .iter()
+            .filter(|&&j| j < base)
+            .map(|&j| journal_path(dir, j)),
+    );
+    Ok(Plan {
+        files,
+        base,
+        redundant,
+    })
+}
+
+/// A torn tail to cut once everything is loaded.
+struct Cut {
+    path: PathBuf,
+    at: u64,
+    len: u64,
+}
+
+/// Cuts a journal's torn tail: back to its last whole record, or to a fresh header.
+fn apply_cut(c: &Cut) -> anyhow::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&c.path)
+        .with_context(|| format!("opening {} to cut it", c.path.display()))?;
+    if c.at < format::HEADER_LEN as u64 {
+        // Not even a whole header: start the file again.
+        file.set_len(0)?;
+        (&file).write_all(&format::header(Kind::Journal))?;
+    } else {
+        file.set_len(c.at)?;
+    }
+    file.sync_all()
+        .with_context(|| format!("syncing {}", c.path.display()))?;
+    tracing::warn!(file = %c.path.display(), offset = c.at, cut = c.len, "cut off a torn last record");
+    crate::say(format_args!(
+        "herd-server: {}: cut off a torn last record ({} bytes at byte offset {})",
+        c.path.display(),
+        c.len,
+        c.at
+    ));
+    Ok(())
+}
+
+/// Says how a file's damage reads and what to do, for a refused start.
+fn damaged(path: &Path, at: u64, why: &str, len: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is damaged at byte offset {at} ({why}; {} bytes from there on). {PROCEED}; a repair \
+         drops only the damaged records",
+        path.display(),
+        len.saturating_sub(at)
+    )
+}
+
+/// Says once, on a folder opened to group or others, that it should not be.
+fn check_mode(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(m) = std::fs::metadata(dir) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = %format!("{mode:o}"),
+                "the data folder is open to other users; records hold client ids and places: chmod 700 it");
+            crate::say(format_args!(
+                "herd-server: warning: {} is mode {mode:o}, open to other users (records hold client \
+                 ids and places): chmod 700 it",
+                dir.display()
+            ));
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store of `cfg.dir`, feeding every record on disk to `each` — the newest
     /// snapshot first, then the journals in order — before anything else happens. `each` returns
     /// `false` for a record it cannot take (not an AT line), which counts as damage.
     ///
     /// # Errors
-    /// The folder cannot be created or locked; a file is damaged before its end (unless
-    /// `cfg.repair`), is of an unknown version, or cannot be read, cut or created.
+    /// The folder cannot be created or locked, or belongs to another server; a file is missing,
+    /// damaged before its end (unless `cfg.repair`), of an unknown version, or cannot be read, cut
+    /// or created. A refused start changes no file.
     pub fn open(
         cfg: &StoreConfig,
         each: impl FnMut(&[u8]) -> bool,
@@ -527,54 +613,143 @@ impl Store {
         loader: &mut L,
     ) -> anyhow::Result<(Store, LoadReport)> {
         let dir = &cfg.dir;
-        std::fs::create_dir_all(dir)
+        identity::create_dir(dir)
             .with_context(|| format!("creating the data folder {}", dir.display()))?;
-        let lock_file = take_lock(dir)?;
+        let lock_file = identity::lock_dir(dir)?;
+        check_mode(dir);
+        let id = identity::read(dir)?;
+        if let Some(id) = &id {
+            identity::check(dir, id, &cfg.server)?;
+        }
         let listing = list(dir)?;
+        let plan = plan(dir, &listing, cfg.repair)?;
+        let mut report = LoadReport {
+            members_at_creation: id.as_ref().map(|i| i.members.clone()),
+            rewrite: cfg.repair,
+            ..LoadReport::default()
+        };
+        // 1. Read everything; change nothing.
+        let mut cuts = Vec::new();
+        let mut set_aside = Vec::new();
+        let (mut journal_bytes, mut journal_records) = (0, 0);
+        for (path, kind) in &plan.files {
+            report.files += 1;
+            let opened = load::Source::open(path, *kind)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let src = match opened {
+                Ok(src) => src,
+                Err(load::Refused::Version(v)) => anyhow::bail!(
+                    "{} is in store format version {v}; this server reads version {} (a newer server \
+                     wrote it?). Nothing was changed",
+                    path.display(),
+                    format::VERSION
+                ),
+                // A crash while a journal was being created: nothing in it yet.
+                Err(load::Refused::Torn(n)) if *kind == Kind::Journal => {
+                    cuts.push(Cut {
+                        path: path.clone(),
+                        at: 0,
+                        len: n,
+                    });
+                    continue;
+                }
+                Err(refused) => {
+                    let why = match refused {
+                        load::Refused::NotAFile(what) => format!("{what}, not a regular file"),
+                        load::Refused::Torn(_) => "a snapshot cut short in its header".into(),
+                        _ => format!("not a herd {} (bad header)", kind.as_str()),
+                    };
+                    if !cfg.repair {
+                        anyhow::bail!(
+                            "{} cannot be read: {why}; it was checked before anything was read \
+                             from it. {PROCEED}",
+                            path.display()
+                        );
+                    }
+                    report.repaired.push(Repaired {
+                        file: path.clone(),
+                        kept: 0,
+                        skipped: vec![Skipped {
+                            at: 0,
+                            len: 0,
+                            why: "not a readable herd file",
+                            records: 0,
+                        }],
+                    });
+                    set_aside.push(path.clone());
+                    continue;
+                }
+            };
+            let scan = load::scan(&src, cfg.repair, loader)
+                .with_context(|| format!("reading {}", path.display()))?;
+            report.records += scan.records;
+            let mut skipped = scan.skipped;
+            match scan.tail {
+                load::Tail::Clean => {}
+                load::Tail::Torn { at } if *kind == Kind::Journal => cuts.push(Cut {
+                    path: path.clone(),
+                    at,
+                    len: src.len() - at,
+                }),
+                // A snapshot is synced before it is renamed into place: a short one is damage.
+                load::Tail::Torn { at } if cfg.repair => skipped.push(Skipped {
+                    at,
+                    len: src.len() - at,
+                    why: "snapshot cut short",
+                    records: 0,
+                }),
+                load::Tail::Torn { at } => {
+                    return Err(damaged(path, at, "snapshot cut short", src.len()))
+                }
+                load::Tail::Damaged { at, why } => return Err(damaged(path, at, why, src.len())),
+            }
+            if *kind == Kind::Journal {
+                journal_records += scan.records;
+                journal_bytes += src.len();
+            }
+            if !skipped.is_empty() {
+                set_aside.push(path.clone());
+                report.repaired.push(Repaired {
+                    file: path.clone(),
+                    kept: scan.records,
+                    skipped,
+                });
+            }
+        }
+        // 2. Everything is loaded: cut torn tails, delete what is redundant, say what was repaired.
+        for c in &cuts {
+            apply_cut(c)?;
+            report.cut += c.len;
+        }
+        if cfg.repair {
+            say_repaired(dir, &report);
+        }
         for t in &listing.temps {
             std::fs::remove_file(t).with_context(|| format!("removing {}", t.display()))?;
         }
-        let base = listing.snapshots.last().copied().unwrap_or(0);
-        let mut report = LoadReport::default();
-        for &s in listing.snapshots.iter().filter(|&&s| s < base) {
-            let _ = std::fs::remove_file(snapshot_path(dir, s));
+        for r in &plan.redundant {
+            std::fs::remove_file(r).with_context(|| format!("removing {}", r.display()))?;
         }
-        for &j in listing.journals.iter().filter(|&&j| j < base) {
-            let _ = std::fs::remove_file(journal_path(dir, j));
-        }
-        if base > 0 {
-            let (n, cut) = load_file(
-                &snapshot_path(dir, base),
-                Kind::Snapshot,
-                cfg.repair,
-                loader,
+        if id.is_none() {
+            identity::write(
+                dir,
+                &identity::Identity {
+                    server: cfg.server.clone(),
+                    members: cfg.members.clone(),
+                },
             )?;
-            report.records += n;
-            report.cut += cut;
-            report.files += 1;
         }
-        let journals: Vec<u64> = listing
-            .journals
-            .iter()
-            .copied()
-            .filter(|&j| j >= base)
-            .collect();
-        let (mut journal_bytes, mut journal_records) = (0, 0);
-        for &j in &journals {
-            let path = journal_path(dir, j);
-            let (n, cut) = load_file(&path, Kind::Journal, cfg.repair, loader)?;
-            report.records += n;
-            report.cut += cut;
-            report.files += 1;
-            journal_records += n;
-            journal_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        }
-        if !listing.temps.is_empty() || base > 0 {
+        if !listing.temps.is_empty() || !plan.redundant.is_empty() || !cuts.is_empty() {
             sync_dir(dir)?;
         }
-        // Go on appending to the newest journal, or start one.
-        let journal = match journals.last() {
-            Some(&gen) => {
+        // 3. Go on appending to the newest journal, or start one (after the newest when that one is
+        // set aside).
+        let newest = listing.journals.last().copied();
+        // A repair starts a journal numbered above every file there is, so that the snapshot its
+        // start writes replaces (and sets aside) all of them, a damaged newer snapshot included.
+        let top = newest.max(listing.snapshots.last().copied());
+        let journal = match newest {
+            Some(gen) if !cfg.repair && !set_aside.contains(&journal_path(dir, gen)) => {
                 let path = journal_path(dir, gen);
                 let file = OpenOptions::new()
                     .append(true)
@@ -588,10 +763,13 @@ impl Store {
                     dirty: false,
                 }
             }
-            None => create_journal(dir, base.max(1)).with_context(|| {
-                format!("creating {}", journal_path(dir, base.max(1)).display())
-            })?,
+            _ => {
+                let gen = top.map_or(plan.base.max(1), |g| g + 1);
+                create_journal(dir, gen)
+                    .with_context(|| format!("creating {}", journal_path(dir, gen).display()))?
+            }
         };
+        let base = plan.base;
         let (progress, _) = watch::channel(Progress::default());
         let inner = Arc::new(Inner {
             dir: dir.clone(),
@@ -612,12 +790,17 @@ impl Store {
                 compactions: 0,
                 parked: false,
                 idle: false,
+                dropped_kept: false,
             }),
             wake: Condvar::new(),
             journal: Mutex::new(Some(journal)),
             progress,
             compacting: Mutex::new(()),
             writer: Mutex::new(None),
+            epoch: Instant::now(),
+            failing_since: AtomicU64::new(0),
+            refusing_said: AtomicBool::new(false),
+            damaged: Mutex::new(set_aside),
             _lock: lock_file,
         });
         let thread_inner = inner.clone();
@@ -648,7 +831,7 @@ impl Store {
         s.journal_bytes += bytes.len() as u64;
         s.journal_records += records;
         let ticket = s.appended;
-        if s.broken {
+        if s.broken && !retains(self.inner.fsync) {
             // Not kept: the rescue snapshot will write it from memory.
             bytes.clear();
             self.inner.progress.send_modify(|p| p.failed = ticket);
@@ -657,6 +840,10 @@ impl Store {
             // `pending` keeps the writer's spare buffer's.
             s.pending.extend_from_slice(bytes);
             bytes.clear();
+            if s.broken && s.pending.len() > RETAIN_MAX {
+                s.pending = Vec::new();
+                s.dropped_kept = true;
+            }
             // Under `always` a reply waits for this batch: wake the writer now. Otherwise it comes
             // by on its own pace, unless the pending bytes grow large.
             let urgent = self.inner.fsync == Fsync::Always || s.pending.len() >= WAKE_AT;
@@ -695,14 +882,22 @@ impl Store {
     }
 
     /// Holds the caller back while the writer is more than [`BACKLOG`] behind `ticket`, so a slow
-    /// disk slows appenders instead of growing memory.
+    /// disk slows appenders instead of growing memory; for at most twice [`ACK_WINDOW`], after
+    /// which a journal that does not move has failed and [`Store::acknowledging`] says so.
     pub async fn keep_up(&self, ticket: u64) {
         let behind = |p: &Progress| ticket.saturating_sub(p.written.max(p.failed)) <= BACKLOG;
         if behind(&self.inner.progress.borrow()) {
             return;
         }
         let mut rx = self.inner.progress.subscribe();
-        let _ = rx.wait_for(behind).await;
+        let began = tokio::time::Instant::now();
+        // Re-checked every tenth of a second: once acknowledgements stop, nobody waits longer.
+        while began.elapsed() < 2 * ACK_WINDOW && self.acknowledging() {
+            let step = tokio::time::timeout(Duration::from_millis(100), rx.wait_for(behind)).await;
+            if step.is_ok() {
+                return;
+            }
+        }
     }
 
     /// How the store stands now (one short lock).
@@ -717,7 +912,43 @@ impl Store {
             snapshot_at: s.snapshot_at,
             compactions: s.compactions,
             failing: s.broken || s.error.is_some(),
+            acknowledging: self.acknowledging(),
         }
+    }
+
+    /// Whether new records may be acknowledged: always, unless persistence has been failing for
+    /// longer than the fsync setting allows — [`ACK_WINDOW`] under `everysec` and `no` (under
+    /// `always` every reply waits for the disk anyway). Said once, on stderr and in the log, when it
+    /// turns false. One atomic load while the disk works.
+    pub fn acknowledging(&self) -> bool {
+        let inner = &self.inner;
+        let since = inner.failing_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return true;
+        }
+        let failing_for = inner
+            .epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(since - 1));
+        if failing_for < ACK_WINDOW {
+            return true;
+        }
+        if !inner.refusing_said.swap(true, Ordering::Relaxed) {
+            let cause = self.failure().unwrap_or_default();
+            crate::say(format_args!(
+                "herd-server: persistence has been failing in {} for over {ACK_WINDOW:?} ({cause}):                  acknowledging no new record until it works again (fsync {} promises no more)",
+                inner.dir.display(),
+                inner.fsync
+            ));
+            tracing::error!(dir = %inner.dir.display(), cause = %cause, fsync = %inner.fsync,
+                "persistence failing: acknowledging no new record until it works again");
+        }
+        false
+    }
+
+    /// What made persistence fail, while it fails.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.inner.state).error.clone()
     }
 
     /// The writer's position.
@@ -738,12 +969,6 @@ impl Store {
             )
     }
 
-    /// Records a failure of the journal: drop what is not on disk, fail its tickets, ask for a
-    /// rescue snapshot, and say so on stderr the first time.
-    fn broke(&self, what: &str, e: &std::io::Error) {
-        broke(&self.inner, what, e);
-    }
-
     /// Stops the writer after it has written and synced everything appended.
     pub fn close(&self) {
         let mut s = lock(&self.inner.state);
@@ -756,19 +981,31 @@ impl Store {
     }
 }
 
-fn broke(inner: &Inner, what: &str, e: &std::io::Error) {
+fn broke(inner: &Inner, what: &str, e: &std::io::Error, batch: Vec<u8>) {
     let mut s = lock(&inner.state);
-    s.pending.clear();
     s.broken = true;
+    // A compaction's new journal is the way out: it is due now.
     s.needs_snapshot = true;
-    let appended = s.appended;
-    inner.progress.send_modify(|p| p.failed = appended);
+    if retains(inner.fsync) {
+        // Acknowledged already: kept, in order, for the next journal that can be written.
+        let mut kept = batch;
+        kept.append(&mut s.pending);
+        s.pending = kept;
+    } else {
+        s.pending.clear();
+        let appended = s.appended;
+        inner.progress.send_modify(|p| p.failed = appended);
+    }
     if s.error.is_none() {
         let msg = format!("{what}: {e}");
+        let since = inner.epoch.elapsed().as_millis() as u64 + 1;
+        inner.failing_since.store(since, Ordering::Relaxed);
+        inner.refusing_said.store(false, Ordering::Relaxed);
         let consequence = if inner.fsync.replies_wait_for_disk() {
             "records that cannot be made durable are not acknowledged (their connections are closed)"
         } else {
-            "serving from memory; records stored meanwhile are on no disk until it works again"
+            "serving from memory; records stored meanwhile are on no disk until it works again, and \
+             past a second of this no new record is acknowledged"
         };
         crate::say(format_args!(
             "herd-server: persistence is failing in {}: {msg}; {consequence}",
@@ -777,6 +1014,32 @@ fn broke(inner: &Inner, what: &str, e: &std::io::Error) {
         tracing::error!(dir = %inner.dir.display(), cause = %msg, "persistence is failing");
         s.error = Some(msg);
     }
+}
+
+/// Whether the bytes of a failed write are kept for the next journal rather than dropped: under
+/// `everysec` and `no` they were acknowledged already (under `always` their replies were not sent,
+/// and never will be).
+fn retains(fsync: Fsync) -> bool {
+    fsync != Fsync::Always
+}
+
+/// Under `everysec` and `no`, a write to a new journal after a failure put the kept bytes on disk:
+/// persistence works again (no snapshot is needed, nothing was dropped).
+fn wrote_again(inner: &Inner) {
+    let mut s = lock(&inner.state);
+    if s.broken || s.dropped_kept {
+        return;
+    }
+    s.needs_snapshot = false;
+    let Some(e) = s.error.take() else { return };
+    drop(s);
+    inner.failing_since.store(0, Ordering::Relaxed);
+    crate::say(format_args!(
+        "herd-server: persistence works again in {} (after: {e}); every record acknowledged is \
+         written, and new records are acknowledged again",
+        inner.dir.display()
+    ));
+    tracing::warn!(dir = %inner.dir.display(), "persistence works again");
 }
 
 /// The writer thread: takes what was appended, writes it, syncs as `fsync` says, publishes progress.
@@ -800,6 +1063,11 @@ fn writer(inner: &Inner) {
             loop {
                 if s.closing {
                     break;
+                }
+                if s.broken && retains(inner.fsync) {
+                    // The journal failed: wait for a compaction's new one (which wakes this thread).
+                    s = wait(inner, s, Some(Duration::from_millis(100)));
+                    continue;
                 }
                 if !s.pending.is_empty() {
                     let due = if paced && s.pending.len() < WAKE_AT {
@@ -858,8 +1126,22 @@ fn writer(inner: &Inner) {
                         p.durable = p.durable.max(ticket);
                     }
                 });
+                if wrote
+                    && !batch.is_empty()
+                    && retains(inner.fsync)
+                    && inner.failing_since.load(Ordering::Relaxed) != 0
+                {
+                    wrote_again(inner);
+                }
             }
-            Err(e) => broke(inner, "writing the journal", &e),
+            Err(e) => {
+                broke(inner, "writing the journal", &e, std::mem::take(&mut batch));
+                if closing {
+                    // Nothing more can be written: what is kept is lost with the process.
+                    return;
+                }
+                continue;
+            }
         }
         batch.clear();
         if batch.capacity() <= 4 * WAKE_AT {
@@ -957,18 +1239,18 @@ impl Store {
             let gen = old + 1;
             match create_journal(dir, gen) {
                 Ok(j) => *guard = Some(j),
+                // The working journal stays in use: nothing is lost, the next compaction tries again.
                 Err(e) => {
-                    drop(guard);
-                    if !lock(&inner.state).broken {
-                        self.broke("starting a new journal", &e);
-                    }
-                    return Err(anyhow::Error::from(e).context("starting a new journal"));
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("creating {}", journal_path(dir, gen).display())))
                 }
             }
             let mut s = lock(&inner.state);
             s.broken = false;
             s.journal_bytes = s.pending.len() as u64;
             s.journal_records = 0;
+            // A writer waiting for a journal that works has one.
+            inner.wake.notify_one();
             gen
         };
         if stop == Stop::Rotated {
@@ -979,7 +1261,7 @@ impl Store {
         let written = (|| -> std::io::Result<()> {
             let mut file = std::io::BufWriter::with_capacity(
                 1 << 20,
-                OpenOptions::new()
+                identity::private()
                     .create(true)
                     .truncate(true)
                     .write(true)
@@ -1000,9 +1282,10 @@ impl Store {
             let file = file.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()
         })();
+        // Every record is still in the journals (the old ones and the new): nothing is lost, and a
+        // rescue that was due stays due.
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
-            lock(&inner.state).needs_snapshot = true;
             return Err(anyhow::Error::from(e).context(format!("writing {}", tmp.display())));
         }
         if stop == Stop::Written {
@@ -1012,16 +1295,17 @@ impl Store {
         let path = snapshot_path(dir, gen);
         if let Err(e) = std::fs::rename(&tmp, &path).and_then(|()| sync_dir(dir)) {
             let _ = std::fs::remove_file(&tmp);
-            lock(&inner.state).needs_snapshot = true;
             return Err(anyhow::Error::from(e).context(format!("renaming {}", tmp.display())));
         }
         let recovered = {
             let mut s = lock(&inner.state);
             s.needs_snapshot = false;
+            s.dropped_kept = false;
             s.snapshot_at = Some(SystemTime::now());
             s.compactions += 1;
             s.error.take()
         };
+        inner.failing_since.store(0, Ordering::Relaxed);
         if let Some(e) = recovered {
             crate::say(format_args!(
                 "herd-server: persistence works again in {} (after: {e}); every record held is on disk",
@@ -1034,11 +1318,28 @@ impl Store {
         }
         // 4. What it replaces.
         let listing = list(dir)?;
-        for &s in listing.snapshots.iter().filter(|&&s| s < gen) {
-            let _ = std::fs::remove_file(snapshot_path(dir, s));
-        }
-        for &j in listing.journals.iter().filter(|&&j| j < gen) {
-            let _ = std::fs::remove_file(journal_path(dir, j));
+        let damaged = std::mem::take(&mut *lock(&inner.damaged));
+        let old = listing
+            .snapshots
+            .iter()
+            .filter(|&&s| s < gen)
+            .map(|&s| snapshot_path(dir, s))
+            .chain(
+                listing
+                    .journals
+                    .iter()
+                    .filter(|&&j| j < gen)
+                    .map(|&j| journal_path(dir, j)),
+            );
+        for path in old {
+            if damaged.contains(&path) {
+                // Set aside, never deleted: what a repair could not read may still be read by hand.
+                let mut aside = path.clone().into_os_string();
+                aside.push(".damaged");
+                let _ = std::fs::rename(&path, &aside);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
         }
         sync_dir(dir)?;
         Ok(())
@@ -1061,10 +1362,9 @@ mod tests {
 
     fn cfg(dir: &Path, fsync: Fsync) -> StoreConfig {
         StoreConfig {
-            dir: dir.to_owned(),
             fsync,
             compact_bytes: 0,
-            repair: false,
+            ..StoreConfig::new(dir, "A")
         }
     }
 
@@ -1141,6 +1441,7 @@ mod tests {
             &s.inner,
             "writing the journal",
             &std::io::Error::other("no space"),
+            Vec::new(),
         );
         assert!(s.state().failing);
         let live = lines(0..10);
@@ -1254,69 +1555,98 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("--repair"), "{e}");
-        let (s, got) = open(&StoreConfig {
-            repair: true,
-            ..c.clone()
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            data,
+            "a refused start changes nothing"
+        );
+        let mut got = Vec::new();
+        let (s, report) = Store::open(
+            &StoreConfig {
+                repair: true,
+                ..c.clone()
+            },
+            |p| {
+                got.push(p.to_vec());
+                true
+            },
+        )
+        .unwrap();
+        let mut want = lines(0..10);
+        want.remove(2);
+        assert_eq!(got, want, "only the damaged record is dropped");
+        assert!(report.rewrite);
+        assert_eq!(report.repaired.len(), 1);
+        assert_eq!(
+            (report.repaired[0].kept, report.repaired[0].dropped()),
+            (9, 1)
+        );
+        assert_eq!(report.repaired[0].skipped[0].at, third as u64);
+        s.compact(|_, out| {
+            out.extend_from_slice(&framed(&want));
+            None
         })
         .unwrap();
-        assert_eq!(got, lines(0..2));
         s.close();
         drop(s);
         let (s, got) = open(&c).unwrap();
-        assert_eq!(got, lines(0..2), "repaired for good");
+        assert_eq!(got, want, "repaired for good");
+        assert!(
+            d.join("journal.1.damaged").exists(),
+            "set aside, not deleted"
+        );
         s.close();
         let _ = std::fs::remove_dir_all(&d);
     }
 
-    /// The threaded scan gives the verdicts of the plain one, on a file of several windows with a
-    /// bad spot in each of them, and in the last record.
-    #[test]
-    fn the_threaded_scan_agrees_with_the_plain_one() {
-        let n = 2 * WINDOW + 500;
-        let mut data = format::header(Kind::Journal).to_vec();
-        let mut starts = Vec::new();
-        for l in lines(0..n) {
-            starts.push(data.len());
-            format::write_record(&l, &mut data);
+    /// Under everysec, the bytes of a failed write and what is appended after it were acknowledged:
+    /// they are written into the next journal that works, and persistence then works again without
+    /// a snapshot. Acknowledgements stop only once the failure outlasts [`ACK_WINDOW`].
+    #[tokio::test]
+    async fn everysec_keeps_what_a_failed_write_held_for_the_next_journal() {
+        let d = dir("kept");
+        let c = cfg(&d, Fsync::Everysec);
+        let (s, _) = open(&c).unwrap();
+        assert!(s.acknowledging());
+        broke(
+            &s.inner,
+            "writing the journal",
+            &std::io::Error::other("no space"),
+            framed(&lines(0..5)),
+        );
+        let t = s.append(&mut framed(&lines(5..10)), 5);
+        assert!(s.state().failing);
+        assert!(s.acknowledging(), "within the window");
+        s.compact_until(|_, _| None, Stop::Rotated).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.progress().written < t || s.state().failing {
+            assert!(Instant::now() < deadline, "never written again");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let check = |data: &[u8], what: &str| {
-            let mut plain = Vec::new();
-            let want = format::scan(data, Kind::Journal, |p| {
-                plain.push(p.to_vec());
-                !p.starts_with(b"XX")
-            });
-            if matches!(want, End::Damaged { why, .. } if why == "record is not an AT line") {
-                plain.pop();
-            }
-            let mut got = Vec::new();
-            let mut each = Each(|p: &[u8]| {
-                got.push(p.to_vec());
-                !p.starts_with(b"XX")
-            });
-            let (end, records) = scan_into(data, Kind::Journal, &mut each);
-            if matches!(end, End::Damaged { why, .. } if why == "record is not an AT line") {
-                got.pop();
-            }
-            assert_eq!(end, want, "{what}");
-            assert_eq!(records as usize, plain.len(), "{what}");
-            assert_eq!(got, plain, "{what}");
-        };
-        check(&data, "clean");
-        for &i in &[0, WINDOW - 1, WINDOW, WINDOW + 7, 2 * WINDOW + 3, n - 1] {
-            for offset in [1, 5, 12] {
-                let mut d = data.clone();
-                d[starts[i] + offset] ^= 0x20;
-                check(&d, &format!("flip in record {i} at +{offset}"));
-            }
-            // A checksum-valid record that the loader refuses.
-            let mut d = data[..starts[i]].to_vec();
-            format::write_record(b"XX not an AT line", &mut d);
-            d.extend_from_slice(&data[starts[i]..]);
-            check(&d, &format!("refused record before {i}"));
+        assert!(s.acknowledging());
+        s.close();
+        drop(s);
+        let (s, got) = open(&c).unwrap();
+        assert_eq!(got, lines(0..10));
+        s.close();
+        drop(s);
+        // Past the window, nothing more is acknowledged.
+        let (s, _) = open(&c).unwrap();
+        broke(
+            &s.inner,
+            "writing the journal",
+            &std::io::Error::other("no space"),
+            Vec::new(),
+        );
+        let began = Instant::now();
+        while s.acknowledging() {
+            assert!(began.elapsed() < 5 * ACK_WINDOW, "acknowledging for ever");
+            std::thread::sleep(Duration::from_millis(10));
         }
-        for cut in [starts[n - 1] + 3, data.len() - 1, format::HEADER_LEN + 2] {
-            check(&data[..cut], &format!("cut at {cut}"));
-        }
+        assert!(began.elapsed() >= ACK_WINDOW / 2, "stopped too soon");
+        assert!(!s.state().acknowledging);
+        s.close();
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
