@@ -256,6 +256,8 @@ fn check(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
     match located.load() {
         Ok(c) => {
             print!("{}: ok\n{}", located.name(), describe(&c));
+            // The `using …` line is on its way to stderr: it is written before the process exits.
+            herd_server::stderr::flush(STDERR_WAIT);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -276,12 +278,14 @@ fn admin_token(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
         Ok(c) => match c.secrets.first() {
             Some(secret) => {
                 println!("{}", herd_server::admin::token(secret));
+                herd_server::stderr::flush(STDERR_WAIT);
                 ExitCode::SUCCESS
             }
             None => {
                 herd_server::say(format_args!(
                     "herd-server: error: the herd has no secret, so its admin doors ask for no token"
                 ));
+                herd_server::stderr::flush(STDERR_WAIT);
                 ExitCode::from(1)
             }
         },
@@ -290,6 +294,7 @@ fn admin_token(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
                 "herd-server: error: {}",
                 report(&anyhow::Error::new(e), debug)
             ));
+            herd_server::stderr::flush(STDERR_WAIT);
             ExitCode::from(1)
         }
     }
