@@ -1080,7 +1080,8 @@ async fn not_found(method: Method) -> Response {
 /// Serves the admin endpoint on `listener` until shutdown: HTTP/1.1 by hyper, routed by axum. Each
 /// connection takes one of [`AdminGuard::max_connections`] places (its own budget, apart from the
 /// clients'); past them a connection is closed at once, so no number of idle admin connections can
-/// hold the process's file descriptors.
+/// hold the process's file descriptors. The cap is on connections, taken at accept, not a tower layer:
+/// `tower::limit` bounds requests in flight, and an idle connection has none.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: String) {
     let local = listener
         .local_addr()
