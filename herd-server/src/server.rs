@@ -473,6 +473,8 @@ async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
         match accepted {
             Ok((stream, addr)) => {
                 backoff = std::time::Duration::from_millis(10);
+                // Taken again if a refusal could not (one check of an `Option` when it is held).
+                reserve.restore();
                 admit(shared, stream, addr);
             }
             Err(e) if crate::limits::out_of_descriptors(&e) && reserve.release() => {
