@@ -1110,6 +1110,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: St
                         warn!(max_connections = shared.spec.admin.max_connections, first = %from,
                             "admin door at its connection limit: closing connections over it");
                     }
+                    // A reset, not a FIN: the socket is gone at once (no TIME_WAIT, no close
+                    // handshake), which is all a flood past the cap costs.
+                    let _ = stream.set_zero_linger();
                     drop(stream);
                     continue;
                 };
