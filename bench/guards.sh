@@ -99,14 +99,14 @@ WAVE = float(os.environ.get("WAVE", "1"))
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 end = time.monotonic() + secs
-s = dict(connects=0, closed_by_server=0, errors=0)
+s = dict(connects=0, closed_by_server=0, errors=0)  # errors: resets that beat the connect
 async def hold():
     while time.monotonic() < end and not os.path.exists(stop):
         try:
             r, w = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
+        except OSError:  # reset by the server before the connect returned: past the cap
             s["errors"] += 1
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(WAVE)
             continue
         s["connects"] += 1
         try:
