@@ -1114,6 +1114,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: St
                     // handshake), which is all a flood past the cap costs.
                     let _ = stream.set_zero_linger();
                     drop(stream);
+                    // The door shares its event loop with the clients: a burst of refusals must not
+                    // run as one long turn in front of their replies.
+                    tokio::task::yield_now().await;
                     continue;
                 };
                 let (s, app) = (shared.clone(), app.clone());
