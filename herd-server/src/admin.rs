@@ -1151,6 +1151,9 @@ async fn connection(shared: &Shared, stream: TcpStream, from: SocketAddr, app: R
         .header_read_timeout(REQUEST_TIMEOUT)
         .max_buf_size(MAX_REQUEST)
         .keep_alive(true)
+        // A client that sends its request and shuts its side (`printf 'GET …' | nc`, a script) still
+        // gets the answer, as it did before hyper.
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut check = tokio::time::interval(Duration::from_millis(500));
