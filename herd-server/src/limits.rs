@@ -31,7 +31,22 @@ pub struct NodeLimits {
     /// carries a client id of up to a whole client line, plus the server fields): see
     /// [`NodeLimits::max_peer_line`].
     pub max_line: usize,
+    /// The longest client id, in bytes (`[limits] max_client_id`): a longer one is refused from a
+    /// client and from a peer alike.
+    pub max_client_id: usize,
+    /// The cache's byte budget (`[limits] max_cache_bytes`): the AT lines held plus
+    /// [`ENTRY_OVERHEAD`] a client. A record that would take the cache past it is refused.
+    pub max_cache_bytes: u64,
 }
+
+/// What a held client costs the cache besides its AT line (entry, table slot, trie chain), for the
+/// byte budget.
+pub const ENTRY_OVERHEAD: u64 = 96;
+
+/// How far a record from a peer may be ahead of this server's clock beyond `max_future`: the clock
+/// skew allowed between the herd's servers. A record from a peer whose client time is further ahead
+/// of the receive time than `max_future` plus this is refused, like a client's.
+pub const SKEW_ALLOWANCE: Duration = Duration::from_secs(60);
 
 impl NodeLimits {
     /// The longest line a link may carry: a record whose client id is a whole client line, with room
@@ -47,6 +62,8 @@ impl Default for NodeLimits {
             max_future: Duration::from_secs(86_400),
             max_clients: 10_000_000,
             max_line: herd_proto::DEFAULT_MAX_LINE,
+            max_client_id: herd_proto::DEFAULT_MAX_LINE,
+            max_cache_bytes: 4 << 30,
         }
     }
 }
@@ -57,6 +74,8 @@ impl From<&crate::config::Limits> for NodeLimits {
             max_future: l.max_future,
             max_clients: l.max_clients,
             max_line: l.max_line,
+            max_client_id: l.max_client_id,
+            max_cache_bytes: l.max_cache_bytes,
         }
     }
 }
@@ -84,17 +103,23 @@ pub enum Limit {
     FutureTime,
     /// An IAMAT for a new client past `max_clients`.
     ClientCap,
+    /// A client id longer than `max_client_id` bytes.
+    ClientId,
+    /// A record that would take the cache past `max_cache_bytes`.
+    CacheBytes,
 }
 
 impl Limit {
     /// Every kind, in the order of the summary.
-    pub const ALL: [Limit; 6] = [
+    pub const ALL: [Limit; 8] = [
         Limit::Busy,
         Limit::BusyPerIp,
         Limit::BusyPeers,
         Limit::LineTimeout,
         Limit::FutureTime,
         Limit::ClientCap,
+        Limit::ClientId,
+        Limit::CacheBytes,
     ];
 
     /// A short name for logs and summaries.
@@ -106,6 +131,8 @@ impl Limit {
             Limit::LineTimeout => "line-timeout",
             Limit::FutureTime => "future-time",
             Limit::ClientCap => "client-cap",
+            Limit::ClientId => "client-id",
+            Limit::CacheBytes => "cache-bytes",
         }
     }
 
@@ -141,6 +168,11 @@ impl Refusals {
             *a += b;
         }
         self
+    }
+
+    /// How many of every kind.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
     }
 
     /// Whether nothing was refused.

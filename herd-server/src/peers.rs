@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use herd_proto::PeerMessage;
+use herd_proto::{PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{info, warn, Instrument};
@@ -325,7 +325,8 @@ async fn run_link(
             let (input, ticket) = {
                 let mut node = shared.node();
                 let log_lines = shared.spec.log_lines;
-                let input = node.handle_link_input(id, epoch, &plain, Instant::now(), |line| {
+                let (now, wall) = (Instant::now(), Timestamp::now());
+                let input = node.handle_link_input(id, epoch, &plain, now, wall, |line| {
                     if log_lines {
                         log.line(Dir::PeerIn, line);
                     }
@@ -409,6 +410,14 @@ fn log_events(shared: &Shared, node: &mut Node) {
             LinkEvent::ForeignTotal { link, count } => {
                 warn!(peer = %shared.peers[link].name, count,
                     "refused records naming servers outside the herd");
+            }
+            LinkEvent::RecordRefused { link, limit, line } => {
+                warn!(peer = %shared.peers[link].name, limit = %limit, line = %show(&line),
+                    "refused a peer's record past a limit (more are counted, and totalled when the link goes down)");
+            }
+            LinkEvent::RefusedTotal { link, counts } => {
+                warn!(peer = %shared.peers[link].name, refused = %counts,
+                    "refused peer records past limits");
             }
             LinkEvent::Unexpected { link, line, cause } => match cause {
                 Some(e) => warn!(peer = %shared.peers[link].name, line = %show(&line),

@@ -89,6 +89,11 @@ impl Sim {
         }
     }
 
+    /// The wall clock every node reads (the simulation's clients' time).
+    fn wall(&self) -> Timestamp {
+        Timestamp::new(self.clock, 0).unwrap()
+    }
+
     fn node_index(&self, name: &str) -> usize {
         NAMES.iter().position(|n| *n == name).unwrap()
     }
@@ -231,6 +236,7 @@ impl Sim {
             };
             let mut out = Vec::new();
             let mut close = false;
+            let wall = self.wall();
             let side = &mut self.conns[c].sides[i];
             let node = &mut self.nodes[n];
             let mut next = None;
@@ -264,7 +270,8 @@ impl Sim {
                         close = true;
                     } else {
                         // The node decodes and handles every line, as under the driver.
-                        let input = node.handle_link_input(*link, *epoch, plain, self.now, |_| {});
+                        let input =
+                            node.handle_link_input(*link, *epoch, plain, self.now, wall, |_| {});
                         plain.advance(input.consumed);
                         while node.poll_event().is_some() {}
                         close |= input.close.is_some();
