@@ -232,6 +232,10 @@ pub enum Closing {
     Refused,
     /// The link was replaced or went down: this input belongs to a connection that is no longer it.
     Stale,
+    /// The peer asked for more reconciliation work than an exchange may cost, or let more output
+    /// queue up than a link may hold ([`crate::sync`]'s bounds): the link closes and is dialled
+    /// again with back-off.
+    Overloaded,
 }
 
 impl Closing {
@@ -242,6 +246,7 @@ impl Closing {
             Closing::Reconciliation => "the peer broke the reconciliation",
             Closing::Refused => "refused",
             Closing::Stale => "replaced by a newer link",
+            Closing::Overloaded => "the peer asked for more work than a link may cost",
         }
     }
 }
@@ -1000,7 +1005,12 @@ impl Node {
         c.records_in += batch.records;
         c.sync_records_in += batch.sync_records;
         c.sync_bytes_in += batch.sync_bytes;
-        if result.close == Some(Closing::Reconciliation) {
+        if matches!(
+            result.close,
+            Some(Closing::Reconciliation | Closing::Refused | Closing::Overloaded)
+        ) {
+            // Broken, refused (another server holds the link by this name) or overloaded: the next
+            // dial backs off, so the link cannot flap at full speed.
             link.timing.faulted = true;
         }
         result.transmit = result.close.is_none() && self.wants_transmit(id);
@@ -1073,7 +1083,12 @@ impl Node {
             | PeerMessage::Synced { .. }) => {
                 batch.sync_bytes += bytes;
                 if let Err(cause) = self.sync_message(id, &m) {
-                    return Err(self.broken(id, line, cause));
+                    let closing = self.broken(id, line, cause);
+                    return Err(if cause == SyncError::Overloaded {
+                        Closing::Overloaded
+                    } else {
+                        closing
+                    });
                 }
             }
             // A greeting line on a running link, or a message of a later version.
@@ -1119,8 +1134,8 @@ impl Node {
     ///
     /// # Errors
     /// The refusal to send: not a neighbour, not meant for this server, from the side that should
-    /// accept (only the server whose name sorts first dials), or — unauthenticated — for a link that
-    /// is up and alive.
+    /// accept (only the server whose name sorts first dials), or for a link that is up and alive
+    /// (authenticated or not).
     pub fn admit_hello(
         &self,
         name: &[u8],
@@ -1135,18 +1150,26 @@ impl Node {
         if self.links[id].timing.dials {
             return Err(Refusal::WrongSide);
         }
-        self.may_replace(id, authenticated, now)?;
+        if !authenticated {
+            // An authenticated greeting is judged once it has proved the secret
+            // ([`Node::try_link_up`]): only then is a refusal news of a second server by that name.
+            self.may_replace(id, now)?;
+        }
         Ok(id)
     }
 
-    /// A link that is up is replaced only by an authenticated one, or once it is proven dead.
-    fn may_replace(&self, id: usize, authenticated: bool, now: Instant) -> Result<(), Refusal> {
+    /// A link that is up is replaced only once it is proven dead: silent for [`PROVEN_DEAD`], so it
+    /// left a keep-alive unanswered. Proving the secret is not enough — a second process given the
+    /// same name, or a peer holding the secret that greets again and again, would otherwise take the
+    /// link from the server that answers on it (and restart its catch-up each time). A neighbour
+    /// that restarted closed its old connection (its kernel resets it), or that link falls silent.
+    fn may_replace(&self, id: usize, now: Instant) -> Result<(), Refusal> {
         let link = &self.links[id];
         let silent = link
             .timing
             .last_heard
             .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
-        if link.up && !authenticated && silent < PROVEN_DEAD {
+        if link.up && silent < PROVEN_DEAD {
             return Err(Refusal::LinkUp);
         }
         Ok(())
@@ -1156,14 +1179,15 @@ impl Node {
     /// rule of [`Node::admit_hello`] forbids it now. Returns the new epoch.
     ///
     /// # Errors
-    /// [`Refusal::LinkUp`]: unauthenticated, and the link already up is alive.
+    /// [`Refusal::LinkUp`]: the link already up is alive (it answers keep-alives).
     pub fn try_link_up(
         &mut self,
         id: usize,
         now: Instant,
         authenticated: bool,
     ) -> Result<u64, Refusal> {
-        self.may_replace(id, authenticated, now)?;
+        let _ = authenticated;
+        self.may_replace(id, now)?;
         Ok(self.link_up(id, now))
     }
 
@@ -2046,6 +2070,100 @@ mod tests {
         assert_eq!(n.poll_timeout(), Some(at(later)));
         assert_eq!(n.handle_timeout(at(later)), [LinkAction::Transmit(0)]);
         assert!(n.reconciling(0), "a periodic check was opened");
+    }
+
+    /// The take-over of the issue: a greeting that proves the secret does not replace a link that
+    /// answers keep-alives; once the link has left one unanswered it may.
+    #[test]
+    fn a_live_link_is_not_replaced_by_a_greeting_claiming_its_name() {
+        let mut n = Node::new("B", vec!["A".into()]);
+        let start = now();
+        let e = n.link_up(0, start);
+        for t in (0..10_000).step_by(500) {
+            let at = start + Duration::from_millis(t);
+            n.handle_link_input(0, e, b"HERD-PONG\n", at, Timestamp::now(), |_| {});
+            assert_eq!(n.try_link_up(0, at, true), Err(Refusal::LinkUp));
+            assert_eq!(n.admit_hello(b"A", b"B", false, at), Err(Refusal::LinkUp));
+        }
+        assert_eq!(n.epoch(0), Some(e), "never replaced");
+        let silent = start + Duration::from_millis(9_500) + PROVEN_DEAD;
+        assert_eq!(n.try_link_up(0, silent, true), Ok(e + 1));
+    }
+
+    /// The freeze of the issue, from an insider on a link: `HERD-IDS` of the whole range again and
+    /// again. The first is answered (the records once); the second breaks the exchange and closes the
+    /// link, which is dialled again after a back-off. Output stays within the cache.
+    #[test]
+    fn a_range_is_answered_once_per_exchange_and_no_record_is_sent_twice() {
+        for attack in ["HERD-IDS - AAAAAA", "HERD-IDS -"] {
+            let mut n = Node::new("B", vec!["A".into()]);
+            for i in 0..300 {
+                reply(&mut n, &format!("IAMAT c{i} +1+1 {i}"), 1000);
+            }
+            let e = n.link_up(0, now());
+            let mut lines = b"HERD-ROOT 9 0000000000000009 0000000000000001\n".to_vec();
+            for _ in 0..1000 {
+                lines.extend_from_slice(attack.as_bytes());
+                lines.push(b'\n');
+            }
+            let input = n.handle_link_input(0, e, &lines, now(), Timestamp::now(), |_| {});
+            assert_eq!(input.close, Some(Closing::Reconciliation), "{attack}");
+            let broken = std::iter::from_fn(|| n.poll_event()).any(|ev| {
+                matches!(
+                    ev,
+                    LinkEvent::Broken {
+                        cause: SyncError::Repeated,
+                        ..
+                    }
+                )
+            });
+            assert!(broken, "{attack}");
+            // What was queued before the close is at most the cache, each record once.
+            let mut out = Vec::new();
+            while n.poll_transmit(0, e, &mut out, 1024) > 0 {}
+            let records = out.split(|&b| b == b'\n').filter(|l| l.starts_with(b"AT "));
+            let mut seen = std::collections::HashSet::new();
+            for r in records {
+                assert!(seen.insert(r.to_vec()), "{attack}: sent twice");
+            }
+            assert!(seen.len() <= 300, "{attack}");
+            n.link_down(0, e, now());
+            assert_eq!(n.link_status(0).counts.sync_broken, 1);
+        }
+    }
+
+    /// A listing where this side holds many records is split, not scanned (a line's work is
+    /// bounded); asking (`HERD-WANT`) for such a range breaks the exchange.
+    #[test]
+    fn a_line_never_scans_a_large_range() {
+        let mut n = Node::new("B", vec!["A".into()]);
+        for i in 0..5_000 {
+            reply(&mut n, &format!("IAMAT c{i} +1+1 {i}"), 10_000);
+        }
+        let e = n.link_up(0, now());
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-ROOT 9 0000000000000009 0000000000000001\nHERD-IDS - AAAAAA\n",
+            now(),
+            Timestamp::now(),
+            |_| {},
+        );
+        assert_eq!(input.close, None);
+        let mut out = Vec::new();
+        n.poll_transmit(0, e, &mut out, 1024);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HERD-FP - "), "{text}");
+        assert!(!text.contains("AT "), "{text}");
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-WANT - AAAAAA\n",
+            now(),
+            Timestamp::now(),
+            |_| {},
+        );
+        assert_eq!(input.close, Some(Closing::Overloaded));
     }
 
     /// Every kind of peer message reaches the node through `handle_link_input` and is handled

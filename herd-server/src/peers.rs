@@ -179,6 +179,11 @@ async fn dial(shared: Arc<Shared>, id: usize) {
         Err(e) => {
             if let GreetError::Failed(f) = &e {
                 warn!(peer = %name, %addr, cause = %e, "link dial refused");
+                if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::LinkUp.word() {
+                    warn!(target: SUMMARY,
+                        "{name} refused the link: a link from another server named {} is up there (two servers claim the name {})",
+                        shared.spec.name, shared.spec.name);
+                }
                 if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::BadProof.word() {
                     shared.node().proof_refused(id);
                 }
@@ -238,8 +243,20 @@ async fn run_link(
     let epoch = match up {
         Ok(epoch) => epoch,
         Err(refusal) => {
-            warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
-                "refused peer link: the link to this neighbour is up and alive");
+            let live = *slot.live.lock().unwrap_or_else(|p| p.into_inner());
+            match live {
+                // It proved the herd's secret, yet the neighbour by that name answers on its link:
+                // two processes serve one name (or a peer holding the secret greets as another).
+                Some(live) if authenticated => {
+                    warn!(target: SUMMARY,
+                        "two servers claim the name {}: {live} and {addr} (the link from {live} is up and answers; {addr} is refused)",
+                        slot.name);
+                    warn!(conn, peer = %addr, name = %slot.name, live = %live,
+                        "two servers claim the name {}: {live} and {addr}", slot.name);
+                }
+                _ => warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
+                    "refused peer link: the link to this neighbour is up and alive"),
+            }
             let mut line = Vec::new();
             PeerMessage::Refused {
                 reason: refusal.word().as_bytes().into(),
@@ -262,6 +279,7 @@ async fn run_link(
     {
         old.cancel();
     }
+    *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
     slot.notify.notify_one();
     let kind = if authenticated { "encrypted" } else { "plain" };
     info!(target: SUMMARY, "{} link to {} up ({kind})", shared.spec.name, slot.name);
@@ -381,6 +399,7 @@ async fn run_link(
         let mut current = slot.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().is_some_and(|t| t.is_cancelled()) {
             *current = None;
+            *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
     info!(target: SUMMARY, "{} link to {} down ({why})", shared.spec.name, slot.name);
@@ -432,6 +451,11 @@ fn log_events(shared: &Shared, node: &mut Node) {
             LinkEvent::Refused { link, reason } => {
                 warn!(peer = %shared.peers[link].name, reason = %show(&reason),
                     "peer refused the link");
+                if reason == Refusal::LinkUp.word().as_bytes() {
+                    warn!(target: SUMMARY,
+                        "{} refused the link: a link from another server named {} is up there (two servers claim the name {})",
+                        shared.peers[link].name, shared.spec.name, shared.spec.name);
+                }
             }
             LinkEvent::TooLong { link } => {
                 warn!(peer = %shared.peers[link].name, "peer line too long: closing");

@@ -169,6 +169,9 @@ pub(crate) struct PeerSlot {
     pub(crate) notify: Notify,
     /// Cancels the link currently serving this neighbour, when a newer one replaces it.
     pub(crate) current: Mutex<Option<CancellationToken>>,
+    /// The address of the link serving this neighbour now, for the diagnosis of two servers that
+    /// claim its name.
+    pub(crate) live: Mutex<Option<SocketAddr>>,
 }
 
 /// State shared by a server's tasks.
@@ -341,6 +344,7 @@ async fn run_inner(
             addr: addr.clone(),
             notify: Notify::new(),
             current: Mutex::new(None),
+            live: Mutex::new(None),
         })
         .collect();
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
