@@ -228,7 +228,7 @@ async fn with_a_secret_injection_flips_replays_relays_and_reflections_all_fail()
     logged_more(&herd, "Bravo", "two servers claim the name Alford", 0).await;
     assert!(herd
         .log("Bravo")
-        .contains(&format!("two servers claim the name Alford: 127.0.0.1:")));
+        .contains("two servers claim the name Alford: 127.0.0.1:"));
     assert_eq!(count(&herd.log("Bravo"), "link to Alford down"), downs);
     held_nowhere(&herd, &THREE, &["sealed-member"]).await;
 
