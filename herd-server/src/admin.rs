@@ -61,6 +61,11 @@ struct LimitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarnLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Peer {
     peer: String,
 }
@@ -127,6 +132,8 @@ pub struct Stats {
     too_long: Counter,
     refused: Family<LimitLabel, Counter>,
     peer_refused: Family<LimitLabel, Counter>,
+    warnings_logged: Family<WarnLabel, Counter>,
+    warnings_suppressed: Family<WarnLabel, Counter>,
     cache_bytes: Gauge,
     records: Gauge,
     link_up: Family<Peer, Gauge>,
@@ -179,6 +186,8 @@ impl Stats {
             too_long: Counter::default(),
             refused: Family::default(),
             peer_refused: Family::default(),
+            warnings_logged: Family::default(),
+            warnings_suppressed: Family::default(),
             cache_bytes: Gauge::default(),
             records: Gauge::default(),
             link_up: Family::default(),
@@ -248,6 +257,16 @@ impl Stats {
             "peer_records_refused",
             "Records from peers refused by a limit a client's record must keep, by limit: future-time, client-cap, client-id, cache-bytes",
             stats.peer_refused.clone(),
+        );
+        r.register(
+            "warnings_logged",
+            "Repeated warnings logged, by kind (greeting, dial, peer-line, name-clash): the first few of each period per peer address",
+            stats.warnings_logged.clone(),
+        );
+        r.register(
+            "warnings_suppressed",
+            "Repeated warnings not logged, by kind: past the first few of a period per peer address, summed up once a period",
+            stats.warnings_suppressed.clone(),
         );
         r.register(
             "cache_bytes",
@@ -537,6 +556,19 @@ fn refresh(shared: &Shared) -> View {
     let stats = &shared.stats;
     stats.records.set(records as i64);
     stats.cache_bytes.set(cache_bytes as i64);
+    {
+        let w = shared.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        for kind in crate::limits::WarnKind::ALL {
+            let label = WarnLabel {
+                kind: kind.as_str(),
+            };
+            set(&stats.warnings_logged.get_or_create(&label), w.logged(kind));
+            set(
+                &stats.warnings_suppressed.get_or_create(&label),
+                w.suppressed(kind),
+            );
+        }
+    }
     for limit in Limit::ALL {
         let label = LimitLabel {
             limit: limit.as_str(),

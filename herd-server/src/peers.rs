@@ -14,7 +14,7 @@
 //! other's writes. One more task sleeps until the node's next deadline
 //! ([`Node::poll_timeout`](crate::node::Node::poll_timeout)) and carries out what is due then.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn, Instrument};
 
 use crate::handshake::{Established, Failure, Greeting, Refusal, Verdict};
+use crate::limits::WarnKind;
 use crate::log::{show, Dir, SUMMARY};
 use crate::node::{LinkAction, LinkEvent, Node};
 use crate::server::Shared;
@@ -214,7 +215,9 @@ pub(crate) async fn accept(
     match greet(&shared, &mut stream, &mut greeting, &mut input).await {
         Ok(est) => run_link(shared, conn, addr, stream, est, input).await,
         Err(e) => {
-            warn!(conn, peer = %addr, cause = %e, "refused peer greeting");
+            if shared.warn_ok(WarnKind::Greeting, addr.ip()) {
+                warn!(conn, peer = %addr, cause = %e, "refused peer greeting");
+            }
             let _ = stream.shutdown().await;
         }
     }
@@ -247,15 +250,20 @@ async fn run_link(
             match live {
                 // It proved the herd's secret, yet the neighbour by that name answers on its link:
                 // two processes serve one name (or a peer holding the secret greets as another).
-                Some(live) if authenticated => {
+                Some(live) if authenticated && shared.warn_ok(WarnKind::NameClash, addr.ip()) => {
                     warn!(target: SUMMARY,
                         "two servers claim the name {}: {live} and {addr} (the link from {live} is up and answers; {addr} is refused)",
                         slot.name);
                     warn!(conn, peer = %addr, name = %slot.name, live = %live,
                         "two servers claim the name {}: {live} and {addr}", slot.name);
                 }
-                _ => warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
-                    "refused peer link: the link to this neighbour is up and alive"),
+                Some(_) if authenticated => {}
+                _ => {
+                    if shared.warn_ok(WarnKind::Greeting, addr.ip()) {
+                        warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
+                            "refused peer link: the link to this neighbour is up and alive");
+                    }
+                }
             }
             let mut line = Vec::new();
             PeerMessage::Refused {
@@ -411,6 +419,27 @@ async fn run_link(
 /// out of place as warnings naming the peer.
 fn log_events(shared: &Shared, node: &mut Node) {
     while let Some(event) = node.poll_event() {
+        // Warnings about a link's lines are rate-limited per the link's address.
+        let link = match &event {
+            LinkEvent::Reconciled(_) | LinkEvent::Refused { .. } => None,
+            LinkEvent::Foreign { link, .. }
+            | LinkEvent::ForeignTotal { link, .. }
+            | LinkEvent::RecordRefused { link, .. }
+            | LinkEvent::RefusedTotal { link, .. }
+            | LinkEvent::Unexpected { link, .. }
+            | LinkEvent::Broken { link, .. }
+            | LinkEvent::TooLong { link } => Some(*link),
+        };
+        if let Some(link) = link {
+            let live = *shared.peers[link]
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let ip = live.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            if !shared.warn_ok(WarnKind::PeerLine, ip) {
+                continue;
+            }
+        }
         match event {
             LinkEvent::Reconciled(r) => {
                 let peer = &shared.peers[r.link].name;
