@@ -170,7 +170,7 @@ async fn reconciliation_lines_repeated_cannot_freeze_a_server() {
 #[tokio::test]
 async fn refused_greetings_from_a_stranger_do_not_flood_the_log() {
     let herd = herd("").await;
-    let hello = b"HERD-HELLO 4 Mallory Bravo -\n".repeat(1);
+    let hello = b"HERD-HELLO 4 Mallory Bravo -\n".to_vec();
     let attempts = 300;
     for _ in 0..attempts {
         let answer = exchange_text(herd.addr("Bravo"), &hello).await;
