@@ -196,3 +196,103 @@ async fn refused_greetings_from_a_stranger_do_not_flood_the_log() {
     let at = iamat(herd.addr("Charlie"), "after", "1").await;
     converge(&herd, &["Bravo"], "after", &at).await;
 }
+
+/// The figures of `bench/insider.sh` (run with `--ignored --nocapture`, release build): an honest
+/// client's p99 idle and while an insider replays its attacks at full speed, the memory of a
+/// server under an insider's flood against its byte budget, and what a freeze gets sent back.
+#[tokio::test]
+#[ignore]
+async fn figures() {
+    let budget: u64 = 64 << 20;
+    let herd = herd(&format!(
+        "[log]\nlines = false\n[limits]\nmax_cache_bytes = {budget}\n"
+    ))
+    .await;
+    let bravo = herd.addr("Bravo");
+    let mut lines = String::new();
+    for i in 0..20_000 {
+        lines.push_str(&format!("IAMAT c{i} +1+1 {i}\n"));
+    }
+    exchange_text(bravo, lines).await;
+    let rss = |herd: &Processes| {
+        let pid = herd.pid("Bravo").expect("pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    async fn p99(addr: std::net::SocketAddr, n: usize) -> Duration {
+        let mut c = herd_tests::client::Client::connect(addr).await;
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            c.send(format!("IAMAT p{} +1+1 {i}\n", i % 100)).await;
+            c.text_line().await;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        times[n * 99 / 100]
+    }
+    let idle = p99(bravo, 5_000).await;
+    let rss_before = rss(&herd);
+
+    // The insider at full speed: freezes (the link is cut and greeted again), pins, fills with the
+    // longest ids allowed, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut links, mut sent_back, mut n) = (0u64, 0usize, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut insider = Insider::greet(bravo, "Alford", "Bravo", SECRET).await;
+                links += 1;
+                let mut attack = b"HERD-ROOT 9 0000000000000009 0000000000000001\n".to_vec();
+                for _ in 0..1_000 {
+                    attack.extend_from_slice(b"HERD-IDS -\nHERD-IDS - AAAAAA\n");
+                }
+                insider.send(&attack).await;
+                insider.read_for(Duration::from_millis(200)).await;
+                sent_back += insider.plain.len();
+                let mut insider = Insider::greet(bravo, "Alford", "Bravo", SECRET).await;
+                let mut flood = Vec::new();
+                for _ in 0..20_000 {
+                    n += 1;
+                    flood.extend_from_slice(
+                        format!("AT Alford +0.000000000 {n:0>4000} +1+1 5\nAT Charlie +0.000000000 c{} +1+1 18446744073709551615\n", n % 20_000)
+                            .as_bytes(),
+                    );
+                }
+                insider.send(&flood).await;
+                insider.read_for(Duration::from_millis(100)).await;
+            }
+            (links, sent_back)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attacked = p99(bravo, 5_000).await;
+    let rss_attacked = rss(&herd);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (links, sent_back) = attacker.await.unwrap();
+    let cache = metric(&herd, "Bravo", "herd_cache_bytes").await;
+    println!(
+        "honest p99 idle {idle:?}, under the insider {attacked:?} ({:.2}x)",
+        attacked.as_secs_f64() / idle.as_secs_f64()
+    );
+    println!(
+        "Bravo RSS {} MB before, {} MB under the flood; cache {} MB of a {} MB budget",
+        rss_before >> 20,
+        rss_attacked >> 20,
+        cache >> 20,
+        budget >> 20
+    );
+    println!(
+        "freeze: {links} insider links, {} KB sent back in all ({} KB a link; the cache is {} records)",
+        sent_back >> 10,
+        (sent_back as u64 / links.max(1)) >> 10,
+        admin::status(herd.admin("Bravo")).await["records"]
+    );
+}
