@@ -296,3 +296,53 @@ async fn figures() {
         admin::status(herd.admin("Bravo")).await["records"]
     );
 }
+
+#[tokio::test]
+async fn a_second_process_serving_a_name_is_diagnosed_and_does_not_take_the_link() {
+    let mut herd = Processes::new(&CHAIN, &format!("[herd]\nsecret = {SECRET:?}\n"));
+    herd.start("Bravo").await;
+    herd.start("Alford").await;
+    eventually("Alford's link to Bravo", || {
+        let log = herd.log("Bravo");
+        async move { log.contains("link to Alford up").then_some(()) }
+    })
+    .await;
+    let twin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], herd_tests::free_port()));
+    let config = herd.write_config(
+        "twin.toml",
+        &format!("[herd]\nsecret = {SECRET:?}\n"),
+        &[("Alford", twin_addr)],
+    );
+    let twin_err = herd.dir.join("twin.stderr");
+    let _twin = tokio::process::Command::new(herd_tests::herd::server_binary())
+        .args(["serve", "Alford", "--config"])
+        .arg(&config)
+        .arg("--log-dir")
+        .arg(herd.dir.join("twin-logs"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&twin_err).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("Bravo to diagnose two servers named Alford", || {
+        let stderr = herd.stderr("Bravo");
+        async move {
+            stderr
+                .contains("two servers claim the name Alford: 127.0.0.1:")
+                .then_some(())
+        }
+    })
+    .await;
+    eventually("the twin to be told, and to try again after a back-off", || {
+        let text = std::fs::read_to_string(&twin_err).unwrap_or_default();
+        async move {
+            (text.matches("two servers claim the name Alford").count() >= 2).then_some(())
+        }
+    })
+    .await;
+    // The link stayed with the first Alford all along: one link-up, records still cross.
+    assert_eq!(herd.log("Bravo").matches("link to Alford up").count(), 1);
+    let at = iamat(herd.addr("Alford"), "first", "1").await;
+    converge(&herd, &["Bravo"], "first", &at).await;
+}
