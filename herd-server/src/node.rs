@@ -2216,7 +2216,14 @@ mod tests {
         let mut n = Node::new("A", vec!["B".into()]);
         let e = n.link_up(0, at(0));
         assert!(n.reconciling(0), "the dialling side opened the catch-up");
-        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE 1 2\n", at(1), |_| {});
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-FROM-THE-FUTURE 1 2\n",
+            at(1),
+            Timestamp::now(),
+            |_| {},
+        );
         assert_eq!(input.close, Some(Closing::Reconciliation));
         assert!(matches!(
             n.poll_event(),
@@ -2233,7 +2240,14 @@ mod tests {
         assert_eq!(n.handle_timeout(first), [LinkAction::Dial(0)]);
         let e = n.link_up(0, first);
         assert!(n.reconciling(0), "the catch-up runs again");
-        n.handle_link_input(0, e, b"HERD-HELLO 4 B A -\n", first, |_| {});
+        n.handle_link_input(
+            0,
+            e,
+            b"HERD-HELLO 4 B A -\n",
+            first,
+            Timestamp::now(),
+            |_| {},
+        );
         n.link_down(0, e, first);
         let second = n.poll_timeout().unwrap();
         assert!(
@@ -2246,10 +2260,17 @@ mod tests {
         let e = n.link_up(0, second);
         let mut out = Vec::new();
         n.poll_transmit(0, e, &mut out, 100);
-        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", second, |_| {});
+        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", second, Timestamp::now(), |_| {});
         assert!(!n.reconciling(0));
         while n.poll_event().is_some() {}
-        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE\n", second, |_| {});
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-FROM-THE-FUTURE\n",
+            second,
+            Timestamp::now(),
+            |_| {},
+        );
         assert_eq!(input.close, None);
         assert!(matches!(
             n.poll_event(),
