@@ -1,14 +1,15 @@
 //! `herd status` and `herd ping`: how the servers of a herd are doing, from their admin addresses.
 //!
-//! The admin address answers `GET /status` (JSON) and `GET /health` over HTTP/1.1, one request per
-//! connection, always with a `Content-Length`; so a request here is one write and a read to the end,
-//! and the client needs no HTTP library.
+//! The admin address answers `GET /status` (JSON) and `GET /health` over HTTP/1.1, with a
+//! `Content-Length` and `Connection: close` when asked; so a request here is one write and a read to
+//! the end, and the command-line client stays light (no HTTP library). What can go wrong is an
+//! [`AskError`], so each failure has its own short reason in the table.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use herd_config::Config;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,42 +20,148 @@ use crate::{target, within, Target};
 /// Largest admin answer read (a `/status` of a server with many links is a few KiB).
 const MAX_ANSWER: u64 = 1 << 20;
 
+/// The environment variable holding the admin token sent as `Authorization: Bearer` (an admin
+/// address beyond loopback asks for it when the herd has a secret: `herd-server admin-token`).
+pub const TOKEN_ENV: &str = "HERD_ADMIN_TOKEN";
+
+/// Why asking an admin address failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The host name does not resolve (or not in time).
+    #[error("{addr} does not resolve: {why}")]
+    Resolve {
+        /// The `host:port` asked.
+        addr: String,
+        /// What the resolver said.
+        why: String,
+    },
+    /// No whole answer within the time-out.
+    #[error("asking {addr}: no answer within {after:?} (--timeout)")]
+    Timeout {
+        /// The `host:port` asked.
+        addr: String,
+        /// The time-out.
+        after: Duration,
+    },
+    /// Connecting, sending or reading failed.
+    #[error("{doing} {addr}")]
+    Io {
+        /// What was being done: `connecting to`, `sending to`, `reading from`.
+        doing: &'static str,
+        /// The `host:port` asked.
+        addr: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// What came back is not an HTTP/1 answer.
+    #[error("{addr}: the answer is not HTTP")]
+    NotHttp {
+        /// The `host:port` asked.
+        addr: String,
+    },
+    /// An answer other than 200.
+    #[error("HTTP {code}")]
+    Status {
+        /// Its status code.
+        code: u16,
+    },
+    /// A 200 whose body is not the JSON asked for.
+    #[error("the status is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// The config gives the server no admin address.
+    #[error("no admin address, client port {}", if *.client_port_open { "open" } else { "closed" })]
+    NoAdmin {
+        /// Whether its client port accepts connections.
+        client_port_open: bool,
+    },
+}
+
+impl AskError {
+    /// A few words for the table: what an operator checks first (refused: nothing listens; timed
+    /// out: a firewall or a stuck process; no admin address: the config; HTTP 401: the token).
+    pub fn reason(&self) -> String {
+        use std::io::ErrorKind as K;
+        match self {
+            AskError::Resolve { .. } => "does not resolve".to_owned(),
+            AskError::Timeout { .. } => "timed out".to_owned(),
+            AskError::Io { source, .. } => match source.kind() {
+                K::ConnectionRefused => "refused".to_owned(),
+                K::TimedOut => "timed out".to_owned(),
+                K::ConnectionReset | K::ConnectionAborted => "reset".to_owned(),
+                K::UnexpectedEof => "closed early".to_owned(),
+                _ => source.to_string(),
+            },
+            AskError::Status { code: 401 } => format!("HTTP 401: set {TOKEN_ENV}"),
+            AskError::Status { code } => format!("HTTP {code}"),
+            AskError::NotHttp { .. } | AskError::NotJson(_) => "not the herd's status".to_owned(),
+            AskError::NoAdmin {
+                client_port_open: true,
+            } => "no admin address".to_owned(),
+            e @ AskError::NoAdmin { .. } => e.to_string(),
+        }
+    }
+}
+
 /// `GET path` on `admin` (`HOST:PORT`): the status code and the body.
-pub async fn get(admin: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, Vec<u8>)> {
-    within(timeout, || format!("asking {admin}{path}"), async {
-        let addr = target::lookup(admin, timeout).await?;
-        let mut s = TcpStream::connect(addr)
+///
+/// # Errors
+/// The address does not resolve, does not answer HTTP within `timeout`, or the connection fails.
+pub async fn get(admin: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), AskError> {
+    let addr = admin.to_owned();
+    let io = |doing, source| AskError::Io {
+        doing,
+        addr: addr.clone(),
+        source,
+    };
+    let work = async {
+        let to = target::lookup(admin, timeout)
             .await
-            .with_context(|| format!("connecting to {admin}"))?;
+            .map_err(|e| AskError::Resolve {
+                addr: addr.clone(),
+                why: format!("{e:#}"),
+            })?;
+        let mut s = TcpStream::connect(to)
+            .await
+            .map_err(|e| io("connecting to", e))?;
+        let token = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty() && !t.contains(['\r', '\n']))
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n{token}Connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
-        .with_context(|| format!("sending to {admin}"))?;
+        .map_err(|e| io("sending to", e))?;
         let mut all = Vec::new();
         (&mut s)
             .take(MAX_ANSWER)
             .read_to_end(&mut all)
             .await
-            .with_context(|| format!("reading from {admin}"))?;
-        parse_response(&all).with_context(|| format!("{admin}{path}"))
-    })
-    .await
+            .map_err(|e| io("reading from", e))?;
+        parse_response(&all).ok_or_else(|| AskError::NotHttp { addr: addr.clone() })
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(answer) => answer,
+        Err(_) => Err(AskError::Timeout {
+            addr: format!("{admin}{path}"),
+            after: timeout,
+        }),
+    }
 }
 
-/// The status code and body of an HTTP/1.x response read to its end.
-fn parse_response(all: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    let Some(head_end) = all.windows(4).position(|w| w == b"\r\n\r\n") else {
-        bail!("the answer is not HTTP");
-    };
+/// The status code and body of an HTTP/1.x response read to its end; `None` if it is not one.
+fn parse_response(all: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&all[..head_end]);
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .filter(|_| head.starts_with("HTTP/1."))
-        .context("the answer is not HTTP")?;
-    Ok((status, all[head_end + 4..].to_vec()))
+        .filter(|_| head.starts_with("HTTP/1."))?;
+    Some((status, all[head_end + 4..].to_vec()))
 }
 
 /// The servers to ask: `(name, client address, admin address)`.
@@ -128,14 +235,18 @@ pub async fn status(
         let (listen, admin, timeout) = (listen.clone(), admin.clone(), target.timeout);
         asks.spawn(async move { (i, ask_status(&listen, admin.as_deref(), timeout).await) });
     }
-    let mut answers: Vec<Option<anyhow::Result<Value>>> = servers.iter().map(|_| None).collect();
+    let mut answers: Vec<Option<Result<Value, AskError>>> = servers.iter().map(|_| None).collect();
     while let Some(done) = asks.join_next().await {
         let (i, answer) = done.context("status task")?;
         answers[i] = Some(answer);
     }
-    let answers = answers
-        .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err(anyhow::anyhow!("not asked"))));
+    let answers = answers.into_iter().map(|a| {
+        a.unwrap_or_else(|| {
+            Err(AskError::NoAdmin {
+                client_port_open: false,
+            })
+        })
+    });
     for ((name, listen, _), answer) in servers.iter().zip(answers) {
         match answer {
             Ok(v) => {
@@ -155,9 +266,14 @@ pub async fn status(
                 all.push(v);
             }
             Err(e) => {
-                let up = e.to_string().starts_with("up,");
+                let up = matches!(
+                    e,
+                    AskError::NoAdmin {
+                        client_port_open: true
+                    }
+                );
                 all_up &= up;
-                let why = reason(&e);
+                let why = e.reason();
                 rows.push([
                     name.clone(),
                     listen.clone(),
@@ -172,7 +288,7 @@ pub async fn status(
                     "-".into(),
                 ]);
                 all.push(serde_json::json!({
-                    "server": name, "listen": listen, "up": up, "reason": why, "error": format!("{e:#}"),
+                    "server": name, "listen": listen, "up": up, "reason": why, "error": anyhow::Error::new(e).to_string(),
                 }));
             }
         }
@@ -191,52 +307,20 @@ pub async fn status(
 }
 
 /// One server's `/status`; an error says whether its client port at least accepts connections.
-async fn ask_status(listen: &str, admin: Option<&str>, timeout: Duration) -> anyhow::Result<Value> {
+async fn ask_status(
+    listen: &str,
+    admin: Option<&str>,
+    timeout: Duration,
+) -> Result<Value, AskError> {
     match admin {
-        Some(a) => match get(a, "/status", timeout).await {
-            Ok((200, body)) => {
-                Ok(serde_json::from_slice::<Value>(&body).context("the status is not JSON")?)
-            }
-            Ok((code, _)) => bail!("HTTP {code}"),
-            Err(e) => Err(e),
+        Some(a) => match get(a, "/status", timeout).await? {
+            (200, body) => Ok(serde_json::from_slice::<Value>(&body)?),
+            (code, _) => Err(AskError::Status { code }),
         },
-        None if reachable(listen, timeout).await => bail!("up, no admin address"),
-        None => bail!("no admin address, client port closed"),
+        None => Err(AskError::NoAdmin {
+            client_port_open: reachable(listen, timeout).await,
+        }),
     }
-}
-
-/// Why a server did not answer its `/status`, in a word or three: what an operator checks first
-/// (refused: nothing listens; timed out: a firewall or a stuck process; no admin address: the config).
-fn reason(e: &anyhow::Error) -> String {
-    use std::io::ErrorKind as K;
-    let text = e.to_string();
-    if text.starts_with("up,") {
-        return "no admin address".to_owned();
-    }
-    if text.starts_with("no admin address") {
-        return text;
-    }
-    if text.contains("no answer within") {
-        return "timed out".to_owned();
-    }
-    if let Some(code) = text.strip_prefix("HTTP ") {
-        return format!("HTTP {code}");
-    }
-    for cause in e.chain() {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                K::ConnectionRefused => "refused".to_owned(),
-                K::TimedOut => "timed out".to_owned(),
-                K::ConnectionReset | K::ConnectionAborted => "reset".to_owned(),
-                K::UnexpectedEof => "closed early".to_owned(),
-                _ => io.to_string(),
-            };
-        }
-    }
-    if text.starts_with("resolving") || text.contains("resolves to no address") {
-        return "does not resolve".to_owned();
-    }
-    "not the herd's status".to_owned()
 }
 
 /// The status table. "Connections" are the client connections open now; "Records" the clients whose
@@ -321,7 +405,7 @@ mod tests {
             parse_response(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno")
                 .unwrap();
         assert_eq!((code, &body[..]), (503, &b"no"[..]));
-        assert!(parse_response(b"-ERR unknown command\r\n").is_err());
+        assert!(parse_response(b"-ERR unknown command\r\n").is_none());
         let t = table(&[[
             "Alford".into(),
             "127.0.0.1:12000".into(),
@@ -333,19 +417,27 @@ mod tests {
         ]]);
         assert_eq!(t, "Server  Address          Status  Connections  Links  Records  Uptime\nAlford  127.0.0.1:12000  up      3            2/2    10       1m05s\n");
         assert_eq!(uptime(3_725.0), "1h02m");
-        let refused =
-            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
-                .context("connecting to 127.0.0.1:1");
-        assert_eq!(reason(&refused), "refused");
+        let refused = AskError::Io {
+            doing: "connecting to",
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(refused.reason(), "refused");
+        let late = AskError::Timeout {
+            addr: "a/status".into(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(late.reason(), "timed out");
+        assert_eq!(AskError::Status { code: 503 }.reason(), "HTTP 503");
         assert_eq!(
-            reason(&anyhow::anyhow!(
-                "asking a/status: no answer within 1 s (--timeout)"
-            )),
-            "timed out"
+            AskError::Status { code: 401 }.reason(),
+            "HTTP 401: set HERD_ADMIN_TOKEN"
         );
-        assert_eq!(reason(&anyhow::anyhow!("HTTP 503")), "HTTP 503");
         assert_eq!(
-            reason(&anyhow::anyhow!("no admin address, client port closed")),
+            AskError::NoAdmin {
+                client_port_open: false
+            }
+            .reason(),
             "no admin address, client port closed"
         );
     }

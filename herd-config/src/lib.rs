@@ -35,6 +35,8 @@ pub struct Config {
     pub log: LogSettings,
     /// Where and how records are kept on disk (`[store]`).
     pub store: StoreSettings,
+    /// The admin doors' guards (`[admin]`).
+    pub admin: AdminSettings,
     /// The servers, in file order; neighbour links are symmetric.
     pub servers: Vec<ServerConfig>,
 }
@@ -99,6 +101,57 @@ pub struct PlacesConfig {
     pub cache_entries: usize,
     /// Most upstream calls in flight at once.
     pub max_in_flight: usize,
+    /// How many upstream calls a client connection and a server may make (`connection_rate`,
+    /// `connection_burst`, `server_rate`, `server_burst`).
+    pub budget: PlacesBudget,
+}
+
+/// The budget of upstream Places calls (cache misses of a network back-end): a token bucket per client
+/// connection and one per server. A call takes a token from both; with either empty the WHATSAT is
+/// answered `OVER_QUERY_LIMIT` at no cost, so no client can run up the bill of a paid API.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlacesBudget {
+    /// Calls a second one connection's bucket refills with.
+    pub connection_rate: f64,
+    /// Calls one connection may make at once after a pause (its bucket's size).
+    pub connection_burst: u32,
+    /// Calls a second the server's bucket refills with (all connections together).
+    pub server_rate: f64,
+    /// The server's bucket's size.
+    pub server_burst: u32,
+}
+
+impl Default for PlacesBudget {
+    /// A person's app asks a few times a minute; a herd of them stays well under 20 calls a second.
+    fn default() -> Self {
+        PlacesBudget {
+            connection_rate: 2.0,
+            connection_burst: 10,
+            server_rate: 20.0,
+            server_burst: 40,
+        }
+    }
+}
+
+/// `[admin]`: the guards of every server's admin door (PROTOCOL.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Most admin connections open at once (its own budget, not the clients'); one more is closed at
+    /// once, so idle admin connections cannot take the process's file descriptors.
+    pub max_connections: usize,
+    /// Host names, besides IP literals and `localhost`, that requests may name in `Host` (a name the
+    /// door is reached by, such as `herd-1.example.net`). Any other name is answered 421: a page of
+    /// another site that rebinds its name to this address reads nothing.
+    pub hosts: Vec<String>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            max_connections: 64,
+            hosts: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for PlacesConfig {
@@ -112,6 +165,7 @@ impl fmt::Debug for PlacesConfig {
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_entries", &self.cache_entries)
             .field("max_in_flight", &self.max_in_flight)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -270,6 +324,7 @@ struct File {
     limits: Option<LimitsFile>,
     log: Option<LogFile>,
     store: Option<StoreFile>,
+    admin: Option<AdminFile>,
     #[serde(default)]
     server: Vec<ServerFile>,
 }
@@ -284,6 +339,17 @@ struct PlacesFile {
     cache_ttl_ms: Option<u64>,
     cache_entries: Option<usize>,
     max_in_flight: Option<usize>,
+    connection_rate: Option<f64>,
+    connection_burst: Option<u32>,
+    server_rate: Option<f64>,
+    server_burst: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    max_connections: Option<Spanned<u64>>,
+    hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -522,6 +588,15 @@ impl Config {
             cache_ttl: Duration::from_millis(p.cache_ttl_ms.unwrap_or(60_000)),
             cache_entries: p.cache_entries.unwrap_or(10_000),
             max_in_flight: p.max_in_flight.unwrap_or(32),
+            budget: {
+                let d = PlacesBudget::default();
+                PlacesBudget {
+                    connection_rate: p.connection_rate.unwrap_or(d.connection_rate),
+                    connection_burst: p.connection_burst.unwrap_or(d.connection_burst),
+                    server_rate: p.server_rate.unwrap_or(d.server_rate),
+                    server_burst: p.server_burst.unwrap_or(d.server_burst),
+                }
+            },
         };
         if places.max_in_flight == 0 {
             return Err(err(
@@ -652,6 +727,24 @@ impl Config {
                     ),
                 ));
             }
+            if let Some((s, a)) = file.server.iter().find_map(|s| {
+                s.admin
+                    .as_ref()
+                    .filter(|a| !is_loopback(a.get_ref()))
+                    .map(|a| (s, a))
+            }) {
+                return Err(err(
+                    line_of(a.span()),
+                    format!(
+                        "the admin address {:?} of {} is beyond loopback, but the herd has no secret: \
+                         anyone who can reach it could read every client's location. Set [herd] secret \
+                         (requests from beyond loopback then need its bearer token: `herd-server \
+                         admin-token`), or [herd] insecure = true to serve it to anyone",
+                        a.get_ref(),
+                        s.name.get_ref()
+                    ),
+                ));
+            }
         }
         let log = match file.log {
             None => LogSettings::default(),
@@ -678,8 +771,37 @@ impl Config {
                 }
             }
         };
+        let admin = match file.admin {
+            None => AdminSettings::default(),
+            Some(a) => {
+                let d = AdminSettings::default();
+                let max_connections = match a.max_connections {
+                    None => d.max_connections,
+                    Some(m) if *m.get_ref() < 1 || *m.get_ref() > 1_000_000 => {
+                        return Err(err(
+                            line_of(m.span()),
+                            format!(
+                                "[admin] max_connections = {} cannot work: it must be from 1 to 1000000",
+                                m.get_ref()
+                            ),
+                        ))
+                    }
+                    Some(m) => *m.get_ref() as usize,
+                };
+                AdminSettings {
+                    max_connections,
+                    hosts: a
+                        .hosts
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
+                }
+            }
+        };
         Ok(Config {
             places,
+            admin,
             secrets,
             insecure,
             limits,
@@ -710,6 +832,28 @@ pub const MIN_MAX_LINE: usize = 64;
 fn check_workable(places: &PlacesConfig) -> Result<(), String> {
     if places.timeout.is_zero() {
         return Err("[places] timeout_ms = 0 would fail every look-up at once".into());
+    }
+    let b = &places.budget;
+    for (key, rate) in [
+        ("connection_rate", b.connection_rate),
+        ("server_rate", b.server_rate),
+    ] {
+        // A budget that never refills would refuse every look-up after the first burst.
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!(
+                "[places] {key} = {rate} cannot work: it must be more than 0 (calls a second)"
+            ));
+        }
+    }
+    for (key, burst) in [
+        ("connection_burst", b.connection_burst),
+        ("server_burst", b.server_burst),
+    ] {
+        if burst == 0 {
+            return Err(format!(
+                "[places] {key} = 0 would refuse every look-up (at least 1)"
+            ));
+        }
     }
     Ok(())
 }
@@ -746,6 +890,49 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "herd.toml", None)
+    }
+
+    #[test]
+    fn an_admin_address_beyond_loopback_needs_a_secret_or_insecure() {
+        let herd = |top: &str, admin: &str| {
+            parse(&format!(
+                "{top}\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\nadmin = \"{admin}\"\n"
+            ))
+        };
+        let e = herd("", "0.0.0.0:2").unwrap_err().to_string();
+        assert!(e.starts_with("herd.toml:5: "), "{e}");
+        assert!(e.contains("admin address") && e.contains("secret"), "{e}");
+        assert!(herd("", "127.0.0.1:2").is_ok());
+        assert!(herd("", "localhost:2").is_ok());
+        assert!(herd("[herd]\nsecret = \"s\"", "0.0.0.0:2").is_ok());
+        assert!(herd("[herd]\ninsecure = true", "[::]:2").is_ok());
+    }
+
+    #[test]
+    fn admin_guards_and_places_budget_are_read_and_checked() {
+        let c = parse("[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(c.admin, AdminSettings::default());
+        assert_eq!(c.places.budget, PlacesBudget::default());
+        let c = parse(
+            "[admin]\nmax_connections = 8\nhosts = [\"Herd-1.Example.net\"]\n\
+             [places]\nconnection_rate = 0.5\nconnection_burst = 3\nserver_rate = 7\nserver_burst = 9\n\
+             [[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.admin.max_connections, 8);
+        assert_eq!(c.admin.hosts, ["herd-1.example.net"]);
+        let b = c.places.budget;
+        assert_eq!((b.connection_rate, b.connection_burst), (0.5, 3));
+        assert_eq!((b.server_rate, b.server_burst), (7.0, 9));
+        for bad in [
+            "[admin]\nmax_connections = 0",
+            "[places]\nconnection_rate = 0",
+            "[places]\nserver_rate = -1",
+            "[places]\nserver_burst = 0",
+        ] {
+            let text = format!("{bad}\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\n");
+            assert!(parse(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

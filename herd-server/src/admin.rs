@@ -9,16 +9,34 @@
 //! a link's reader counts its batch in local integers and hands them to the node, under the lock it
 //! already holds, once per batch.
 //!
-//! The endpoint speaks just enough HTTP/1.1 for a scraper, a health check, `herd status` and a browser:
-//! `GET` of a few paths, one request per connection, a request head of at most [`MAX_REQUEST`] bytes read within
-//! [`REQUEST_TIMEOUT`], an answer with `Content-Length` and `Connection: close` (but `/events`, a stream
-//! that ends when either side closes). It serves no input of
-//! consequence (read-only figures), which is why it needs no HTTP framework.
+//! The door is HTTP/1.1 by hyper, routed by axum, with keep-alive, `HEAD` (the `GET` answer without
+//! its body), a request head of at most [`MAX_REQUEST`] bytes read within [`REQUEST_TIMEOUT`] and every
+//! answer but `/events` (server-sent events) within [`ANSWER_TIMEOUT`]. It guards itself
+//! ([`AdminGuard`]): a connection cap of its own, `/events` places shared out by address, a `Host`
+//! check that keeps pages of other sites out (421), and, for requests from beyond loopback when the herd
+//! has a secret, a bearer token derived from it (401 without it).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hmac::{Hmac, Mac};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tower::Service as _;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use herd_proto::{ErrorKind, Message};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,9 +46,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, Instrument as _};
+use tracing::{debug, info, warn, Instrument as _};
 
 use crate::limits::{Limit, Refusals};
 use crate::node::LinkCounts;
@@ -42,8 +59,13 @@ use crate::store::StoreState;
 
 /// Longest request head read.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// A request head must arrive within this.
+/// A request head must arrive within this (and an idle kept-alive connection is closed after it).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// When the server begins to stop, how long an admin connection may still bring a request (answered,
+/// `/health` with 503) before it is closed once idle.
+pub const DRAIN: Duration = Duration::from_millis(250);
+/// Every answer but `/events` is sent within this, or 408.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
@@ -156,6 +178,13 @@ pub struct Stats {
     store: Option<StoreStats>,
     lookups: Family<Lookup, Counter>,
     lookup_seconds: HistogramFamily,
+    over_budget: Family<BudgetLabel, Counter>,
+    admin_refused: Family<Reason, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabel {
+    budget: &'static str,
 }
 
 impl Default for Stats {
@@ -224,6 +253,8 @@ impl Stats {
             lookup_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 4.0, 10))
             }),
+            over_budget: Family::default(),
+            admin_refused: Family::default(),
             started: Instant::now(),
             registry: Registry::default(),
         };
@@ -427,7 +458,29 @@ impl Stats {
             "Places look-up time, by back-end",
             stats.lookup_seconds.clone(),
         );
+        r.register(
+            "places_over_budget",
+            "WHATSATs answered OVER_QUERY_LIMIT without an upstream call, by the budget that was spent ([places] connection_rate/connection_burst, server_rate/server_burst)",
+            stats.over_budget.clone(),
+        );
+        r.register(
+            "admin_refused",
+            "Admin connections and requests refused, by reason: max-connections (closed at accept, [admin] max_connections), events and events-per-address (503 of /events), host (421: a Host that is no IP, localhost or [admin] hosts name), token (401: no admin token from beyond loopback)",
+            stats.admin_refused.clone(),
+        );
         Stats { registry, ..stats }
+    }
+
+    /// A WHATSAT was answered `OVER_QUERY_LIMIT`: `budget` (`connection` or `server`) was spent.
+    pub fn over_budget(&self, budget: &'static str) {
+        self.over_budget
+            .get_or_create(&BudgetLabel { budget })
+            .inc();
+    }
+
+    /// The admin door refused a connection or a request, for `reason`.
+    pub fn admin_refused(&self, reason: &'static str) {
+        self.admin_refused.get_or_create(&Reason { reason }).inc();
     }
 
     /// A batch of a connection answered `iamat` IAMATs and `whatsat` WHATSATs (valid ones).
@@ -795,28 +848,338 @@ pub(crate) fn rate_counters(shared: &Shared) -> [u64; 4] {
     ]
 }
 
-/// Serves the admin endpoint on `listener` until shutdown.
+/// How the admin door guards itself (`[admin]`, `[herd] secret`).
+#[derive(Clone, Debug)]
+pub struct AdminGuard {
+    /// Most admin connections open at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Names a request's `Host` may hold besides IP literals and `localhost` (lower case): the
+    /// configured `[admin] hosts` and the host names of the herd's admin addresses.
+    pub hosts: Vec<String>,
+    /// Bearer tokens a request from beyond loopback must show, one per herd secret ([`token`]);
+    /// empty: none is asked for (the herd has no secret).
+    pub tokens: Vec<String>,
+}
+
+impl Default for AdminGuard {
+    fn default() -> Self {
+        AdminGuard {
+            max_connections: herd_config::AdminSettings::default().max_connections,
+            hosts: Vec::new(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl AdminGuard {
+    /// The guard `config` describes.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let mut hosts = config.admin.hosts.clone();
+        for s in &config.servers {
+            if let Some(host) = s.admin.as_deref().and_then(host_name) {
+                if host.parse::<std::net::IpAddr>().is_err() && !hosts.contains(&host) {
+                    hosts.push(host);
+                }
+            }
+        }
+        AdminGuard {
+            max_connections: config.admin.max_connections,
+            hosts,
+            tokens: config.secrets.iter().map(|s| token(s)).collect(),
+        }
+    }
+
+    /// Whether a request naming `host` (a `Host` header's value) is for this door: an IP literal,
+    /// `localhost` or a configured name, with or without a port. A name that is none of these is
+    /// what a page of another site sends after rebinding its name to this address.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let Some(name) = host_name(host) else {
+            return false;
+        };
+        name == "localhost"
+            || name.parse::<std::net::IpAddr>().is_ok()
+            || self.hosts.contains(&name)
+    }
+
+    /// Whether a request from `from` showing `authorization` (the header's value) may be answered:
+    /// always from loopback (the Host check keeps browsers' pages out), and from beyond only with
+    /// the bearer token of one of the herd's secrets when it has one.
+    fn authorized(&self, from: std::net::IpAddr, authorization: Option<&[u8]>) -> bool {
+        if self.tokens.is_empty() || from.is_loopback() || is_mapped_loopback(from) {
+            return true;
+        }
+        let Some(shown) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        // Compared as digests: the time taken says nothing about how much of a token was right.
+        let shown = Sha256::digest(shown.trim_ascii());
+        self.tokens
+            .iter()
+            .any(|t| Sha256::digest(t.as_bytes()) == shown)
+    }
+}
+
+fn is_mapped_loopback(ip: std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+}
+
+/// The host of a `host[:port]` (`[v6]:port` too), lower case; `None` if it is empty.
+fn host_name(host: &str) -> Option<String> {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map(|(v6, _)| v6)?
+    } else if host.matches(':').count() > 1 {
+        host // a bare IPv6 literal
+    } else {
+        host.split_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The admin door's bearer token for herd secret `secret`: HMAC-SHA256 keyed by the secret over
+/// [`TOKEN_LABEL`], in hex. Derived, so the token shown to a scraper is not the secret that lets a
+/// server into the herd, and every server of the herd accepts the same one.
+pub fn token(secret: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(TOKEN_LABEL);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// What a secret is MACed over to make the admin token (PROTOCOL.md §6).
+pub const TOKEN_LABEL: &[u8] = b"herd admin token v1";
+
+/// What the door's handlers share.
+#[derive(Clone)]
+pub(crate) struct Door {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) listen: Arc<str>,
+}
+
+/// The address a request came from (put in its extensions by [`serve`]).
+#[derive(Clone, Copy)]
+pub(crate) struct From(pub(crate) SocketAddr);
+
+/// When an `/events` stream last sent an event (milliseconds after [`Progress::epoch`]; 0: it is
+/// not a stream), so the connection's task can close a stream whose page stopped reading.
+#[derive(Clone)]
+pub(crate) struct Progress {
+    epoch: Instant,
+    at: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            epoch: Instant::now(),
+            at: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// An event was taken (or a stream began).
+    pub(crate) fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.at.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// A stream that has sent nothing for longer than `limit`.
+    fn stalled(&self, limit: Duration) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        at != 0 && self.epoch.elapsed().as_millis() as u64 > at + limit.as_millis() as u64
+    }
+}
+
+/// The door's routes and guards. Every route but `/events` answers within [`ANSWER_TIMEOUT`]
+/// (408 past it); request bodies are refused past [`MAX_REQUEST`] (413): the door takes no input.
+fn router(door: Door) -> Router {
+    let timed = Router::new()
+        .route("/", get(page))
+        .route("/herd", get(herd))
+        .route("/land.json", get(land))
+        .route("/records", get(records))
+        .route("/metrics", get(metrics_route))
+        .route("/health", get(health))
+        .route("/status", get(status_route))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            ANSWER_TIMEOUT,
+        ));
+    Router::new()
+        .route("/events", get(live::events))
+        .merge(timed)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(door.clone(), guard))
+        .layer(RequestBodyLimitLayer::new(MAX_REQUEST))
+        .with_state(door)
+}
+
+/// Every request passes here first: the Host check (421), then the token (401).
+async fn guard(State(door): State<Door>, request: Request, next: Next) -> Response {
+    let guard = &door.shared.spec.admin;
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    // No Host at all is no browser (they always send one): a script or an HTTP/1.0 scraper.
+    if host.as_deref().is_some_and(|h| !guard.host_allowed(h)) {
+        door.shared.stats.admin_refused("host");
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this admin door answers only to an IP address, localhost or a name in [admin] hosts\n",
+        )
+            .into_response();
+    }
+    let from = request
+        .extensions()
+        .get::<From>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |f| f.0.ip());
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|a| a.as_bytes());
+    if !guard.authorized(from, authorization) {
+        door.shared.stats.admin_refused("token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a request from beyond loopback needs the herd's admin token (herd-server admin-token)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        live::PAGE,
+    )
+        .into_response()
+}
+
+fn json_answer(code: StatusCode, v: &serde_json::Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{v}\n"),
+    )
+        .into_response()
+}
+
+async fn herd(State(door): State<Door>) -> Response {
+    let herd = live::gather(&door.shared, &door.listen, &mut Default::default()).await;
+    json_answer(StatusCode::OK, &herd)
+}
+
+async fn land() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        live::land_json(),
+    )
+        .into_response()
+}
+
+async fn records(State(door): State<Door>, uri: Uri) -> Response {
+    let (code, v) = live::records(&door.shared, uri.query().unwrap_or(""));
+    json_answer(StatusCode::from_u16(code).unwrap_or(StatusCode::OK), &v)
+}
+
+async fn metrics_route(State(door): State<Door>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics(&door.shared),
+    )
+        .into_response()
+}
+
+async fn health(State(door): State<Door>) -> Response {
+    if door.shared.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else {
+        "ok\n".into_response()
+    }
+}
+
+async fn status_route(State(door): State<Door>, uri: Uri) -> Response {
+    let query = uri.query().unwrap_or("");
+    let mut s = status(&door.shared, &door.listen);
+    // `?recent[=SEQ&boot=B]`: also the samples for a live page (see `live`).
+    if query
+        .split('&')
+        .any(|p| p.split('=').next() == Some("recent"))
+    {
+        s["recent"] = door.shared.live.recent(live::since_of(query));
+    }
+    json_answer(StatusCode::OK, &s)
+}
+
+async fn not_found(method: Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+            "only GET\n",
+        )
+            .into_response();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        "not found: GET /, /herd, /events, /land.json, /records, /metrics, /health or /status\n",
+    )
+        .into_response()
+}
+
+/// Serves the admin endpoint on `listener` until shutdown: HTTP/1.1 by hyper, routed by axum. Each
+/// connection takes one of [`AdminGuard::max_connections`] places (its own budget, apart from the
+/// clients'); past them a connection is closed at once, so no number of idle admin connections can
+/// hold the process's file descriptors. The cap is on connections, taken at accept, not a tower layer:
+/// `tower::limit` bounds requests in flight, and an idle connection has none.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: String) {
     let local = listener
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
-    info!(admin = %local, "admin endpoint listening");
+    info!(admin = %local, max_connections = shared.spec.admin.max_connections, "admin endpoint listening");
     // The rates' history is kept from the start, so a page opened later shows the last minutes.
     shared
         .tracker
         .spawn(live::keep_history(shared.clone()).in_current_span());
+    let app = router(Door {
+        shared: shared.clone(),
+        listen: listen.into(),
+    });
+    let places = Arc::new(Semaphore::new(shared.spec.admin.max_connections));
+    let mut said = false;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shared.shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, _)) => {
-                let (s, l) = (shared.clone(), listen.clone());
-                shared.tracker.spawn(async move {
-                    if let Err(e) = answer(&s, stream, &l).await {
-                        debug!(cause = %e, "admin request failed");
+            Ok((stream, from)) => {
+                let Ok(place) = places.clone().try_acquire_owned() else {
+                    shared.stats.admin_refused("max-connections");
+                    if !std::mem::replace(&mut said, true) {
+                        warn!(max_connections = shared.spec.admin.max_connections, first = %from,
+                            "admin door at its connection limit: closing connections over it");
                     }
+                    // A reset, not a FIN: the socket is gone at once (no TIME_WAIT, no close
+                    // handshake), which is all a flood past the cap costs.
+                    let _ = stream.set_zero_linger();
+                    drop(stream);
+                    // The door shares its event loop with the clients: a burst of refusals must not
+                    // run as one long turn in front of their replies.
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                let (s, app) = (shared.clone(), app.clone());
+                shared.tracker.spawn(async move {
+                    connection(&s, stream, from, app).await;
+                    drop(place);
                 });
             }
             Err(e) => {
@@ -827,122 +1190,57 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: St
     }
 }
 
-/// Reads one request head and answers it.
-async fn answer(shared: &Shared, mut stream: TcpStream, listen: &str) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-            if head.len() > MAX_REQUEST {
-                return Ok(false);
+/// One admin connection, kept alive between requests: a request head must come within
+/// [`REQUEST_TIMEOUT`] (the same bound holds an idle connection) and fit in [`MAX_REQUEST`] bytes
+/// (431 past it). An `/events` stream whose page takes no event for [`live::WRITE_TIMEOUT`] is
+/// closed. Ends early, between requests, when the server stops.
+async fn connection(shared: &Shared, stream: TcpStream, from: SocketAddr, app: Router) {
+    let progress = Progress::new();
+    let p = progress.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(From(from));
+        request.extensions_mut().insert(p.clone());
+        let mut app = app.clone();
+        async move { app.call(request.map(Body::new)).await }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST)
+        .keep_alive(true)
+        // A client that sends its request and shuts its side (`printf 'GET …' | nc`, a script) still
+        // gets the answer, as it did before hyper.
+        .half_close(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    let drain = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain);
+    let (mut stopping, mut draining) = (false, false);
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    debug!(cause = %e, "admin connection ended");
+                }
+                return;
             }
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(!head.is_empty());
+            // A request already sent when the server begins to stop is still answered (`/health`
+            // says 503): the connection closes once idle, after [`DRAIN`].
+            _ = shared.shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                draining = true;
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
             }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<bool, std::io::Error>(true)
-    })
-    .await;
-    let (code, kind, body) = match read {
-        Ok(Ok(true)) if request(&head).is_some_and(|r| r.path == "/events") => {
-            return live::events(shared, stream, listen).await;
-        }
-        Ok(Ok(true)) => route(shared, &head, listen).await,
-        Ok(Ok(false)) => (431, "text/plain", "request head too large\n".to_owned()),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => (408, "text/plain", "request timed out\n".to_owned()),
-    };
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Bad Request",
-    };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-/// A request line, read leniently (the endpoint serves no input of consequence).
-struct Request {
-    method: String,
-    path: String,
-    query: String,
-}
-
-/// The request line of `head`; `None` if it is not HTTP/1.
-fn request(head: &[u8]) -> Option<Request> {
-    let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let first = String::from_utf8_lossy(first);
-    let mut parts = first.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
-        return None;
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Some(Request {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-    })
-}
-
-/// The answer to a request head (but `/events`): status code, content type, body.
-async fn route(shared: &Shared, head: &[u8], listen: &str) -> (u16, &'static str, String) {
-    let Some(Request {
-        method,
-        path,
-        query,
-    }) = request(head)
-    else {
-        return (400, "text/plain", "not an HTTP/1 request\n".into());
-    };
-    if method != "GET" && method != "HEAD" {
-        return (405, "text/plain", "only GET\n".into());
-    }
-    match path.as_str() {
-        "/" => (200, "text/html; charset=utf-8", live::PAGE.to_owned()),
-        "/herd" => {
-            let herd = live::gather(shared, listen, &mut Default::default()).await;
-            (200, "application/json", format!("{herd}\n"))
-        }
-        "/land.json" => (200, "application/json", live::land_json().to_owned()),
-        "/records" => {
-            let (code, v) = live::records(shared, &query);
-            (code, "application/json", format!("{v}\n"))
-        }
-        "/metrics" => (
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics(shared),
-        ),
-        "/health" if shared.shutdown.is_cancelled() => (503, "text/plain", "stopping\n".into()),
-        "/health" => (200, "text/plain", "ok\n".into()),
-        "/status" => {
-            let mut s = status(shared, listen);
-            // `?recent[=SEQ&boot=B]`: also the samples for a live page (see `live`).
-            if query
-                .split('&')
-                .any(|p| p.split('=').next() == Some("recent"))
-            {
-                s["recent"] = shared.live.recent(live::since_of(&query));
+            _ = drain.as_mut(), if draining => {
+                draining = false;
+                conn.as_mut().graceful_shutdown();
             }
-            (200, "application/json", format!("{s}\n"))
+            _ = check.tick() => if progress.stalled(live::WRITE_TIMEOUT) {
+                debug!(peer = %from, "live page took no event in time; closing");
+                return;
+            },
         }
-        _ => (
-            404,
-            "text/plain",
-            "not found: GET /, /herd, /events, /land.json, /records, /metrics, /health or /status\n"
-                .into(),
-        ),
     }
 }
 
@@ -952,6 +1250,7 @@ mod tests {
     use crate::config::Config;
     use crate::places::Places;
     use crate::server::{run_with_admin, ServerSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::sync::CancellationToken;
 
     /// Server `Alford` of a herd whose other server, `Ball`, has an admin address nobody listens on.
@@ -991,9 +1290,12 @@ mod tests {
     /// Sends `GET path` and reads `n` bytes or to the end, whichever comes first.
     async fn get(admin: std::net::SocketAddr, path: &str, n: usize) -> String {
         let mut s = TcpStream::connect(admin).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut all = Vec::new();
         (&mut s).take(n as u64).read_to_end(&mut all).await.unwrap();
         String::from_utf8(all).unwrap()
@@ -1008,7 +1310,10 @@ mod tests {
         let (addr, admin, shutdown) = alford().await;
         let page = get(admin, "/", 1 << 20).await;
         assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
-        assert!(page.contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(
+            page.contains("content-type: text/html; charset=utf-8\r\n"),
+            "{page}"
+        );
         assert!(page.contains("<title>herd — live</title>") && page.contains("</html>"));
         // Self-contained: nothing is loaded from another host.
         for outside in ["http://", "https://", "//cdn"] {
@@ -1051,12 +1356,12 @@ mod tests {
         assert_eq!(me["recent"]["whatsats"][0]["radius_km"], 10.0);
 
         // `/events` is a stream: its head, the retry hint, then an event per tick.
-        let events = get(admin, "/events", 600).await;
-        assert!(events.starts_with(live::EVENTS_HEAD), "{events}");
-        assert!(!events.contains("Content-Length"), "{events}");
-        let first = events[live::EVENTS_HEAD.len()..]
-            .strip_prefix("data: {")
-            .is_some();
+        let events = get(admin, "/events", 1000).await;
+        let (head, stream) = events.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{events}");
+        assert!(head.contains("content-type: text/event-stream"), "{events}");
+        assert!(!head.contains("content-length"), "{events}");
+        let first = stream.contains("retry: 1000\n\n") && stream.contains("data: {");
         assert!(first, "{events}");
         shutdown.cancel();
     }
@@ -1120,6 +1425,63 @@ mod tests {
         assert_eq!(last.as_array().unwrap().len(), 5, "{last}");
         assert_eq!(last[1], 51, "IAMATs counted: {history:?}");
         shutdown.cancel();
+    }
+
+    #[test]
+    fn hosts_allowed_are_ip_literals_localhost_and_configured_names() {
+        let guard = AdminGuard {
+            hosts: vec!["herd-1.example.net".into()],
+            ..AdminGuard::default()
+        };
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:12100",
+            "10.1.2.3:80",
+            "[::1]:12100",
+            "::1",
+            "localhost",
+            "LOCALHOST:8080",
+            "herd-1.example.net:12100",
+            "Herd-1.Example.Net.",
+        ] {
+            assert!(guard.host_allowed(ok), "{ok}");
+        }
+        for foreign in [
+            "rebind.attacker.example",
+            "rebind.attacker.example:12100",
+            "localhost.attacker.example",
+            "127.0.0.1.nip.io",
+            "",
+            "[::1",
+        ] {
+            assert!(!guard.host_allowed(foreign), "{foreign}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_derived_from_the_secret_and_asked_only_beyond_loopback() {
+        let t = token("s3cret");
+        assert_eq!(t.len(), 64);
+        assert_eq!(t, token("s3cret"), "the same on every server");
+        assert_ne!(t, token("other"));
+        assert!(!t.contains("s3cret"));
+        let guard = AdminGuard {
+            tokens: vec![token("new"), token("old")],
+            ..AdminGuard::default()
+        };
+        let far = std::net::IpAddr::from([192, 0, 2, 7]);
+        let near = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert!(guard.authorized(near, None));
+        assert!(!guard.authorized(far, None));
+        assert!(!guard.authorized(far, Some(b"Bearer nope")));
+        assert!(!guard.authorized(far, Some(token("new").as_bytes())));
+        let bearer = |s: &str| format!("Bearer {}", token(s));
+        assert!(guard.authorized(far, Some(bearer("new").as_bytes())));
+        assert!(guard.authorized(far, Some(bearer("old").as_bytes())));
+        assert!(
+            AdminGuard::default().authorized(far, None),
+            "no secret, no token"
+        );
     }
 
     #[test]

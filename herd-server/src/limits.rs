@@ -228,6 +228,141 @@ impl ConnLimits {
     }
 }
 
+/// Descriptors a server keeps for itself besides its connections: standard streams, the event loops'
+/// pollers and wakers, listeners, log and store files, the Places client's pool, and the reserve of
+/// the accept loops ([`Reserve`]).
+pub const OWN_DESCRIPTORS: usize = 64;
+
+impl ConnLimits {
+    /// These limits fitted into `descriptors` file descriptors, with `admin` admin connections and
+    /// `neighbors` outgoing links beside them: when they do not fit, fewer connections over the limit
+    /// wait their grace (an eighth of what is left, at most [`ConnLimits::max_pending`]) and
+    /// `max_connections` becomes what is left after that (at least 1). Returns the fitted limits and
+    /// whether `max_connections` was lowered. A connection past the fitted limit is still answered
+    /// `? busy` at once; past the descriptors it would wait unanswered in the kernel's queue.
+    pub fn fit(self, descriptors: usize, admin: usize, neighbors: usize) -> (ConnLimits, bool) {
+        let others = OWN_DESCRIPTORS + self.max_peers + neighbors + admin;
+        let left = descriptors.saturating_sub(others);
+        if self.max_connections.saturating_add(self.max_pending) <= left {
+            return (self, false);
+        }
+        let max_pending = self.max_pending.min(left / 8).max(1);
+        let max_connections = left.saturating_sub(max_pending).max(1);
+        let lowered = max_connections < self.max_connections;
+        let max_connections = max_connections.min(self.max_connections);
+        (
+            ConnLimits {
+                max_connections,
+                max_connections_per_ip: self.max_connections_per_ip.min(max_connections),
+                max_pending,
+                ..self
+            },
+            lowered,
+        )
+    }
+}
+
+/// The process's limit of open files: the soft `RLIMIT_NOFILE`, raised to the hard limit the first
+/// time this is asked (as a server that must hold many sockets should; the soft limit is often 1024
+/// while the hard one is far higher). `None` where it cannot be read.
+#[cfg(unix)]
+pub fn open_files_limit() -> Option<usize> {
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given, which lives for the call.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return None;
+        }
+        // An unlimited hard limit cannot be the soft one on every system: a million is plenty.
+        let want = if lim.rlim_max == libc::RLIM_INFINITY {
+            1 << 20
+        } else {
+            lim.rlim_max
+        };
+        if want > lim.rlim_cur {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            // SAFETY: setrlimit reads the struct it is given; raising the soft limit up to the hard
+            // one needs no privilege.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+        usize::try_from(lim.rlim_cur).ok()
+    })
+}
+
+/// Where the open-file limit is not a thing this knows how to read: no bound.
+#[cfg(not(unix))]
+pub fn open_files_limit() -> Option<usize> {
+    None
+}
+
+/// How many servers share this process's descriptors (`herd-server up` runs them all in one).
+static SHARING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Tells the servers of this process that `n` of them share its open-file limit: each fits its limits
+/// into an equal part ([`descriptors_per_server`]).
+pub fn share_descriptors(n: usize) {
+    SHARING.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One server's part of the process's open-file limit (`None`: no known bound).
+pub fn descriptors_per_server() -> Option<usize> {
+    open_files_limit().map(|l| l / SHARING.load(std::sync::atomic::Ordering::Relaxed).max(1))
+}
+
+/// A descriptor held in reserve by an accept loop: when accepting fails for want of descriptors, it is
+/// given up so that one connection can be accepted, told `? busy` and closed, and then taken again.
+/// Without it, connections past the process's limit wait unanswered in the kernel's queue.
+pub struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    /// Takes the reserve (a handle on the null device).
+    pub fn take() -> Reserve {
+        Reserve(Self::open())
+    }
+
+    fn open() -> Option<std::fs::File> {
+        #[cfg(unix)]
+        let null = "/dev/null";
+        #[cfg(not(unix))]
+        let null = "NUL";
+        std::fs::File::open(null).ok()
+    }
+
+    /// Gives the descriptor up; whether there was one to give.
+    pub fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Takes the descriptor again, if one is free.
+    pub fn restore(&mut self) {
+        if self.0.is_none() {
+            self.0 = Self::open();
+        }
+    }
+}
+
+/// Whether an accept error means the process (or the system) is out of file descriptors.
+pub fn out_of_descriptors(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// A connection over a client limit: which one, and the `? busy` line that says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy {
@@ -357,6 +492,11 @@ impl Admission {
         let first = matches!(r, Limit::Busy | Limit::BusyPerIp) && !self.saturated;
         self.saturated |= first;
         first
+    }
+
+    /// The limits it admits by.
+    pub fn limits(&self) -> ConnLimits {
+        self.limits
     }
 
     /// The refusals counted so far.
@@ -524,6 +664,42 @@ impl Warnings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_fitted_into_the_descriptors() {
+        let wanted = ConnLimits::new(10_000, 10_000, 2);
+        let (same, lowered) = wanted.fit(1 << 20, 64, 2);
+        assert_eq!((same, lowered), (wanted, false));
+        // 256 descriptors: 64 own, 8 peers, 2 dials, 64 admin: 118 left, 14 of them for waits.
+        let (fitted, lowered) = wanted.fit(256, 64, 2);
+        assert!(lowered);
+        assert_eq!(fitted.max_pending, 14);
+        assert_eq!(fitted.max_connections, 104);
+        assert_eq!(fitted.max_connections_per_ip, 104);
+        assert_eq!(fitted.max_peers, wanted.max_peers);
+        // Nothing left: still one client and one wait, never zero.
+        let (tiny, _) = wanted.fit(10, 64, 2);
+        assert_eq!((tiny.max_connections, tiny.max_pending), (1, 1));
+        // A small limit that fits is kept as it is.
+        let small = ConnLimits::new(50, 10, 0);
+        assert_eq!(small.fit(1024, 0, 0), (small, false));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_one() {
+        let limit = open_files_limit().expect("a limit");
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: writes the struct given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(limit as u64, lim.rlim_cur);
+        if lim.rlim_max != libc::RLIM_INFINITY {
+            assert_eq!(lim.rlim_cur, lim.rlim_max);
+        }
+    }
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, last])

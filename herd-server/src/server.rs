@@ -103,6 +103,8 @@ pub struct ServerSpec {
     /// The admin addresses (`host:port`) of the herd's servers that have one, by name: the live page
     /// gathers their `/status` (see [`crate::admin::live`]).
     pub admins: Vec<(String, String)>,
+    /// How its admin door guards itself (connection cap, allowed `Host` names, tokens).
+    pub admin: crate::admin::AdminGuard,
     /// Limits on lines and connections.
     pub limits: Limits,
     /// Log every line in and out, and each WHATSAT's look-up (`[log] lines`).
@@ -147,6 +149,7 @@ impl ServerSpec {
                 .iter()
                 .filter_map(|s| Some((s.name.clone(), s.admin.clone()?)))
                 .collect(),
+            admin: crate::admin::AdminGuard::from_config(config),
             limits: config.limits,
             log_lines: config.log.lines,
             log_bodies: config.log.bodies,
@@ -194,6 +197,8 @@ pub(crate) struct Shared {
     pub(crate) live: Live,
     /// What the start loaded from the store: clients held after it, and its report.
     pub(crate) loaded: Option<(usize, LoadReport)>,
+    /// The server's budget of upstream Places calls; each connection takes its own from it.
+    pub(crate) places_budget: crate::places::ServerBudget,
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
@@ -391,11 +396,31 @@ async fn run_inner(
         }
         None => (node.with_members(&spec.members), None, None),
     };
-    let admission = Admission::new(ConnLimits::new(
+    let wanted = ConnLimits::new(
         spec.limits.max_connections,
         spec.limits.max_connections_per_ip,
         spec.neighbors.len(),
-    ));
+    );
+    let admin_fds = admin.as_ref().map_or(0, |_| spec.admin.max_connections);
+    let conn_limits = match crate::limits::descriptors_per_server() {
+        Some(fds) => {
+            let (fitted, lowered) = wanted.fit(fds, admin_fds, spec.neighbors.len());
+            if lowered {
+                warn!(target: SUMMARY,
+                    "{me}: max_connections lowered from {} to {} to fit the open-file limit ({fds} descriptors; raise it with `ulimit -n` or LimitNOFILE=)",
+                    wanted.max_connections, fitted.max_connections);
+                warn!(
+                    wanted = wanted.max_connections,
+                    max_connections = fitted.max_connections,
+                    descriptors = fds,
+                    "max_connections lowered to fit the open-file limit"
+                );
+            }
+            fitted
+        }
+        None => wanted,
+    };
+    let admission = Admission::new(conn_limits);
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
         peers,
@@ -406,6 +431,7 @@ async fn run_inner(
         stats: Stats::new(spec.store.is_some()),
         live: Live::default(),
         loaded,
+        places_budget: spec.places.server_budget(),
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
         warnings: Mutex::new(Warnings::default()),
@@ -485,6 +511,7 @@ async fn run_inner(
 /// Accepts connections on `listener` until shutdown; each is served by a task on this thread's runtime.
 async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
     let mut backoff = std::time::Duration::from_millis(10);
+    let mut reserve = crate::limits::Reserve::take();
     loop {
         // Accept whatever the client count: a connection over a limit is answered and closed, never
         // left waiting silently in the kernel's queue.
@@ -498,7 +525,24 @@ async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
         match accepted {
             Ok((stream, addr)) => {
                 backoff = std::time::Duration::from_millis(10);
+                // Taken again if a refusal could not (one check of an `Option` when it is held).
+                reserve.restore();
                 admit(shared, stream, addr);
+            }
+            Err(e) if crate::limits::out_of_descriptors(&e) && reserve.release() => {
+                // The reserve descriptor makes room for one: it is told `? busy` and closed, not
+                // left waiting in the kernel's queue.
+                if let Ok(Ok((stream, addr))) =
+                    tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+                {
+                    let limit = shared.admission().limits().max_connections;
+                    let busy = Busy {
+                        refusal: Limit::Busy,
+                        limit,
+                    };
+                    refuse_now(shared, stream, shared.conn_id(), addr, busy);
+                }
+                reserve.restore();
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait, then go on.
@@ -919,6 +963,10 @@ struct Connection<'a> {
     line_ended: bool,
     /// Limit refusals already logged on this connection (one log line per kind, not per line).
     logged: Vec<Limit>,
+    /// What this connection may still spend on upstream Places calls (made at its first WHATSAT).
+    budget: Option<crate::places::Budget>,
+    /// An `OVER_QUERY_LIMIT` was logged on this connection (once per connection).
+    budget_logged: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -949,6 +997,8 @@ impl<'a> Connection<'a> {
             partial_since: None,
             line_ended: false,
             logged: Vec::new(),
+            budget: None,
+            budget_logged: false,
         }
     }
 
@@ -1168,7 +1218,17 @@ impl<'a> Connection<'a> {
             if let Some(q) = lookup {
                 shared.live.offer_whatsat(&q, now);
                 let began = Instant::now();
-                let answer = spec.places.lookup(&q).await;
+                let budget = self
+                    .budget
+                    .get_or_insert_with(|| shared.places_budget.connection());
+                let (answer, spent) = spec.places.lookup(&q, budget).await;
+                if let Some(spent) = spent {
+                    shared.stats.over_budget(spent.as_str());
+                    if !std::mem::replace(&mut self.budget_logged, true) {
+                        info!(conn = self.id, peer = %self.addr, budget = spent.as_str(),
+                            "WHATSAT answered OVER_QUERY_LIMIT: Places budget spent (logged once per connection)");
+                    }
+                }
                 whatsats += 1;
                 shared.stats.lookup(
                     spec.places.backend().as_str(),

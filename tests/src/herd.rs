@@ -126,6 +126,7 @@ pub async fn start_herd(
             keyring: herd_server::handshake::Keyring::new(&opts.secret.iter().collect::<Vec<_>>()),
             members: topology.iter().map(|(n, _)| n.to_string()).collect(),
             admins: admins.clone(),
+            admin: herd_server::admin::AdminGuard::default(),
             limits: opts.limits,
             log_lines: true,
             log_bodies: false,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use herd_server::config::Limits;
 use herd_tests::client::{exchange, exchange_text, Client};
 use herd_tests::eventually;
-use herd_tests::herd::{start_herd, Options};
+use herd_tests::herd::{start_herd, Options, Processes};
 
 /// The raw HTTP answer to `request` sent to `admin`.
 async fn http(admin: SocketAddr, request: &str) -> String {
@@ -16,7 +16,7 @@ async fn http(admin: SocketAddr, request: &str) -> String {
 async fn get(admin: SocketAddr, path: &str) -> String {
     http(
         admin,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
     )
     .await
 }
@@ -58,7 +58,7 @@ async fn metrics_health_and_status() {
     let m = get(admin_a, "/metrics").await;
     assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
     assert!(
-        m.contains("Content-Type: application/openmetrics-text"),
+        m.contains("content-type: application/openmetrics-text"),
         "{m}"
     );
     for (name, want) in [
@@ -357,7 +357,9 @@ async fn health_is_503_while_stopping() {
     let a = herd.remove("Alford").unwrap();
     let (addr, admin) = (a.addr, a.admin.unwrap());
     let mut pending = Client::connect(admin).await;
-    pending.send("GET /health HTTP/1.1\r\nHost: x\r\n").await;
+    pending
+        .send("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await;
     let stopping = tokio::spawn(a.stop());
     eventually("the listener closed", || async move {
         tokio::net::TcpStream::connect(addr).await.err().map(|_| ())
@@ -371,4 +373,204 @@ async fn health_is_503_while_stopping() {
         "{answer}"
     );
     stopping.await.unwrap();
+}
+
+/// The head of an `/events` answer (the stream stays open; `s` keeps it).
+async fn events_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    };
+    let _ = tokio::time::timeout(herd_tests::DEADLINE, read).await;
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Idle `/events` streams from one address take at most their address's share: a page from another
+/// address still gets the live feed.
+#[tokio::test]
+async fn events_from_one_address_cannot_starve_another() {
+    let mut herd = Processes::new(&[("Alford", &[])], "").with_admin();
+    herd.start("Alford").await;
+    let admin = herd.admin("Alford");
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..16 {
+        let mut s = tokio::net::TcpStream::connect(admin)
+            .await
+            .expect("connect");
+        let head = events_head(&mut s).await;
+        if head.starts_with("HTTP/1.1 503 ") {
+            refused += 1;
+        } else {
+            assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        }
+        open.push(s);
+    }
+    assert!(refused > 0, "one address took all 16 streams");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let mut other = socket.connect(admin).await.unwrap();
+    let head = events_head(&mut other).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let m = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(
+            &m,
+            "herd_admin_refused_total{reason=\"events-per-address\"}"
+        ),
+        Some(f64::from(refused)),
+        "{m}"
+    );
+}
+
+/// A request naming a host that is no IP literal, `localhost` or configured name (a page of another
+/// site whose name was rebound to this address) reads nothing: 421. HEAD is answered without a body,
+/// and a connection serves several requests.
+#[tokio::test]
+async fn a_foreign_host_is_misdirected_and_head_has_no_body() {
+    // No [admin] table: the defaults guard the door (configured names are in the unit tests).
+    let mut herd = Processes::new(&[("Alford", &[])], "").with_admin();
+    herd.start("Alford").await;
+    let admin = herd.admin("Alford");
+    let ask = |host: &str| {
+        format!("GET /status?recent HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    let foreign = http(admin, &ask("rebind.attacker.example")).await;
+    assert!(foreign.starts_with("HTTP/1.1 421 "), "{foreign}");
+    assert!(!foreign.contains("\"server\""), "{foreign}");
+    let foreign = http(admin, &ask("rebind.attacker.example:80")).await;
+    assert!(foreign.starts_with("HTTP/1.1 421 "), "{foreign}");
+    for ok in [format!("{admin}"), "localhost".into(), "[::1]:80".into()] {
+        let answer = http(admin, &ask(&ok)).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{ok}: {answer}");
+    }
+    // HEAD: the GET answer's head, its length, no body.
+    let head = http(
+        admin,
+        "HEAD /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-length: 3\r\n"), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "a body after the head: {head:?}"
+    );
+    // Keep-alive: two answers on one connection.
+    let two = http(
+        admin,
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(two.matches("HTTP/1.1 200 OK").count(), 2, "{two}");
+    let m = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&m, "herd_admin_refused_total{reason=\"host\"}"),
+        Some(2.0),
+        "{m}"
+    );
+}
+
+/// Waves of idle admin connections under a low open-file limit: the admin door closes those past its
+/// own cap, so the descriptors stay free and every honest IAMAT is answered within a second.
+#[tokio::test]
+async fn an_admin_flood_under_a_low_fd_limit_leaves_clients_answered() {
+    // This test holds over a thousand sockets itself.
+    let _ = herd_server::limits::open_files_limit();
+    let mut herd = Processes::new(&[("Alford", &[])], "").with_admin();
+    herd.start_wrapped(
+        "Alford",
+        &["sh", "-c", "ulimit -n 1024 && exec \"$@\"", "-"],
+    )
+    .await;
+    let (addr, admin) = (herd.addr("Alford"), herd.admin("Alford"));
+    let mut flood = Vec::new();
+    for _ in 0..1100 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::TcpStream::connect(admin),
+        )
+        .await
+        {
+            flood.push(s);
+        }
+    }
+    let mut unanswered = 0;
+    for i in 0..18 {
+        let asked = async {
+            let mut c = Client::connect(addr).await;
+            c.send(format!("IAMAT honest{i} +1+1 1\n")).await;
+            c.text_line().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(1), asked).await {
+            Ok(line) if line.starts_with("AT Alford ") => {}
+            _ => unanswered += 1,
+        }
+    }
+    assert_eq!(unanswered, 0, "honest IAMATs without an answer within 1 s");
+    drop(flood);
+    // Once the flood is gone the door answers again.
+    eventually("the admin door answers", || async move {
+        get(admin, "/health")
+            .await
+            .starts_with("HTTP/1.1 200 ")
+            .then_some(())
+    })
+    .await;
+    let m = get(admin, "/metrics").await;
+    let refused = sample(&m, "herd_admin_refused_total{reason=\"max-connections\"}");
+    assert!(refused.is_some_and(|n| n >= 1000.0), "{refused:?}\n{m}");
+}
+
+/// `herd-server check` refuses an admin address beyond loopback in a herd without a secret, and takes
+/// it with one (or with `insecure = true`); `admin-token` prints the token such a door asks for.
+#[test]
+fn check_refuses_an_admin_address_beyond_loopback_without_a_secret() {
+    let dir = std::env::temp_dir().join(format!("herd-admin-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |top: &str, args: &[&str]| {
+        let file = dir.join("herd.toml");
+        std::fs::write(
+            &file,
+            format!("{top}\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\nadmin = \"0.0.0.0:2\"\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(herd_tests::herd::server_binary())
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .env_remove("GOOGLE_PLACES_API_KEY")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run("", &["check"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("herd.toml:5:") && err.contains("admin address") && err.contains("secret"),
+        "{err}"
+    );
+    let (code, out, err) = run("[herd]\nsecret = \"s3cret\"", &["check"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("admin 0.0.0.0:2"), "{out}");
+    assert_eq!(run("[herd]\ninsecure = true", &["check"]).0, Some(0));
+    let (code, token, _) = run("[herd]\nsecret = \"s3cret\"", &["admin-token"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(token.trim(), herd_server::admin::token("s3cret"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

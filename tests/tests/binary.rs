@@ -419,7 +419,14 @@ fn man_pages_for_the_server() {
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(page.starts_with(".ie \\n(.g .ds Aq"), "{page}");
     assert!(page.contains(".TH herd-server 1"), "{page}");
-    for command in ["serve", "up", "check", "default\\-config", "man"] {
+    for command in [
+        "serve",
+        "up",
+        "check",
+        "admin\\-token",
+        "default\\-config",
+        "man",
+    ] {
         assert!(
             page.contains(&format!("herd\\-server\\-{command}(1)")),
             "{command} in {page}"
@@ -440,6 +447,7 @@ fn man_pages_for_the_server() {
     assert_eq!(
         names,
         [
+            "herd-server-admin-token.1",
             "herd-server-check.1",
             "herd-server-default-config.1",
             "herd-server-man.1",

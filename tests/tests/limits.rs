@@ -428,3 +428,54 @@ async fn the_client_limit_refuses_new_ids_and_keeps_updating_old_ones() {
     // One refusal line per connection: `c` sent three over-cap IAMATs.
     assert_eq!(log.matches("IAMAT refused by a limit").count(), 2, "{log}");
 }
+
+/// Under `ulimit -n 256`, a thousand idle connections cannot leave an honest client unanswered: the
+/// server fits `max_connections` into its descriptors (and says so), and a connection past it is told
+/// `? busy` and closed within the second, not left in the kernel's queue.
+#[tokio::test]
+async fn busy_under_a_low_open_file_limit() {
+    // This test holds a thousand sockets itself.
+    let _ = herd_server::limits::open_files_limit();
+    let mut herd = Processes::new(&LONE, "");
+    herd.start_wrapped("Alford", &["sh", "-c", "ulimit -n 256 && exec \"$@\"", "-"])
+        .await;
+    let addr = herd.addr("Alford");
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
+        {
+            idle.push(s);
+        }
+    }
+    let began = Instant::now();
+    let mut honest = TcpStream::connect(addr).await.expect("connect");
+    honest
+        .write_all(format!("IAMAT honest +1+1 {}\n", now_secs()).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !answer.ends_with(b"\n") {
+            match honest.read(&mut byte).await {
+                Ok(1) => answer.push(byte[0]),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        answer.starts_with("? busy max_connections=") || answer.starts_with("AT Alford "),
+        "no answer within 2 s: {answer:?} after {:?}",
+        began.elapsed()
+    );
+    let stderr = herd.stderr("Alford");
+    assert_eq!(
+        stderr.matches("max_connections lowered from 10000").count(),
+        1,
+        "{stderr}"
+    );
+    drop(idle);
+}

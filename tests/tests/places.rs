@@ -29,6 +29,7 @@ fn config(backend: Backend, url: String, cache_ttl: Duration) -> PlacesConfig {
         cache_ttl,
         cache_entries: 100,
         max_in_flight: 4,
+        budget: Default::default(),
     }
 }
 
@@ -159,8 +160,8 @@ async fn google_new_request_and_mapping() {
     ] {
         assert!(mask.split(',').any(|m| m == f), "{f} not in {mask}");
     }
-    // The radius goes out as the exact decimal in metres, never with an exponent.
-    assert!(r.body.contains("\"radius\":10587.1263"), "{}", r.body);
+    // The radius goes out in whole metres (as the cache key has it), never with an exponent.
+    assert!(r.body.contains("\"radius\":10587}"), "{}", r.body);
     let body: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(body["maxResultCount"], 4);
     assert_eq!(
@@ -304,4 +305,50 @@ async fn failures_are_not_cached() {
     assert_eq!(whatsat(&s, "10", 5).await["status"], "OK");
     assert_eq!(fake.requests().len(), 2);
     s.stop().await;
+}
+
+/// One connection asking WHATSATs with a new radius each time (every one a cache miss) against a real
+/// server with a Google back-end: the upstream calls stay within the default budget, the rest are
+/// answered `OVER_QUERY_LIMIT` with no results, and `/metrics` counts them.
+#[tokio::test]
+async fn the_upstream_budget_holds_against_one_abusive_connection() {
+    use herd_tests::herd::Processes;
+    let fake = FakePlaces::start(Script::ok(fixture("new-ok"))).await;
+    let extra = format!(
+        "[places]\nbackend = \"google\"\nurl = \"{}\"\nkey = \"k\"\n",
+        fake.url(NEW_PATH)
+    );
+    let mut herd = Processes::new(&[("Alford", &[])], &extra).with_admin();
+    herd.start("Alford").await;
+    let (addr, admin) = (herd.addr("Alford"), herd.admin("Alford"));
+    let began = std::time::Instant::now();
+    let mut lines = String::from(IAMAT);
+    for i in 0..200 {
+        lines.push_str(&format!(
+            "WHATSAT kiwi.cs.ucla.edu {}.{:03} 3\n",
+            1 + i / 1000,
+            i % 1000
+        ));
+    }
+    let answers = exchange_text(addr, lines).await;
+    let took = began.elapsed().as_secs_f64();
+    let calls = fake.requests().len();
+    // The defaults: a burst of 10, then 2 a second.
+    let allowed = 10.0 + 2.0 * took;
+    assert!(
+        calls as f64 <= allowed,
+        "{calls} upstream calls in {took:.2} s (budget {allowed:.1})"
+    );
+    assert!(calls >= 10, "the burst was not served: {calls}");
+    let over = answers.matches("\"status\": \"OVER_QUERY_LIMIT\"").count();
+    assert_eq!(over + calls, 200, "{over} over budget, {calls} upstream");
+    assert!(answers.contains("\"results\": []"));
+    // Each answer is still an AT line and the JSON.
+    assert_eq!(answers.matches("\nAT Alford ").count() + 1, 201);
+    let m = herd_tests::admin::get(admin, "/metrics").await;
+    let counted = m
+        .lines()
+        .find(|l| l.starts_with("herd_places_over_budget_total{budget=\"connection\"} "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<usize>().ok());
+    assert_eq!(counted, Some(over), "{m}");
 }

@@ -165,6 +165,7 @@ async fn slow_places(delay: Duration) -> (FakePlaces, Places) {
         cache_ttl: Duration::ZERO,
         cache_entries: 0,
         max_in_flight: 8,
+        budget: Default::default(),
     };
     let places = Places::new(&cfg, reqwest_client());
     (fake, places)

@@ -24,14 +24,13 @@
 //! the whole herd without a record being counted once per server it was flooded to.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use herd_proto::{Message, Timestamp};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::node::Lookup;
 use crate::server::Shared;
@@ -52,6 +51,9 @@ pub const UPDATES: usize = 64;
 pub const ASKS: usize = 16;
 /// Most `/events` streams served at once (each costs a gathering per tick).
 pub const MAX_STREAMS: usize = 16;
+/// Most `/events` streams of one address: a quarter of [`MAX_STREAMS`], so one address (a script
+/// opening streams and leaving them idle) cannot lock the operator out of the live page.
+pub const MAX_STREAMS_PER_ADDRESS: usize = MAX_STREAMS / 4;
 /// Most records `/records` sends: an even sample of the cache past that.
 pub const SAMPLE: usize = 2000;
 /// Seconds of rates kept for a page that opens (one point a second).
@@ -59,9 +61,9 @@ pub const HISTORY: usize = 300;
 /// How often the rates' history takes a point.
 pub const HISTORY_EVERY: Duration = Duration::from_secs(1);
 /// A page that does not take an event within this is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest `/status` answer read from another server.
-const MAX_ANSWER: u64 = 1 << 20;
+const MAX_ANSWER: usize = 1 << 20;
 
 /// A sampled IAMAT.
 struct Update {
@@ -108,7 +110,8 @@ pub struct Live {
     /// Milliseconds after `epoch` until which clients are sampled.
     watched_until: AtomicU64,
     ring: Mutex<Ring>,
-    streams: AtomicUsize,
+    /// The `/events` streams open.
+    pub(crate) streams: Arc<Mutex<Streams>>,
     /// The newest [`HISTORY`] points of the rate counters.
     history: Mutex<VecDeque<Point>>,
 }
@@ -120,7 +123,7 @@ impl Default for Live {
             epoch: Instant::now(),
             watched_until: AtomicU64::new(0),
             ring: Mutex::default(),
-            streams: AtomicUsize::new(0),
+            streams: Arc::default(),
             history: Mutex::default(),
         }
     }
@@ -389,31 +392,39 @@ pub(crate) fn land_json() -> &'static str {
 }
 
 /// `GET path` on another server's admin address `addr`: its JSON body, or why not, within
-/// [`ASK_TIMEOUT`]. The admin endpoint closes after each answer, so the body is read to its end.
-async fn ask(addr: &str, path: &str) -> Result<Value, String> {
+/// [`ASK_TIMEOUT`]. Through the process's one HTTP client (the Places back-end's: it pools
+/// connections, so a page's ticks reuse them), with the herd's admin token when it has a secret.
+async fn ask(shared: &Shared, addr: &str, path: &str) -> Result<Value, String> {
     let work = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut all = Vec::new();
-        (&mut stream)
-            .take(MAX_ANSWER)
-            .read_to_end(&mut all)
-            .await
-            .map_err(|e| e.to_string())?;
-        let head_end = all
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or("not an HTTP answer")?;
-        let status_line = String::from_utf8_lossy(&all[..head_end]);
-        let status_line = status_line.lines().next().unwrap_or_default();
-        if !status_line.starts_with("HTTP/1.1 200") {
-            return Err(format!("answered {status_line}"));
+        let mut request = shared
+            .spec
+            .places
+            .http()
+            .get(format!("http://{addr}{path}"))
+            .timeout(ASK_TIMEOUT);
+        if let Some(token) = shared.spec.admin.tokens.first() {
+            request = request.bearer_auth(token);
         }
-        serde_json::from_slice(&all[head_end + 4..]).map_err(|e| format!("status not JSON: {e}"))
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("answered HTTP {}", status.as_u16()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| e.without_url().to_string())?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(format!("status larger than {MAX_ANSWER} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("status not JSON: {e}"))
     };
     match tokio::time::timeout(ASK_TIMEOUT, work).await {
         Ok(answer) => answer,
@@ -455,7 +466,7 @@ pub(crate) async fn gather(
                 Ok(s)
             } else {
                 match &admin {
-                    Some(a) => ask(a, &path).await,
+                    Some(a) => ask(shared, a, &path).await,
                     None => Err("no admin address in the herd config".to_owned()),
                 }
             };
@@ -485,68 +496,141 @@ pub(crate) async fn gather(
     })
 }
 
-/// One `/events` stream's place among [`MAX_STREAMS`]; given back when dropped.
-struct StreamSlot<'a>(&'a AtomicUsize);
+/// The `/events` streams open: in all, and by address.
+#[derive(Default)]
+pub(crate) struct Streams {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
 
-impl<'a> StreamSlot<'a> {
-    fn take(count: &'a AtomicUsize) -> Option<Self> {
-        if count.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
-            count.fetch_sub(1, Ordering::AcqRel);
-            return None;
+/// Why an `/events` stream was not opened.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NoSlot {
+    /// [`MAX_STREAMS`] are open.
+    Full,
+    /// [`MAX_STREAMS_PER_ADDRESS`] are open from this address.
+    Address,
+}
+
+/// One `/events` stream's place among [`MAX_STREAMS`] (and its address's among
+/// [`MAX_STREAMS_PER_ADDRESS`]); given back when dropped.
+pub(crate) struct StreamSlot {
+    streams: Arc<Mutex<Streams>>,
+    from: IpAddr,
+}
+
+impl StreamSlot {
+    pub(crate) fn take(streams: &Arc<Mutex<Streams>>, from: IpAddr) -> Result<Self, NoSlot> {
+        let mut s = streams.lock().unwrap_or_else(|p| p.into_inner());
+        if s.total >= MAX_STREAMS {
+            return Err(NoSlot::Full);
         }
-        Some(StreamSlot(count))
+        let mine = s.by_address.entry(from).or_default();
+        if *mine >= MAX_STREAMS_PER_ADDRESS {
+            return Err(NoSlot::Address);
+        }
+        *mine += 1;
+        s.total += 1;
+        Ok(StreamSlot {
+            streams: streams.clone(),
+            from,
+        })
     }
 }
 
-impl Drop for StreamSlot<'_> {
+impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut s = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        s.total -= 1;
+        if let Some(n) = s.by_address.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                s.by_address.remove(&self.from);
+            }
+        }
     }
 }
 
-/// The head of an `/events` answer: a body that lasts until either side closes. `retry` tells the
-/// browser to reconnect after a second when the stream ends (a server restarted).
-pub(crate) const EVENTS_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\nretry: 1000\n\n";
+/// What an `/events` stream carries from one tick to the next.
+struct Feed {
+    shared: Arc<Shared>,
+    listen: Arc<str>,
+    since: HashMap<String, (String, u64)>,
+    tick: tokio::time::Interval,
+    progress: Option<super::Progress>,
+    first: bool,
+    _slot: StreamSlot,
+}
 
-/// `GET /events`: the herd ([`gather`]) as one server-sent event every [`TICK`], until the page goes
-/// away, stops reading, or the server stops.
+/// `GET /events`: the herd ([`gather`]) as one server-sent event every [`TICK`] (after a first event
+/// telling the browser to reconnect after a second when the stream ends: a server restarted), until
+/// the page goes away, stops reading (the connection's task closes it after [`WRITE_TIMEOUT`]) or the
+/// server stops. 503 when [`MAX_STREAMS`] are open, or [`MAX_STREAMS_PER_ADDRESS`] from this address.
 pub(crate) async fn events(
-    shared: &Shared,
-    mut stream: TcpStream,
-    listen: &str,
-) -> std::io::Result<()> {
-    let Some(_slot) = StreamSlot::take(&shared.live.streams) else {
-        let body = "too many live pages open; try again later\n";
-        let answer = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(answer.as_bytes()).await?;
-        return stream.shutdown().await;
+    axum::extract::State(door): axum::extract::State<super::Door>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::sse::{Event, Sse};
+    use axum::response::IntoResponse as _;
+    let from = request
+        .extensions()
+        .get::<super::From>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |f| f.0.ip());
+    let progress = request.extensions().get::<super::Progress>().cloned();
+    let shared = door.shared.clone();
+    let slot = match StreamSlot::take(&shared.live.streams, from) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let (reason, text) = match why {
+                NoSlot::Full => ("events", "too many live pages open; try again later\n"),
+                NoSlot::Address => (
+                    "events-per-address",
+                    "too many live pages open from this address; close one and try again\n",
+                ),
+            };
+            shared.stats.admin_refused(reason);
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::RETRY_AFTER, "5")],
+                text,
+            )
+                .into_response();
+        }
     };
-    stream.write_all(EVENTS_HEAD.as_bytes()).await?;
-    let (mut rd, mut wr) = stream.split();
-    let mut since = HashMap::new();
+    if let Some(p) = &progress {
+        p.touch();
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut scratch = [0u8; 512];
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let herd = gather(shared, listen, &mut since).await;
-                let event = format!("data: {herd}\n\n");
-                match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(event.as_bytes())).await {
-                    Ok(written) => written?,
-                    Err(_) => return Ok(()),
-                }
-            }
-            // A page sends nothing after its request: end of stream (or an error) means it left.
-            r = rd.read(&mut scratch) => if matches!(r, Ok(0) | Err(_)) {
-                return Ok(());
-            },
-            _ = shared.shutdown.cancelled() => return Ok(()),
+    let feed = Feed {
+        shared,
+        listen: door.listen.clone(),
+        since: HashMap::new(),
+        tick,
+        progress,
+        first: true,
+        _slot: slot,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        if std::mem::take(&mut feed.first) {
+            let retry = Event::default().retry(Duration::from_secs(1));
+            return Some((Ok::<_, std::convert::Infallible>(retry), feed));
         }
-    }
+        tokio::select! {
+            _ = feed.tick.tick() => {}
+            _ = feed.shared.shutdown.cancelled() => return None,
+        }
+        let herd = gather(&feed.shared, &feed.listen, &mut feed.since).await;
+        if let Some(p) = &feed.progress {
+            p.touch();
+        }
+        Some((Ok(Event::default().data(herd.to_string())), feed))
+    });
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Sse::new(stream),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -646,13 +730,24 @@ mod tests {
     }
 
     #[test]
-    fn stream_slots_are_bounded_and_given_back() {
-        let count = AtomicUsize::new(0);
-        let slots: Vec<_> = (0..MAX_STREAMS)
-            .map(|_| StreamSlot::take(&count).unwrap())
+    fn stream_slots_are_bounded_in_all_and_by_address() {
+        let streams = Arc::default();
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let mut slots: Vec<_> = (0..MAX_STREAMS_PER_ADDRESS)
+            .map(|_| StreamSlot::take(&streams, ip(1)).unwrap())
             .collect();
-        assert!(StreamSlot::take(&count).is_none());
-        drop(slots);
-        assert!(StreamSlot::take(&count).is_some());
+        assert_eq!(
+            StreamSlot::take(&streams, ip(1)).err(),
+            Some(NoSlot::Address)
+        );
+        for n in 2..=(MAX_STREAMS / MAX_STREAMS_PER_ADDRESS) as u8 {
+            for _ in 0..MAX_STREAMS_PER_ADDRESS {
+                slots.push(StreamSlot::take(&streams, ip(n)).unwrap());
+            }
+        }
+        assert_eq!(StreamSlot::take(&streams, ip(99)).err(), Some(NoSlot::Full));
+        slots.truncate(0);
+        assert!(StreamSlot::take(&streams, ip(1)).is_ok());
+        assert!(streams.lock().unwrap().by_address.len() <= 1);
     }
 }

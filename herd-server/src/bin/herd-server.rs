@@ -50,6 +50,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print the admin doors' bearer token, derived from the herd's secret (requests to an admin
+    /// address from beyond loopback need `Authorization: Bearer <token>`); exit 1 if it has none.
+    AdminToken {
+        /// The herd's TOML config [default: as for `check`].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Print the built-in default herd as a TOML config, every other key at its default in comments.
     DefaultConfig,
     /// Print the man page (herd-server.1), or write one per command into DIR.
@@ -132,6 +139,7 @@ fn main_code() -> ExitCode {
         Command::Serve { common, .. } => (common.threads, common.runtime, true),
         Command::Up { common } => (common.threads, common.runtime, false),
         Command::Check { config } => return check(config.as_deref(), debug),
+        Command::AdminToken { config } => return admin_token(config.as_deref(), debug),
         Command::DefaultConfig => {
             print!("{}", default_config());
             return ExitCode::SUCCESS;
@@ -256,8 +264,39 @@ fn check(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
     match located.load() {
         Ok(c) => {
             print!("{}: ok\n{}", located.name(), describe(&c));
+            // The `using …` line is on its way to stderr: it is written before the process exits.
+            herd_server::stderr::flush(STDERR_WAIT);
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            herd_server::say(format_args!(
+                "herd-server: error: {}",
+                report(&anyhow::Error::new(e), debug)
+            ));
+            herd_server::stderr::flush(STDERR_WAIT);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `herd-server admin-token`: the token of the herd's first secret (the one its servers prove with).
+fn admin_token(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
+    let located = locate(path);
+    match located.load() {
+        Ok(c) => match c.secrets.first() {
+            Some(secret) => {
+                println!("{}", herd_server::admin::token(secret));
+                herd_server::stderr::flush(STDERR_WAIT);
+                ExitCode::SUCCESS
+            }
+            None => {
+                herd_server::say(format_args!(
+                    "herd-server: error: the herd has no secret, so its admin doors ask for no token"
+                ));
+                herd_server::stderr::flush(STDERR_WAIT);
+                ExitCode::from(1)
+            }
+        },
         Err(e) => {
             herd_server::say(format_args!(
                 "herd-server: error: {}",
@@ -296,7 +335,7 @@ fn describe(c: &Config) -> String {
     let p = &c.places;
     let _ = writeln!(
         out,
-        "places: {}{}, key {}, timeout {} ms, cache {} ms / {} entries, {} in flight",
+        "places: {}{}, key {}, timeout {} ms, cache {} ms / {} entries, {} in flight, budget {}/s (burst {}) a connection, {}/s (burst {}) a server",
         p.backend,
         p.url
             .as_deref()
@@ -306,7 +345,21 @@ fn describe(c: &Config) -> String {
         p.timeout.as_millis(),
         p.cache_ttl.as_millis(),
         p.cache_entries,
-        p.max_in_flight
+        p.max_in_flight,
+        p.budget.connection_rate,
+        p.budget.connection_burst,
+        p.budget.server_rate,
+        p.budget.server_burst
+    );
+    let _ = writeln!(
+        out,
+        "admin: max_connections {}, hosts {}",
+        c.admin.max_connections,
+        if c.admin.hosts.is_empty() {
+            "IP literals and localhost".to_owned()
+        } else {
+            format!("IP literals, localhost, {}", c.admin.hosts.join(", "))
+        }
     );
     let trust = match (c.secrets.len(), c.insecure) {
         (0, false) => "no secret: plain links, loopback only".to_owned(),
@@ -345,6 +398,10 @@ fn default_config() -> String {
          # cache_ttl_ms = 60000\n\
          # cache_entries = 10000\n\
          # max_in_flight = 32\n\
+         # connection_rate = 2.0        # upstream calls a second one client connection may make\n\
+         # connection_burst = 10\n\
+         # server_rate = 20.0           # upstream calls a second of the whole server\n\
+         # server_burst = 40\n\
          # key = \"…\"                  # better: the GOOGLE_PLACES_API_KEY environment variable\n\
          \n\
          # [herd]\n\
@@ -360,6 +417,10 @@ fn default_config() -> String {
          # idle_timeout_ms = 300000\n\
          # max_future_ms = 86400000\n\
          # max_clients = 10000000\n\
+         \n\
+         # [admin]\n\
+         # max_connections = 64           # admin connections at once, apart from the clients'\n\
+         # hosts = []                     # Host names the admin doors answer to, besides IPs and localhost\n\
          \n\
          # [store]\n\
          # dir = \"/var/lib/herd\"        # default: none, records in memory only\n\
@@ -384,7 +445,10 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     let (names, common) = match &cli.command {
         Command::Serve { name, common } => (Some(vec![name.clone()]), common),
         Command::Up { common } => (None, common),
-        Command::Check { .. } | Command::DefaultConfig | Command::Man { .. } => return Ok(()),
+        Command::Check { .. }
+        | Command::AdminToken { .. }
+        | Command::DefaultConfig
+        | Command::Man { .. } => return Ok(()),
     };
     let mut config: Config = locate(common.config.as_deref()).load()?;
     if let Some(dir) = &common.data_dir {
@@ -397,6 +461,8 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         anyhow::bail!("--forget needs a data folder (--data-dir or [store] dir)");
     }
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
+    // The servers of `up` share the process's descriptors: each fits its limits into its part.
+    herd_server::limits::share_descriptors(names.len());
     let places = Places::new(&config.places, herd_server::http_client(&config)?);
     let mut specs = Vec::new();
     for name in &names {

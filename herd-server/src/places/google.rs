@@ -31,12 +31,12 @@ impl Google {
         if q.bound == 0 {
             return Answer::new(json!({ "html_attributions": [], "results": [], "status": "OK" }));
         }
-        // Written by hand so the radius goes out exactly as the client's decimal, in metres.
+        // Written by hand so the radius goes out as whole metres, as the cache key has it.
         let body = format!(
             "{{\"locationRestriction\":{{\"circle\":{{\"center\":{{\"latitude\":{},\"longitude\":{}}},\"radius\":{}}}}},\"maxResultCount\":{}}}",
             q.latitude(),
             q.longitude(),
-            q.radius.metres(),
+            super::whole_metres(q),
             q.bound
         );
         let request = self

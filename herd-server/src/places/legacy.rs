@@ -24,7 +24,7 @@ impl Legacy {
 
     pub(crate) async fn search(&self, q: &Lookup) -> Answer {
         let location = format!("{},{}", q.latitude(), q.longitude());
-        let radius = q.radius.metres();
+        let radius = super::whole_metres(q).to_string();
         let request = self.http.get(&self.url).query(&[
             ("location", location.as_str()),
             ("radius", radius.as_str()),

@@ -8,6 +8,15 @@
 //! identical look-ups (same location text, radius and bound)
 //! within the TTL are served from it, concurrent identical look-ups share one upstream call, and at most
 //! `max_in_flight` upstream calls run at once — so a burst of WHATSATs cannot burn an API quota.
+//! The radius in the cache key (and in the upstream call) is whole metres, so a client cannot make
+//! every look-up a miss by varying the radius's decimals.
+//!
+//! # The bill
+//! A network back-end's calls cost money, so each is paid from a [`Budget`]: a token bucket of the client
+//! connection and one of the server ([`PlacesBudget`]). A look-up that finds no answer cached takes a
+//! token from both; with either empty it is answered at no cost with the Places status
+//! `OVER_QUERY_LIMIT` and no results, and counted. Answers from the cache are free, and the offline
+//! back-end costs nothing, so neither takes a token.
 
 mod google;
 mod legacy;
@@ -21,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::config::{Backend, PlacesConfig};
+use crate::config::{Backend, PlacesBudget, PlacesConfig};
 use crate::node::Lookup;
 
 /// The HTTP client the network back-ends use (one per process; it pools connections).
@@ -104,12 +113,15 @@ pub struct Places {
 
 struct Inner {
     client: Client,
+    /// The process's HTTP client (also the admin door's, to ask the herd's other servers).
+    http: reqwest::Client,
     backend: Backend,
     timeout: Duration,
     ttl: Duration,
     max_entries: usize,
     cache: Mutex<Cache>,
     in_flight: Semaphore,
+    budget: PlacesBudget,
     /// Look-ups answered from the cache, and those that were not (for the admin endpoint's metrics).
     hits: AtomicU64,
     misses: AtomicU64,
@@ -121,9 +133,11 @@ impl Places {
         let key = cfg.key.clone().unwrap_or_default();
         let client = match cfg.backend {
             Backend::Offline => Client::Offline,
-            Backend::Google => Client::Google(google::Google::new(http, cfg.url.clone(), key)),
+            Backend::Google => {
+                Client::Google(google::Google::new(http.clone(), cfg.url.clone(), key))
+            }
             Backend::GoogleLegacy => {
-                Client::Legacy(legacy::Legacy::new(http, cfg.url.clone(), key))
+                Client::Legacy(legacy::Legacy::new(http.clone(), cfg.url.clone(), key))
             }
         };
         if cfg.backend == Backend::Offline {
@@ -133,12 +147,14 @@ impl Places {
         Places {
             inner: Arc::new(Inner {
                 client,
+                http,
                 backend: cfg.backend,
                 timeout: cfg.timeout,
                 ttl: cfg.cache_ttl,
                 max_entries: cfg.cache_entries,
                 cache: Mutex::new(Cache::default()),
                 in_flight: Semaphore::new(cfg.max_in_flight),
+                budget: cfg.budget,
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
             }),
@@ -155,8 +171,14 @@ impl Places {
             cache_ttl: Duration::ZERO,
             cache_entries: 0,
             max_in_flight: 1,
+            budget: PlacesBudget::default(),
         };
         Self::new(&cfg, reqwest::Client::new())
+    }
+
+    /// The process's HTTP client (it pools connections).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     /// Which back-end answers.
@@ -172,26 +194,49 @@ impl Places {
         )
     }
 
-    /// Looks up the places near `q`: always an answer, within the time-out.
-    pub async fn lookup(&self, q: &Lookup) -> Arc<Answer> {
+    /// A server's budget of upstream calls ([`PlacesBudget`]'s server bucket, full); its
+    /// connections take theirs from it ([`ServerBudget::connection`]).
+    pub fn server_budget(&self) -> ServerBudget {
+        let b = self.inner.budget;
+        ServerBudget {
+            budget: b,
+            bucket: Arc::new(Mutex::new(Bucket::full(b.server_rate, b.server_burst))),
+        }
+    }
+
+    /// Looks up the places near `q`: always an answer, within the time-out. A look-up that goes
+    /// upstream (no answer cached, a network back-end) is paid from `budget`; when it cannot be, the
+    /// answer is `OVER_QUERY_LIMIT` and the second value names the budget spent.
+    pub async fn lookup(&self, q: &Lookup, budget: &mut Budget) -> (Arc<Answer>, Option<Spent>) {
         let inner = &self.inner;
+        let paid = !matches!(inner.client, Client::Offline);
         if inner.ttl.is_zero() || inner.max_entries == 0 {
+            if paid {
+                if let Err(spent) = budget.take() {
+                    return (Arc::new(over_budget(spent)), Some(spent));
+                }
+            }
             inner.misses.fetch_add(1, Ordering::Relaxed);
-            return Arc::new(inner.fetch(q).await);
+            return (Arc::new(inner.fetch(q).await), None);
         }
         let key = format!(
             "{} {} {}",
             q.record.location.as_str(),
-            q.radius.metres(),
+            whole_metres(q),
             q.bound
         );
         let slot = inner.slot(&key);
-        let counter = if slot.initialized() {
-            &inner.hits
+        if slot.initialized() {
+            inner.hits.fetch_add(1, Ordering::Relaxed);
         } else {
-            &inner.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            // A look-up that shares a call already under way pays too: it errs towards the budget.
+            if paid {
+                if let Err(spent) = budget.take() {
+                    return (Arc::new(over_budget(spent)), Some(spent));
+                }
+            }
+            inner.misses.fetch_add(1, Ordering::Relaxed);
+        }
         let answer = slot
             .get_or_init(|| async { Arc::new(inner.fetch(q).await) })
             .await
@@ -207,7 +252,110 @@ impl Places {
                 cache.slots.remove(&key);
             }
         }
-        answer
+        (answer, None)
+    }
+}
+
+/// The radius of `q` in whole metres (at least 1): what the cache key holds and what goes upstream.
+pub(crate) fn whole_metres(q: &Lookup) -> u64 {
+    ((q.radius.km() * 1000.0).round() as u64).max(1)
+}
+
+/// Which budget could not pay for an upstream call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// The client connection's.
+    Connection,
+    /// The server's.
+    Server,
+}
+
+impl Spent {
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spent::Connection => "connection",
+            Spent::Server => "server",
+        }
+    }
+}
+
+/// The answer to a look-up no budget can pay for: Google's own status for a quota spent.
+fn over_budget(spent: Spent) -> Answer {
+    Answer::error(
+        "OVER_QUERY_LIMIT",
+        format!(
+            "this {} has used its budget of Places look-ups; try again in a few seconds",
+            spent.as_str()
+        ),
+    )
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` held.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: f64, burst: u32) -> Self {
+        Bucket {
+            rate,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            at: Instant::now(),
+        }
+    }
+
+    /// Refills for the time since the last call; whether a whole token is there.
+    fn has_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        self.tokens >= 1.0
+    }
+}
+
+/// A server's bucket of upstream calls (shared by its connections).
+#[derive(Clone)]
+pub struct ServerBudget {
+    budget: PlacesBudget,
+    bucket: Arc<Mutex<Bucket>>,
+}
+
+impl ServerBudget {
+    /// A new connection's budget: its own full bucket, and this server's.
+    pub fn connection(&self) -> Budget {
+        Budget {
+            own: Bucket::full(self.budget.connection_rate, self.budget.connection_burst),
+            server: self.bucket.clone(),
+        }
+    }
+}
+
+/// What one client connection may spend on upstream calls: its bucket and its server's.
+pub struct Budget {
+    own: Bucket,
+    server: Arc<Mutex<Bucket>>,
+}
+
+impl Budget {
+    /// Takes a token from both buckets, or from neither and says which one was empty.
+    fn take(&mut self) -> Result<(), Spent> {
+        let now = Instant::now();
+        if !self.own.has_token(now) {
+            return Err(Spent::Connection);
+        }
+        let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        if !server.has_token(now) {
+            return Err(Spent::Server);
+        }
+        server.tokens -= 1.0;
+        self.own.tokens -= 1.0;
+        Ok(())
     }
 }
 
