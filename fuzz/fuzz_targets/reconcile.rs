@@ -34,7 +34,14 @@ fuzz_target!(|data: &[u8]| {
         let mut bytes = line.to_vec();
         bytes.push(b'\n');
         let now = std::time::Instant::now();
-        let input = node.handle_link_input(id, epochs[id], &bytes, now, |_| {});
+        let input = node.handle_link_input(
+            id,
+            epochs[id],
+            &bytes,
+            now,
+            herd_proto::Timestamp::now(),
+            |_| {},
+        );
         assert!(input.consumed <= bytes.len());
         while node.poll_event().is_some() {}
         if input.close.is_some() {

@@ -188,8 +188,13 @@ pub struct Limits {
     /// An IAMAT whose time is further ahead of the server's clock than this is invalid.
     pub max_future: Duration,
     /// Most clients the server takes new IAMATs for; past it only known clients update (records from
-    /// peers are still stored, so the herd converges).
+    /// peers are refused alike).
     pub max_clients: usize,
+    /// The longest client id in bytes; a longer one is refused from a client or a peer.
+    pub max_client_id: usize,
+    /// The cache's byte budget: AT lines held plus about a hundred bytes a client. A record that
+    /// would take it past this is refused, from a client or a peer.
+    pub max_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -202,6 +207,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_future: Duration::from_secs(86_400),
             max_clients: 10_000_000,
+            max_client_id: herd_proto::DEFAULT_MAX_LINE,
+            max_cache_bytes: 4 << 30,
         }
     }
 }
@@ -363,6 +370,8 @@ struct LimitsFile {
     idle_timeout_ms: Option<Spanned<u64>>,
     max_future_ms: Option<Spanned<u64>>,
     max_clients: Option<Spanned<u64>>,
+    max_client_id: Option<Spanned<u64>>,
+    max_cache_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -663,6 +672,10 @@ impl Config {
                         .map_or(d.max_future, ms),
                     max_clients: check(&l.max_clients, "max_clients", 1, u32::MAX.into())?
                         .map_or(d.max_clients, size),
+                    max_client_id: check(&l.max_client_id, "max_client_id", 1, u32::MAX.into())?
+                        .map_or(d.max_client_id, size),
+                    max_cache_bytes: check(&l.max_cache_bytes, "max_cache_bytes", 1, u64::MAX)?
+                        .map_or(d.max_cache_bytes, |b| b),
                 }
             }
         };

@@ -116,7 +116,14 @@ fn run(a: &mut Node, b: &mut Node) -> Run {
                 }
             }
             let te = to.epoch(0).expect("the link is up");
-            let input = to.handle_link_input(0, te, &out, Instant::now(), |_| {});
+            let input = to.handle_link_input(
+                0,
+                te,
+                &out,
+                Instant::now(),
+                herd_proto::Timestamp::now(),
+                |_| {},
+            );
             assert_eq!((input.consumed, input.close), (out.len(), None));
         }
         if wrote {
@@ -148,7 +155,14 @@ fn full_stream(a: &mut Node, b: &mut Node) -> (u64, f64) {
                 buf.push(b'\n');
             }
             bytes += buf.len() as u64;
-            to.handle_link_input(0, epoch, &buf, Instant::now(), |_| {});
+            to.handle_link_input(
+                0,
+                epoch,
+                &buf,
+                Instant::now(),
+                herd_proto::Timestamp::now(),
+                |_| {},
+            );
         }
     }
     (bytes, cpu() - start)

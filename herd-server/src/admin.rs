@@ -83,6 +83,11 @@ struct LimitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarnLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Peer {
     peer: String,
 }
@@ -148,6 +153,10 @@ pub struct Stats {
     connections_open: Gauge,
     too_long: Counter,
     refused: Family<LimitLabel, Counter>,
+    peer_refused: Family<LimitLabel, Counter>,
+    warnings_logged: Family<WarnLabel, Counter>,
+    warnings_suppressed: Family<WarnLabel, Counter>,
+    cache_bytes: Gauge,
     records: Gauge,
     link_up: Family<Peer, Gauge>,
     link_queue: Family<Peer, Gauge>,
@@ -205,6 +214,10 @@ impl Stats {
             connections_open: Gauge::default(),
             too_long: Counter::default(),
             refused: Family::default(),
+            peer_refused: Family::default(),
+            warnings_logged: Family::default(),
+            warnings_suppressed: Family::default(),
+            cache_bytes: Gauge::default(),
             records: Gauge::default(),
             link_up: Family::default(),
             link_queue: Family::default(),
@@ -270,6 +283,26 @@ impl Stats {
             "refused",
             "Connections and lines refused by a limit ([limits]), by limit: busy, busy-per-ip and busy-peers at accept (`? busy`), line-timeout, future-time and client-cap for IAMATs",
             stats.refused.clone(),
+        );
+        r.register(
+            "peer_records_refused",
+            "Records from peers refused by a limit a client's record must keep, by limit: future-time, client-cap, client-id, cache-bytes",
+            stats.peer_refused.clone(),
+        );
+        r.register(
+            "warnings_logged",
+            "Repeated warnings logged, by kind (greeting, dial, peer-line, name-clash): the first few of each period per peer address",
+            stats.warnings_logged.clone(),
+        );
+        r.register(
+            "warnings_suppressed",
+            "Repeated warnings not logged, by kind: past the first few of a period per peer address, summed up once a period",
+            stats.warnings_suppressed.clone(),
+        );
+        r.register(
+            "cache_bytes",
+            "What the cache holds against [limits] max_cache_bytes: AT lines plus about a hundred bytes a client",
+            stats.cache_bytes.clone(),
         );
         r.register("records", "Client records held", stats.records.clone());
         r.register(
@@ -545,7 +578,7 @@ fn set(counter: &Counter, total: u64) {
 /// Reads what the node, the admission and the store know into the registry; the node is locked once.
 fn refresh(shared: &Shared) -> View {
     let now = Instant::now();
-    let (records, fingerprint, links) = {
+    let (records, fingerprint, links, peer_refusals, cache_bytes) = {
         let node = shared.node();
         let links: Vec<LinkView> = shared
             .peers
@@ -563,17 +596,41 @@ fn refresh(shared: &Shared) -> View {
                 }
             })
             .collect();
-        (node.len(), node.fingerprint(), links)
+        (
+            node.len(),
+            node.fingerprint(),
+            links,
+            node.peer_refusals(),
+            node.cache_bytes(),
+        )
     };
     let refusals = shared.refusals();
     let store = shared.store.as_ref().map(|s| s.state());
     let stats = &shared.stats;
     stats.records.set(records as i64);
+    stats.cache_bytes.set(cache_bytes as i64);
+    {
+        let w = shared.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        for kind in crate::limits::WarnKind::ALL {
+            let label = WarnLabel {
+                kind: kind.as_str(),
+            };
+            set(&stats.warnings_logged.get_or_create(&label), w.logged(kind));
+            set(
+                &stats.warnings_suppressed.get_or_create(&label),
+                w.suppressed(kind),
+            );
+        }
+    }
     for limit in Limit::ALL {
         let label = LimitLabel {
             limit: limit.as_str(),
         };
         set(&stats.refused.get_or_create(&label), refusals.get(limit));
+        set(
+            &stats.peer_refused.get_or_create(&label),
+            peer_refusals.get(limit),
+        );
     }
     set(
         &stats.flood_in,

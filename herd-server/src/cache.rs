@@ -18,6 +18,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 use herd_proto::{AtRecord, RecordKey, TimeDiff, Timestamp};
 
+use crate::limits::ENTRY_OVERHEAD;
 use crate::sync::{self, Sketch};
 
 /// One client's record: its AT line, and the two numbers of its order key so they are never parsed
@@ -145,6 +146,9 @@ pub struct Cache {
     hasher: foldhash::fast::RandomState,
     /// Fingerprints of every range of reconciliation keys.
     sketch: Sketch,
+    /// What the cache holds against the byte budget: every AT line plus
+    /// [`ENTRY_OVERHEAD`](crate::limits::ENTRY_OVERHEAD) a client.
+    bytes: u64,
 }
 
 impl Cache {
@@ -180,11 +184,14 @@ impl Cache {
                     return false;
                 }
                 let old = sync::hash(self.entries[i].line());
+                self.bytes =
+                    self.bytes - self.entries[i].line.len() as u64 + p.entry.line.len() as u64;
                 self.entries[i] = p.entry;
                 self.sketch.update(p.sync_key, old, p.line_hash);
             }
             None => {
                 let index = self.entries.len();
+                self.bytes += p.entry.line.len() as u64 + ENTRY_OVERHEAD;
                 self.entries.push(p.entry);
                 let (entries, hasher) = (&self.entries, &self.hasher);
                 self.table.insert_unique(p.table_hash, index as u32, |&i| {
@@ -216,6 +223,7 @@ impl Cache {
             return;
         };
         let old = sync::hash(slot.line());
+        self.bytes -= slot.line.len() as u64;
         match line {
             Some(line) if line.len() == slot.line.len() => {
                 let mut reused = std::mem::take(&mut slot.line);
@@ -224,6 +232,7 @@ impl Cache {
             }
             _ => *slot = Entry::new(record, line),
         }
+        self.bytes += slot.line.len() as u64;
         self.sketch
             .update(sync::key(slot.client()), old, sync::hash(slot.line()));
     }
@@ -241,6 +250,7 @@ impl Cache {
     pub fn push(&mut self, entry: Entry) -> usize {
         let hash = self.hasher.hash_one(entry.client());
         let index = self.entries.len();
+        self.bytes += entry.line.len() as u64 + ENTRY_OVERHEAD;
         let (key, record) = (sync::key(entry.client()), sync::hash(entry.line()));
         self.entries.push(entry);
         let (entries, hasher) = (&self.entries, &self.hasher);
@@ -249,6 +259,12 @@ impl Cache {
         });
         self.sketch.insert(index, key, record, &self.entries);
         index
+    }
+
+    /// What the cache holds against the byte budget: its AT lines plus
+    /// [`ENTRY_OVERHEAD`] a client.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Every entry, by index.

@@ -129,8 +129,8 @@ pub enum Refusal {
     WrongName,
     /// The handshake does not prove a secret of this herd (or one side has none).
     BadProof,
-    /// Without a secret, a link to this neighbour is up and alive: an unauthenticated greeting never
-    /// replaces it.
+    /// A link to this neighbour is up and alive (it answers keep-alives): no greeting replaces it,
+    /// authenticated or not.
     LinkUp,
     /// Not a greeting line, or not the one expected now.
     BadGreeting,

@@ -34,7 +34,7 @@ use herd_proto::{AtRecord, Frame, Framer, Message, ParseError, PeerMessage, Radi
 
 use crate::cache::{Cache, Entry, Prepared, Preparer};
 use crate::handshake::Refusal;
-use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals};
+use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals, ENTRY_OVERHEAD, SKEW_ALLOWANCE};
 use crate::store::format;
 use crate::sync::{Outcome, Report, Session, Sum, SyncError};
 
@@ -84,15 +84,23 @@ enum Offer {
     Held(usize),
     /// Less than the record held at this index; nothing changed.
     Newer(usize),
-    /// A new client past the cap; nothing changed.
-    Full,
+    /// A new client past a bound of the cache (the client cap or the byte budget); nothing changed.
+    Full(Limit),
+}
+
+/// The bounds a new client must fit in: the client cap and the byte budget.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    clients: usize,
+    bytes: u64,
 }
 
 /// Stores `record` if it is greater than the one held, queueing it for every link but `from` and
-/// framing it into `journal` (when the node keeps one). A new
-/// client is refused when the cache already holds `cap` clients (`None`: no cap, as for a record from
-/// a peer). A free function over the node's parts, so the caller can keep borrowing the node's name
-/// inside `record`.
+/// framing it into `journal` (when the node keeps one). A new client is refused when the cache
+/// already holds `room.clients` clients or its line would take the cache past `room.bytes` (`None`:
+/// no bound, for records read back from disk). A known client's update is always taken (its line
+/// grows by a few bytes at most). A free function over the node's parts, so the caller can keep
+/// borrowing the node's name inside `record`.
 fn offer(
     clients: &mut Cache,
     links: &mut [Link],
@@ -100,7 +108,7 @@ fn offer(
     record: AtRecord<'_>,
     line: Option<&[u8]>,
     from: Option<usize>,
-    cap: Option<usize>,
+    room: Option<Room>,
 ) -> Offer {
     let index = match clients.index_of(&record.client) {
         Some(i) => {
@@ -112,8 +120,18 @@ fn offer(
             clients.replace(i, &record, line);
             i
         }
-        None if cap.is_some_and(|cap| clients.len() >= cap) => return Offer::Full,
-        None => clients.push(Entry::new(&record, line)),
+        None => {
+            if let Some(room) = room {
+                if clients.len() >= room.clients {
+                    return Offer::Full(Limit::ClientCap);
+                }
+                let len = line.map_or_else(|| record.to_bytes().len(), <[u8]>::len) as u64;
+                if clients.bytes() + len + ENTRY_OVERHEAD > room.bytes {
+                    return Offer::Full(Limit::CacheBytes);
+                }
+            }
+            clients.push(Entry::new(&record, line))
+        }
     };
     if let (Some(journal), Some(entry)) = (journal, clients.get(index)) {
         format::write_record(entry.line(), &mut journal.bytes);
@@ -172,6 +190,8 @@ pub enum Accepted {
     Held,
     /// It names a server that is not in the herd: refused.
     Foreign,
+    /// It breaks a bound a client's record must keep (PROTOCOL.md §5): refused, and not flooded on.
+    Refused(Limit),
 }
 
 /// What the driver must do for a link, from [`Node::handle_timeout`].
@@ -212,6 +232,10 @@ pub enum Closing {
     Refused,
     /// The link was replaced or went down: this input belongs to a connection that is no longer it.
     Stale,
+    /// The peer asked for more reconciliation work than an exchange may cost, or let more output
+    /// queue up than a link may hold ([`crate::sync`]'s bounds): the link closes and is dialled
+    /// again with back-off.
+    Overloaded,
 }
 
 impl Closing {
@@ -222,6 +246,7 @@ impl Closing {
             Closing::Reconciliation => "the peer broke the reconciliation",
             Closing::Refused => "refused",
             Closing::Stale => "replaced by a newer link",
+            Closing::Overloaded => "the peer asked for more work than a link may cost",
         }
     }
 }
@@ -252,6 +277,24 @@ pub enum LinkEvent {
         link: usize,
         /// How many.
         count: u64,
+    },
+    /// The first record of this link-up refused by a bound a client's record must keep (a time too
+    /// far ahead, a new client past the cap or the byte budget, an id too long). The rest are
+    /// counted and reported by [`LinkEvent::RefusedTotal`] when the link goes down.
+    RecordRefused {
+        /// The link.
+        link: usize,
+        /// The bound it broke.
+        limit: Limit,
+        /// The record.
+        line: Vec<u8>,
+    },
+    /// Records refused by a bound over a link-up that ended (more than one), by bound.
+    RefusedTotal {
+        /// The link.
+        link: usize,
+        /// How many of each.
+        counts: Refusals,
     },
     /// A line that is no peer message this server knows (`cause`), or one that has no place on a
     /// running link (a greeting line: `cause` is `None`). Outside a reconciliation it is ignored;
@@ -332,6 +375,8 @@ struct Link {
     pong_due: bool,
     /// Records refused for naming a server outside the herd, this link-up.
     foreign: u64,
+    /// Records refused by a bound, this link-up.
+    refused: Refusals,
 }
 
 /// What a link has carried since the server started, every link-up of it added together: the
@@ -418,6 +463,7 @@ impl Link {
             ping_due: false,
             pong_due: false,
             foreign: 0,
+            refused: Refusals::default(),
             timing: Timing {
                 dials,
                 dialing: false,
@@ -454,6 +500,23 @@ impl Link {
         self.ping_due = false;
         self.pong_due = false;
         self.foreign = 0;
+        self.refused = Refusals::default();
+    }
+
+    /// The totals of a link-up that ends, for the log.
+    fn totals(&self, id: usize, events: &mut VecDeque<LinkEvent>) {
+        if self.foreign > 1 {
+            events.push_back(LinkEvent::ForeignTotal {
+                link: id,
+                count: self.foreign,
+            });
+        }
+        if self.refused.total() > 1 {
+            events.push_back(LinkEvent::RefusedTotal {
+                link: id,
+                counts: self.refused,
+            });
+        }
     }
 }
 
@@ -490,6 +553,8 @@ pub struct Node {
     limits: NodeLimits,
     /// IAMATs refused by a limit.
     refusals: Refusals,
+    /// Records from peers refused by a limit.
+    peer_refusals: Refusals,
     /// The client cap: not reached, reached and not yet reported, reported.
     cap: CapState,
     /// Every record stored, framed for the journal (`None`: records live in memory only).
@@ -528,6 +593,7 @@ impl Node {
             events: VecDeque::new(),
             limits: NodeLimits::default(),
             refusals: Refusals::default(),
+            peer_refusals: Refusals::default(),
             cap: CapState::Below,
             journal: None,
             clock: None,
@@ -551,6 +617,24 @@ impl Node {
     /// IAMATs refused by a limit so far.
     pub fn refusals(&self) -> Refusals {
         self.refusals
+    }
+
+    /// Records from peers refused by a limit so far (PROTOCOL.md §5).
+    pub fn peer_refusals(&self) -> Refusals {
+        self.peer_refusals
+    }
+
+    /// What the cache holds against the byte budget (`max_cache_bytes`).
+    pub fn cache_bytes(&self) -> u64 {
+        self.clients.bytes()
+    }
+
+    /// The bounds a new client must fit in.
+    fn room(&self) -> Room {
+        Room {
+            clients: self.limits.max_clients,
+            bytes: self.limits.max_cache_bytes,
+        }
     }
 
     /// `Some(clients)` once, the first time it is asked after the cache reached
@@ -720,10 +804,15 @@ impl Node {
     pub fn client_line(&mut self, line: &[u8], now: Timestamp, out: &mut Vec<u8>) -> Step {
         match Message::parse(line) {
             Ok(Message::IAmAt(iamat)) => {
-                // Judged here, where the record is born; a peer's record never is.
+                // Judged here, where the record is born, and again by every server a peer hands it
+                // to (with the skew allowance: `accept_peer_record`).
                 if too_far_ahead(iamat.time.value(), now, self.limits.max_future) {
                     return self.refuse(Limit::FutureTime, line, out);
                 }
+                if iamat.client.len() > self.limits.max_client_id {
+                    return self.refuse(Limit::ClientId, line, out);
+                }
+                let room = self.room();
                 let record = AtRecord::new(&self.name, iamat, now);
                 // Write the new record as the reply; it is also the line the cache keeps.
                 let start = out.len();
@@ -735,7 +824,7 @@ impl Node {
                     record,
                     Some(&out[start..]),
                     None,
-                    Some(self.limits.max_clients),
+                    Some(room),
                 );
                 let stored = match offered {
                     Offer::Stored => {
@@ -747,9 +836,9 @@ impl Node {
                         out.extend_from_slice(self.clients.get(held).map_or(&[][..], Entry::line));
                         false
                     }
-                    Offer::Full => {
+                    Offer::Full(limit) => {
                         out.truncate(start);
-                        return self.refuse(Limit::ClientCap, line, out);
+                        return self.refuse(limit, line, out);
                     }
                 };
                 out.push(b'\n');
@@ -785,17 +874,42 @@ impl Node {
         Step::Refused(why)
     }
 
-    /// A record from neighbour `from`: stored and flooded on if it is new here and names a server
-    /// of the herd. An older record than the one held, received while reconciling with `from`, is
-    /// answered with the held one.
+    /// A record from neighbour `from`, received when this server's clock read `wall`: stored and
+    /// flooded on if it is new here, names a server of the herd, and keeps every bound a client's
+    /// record must keep (PROTOCOL.md §5): a client time no further ahead of `wall` than `max_future`
+    /// plus [`SKEW_ALLOWANCE`], an id of at most `max_client_id` bytes, and — for a new client — room
+    /// under the client cap and the byte budget. Holding the herd's secret lifts none of them. An
+    /// older record than the one held, received while reconciling with `from`, is answered with the
+    /// held one.
     ///
-    /// Neither limit of a client line applies: a record in the future or past the client cap was
-    /// accepted where it was born, and refusing it here would leave the herd's servers disagreeing for
-    /// ever (the cap is soft by the records peers bring).
-    fn accept_peer_record(&mut self, from: usize, record: AtRecord<'_>) -> Accepted {
+    /// A refused record is not held and not flooded on: the herd converges on the records every
+    /// server admits. The server that holds it sends it again at most once per reconciliation (its
+    /// fingerprints differ), and this one refuses it again, so no exchange runs longer for it.
+    fn accept_peer_record(
+        &mut self,
+        from: usize,
+        record: AtRecord<'_>,
+        wall: Timestamp,
+    ) -> Accepted {
         if !self.is_member(&record.server) {
             return Accepted::Foreign;
         }
+        let limit = if too_far_ahead(
+            record.time.value(),
+            wall,
+            self.limits.max_future.saturating_add(SKEW_ALLOWANCE),
+        ) {
+            Some(Limit::FutureTime)
+        } else if record.client.len() > self.limits.max_client_id {
+            Some(Limit::ClientId)
+        } else {
+            None
+        };
+        if let Some(limit) = limit {
+            self.peer_refusals.count(limit);
+            return Accepted::Refused(limit);
+        }
+        let room = self.room();
         match offer(
             &mut self.clients,
             &mut self.links,
@@ -803,11 +917,15 @@ impl Node {
             record,
             None,
             Some(from),
-            None,
+            Some(room),
         ) {
             Offer::Stored => {
                 self.note_len();
                 Accepted::Stored
+            }
+            Offer::Full(limit) => {
+                self.peer_refusals.count(limit);
+                Accepted::Refused(limit)
             }
             Offer::Newer(held) => {
                 // During a reconciliation the other side sent an older record than this one (a
@@ -821,7 +939,8 @@ impl Node {
         }
     }
 
-    /// The bytes link `id` (of epoch `epoch`) brought, decrypted, at `now`: every whole line in
+    /// The bytes link `id` (of epoch `epoch`) brought, decrypted, at `now` (monotonic) when the wall
+    /// clock read `wall` (records from the future are judged by it): every whole line in
     /// `input` is decoded and handled here — records, keep-alives, reconciliation, refusals — and
     /// `seen` is called with each record line (for the driver's log). The one way peer lines enter
     /// the node: the driver, the simulation and the tests all call it.
@@ -835,6 +954,7 @@ impl Node {
         epoch: u64,
         input: &[u8],
         now: Instant,
+        wall: Timestamp,
         mut seen: impl FnMut(&[u8]),
     ) -> LinkInput {
         let mut result = LinkInput::default();
@@ -857,7 +977,7 @@ impl Node {
                 Frame::Line { line, consumed } => {
                     heard = true;
                     let line = &rest[line];
-                    if let Err(closing) = self.peer_line(id, line, &mut batch, &mut result) {
+                    if let Err(closing) = self.peer_line(id, line, wall, &mut batch, &mut result) {
                         result.close = Some(closing);
                     } else if line.starts_with(b"AT ") {
                         seen(line);
@@ -885,7 +1005,12 @@ impl Node {
         c.records_in += batch.records;
         c.sync_records_in += batch.sync_records;
         c.sync_bytes_in += batch.sync_bytes;
-        if result.close == Some(Closing::Reconciliation) {
+        if matches!(
+            result.close,
+            Some(Closing::Reconciliation | Closing::Refused | Closing::Overloaded)
+        ) {
+            // Broken, refused (another server holds the link by this name) or overloaded: the next
+            // dial backs off, so the link cannot flap at full speed.
             link.timing.faulted = true;
         }
         result.transmit = result.close.is_none() && self.wants_transmit(id);
@@ -897,6 +1022,7 @@ impl Node {
         &mut self,
         id: usize,
         line: &[u8],
+        wall: Timestamp,
         batch: &mut Received,
         result: &mut LinkInput,
     ) -> Result<(), Closing> {
@@ -913,9 +1039,20 @@ impl Node {
                     batch.sync_records += 1;
                     batch.sync_bytes += bytes;
                 }
-                match self.accept_peer_record(id, r) {
+                match self.accept_peer_record(id, r, wall) {
                     Accepted::Stored => result.stored = true,
                     Accepted::Held => {}
+                    Accepted::Refused(limit) => {
+                        let link = &mut self.links[id];
+                        link.refused.count(limit);
+                        if link.refused.total() == 1 {
+                            self.events.push_back(LinkEvent::RecordRefused {
+                                link: id,
+                                limit,
+                                line: line.to_vec(),
+                            });
+                        }
+                    }
                     Accepted::Foreign => {
                         let link = &mut self.links[id];
                         link.foreign += 1;
@@ -946,7 +1083,12 @@ impl Node {
             | PeerMessage::Synced { .. }) => {
                 batch.sync_bytes += bytes;
                 if let Err(cause) = self.sync_message(id, &m) {
-                    return Err(self.broken(id, line, cause));
+                    let closing = self.broken(id, line, cause);
+                    return Err(if cause == SyncError::Overloaded {
+                        Closing::Overloaded
+                    } else {
+                        closing
+                    });
                 }
             }
             // A greeting line on a running link, or a message of a later version.
@@ -992,8 +1134,8 @@ impl Node {
     ///
     /// # Errors
     /// The refusal to send: not a neighbour, not meant for this server, from the side that should
-    /// accept (only the server whose name sorts first dials), or — unauthenticated — for a link that
-    /// is up and alive.
+    /// accept (only the server whose name sorts first dials), or for a link that is up and alive
+    /// (authenticated or not).
     pub fn admit_hello(
         &self,
         name: &[u8],
@@ -1008,18 +1150,26 @@ impl Node {
         if self.links[id].timing.dials {
             return Err(Refusal::WrongSide);
         }
-        self.may_replace(id, authenticated, now)?;
+        if !authenticated {
+            // An authenticated greeting is judged once it has proved the secret
+            // ([`Node::try_link_up`]): only then is a refusal news of a second server by that name.
+            self.may_replace(id, now)?;
+        }
         Ok(id)
     }
 
-    /// A link that is up is replaced only by an authenticated one, or once it is proven dead.
-    fn may_replace(&self, id: usize, authenticated: bool, now: Instant) -> Result<(), Refusal> {
+    /// A link that is up is replaced only once it is proven dead: silent for [`PROVEN_DEAD`], so it
+    /// left a keep-alive unanswered. Proving the secret is not enough — a second process given the
+    /// same name, or a peer holding the secret that greets again and again, would otherwise take the
+    /// link from the server that answers on it (and restart its catch-up each time). A neighbour
+    /// that restarted closed its old connection (its kernel resets it), or that link falls silent.
+    fn may_replace(&self, id: usize, now: Instant) -> Result<(), Refusal> {
         let link = &self.links[id];
         let silent = link
             .timing
             .last_heard
             .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
-        if link.up && !authenticated && silent < PROVEN_DEAD {
+        if link.up && silent < PROVEN_DEAD {
             return Err(Refusal::LinkUp);
         }
         Ok(())
@@ -1029,14 +1179,15 @@ impl Node {
     /// rule of [`Node::admit_hello`] forbids it now. Returns the new epoch.
     ///
     /// # Errors
-    /// [`Refusal::LinkUp`]: unauthenticated, and the link already up is alive.
+    /// [`Refusal::LinkUp`]: the link already up is alive (it answers keep-alives).
     pub fn try_link_up(
         &mut self,
         id: usize,
         now: Instant,
         authenticated: bool,
     ) -> Result<u64, Refusal> {
-        self.may_replace(id, authenticated, now)?;
+        let _ = authenticated;
+        self.may_replace(id, now)?;
         Ok(self.link_up(id, now))
     }
 
@@ -1056,12 +1207,9 @@ impl Node {
     pub fn link_up(&mut self, id: usize, now: Instant) -> u64 {
         self.tell(now);
         let link = &mut self.links[id];
-        if link.up && link.foreign > 1 {
+        if link.up {
             // Replaced while up: the old link-up's refusals are said now.
-            self.events.push_back(LinkEvent::ForeignTotal {
-                link: id,
-                count: link.foreign,
-            });
+            link.totals(id, &mut self.events);
         }
         link.reset();
         link.up = true;
@@ -1087,12 +1235,7 @@ impl Node {
         let jitter = 0.5 + self.rng.f64();
         let link = &mut self.links[id];
         if link.epoch == epoch && link.up {
-            if link.foreign > 1 {
-                self.events.push_back(LinkEvent::ForeignTotal {
-                    link: id,
-                    count: link.foreign,
-                });
-            }
+            link.totals(id, &mut self.events);
             link.up = false;
             link.reset();
             let t = &mut link.timing;
@@ -1401,7 +1544,7 @@ mod tests {
     }
 
     #[test]
-    fn a_time_too_far_ahead_is_invalid_where_born_but_not_from_a_peer() {
+    fn a_time_too_far_ahead_is_invalid_where_born_and_from_a_peer_past_the_skew_allowance() {
         let mut n = limited("Alford", &["Hamilton"], 10);
         // The clock poison of the issue: a time no honest update could ever beat.
         let poison = "IAMAT x +1+1 18446744073709551615.999999999";
@@ -1418,15 +1561,30 @@ mod tests {
             Step::Refused(Limit::FutureTime)
         );
         assert_eq!(n.refusals().get(Limit::FutureTime), 2);
-        // A peer's record is never re-judged: the herd must converge on what its origin accepted.
-        let e = n.link_up(0, now());
+        // A peer's record is judged again, with the skew allowance on top: holding the secret lifts
+        // no bound, so the pin of the issue (a time of u64::MAX) is refused from a peer too.
+        n.link_up(0, now());
         let far = AtRecord::parse(b"AT Hamilton -99999.000000000 x +2+2 100999").unwrap();
-        assert_eq!(n.accept_peer_record(0, far), Accepted::Stored);
+        assert_eq!(
+            n.accept_peer_record(0, far, t(1000)),
+            Accepted::Refused(Limit::FutureTime)
+        );
+        let pin =
+            AtRecord::parse(b"AT Hamilton +0.000000000 x +2+2 18446744073709551615.5").unwrap();
+        assert_eq!(
+            n.accept_peer_record(0, pin, t(1000)),
+            Accepted::Refused(Limit::FutureTime)
+        );
+        let skewed = AtRecord::parse(b"AT Hamilton -100.000000000 x +2+2 1100").unwrap();
+        assert_eq!(
+            n.accept_peer_record(0, skewed, t(1000)),
+            Accepted::Stored,
+            "60 s of bound and 60 s of skew allowance"
+        );
         assert_eq!(
             n.get(b"x"),
-            Some(&b"AT Hamilton -99999.000000000 x +2+2 100999"[..])
+            Some(&b"AT Hamilton -100.000000000 x +2+2 1100"[..])
         );
-        let _ = e;
     }
 
     #[test]
@@ -1454,16 +1612,23 @@ mod tests {
             reply(&mut n, "WHATSAT a 1 1", 10).1,
             Step::Lookup(_)
         ));
-        // Records from peers are stored past the cap (the soft edge), so the herd converges.
+        // Records from peers keep the cap too (a peer holding the secret cannot fill the cache), and
+        // update known clients past it.
         n.link_up(0, now());
         let r = AtRecord::parse(b"AT Hamilton +1.000000000 c +1+1 1").unwrap();
-        assert_eq!(n.accept_peer_record(0, r), Accepted::Stored);
-        assert_eq!(n.len(), 3);
+        assert_eq!(
+            n.accept_peer_record(0, r, t(10)),
+            Accepted::Refused(Limit::ClientCap)
+        );
+        let known = AtRecord::parse(b"AT Hamilton +1.000000000 a +1+1 5").unwrap();
+        assert_eq!(n.accept_peer_record(0, known, t(10)), Accepted::Stored);
+        assert_eq!(n.len(), 2);
+        assert_eq!(n.peer_refusals().get(Limit::ClientCap), 1);
         assert_eq!(
             reply(&mut n, "IAMAT c +1+1 5", 10).1,
-            Step::Answered { stored: true }
+            Step::Refused(Limit::ClientCap)
         );
-        assert_eq!(n.refusals().get(Limit::ClientCap), 1);
+        assert_eq!(n.refusals().get(Limit::ClientCap), 2);
         assert_eq!(n.take_cap_reached(), None);
     }
 
@@ -1472,8 +1637,63 @@ mod tests {
         let mut n = limited("Hamilton", &["Alford"], 1);
         n.link_up(0, now());
         let r = AtRecord::parse(b"AT Alford +1.000000000 a +1+1 1").unwrap();
-        assert_eq!(n.accept_peer_record(0, r), Accepted::Stored);
+        assert_eq!(n.accept_peer_record(0, r, t(1000)), Accepted::Stored);
         assert_eq!(n.take_cap_reached(), Some(1));
+    }
+
+    #[test]
+    fn a_peer_fills_no_more_than_the_byte_budget_and_long_ids_are_refused_and_warned_once() {
+        let mut n = Node::new("Hamilton", vec!["Alford".into()])
+            .with_members(&["Alford", "Hamilton"])
+            .with_limits(NodeLimits {
+                max_client_id: 16,
+                max_cache_bytes: 1_000,
+                ..NodeLimits::default()
+            });
+        let e = n.link_up(0, now());
+        let mut flood = Vec::new();
+        for i in 0..100 {
+            flood.extend_from_slice(
+                format!("AT Alford +1.000000000 client-{i} +1+1 {i}\n").as_bytes(),
+            );
+        }
+        flood.extend_from_slice(
+            format!("AT Alford +1.000000000 {} +1+1 1\n", "x".repeat(17)).as_bytes(),
+        );
+        let input = n.handle_link_input(0, e, &flood, now(), t(1000), |_| {});
+        assert_eq!((input.consumed, input.close), (flood.len(), None));
+        assert!(n.cache_bytes() <= 1_000, "{}", n.cache_bytes());
+        let held = n.len();
+        assert!(held > 0 && held < 100, "{held}");
+        let refused = n.peer_refusals();
+        assert_eq!(refused.get(Limit::CacheBytes), (100 - held) as u64);
+        assert_eq!(refused.get(Limit::ClientId), 1);
+        let events: Vec<LinkEvent> = std::iter::from_fn(|| n.poll_event()).collect();
+        assert!(
+            matches!(
+                events[..],
+                [LinkEvent::RecordRefused {
+                    limit: Limit::CacheBytes,
+                    ..
+                }]
+            ),
+            "one warning for the link-up: {events:?}"
+        );
+        n.link_down(0, e, now());
+        let events: Vec<LinkEvent> = std::iter::from_fn(|| n.poll_event()).collect();
+        assert!(
+            matches!(&events[..], [LinkEvent::RefusedTotal { counts, .. }] if counts.total() == refused.total()),
+            "the counts when the link goes down: {events:?}"
+        );
+        // A client's IAMAT keeps the same bounds.
+        assert_eq!(
+            reply(&mut n, "IAMAT xxxxxxxxxxxxxxxxx +1+1 1", 10).1,
+            Step::Refused(Limit::ClientId)
+        );
+        assert_eq!(
+            reply(&mut n, "IAMAT new +1+1 1", 10).1,
+            Step::Refused(Limit::CacheBytes)
+        );
     }
 
     /// Carries lines between `a`'s link `ia` and `b`'s link `ib` until both are quiet; returns the
@@ -1499,7 +1719,7 @@ mod tests {
             log.push(String::from_utf8(line.to_vec()).unwrap());
         }
         let epoch = to.links[tid].epoch;
-        let input = to.handle_link_input(tid, epoch, &out, now(), |_| {});
+        let input = to.handle_link_input(tid, epoch, &out, now(), Timestamp::now(), |_| {});
         assert_eq!((input.consumed, input.close), (out.len(), None));
         out.is_empty()
     }
@@ -1530,9 +1750,12 @@ mod tests {
             "{text}"
         );
         let r = AtRecord::parse(b"AT Alford +1.000000000 kiwi +34-118 100").unwrap();
-        assert_eq!(n.accept_peer_record(0, r.clone()), Accepted::Stored);
         assert_eq!(
-            n.accept_peer_record(1, r),
+            n.accept_peer_record(0, r.clone(), t(1000)),
+            Accepted::Stored
+        );
+        assert_eq!(
+            n.accept_peer_record(1, r, t(1000)),
             Accepted::Held,
             "not new: dropped"
         );
@@ -1545,7 +1768,7 @@ mod tests {
         n.link_down(1, e1 - 1, now());
         assert!(n.is_up(1));
         // Out of turn: a reconciliation line with no reconciliation running breaks the link.
-        let input = n.handle_link_input(0, e0, b"HERD-OVER\n", now(), |_| {});
+        let input = n.handle_link_input(0, e0, b"HERD-OVER\n", now(), Timestamp::now(), |_| {});
         assert_eq!(input.close, Some(Closing::Reconciliation));
         assert!(matches!(
             n.poll_event(),
@@ -1674,7 +1897,7 @@ mod tests {
         let (ab, ba) = pump(&mut a, 0, &mut b, 0);
         assert_eq!((ab.len(), ba.len()), (3, 1));
         let lost = AtRecord::parse(b"AT B +1.000000000 lost +1+1 1").unwrap();
-        b.accept_peer_record(0, lost);
+        b.accept_peer_record(0, lost, t(1000));
         assert!(!b.check_link(0), "only the dialling side checks");
         while a.poll_event().is_some() {}
         assert!(a.check_link(0));
@@ -1693,8 +1916,11 @@ mod tests {
         reply(&mut n, "IAMAT kiwi +1+1 100", 101);
         reply(&mut n, "IAMAT kiwi +1+1 99", 101); // stale: not stored, not journaled
         let peer = AtRecord::parse(b"AT B +0.500000000 pear +2+2 50").unwrap();
-        assert_eq!(n.accept_peer_record(0, peer.clone()), Accepted::Stored);
-        assert_eq!(n.accept_peer_record(0, peer), Accepted::Held);
+        assert_eq!(
+            n.accept_peer_record(0, peer.clone(), t(1000)),
+            Accepted::Stored
+        );
+        assert_eq!(n.accept_peer_record(0, peer, t(1000)), Accepted::Held);
         let j = n.journal().unwrap();
         assert_eq!(j.records, 2);
         let mut lines = Vec::new();
@@ -1792,7 +2018,14 @@ mod tests {
         let mut out = Vec::new();
         n.poll_transmit(0, e, &mut out, 10);
         assert!(out.starts_with(b"HERD-PING\n"), "{out:?}");
-        let input = n.handle_link_input(0, e, b"HERD-PING\nHERD-PO", at(now + 3_000), |_| {});
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-PING\nHERD-PO",
+            at(now + 3_000),
+            Timestamp::now(),
+            |_| {},
+        );
         assert_eq!((input.consumed, input.transmit), (10, true));
         out.clear();
         n.poll_transmit(0, e, &mut out, 10);
@@ -1818,18 +2051,119 @@ mod tests {
         let e = n.link_up(0, at(now + 8_000));
         let later = now + 8_000 + CHECK_EVERY.as_millis() as u64;
         for t in (now + 8_500..later).step_by(500) {
-            n.handle_link_input(0, e, b"HERD-PONG\n", at(t), |_| {});
+            n.handle_link_input(0, e, b"HERD-PONG\n", at(t), Timestamp::now(), |_| {});
             n.sent(0, at(t));
         }
         while n.poll_event().is_some() {}
         let mut out = Vec::new();
         n.poll_transmit(0, e, &mut out, 100); // the link-up catch-up's opening
-        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", at(later - 1), |_| {});
+        n.handle_link_input(
+            0,
+            e,
+            b"HERD-SYNCED 0\n",
+            at(later - 1),
+            Timestamp::now(),
+            |_| {},
+        );
         assert!(!n.reconciling(0));
         n.sent(0, at(later - 1));
         assert_eq!(n.poll_timeout(), Some(at(later)));
         assert_eq!(n.handle_timeout(at(later)), [LinkAction::Transmit(0)]);
         assert!(n.reconciling(0), "a periodic check was opened");
+    }
+
+    /// The take-over of the issue: a greeting that proves the secret does not replace a link that
+    /// answers keep-alives; once the link has left one unanswered it may.
+    #[test]
+    fn a_live_link_is_not_replaced_by_a_greeting_claiming_its_name() {
+        let mut n = Node::new("B", vec!["A".into()]);
+        let start = now();
+        let e = n.link_up(0, start);
+        for t in (0..10_000).step_by(500) {
+            let at = start + Duration::from_millis(t);
+            n.handle_link_input(0, e, b"HERD-PONG\n", at, Timestamp::now(), |_| {});
+            assert_eq!(n.try_link_up(0, at, true), Err(Refusal::LinkUp));
+            assert_eq!(n.admit_hello(b"A", b"B", false, at), Err(Refusal::LinkUp));
+        }
+        assert_eq!(n.epoch(0), Some(e), "never replaced");
+        let silent = start + Duration::from_millis(9_500) + PROVEN_DEAD;
+        assert_eq!(n.try_link_up(0, silent, true), Ok(e + 1));
+    }
+
+    /// The freeze of the issue, from an insider on a link: `HERD-IDS` of the whole range again and
+    /// again. The first is answered (the records once); the second breaks the exchange and closes the
+    /// link, which is dialled again after a back-off. Output stays within the cache.
+    #[test]
+    fn a_range_is_answered_once_per_exchange_and_no_record_is_sent_twice() {
+        for attack in ["HERD-IDS - AAAAAA", "HERD-IDS -"] {
+            let mut n = Node::new("B", vec!["A".into()]);
+            for i in 0..300 {
+                reply(&mut n, &format!("IAMAT c{i} +1+1 {i}"), 1000);
+            }
+            let e = n.link_up(0, now());
+            let mut lines = b"HERD-ROOT 9 0000000000000009 0000000000000001\n".to_vec();
+            for _ in 0..1000 {
+                lines.extend_from_slice(attack.as_bytes());
+                lines.push(b'\n');
+            }
+            let input = n.handle_link_input(0, e, &lines, now(), Timestamp::now(), |_| {});
+            assert_eq!(input.close, Some(Closing::Reconciliation), "{attack}");
+            let broken = std::iter::from_fn(|| n.poll_event()).any(|ev| {
+                matches!(
+                    ev,
+                    LinkEvent::Broken {
+                        cause: SyncError::Repeated,
+                        ..
+                    }
+                )
+            });
+            assert!(broken, "{attack}");
+            // What was queued before the close is at most the cache, each record once.
+            let mut out = Vec::new();
+            while n.poll_transmit(0, e, &mut out, 1024) > 0 {}
+            let records = out.split(|&b| b == b'\n').filter(|l| l.starts_with(b"AT "));
+            let mut seen = std::collections::HashSet::new();
+            for r in records {
+                assert!(seen.insert(r.to_vec()), "{attack}: sent twice");
+            }
+            assert!(seen.len() <= 300, "{attack}");
+            n.link_down(0, e, now());
+            assert_eq!(n.link_status(0).counts.sync_broken, 1);
+        }
+    }
+
+    /// A listing where this side holds many records is split, not scanned (a line's work is
+    /// bounded); asking (`HERD-WANT`) for such a range breaks the exchange.
+    #[test]
+    fn a_line_never_scans_a_large_range() {
+        let mut n = Node::new("B", vec!["A".into()]);
+        for i in 0..5_000 {
+            reply(&mut n, &format!("IAMAT c{i} +1+1 {i}"), 10_000);
+        }
+        let e = n.link_up(0, now());
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-ROOT 9 0000000000000009 0000000000000001\nHERD-IDS - AAAAAA\n",
+            now(),
+            Timestamp::now(),
+            |_| {},
+        );
+        assert_eq!(input.close, None);
+        let mut out = Vec::new();
+        n.poll_transmit(0, e, &mut out, 1024);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HERD-FP - "), "{text}");
+        assert!(!text.contains("AT "), "{text}");
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-WANT - AAAAAA\n",
+            now(),
+            Timestamp::now(),
+            |_| {},
+        );
+        assert_eq!(input.close, Some(Closing::Overloaded));
     }
 
     /// Every kind of peer message reaches the node through `handle_link_input` and is handled
@@ -1855,7 +2189,7 @@ mod tests {
             let e = n.link_up(0, now());
             let mut line = m.to_bytes();
             line.push(b'\n');
-            let input = n.handle_link_input(0, e, &line, now(), |_| {});
+            let input = n.handle_link_input(0, e, &line, now(), Timestamp::now(), |_| {});
             assert_eq!(input.consumed, line.len());
             let unhandled = std::iter::from_fn(|| n.poll_event()).any(|ev| {
                 matches!(
@@ -1882,7 +2216,14 @@ mod tests {
         let mut n = Node::new("A", vec!["B".into()]);
         let e = n.link_up(0, at(0));
         assert!(n.reconciling(0), "the dialling side opened the catch-up");
-        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE 1 2\n", at(1), |_| {});
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-FROM-THE-FUTURE 1 2\n",
+            at(1),
+            Timestamp::now(),
+            |_| {},
+        );
         assert_eq!(input.close, Some(Closing::Reconciliation));
         assert!(matches!(
             n.poll_event(),
@@ -1899,7 +2240,14 @@ mod tests {
         assert_eq!(n.handle_timeout(first), [LinkAction::Dial(0)]);
         let e = n.link_up(0, first);
         assert!(n.reconciling(0), "the catch-up runs again");
-        n.handle_link_input(0, e, b"HERD-HELLO 4 B A -\n", first, |_| {});
+        n.handle_link_input(
+            0,
+            e,
+            b"HERD-HELLO 4 B A -\n",
+            first,
+            Timestamp::now(),
+            |_| {},
+        );
         n.link_down(0, e, first);
         let second = n.poll_timeout().unwrap();
         assert!(
@@ -1912,10 +2260,17 @@ mod tests {
         let e = n.link_up(0, second);
         let mut out = Vec::new();
         n.poll_transmit(0, e, &mut out, 100);
-        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", second, |_| {});
+        n.handle_link_input(0, e, b"HERD-SYNCED 0\n", second, Timestamp::now(), |_| {});
         assert!(!n.reconciling(0));
         while n.poll_event().is_some() {}
-        let input = n.handle_link_input(0, e, b"HERD-FROM-THE-FUTURE\n", second, |_| {});
+        let input = n.handle_link_input(
+            0,
+            e,
+            b"HERD-FROM-THE-FUTURE\n",
+            second,
+            Timestamp::now(),
+            |_| {},
+        );
         assert_eq!(input.close, None);
         assert!(matches!(
             n.poll_event(),

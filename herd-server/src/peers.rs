@@ -14,17 +14,18 @@
 //! other's writes. One more task sleeps until the node's next deadline
 //! ([`Node::poll_timeout`](crate::node::Node::poll_timeout)) and carries out what is due then.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use herd_proto::PeerMessage;
+use herd_proto::{PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{info, warn, Instrument};
 
 use crate::handshake::{Established, Failure, Greeting, Refusal, Verdict};
+use crate::limits::WarnKind;
 use crate::log::{show, Dir, SUMMARY};
 use crate::node::{LinkAction, LinkEvent, Node};
 use crate::server::Shared;
@@ -179,6 +180,11 @@ async fn dial(shared: Arc<Shared>, id: usize) {
         Err(e) => {
             if let GreetError::Failed(f) = &e {
                 warn!(peer = %name, %addr, cause = %e, "link dial refused");
+                if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::LinkUp.word() {
+                    warn!(target: SUMMARY,
+                        "{name} refused the link: a link from another server named {} is up there (two servers claim the name {})",
+                        shared.spec.name, shared.spec.name);
+                }
                 if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::BadProof.word() {
                     shared.node().proof_refused(id);
                 }
@@ -209,7 +215,9 @@ pub(crate) async fn accept(
     match greet(&shared, &mut stream, &mut greeting, &mut input).await {
         Ok(est) => run_link(shared, conn, addr, stream, est, input).await,
         Err(e) => {
-            warn!(conn, peer = %addr, cause = %e, "refused peer greeting");
+            if shared.warn_ok(WarnKind::Greeting, addr.ip()) {
+                warn!(conn, peer = %addr, cause = %e, "refused peer greeting");
+            }
             let _ = stream.shutdown().await;
         }
     }
@@ -238,8 +246,25 @@ async fn run_link(
     let epoch = match up {
         Ok(epoch) => epoch,
         Err(refusal) => {
-            warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
-                "refused peer link: the link to this neighbour is up and alive");
+            let live = *slot.live.lock().unwrap_or_else(|p| p.into_inner());
+            match live {
+                // It proved the herd's secret, yet the neighbour by that name answers on its link:
+                // two processes serve one name (or a peer holding the secret greets as another).
+                Some(live) if authenticated && shared.warn_ok(WarnKind::NameClash, addr.ip()) => {
+                    warn!(target: SUMMARY,
+                        "two servers claim the name {}: {live} and {addr} (the link from {live} is up and answers; {addr} is refused)",
+                        slot.name);
+                    warn!(conn, peer = %addr, name = %slot.name, live = %live,
+                        "two servers claim the name {}: {live} and {addr}", slot.name);
+                }
+                Some(_) if authenticated => {}
+                _ => {
+                    if shared.warn_ok(WarnKind::Greeting, addr.ip()) {
+                        warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
+                            "refused peer link: the link to this neighbour is up and alive");
+                    }
+                }
+            }
             let mut line = Vec::new();
             PeerMessage::Refused {
                 reason: refusal.word().as_bytes().into(),
@@ -262,6 +287,7 @@ async fn run_link(
     {
         old.cancel();
     }
+    *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
     slot.notify.notify_one();
     let kind = if authenticated { "encrypted" } else { "plain" };
     info!(target: SUMMARY, "{} link to {} up ({kind})", shared.spec.name, slot.name);
@@ -325,7 +351,8 @@ async fn run_link(
             let (input, ticket) = {
                 let mut node = shared.node();
                 let log_lines = shared.spec.log_lines;
-                let input = node.handle_link_input(id, epoch, &plain, Instant::now(), |line| {
+                let (now, wall) = (Instant::now(), Timestamp::now());
+                let input = node.handle_link_input(id, epoch, &plain, now, wall, |line| {
                     if log_lines {
                         log.line(Dir::PeerIn, line);
                     }
@@ -380,6 +407,7 @@ async fn run_link(
         let mut current = slot.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().is_some_and(|t| t.is_cancelled()) {
             *current = None;
+            *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
     info!(target: SUMMARY, "{} link to {} down ({why})", shared.spec.name, slot.name);
@@ -391,6 +419,27 @@ async fn run_link(
 /// out of place as warnings naming the peer.
 fn log_events(shared: &Shared, node: &mut Node) {
     while let Some(event) = node.poll_event() {
+        // Warnings about a link's lines are rate-limited per the link's address.
+        let link = match &event {
+            LinkEvent::Reconciled(_) | LinkEvent::Refused { .. } => None,
+            LinkEvent::Foreign { link, .. }
+            | LinkEvent::ForeignTotal { link, .. }
+            | LinkEvent::RecordRefused { link, .. }
+            | LinkEvent::RefusedTotal { link, .. }
+            | LinkEvent::Unexpected { link, .. }
+            | LinkEvent::Broken { link, .. }
+            | LinkEvent::TooLong { link } => Some(*link),
+        };
+        if let Some(link) = link {
+            let live = *shared.peers[link]
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let ip = live.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            if !shared.warn_ok(WarnKind::PeerLine, ip) {
+                continue;
+            }
+        }
         match event {
             LinkEvent::Reconciled(r) => {
                 let peer = &shared.peers[r.link].name;
@@ -410,6 +459,14 @@ fn log_events(shared: &Shared, node: &mut Node) {
                 warn!(peer = %shared.peers[link].name, count,
                     "refused records naming servers outside the herd");
             }
+            LinkEvent::RecordRefused { link, limit, line } => {
+                warn!(peer = %shared.peers[link].name, limit = %limit, line = %show(&line),
+                    "refused a peer's record past a limit (more are counted, and totalled when the link goes down)");
+            }
+            LinkEvent::RefusedTotal { link, counts } => {
+                warn!(peer = %shared.peers[link].name, refused = %counts,
+                    "refused peer records past limits");
+            }
             LinkEvent::Unexpected { link, line, cause } => match cause {
                 Some(e) => warn!(peer = %shared.peers[link].name, line = %show(&line),
                     cause = %e, "invalid peer line"),
@@ -423,6 +480,11 @@ fn log_events(shared: &Shared, node: &mut Node) {
             LinkEvent::Refused { link, reason } => {
                 warn!(peer = %shared.peers[link].name, reason = %show(&reason),
                     "peer refused the link");
+                if reason == Refusal::LinkUp.word().as_bytes() {
+                    warn!(target: SUMMARY,
+                        "{} refused the link: a link from another server named {} is up there (two servers claim the name {})",
+                        shared.peers[link].name, shared.spec.name, shared.spec.name);
+                }
             }
             LinkEvent::TooLong { link } => {
                 warn!(peer = %shared.peers[link].name, "peer line too long: closing");

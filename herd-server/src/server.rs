@@ -34,7 +34,9 @@ use crate::admin::live::Live;
 use crate::admin::Stats;
 use crate::config::{Config, Limits};
 use crate::handshake::Keyring;
-use crate::limits::{Admission, Busy, ConnLimits, Limit, NodeLimits, Refusals};
+use crate::limits::{
+    Admission, Busy, ConnLimits, Limit, NodeLimits, Refusals, Warn, WarnKind, Warnings,
+};
 use crate::log::{show, Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
 use crate::loops::Listeners;
 use crate::node::{Node, Restored, Step};
@@ -172,6 +174,9 @@ pub(crate) struct PeerSlot {
     pub(crate) notify: Notify,
     /// Cancels the link currently serving this neighbour, when a newer one replaces it.
     pub(crate) current: Mutex<Option<CancellationToken>>,
+    /// The address of the link serving this neighbour now, for the diagnosis of two servers that
+    /// claim its name.
+    pub(crate) live: Mutex<Option<SocketAddr>>,
 }
 
 /// State shared by a server's tasks.
@@ -197,6 +202,8 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Connection counts by kind and address, and the refusals of the driver.
     admission: Mutex<Admission>,
+    /// Repeated warnings, rate-limited per kind and peer address.
+    pub(crate) warnings: Mutex<Warnings>,
     /// Set once shutdown has begun (by the accept loops, when the token fires): a plain load for the
     /// connections to check on every read, where the token's own check takes its lock.
     stopping: AtomicBool,
@@ -229,6 +236,32 @@ impl Shared {
 
     pub(crate) fn conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether to log a warning of `kind` about `addr` now (the first few of a period are; the rest
+    /// are counted and summed up once a period, [`Shared::flush_warnings`]).
+    pub(crate) fn warn_ok(&self, kind: WarnKind, addr: IpAddr) -> bool {
+        self.flush_warnings();
+        let now = Instant::now();
+        let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        w.check(kind, addr, now) == Warn::Log
+    }
+
+    /// Logs a summary of each kind and address whose period ended with warnings suppressed.
+    pub(crate) fn flush_warnings(&self) {
+        let summaries = self
+            .warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush(Instant::now());
+        for s in summaries {
+            let addr = s
+                .addr
+                .map_or_else(|| "other addresses".to_owned(), |a| a.to_string());
+            warn!(kind = s.kind.as_str(), peer = %addr, suppressed = s.count,
+                "suppressed {} similar warnings ({}) from {addr} in the last {} s",
+                s.count, s.kind.as_str(), crate::limits::WARN_PERIOD.as_secs());
+        }
     }
 
     fn admission(&self) -> MutexGuard<'_, Admission> {
@@ -346,6 +379,7 @@ async fn run_inner(
             addr: addr.clone(),
             notify: Notify::new(),
             current: Mutex::new(None),
+            live: Mutex::new(None),
         })
         .collect();
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
@@ -400,6 +434,7 @@ async fn run_inner(
         places_budget: spec.places.server_budget(),
         next_conn: AtomicU64::new(1),
         admission: Mutex::new(admission),
+        warnings: Mutex::new(Warnings::default()),
         stopping: AtomicBool::new(false),
         spec,
     });
@@ -413,6 +448,23 @@ async fn run_inner(
     let neighbors: Vec<&str> = shared.peers.iter().map(|p| p.name.as_str()).collect();
     info!(target: SUMMARY, "{me} listening on {local}, places: {}, neighbours: {}", shared.spec.places.backend(), neighbors.join(", "));
     info!(%local, places = %shared.spec.places.backend(), neighbours = %neighbors.join(","), "server started");
+
+    {
+        // Sums up the warnings suppressed in each period, even when no new one comes.
+        let s = shared.clone();
+        shared.tracker.spawn(
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => s.flush_warnings(),
+                        _ = s.shutdown.cancelled() => return,
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
 
     if !shared.peers.is_empty() {
         // The node decides when to dial (only the server whose name sorts first dials a pair),

@@ -546,7 +546,24 @@ pub enum SyncError {
     /// greeting line) arrived while one ran: the exchange could wait for ever on it.
     #[error("a line with no place in a reconciliation")]
     Unexpected,
+    /// A range listed (`HERD-IDS`), asked for (`HERD-WANT`) or tabled (`HERD-IBF`) again in one
+    /// exchange: each range is answered at most once per exchange.
+    #[error("a range asked about twice in one exchange")]
+    Repeated,
+    /// The exchange's queued output passed [`MAX_QUEUED_BYTES`]: the peer asks more than it reads.
+    #[error("more reconciliation output queued than a link may hold")]
+    Overloaded,
 }
+
+/// The most bytes of reconciliation lines one link may have queued and not yet written; past it the
+/// link is closed ([`SyncError::Overloaded`]). Records are queued by cache index, each at most once
+/// per exchange, so they are bounded by the cache; this bounds the control lines.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// The most records one peer line makes this side scan when it lists (`HERD-IDS`) or asks for
+/// (`HERD-WANT`) a range: a range this side holds more of is split instead (or, asked for, breaks the
+/// exchange: this side never lists so many), so no line holds the node for long.
+pub const MAX_SCAN: u64 = 4096;
 
 /// One link's reconciliation state.
 #[derive(Debug, Default)]
@@ -582,6 +599,18 @@ pub struct Session {
     older: Vec<u32>,
     /// Cache indexes this session has written, a bit each.
     written: Vec<u64>,
+    /// Cache indexes this session has queued or written, a bit each: a record is sent at most once
+    /// per exchange, so what an exchange sends is bounded by the cache, whatever the peer asks.
+    queued: Vec<u64>,
+    /// Cache indexes put in `older` in this exchange, a bit each.
+    backed: Vec<u64>,
+    /// The whole-cache stream was queued in this exchange (it runs at most once).
+    streamed_all: bool,
+    /// Ranges this exchange listed, asked for or decoded a table of (`HERD-IDS`, `HERD-WANT`,
+    /// `HERD-IBF` received), by kind: each is answered at most once per exchange.
+    answered: std::collections::HashSet<(u8, KeyRange)>,
+    /// Bytes of control lines queued and not yet written.
+    queued_bytes: usize,
     /// Where the whole-cache stream is, while it is queued or running.
     all: Option<usize>,
     jobs: VecDeque<Job>,
@@ -658,14 +687,60 @@ impl Session {
         self.by_id = None;
         self.older.clear();
         self.written.clear();
+        self.queued.clear();
+        self.backed.clear();
+        self.streamed_all = false;
+        self.answered.clear();
+    }
+
+    /// Keeps of `indexes` those not yet queued or written in this exchange, and marks them queued.
+    fn fresh(&mut self, indexes: impl IntoIterator<Item = u32>) -> VecDeque<u32> {
+        let mut out = VecDeque::new();
+        for i in indexes {
+            if !bit(&self.queued, i) {
+                set_bit(&mut self.queued, i);
+                out.push_back(i);
+            }
+        }
+        out
+    }
+
+    /// Queues the records at `indexes` that this exchange has not queued yet.
+    fn records(&mut self, indexes: impl IntoIterator<Item = u32>) {
+        let fresh = self.fresh(indexes);
+        if !fresh.is_empty() {
+            self.jobs.push_back(Job::Records(fresh));
+        }
+    }
+
+    /// Range `range` of kind `kind` (`b'I'`, `b'W'`, `b'T'`) is answered now; an error if it was in
+    /// this exchange already.
+    fn once(&mut self, kind: u8, range: KeyRange) -> Result<(), SyncError> {
+        if self.answered.insert((kind, range)) {
+            Ok(())
+        } else {
+            Err(SyncError::Repeated)
+        }
+    }
+
+    /// Queues the whole-cache stream, once per exchange.
+    fn stream_all(&mut self) {
+        if !self.streamed_all {
+            self.streamed_all = true;
+            self.all = Some(0);
+            self.jobs.push_back(Job::All);
+        }
     }
 
     /// The other side sent an older record than the one at cache index `index`: during a
     /// reconciliation, it lacks this one, so it is sent back at the end of the turn (unless this
     /// session sends it anyway).
     pub fn older(&mut self, index: usize) {
-        if self.active {
-            self.older.push(index as u32);
+        let i = index as u32;
+        // Each index once per exchange: a peer repeating an old record cannot grow this.
+        if self.active && !bit(&self.backed, i) {
+            set_bit(&mut self.backed, i);
+            self.older.push(i);
         }
     }
 
@@ -680,6 +755,7 @@ impl Session {
         let mut v = Vec::with_capacity(128);
         m.write_to(&mut v);
         v.push(b'\n');
+        self.queued_bytes += v.len();
         if matches!(
             m,
             PeerMessage::Fingerprints { .. }
@@ -739,8 +815,7 @@ impl Session {
         } else {
             // Only at 16 digits: more clients than a line lists share one key. Send them all and
             // ask for all of the other side's.
-            self.jobs
-                .push_back(Job::Records(items.iter().map(|&(i, _)| i as u32).collect()));
+            self.records(items.iter().map(|&(i, _)| i as u32));
             self.line(&PeerMessage::Ids {
                 range,
                 hashes: Vec::new(),
@@ -879,14 +954,12 @@ impl Session {
             .filter(|it| mine_by_key.get(&it.key).is_none_or(|&h| newer(it.hint, h)))
             .map(|it| it.id)
             .collect();
-        let records: VecDeque<u32> = items
+        let records: Vec<u32> = items
             .iter()
             .filter(|(_, it)| send.contains(it))
             .map(|&(i, _)| i as u32)
             .collect();
-        if !records.is_empty() {
-            self.jobs.push_back(Job::Records(records));
-        }
+        self.records(records);
         for chunk in want.chunks(MAX_IDS) {
             self.line(&PeerMessage::Want {
                 range,
@@ -915,6 +988,20 @@ impl Session {
         sketch: &Sketch,
         entries: &[Entry],
     ) -> Result<Outcome, SyncError> {
+        let outcome = self.receive_line(link, m, sketch, entries)?;
+        if self.queued_bytes > MAX_QUEUED_BYTES {
+            return Err(SyncError::Overloaded);
+        }
+        Ok(outcome)
+    }
+
+    fn receive_line(
+        &mut self,
+        link: usize,
+        m: &PeerMessage<'_>,
+        sketch: &Sketch,
+        entries: &[Entry],
+    ) -> Result<Outcome, SyncError> {
         let before = self.jobs.len();
         match m {
             PeerMessage::Root { count, salt, .. } => {
@@ -924,8 +1011,7 @@ impl Session {
                 self.start(*salt);
                 let mine = sketch.root();
                 if *count == 0 && mine.count > 0 {
-                    self.all = Some(0);
-                    self.jobs.push_back(Job::All);
+                    self.stream_all();
                 }
                 // Otherwise the `HERD-FP -` that follows is compared (equal roots: nothing to do).
             }
@@ -970,17 +1056,28 @@ impl Session {
                 }
             }
             PeerMessage::Ids { range, hashes } if hashes.is_empty() => {
+                self.once(b'I', *range)?;
                 // The other side holds nothing here: a plain stream, the whole cache by index when
                 // the range is everything.
                 if *range == KeyRange::ALL {
-                    self.all = Some(0);
-                    self.jobs.push_back(Job::All);
+                    self.stream_all();
                 } else {
                     self.send_range(*range);
                 }
             }
             PeerMessage::Ids { range, hashes } => {
+                self.once(b'I', *range)?;
                 let salt = self.salt;
+                if range.child(0).is_some() && sketch.sum(*range, entries).count > MAX_SCAN {
+                    // The other side lists a few records where this one holds many: split the range
+                    // instead of scanning it under the lock (the other side lists its parts).
+                    let children = sketch.children(*range, entries).map(|s| short_fp(s, salt));
+                    self.line(&PeerMessage::Fingerprints {
+                        range: *range,
+                        children,
+                    });
+                    return Ok(Outcome::Queued);
+                }
                 let mut theirs = hashes.clone();
                 theirs.sort_unstable();
                 let items: Vec<(usize, u32)> = sketch
@@ -988,14 +1085,12 @@ impl Session {
                     .into_iter()
                     .map(|(i, h)| (i, short_id(h, salt)))
                     .collect();
-                let send: VecDeque<u32> = items
+                let send: Vec<u32> = items
                     .iter()
                     .filter(|(_, h)| theirs.binary_search(h).is_err())
                     .map(|&(i, _)| i as u32)
                     .collect();
-                if !send.is_empty() {
-                    self.jobs.push_back(Job::Records(send));
-                }
+                self.records(send);
                 let mut mine: Vec<u32> = items.iter().map(|&(_, h)| h).collect();
                 mine.sort_unstable();
                 theirs.dedup();
@@ -1024,6 +1119,12 @@ impl Session {
                     self.by_id = Some((*range, ids));
                 }
                 if self.by_id.as_ref().is_none_or(|(r, _)| r != range) {
+                    // A range is scanned for its ids once per exchange, and only one this side
+                    // could have listed (a table's ranges keep their ids).
+                    self.once(b'W', *range)?;
+                    if range.child(0).is_some() && sketch.sum(*range, entries).count > MAX_SCAN {
+                        return Err(SyncError::Overloaded);
+                    }
                     let mut ids: Vec<(u32, u32)> = sketch
                         .items(*range, entries)
                         .into_iter()
@@ -1033,7 +1134,7 @@ impl Session {
                     self.by_id = Some((*range, ids));
                 }
                 let ids = self.by_id.as_ref().map_or(&[][..], |(_, ids)| &ids[..]);
-                let mut send = VecDeque::new();
+                let mut send = Vec::new();
                 for &h in hashes {
                     let from = ids.partition_point(|&(id, _)| id < h);
                     send.extend(
@@ -1043,9 +1144,7 @@ impl Session {
                             .map(|&(_, i)| i),
                     );
                 }
-                if !send.is_empty() {
-                    self.jobs.push_back(Job::Records(send));
-                }
+                self.records(send);
             }
             PeerMessage::Cells {
                 range,
@@ -1070,6 +1169,7 @@ impl Session {
                     .extend(cells.chunks_exact(CELL_BYTES).map(Cell::read));
                 if incoming.cells.len() >= incoming.total {
                     if let Some(done) = self.incoming.take() {
+                        self.once(b'T', done.range)?;
                         self.tables_received += 1;
                         self.decode(done.range, done.cells, sketch, entries);
                     }
@@ -1153,6 +1253,7 @@ impl Session {
             match job {
                 Job::Line(v) => {
                     out.extend_from_slice(v);
+                    self.queued_bytes = self.queued_bytes.saturating_sub(v.len());
                     lines += 1;
                     self.jobs.pop_front();
                 }
@@ -1183,14 +1284,16 @@ impl Session {
                             self.jobs.pop_front();
                         }
                     }
+                    let found = self.fresh(found);
                     if !found.is_empty() {
-                        self.jobs.push_front(Job::Records(found.into()));
+                        self.jobs.push_front(Job::Records(found));
                     }
                 }
                 Job::All => {
                     let cursor = self.all.unwrap_or(0);
                     match entries.get(cursor) {
                         Some(e) => {
+                            set_bit(&mut self.queued, cursor as u32);
                             out.extend_from_slice(e.line());
                             out.push(b'\n');
                             lines += 1;

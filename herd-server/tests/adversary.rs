@@ -13,8 +13,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use herd_proto::Timestamp;
+use herd_proto::{AtRecord, Timestamp};
 use herd_server::handshake::{Greeting, Keyring, Opener, Sealer, Verdict};
+use herd_server::limits::{NodeLimits, SKEW_ALLOWANCE};
 use herd_server::node::{LinkAction, Node};
 
 /// Alford – Bravo – Charlie – Alford: a ring, so records have two ways round.
@@ -31,6 +32,12 @@ enum Phase {
     },
     /// The adversary's own end: it writes what it likes and reads nothing.
     Attacker,
+    /// An insider's end: it holds the herd's secret, greets as Alford and, once up, writes what it
+    /// likes in the channel (`Sim::insider_step`).
+    Insider {
+        greeting: Option<Greeting>,
+        sealer: Option<Sealer>,
+    },
     Closed,
 }
 
@@ -61,6 +68,8 @@ struct Sim {
     clock: u64,
     forged: u64,
     active: bool,
+    /// Nodes run by the simulation (an insider's own identity is not).
+    honest: Vec<bool>,
 }
 
 fn forged_line(n: u64) -> Vec<u8> {
@@ -86,7 +95,13 @@ impl Sim {
             clock: 1_000,
             forged: 0,
             active: true,
+            honest: vec![true; NAMES.len()],
         }
+    }
+
+    /// The wall clock every node reads (the simulation's clients' time).
+    fn wall(&self) -> Timestamp {
+        Timestamp::new(self.clock, 0).unwrap()
     }
 
     fn node_index(&self, name: &str) -> usize {
@@ -231,6 +246,7 @@ impl Sim {
             };
             let mut out = Vec::new();
             let mut close = false;
+            let wall = self.wall();
             let side = &mut self.conns[c].sides[i];
             let node = &mut self.nodes[n];
             let mut next = None;
@@ -264,7 +280,8 @@ impl Sim {
                         close = true;
                     } else {
                         // The node decodes and handles every line, as under the driver.
-                        let input = node.handle_link_input(*link, *epoch, plain, self.now, |_| {});
+                        let input =
+                            node.handle_link_input(*link, *epoch, plain, self.now, wall, |_| {});
                         plain.advance(input.consumed);
                         while node.poll_event().is_some() {}
                         close |= input.close.is_some();
@@ -276,7 +293,7 @@ impl Sim {
                         }
                     }
                 }
-                Phase::Attacker | Phase::Closed => {}
+                Phase::Attacker | Phase::Insider { .. } | Phase::Closed => {}
             }
             if let Some(p) = next {
                 side.phase = p;
@@ -312,6 +329,9 @@ impl Sim {
     fn tick(&mut self) {
         self.now += Duration::from_millis(50);
         for n in 0..self.nodes.len() {
+            if !self.honest[n] {
+                continue;
+            }
             for action in self.nodes[n].handle_timeout(self.now) {
                 match action {
                     LinkAction::Dial(link) => self.dial(n, link),
@@ -435,5 +455,307 @@ fn no_forged_record_is_ever_stored_and_the_herd_converges() {
     }
     for seed in 0..60 {
         run(seed, 300);
+    }
+}
+
+/// The bounds the honest servers run with in the insider's simulation.
+const CAP: usize = 60;
+const FUTURE: Duration = Duration::from_secs(60);
+const MAX_ID: usize = 32;
+const BUDGET: u64 = 60 * 200;
+
+/// The insider's identity: the herd's member Alford, compromised (the simulation does not run it).
+const INSIDER: usize = 0;
+const BRAVO: usize = 1;
+
+impl Sim {
+    fn with_insider(seed: u64) -> Sim {
+        let mut sim = Sim::new(seed);
+        let limits = NodeLimits {
+            max_future: FUTURE,
+            max_clients: CAP,
+            max_client_id: MAX_ID,
+            max_cache_bytes: BUDGET,
+            ..NodeLimits::default()
+        };
+        sim.nodes = std::mem::take(&mut sim.nodes)
+            .into_iter()
+            .map(|n| n.with_limits(limits))
+            .collect();
+        sim.honest[INSIDER] = false;
+        sim.active = false; // no adversary on the wire: the insider is the attacker here
+        sim
+    }
+
+    /// The insider's link to Bravo, if a connection is open.
+    fn insider_conn(&self) -> Option<usize> {
+        self.conns
+            .iter()
+            .position(|c| matches!(c.sides[0].phase, Phase::Insider { .. }))
+    }
+
+    /// The insider greets Bravo as Alford, proving the herd's secret.
+    fn insider_dial(&mut self) {
+        let me = Node::new(NAMES[INSIDER], vec![NAMES[BRAVO].into()]);
+        let mut hello = Vec::new();
+        let g = Greeting::dial(
+            me.name(),
+            NAMES[BRAVO].as_bytes(),
+            0,
+            &self.keyring,
+            0,
+            &mut hello,
+        );
+        let acceptor = Greeting::accept(self.nodes[BRAVO].name(), &self.keyring);
+        self.conns.push(Conn {
+            sides: [
+                Side {
+                    node: None,
+                    phase: Phase::Insider {
+                        greeting: Some(g),
+                        sealer: None,
+                    },
+                    input: BytesMut::new(),
+                },
+                Side {
+                    node: Some(BRAVO),
+                    phase: Phase::Greeting(acceptor),
+                    input: BytesMut::new(),
+                },
+            ],
+            wire: [Vec::new(), vec![hello]],
+            dial: None,
+        });
+    }
+
+    /// One of the insider's attacks, as lines in its channel: a pin, a fill, a freeze, ids too long,
+    /// records from far ahead, and greetings again as Alford while its link is up (a take-over).
+    fn insider_step(&mut self) {
+        let me = Node::new(NAMES[INSIDER], vec![NAMES[BRAVO].into()]);
+        // Every greeting of the insider under way goes on (a second one is a take-over attempt).
+        for c in 0..self.conns.len() {
+            let mut out = Vec::new();
+            let side = &mut self.conns[c].sides[0];
+            let Phase::Insider {
+                greeting: greeting @ Some(_),
+                sealer,
+            } = &mut side.phase
+            else {
+                continue;
+            };
+            if let Some(g) = greeting {
+                match g.feed(&mut side.input, &me, self.now, &mut out) {
+                    Verdict::Pending => {}
+                    Verdict::Established(est) => {
+                        *sealer = Some(est.channel.sealer);
+                        *greeting = None;
+                    }
+                    Verdict::Failed(f) => panic!("the insider's greeting failed: {f:?}"),
+                }
+            }
+            if !out.is_empty() {
+                self.conns[c].wire[1].push(out);
+            }
+        }
+        let up = self.conns.iter().position(|c| {
+            matches!(
+                c.sides[0].phase,
+                Phase::Insider {
+                    sealer: Some(_),
+                    ..
+                }
+            ) && matches!(c.sides[1].phase, Phase::Up { .. })
+        });
+        let Some(c) = up else {
+            if self.insider_conn().is_none() {
+                self.insider_dial();
+            }
+            return;
+        };
+        let side = &mut self.conns[c].sides[0];
+        side.input.clear(); // what Bravo sends it: read and dropped
+        let clock = self.clock;
+        let mut lines = String::new();
+        match self.rng.u8(..6) {
+            0 => {
+                let k = self.rng.u8(..20);
+                lines.push_str(&format!(
+                    "AT Charlie +0.000000000 h{k} +1+1 18446744073709551615.999999999\n"
+                ));
+                lines.push_str(&format!(
+                    "AT Alford +0.000000000 h{k} +1+1 {}\n",
+                    clock + 10_000
+                ));
+            }
+            1 => {
+                for _ in 0..40 {
+                    self.forged += 1;
+                    lines.push_str(&format!(
+                        "AT Alford +0.000000000 i{} +1+1 {clock}\n",
+                        self.forged
+                    ));
+                }
+            }
+            2 => {
+                lines.push_str("HERD-ROOT 9 0000000000000009 0000000000000001\n");
+                for _ in 0..50 {
+                    lines.push_str(if self.rng.bool() {
+                        "HERD-IDS -\n"
+                    } else {
+                        "HERD-IDS - AAAAAA\n"
+                    });
+                }
+            }
+            3 => lines.push_str(&format!(
+                "AT Alford +0.000000000 {} +1+1 {clock}\n",
+                "x".repeat(MAX_ID + 1)
+            )),
+            4 => {
+                self.insider_dial();
+                return;
+            }
+            _ => lines.push_str("HERD-WANT - AAAAAA\nHERD-FP - AAAAAA\nnonsense\n"),
+        }
+        let c = self.insider_conn().unwrap();
+        if let Phase::Insider {
+            sealer: Some(sealer),
+            ..
+        } = &mut self.conns[c].sides[0].phase
+        {
+            let mut out = Vec::new();
+            sealer.seal(lines.as_bytes(), &mut out);
+            self.conns[c].wire[1].push(out);
+        }
+    }
+
+    /// An honest client at Bravo or Charlie: one of twenty clients moves.
+    fn honest_iamat(&mut self, latest: &mut std::collections::HashMap<String, Vec<u8>>, k: u8) {
+        let n = 1 + self.rng.usize(..2);
+        self.clock += 1;
+        let client = format!("h{k}");
+        let line = format!("IAMAT {client} +1+1 {}", self.clock);
+        let (mut out, wall) = (Vec::new(), self.wall());
+        self.nodes[n].client_line(line.as_bytes(), wall, &mut out);
+        assert!(
+            out.starts_with(b"AT "),
+            "an honest client was refused: {}",
+            String::from_utf8_lossy(&out)
+        );
+        out.pop();
+        latest.insert(client, out);
+    }
+
+    /// The insider's oracle, after every step: no honest server holds a record past a bound, and no
+    /// greeting of the insider replaced its own live link (a take-over).
+    fn check_bounds(&self, seed: u64) {
+        let live = self.nodes[BRAVO].epoch(0);
+        for c in &self.conns {
+            if let (Phase::Insider { .. }, Phase::Up { epoch, .. }) =
+                (&c.sides[0].phase, &c.sides[1].phase)
+            {
+                assert_eq!(
+                    Some(*epoch),
+                    live,
+                    "seed {seed}: a greeting replaced a live link"
+                );
+            }
+        }
+        let ahead = self.wall().as_nanos() + (FUTURE + SKEW_ALLOWANCE).as_nanos() as i128;
+        for n in (0..NAMES.len()).filter(|&n| self.honest[n]) {
+            let node = &self.nodes[n];
+            assert!(
+                node.len() <= CAP,
+                "seed {seed}: {} holds {} clients",
+                NAMES[n],
+                node.len()
+            );
+            assert!(
+                node.cache_bytes() <= BUDGET,
+                "seed {seed}: {} past its byte budget",
+                NAMES[n]
+            );
+            for line in node.lines() {
+                let r = AtRecord::parse(line).unwrap();
+                assert!(
+                    r.client.len() <= MAX_ID,
+                    "seed {seed}: an id too long is held"
+                );
+                assert!(
+                    r.time.value().as_nanos() <= ahead,
+                    "seed {seed}: {} holds a record from the future: {}",
+                    NAMES[n],
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+    }
+}
+
+fn run_insider(seed: u64, steps: usize) {
+    let mut sim = Sim::with_insider(seed);
+    let mut latest = std::collections::HashMap::new();
+    // The honest clients first, while nothing attacks (past the cap, only known clients update:
+    // a client new to the herd once an insider filled it is refused, as the cap says).
+    for k in 0..20 {
+        sim.honest_iamat(&mut latest, k);
+        sim.step_quiet();
+    }
+    for _ in 0..steps {
+        if sim.rng.u8(..3) == 0 {
+            let k = sim.rng.u8(..20);
+            sim.honest_iamat(&mut latest, k);
+        }
+        sim.insider_step();
+        for c in 0..sim.conns.len() {
+            sim.deliver(c);
+            sim.run_conn(c);
+        }
+        // The insider's link output is bounded: Bravo never queues more for it than its cache.
+        if let Some(epoch) = sim.nodes[BRAVO].epoch(0) {
+            let _ = epoch;
+            let status = sim.nodes[BRAVO].link_status(0);
+            assert!(status.queue <= CAP, "seed {seed}: {} queued", status.queue);
+        }
+        sim.tick();
+        sim.check_bounds(seed);
+    }
+    // The insider stops: the honest servers agree on every honest client's newest record.
+    if let Some(c) = sim.insider_conn() {
+        sim.close(c);
+    }
+    for _ in 0..200 {
+        sim.step_quiet();
+    }
+    sim.check_bounds(seed);
+    for (client, line) in &latest {
+        for n in [1, 2] {
+            assert_eq!(
+                sim.nodes[n].get(client.as_bytes()),
+                Some(&line[..]),
+                "seed {seed}: {} lost the honest record of {client}",
+                NAMES[n]
+            );
+        }
+    }
+    let refused = sim.nodes[BRAVO].peer_refusals();
+    assert!(
+        refused.total() > 0,
+        "seed {seed}: the insider was never refused"
+    );
+    let broken = sim.nodes[BRAVO].link_status(0).counts.sync_broken;
+    assert!(broken > 0, "seed {seed}: no freeze was ever cut short");
+}
+
+#[test]
+fn an_insider_holding_the_secret_cannot_pin_fill_or_freeze_the_herd() {
+    if let Some(seed) = std::env::var("HERD_ADV_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        run_insider(seed, 300);
+        return;
+    }
+    for seed in 0..20 {
+        run_insider(seed, 300);
     }
 }

@@ -43,7 +43,7 @@ fn reconcile(a: &mut Node, b: &mut Node) -> (Vec<String>, Vec<String>) {
             let mut out = Vec::new();
             from.poll_transmit(0, fe, &mut out, 50);
             quiet &= out.is_empty();
-            let input = to.handle_link_input(0, te, &out, now, |l| {
+            let input = to.handle_link_input(0, te, &out, now, herd_proto::Timestamp::now(), |l| {
                 log.push(String::from_utf8(l.to_vec()).unwrap())
             });
             assert_eq!((input.consumed, input.close), (out.len(), None));
@@ -219,7 +219,7 @@ fn traffic(a: &mut Node, b: &mut Node) -> Traffic {
                 *t.bytes.entry(kind).or_default() += l.len() as u64 + 1;
             }
             let crossed = if forward { &mut t.ab } else { &mut t.ba };
-            let input = to.handle_link_input(0, te, &out, now, |l| {
+            let input = to.handle_link_input(0, te, &out, now, herd_proto::Timestamp::now(), |l| {
                 let r = AtRecord::parse(l).unwrap();
                 crossed.push(
                     std::str::from_utf8(&r.client[6..])

@@ -338,7 +338,8 @@ impl Sim {
         let now = self.start + self.offsets[to] + self.elapsed.mul_f64(self.rates[to]);
         let mut records = Vec::new();
         let node = &mut self.nodes[to];
-        let input = node.handle_link_input(id, epoch, &pipe.inbox, now, |l| {
+        let wall = Timestamp::new(self.clock, 0).unwrap();
+        let input = node.handle_link_input(id, epoch, &pipe.inbox, now, wall, |l| {
             records.push(l.to_vec());
         });
         pipe.inbox.drain(..input.consumed);

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod client;
 pub mod fake_places;
 pub mod herd;
+pub mod insider;
 pub mod proxy;
 
 use std::time::{Duration, Instant};

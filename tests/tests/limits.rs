@@ -329,8 +329,9 @@ async fn a_far_future_iamat_is_refused_and_a_near_one_accepted() {
     })
     .await;
 
-    // A peer's record is not judged again: Hamilton, with a one-second bound, stores what Alford
-    // accepted, but refuses the same line from a client.
+    // A peer's record is judged with the herd's skew allowance (60 s) on top: Hamilton, with a
+    // one-second bound, stores what Alford accepted 50 s ahead, but refuses the same line from a
+    // client.
     let strict = config_with(&herd, "strict.toml", "max_future_ms = 1000");
     herd.config = strict;
     herd.start("Hamilton").await;
@@ -386,13 +387,22 @@ async fn the_client_limit_refuses_new_ids_and_keeps_updating_old_ones() {
     c.send("WHATSAT b 10 1\n").await;
     assert!(c.whatsat_answer().await.starts_with("AT Hamilton "));
 
-    // Records from a peer are stored past the cap, so the herd converges on them.
-    let from_alford = near_record(alford, "f", 1).await;
-    eventually("Hamilton to store a peer's record past its cap", || {
-        let want = from_alford.clone();
-        async move { (held(hamilton, "f").await == Some(want)).then_some(()) }
-    })
+    // Records from a peer keep the cap too (a peer cannot fill the cache past it): refused,
+    // counted and warned about once for the link.
+    near_record(alford, "f", 1).await;
+    eventually(
+        "Hamilton to refuse a peer's new client past its cap",
+        || {
+            let log = herd.log("Hamilton");
+            async move {
+                (log.contains("refused a peer's record past a limit")
+                    && log.contains("limit=client-cap"))
+                .then_some(())
+            }
+        },
+    )
     .await;
+    assert_eq!(held(hamilton, "f").await, None);
     assert_eq!(
         exchange_text(hamilton, "IAMAT g +1+1 1\n").await,
         "? IAMAT g +1+1 1\n"

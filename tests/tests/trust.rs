@@ -6,16 +6,11 @@
 //! In every case no forged record is ever answerable at any server, and the herd converges again once
 //! the attacker stops.
 
-use std::time::Instant;
-
-use bytes::BytesMut;
-use herd_server::handshake::{Greeting, Keyring, Verdict};
-use herd_server::node::Node;
 use herd_tests::client::{exchange_text, Client};
 use herd_tests::eventually;
 use herd_tests::herd::{converge, held, iamat, Processes, DEFAULT_TOPOLOGY, NAMES};
+use herd_tests::insider::Insider;
 use herd_tests::proxy::Proxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Alford dials Bravo, Bravo dials Charlie (the name that sorts first dials).
 const CHAIN: [(&str, &[&str]); 3] = [
@@ -218,43 +213,46 @@ async fn with_a_secret_injection_flips_replays_relays_and_reflections_all_fail()
     }
     assert_eq!(count(&herd.log("Bravo"), "link to Alford up"), ups);
 
-    // Even a server that knows the secret cannot bring in a record of a server outside the herd.
-    let mut stream = tokio::net::TcpStream::connect(herd.addr("Bravo"))
-        .await
-        .unwrap();
-    let keyring = Keyring::new(&[SECRET]);
-    let me = Node::new("Alford", vec!["Bravo".into()]);
-    let mut out = Vec::new();
-    let mut greeting = Greeting::dial(b"Alford", b"Bravo", 0, &keyring, 0, &mut out);
-    let mut input = BytesMut::new();
-    let est = loop {
-        stream.write_all(&out).await.unwrap();
-        out.clear();
-        match greeting.feed(&mut input, &me, Instant::now(), &mut out) {
-            Verdict::Established(est) => break est,
-            Verdict::Failed(f) => panic!("the right secret was refused: {f:?}"),
-            Verdict::Pending => {}
-        }
-        assert_ne!(stream.read_buf(&mut input).await.unwrap(), 0);
-    };
-    stream.write_all(&out).await.unwrap();
-    let mut sealer = est.channel.sealer;
-    out.clear();
-    sealer.seal(
-        b"AT Mallory +0.000000000 forged-foreign +1+1 5\n\
-          AT Alford +0.000000000 sealed-member +1+1 5\n",
-        &mut out,
+    // A process holding the secret that greets as Alford while Alford's link answers is refused
+    // (the live link is not replaced), and diagnosed as a second server claiming the name.
+    let downs = count(&herd.log("Bravo"), "link to Alford down");
+    let mut insider = Insider::greet(herd.addr("Bravo"), "Alford", "Bravo", SECRET).await;
+    insider
+        .send(b"AT Alford +0.000000000 sealed-member +1+1 5\n")
+        .await;
+    assert!(
+        insider.until_closed().await,
+        "the insider's link stayed open"
     );
-    stream.write_all(&out).await.unwrap();
+    assert_eq!(insider.text(), "HERD-REFUSED link-up\n");
+    logged_more(&herd, "Bravo", "two servers claim the name Alford", 0).await;
+    assert!(herd
+        .log("Bravo")
+        .contains("two servers claim the name Alford: 127.0.0.1:"));
+    assert_eq!(count(&herd.log("Bravo"), "link to Alford down"), downs);
+    held_nowhere(&herd, &THREE, &["sealed-member"]).await;
+
+    // Even a server that knows the secret cannot bring in a record of a server outside the herd
+    // (with Alford stopped, its name is free to take).
+    herd.terminate("Alford").await;
+    logged_more(&herd, "Bravo", "link to Alford down", downs).await;
+    let mut insider = Insider::greet(herd.addr("Bravo"), "Alford", "Bravo", SECRET).await;
+    insider
+        .send(
+            b"AT Mallory +0.000000000 forged-foreign +1+1 5\n\
+              AT Alford +0.000000000 sealed-member +1+1 5\n",
+        )
+        .await;
     converge(
         &herd,
-        &THREE,
+        &["Bravo", "Charlie"],
         "sealed-member",
         "AT Alford +0.000000000 sealed-member +1+1 5",
     )
     .await;
     logged_more(&herd, "Bravo", "outside the herd", 0).await;
-    drop(stream);
+    drop(insider);
+    herd.start_with("Alford", &via_proxy).await;
 
     // The attacker stops: the herd converges, and no forged record is answerable anywhere.
     let at = iamat(herd.addr("Alford"), "kiwi", "4").await;

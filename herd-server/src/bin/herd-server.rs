@@ -113,6 +113,14 @@ enum Shape {
 }
 
 fn main() -> ExitCode {
+    let code = main_code();
+    // What was said on stderr (the "using …" line of every command, errors) goes through a queue
+    // and a writer thread: let it out before the process ends, within a bound.
+    herd_server::stderr::flush(STDERR_WAIT);
+    code
+}
+
+fn main_code() -> ExitCode {
     // SIGHUP's default action kills the process, and its handler (which reopens the logs) can only be
     // installed once the config is read and the logs are open: a `kill -HUP` during a start or restart
     // (a reload by systemd or logrotate) would kill the server. Ignored from the first moment instead:

@@ -1,0 +1,348 @@
+//! A peer that holds the herd's secret, attacking real servers over a real greeting and channel
+//! (PROTOCOL.md §5): it cannot pin a record, fill a cache past its bounds or freeze a server with
+//! reconciliation lines; a stranger cannot flood a server's logs with refused greetings.
+//!
+//! The insider greets Bravo as Alford (which sorts first, so dials); the real Alford is not started,
+//! so its name is free to take. Bravo floods what it admits on to Charlie.
+
+use std::time::{Duration, Instant};
+
+use herd_tests::admin;
+use herd_tests::client::exchange_text;
+use herd_tests::eventually;
+use herd_tests::herd::{converge, held, iamat, Processes};
+use herd_tests::insider::Insider;
+
+const CHAIN: [(&str, &[&str]); 3] = [
+    ("Alford", &["Bravo"]),
+    ("Bravo", &["Alford", "Charlie"]),
+    ("Charlie", &["Bravo"]),
+];
+const SECRET: &str = "a long random herd secret 51c0de";
+
+async fn herd(limits: &str) -> Processes {
+    let mut herd =
+        Processes::new(&CHAIN, &format!("[herd]\nsecret = {SECRET:?}\n{limits}")).with_admin();
+    herd.start("Bravo").await;
+    herd.start("Charlie").await;
+    herd
+}
+
+/// A counter's value in `/metrics` (the line that starts with `name`).
+async fn metric(herd: &Processes, server: &str, name: &str) -> u64 {
+    let text = admin::get(herd.admin(server), "/metrics").await;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test]
+async fn a_record_timed_at_the_end_of_time_does_not_pin_a_client() {
+    let herd = herd("").await;
+    let mut insider = Insider::greet(herd.addr("Bravo"), "Alford", "Bravo", SECRET).await;
+    insider
+        .send(
+            b"AT Charlie +0.000000000 pinned +1+1 18446744073709551615.999999999\n\
+              AT Alford +0.000000000 honest +1+1 5\n",
+        )
+        .await;
+    // The honest record behind it crosses; the pin is refused at Bravo and goes no further.
+    converge(
+        &herd,
+        &["Bravo", "Charlie"],
+        "honest",
+        "AT Alford +0.000000000 honest +1+1 5",
+    )
+    .await;
+    for name in ["Bravo", "Charlie"] {
+        assert_eq!(held(herd.addr(name), "pinned").await, None, "{name}");
+    }
+    assert!(
+        metric(
+            &herd,
+            "Bravo",
+            "herd_peer_records_refused_total{limit=\"future-time\"}"
+        )
+        .await
+            >= 1
+    );
+    assert!(herd.log("Bravo").contains("limit=future-time"));
+    // An honest IAMAT at Charlie gets its own record, not the forged one.
+    let at = iamat(herd.addr("Charlie"), "pinned", "100").await;
+    assert!(at.starts_with("AT Charlie "), "{at}");
+}
+
+#[tokio::test]
+async fn a_flood_of_new_clients_stops_at_the_cap_and_the_byte_budget() {
+    let herd = herd("[limits]\nmax_clients = 500\nmax_client_id = 64\n").await;
+    let mut insider = Insider::greet(herd.addr("Bravo"), "Alford", "Bravo", SECRET).await;
+    let mut flood = Vec::new();
+    for i in 0..5_000 {
+        flood.extend_from_slice(format!("AT Alford +0.000000000 fill-{i} +1+1 5\n").as_bytes());
+    }
+    flood.extend_from_slice(
+        format!("AT Alford +0.000000000 {} +1+1 5\n", "x".repeat(65)).as_bytes(),
+    );
+    assert!(insider.send(&flood).await);
+    eventually("Bravo to refuse the flood past its cap", || async {
+        let refused = metric(
+            &herd,
+            "Bravo",
+            "herd_peer_records_refused_total{limit=\"client-cap\"}",
+        )
+        .await;
+        (refused >= 4_500).then_some(())
+    })
+    .await;
+    assert!(
+        metric(
+            &herd,
+            "Bravo",
+            "herd_peer_records_refused_total{limit=\"client-id\"}"
+        )
+        .await
+            >= 1
+    );
+    for name in ["Bravo", "Charlie"] {
+        let records = admin::status(herd.admin(name)).await["records"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        assert!(
+            records <= 500,
+            "{name} holds {records} clients, past its cap of 500"
+        );
+    }
+    // One warning for the link-up, not one per record.
+    let log = herd.log("Bravo");
+    assert_eq!(
+        log.matches("refused a peer's record past a limit").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn reconciliation_lines_repeated_cannot_freeze_a_server() {
+    let herd = herd("").await;
+    // Bravo holds a few thousand clients.
+    let mut lines = String::new();
+    for i in 0..3_000 {
+        lines.push_str(&format!("IAMAT c{i} +1+1 {i}\n"));
+    }
+    let answers = exchange_text(herd.addr("Bravo"), lines).await;
+    assert_eq!(answers.lines().count(), 3_000);
+    let mut insider = Insider::greet(herd.addr("Bravo"), "Alford", "Bravo", SECRET).await;
+    let mut attack = b"HERD-ROOT 9 0000000000000009 0000000000000001\n".to_vec();
+    for _ in 0..1_000 {
+        attack.extend_from_slice(b"HERD-IDS -\nHERD-IDS - AAAAAA\n");
+    }
+    let started = Instant::now();
+    insider.send(&attack).await;
+    // A client waits no longer than usual meanwhile.
+    let t = Instant::now();
+    let at = iamat(herd.addr("Bravo"), "during", "1").await;
+    assert!(at.starts_with("AT Bravo "));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a client waited {:?}",
+        t.elapsed()
+    );
+    assert!(insider.until_closed().await, "the link stayed open");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // What came back is at most the cache once, not once per line.
+    let records = insider
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("AT "))
+        .count();
+    assert!(records <= 3_001, "{records} records sent back");
+    eventually("Bravo to log the broken exchange naming the peer", || {
+        let log = herd.log("Bravo");
+        async move {
+            (log.contains("peer broke reconciliation") && log.contains("peer=Alford")).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_greetings_from_a_stranger_do_not_flood_the_log() {
+    let herd = herd("").await;
+    let hello = b"HERD-HELLO 4 Mallory Bravo -\n".to_vec();
+    let attempts = 300;
+    for _ in 0..attempts {
+        let answer = exchange_text(herd.addr("Bravo"), &hello).await;
+        assert_eq!(answer, "HERD-REFUSED unknown-peer\n");
+    }
+    eventually("the refusals counted", || async {
+        let suppressed = metric(
+            &herd,
+            "Bravo",
+            "herd_warnings_suppressed_total{kind=\"greeting\"}",
+        )
+        .await;
+        (suppressed >= attempts - 5).then_some(())
+    })
+    .await;
+    let log = herd.log("Bravo");
+    let warned = log.matches("refused peer greeting").count();
+    assert!(
+        warned <= 5,
+        "{warned} warnings for {attempts} refused greetings"
+    );
+    // Charlie still links with Bravo, and records still cross.
+    let at = iamat(herd.addr("Charlie"), "after", "1").await;
+    converge(&herd, &["Bravo"], "after", &at).await;
+}
+
+/// The figures of `bench/insider.sh` (run with `--ignored --nocapture`, release build): an honest
+/// client's p99 idle and while an insider replays its attacks at full speed, the memory of a
+/// server under an insider's flood against its byte budget, and what a freeze gets sent back.
+#[tokio::test]
+#[ignore]
+async fn figures() {
+    let budget: u64 = 64 << 20;
+    let herd = herd(&format!(
+        "[log]\nlines = false\n[limits]\nmax_cache_bytes = {budget}\n"
+    ))
+    .await;
+    let bravo = herd.addr("Bravo");
+    let mut lines = String::new();
+    for i in 0..20_000 {
+        lines.push_str(&format!("IAMAT c{i} +1+1 {i}\n"));
+    }
+    exchange_text(bravo, lines).await;
+    let rss = |herd: &Processes| {
+        let pid = herd.pid("Bravo").expect("pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    async fn p99(addr: std::net::SocketAddr, n: usize) -> Duration {
+        let mut c = herd_tests::client::Client::connect(addr).await;
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            c.send(format!("IAMAT p{} +1+1 {i}\n", i % 100)).await;
+            c.text_line().await;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        times[n * 99 / 100]
+    }
+    let idle = p99(bravo, 5_000).await;
+    let rss_before = rss(&herd);
+
+    // The insider at full speed: freezes (the link is cut and greeted again), pins, fills with the
+    // longest ids allowed, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut links, mut sent_back, mut n) = (0u64, 0usize, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut insider = Insider::greet(bravo, "Alford", "Bravo", SECRET).await;
+                links += 1;
+                let mut attack = b"HERD-ROOT 9 0000000000000009 0000000000000001\n".to_vec();
+                for _ in 0..1_000 {
+                    attack.extend_from_slice(b"HERD-IDS -\nHERD-IDS - AAAAAA\n");
+                }
+                insider.send(&attack).await;
+                insider.read_for(Duration::from_millis(200)).await;
+                sent_back += insider.plain.len();
+                let mut insider = Insider::greet(bravo, "Alford", "Bravo", SECRET).await;
+                let mut flood = Vec::new();
+                for _ in 0..20_000 {
+                    n += 1;
+                    flood.extend_from_slice(
+                        format!("AT Alford +0.000000000 {n:0>4000} +1+1 5\nAT Charlie +0.000000000 c{} +1+1 18446744073709551615\n", n % 20_000)
+                            .as_bytes(),
+                    );
+                }
+                insider.send(&flood).await;
+                insider.read_for(Duration::from_millis(100)).await;
+            }
+            (links, sent_back)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attacked = p99(bravo, 5_000).await;
+    let rss_attacked = rss(&herd);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (links, sent_back) = attacker.await.unwrap();
+    let cache = metric(&herd, "Bravo", "herd_cache_bytes").await;
+    println!(
+        "honest p99 idle {idle:?}, under the insider {attacked:?} ({:.2}x)",
+        attacked.as_secs_f64() / idle.as_secs_f64()
+    );
+    println!(
+        "Bravo RSS {} MB before, {} MB under the flood; cache {} MB of a {} MB budget",
+        rss_before >> 20,
+        rss_attacked >> 20,
+        cache >> 20,
+        budget >> 20
+    );
+    println!(
+        "freeze: {links} insider links, {} KB sent back in all ({} KB a link; the cache is {} records)",
+        sent_back >> 10,
+        (sent_back as u64 / links.max(1)) >> 10,
+        admin::status(herd.admin("Bravo")).await["records"]
+    );
+}
+
+#[tokio::test]
+async fn a_second_process_serving_a_name_is_diagnosed_and_does_not_take_the_link() {
+    let mut herd = Processes::new(&CHAIN, &format!("[herd]\nsecret = {SECRET:?}\n"));
+    herd.start("Bravo").await;
+    herd.start("Alford").await;
+    eventually("Alford's link to Bravo", || {
+        let log = herd.log("Bravo");
+        async move { log.contains("link to Alford up").then_some(()) }
+    })
+    .await;
+    let twin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], herd_tests::free_port()));
+    let config = herd.write_config(
+        "twin.toml",
+        &format!("[herd]\nsecret = {SECRET:?}\n"),
+        &[("Alford", twin_addr)],
+    );
+    let twin_err = herd.dir.join("twin.stderr");
+    let _twin = tokio::process::Command::new(herd_tests::herd::server_binary())
+        .args(["serve", "Alford", "--config"])
+        .arg(&config)
+        .arg("--log-dir")
+        .arg(herd.dir.join("twin-logs"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&twin_err).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("Bravo to diagnose two servers named Alford", || {
+        let stderr = herd.stderr("Bravo");
+        async move {
+            stderr
+                .contains("two servers claim the name Alford: 127.0.0.1:")
+                .then_some(())
+        }
+    })
+    .await;
+    eventually("the twin to be told, and to try again after a back-off", || {
+        let text = std::fs::read_to_string(&twin_err).unwrap_or_default();
+        async move {
+            (text.matches("two servers claim the name Alford").count() >= 2).then_some(())
+        }
+    })
+    .await;
+    // The link stayed with the first Alford all along: one link-up, records still cross.
+    assert_eq!(herd.log("Bravo").matches("link to Alford up").count(), 1);
+    let at = iamat(herd.addr("Alford"), "first", "1").await;
+    converge(&herd, &["Bravo"], "first", &at).await;
+}
