@@ -656,21 +656,6 @@ async fn one_flipped_byte_is_refused_then_repair_keeps_999_of_1000() {
     assert!(data.join("Alford").join("journal.1.damaged").exists());
 }
 
-/// The body of a plain HTTP GET of `path` at `addr`.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::AsyncReadExt as _;
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Sets the file-size limit of process `pid` (`0` or `unlimited`), as a disk that fills and frees.
 fn file_size_limit(pid: u32, limit: &str) {
     let ok = std::process::Command::new("prlimit")
@@ -719,7 +704,7 @@ async fn a_full_disk_under_everysec_stops_acknowledgements_within_a_second_and_l
     let _ = tokio::time::timeout(DEADLINE, BufReader::new(&mut s).read_line(&mut reply)).await;
     assert_eq!(reply, "", "no acknowledgement while the disk is full");
     // stderr is a file here, which cannot grow either: /status says why.
-    let status = http_get(herd.admin("Alford"), "/status").await;
+    let status = herd_tests::admin::get(herd.admin("Alford"), "/status").await;
     assert!(
         status.contains("\"acknowledging\":false") && status.contains("File too large"),
         "{status}"
