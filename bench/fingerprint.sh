@@ -12,7 +12,7 @@ build
 git -C "$ROOT" worktree add -q --detach "$WORK/stub" HEAD
 trap 'git -C "$ROOT" worktree remove --force "$WORK/stub" 2>/dev/null || true; cleanup' EXIT
 # The stub: the cache stores records without hashing them or touching the trie. Each edit must apply.
-CACHE="$WORK/stub/herd-server/src/cache.rs"
+CACHE="$WORK/stub/herd-server/src/node/cache.rs"
 perl -0pi -e '
   s/\n\s*let \(key, record\) = \(sync::key\(entry\.client\(\)\), sync::hash\(entry\.line\(\)\)\);// or die "push: hashes";
   s/\n\s*self\.sketch\.insert\(index, key, record, &self\.entries\);// or die "push: trie";

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use herd_server::handshake::{Greeting, Keyring, Verdict};
+use herd_server::node::handshake::{Greeting, Keyring, Verdict};
 use herd_server::node::Node;
 use libfuzzer_sys::fuzz_target;
 

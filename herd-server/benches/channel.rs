@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use herd_server::handshake::{Established, Greeting, Keyring, Verdict};
+use herd_server::node::handshake::{Established, Greeting, Keyring, Verdict};
 use herd_server::node::Node;
 
 /// Runs a greeting between a dialer and an acceptor over perfect pipes.

@@ -1,29 +1,22 @@
 //! herd-server: one server of a herd, or a whole herd in one process.
 //!
 //! Data flows one way: bytes → `herd-proto` (parse) → [`node`] (decide) → `herd-proto` (encode) →
-//! bytes. [`node::Node`] holds every herd rule and no I/O; [`server`] and the private `peers` module
-//! drive it with tokio; [`places`] answers WHATSAT; [`config`] reads the herd's TOML; [`store`] keeps
+//! bytes. [`node::Node`] holds every herd rule and no I/O; [`driver`] drives it with tokio
+//! (connections, links, event loops, the admin door); [`places`] answers WHATSAT; [`config`] reads the herd's TOML; [`store`] keeps
 //! records on disk.
 
-pub mod admin;
-pub mod cache;
 pub mod config;
-pub mod handshake;
-pub mod limits;
+pub mod driver;
 pub mod log;
-pub mod loops;
 pub mod node;
-mod peers;
 pub mod places;
-pub mod server;
 pub mod stderr;
 pub mod store;
-pub mod sync;
 
 pub use config::Config;
-pub use loops::{bind_on, Listeners, Loops};
+pub use driver::loops::{bind_on, Listeners, Loops};
+pub use driver::server::{bind, run, run_with_admin, Clock, ServerSpec};
 pub use places::Places;
-pub use server::{bind, run, run_with_admin, Clock, ServerSpec};
 
 /// The one `reqwest::Client` of a process: rustls, the configured time-out, connection reuse.
 ///

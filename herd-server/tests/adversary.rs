@@ -1,5 +1,5 @@
 //! Deterministic simulation of a herd whose every peer link runs the real greeting and channel
-//! (`herd_server::handshake`) through an adversary that sits on the wire: it records everything,
+//! (`herd_server::node::handshake`) through an adversary that sits on the wire: it records everything,
 //! flips bytes, injects forged lines and frames, drops, duplicates and replays chunks, relays and
 //! reflects greetings to other servers, and opens greetings of its own (strangers, the wrong side,
 //! captured handshakes, forged plain records).
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use herd_proto::{AtRecord, Timestamp};
-use herd_server::handshake::{Greeting, Keyring, Opener, Sealer, Verdict};
-use herd_server::limits::{NodeLimits, SKEW_ALLOWANCE};
+use herd_server::node::handshake::{Greeting, Keyring, Opener, Sealer, Verdict};
+use herd_server::node::limits::{NodeLimits, SKEW_ALLOWANCE};
 use herd_server::node::{LinkAction, Node};
 
 /// Alford – Bravo – Charlie – Alford: a ring, so records have two ways round.

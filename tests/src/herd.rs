@@ -123,10 +123,12 @@ pub async fn start_herd(
                 .iter()
                 .map(|n| (n.to_string(), addrs[*n].to_string()))
                 .collect(),
-            keyring: herd_server::handshake::Keyring::new(&opts.secret.iter().collect::<Vec<_>>()),
+            keyring: herd_server::node::handshake::Keyring::new(
+                &opts.secret.iter().collect::<Vec<_>>(),
+            ),
             members: topology.iter().map(|(n, _)| n.to_string()).collect(),
             admins: admins.clone(),
-            admin: herd_server::admin::AdminGuard::default(),
+            admin: herd_server::driver::admin::AdminGuard::default(),
             limits: opts.limits,
             log_lines: true,
             log_bodies: false,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use herd_server::handshake::{Greeting, Keyring, Opener, Sealer, Verdict};
+use herd_server::node::handshake::{Greeting, Keyring, Opener, Sealer, Verdict};
 use herd_server::node::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -487,7 +487,7 @@ async fn a_foreign_host_is_misdirected_and_head_has_no_body() {
 #[tokio::test]
 async fn an_admin_flood_under_a_low_fd_limit_leaves_clients_answered() {
     // This test holds over a thousand sockets itself.
-    let _ = herd_server::limits::open_files_limit();
+    let _ = herd_server::node::limits::open_files_limit();
     let mut herd = Processes::new(&[("Alford", &[])], "").with_admin();
     herd.start_wrapped(
         "Alford",
@@ -571,6 +571,6 @@ fn check_refuses_an_admin_address_beyond_loopback_without_a_secret() {
     assert_eq!(run("[herd]\ninsecure = true", &["check"]).0, Some(0));
     let (code, token, _) = run("[herd]\nsecret = \"s3cret\"", &["admin-token"]);
     assert_eq!(code, Some(0));
-    assert_eq!(token.trim(), herd_server::admin::token("s3cret"));
+    assert_eq!(token.trim(), herd_server::driver::admin::token("s3cret"));
     let _ = std::fs::remove_dir_all(&dir);
 }

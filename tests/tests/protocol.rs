@@ -294,7 +294,7 @@ async fn offline_places_near_ucla_are_real() {
 }
 
 /// Servers whose clients and inbound links are all served on another event loop
-/// (`herd_server::loops`): replies, a record flooded over a link accepted on that loop, a Places
+/// (`herd_server::driver::loops`): replies, a record flooded over a link accepted on that loop, a Places
 /// look-up over HTTP from it, and a shutdown that waits for the loop's connections.
 #[tokio::test]
 async fn servers_on_another_event_loop_answer_flood_and_look_up() {

@@ -106,7 +106,7 @@ struct Common {
 /// How the runtime's threads share the clients (BENCHMARKS.md measures both).
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Shape {
-    /// One single-threaded event loop per thread, each with its own listener (`herd_server::loops`).
+    /// One single-threaded event loop per thread, each with its own listener (`herd_server::driver::loops`).
     Loops,
     /// Tokio's multi-thread, work-stealing runtime.
     Stealing,
@@ -285,7 +285,7 @@ fn admin_token(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
     match located.load() {
         Ok(c) => match c.secrets.first() {
             Some(secret) => {
-                println!("{}", herd_server::admin::token(secret));
+                println!("{}", herd_server::driver::admin::token(secret));
                 herd_server::stderr::flush(STDERR_WAIT);
                 ExitCode::SUCCESS
             }
@@ -462,7 +462,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     }
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
     // The servers of `up` share the process's descriptors: each fits its limits into its part.
-    herd_server::limits::share_descriptors(names.len());
+    herd_server::node::limits::share_descriptors(names.len());
     let places = Places::new(&config.places, herd_server::http_client(&config)?);
     let mut specs = Vec::new();
     for name in &names {

@@ -49,10 +49,10 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::limits::{Limit, Refusals};
+use crate::driver::server::Shared;
+use crate::node::limits::{Limit, Refusals};
+use crate::node::sync::Sum;
 use crate::node::LinkCounts;
-use crate::server::Shared;
-use crate::sync::Sum;
 
 pub mod live;
 use crate::store::StoreState;
@@ -611,7 +611,7 @@ fn refresh(shared: &Shared) -> View {
     stats.cache_bytes.set(cache_bytes as i64);
     {
         let w = shared.warnings.lock().unwrap_or_else(|p| p.into_inner());
-        for kind in crate::limits::WarnKind::ALL {
+        for kind in crate::node::limits::WarnKind::ALL {
             let label = WarnLabel {
                 kind: kind.as_str(),
             };
@@ -1248,8 +1248,8 @@ async fn connection(shared: &Shared, stream: TcpStream, from: SocketAddr, app: R
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::driver::server::{run_with_admin, ServerSpec};
     use crate::places::Places;
-    use crate::server::{run_with_admin, ServerSpec};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::sync::CancellationToken;
 
@@ -1267,10 +1267,10 @@ mod tests {
         )
         .unwrap();
         let mut spec = ServerSpec::from_config(&config, "Alford", Places::offline()).unwrap();
-        let listener = crate::server::bind("127.0.0.1:0").await.unwrap();
-        let admin = crate::server::bind("127.0.0.1:0").await.unwrap();
+        let listener = crate::driver::server::bind("127.0.0.1:0").await.unwrap();
+        let admin = crate::driver::server::bind("127.0.0.1:0").await.unwrap();
         // A port that was just free: Ball does not answer there.
-        let silent = crate::server::bind("127.0.0.1:0").await.unwrap();
+        let silent = crate::driver::server::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
         spec.admins = vec![
             ("Alford".into(), admin_addr.to_string()),

@@ -60,7 +60,7 @@ use std::collections::VecDeque;
 use herd_proto::{KeyRange, PeerMessage, CELL_BYTES, MAX_CELLS, MAX_CHUNK, MAX_IDS};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::cache::Entry;
+use crate::node::cache::Entry;
 
 /// The reconciliation key of a client: where it sits in the order both sides share.
 #[inline]
@@ -1327,7 +1327,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Cache;
+    use crate::node::cache::Cache;
     use herd_proto::AtRecord;
 
     /// Every node of the trie agrees with a scan of its records.
@@ -1360,7 +1360,7 @@ mod tests {
         for i in 0..1200u32 {
             let line = format!("AT A +0.000000001 c{i} +1+1 {i}");
             let r = AtRecord::parse(line.as_bytes()).unwrap();
-            c.push(crate::cache::Entry::new(&r, None));
+            c.push(crate::node::cache::Entry::new(&r, None));
             if i % 97 == 0 {
                 let j = (i / 2) as usize;
                 let line = format!("AT B +0.000000002 c{j} +2+2 {}", 5000 + i);

@@ -6,7 +6,7 @@
 //! id inside the line, so no id is stored twice. Indexes never change (clients are never removed):
 //! link queues and the catch-up cursor address clients by index.
 //!
-//! The cache also keeps the fingerprint trie of its records ([`crate::sync::Sketch`]) up to date as
+//! The cache also keeps the fingerprint trie of its records ([`crate::node::sync::Sketch`]) up to date as
 //! they are stored, so reconciliation never scans it.
 //!
 //! About 150 bytes a client (line, entry, table slot, trie chain): a million clients fit in well under
@@ -18,8 +18,8 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 use herd_proto::{AtRecord, RecordKey, TimeDiff, Timestamp};
 
-use crate::limits::ENTRY_OVERHEAD;
-use crate::sync::{self, Sketch};
+use crate::node::limits::ENTRY_OVERHEAD;
+use crate::node::sync::{self, Sketch};
 
 /// One client's record: its AT line, and the two numbers of its order key so they are never parsed
 /// again. The rest of the key, and where the client id sits, come from herd-proto's
@@ -147,7 +147,7 @@ pub struct Cache {
     /// Fingerprints of every range of reconciliation keys.
     sketch: Sketch,
     /// What the cache holds against the byte budget: every AT line plus
-    /// [`ENTRY_OVERHEAD`](crate::limits::ENTRY_OVERHEAD) a client.
+    /// [`ENTRY_OVERHEAD`](crate::node::limits::ENTRY_OVERHEAD) a client.
     bytes: u64,
 }
 

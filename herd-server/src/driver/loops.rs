@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! # async fn demo(spec: herd_server::ServerSpec) -> anyhow::Result<()> {
-//! use herd_server::loops::{bind_on, Loops};
+//! use herd_server::driver::loops::{bind_on, Loops};
 //! let loops = Loops::start(1)?; // a second loop on its own thread
 //! let listeners = bind_on("127.0.0.1:12000", &loops).await?;
 //! herd_server::run(listeners, spec, tokio_util::sync::CancellationToken::new()).await?;
@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::BACKLOG;
+use crate::driver::server::BACKLOG;
 
 /// Event loops besides the caller's, each a single-threaded tokio runtime on its own thread. They run
 /// until [`Loops::stop`] (or drop): stop them only after the servers that use them have stopped.

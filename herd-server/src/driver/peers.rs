@@ -1,5 +1,5 @@
 //! Links to neighbours, carried out for the node: dial with back-off, run the greeting state machine
-//! ([`crate::handshake`]) over the socket, then the two halves of a running link.
+//! ([`crate::node::handshake`]) over the socket, then the two halves of a running link.
 //!
 //! Every rule of trust — who may link, from which side, with which proof, and whether a greeting may
 //! replace a link that is up — is decided by the greeting and the node; this module moves bytes and
@@ -24,11 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{info, warn, Instrument};
 
-use crate::handshake::{Established, Failure, Greeting, Refusal, Verdict};
-use crate::limits::WarnKind;
+use crate::driver::server::Shared;
 use crate::log::{show, Dir, SUMMARY};
+use crate::node::handshake::{Established, Failure, Greeting, Refusal, Verdict};
+use crate::node::limits::WarnKind;
 use crate::node::{LinkAction, LinkEvent, Node};
-use crate::server::Shared;
 
 /// A dial's TCP connect must be done within this (the greeting then has its own deadline,
 /// [`Greeting::poll_timeout`]).

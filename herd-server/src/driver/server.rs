@@ -1,7 +1,7 @@
 //! The tokio driver: the accept loop and one task per client connection.
 //!
 //! Every connection is accepted at once (none waits in the kernel's queue) and admitted by the
-//! connection budget of [`crate::limits::Admission`]: under the client limits it is served; over them
+//! connection budget of [`crate::node::limits::Admission`]: under the client limits it is served; over them
 //! it gets one `? busy …` line and is closed. Links from neighbours have their own budget, so a full
 //! server still takes its neighbours: a connection over the client limit is given a short grace
 //! ([`PEER_GRACE`]) to show a neighbour's `HERD-HELLO` before it is refused, and those waits are
@@ -30,17 +30,17 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::admin::live::Live;
-use crate::admin::Stats;
 use crate::config::{Config, Limits};
-use crate::handshake::Keyring;
-use crate::limits::{
+use crate::driver::admin::live::Live;
+use crate::driver::admin::Stats;
+use crate::driver::loops::Listeners;
+use crate::driver::peers;
+use crate::log::{show, Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
+use crate::node::handshake::Keyring;
+use crate::node::limits::{
     Admission, Busy, ConnLimits, Limit, NodeLimits, Refusals, Warn, WarnKind, Warnings,
 };
-use crate::log::{show, Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
-use crate::loops::Listeners;
 use crate::node::{Node, Restored, Step};
-use crate::peers;
 use crate::places::{Answer, Places};
 use crate::say;
 use crate::store::{LoadReport, NotDurable, Store, StoreConfig};
@@ -101,10 +101,10 @@ pub struct ServerSpec {
     /// Every server name of the herd: records naming another server are refused.
     pub members: Vec<String>,
     /// The admin addresses (`host:port`) of the herd's servers that have one, by name: the live page
-    /// gathers their `/status` (see [`crate::admin::live`]).
+    /// gathers their `/status` (see [`crate::driver::admin::live`]).
     pub admins: Vec<(String, String)>,
     /// How its admin door guards itself (connection cap, allowed `Host` names, tokens).
-    pub admin: crate::admin::AdminGuard,
+    pub admin: crate::driver::admin::AdminGuard,
     /// Limits on lines and connections.
     pub limits: Limits,
     /// Log every line in and out, and each WHATSAT's look-up (`[log] lines`).
@@ -149,7 +149,7 @@ impl ServerSpec {
                 .iter()
                 .filter_map(|s| Some((s.name.clone(), s.admin.clone()?)))
                 .collect(),
-            admin: crate::admin::AdminGuard::from_config(config),
+            admin: crate::driver::admin::AdminGuard::from_config(config),
             limits: config.limits,
             log_lines: config.log.lines,
             log_bodies: config.log.bodies,
@@ -260,7 +260,7 @@ impl Shared {
                 .map_or_else(|| "other addresses".to_owned(), |a| a.to_string());
             warn!(kind = s.kind.as_str(), peer = %addr, suppressed = s.count,
                 "suppressed {} similar warnings ({}) from {addr} in the last {} s",
-                s.count, s.kind.as_str(), crate::limits::WARN_PERIOD.as_secs());
+                s.count, s.kind.as_str(), crate::node::limits::WARN_PERIOD.as_secs());
         }
     }
 
@@ -335,7 +335,7 @@ impl Drop for Ticket {
 
 /// Runs one server on `listener` until `shutdown` is cancelled, then waits for the replies in flight.
 /// `listener` is a [`TcpListener`], or [`Listeners`] to accept on several event loops
-/// ([`crate::loops`]); each connection is served by the loop that accepted it.
+/// ([`crate::driver::loops`]); each connection is served by the loop that accepted it.
 ///
 /// # Errors
 /// Never for a connection's trouble (those are logged); only if the server cannot run at all.
@@ -348,7 +348,7 @@ pub async fn run(
 }
 
 /// [`run`], also serving the admin endpoint (`GET /metrics`, `/health`, `/status`; see
-/// [`crate::admin`]) on `admin` when given.
+/// [`crate::driver::admin`]) on `admin` when given.
 ///
 /// # Errors
 /// As [`run`].
@@ -402,7 +402,7 @@ async fn run_inner(
         spec.neighbors.len(),
     );
     let admin_fds = admin.as_ref().map_or(0, |_| spec.admin.max_connections);
-    let conn_limits = match crate::limits::descriptors_per_server() {
+    let conn_limits = match crate::node::limits::descriptors_per_server() {
         Some(fds) => {
             let (fitted, lowered) = wanted.fit(fds, admin_fds, spec.neighbors.len());
             if lowered {
@@ -443,7 +443,7 @@ async fn run_inner(
         let s = shared.clone();
         shared
             .tracker
-            .spawn(crate::admin::serve(s, admin, local.to_string()).in_current_span());
+            .spawn(crate::driver::admin::serve(s, admin, local.to_string()).in_current_span());
     }
     let neighbors: Vec<&str> = shared.peers.iter().map(|p| p.name.as_str()).collect();
     info!(target: SUMMARY, "{me} listening on {local}, places: {}, neighbours: {}", shared.spec.places.backend(), neighbors.join(", "));
@@ -511,7 +511,7 @@ async fn run_inner(
 /// Accepts connections on `listener` until shutdown; each is served by a task on this thread's runtime.
 async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
     let mut backoff = std::time::Duration::from_millis(10);
-    let mut reserve = crate::limits::Reserve::take();
+    let mut reserve = crate::node::limits::Reserve::take();
     loop {
         // Accept whatever the client count: a connection over a limit is answered and closed, never
         // left waiting silently in the kernel's queue.
@@ -529,7 +529,7 @@ async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
                 reserve.restore();
                 admit(shared, stream, addr);
             }
-            Err(e) if crate::limits::out_of_descriptors(&e) && reserve.release() => {
+            Err(e) if crate::node::limits::out_of_descriptors(&e) && reserve.release() => {
                 // The reserve descriptor makes room for one: it is told `? busy` and closed, not
                 // left waiting in the kernel's queue.
                 if let Ok(Ok((stream, addr))) =
@@ -608,8 +608,8 @@ fn load(
         forgotten: BTreeMap<Vec<u8>, u64>,
     }
     impl crate::store::Loader for Restoring {
-        type Parsed = crate::cache::Prepared;
-        type Parser = crate::cache::Preparer;
+        type Parsed = crate::node::cache::Prepared;
+        type Parser = crate::node::cache::Preparer;
         fn parser(&self) -> Self::Parser {
             self.node.preparer()
         }

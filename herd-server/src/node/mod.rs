@@ -14,7 +14,7 @@
 //! is it queued for every link that is up, except the one it came from. Each link's queue holds at most
 //! one entry per client — the client's index — and the record is read from the cache when it is sent,
 //! so a slow link sends only the newest record of each client and its memory is bounded by the number of
-//! clients. When a link comes up, the two nodes reconcile (the catch-up, [`crate::sync`]): they compare
+//! clients. When a link comes up, the two nodes reconcile (the catch-up, [`crate::node::sync`]): they compare
 //! fingerprints of ranges of their caches, narrow down the ranges that differ and send each other only
 //! the records of clients that differ, ending with `HERD-SYNCED`; that repairs whatever a dead link or a
 //! restart lost. A node with nothing gets the whole cache as one plain stream. The dialling side checks
@@ -26,17 +26,24 @@
 //! needs a keep-alive and which has been silent too long; failed dials back off exponentially with
 //! jitter from a seeded generator, so a run is reproducible.
 
+pub mod cache;
+pub mod handshake;
+pub mod limits;
+pub mod sync;
+
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use herd_proto::{AtRecord, Frame, Framer, Message, ParseError, PeerMessage, Radius, Timestamp};
 
-use crate::cache::{Cache, Entry, Prepared, Preparer};
-use crate::handshake::Refusal;
-use crate::limits::{too_far_ahead, Limit, NodeLimits, Refusals, ENTRY_OVERHEAD, SKEW_ALLOWANCE};
+use crate::node::cache::{Cache, Entry, Prepared, Preparer};
+use crate::node::handshake::Refusal;
+use crate::node::limits::{
+    too_far_ahead, Limit, NodeLimits, Refusals, ENTRY_OVERHEAD, SKEW_ALLOWANCE,
+};
+use crate::node::sync::{Outcome, Report, Session, Sum, SyncError};
 use crate::store::format;
-use crate::sync::{Outcome, Report, Session, Sum, SyncError};
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
 /// [`herd_proto::write_whatsat`] with `record` and the answer.
@@ -233,7 +240,7 @@ pub enum Closing {
     /// The link was replaced or went down: this input belongs to a connection that is no longer it.
     Stale,
     /// The peer asked for more reconciliation work than an exchange may cost, or let more output
-    /// queue up than a link may hold ([`crate::sync`]'s bounds): the link closes and is dialled
+    /// queue up than a link may hold ([`crate::node::sync`]'s bounds): the link closes and is dialled
     /// again with back-off.
     Overloaded,
 }

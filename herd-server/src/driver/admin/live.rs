@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use herd_proto::{Message, Timestamp};
 use serde_json::{json, Value};
 
+use crate::driver::server::Shared;
 use crate::node::Lookup;
-use crate::server::Shared;
 
 /// The page: HTML, CSS and script in one file, compiled in (nothing is fetched from elsewhere).
 pub(crate) const PAGE: &str = include_str!("page.html");
@@ -85,7 +85,7 @@ struct Ask {
     time: f64,
 }
 
-/// The rate counters at one moment ([`crate::admin::rate_counters`]): cumulative, so a page turns two
+/// The rate counters at one moment ([`crate::driver::admin::rate_counters`]): cumulative, so a page turns two
 /// points into rates.
 #[derive(Clone, Copy)]
 struct Point {
@@ -266,7 +266,7 @@ pub(crate) async fn keep_history(shared: std::sync::Arc<Shared>) {
             _ = tick.tick() => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        let counts = crate::admin::rate_counters(&shared);
+        let counts = crate::driver::admin::rate_counters(&shared);
         shared.live.keep_point(secs(Timestamp::now()), counts);
     }
 }

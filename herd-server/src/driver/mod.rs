@@ -1,0 +1,8 @@
+//! The tokio driver: it carries bytes and time for the sans-IO [`crate::node`], and holds
+//! everything that does I/O around it — the client listener and connections ([`server`]), the
+//! peer links (`peers`), the event loops ([`loops`]) and the admin door ([`admin`]).
+
+pub mod admin;
+pub mod loops;
+pub(crate) mod peers;
+pub mod server;
