@@ -112,7 +112,8 @@ async fn greet(
     let mut out = Vec::new();
     loop {
         out.clear();
-        let verdict = greeting.feed(input, &shared.node(), Instant::now(), &mut out);
+        // The node is locked only while it says who may link, not across the Noise handshake.
+        let verdict = greeting.feed(input, &shared.node, Instant::now(), &mut out);
         let deadline = greeting
             .poll_timeout()
             .map_or_else(tokio::time::Instant::now, Into::into);

@@ -1,6 +1,6 @@
 //! The node: every herd rule in one deterministic state machine, with no sockets and no clock.
 //!
-//! The tokio layer (`server`, `peers`) feeds it events — a client line with its receive time, the bytes
+//! The tokio driver (`conn`, `peers`) feeds it events — a client batch with its receive time, the bytes
 //! a link brought ([`Node::handle_link_input`]), a link going up or down, a dial that failed, a timer
 //! that fired ([`Node::handle_timeout`]) — and carries out what it returns: the reply bytes, a Places
 //! look-up, lines to send on a link ([`Node::poll_transmit`]), links to dial or close, what to log
