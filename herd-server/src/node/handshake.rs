@@ -151,6 +151,22 @@ impl Refusal {
             Refusal::RefusedByPeer => "refused",
         }
     }
+
+    /// The refusal a `HERD-REFUSED` reason word names, if it is one of [`Refusal::word`]'s (a
+    /// peer's own word is its own; `refused` is never sent).
+    pub fn from_word(word: &[u8]) -> Option<Refusal> {
+        [
+            Refusal::Version,
+            Refusal::UnknownPeer,
+            Refusal::WrongSide,
+            Refusal::WrongName,
+            Refusal::BadProof,
+            Refusal::LinkUp,
+            Refusal::BadGreeting,
+        ]
+        .into_iter()
+        .find(|r| r.word().as_bytes() == word)
+    }
 }
 
 /// The end of a greeting that failed: why, and a readable detail for the log.
@@ -160,6 +176,8 @@ pub struct Failure {
     pub refusal: Refusal,
     /// What was seen, for the log (never a secret).
     pub detail: String,
+    /// When the peer refused ([`Refusal::RefusedByPeer`]): the refusal its word names, if any.
+    pub by_peer: Option<Refusal>,
 }
 
 /// A greeting that succeeded.
@@ -336,6 +354,7 @@ impl Greeting {
                     Verdict::Failed(Failure {
                         refusal: Refusal::RefusedByPeer,
                         detail: show(&reason),
+                        by_peer: Refusal::from_word(&reason),
                     })
                 }
                 Ok(PeerMessage::Hello {
@@ -507,7 +526,11 @@ impl Greeting {
                 out,
             );
         }
-        Verdict::Failed(Failure { refusal, detail })
+        Verdict::Failed(Failure {
+            refusal,
+            detail,
+            by_peer: None,
+        })
     }
 }
 
