@@ -35,7 +35,7 @@ use crate::driver::admin::live::Live;
 use crate::driver::admin::Stats;
 use crate::driver::loops::Listeners;
 use crate::driver::peers;
-use crate::log::{show, Dir, Log, LogBuf, HAND_OVER_AT, SUMMARY};
+use crate::log::{show, Log, LogBuf, HAND_OVER_AT, SUMMARY};
 use crate::node::handshake::Keyring;
 use crate::node::limits::{
     Admission, Busy, ConnLimits, Limit, NodeLimits, Refusals, Warn, WarnKind, Warnings,
@@ -1165,15 +1165,13 @@ impl<'a> Connection<'a> {
                                 whatsats += 1;
                             }
                             if self.logging {
-                                self.log.line(Dir::In, line);
-                                self.log.line(Dir::Out, &self.out[start..]);
+                                self.log.pair(line, &self.out[start..]);
                             }
                             i += 1;
                         }
                         Step::Refused(why) => {
                             if self.logging {
-                                self.log.line(Dir::In, line);
-                                self.log.line(Dir::Out, &self.out[start..]);
+                                self.log.pair(line, &self.out[start..]);
                             }
                             i += 1;
                             if !self.logged.contains(&why) {
@@ -1265,8 +1263,7 @@ impl<'a> Connection<'a> {
             let start = self.out.len();
             herd_proto::write_invalid(head, &mut self.out);
             if self.logging {
-                self.log.line(Dir::In, head);
-                self.log.line(Dir::Out, &self.out[start..]);
+                self.log.pair(head, &self.out[start..]);
             }
         }
         Ok(())
@@ -1288,8 +1285,7 @@ impl<'a> Connection<'a> {
             .get("results")
             .and_then(serde_json::Value::as_array)
             .map_or(0, Vec::len);
-        self.log.line(Dir::In, &self.lines[i]);
-        self.log.line(Dir::Out, at);
+        self.log.pair(&self.lines[i], at);
         self.log.whatsat(
             spec.places.backend().as_str(),
             answer.status(),
