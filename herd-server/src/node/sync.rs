@@ -178,7 +178,7 @@ impl Sketch {
         let mut scratch = Vec::new();
         std::mem::swap(&mut fresh.next, &mut scratch);
         for (i, e) in entries.iter().enumerate() {
-            let (k, h) = (key(e.client()), hash(e.line()));
+            let (k, h) = (key(e.client()), e.with_line(hash));
             let leaf = Self::slot(k, depth);
             scratch.push(fresh.heads[leaf]);
             fresh.heads[leaf] = i as u32;
@@ -237,7 +237,7 @@ impl Sketch {
         self.each_in_leaves(range, |i| {
             let e = &entries[i];
             if range.digits() <= self.depth || range.contains(key(e.client())) {
-                out.push((i, hash(e.line())));
+                out.push((i, e.with_line(hash)));
             }
         });
         out
@@ -271,7 +271,7 @@ impl Sketch {
         self.each_in_leaves(range, |i| {
             let e = &entries[i];
             if range.contains(key(e.client())) {
-                s.add(hash(e.line()));
+                s.add(e.with_line(hash));
             }
         });
         s
@@ -293,7 +293,7 @@ impl Sketch {
             let e = &entries[i];
             let k = key(e.client());
             if range.contains(k) {
-                out[((k >> shift) & 0xf) as usize].add(hash(e.line()));
+                out[((k >> shift) & 0xf) as usize].add(e.with_line(hash));
             }
         });
         out
@@ -1264,7 +1264,7 @@ impl Session {
                             continue;
                         }
                         if let Some(e) = entries.get(i as usize) {
-                            out.extend_from_slice(e.line());
+                            e.write_line(out);
                             out.push(b'\n');
                             lines += 1;
                             records += 1;
@@ -1294,7 +1294,7 @@ impl Session {
                     match entries.get(cursor) {
                         Some(e) => {
                             set_bit(&mut self.queued, cursor as u32);
-                            out.extend_from_slice(e.line());
+                            e.write_line(out);
                             out.push(b'\n');
                             lines += 1;
                             records += 1;
@@ -1346,7 +1346,7 @@ mod tests {
                 .unwrap();
                 let mut scan = Sum::default();
                 for x in e.iter().filter(|x| r.contains(key(x.client()))) {
-                    scan.add(hash(x.line()));
+                    scan.add(x.with_line(hash));
                 }
                 assert_eq!(s.sum(r, e), scan, "range {r:?}");
                 assert_eq!(s.items(r, e).len() as u64, scan.count);
