@@ -413,24 +413,7 @@ fn not_herd(addr: SocketAddr, line: &[u8]) -> anyhow::Error {
     )
 }
 
-/// The AT record as JSON fields.
-fn record_json(record: &AtRecord<'_>) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "server".into(),
-        String::from_utf8_lossy(&record.server).into(),
-    );
-    m.insert("time_diff".into(), record.diff.to_string().into());
-    m.insert(
-        "client".into(),
-        String::from_utf8_lossy(&record.client).into(),
-    );
-    m.insert("location".into(), record.location.as_str().into());
-    m.insert("latitude".into(), json!(record.location.latitude()));
-    m.insert("longitude".into(), json!(record.location.longitude()));
-    m.insert("client_time".into(), record.time.as_str().into());
-    m
-}
+use herd_proto::record_json;
 
 /// Prints a `? …` answer (as JSON with its reason under `--json`) and the reason on stderr; exit 1.
 fn invalid(answer: &[u8], sent: &str, as_json: bool) -> anyhow::Result<ExitCode> {

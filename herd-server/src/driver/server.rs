@@ -119,6 +119,9 @@ pub struct ServerSpec {
     pub clock: Clock,
     /// Where its records are kept on disk (`None`: in memory only).
     pub store: Option<StoreConfig>,
+    /// The `host:port` of its client door over HTTP/JSON and WebSocket (`None`: off; see
+    /// [`crate::driver::door`]).
+    pub http: Option<String>,
 }
 
 impl ServerSpec {
@@ -162,6 +165,7 @@ impl ServerSpec {
                 members: config.servers.iter().map(|s| s.name.clone()).collect(),
                 ..StoreConfig::new(dir.join(name), name)
             }),
+            http: server.http.clone(),
         })
     }
 }
@@ -264,6 +268,16 @@ impl Shared {
         }
     }
 
+    /// A place for a client connection from `ip` in the client budget (the HTTP door's connections
+    /// take theirs here too), or why not.
+    pub(crate) fn client_ticket(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Busy> {
+        self.admission().admit_client(ip)?;
+        Ok(Ticket {
+            shared: self.clone(),
+            kind: TicketKind::Client(ip),
+        })
+    }
+
     fn admission(&self) -> MutexGuard<'_, Admission> {
         self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -277,7 +291,7 @@ impl Shared {
 
     /// Counts refusal `why` of the connection from `addr`, and says on the summary the first time the
     /// client connection limit refuses one.
-    fn refused(&self, why: Limit, addr: SocketAddr) {
+    pub(crate) fn refused(&self, why: Limit, addr: SocketAddr) {
         let first = self.admission().refused(why);
         if first {
             let l = &self.spec.limits;
@@ -288,7 +302,7 @@ impl Shared {
     }
 
     /// Says once, on the summary and in the log, that the cache reached `max_clients`.
-    fn cap_reached(&self, clients: usize) {
+    pub(crate) fn cap_reached(&self, clients: usize) {
         info!(target: SUMMARY,
             "{} holds {clients} clients, its limit (max_clients={}): IAMATs for new clients are refused; known clients still update",
             self.spec.name, self.spec.limits.max_clients);
@@ -383,7 +397,11 @@ async fn run_inner(
         })
         .collect();
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
-        .with_limits(NodeLimits::from(&spec.limits));
+        .with_limits(NodeLimits::from(&spec.limits))
+        .with_watch_limits(crate::node::watch::WatchLimits {
+            per_server: spec.limits.max_watches,
+            per_connection: spec.limits.max_watches_per_connection,
+        });
     // Records on disk are loaded before anything is accepted (and before the node knows the herd's
     // members: see `load`).
     let (node, store, loaded) = match spec.store.clone() {
@@ -439,6 +457,15 @@ async fn run_inner(
         spec,
     });
     let local = listeners.local_addr()?;
+    if let Some(addr) = shared.spec.http.clone() {
+        let http = bind(&addr)
+            .await
+            .with_context(|| format!("{me} cannot listen on its http address {addr}"))?;
+        let s = shared.clone();
+        shared
+            .tracker
+            .spawn(crate::driver::door::serve(s, http).in_current_span());
+    }
     if let Some(admin) = admin {
         let s = shared.clone();
         shared
