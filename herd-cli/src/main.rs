@@ -4,6 +4,7 @@ mod bench;
 mod ops;
 mod pretty;
 mod target;
+mod watch;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -125,6 +126,11 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         admin: Option<String>,
     },
+    /// Watch records as the herd stores them, wherever their IAMAT arrived: `watch client ID` or
+    /// `watch near LAT LON KM`, over the WebSocket door of the --to server (its `http` address in the
+    /// config, or --http HOST:PORT). Prints one line per record (`--json`: the fields of `herd iamat
+    /// --json`) until interrupted, --count records, or the server closes the watch (with its reason).
+    Watch(watch::WatchArgs),
     /// Load generator: many connections, pipelining, a mix of IAMAT and WHATSAT, or any raw line.
     Bench(bench::BenchArgs),
     /// Print a shell completion script: `herd completions bash > /etc/bash_completion.d/herd`. `--to`
@@ -299,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { admin, json } => ops::status(&target, admin.as_deref(), json).await,
         Command::Ping { admin } => ops::ping(&target, admin.as_deref()).await,
         Command::Bench(args) => bench::run(args, &target).await,
+        Command::Watch(args) => watch::run(args, &target).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut completed(&target)?, "herd", &mut script);
