@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use herd_proto::{record_json, AtRecord, ClientTime, Location, Message, WatchLine};
+use herd_proto::{record_json, AtRecord, ClientTime, ErrorKind, Location, WatchLine};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
@@ -42,15 +42,19 @@ use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::driver::server::{Shared, Ticket};
+use crate::driver::listener::{Ticket, TicketKind};
+use crate::driver::server::Shared;
 use crate::log::{show, Dir, LogBuf};
 use crate::node::limits::Limit;
 use crate::node::watch::{Deliver, WatchRefused};
-use crate::node::Step;
+use crate::node::{Invalid, Step};
 use crate::places::Budget;
 
 /// The OpenAPI description of this door, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The reason of a WHATSAT or a `GET /v1/clients/{id}` for a client the server holds no record of.
+const UNKNOWN_CLIENT: &str = "unknown client: the herd holds no record of it";
 
 /// The close code and reason a watcher that could not keep up gets (1008: policy violation).
 const SLOW_CLOSE: u16 = 1008;
@@ -114,10 +118,19 @@ impl Client {
         let start = out.len();
         let (step, ticket, cap) = {
             let mut node = shared.node();
-            let step = node.client_line(line, now, out);
+            // The batch entry point of a TCP connection, with a batch of one line.
+            let mut step = None;
+            let decided = node.client_lines(&[line], now, out, |_, s, _| {
+                step = Some(s.clone());
+                true
+            });
+            let step = match decided.lookup {
+                Some(q) => Step::Lookup(q),
+                None => step.unwrap_or(Step::Invalid(Invalid::Malformed(ErrorKind::Empty))),
+            };
             let ticket = shared.journal(&mut node);
             let cap = match step {
-                Step::Answered { stored: true } | Step::Refused(Limit::ClientCap) => {
+                Step::Iamat { stored: true } | Step::Refused(Limit::ClientCap) => {
                     node.take_cap_reached()
                 }
                 _ => None,
@@ -131,21 +144,20 @@ impl Client {
             self.log.stamp();
         }
         let outcome = match step {
-            Step::Answered { stored } => {
+            Step::Iamat { stored } => {
                 if stored {
                     shared.notify_links(None);
                 }
-                if out[start..].starts_with(b"? ") {
-                    shared.stats.invalid(line);
-                    Outcome::Invalid(match Message::parse(line) {
-                        Err(e) => e.kind.description(),
-                        Ok(_) => "unknown client: the herd holds no record of it",
-                    })
-                } else {
-                    shared.stats.answered(1, 0);
-                    shared.live.offer_iamat(line, now);
-                    Outcome::Record
-                }
+                shared.stats.answered(1, 0);
+                shared.live.offer_iamat(line, now);
+                Outcome::Record
+            }
+            Step::Invalid(why) => {
+                shared.stats.invalid(why);
+                Outcome::Invalid(match why {
+                    Invalid::Malformed(kind) => kind.description(),
+                    Invalid::UnknownClient => UNKNOWN_CLIENT,
+                })
             }
             Step::Refused(why) => {
                 if !self.logged.contains(&why) {
@@ -240,8 +252,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
                 let (s, app) = (shared.clone(), app.clone());
-                match shared.client_ticket(from.ip()) {
-                    Ok(ticket) => {
+                let admitted = shared.admission().admit_client(from.ip());
+                match admitted {
+                    Ok(()) => {
+                        let ticket = Ticket {
+                            shared: shared.clone(),
+                            kind: TicketKind::Client(from.ip()),
+                        };
                         shared.tracker.spawn(
                             async move { connection(&s, stream, from, app, ticket).await }
                                 .in_current_span(),
@@ -354,7 +371,7 @@ fn refusal(code: StatusCode, line: Option<&[u8]>, reason: &str) -> Response {
 /// (refused by a limit), 500 (not durable).
 fn failed(outcome: &Outcome, line: &[u8]) -> Response {
     match outcome {
-        Outcome::Invalid(reason) if reason.starts_with("unknown client") => {
+        Outcome::Invalid(reason) if *reason == UNKNOWN_CLIENT => {
             refusal(StatusCode::NOT_FOUND, Some(line), reason)
         }
         Outcome::Invalid(reason) => refusal(StatusCode::BAD_REQUEST, Some(line), reason),
@@ -485,11 +502,7 @@ async fn client(State(door): State<Door>, Path(id): Path<String>) -> Response {
     let held = door.shared.node().get(id.as_bytes()).map(<[u8]>::to_vec);
     match held.as_deref().and_then(record_of) {
         Some(r) => answer(StatusCode::OK, &Value::Object(r)),
-        None => refusal(
-            StatusCode::NOT_FOUND,
-            None,
-            "unknown client: the herd holds no record of it",
-        ),
+        None => refusal(StatusCode::NOT_FOUND, None, UNKNOWN_CLIENT),
     }
 }
 

@@ -4,7 +4,13 @@
 //! client door over HTTP/JSON and WebSocket ([`door`]).
 
 pub mod admin;
+pub mod admission;
+pub(crate) mod conn;
 pub mod door;
+pub mod listener;
 pub mod loops;
+pub mod metrics;
 pub(crate) mod peers;
 pub mod server;
+pub(crate) mod upkeep;
+pub mod warnings;
