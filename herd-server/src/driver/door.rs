@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use herd_proto::{record_json, AtRecord, ClientTime, ErrorKind, Location, WatchLine};
+use herd_proto::{record_json, AtRecord, ClientTime, ErrorKind, Location, Timestamp, WatchLine};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
@@ -47,7 +47,7 @@ use crate::driver::server::Shared;
 use crate::log::{show, Dir, LogBuf};
 use crate::node::limits::Limit;
 use crate::node::watch::{Deliver, WatchRefused};
-use crate::node::{Invalid, Step};
+use crate::node::{Invalid, Lookup, Step};
 use crate::places::Budget;
 
 /// The OpenAPI description of this door, served at `/v1/openapi.json`.
@@ -113,33 +113,9 @@ impl Client {
     /// sampled for the live page, flooded and logged.
     async fn answer(&mut self, line: &[u8], out: &mut Vec<u8>) -> std::io::Result<Outcome> {
         let shared = self.shared.clone();
-        let spec = &shared.spec;
-        let now = (spec.clock)();
+        let now = (shared.spec.clock)();
         let start = out.len();
-        let (step, ticket, cap) = {
-            let mut node = shared.node();
-            // The batch entry point of a TCP connection, with a batch of one line.
-            let mut step = None;
-            let decided = node.client_lines(&[line], now, out, |_, s, _| {
-                step = Some(s.clone());
-                true
-            });
-            let step = match decided.lookup {
-                Some(q) => Step::Lookup(q),
-                None => step.unwrap_or(Step::Invalid(Invalid::Malformed(ErrorKind::Empty))),
-            };
-            let ticket = shared.journal(&mut node);
-            let cap = match step {
-                Step::Iamat { stored: true } | Step::Refused(Limit::ClientCap) => {
-                    node.take_cap_reached()
-                }
-                _ => None,
-            };
-            (step, ticket, cap)
-        };
-        if let Some(clients) = cap {
-            shared.cap_reached(clients);
-        }
+        let (step, ticket) = self.decide(line, now, out);
         if self.logging {
             self.log.stamp();
         }
@@ -167,68 +143,119 @@ impl Client {
                 }
                 Outcome::Refused(why)
             }
-            Step::Lookup(q) => {
-                shared.live.offer_whatsat(&q, now);
-                let began = Instant::now();
-                let budget = self
-                    .budget
-                    .get_or_insert_with(|| shared.places_budget.connection());
-                let (answer, spent) = spec.places.lookup(&q, budget).await;
-                if let Some(spent) = spent {
-                    shared.stats.over_budget(spent.as_str());
-                }
-                let backend = spec.places.backend().as_str();
-                shared
-                    .stats
-                    .lookup(backend, answer.status(), began.elapsed());
-                shared.stats.answered(0, 1);
-                herd_proto::write_whatsat(&q.record, answer.to_pretty(), out);
-                if self.logging {
-                    let at = q.record.to_bytes();
-                    let body = answer.to_pretty();
-                    let results = answer
-                        .json
-                        .get("results")
-                        .and_then(Value::as_array)
-                        .map_or(0, Vec::len);
-                    self.log.line(Dir::In, line);
-                    self.log.line(Dir::Out, &at);
-                    self.log.whatsat(
-                        backend,
-                        answer.status(),
-                        results,
-                        body.len(),
-                        began.elapsed().as_secs_f64() * 1000.0,
-                        spec.log_bodies.then_some(body),
-                    );
-                }
-                let json = answer.json.clone();
-                Outcome::Places(json)
-            }
+            Step::Lookup(q) => Outcome::Places(self.lookup(line, &q, now, out).await),
         };
         if self.logging && !matches!(outcome, Outcome::Places(_)) {
             self.log.line(Dir::In, line);
             self.log.line(Dir::Out, &out[start..]);
         }
-        spec.log.submit(&mut self.log).await;
-        if let (Some(t), Some(store)) = (ticket, &shared.store) {
-            let durable = if store.fsync().replies_wait_for_disk() {
-                store.durable(t).await.map_err(std::io::Error::other)
-            } else {
-                store.keep_up(t).await;
-                if store.acknowledging() {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other(crate::store::NotDurable))
-                }
-            };
-            if let Err(e) = durable {
-                warn!(conn = self.id, "{e}: the answer is not sent");
-                out.truncate(start);
-                return Err(e);
-            }
+        shared.spec.log.submit(&mut self.log).await;
+        if let Err(e) = self.durable(ticket).await {
+            warn!(conn = self.id, "{e}: the answer is not sent");
+            out.truncate(start);
+            return Err(e);
         }
         Ok(outcome)
+    }
+
+    /// The node's decision for `line` (the batch entry point of a TCP connection, with a batch of
+    /// one), its reply written to `out`, and the store's ticket the reply must wait for.
+    fn decide(&mut self, line: &[u8], now: Timestamp, out: &mut Vec<u8>) -> (Step, Option<u64>) {
+        let shared = &self.shared;
+        let mut node = shared.node();
+        let mut step = None;
+        let decided = node.client_lines(&[line], now, out, |_, s, _| {
+            step = Some(s.clone());
+            true
+        });
+        let step = match decided.lookup {
+            Some(q) => Step::Lookup(q),
+            None => step.unwrap_or(Step::Invalid(Invalid::Malformed(ErrorKind::Empty))),
+        };
+        let ticket = shared.journal(&mut node).or_else(|| {
+            // A reply that shows records stored by others waits for those too.
+            let store = shared.store.as_ref()?;
+            store
+                .fsync()
+                .replies_wait_for_disk()
+                .then(|| store.position())
+        });
+        let cap = match step {
+            Step::Iamat { stored: true } | Step::Refused(Limit::ClientCap) => {
+                node.take_cap_reached()
+            }
+            _ => None,
+        };
+        drop(node);
+        if let Some(clients) = cap {
+            shared.cap_reached(clients);
+        }
+        (step, ticket)
+    }
+
+    /// Answers a WHATSAT with its Places look-up `q` into `out`, spending this connection's budget;
+    /// returns the Places JSON.
+    async fn lookup(
+        &mut self,
+        line: &[u8],
+        q: &Lookup,
+        now: Timestamp,
+        out: &mut Vec<u8>,
+    ) -> Value {
+        let shared = self.shared.clone();
+        let spec = &shared.spec;
+        shared.live.offer_whatsat(q, now);
+        let began = Instant::now();
+        let budget = self
+            .budget
+            .get_or_insert_with(|| shared.places_budget.connection());
+        let (answer, spent) = spec.places.lookup(q, budget).await;
+        if let Some(spent) = spent {
+            shared.stats.over_budget(spent.as_str());
+        }
+        let backend = spec.places.backend().as_str();
+        shared
+            .stats
+            .lookup(backend, answer.status(), began.elapsed());
+        shared.stats.answered(0, 1);
+        herd_proto::write_whatsat(&q.record, answer.to_pretty(), out);
+        if self.logging {
+            let body = answer.to_pretty();
+            let results = answer
+                .json
+                .get("results")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            self.log.line(Dir::In, line);
+            self.log.line(Dir::Out, &q.record.to_bytes());
+            self.log.whatsat(
+                backend,
+                answer.status(),
+                results,
+                body.len(),
+                began.elapsed().as_secs_f64() * 1000.0,
+                spec.log_bodies.then_some(body),
+            );
+        }
+        answer.json.clone()
+    }
+
+    /// Waits, as the fsync rule says, for the records a reply acknowledges (`ticket`): under
+    /// `always` until they are on disk; otherwise while the journal is far behind. An error: the
+    /// reply must not be sent.
+    async fn durable(&self, ticket: Option<u64>) -> std::io::Result<()> {
+        let (Some(t), Some(store)) = (ticket, &self.shared.store) else {
+            return Ok(());
+        };
+        if store.fsync().replies_wait_for_disk() {
+            return store.durable(t).await.map_err(std::io::Error::other);
+        }
+        store.keep_up(t).await;
+        if store.acknowledging() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(crate::store::NotDurable))
+        }
     }
 }
 
@@ -667,6 +694,48 @@ fn message(bytes: Vec<u8>) -> WsMessage {
     }
 }
 
+/// Sends a close frame with `code` and `reason`, if the socket takes it soon.
+async fn close(
+    sink: &mut futures::stream::SplitSink<WebSocket, WsMessage>,
+    code: u16,
+    reason: &str,
+) {
+    let frame = WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(frame)).await;
+}
+
+impl Client {
+    /// One message of a WebSocket as a line: a watch line is answered by the node's watch registry,
+    /// any other through [`Client::answer`]. Returns, after a watch line, whether the connection
+    /// now holds a watch. An error: the answer could not be made durable.
+    async fn ws_line(
+        &mut self,
+        message: &[u8],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<Option<bool>> {
+        let line = message.strip_suffix(b"\n").unwrap_or(message);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|&b| herd_proto::is_whitespace(b)) {
+            return Ok(None); // a line of white space only gets no reply (PROTOCOL.md §1)
+        }
+        let Ok(w) = WatchLine::parse(line) else {
+            self.answer(line, out).await?;
+            return Ok(None);
+        };
+        let watching = watch_line(&self.shared, self.id, w, line, out);
+        if self.logging {
+            self.log.stamp();
+            self.log.line(Dir::In, line);
+            self.log.line(Dir::Out, out);
+            self.shared.spec.log.submit(&mut self.log).await;
+        }
+        Ok(Some(watching))
+    }
+}
+
 /// Serves one WebSocket until it closes, the server stops, or (with no watch) the idle time-out.
 async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
     let mut c = Client::new(shared.clone(), from, "ws");
@@ -709,14 +778,12 @@ async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
                 None => {
                     warn!(conn = id, peer = %from, queue = limits.watch_queue, "watcher too slow: closing");
                     let reason = format!("too slow: {} records waiting", limits.watch_queue);
-                    let close = WsMessage::Close(Some(CloseFrame { code: SLOW_CLOSE, reason: reason.into() }));
-                    let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(close)).await;
+                    close(&mut sink, SLOW_CLOSE, &reason).await;
                     break "watcher too slow";
                 }
             },
             _ = shared.shutdown.cancelled() => {
-                let close = WsMessage::Close(Some(CloseFrame { code: 1001, reason: "server stopping".into() }));
-                let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(close)).await;
+                close(&mut sink, 1001, "server stopping").await;
                 break "server stopping";
             }
         };
@@ -726,22 +793,11 @@ async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
             Some(WsMessage::Close(_)) => break "closed by the client",
             _ => continue, // pings are answered by the library
         };
-        let line = line.strip_suffix(b"\n").unwrap_or(&line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         out.clear();
-        if line.iter().all(|&b| herd_proto::is_whitespace(b)) {
-            continue; // a line of white space only gets no reply (PROTOCOL.md §1)
-        }
-        if let Ok(w) = WatchLine::parse(line) {
-            watching = watch_line(&shared, id, w, line, &mut out);
-            if c.logging {
-                c.log.stamp();
-                c.log.line(Dir::In, line);
-                c.log.line(Dir::Out, &out);
-                shared.spec.log.submit(&mut c.log).await;
-            }
-        } else if c.answer(line, &mut out).await.is_err() {
-            break "not durable";
+        match c.ws_line(&line, &mut out).await {
+            Ok(Some(w)) => watching = w,
+            Ok(None) => {}
+            Err(_) => break "not durable",
         }
         if out.is_empty() {
             continue;
