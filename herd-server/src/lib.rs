@@ -14,8 +14,9 @@ pub mod stderr;
 pub mod store;
 
 pub use config::Config;
+pub use driver::listener::bind;
 pub use driver::loops::{bind_on, Listeners, Loops};
-pub use driver::server::{bind, run, run_with_admin, Clock, ServerSpec};
+pub use driver::server::{run, run_with_admin, Clock, ServerSpec};
 pub use places::Places;
 
 /// The one `reqwest::Client` of a process: rustls, the configured time-out, connection reuse.

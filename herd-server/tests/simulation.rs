@@ -281,7 +281,7 @@ impl Sim {
         let mut out = Vec::new();
         let step = self.nodes[n].client_line(line.as_bytes(), now, &mut out);
         assert!(out.starts_with(b"AT "), "{}", String::from_utf8_lossy(&out));
-        if step == (Step::Answered { stored: true }) {
+        if step == (Step::Iamat { stored: true }) {
             out.pop();
             self.holders.entry(out).or_default().insert(n);
         }

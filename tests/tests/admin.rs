@@ -487,7 +487,7 @@ async fn a_foreign_host_is_misdirected_and_head_has_no_body() {
 #[tokio::test]
 async fn an_admin_flood_under_a_low_fd_limit_leaves_clients_answered() {
     // This test holds over a thousand sockets itself.
-    let _ = herd_server::node::limits::open_files_limit();
+    let _ = herd_server::driver::admission::open_files_limit();
     let mut herd = Processes::new(&[("Alford", &[])], "").with_admin();
     herd.start_wrapped(
         "Alford",

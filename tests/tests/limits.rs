@@ -435,7 +435,7 @@ async fn the_client_limit_refuses_new_ids_and_keeps_updating_old_ones() {
 #[tokio::test]
 async fn busy_under_a_low_open_file_limit() {
     // This test holds a thousand sockets itself.
-    let _ = herd_server::node::limits::open_files_limit();
+    let _ = herd_server::driver::admission::open_files_limit();
     let mut herd = Processes::new(&LONE, "");
     herd.start_wrapped("Alford", &["sh", "-c", "ulimit -n 256 && exec \"$@\"", "-"])
         .await;

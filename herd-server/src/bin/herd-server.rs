@@ -462,7 +462,7 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     }
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
     // The servers of `up` share the process's descriptors: each fits its limits into its part.
-    herd_server::node::limits::share_descriptors(names.len());
+    herd_server::driver::admission::share_descriptors(names.len());
     let places = Places::new(&config.places, herd_server::http_client(&config)?);
     let mut specs = Vec::new();
     for name in &names {

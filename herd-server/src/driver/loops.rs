@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::server::BACKLOG;
+use crate::driver::listener::BACKLOG;
 
 /// Event loops besides the caller's, each a single-threaded tokio runtime on its own thread. They run
 /// until [`Loops::stop`] (or drop): stop them only after the servers that use them have stopped.

@@ -3,6 +3,11 @@
 //! peer links (`peers`), the event loops ([`loops`]) and the admin door ([`admin`]).
 
 pub mod admin;
+pub mod admission;
+pub(crate) mod conn;
+pub mod listener;
 pub mod loops;
 pub(crate) mod peers;
 pub mod server;
+pub(crate) mod upkeep;
+pub mod warnings;

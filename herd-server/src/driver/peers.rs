@@ -25,9 +25,9 @@ use tokio::net::TcpStream;
 use tracing::{info, warn, Instrument};
 
 use crate::driver::server::Shared;
+use crate::driver::warnings::WarnKind;
 use crate::log::{show, Dir, SUMMARY};
 use crate::node::handshake::{Established, Failure, Greeting, Refusal, Verdict};
-use crate::node::limits::WarnKind;
 use crate::node::{LinkAction, LinkEvent, Node};
 
 /// A dial's TCP connect must be done within this (the greeting then has its own deadline,

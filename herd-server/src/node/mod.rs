@@ -71,18 +71,46 @@ impl Lookup {
     }
 }
 
-/// What became of a client line.
+/// What became of a client line: the node's decision, so the driver never infers one from the
+/// reply's bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// The reply is written; `stored` says a new record was stored and queued for the links.
-    Answered {
+    /// An IAMAT, answered with the record held for its client; `stored` says it was new and is
+    /// queued for the links.
+    Iamat {
         /// A new record was stored (links have something to send).
         stored: bool,
     },
+    /// A line answered `? <line>` (PROTOCOL.md §1), and why.
+    Invalid(Invalid),
     /// A WHATSAT whose reply needs a Places look-up.
     Lookup(Lookup),
     /// An IAMAT refused by a limit (PROTOCOL.md §2): the `? ` reply is written, nothing is stored.
     Refused(Limit),
+}
+
+/// What [`Node::client_lines`] decided for a run of client lines.
+#[derive(Debug, Default, PartialEq)]
+pub struct Decided {
+    /// Lines answered, from the first: the next line to answer is at this index.
+    pub answered: usize,
+    /// IAMATs answered (refused ones aside).
+    pub iamats: u64,
+    /// The index of the last IAMAT answered.
+    pub last_iamat: Option<usize>,
+    /// A new record was stored (links have something to send).
+    pub stored: bool,
+    /// The line at [`Decided::answered`] is a WHATSAT whose reply needs this Places look-up.
+    pub lookup: Option<Lookup>,
+}
+
+/// Why a client line was answered `? <line>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// The line does not parse.
+    Malformed(herd_proto::ErrorKind),
+    /// A WHATSAT for a client this server holds no record of.
+    UnknownClient,
 }
 
 /// What [`offer`] did with a record.
@@ -899,7 +927,7 @@ impl Node {
                     }
                 };
                 out.push(b'\n');
-                Step::Answered { stored }
+                Step::Iamat { stored }
             }
             Ok(Message::WhatsAt(q)) => match self
                 .clients
@@ -914,14 +942,48 @@ impl Node {
                 }),
                 None => {
                     herd_proto::write_invalid(line, out);
-                    Step::Answered { stored: false }
+                    Step::Invalid(Invalid::UnknownClient)
                 }
             },
-            Err(_) => {
+            Err(e) => {
                 herd_proto::write_invalid(line, out);
-                Step::Answered { stored: false }
+                Step::Invalid(Invalid::Malformed(e.kind))
             }
         }
+    }
+
+    /// Answers `lines` in order into `out`, all received at `now`, and says what it decided. It stops
+    /// before a WHATSAT that needs a Places look-up (returned in [`Decided::lookup`], not answered),
+    /// or after a line for which `each` returns `false`. `each` is told every line answered, its
+    /// step and its reply (the bytes it added to `out`), so the driver can count, log and decide when
+    /// the replies must go out first, without reading a decision from the bytes.
+    pub fn client_lines<L: AsRef<[u8]>>(
+        &mut self,
+        lines: &[L],
+        now: Timestamp,
+        out: &mut Vec<u8>,
+        mut each: impl FnMut(&[u8], &Step, &[u8]) -> bool,
+    ) -> Decided {
+        let mut decided = Decided::default();
+        for (i, line) in lines.iter().enumerate() {
+            let line = line.as_ref();
+            let start = out.len();
+            let step = self.client_line(line, now, out);
+            if let Step::Lookup(q) = step {
+                decided.lookup = Some(q);
+                return decided;
+            }
+            if let Step::Iamat { stored } = step {
+                decided.stored |= stored;
+                decided.iamats += 1;
+                decided.last_iamat = Some(i);
+            }
+            decided.answered += 1;
+            if !each(line, &step, &out[start..]) {
+                break;
+            }
+        }
+        decided
     }
 
     /// Counts `why`, answers `? <line>`.
@@ -1617,13 +1679,13 @@ mod tests {
         let mut n = Node::new("Alford", vec!["Hamilton".into()]);
         let (out, step) = reply(&mut n, "IAMAT kiwi +34-118 100", 101);
         assert_eq!(out, "AT Alford +1.000000000 kiwi +34-118 100\n");
-        assert_eq!(step, Step::Answered { stored: true });
+        assert_eq!(step, Step::Iamat { stored: true });
         let (out, step) = reply(&mut n, "IAMAT kiwi +1-1 99", 102);
         assert_eq!(
             out, "AT Alford +1.000000000 kiwi +34-118 100\n",
             "stale IAMAT gets the held record"
         );
-        assert_eq!(step, Step::Answered { stored: false });
+        assert_eq!(step, Step::Iamat { stored: false });
         let (out, step) = reply(&mut n, "WHATSAT kiwi 10 5", 103);
         assert_eq!(out, "");
         let Step::Lookup(l) = step else { panic!() };
@@ -1662,7 +1724,7 @@ mod tests {
         // 60 s ahead is within the bound; 61 s is not.
         let (out, step) = reply(&mut n, "IAMAT x +1+1 1060", 1000);
         assert_eq!(out, "AT Alford -60.000000000 x +1+1 1060\n");
-        assert_eq!(step, Step::Answered { stored: true });
+        assert_eq!(step, Step::Iamat { stored: true });
         assert_eq!(
             reply(&mut n, "IAMAT x +1+1 1061.000000001", 1000).1,
             Step::Refused(Limit::FutureTime)
@@ -1709,7 +1771,7 @@ mod tests {
         // Known clients still update, and a stale update still gets the held record.
         let (out, step) = reply(&mut n, "IAMAT a +2+2 2", 10);
         assert_eq!(out, "AT Alford +8.000000000 a +2+2 2\n");
-        assert_eq!(step, Step::Answered { stored: true });
+        assert_eq!(step, Step::Iamat { stored: true });
         assert_eq!(
             reply(&mut n, "IAMAT b +2+2 0", 10).0,
             "AT Alford +9.000000000 b +1+1 1\n"

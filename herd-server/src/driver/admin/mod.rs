@@ -38,7 +38,7 @@ use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use herd_proto::{ErrorKind, Message};
+use herd_proto::ErrorKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -52,7 +52,7 @@ use tracing::{debug, info, warn, Instrument as _};
 use crate::driver::server::Shared;
 use crate::node::limits::{Limit, Refusals};
 use crate::node::sync::Sum;
-use crate::node::LinkCounts;
+use crate::node::{Invalid, LinkCounts};
 
 pub mod live;
 use crate::store::StoreState;
@@ -508,12 +508,11 @@ impl Stats {
         }
     }
 
-    /// `line` was answered `?` (rare: the reason is worked out here, off the common path).
-    pub fn invalid(&self, line: &[u8]) {
-        let reason = match Message::parse(line) {
-            Ok(Message::WhatsAt(_)) => "unknown-client",
-            Ok(_) => "refused",
-            Err(e) => reason_of(e.kind),
+    /// A line was answered `?`, for the reason the node gave.
+    pub fn invalid(&self, why: Invalid) {
+        let reason = match why {
+            Invalid::UnknownClient => "unknown-client",
+            Invalid::Malformed(kind) => reason_of(kind),
         };
         self.invalid.get_or_create(&Reason { reason }).inc();
     }
@@ -625,7 +624,7 @@ fn refresh(shared: &Shared) -> View {
     stats.cache_bytes.set(cache_bytes as i64);
     {
         let w = shared.warnings.lock().unwrap_or_else(|p| p.into_inner());
-        for kind in crate::node::limits::WarnKind::ALL {
+        for kind in crate::driver::warnings::WarnKind::ALL {
             let label = WarnLabel {
                 kind: kind.as_str(),
             };
@@ -1288,10 +1287,10 @@ mod tests {
         )
         .unwrap();
         let mut spec = ServerSpec::from_config(&config, "Alford", Places::offline()).unwrap();
-        let listener = crate::driver::server::bind("127.0.0.1:0").await.unwrap();
-        let admin = crate::driver::server::bind("127.0.0.1:0").await.unwrap();
+        let listener = crate::driver::listener::bind("127.0.0.1:0").await.unwrap();
+        let admin = crate::driver::listener::bind("127.0.0.1:0").await.unwrap();
         // A port that was just free: Ball does not answer there.
-        let silent = crate::driver::server::bind("127.0.0.1:0").await.unwrap();
+        let silent = crate::driver::listener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
         spec.admins = vec![
             ("Alford".into(), admin_addr.to_string()),
@@ -1509,9 +1508,16 @@ mod tests {
     fn invalid_lines_are_counted_by_reason() {
         let s = Stats::new(false);
         s.answered(3, 1);
-        s.invalid(b"WHATSAT kiwi abc 3");
-        s.invalid(b"WHATSAT kiwi 10 3");
-        s.invalid(b"PING");
+        // The reasons as the node gives them, for the lines the driver hands it.
+        let mut node = crate::node::Node::new("Alford", Vec::new());
+        let now = herd_proto::Timestamp::new(1000, 0).unwrap();
+        for line in ["WHATSAT kiwi abc 3", "WHATSAT kiwi 10 3", "PING"] {
+            let step = node.client_line(line.as_bytes(), now, &mut Vec::new());
+            let crate::node::Step::Invalid(why) = step else {
+                panic!("{line}: {step:?}")
+            };
+            s.invalid(why);
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &s.registry).unwrap();
         for want in [
