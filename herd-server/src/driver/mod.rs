@@ -7,6 +7,7 @@ pub mod admission;
 pub(crate) mod conn;
 pub mod listener;
 pub mod loops;
+pub mod metrics;
 pub(crate) mod peers;
 pub mod server;
 pub(crate) mod upkeep;

@@ -18,9 +18,9 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, Limits};
 use crate::driver::admin::live::Live;
-use crate::driver::admin::Stats;
 use crate::driver::admission::{Admission, ConnLimits};
 use crate::driver::loops::Listeners;
+use crate::driver::metrics::Stats;
 use crate::driver::peers;
 use crate::driver::warnings::{Warn, WarnKind, Warnings};
 use crate::driver::{listener, upkeep};

@@ -1,13 +1,7 @@
 //! The admin address: `GET /metrics` (Prometheus text format), `GET /health` and `GET /status` (JSON),
 //! and the live page of the herd: `GET /`, `/herd`, `/events`, `/land.json`, `/records` (see [`live`]).
 //!
-//! Counting is kept off the request path's cost: a connection counts its batch in local integers and
-//! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
-//! look-ups) go through labelled families. What the node, the admission and the store already count
-//! (records held, links, queue depths, floods and catch-ups per link, refusals by limit, the journal)
-//! is read from them when scraped and copied into the registry, not kept up to date on every request:
-//! a link's reader counts its batch in local integers and hands them to the node, under the lock it
-//! already holds, once per batch.
+//! Its figures are counted in [`crate::driver::metrics`].
 //!
 //! The door is HTTP/1.1 by hyper, routed by axum, with keep-alive, `HEAD` (the `GET` answer without
 //! its body), a request head of at most [`MAX_REQUEST`] bytes read within [`REQUEST_TIMEOUT`] and every
@@ -16,11 +10,10 @@
 //! check that keeps pages of other sites out (421), and, for requests from beyond loopback when the herd
 //! has a secret, a bearer token derived from it (401 without it).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -38,21 +31,15 @@ use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use herd_proto::ErrorKind;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument as _};
 
+use crate::driver::metrics::{snapshot_age, LinkView, Scrape};
 use crate::driver::server::Shared;
+use crate::driver::warnings::WarnKind;
 use crate::node::limits::{Limit, Refusals};
 use crate::node::sync::Sum;
-use crate::node::{Invalid, LinkCounts};
 
 pub mod live;
 use crate::store::StoreState;
@@ -67,513 +54,6 @@ pub const DRAIN: Duration = Duration::from_millis(250);
 /// Every answer but `/events` is sent within this, or 408.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Kind {
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Reason {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LimitLabel {
-    limit: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WarnLabel {
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Peer {
-    peer: String,
-}
-
-/// A reconciliation's kind: `link-up` (the catch-up when a link comes up) or `periodic` (a check of
-/// a live link).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerKind {
-    peer: String,
-    kind: &'static str,
-}
-
-/// `sent` or `received`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerDirection {
-    peer: String,
-    direction: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Mode {
-    mode: &'static str,
-}
-
-type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
-
-/// The store's metrics, registered only when the server keeps records on disk.
-struct StoreStats {
-    fsync: Family<Mode, Gauge>,
-    journal_bytes: Gauge,
-    journal_records: Gauge,
-    unwritten_bytes: Gauge,
-    unsynced_bytes: Gauge,
-    snapshot_age: F64Gauge,
-    compactions: Counter,
-    failing: Gauge,
-    acknowledging: Gauge,
-    loaded_clients: Gauge,
-    loaded_records: Gauge,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Lookup {
-    backend: &'static str,
-    status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Backend {
-    backend: &'static str,
-}
-
-type HistogramFamily = Family<Backend, Histogram, fn() -> Histogram>;
-
-/// A server's counters, shared by its connections, links and admin endpoint.
-pub struct Stats {
-    registry: Registry,
-    started: Instant,
-    iamat: Counter,
-    whatsat: Counter,
-    invalid: Family<Reason, Counter>,
-    connections: Counter,
-    connections_open: Gauge,
-    too_long: Counter,
-    refused: Family<LimitLabel, Counter>,
-    peer_refused: Family<LimitLabel, Counter>,
-    warnings_logged: Family<WarnLabel, Counter>,
-    warnings_suppressed: Family<WarnLabel, Counter>,
-    cache_bytes: Gauge,
-    records: Gauge,
-    link_up: Family<Peer, Gauge>,
-    link_queue: Family<Peer, Gauge>,
-    link_last_heard: Family<Peer, F64Gauge>,
-    flood_in: Counter,
-    flood_out: Counter,
-    link_flood_in: Family<Peer, Counter>,
-    link_flood_out: Family<Peer, Counter>,
-    catchup_started: Family<PeerKind, Counter>,
-    catchup_finished: Family<PeerKind, Counter>,
-    catchup_full_streams: Family<Peer, Counter>,
-    catchup_records: Family<PeerDirection, Counter>,
-    catchup_bytes: Family<PeerDirection, Counter>,
-    catchup_in_progress: Family<Peer, Gauge>,
-    catchup_tables: Family<PeerDirection, Counter>,
-    catchup_broken: Family<Peer, Counter>,
-    link_lines_unexpected: Family<Peer, Counter>,
-    link_quarantined: Family<Peer, Counter>,
-    catchup_refused: Family<Peer, Counter>,
-    store_enabled: Gauge,
-    store: Option<StoreStats>,
-    lookups: Family<Lookup, Counter>,
-    lookup_seconds: HistogramFamily,
-    over_budget: Family<BudgetLabel, Counter>,
-    admin_refused: Family<Reason, Counter>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BudgetLabel {
-    budget: &'static str,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self::new(false)
-    }
-}
-
-impl Stats {
-    /// Every metric at zero, registered under `herd_`; the store's too when `store` (the server keeps
-    /// its records on disk).
-    pub fn new(store: bool) -> Stats {
-        let mut registry = Registry::with_prefix("herd");
-        let requests = Family::<Kind, Counter>::default();
-        registry.register(
-            "requests",
-            "Client lines answered, by kind (invalid ones are also in herd_invalid_total)",
-            requests.clone(),
-        );
-        let iamat = requests.get_or_create_owned(&Kind { kind: "iamat" });
-        let whatsat = requests.get_or_create_owned(&Kind { kind: "whatsat" });
-        let stats = Stats {
-            iamat,
-            whatsat,
-            invalid: Family::default(),
-            connections: Counter::default(),
-            connections_open: Gauge::default(),
-            too_long: Counter::default(),
-            refused: Family::default(),
-            peer_refused: Family::default(),
-            warnings_logged: Family::default(),
-            warnings_suppressed: Family::default(),
-            cache_bytes: Gauge::default(),
-            records: Gauge::default(),
-            link_up: Family::default(),
-            link_queue: Family::default(),
-            link_last_heard: Family::default(),
-            flood_in: Counter::default(),
-            flood_out: Counter::default(),
-            link_flood_in: Family::default(),
-            link_flood_out: Family::default(),
-            catchup_started: Family::default(),
-            catchup_finished: Family::default(),
-            catchup_full_streams: Family::default(),
-            catchup_records: Family::default(),
-            catchup_bytes: Family::default(),
-            catchup_in_progress: Family::default(),
-            catchup_tables: Family::default(),
-            catchup_broken: Family::default(),
-            link_lines_unexpected: Family::default(),
-            link_quarantined: Family::default(),
-            catchup_refused: Family::default(),
-            store_enabled: Gauge::default(),
-            store: store.then(|| StoreStats {
-                fsync: Family::default(),
-                journal_bytes: Gauge::default(),
-                journal_records: Gauge::default(),
-                unwritten_bytes: Gauge::default(),
-                unsynced_bytes: Gauge::default(),
-                snapshot_age: F64Gauge::default(),
-                compactions: Counter::default(),
-                failing: Gauge::default(),
-                acknowledging: Gauge::default(),
-                loaded_clients: Gauge::default(),
-                loaded_records: Gauge::default(),
-            }),
-            lookups: Family::default(),
-            lookup_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0001, 4.0, 10))
-            }),
-            over_budget: Family::default(),
-            admin_refused: Family::default(),
-            started: Instant::now(),
-            registry: Registry::default(),
-        };
-        let r = &mut registry;
-        r.register(
-            "invalid",
-            "Lines answered `?`, by reason",
-            stats.invalid.clone(),
-        );
-        r.register(
-            "connections",
-            "Client connections accepted",
-            stats.connections.clone(),
-        );
-        r.register(
-            "connections_open",
-            "Client connections open now",
-            stats.connections_open.clone(),
-        );
-        r.register(
-            "refused_line_too_long",
-            "Connections closed for a line over [limits] max_line",
-            stats.too_long.clone(),
-        );
-        r.register(
-            "refused",
-            "Connections and lines refused by a limit ([limits]), by limit: busy, busy-per-ip and busy-peers at accept (`? busy`), line-timeout, future-time and client-cap for IAMATs",
-            stats.refused.clone(),
-        );
-        r.register(
-            "peer_records_refused",
-            "Records from peers refused by a limit a client's record must keep, by limit: future-time, client-cap, client-id, cache-bytes",
-            stats.peer_refused.clone(),
-        );
-        r.register(
-            "warnings_logged",
-            "Repeated warnings logged, by kind (greeting, dial, peer-line, name-clash): the first few of each period per peer address",
-            stats.warnings_logged.clone(),
-        );
-        r.register(
-            "warnings_suppressed",
-            "Repeated warnings not logged, by kind: past the first few of a period per peer address, summed up once a period",
-            stats.warnings_suppressed.clone(),
-        );
-        r.register(
-            "cache_bytes",
-            "What the cache holds against [limits] max_cache_bytes: AT lines plus about a hundred bytes a client",
-            stats.cache_bytes.clone(),
-        );
-        r.register("records", "Client records held", stats.records.clone());
-        r.register(
-            "link_up",
-            "Whether the link to a neighbour is up (1) or down (0)",
-            stats.link_up.clone(),
-        );
-        r.register(
-            "link_queue",
-            "Records waiting to be sent to a neighbour",
-            stats.link_queue.clone(),
-        );
-        r.register(
-            "link_last_heard_seconds",
-            "Seconds since the neighbour was last heard (-1: never)",
-            stats.link_last_heard.clone(),
-        );
-        r.register(
-            "flood_in",
-            "Records received from neighbours (flooded or sent by a catch-up)",
-            stats.flood_in.clone(),
-        );
-        r.register(
-            "flood_out",
-            "Records sent to neighbours (flooded or sent by a catch-up)",
-            stats.flood_out.clone(),
-        );
-        r.register(
-            "link_flood_in",
-            "Records received from a neighbour (flooded or sent by a catch-up)",
-            stats.link_flood_in.clone(),
-        );
-        r.register(
-            "link_flood_out",
-            "Records sent to a neighbour (flooded or sent by a catch-up)",
-            stats.link_flood_out.clone(),
-        );
-        r.register(
-            "catchup_started",
-            "Reconciliations begun with a neighbour, by kind: link-up (the catch-up when a link comes up) or periodic (a check of a live link)",
-            stats.catchup_started.clone(),
-        );
-        r.register(
-            "catchup_finished",
-            "Reconciliations that ended with HERD-SYNCED (begun minus finished: cut by the link going down)",
-            stats.catchup_finished.clone(),
-        );
-        r.register(
-            "catchup_full_streams",
-            "Whole-cache streams begun towards a neighbour that held nothing",
-            stats.catchup_full_streams.clone(),
-        );
-        r.register(
-            "catchup_records",
-            "Records sent, or received while a reconciliation ran, by direction",
-            stats.catchup_records.clone(),
-        );
-        r.register(
-            "catchup_bytes",
-            "Bytes of reconciliation lines and records (plaintext, with newlines), by direction",
-            stats.catchup_bytes.clone(),
-        );
-        r.register(
-            "catchup_tables",
-            "Tables (HERD-IBF, the path for a dense difference) sent to or received whole from a neighbour, by direction",
-            stats.catchup_tables.clone(),
-        );
-        r.register(
-            "catchup_broken",
-            "Reconciliations the neighbour broke (a line out of turn or with no place in one): the link was closed and caught up again",
-            stats.catchup_broken.clone(),
-        );
-        r.register(
-            "link_lines_unexpected",
-            "Lines from a neighbour that were no peer message this server reads, or had no place on a running link",
-            stats.link_lines_unexpected.clone(),
-        );
-        r.register(
-            "link_quarantined",
-            "Times the neighbour's link was closed for a fault (misbehaving, a broken or overloaded reconciliation, a line too long) and its name quarantined",
-            stats.link_quarantined.clone(),
-        );
-        r.register(
-            "catchup_refused",
-            "Reconciliations the neighbour tried to open faster than a link may open them (the link was closed)",
-            stats.catchup_refused.clone(),
-        );
-        r.register(
-            "catchup_in_progress",
-            "Whether a reconciliation (link-up catch-up or periodic check) is under way with the neighbour",
-            stats.catchup_in_progress.clone(),
-        );
-        r.register(
-            "store_enabled",
-            "Whether records are kept on disk (a data folder is set)",
-            stats.store_enabled.clone(),
-        );
-        if let Some(st) = &stats.store {
-            stats.store_enabled.set(1);
-            r.register(
-                "store_fsync",
-                "The fsync setting ([store] fsync), as the label of a 1",
-                st.fsync.clone(),
-            );
-            r.register(
-                "store_journal_bytes",
-                "Bytes in the journals since the last snapshot",
-                st.journal_bytes.clone(),
-            );
-            r.register(
-                "store_journal_records",
-                "Records in the journals since the last snapshot",
-                st.journal_records.clone(),
-            );
-            r.register(
-                "store_unwritten_bytes",
-                "Bytes stored and not yet written to the journal (the writer's backlog)",
-                st.unwritten_bytes.clone(),
-            );
-            r.register(
-                "store_unsynced_bytes",
-                "Bytes stored and not yet synced by the server (under fsync = no the system syncs: it grows)",
-                st.unsynced_bytes.clone(),
-            );
-            r.register(
-                "store_snapshot_age_seconds",
-                "Seconds since the newest snapshot was written (-1: none yet)",
-                st.snapshot_age.clone(),
-            );
-            r.register(
-                "store_compactions",
-                "Compactions completed since the start",
-                st.compactions.clone(),
-            );
-            r.register(
-                "store_failing",
-                "Whether persistence is failing: a write or sync failed and no compaction has repaired it yet",
-                st.failing.clone(),
-            );
-            r.register(
-                "store_acknowledging",
-                "Whether new records are acknowledged (0: persistence has failed for longer than the fsync setting allows)",
-                st.acknowledging.clone(),
-            );
-            r.register(
-                "store_loaded_clients",
-                "Clients held after loading the store at start",
-                st.loaded_clients.clone(),
-            );
-            r.register(
-                "store_loaded_records",
-                "Records read from the store at start (replaced ones included)",
-                st.loaded_records.clone(),
-            );
-        }
-        r.register(
-            "places_lookups",
-            "Places look-ups, by back-end and answer status",
-            stats.lookups.clone(),
-        );
-        r.register(
-            "places_lookup_seconds",
-            "Places look-up time, by back-end",
-            stats.lookup_seconds.clone(),
-        );
-        r.register(
-            "places_over_budget",
-            "WHATSATs answered OVER_QUERY_LIMIT without an upstream call, by the budget that was spent ([places] connection_rate/connection_burst, server_rate/server_burst)",
-            stats.over_budget.clone(),
-        );
-        r.register(
-            "admin_refused",
-            "Admin connections and requests refused, by reason: max-connections (closed at accept, [admin] max_connections), events and events-per-address (503 of /events), host (421: a Host that is no IP, localhost or [admin] hosts name), token (401: no admin token from beyond loopback)",
-            stats.admin_refused.clone(),
-        );
-        Stats { registry, ..stats }
-    }
-
-    /// A WHATSAT was answered `OVER_QUERY_LIMIT`: `budget` (`connection` or `server`) was spent.
-    pub fn over_budget(&self, budget: &'static str) {
-        self.over_budget
-            .get_or_create(&BudgetLabel { budget })
-            .inc();
-    }
-
-    /// The admin door refused a connection or a request, for `reason`.
-    pub fn admin_refused(&self, reason: &'static str) {
-        self.admin_refused.get_or_create(&Reason { reason }).inc();
-    }
-
-    /// A batch of a connection answered `iamat` IAMATs and `whatsat` WHATSATs (valid ones).
-    #[inline]
-    pub fn answered(&self, iamat: u64, whatsat: u64) {
-        if iamat > 0 {
-            self.iamat.inc_by(iamat);
-        }
-        if whatsat > 0 {
-            self.whatsat.inc_by(whatsat);
-        }
-    }
-
-    /// A line was answered `?`, for the reason the node gave.
-    pub fn invalid(&self, why: Invalid) {
-        let reason = match why {
-            Invalid::UnknownClient => "unknown-client",
-            Invalid::Malformed(kind) => reason_of(kind),
-        };
-        self.invalid.get_or_create(&Reason { reason }).inc();
-    }
-
-    /// A line over the limit closed a connection.
-    pub fn line_too_long(&self) {
-        self.too_long.inc();
-    }
-
-    /// A client connection opened (`true`) or closed.
-    pub fn connection(&self, open: bool) {
-        if open {
-            self.connections.inc();
-            self.connections_open.inc();
-        } else {
-            self.connections_open.dec();
-        }
-    }
-
-    /// A Places look-up ended with `status` after `took`.
-    pub fn lookup(&self, backend: &'static str, status: &str, took: Duration) {
-        self.lookups
-            .get_or_create(&Lookup {
-                backend,
-                status: status.to_owned(),
-            })
-            .inc();
-        self.lookup_seconds
-            .get_or_create(&Backend { backend })
-            .observe(took.as_secs_f64());
-    }
-
-    /// Client connections open now.
-    pub fn open_connections(&self) -> i64 {
-        self.connections_open.get()
-    }
-}
-
-fn reason_of(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Empty => "empty",
-        ErrorKind::UnknownCommand => "unknown-command",
-        ErrorKind::MissingField | ErrorKind::ExtraField => "fields",
-        ErrorKind::Location | ErrorKind::LatitudeRange | ErrorKind::LongitudeRange => "location",
-        ErrorKind::Time | ErrorKind::TimePrecision | ErrorKind::TimeRange => "time",
-        ErrorKind::Radius | ErrorKind::RadiusRange => "radius",
-        ErrorKind::Bound | ErrorKind::BoundRange => "bound",
-        _ => "other",
-    }
-}
-
-/// A link as `/status` and `/metrics` show it.
-struct LinkView {
-    name: String,
-    up: bool,
-    queue: usize,
-    last_heard: Option<Duration>,
-    reconciling: bool,
-    counts: LinkCounts,
-}
-
 /// What a scrape reads from the node, the admission and the store.
 struct View {
     records: usize,
@@ -583,12 +63,8 @@ struct View {
     store: Option<StoreState>,
 }
 
-/// Sets a counter to a total kept elsewhere (a node's or store's count only grows).
-fn set(counter: &Counter, total: u64) {
-    counter.inner().store(total, Ordering::Relaxed);
-}
-
-/// Reads what the node, the admission and the store know into the registry; the node is locked once.
+/// Reads what the node, the admission, the warnings and the store know, and copies it into the
+/// registry; the node is locked once.
 fn refresh(shared: &Shared) -> View {
     let now = Instant::now();
     let (records, fingerprint, links, peer_refusals, cache_bytes) = {
@@ -619,120 +95,26 @@ fn refresh(shared: &Shared) -> View {
     };
     let refusals = shared.refusals();
     let store = shared.store.as_ref().map(|s| s.state());
-    let stats = &shared.stats;
-    stats.records.set(records as i64);
-    stats.cache_bytes.set(cache_bytes as i64);
-    {
+    let warnings = {
         let w = shared.warnings.lock().unwrap_or_else(|p| p.into_inner());
-        for kind in crate::driver::warnings::WarnKind::ALL {
-            let label = WarnLabel {
-                kind: kind.as_str(),
-            };
-            set(&stats.warnings_logged.get_or_create(&label), w.logged(kind));
-            set(
-                &stats.warnings_suppressed.get_or_create(&label),
-                w.suppressed(kind),
-            );
-        }
-    }
-    for limit in Limit::ALL {
-        let label = LimitLabel {
-            limit: limit.as_str(),
-        };
-        set(&stats.refused.get_or_create(&label), refusals.get(limit));
-        set(
-            &stats.peer_refused.get_or_create(&label),
-            peer_refusals.get(limit),
-        );
-    }
-    set(
-        &stats.flood_in,
-        links.iter().map(|l| l.counts.records_in).sum(),
-    );
-    set(
-        &stats.flood_out,
-        links.iter().map(|l| l.counts.records_out).sum(),
-    );
-    for l in &links {
-        let c = &l.counts;
-        let peer = Peer {
-            peer: l.name.clone(),
-        };
-        stats.link_up.get_or_create(&peer).set(i64::from(l.up));
-        stats.link_queue.get_or_create(&peer).set(l.queue as i64);
-        stats
-            .link_last_heard
-            .get_or_create(&peer)
-            .set(l.last_heard.map_or(-1.0, |d| d.as_secs_f64()));
-        set(&stats.link_flood_in.get_or_create(&peer), c.records_in);
-        set(&stats.link_flood_out.get_or_create(&peer), c.records_out);
-        set(
-            &stats.catchup_full_streams.get_or_create(&peer),
-            c.full_streams,
-        );
-        stats
-            .catchup_in_progress
-            .get_or_create(&peer)
-            .set(i64::from(l.reconciling));
-        set(&stats.catchup_broken.get_or_create(&peer), c.sync_broken);
-        set(
-            &stats.link_lines_unexpected.get_or_create(&peer),
-            c.lines_unexpected,
-        );
-        set(&stats.link_quarantined.get_or_create(&peer), c.quarantines);
-        set(
-            &stats.catchup_refused.get_or_create(&peer),
-            c.exchanges_refused,
-        );
-        for (kind, started, finished) in [
-            ("link-up", c.catchups_started, c.catchups_finished),
-            ("periodic", c.checks_started, c.checks_finished),
-        ] {
-            let label = PeerKind {
-                peer: l.name.clone(),
-                kind,
-            };
-            set(&stats.catchup_started.get_or_create(&label), started);
-            set(&stats.catchup_finished.get_or_create(&label), finished);
-        }
-        for (direction, records, bytes) in [
-            ("sent", c.sync_records_out, c.sync_bytes_out),
-            ("received", c.sync_records_in, c.sync_bytes_in),
-        ] {
-            let label = PeerDirection {
-                peer: l.name.clone(),
-                direction,
-            };
-            set(&stats.catchup_records.get_or_create(&label), records);
-            set(&stats.catchup_bytes.get_or_create(&label), bytes);
-        }
-        for (direction, tables) in [("sent", c.sync_tables_out), ("received", c.sync_tables_in)] {
-            let label = PeerDirection {
-                peer: l.name.clone(),
-                direction,
-            };
-            set(&stats.catchup_tables.get_or_create(&label), tables);
-        }
-    }
-    if let (Some(st), Some(state), Some(store)) = (&stats.store, &store, &shared.store) {
-        st.fsync
-            .get_or_create(&Mode {
-                mode: store.fsync().as_str(),
-            })
-            .set(1);
-        st.journal_bytes.set(state.journal_bytes as i64);
-        st.journal_records.set(state.journal_records as i64);
-        st.unwritten_bytes.set(state.unwritten_bytes as i64);
-        st.unsynced_bytes.set(state.unsynced_bytes as i64);
-        st.snapshot_age.set(snapshot_age(state).unwrap_or(-1.0));
-        set(&st.compactions, state.compactions);
-        st.failing.set(i64::from(state.failing));
-        st.acknowledging.set(i64::from(state.acknowledging));
-        if let Some((clients, report)) = &shared.loaded {
-            st.loaded_clients.set(*clients as i64);
-            st.loaded_records.set(report.records as i64);
-        }
-    }
+        WarnKind::ALL
+            .iter()
+            .map(|&k| (k, w.logged(k), w.suppressed(k)))
+            .collect()
+    };
+    shared.stats.record(&Scrape {
+        records,
+        cache_bytes,
+        links: &links,
+        refusals: &refusals,
+        peer_refusals: &peer_refusals,
+        warnings,
+        store: store
+            .as_ref()
+            .zip(shared.store.as_ref())
+            .map(|(state, s)| (state, s.fsync().as_str())),
+        loaded: shared.loaded.as_ref().map(|(c, r)| (*c, r.records)),
+    });
     View {
         records,
         fingerprint,
@@ -742,37 +124,12 @@ fn refresh(shared: &Shared) -> View {
     }
 }
 
-/// Seconds since the newest snapshot was written (`None`: there is none).
-fn snapshot_age(state: &StoreState) -> Option<f64> {
-    let at = state.snapshot_at?;
-    Some(
-        SystemTime::now()
-            .duration_since(at)
-            .unwrap_or_default()
-            .as_secs_f64(),
-    )
-}
-
 /// The Prometheus text exposition of `shared`'s figures.
 pub(crate) fn metrics(shared: &Shared) -> String {
     refresh(shared);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP herd_uptime_seconds Seconds since the server started.\n# TYPE herd_uptime_seconds gauge\nherd_uptime_seconds {:.3}",
-        shared.stats.started.elapsed().as_secs_f64()
-    );
-    // Per process (the servers of `herd-server up` share one Places client and its cache).
-    let (hits, misses) = shared.spec.places.cache_counts();
-    let _ = writeln!(
-        out,
-        "# HELP herd_places_cache_hits Places look-ups answered from the cache (per process).\n# TYPE herd_places_cache_hits counter\nherd_places_cache_hits_total {hits}\n\
-         # HELP herd_places_cache_misses Places look-ups sent to the back-end (per process).\n# TYPE herd_places_cache_misses counter\nherd_places_cache_misses_total {misses}\n\
-         # HELP herd_log_lines_dropped Log lines dropped because the log could not be written.\n# TYPE herd_log_lines_dropped counter\nherd_log_lines_dropped_total {}",
-        shared.spec.log.dropped()
-    );
-    let _ = prometheus_client::encoding::text::encode(&mut out, &shared.stats.registry);
-    out
+    shared
+        .stats
+        .encode(shared.spec.places.cache_counts(), shared.spec.log.dropped())
 }
 
 /// `/status` as JSON. The fingerprint (hex, so a browser's numbers do not round it) is equal on two
@@ -785,28 +142,20 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
         refusals,
         store,
     } = refresh(shared);
-    let s = &shared.stats;
-    let invalid: u64 = {
-        let mut text = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut text, &s.registry);
-        text.lines()
-            .filter(|l| l.starts_with("herd_invalid_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let s = shared.stats.counts();
     json!({
         "server": shared.spec.name,
         "listen": listen,
         "version": env!("CARGO_PKG_VERSION"),
         "ready": !shared.shutdown.is_cancelled(),
-        "uptime_seconds": s.started.elapsed().as_secs_f64(),
+        "uptime_seconds": s.uptime.as_secs_f64(),
         "places": shared.spec.places.backend().as_str(),
-        "clients": s.open_connections().max(0),
-        "connections": s.connections.get(),
+        "clients": s.open_connections.max(0),
+        "connections": s.connections,
         "records": records,
         "fingerprint": format!("{:016x}", fingerprint.fingerprint),
-        "requests": {"iamat": s.iamat.get(), "whatsat": s.whatsat.get(), "invalid": invalid},
-        "flood": {"in": s.flood_in.get(), "out": s.flood_out.get()},
+        "requests": {"iamat": s.iamat, "whatsat": s.whatsat, "invalid": s.invalid},
+        "flood": {"in": s.flood_in, "out": s.flood_out},
         "refused": Limit::ALL
             .iter()
             .map(|&l| (l.as_str().to_owned(), json!(refusals.get(l))))
@@ -859,11 +208,11 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
 /// flooded to neighbours, requests refused by a limit. Reads the node once ([`refresh`]).
 pub(crate) fn rate_counters(shared: &Shared) -> [u64; 4] {
     let view = refresh(shared);
-    let s = &shared.stats;
+    let s = shared.stats.counts();
     [
-        s.iamat.get(),
-        s.whatsat.get(),
-        s.flood_out.get(),
+        s.iamat,
+        s.whatsat,
+        s.flood_out,
         Limit::ALL.iter().map(|&l| view.refusals.get(l)).sum(),
     ]
 }
@@ -1502,32 +851,5 @@ mod tests {
             AdminGuard::default().authorized(far, None),
             "no secret, no token"
         );
-    }
-
-    #[test]
-    fn invalid_lines_are_counted_by_reason() {
-        let s = Stats::new(false);
-        s.answered(3, 1);
-        // The reasons as the node gives them, for the lines the driver hands it.
-        let mut node = crate::node::Node::new("Alford", Vec::new());
-        let now = herd_proto::Timestamp::new(1000, 0).unwrap();
-        for line in ["WHATSAT kiwi abc 3", "WHATSAT kiwi 10 3", "PING"] {
-            let step = node.client_line(line.as_bytes(), now, &mut Vec::new());
-            let crate::node::Step::Invalid(why) = step else {
-                panic!("{line}: {step:?}")
-            };
-            s.invalid(why);
-        }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &s.registry).unwrap();
-        for want in [
-            "herd_requests_total{kind=\"iamat\"} 3",
-            "herd_requests_total{kind=\"whatsat\"} 1",
-            "herd_invalid_total{reason=\"radius\"} 1",
-            "herd_invalid_total{reason=\"unknown-client\"} 1",
-            "herd_invalid_total{reason=\"unknown-command\"} 1",
-        ] {
-            assert!(text.contains(want), "{want} not in\n{text}");
-        }
     }
 }
