@@ -790,7 +790,7 @@ impl Session {
                             continue;
                         }
                         if let Some(e) = entries.get(i as usize) {
-                            out.extend_from_slice(e.line());
+                            e.write_line(out);
                             out.push(b'\n');
                             lines += 1;
                             records += 1;
@@ -820,7 +820,7 @@ impl Session {
                     match entries.get(cursor) {
                         Some(e) => {
                             set_bit(&mut self.queued, cursor as u32);
-                            out.extend_from_slice(e.line());
+                            e.write_line(out);
                             out.push(b'\n');
                             lines += 1;
                             records += 1;

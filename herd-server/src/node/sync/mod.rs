@@ -92,7 +92,7 @@ mod tests {
                 .unwrap();
                 let mut scan = Sum::default();
                 for x in e.iter().filter(|x| r.contains(key(x.client()))) {
-                    scan.add(hash(x.line()));
+                    scan.add(x.with_line(hash));
                 }
                 assert_eq!(s.sum(r, e), scan, "range {r:?}");
                 assert_eq!(s.items(r, e).len() as u64, scan.count);

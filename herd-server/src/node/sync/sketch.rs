@@ -118,7 +118,7 @@ impl Sketch {
         let mut scratch = Vec::new();
         std::mem::swap(&mut fresh.next, &mut scratch);
         for (i, e) in entries.iter().enumerate() {
-            let (k, h) = (key(e.client()), hash(e.line()));
+            let (k, h) = (key(e.client()), e.with_line(hash));
             let leaf = Self::slot(k, depth);
             scratch.push(fresh.heads[leaf]);
             fresh.heads[leaf] = i as u32;
@@ -177,7 +177,7 @@ impl Sketch {
         self.each_in_leaves(range, |i| {
             let e = &entries[i];
             if range.digits() <= self.depth || range.contains(key(e.client())) {
-                out.push((i, hash(e.line())));
+                out.push((i, e.with_line(hash)));
             }
         });
         out
@@ -211,7 +211,7 @@ impl Sketch {
         self.each_in_leaves(range, |i| {
             let e = &entries[i];
             if range.contains(key(e.client())) {
-                s.add(hash(e.line()));
+                s.add(e.with_line(hash));
             }
         });
         s
@@ -233,7 +233,7 @@ impl Sketch {
             let e = &entries[i];
             let k = key(e.client());
             if range.contains(k) {
-                out[((k >> shift) & 0xf) as usize].add(hash(e.line()));
+                out[((k >> shift) & 0xf) as usize].add(e.with_line(hash));
             }
         });
         out
