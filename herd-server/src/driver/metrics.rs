@@ -1,5 +1,5 @@
 //! A server's counters ([`Stats`]): what its connections, links and admin door count, and what a
-//! scrape copies in from the node, the admission and the store ([`Scrape`]).
+//! scrape copies in from the node, the admission and the store (`Scrape`).
 //!
 //! Counting is kept off the request path's cost: a connection counts its batch in local integers and
 //! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
@@ -89,7 +89,7 @@ struct StoreStats {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Lookup {
+struct LookupLabel {
     backend: &'static str,
     status: String,
 }
@@ -139,7 +139,7 @@ pub struct Stats {
     catchup_refused: Family<Peer, Counter>,
     store_enabled: Gauge,
     store: Option<StoreStats>,
-    lookups: Family<Lookup, Counter>,
+    lookups: Family<LookupLabel, Counter>,
     lookup_seconds: HistogramFamily,
     over_budget: Family<BudgetLabel, Counter>,
     admin_refused: Family<Reason, Counter>,
@@ -498,7 +498,7 @@ impl Stats {
     /// A Places look-up ended with `status` after `took`.
     pub fn lookup(&self, backend: &'static str, status: &str, took: Duration) {
         self.lookups
-            .get_or_create(&Lookup {
+            .get_or_create(&LookupLabel {
                 backend,
                 status: status.to_owned(),
             })
