@@ -5,19 +5,38 @@
 # XXH3 hashes and the trie update), IAMAT load over 1M clients, 50 connections, pipeline 16 (and 1),
 # rounds interleaved (stub, this, stub, this, …) so drift hits both alike. Prints each round and the
 # ratio of medians. PORT, if set, is the first of two ports to use (else free ones are picked).
+# Part 2 counts instructions instead (valgrind's callgrind, which other work on the box does not
+# disturb): the node core's IAMAT path (`node_loop`) against the fingerprint's share of the same IAMATs
+# alone, each at two counts so set-up cancels out. PARTS="2" runs only part 2.
 #   ROUNDS=5 DURATION=5 bench/fingerprint.sh
 source "$(dirname "$0")/common.sh"
 ROUNDS="${ROUNDS:-5}"
+PARTS="${PARTS:-1 2}"
 build
+if [[ " $PARTS " == *" 2 "* ]]; then
+  command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null
+  # ir ARGS…: instructions node_loop executes with ARGS.
+  ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN/examples/node_loop" "$@" 2>&1 | awk '/Collected/ {print $NF}'; }
+  C=100000; N1=200000; N2=1200000
+  declare -A per
+  for mode in iamat fingerprint frame; do
+    arg=(); [ "$mode" != iamat ] && arg=("$mode")
+    a=$(ir "$N1" "$C" "${arg[@]}"); b=$(ir "$N2" "$C" "${arg[@]}")
+    per[$mode]=$(python3 -c 'import sys; print((int(sys.argv[2])-int(sys.argv[1]))/(int(sys.argv[4])-int(sys.argv[3])))' "$a" "$b" "$N1" "$N2")
+    printf '  %-12s %12s instructions for %s IAMATs, %12s for %s: %.1f an IAMAT\n' "$mode" "$a" "$N1" "$b" "$N2" "${per[$mode]}" >&2
+  done
+  python3 -c 'import sys; i,f,r=map(float,sys.argv[1:]); print(f"instructions an IAMAT, 100,000 clients: node core {i:.0f}, fingerprint share {f-r:.0f} = {100*(f-r)/i:.1f} % of it")' "${per[iamat]}" "${per[fingerprint]}" "${per[frame]}"
+  [[ " $PARTS " == *" 1 "* ]] || exit 0
+fi
 git -C "$ROOT" worktree add -q --detach "$WORK/stub" HEAD
 trap 'git -C "$ROOT" worktree remove --force "$WORK/stub" 2>/dev/null || true; cleanup' EXIT
 # The stub: the cache stores records without hashing them or touching the trie. Each edit must apply.
 CACHE="$WORK/stub/herd-server/src/node/cache.rs"
 perl -0pi -e '
-  s/\n\s*let \(key, record\) = \(sync::key\(entry\.client\(\)\), sync::hash\(entry\.line\(\)\)\);// or die "push: hashes";
+  s/sync::hash\(l\)/0u64/g or die "hashes";
+  s/\n\s*let key = sync::key\(entry\.client\(\)\);// or die "push: key";
   s/\n\s*self\.sketch\.insert\(index, key, record, &self\.entries\);// or die "push: trie";
-  s/\n\s*let old = sync::hash\(slot\.line\(\)\);// or die "replace: old hash";
-  s/\n\s*self\.sketch\s*\.update\(sync::key\(slot\.client\(\)\), old, sync::hash\(slot\.line\(\)\)\);// or die "replace: trie";
+  s/\n\s*self\.sketch\.update\(sync::key\(slot\.client\(\)\), old, new\);// or die "replace: trie";
 ' "$CACHE"
 (cd "$WORK/stub" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q -p herd-server --bins 2>/dev/null)
 cp "$ROOT/target/release/herd-server" "$WORK/herd-server-stub"

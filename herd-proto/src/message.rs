@@ -481,16 +481,28 @@ impl<'a> AtRecord<'a> {
     }
 
     pub(crate) fn write_into(&self, dst: &mut impl Sink) {
-        dst.put(b"AT ");
-        dst.put(&self.server);
-        dst.byte(b' ');
-        self.diff.write_into(dst);
-        dst.byte(b' ');
-        dst.put(&self.client);
-        dst.byte(b' ');
-        dst.put(self.location.as_bytes());
-        dst.byte(b' ');
-        dst.put(self.time.as_bytes());
+        write_at(
+            &self.server,
+            self.diff,
+            &self.client,
+            self.location.as_bytes(),
+            self.time.as_bytes(),
+            dst,
+        );
+    }
+
+    /// Appends the AT line of a record kept as its fields (a store that holds records compactly
+    /// and renders the line on demand): exactly what [`AtRecord::write_to`] writes for a record
+    /// with these fields, `location` and `time` being the texts as sent.
+    pub fn write_fields_to(
+        server: &[u8],
+        diff: TimeDiff,
+        client: &[u8],
+        location: &[u8],
+        time: &[u8],
+        dst: &mut Vec<u8>,
+    ) {
+        write_at(server, diff, client, location, time, dst);
     }
 
     /// The wire form as a new vector, without the line terminator.
@@ -510,6 +522,27 @@ impl<'a> AtRecord<'a> {
             time: self.time.into_owned(),
         }
     }
+}
+
+/// `AT <server> <diff> <client> <location> <time>`: the one layout of an AT line.
+fn write_at(
+    server: &[u8],
+    diff: TimeDiff,
+    client: &[u8],
+    location: &[u8],
+    time: &[u8],
+    dst: &mut impl Sink,
+) {
+    dst.put(b"AT ");
+    dst.put(server);
+    dst.byte(b' ');
+    diff.write_into(dst);
+    dst.byte(b' ');
+    dst.put(client);
+    dst.byte(b' ');
+    dst.put(location);
+    dst.byte(b' ');
+    dst.put(time);
 }
 
 impl PartialOrd for AtRecord<'_> {

@@ -144,8 +144,8 @@ fn full_stream(a: &mut Node, b: &mut Node) -> (u64, f64) {
     let start = cpu();
     let mut bytes = 0;
     let mut buf = Vec::with_capacity(1 << 20);
-    let from_a: Vec<Vec<u8>> = a.lines().map(<[u8]>::to_vec).collect();
-    let from_b: Vec<Vec<u8>> = b.lines().map(<[u8]>::to_vec).collect();
+    let from_a: Vec<Vec<u8>> = a.lines().collect();
+    let from_b: Vec<Vec<u8>> = b.lines().collect();
     for (lines, to) in [(from_a, &mut *b), (from_b, &mut *a)] {
         let epoch = to.link_up(0, Instant::now());
         for chunk in lines.chunks(4096) {
@@ -188,8 +188,8 @@ fn main() {
         let (mut a, mut b) = pair(n, d, empty);
         let r = run(&mut a, &mut b);
         let same = a.len() == b.len() && {
-            let mut x: Vec<&[u8]> = a.lines().collect();
-            let mut y: Vec<&[u8]> = b.lines().collect();
+            let mut x: Vec<Vec<u8>> = a.lines().collect();
+            let mut y: Vec<Vec<u8>> = b.lines().collect();
             x.sort_unstable();
             y.sort_unstable();
             x == y

@@ -383,7 +383,7 @@ impl Sim {
                     !line.windows(7).any(|w| w == b"forged-"),
                     "seed {seed}: {} stored a forged record: {}",
                     String::from_utf8_lossy(node.name()),
-                    String::from_utf8_lossy(line)
+                    String::from_utf8_lossy(&line)
                 );
             }
         }
@@ -439,7 +439,7 @@ impl Sim {
 }
 
 fn sorted(node: &Node) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = node.lines().map(<[u8]>::to_vec).collect();
+    let mut v: Vec<Vec<u8>> = node.lines().collect();
     v.sort();
     v
 }
@@ -675,7 +675,7 @@ impl Sim {
                 NAMES[n]
             );
             for line in node.lines() {
-                let r = AtRecord::parse(line).unwrap();
+                let r = AtRecord::parse(&line).unwrap();
                 assert!(
                     r.client.len() <= MAX_ID,
                     "seed {seed}: an id too long is held"
@@ -684,7 +684,7 @@ impl Sim {
                     r.time.value().as_nanos() <= ahead,
                     "seed {seed}: {} holds a record from the future: {}",
                     NAMES[n],
-                    String::from_utf8_lossy(line)
+                    String::from_utf8_lossy(&line)
                 );
             }
         }
@@ -730,7 +730,7 @@ fn run_insider(seed: u64, steps: usize) {
     for (client, line) in &latest {
         for n in [1, 2] {
             assert_eq!(
-                sim.nodes[n].get(client.as_bytes()),
+                sim.nodes[n].get(client.as_bytes()).as_deref(),
                 Some(&line[..]),
                 "seed {seed}: {} lost the honest record of {client}",
                 NAMES[n]

@@ -134,7 +134,7 @@ proptest! {
                 .unwrap();
             want.insert(best);
         }
-        let held = |n: &Node| n.lines().map(|l| String::from_utf8(l.to_vec()).unwrap()).collect::<BTreeSet<_>>();
+        let held = |n: &Node| n.lines().map(|l| String::from_utf8(l).unwrap()).collect::<BTreeSet<_>>();
         prop_assert_eq!(&held(&a), &want);
         prop_assert_eq!(&held(&b), &want);
         // Only clients that differed crossed, each at most once each way.
@@ -240,7 +240,7 @@ fn traffic(a: &mut Node, b: &mut Node) -> Traffic {
     }
     assert!(!a.reconciling(0) && !b.reconciling(0));
     let sorted = |n: &Node| {
-        let mut v: Vec<Vec<u8>> = n.lines().map(<[u8]>::to_vec).collect();
+        let mut v: Vec<Vec<u8>> = n.lines().collect();
         v.sort();
         v
     };

@@ -351,7 +351,7 @@ impl Sim {
         );
         for line in records {
             let r = AtRecord::parse(&line).unwrap();
-            if node.get(&r.client) == Some(&line[..]) {
+            if node.get(&r.client).as_deref() == Some(&line[..]) {
                 self.holders.entry(line).or_default().insert(to);
             }
         }
@@ -493,7 +493,7 @@ impl Sim {
             .iter()
             .map(|n| {
                 n.lines()
-                    .map(|l| (AtRecord::parse(l).unwrap().client.into_owned(), l.to_vec()))
+                    .map(|l| (AtRecord::parse(&l).unwrap().client.into_owned(), l))
                     .collect()
             })
             .collect();

@@ -67,24 +67,29 @@ async fn every_event_has_its_entry_and_the_key_none() {
     for l in log.lines() {
         stamp(l);
     }
-    let ins = entries(&log, " in ");
-    let conn = ins[0].split_whitespace().nth(2).unwrap().to_owned();
-    assert!(conn.starts_with("conn="), "{}", ins[0]);
+    // A request and its reply are one entry: time, connection, request, tab, reply; no level.
+    let pairs = entries(&log, "\t");
+    assert_eq!(pairs.len(), 3, "{log}");
+    let conn = pairs[0].split_whitespace().nth(1).unwrap().to_owned();
+    assert!(conn.starts_with('c'), "{}", pairs[0]);
     let tail = |l: &str| l[27..].to_owned();
-    assert_eq!(tail(ins[0]), format!("  INFO {conn} in {IAMAT}"));
+    // The IAMAT's reply repeats its fields: written once, the reply ending in `…`.
+    let head = first_at.strip_suffix(&IAMAT["IAMAT ".len()..]).unwrap();
+    assert_eq!(tail(pairs[0]), format!(" {conn} {IAMAT}\t{head}…"));
+    let (req, rep) = pairs[0][27..].split_once('\t').unwrap();
     assert_eq!(
-        tail(ins[1]),
-        format!("  INFO {conn} in WHATSAT kiwi.cs.ucla.edu 10 3")
+        herd_server::log::expand_reply(req.strip_prefix(&format!(" {conn} ")).unwrap(), rep),
+        first_at
     );
-    assert_eq!(tail(ins[2]), format!("  INFO {conn} in HELLO"));
-    let outs = entries(&log, &format!("{conn} out"));
-    assert_eq!(outs.len(), 4, "{log}");
-    assert_eq!(tail(outs[0]), format!("  INFO {conn} out {first_at}"));
-    assert_eq!(tail(outs[1]), format!("  INFO {conn} out {first_at}"));
-    let summary = tail(outs[2]);
+    assert_eq!(
+        tail(pairs[1]),
+        format!(" {conn} WHATSAT kiwi.cs.ucla.edu 10 3\t{first_at}")
+    );
+    assert_eq!(tail(pairs[2]), format!(" {conn} HELLO\t? HELLO"));
+    let summary = tail(entries(&log, " out-json ")[0]);
     assert!(
         summary.starts_with(&format!(
-            "  INFO {conn} out-json backend=offline status=OK results=3 bytes="
+            " {conn} out-json backend=offline status=OK results=3 bytes="
         )),
         "{summary}"
     );
@@ -93,16 +98,29 @@ async fn every_event_has_its_entry_and_the_key_none() {
         !summary.contains("body="),
         "no body unless asked for: {summary}"
     );
-    assert_eq!(tail(outs[3]), format!("  INFO {conn} out ? HELLO"));
     // The whole JSON is not in the log: one summary line instead.
     assert!(!log.contains("html_attributions"), "{log}");
+    // Every entry of the connection, its events too, has it second: awk '$2 == "c7"' follows it.
+    let followed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(conn.as_str()))
+        .collect();
+    assert!(
+        followed[0].contains(" INFO connection opened"),
+        "{followed:?}"
+    );
+    assert!(
+        followed.last().unwrap().contains(" INFO connection closed"),
+        "{followed:?}"
+    );
+    assert_eq!(followed.len(), 6, "{followed:?}");
 
     for needle in [
         "server started",
         "connection opened",
         "connection closed",
         "peer link up",
-        "peer-out",
+        " >Hamilton AT Alford ",
         "server stopped",
     ] {
         assert!(
@@ -111,7 +129,7 @@ async fn every_event_has_its_entry_and_the_key_none() {
         );
     }
     let hamilton = herd.log("Hamilton");
-    assert!(hamilton.contains("peer-in"), "{hamilton}");
+    assert!(hamilton.contains(" <Alford AT Alford "), "{hamilton}");
     assert!(hamilton.contains("peer link up"), "{hamilton}");
     assert!(
         !log.contains("sekrit") && !hamilton.contains("sekrit"),
@@ -155,9 +173,7 @@ async fn lines_false_is_silent_per_request() {
     assert_eq!(herd.terminate("Alford").await, Some(0));
     let log = herd.log("Alford");
     assert!(log.contains("connection opened"), "{log}");
-    for needle in [
-        " in ", " out ", "out-json", "look-up", "WHATSAT", "nonsense",
-    ] {
+    for needle in ["\t", "out-json", "look-up", "WHATSAT", "nonsense"] {
         assert!(!log.contains(needle), "{needle:?} is logged:\n{log}");
     }
 }
@@ -170,7 +186,7 @@ async fn a_refused_line_cannot_break_or_forge_log_entries() {
     // U+2028, invalid UTF-8 and, after each break a viewer may honour, an entry of another connection
     // (its spaces are no-break spaces, which are not white space either). The fields are separated
     // by VT, CR and FF, and the time is centuries ahead, so a limit refuses the line and logs it.
-    let forged = "2026-11-26T02:00:00.000000Z\u{a0}\u{a0}INFO\u{a0}conn=999\u{a0}in\u{a0}forged";
+    let forged = "2026-11-26T02:00:00.000000Z\u{a0}c999\u{a0}IAMAT\u{a0}forged";
     let mut line = b"IAMAT\x0b\x1b[31mred\x00".to_vec();
     for brk in ["\u{1e}", "\u{2028}", "\u{85}"] {
         line.extend_from_slice(brk.as_bytes());
@@ -187,11 +203,20 @@ async fn a_refused_line_cannot_break_or_forge_log_entries() {
         text.contains("IAMAT refused by a limit"),
         "the refusal is logged:\n{text}"
     );
+    // The only control bytes are the entries' ends and the one tab the server writes between a
+    // request and its reply (a client's tab is escaped as `\t`).
     for (at, &b) in log.iter().enumerate() {
         assert!(
-            b >= 0x20 && b != 0x7f || b == b'\n',
+            b >= 0x20 && b != 0x7f || b == b'\n' || b == b'\t',
             "control byte {b:#04x} at {at}:\n{}",
             log.escape_ascii()
+        );
+    }
+    for entry in log.split(|&b| b == b'\n') {
+        assert!(
+            entry.iter().filter(|&&b| b == b'\t').count() <= 1,
+            "a second tab in {}",
+            entry.escape_ascii()
         );
     }
     for c in ['\u{85}', '\u{2028}', '\u{2029}', '\u{a0}', '\u{fffd}'] {
@@ -218,7 +243,7 @@ async fn sighup_reopens_a_moved_log_and_the_server_lives_on() {
     exchange_text(addr, "IAMAT before +1+1 1\n").await;
     let logs = herd.dir.join("logs");
     eventually("the first line in the log", || async {
-        herd.log("Alford").contains("in IAMAT before").then_some(())
+        herd.log("Alford").contains(" IAMAT before").then_some(())
     })
     .await;
     std::fs::rename(logs.join("Alford.log"), logs.join("Alford.log.moved")).unwrap();
@@ -233,10 +258,10 @@ async fn sighup_reopens_a_moved_log_and_the_server_lives_on() {
     assert_eq!(herd.terminate("Alford").await, Some(0));
     let new = herd.log("Alford");
     let old = std::fs::read_to_string(logs.join("Alford.log.moved")).unwrap();
-    assert!(new.contains("in IAMAT after"), "{new}");
+    assert!(new.contains(" IAMAT after"), "{new}");
     assert!(!new.contains("IAMAT before"), "{new}");
     assert!(
-        old.contains("in IAMAT before") && !old.contains("IAMAT after"),
+        old.contains(" IAMAT before") && !old.contains("IAMAT after"),
         "{old}"
     );
 }
@@ -312,7 +337,7 @@ async fn size_rotation_keeps_at_most_keep_files() {
     let last = |n: &str| {
         read(n)
             .lines()
-            .filter_map(|l| l.split(" in IAMAT r").nth(1))
+            .filter_map(|l| l.split(" IAMAT r").nth(1))
             .filter_map(|r| r.split(' ').next()?.parse::<u32>().ok())
             .max()
     };
@@ -372,7 +397,7 @@ async fn drops_and_resumes(
     iamats(addr, 900_000, 5).await;
     eventually("lines after the resume", || async {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        log.contains("in IAMAT c900004 ").then_some(())
+        log.contains(" IAMAT c900004 ").then_some(())
     })
     .await;
     assert_eq!(herd.terminate("Alford").await, Some(0));

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::driver::listener::{is_hello, Hello, Ticket};
 use crate::driver::peers;
 use crate::driver::server::Shared;
-use crate::log::{show, Dir, LogBuf, HAND_OVER_AT};
+use crate::log::{show, LogBuf, HAND_OVER_AT};
 use crate::node::limits::Limit;
 use crate::node::Step;
 use crate::places::Answer;
@@ -365,8 +365,7 @@ impl<'a> Connection<'a> {
                     shared.stats.invalid(*why);
                 }
                 if logging {
-                    log.line(Dir::In, line);
-                    log.line(Dir::Out, reply);
+                    log.pair(line, reply);
                 }
                 if let Step::Refused(why) = step {
                     if !logged.contains(why) {
@@ -462,8 +461,7 @@ impl<'a> Connection<'a> {
             let start = self.out.len();
             herd_proto::write_invalid(head, &mut self.out);
             if self.logging {
-                self.log.line(Dir::In, head);
-                self.log.line(Dir::Out, &self.out[start..]);
+                self.log.pair(head, &self.out[start..]);
             }
         }
     }
@@ -484,8 +482,7 @@ impl<'a> Connection<'a> {
             .get("results")
             .and_then(serde_json::Value::as_array)
             .map_or(0, Vec::len);
-        self.log.line(Dir::In, &self.lines[i]);
-        self.log.line(Dir::Out, at);
+        self.log.pair(&self.lines[i], at);
         self.log.whatsat(
             spec.places.backend().as_str(),
             answer.status(),

@@ -44,7 +44,7 @@ use tracing::{debug, info, warn, Instrument as _};
 
 use crate::driver::listener::{Ticket, TicketKind};
 use crate::driver::server::Shared;
-use crate::log::{show, Dir, LogBuf};
+use crate::log::{show, LogBuf};
 use crate::node::limits::Limit;
 use crate::node::watch::{Deliver, WatchRefused};
 use crate::node::{Invalid, Lookup, Step};
@@ -146,8 +146,7 @@ impl Client {
             Step::Lookup(q) => Outcome::Places(self.lookup(line, &q, now, out).await),
         };
         if self.logging && !matches!(outcome, Outcome::Places(_)) {
-            self.log.line(Dir::In, line);
-            self.log.line(Dir::Out, &out[start..]);
+            self.log.pair(line, &out[start..]);
         }
         shared.spec.log.submit(&mut self.log).await;
         if let Err(e) = self.durable(ticket).await {
@@ -226,8 +225,7 @@ impl Client {
                 .get("results")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            self.log.line(Dir::In, line);
-            self.log.line(Dir::Out, &q.record.to_bytes());
+            self.log.pair(line, &q.record.to_bytes());
             self.log.whatsat(
                 backend,
                 answer.status(),
@@ -526,7 +524,7 @@ async fn iamat(
 
 /// `GET /v1/clients/{id}`: the record held for the client, or 404.
 async fn client(State(door): State<Door>, Path(id): Path<String>) -> Response {
-    let held = door.shared.node().get(id.as_bytes()).map(<[u8]>::to_vec);
+    let held = door.shared.node().get(id.as_bytes());
     match held.as_deref().and_then(record_of) {
         Some(r) => answer(StatusCode::OK, &Value::Object(r)),
         None => refusal(StatusCode::NOT_FOUND, None, UNKNOWN_CLIENT),
@@ -728,8 +726,7 @@ impl Client {
         let watching = watch_line(&self.shared, self.id, w, line, out);
         if self.logging {
             self.log.stamp();
-            self.log.line(Dir::In, line);
-            self.log.line(Dir::Out, out);
+            self.log.pair(line, out);
             self.shared.spec.log.submit(&mut self.log).await;
         }
         Ok(Some(watching))

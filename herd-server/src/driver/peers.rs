@@ -112,7 +112,8 @@ async fn greet(
     let mut out = Vec::new();
     loop {
         out.clear();
-        let verdict = greeting.feed(input, &shared.node(), Instant::now(), &mut out);
+        // The node is locked only while it says who may link, not across the Noise handshake.
+        let verdict = greeting.feed(input, &shared.node, Instant::now(), &mut out);
         let deadline = greeting
             .poll_timeout()
             .map_or_else(tokio::time::Instant::now, Into::into);
@@ -180,12 +181,12 @@ async fn dial(shared: Arc<Shared>, id: usize) {
         Err(e) => {
             if let GreetError::Failed(f) = &e {
                 warn!(peer = %name, %addr, cause = %e, "link dial refused");
-                if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::LinkUp.word() {
+                if f.by_peer == Some(Refusal::LinkUp) {
                     warn!(target: SUMMARY,
                         "{name} refused the link: a link from another server named {} is up there (two servers claim the name {})",
                         shared.spec.name, shared.spec.name);
                 }
-                if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::BadProof.word() {
+                if f.by_peer == Some(Refusal::BadProof) {
                     shared.node().proof_refused(id);
                 }
             } else {
@@ -480,7 +481,7 @@ fn log_events(shared: &Shared, node: &mut Node) {
             LinkEvent::Refused { link, reason } => {
                 warn!(peer = %shared.peers[link].name, reason = %show(&reason),
                     "peer refused the link");
-                if reason == Refusal::LinkUp.word().as_bytes() {
+                if Refusal::from_word(&reason) == Some(Refusal::LinkUp) {
                     warn!(target: SUMMARY,
                         "{} refused the link: a link from another server named {} is up there (two servers claim the name {})",
                         shared.peers[link].name, shared.spec.name, shared.spec.name);

@@ -17,18 +17,25 @@
 //! drops and writes the count when it can write again.
 //!
 //! # Format
-//! One line per entry: time (UTC, microseconds), level, then `key=value` fields or, for a line in or
-//! out, the connection, the direction and the line itself, escaped onto one line (bytes outside
-//! printable ASCII, and `\`, as `\xNN`, `\n`, `\\` …):
+//! One line per entry, every line escaped onto one line (bytes outside printable ASCII, and `\`, as
+//! `\xNN`, `\n`, `\\` …), so an entry can neither break nor forge another. The hot path writes what
+//! a reader needs and nothing twice: a request and its reply share one entry — the time (UTC,
+//! microseconds) once, the connection as `c<N>`, the request, a tab, the reply — with no level (every
+//! such entry is routine). An IAMAT's reply repeats the request's fields byte for byte (the client's id,
+//! coordinates and time as sent); the entry writes them once, ending the reply in `…` (U+2026, which no
+//! escaped line holds), so the reply is the part before `…` followed by the request after `IAMAT `.
+//! Rare events keep their level and `key=value` fields, with the connection second when they have one,
+//! so `awk '$2 == "c7"'` follows connection 7:
 //! ```text
-//! 2026-03-01T10:00:00.123456Z  INFO connection opened conn=7 peer=127.0.0.1:50312
-//! 2026-03-01T10:00:00.123501Z  INFO conn=7 in IAMAT kiwi +34.068930-118.445127 1479413884.392014450
-//! 2026-03-01T10:00:00.123501Z  INFO conn=7 out AT Alford +0.263873386 kiwi +34.068930-118.445127 1479413884.392014450
-//! 2026-03-01T10:00:00.124020Z  INFO conn=7 in WHATSAT kiwi 10 5
-//! 2026-03-01T10:00:00.124020Z  INFO conn=7 out AT Alford +0.263873386 kiwi +34.068930-118.445127 1479413884.392014450
-//! 2026-03-01T10:00:00.124020Z  INFO conn=7 out-json backend=offline status=OK results=5 bytes=2411 ms=0.081
-//! 2026-03-01T10:00:01.002000Z  INFO conn=9 peer=Hamilton peer-in AT Hamilton +0.000120000 kiwi +1+1 2
+//! 2026-03-01T10:00:00.123456Z c7 INFO connection opened peer=127.0.0.1:50312
+//! 2026-03-01T10:00:00.123501Z c7 IAMAT kiwi +34.068930-118.445127 1479413884.392014450\tAT Alford +0.263873386 …
+//! 2026-03-01T10:00:00.124020Z c7 WHATSAT kiwi 10 5\tAT Alford +0.263873386 kiwi +34.068930-118.445127 1479413884.392014450
+//! 2026-03-01T10:00:00.124020Z c7 out-json backend=offline status=OK results=5 bytes=2411 ms=0.081
+//! 2026-03-01T10:00:00.125310Z c7 INFO connection closed
+//! 2026-03-01T10:00:01.002000Z c9 <Hamilton AT Hamilton +0.000120000 kiwi +1+1 2
+//! 2026-03-01T10:00:01.002100Z c9 >Hamilton AT Alford +0.263873386 kiwi +34.068930-118.445127 1479413884.392014450
 //! ```
+//! (`\t` above is the tab.)
 
 mod writer;
 
@@ -135,16 +142,17 @@ impl Log {
     /// A buffer for connection `conn` (and, on a peer link, the neighbour's `peer` name): the caller
     /// owns it and formats lines into it, then hands it over with [`Log::submit`].
     pub fn buffer(&self, conn: u64, peer: Option<&str>) -> LogBuf {
-        let mut tag = Vec::with_capacity(48);
-        let _ = write!(tag, "  INFO conn={conn} ");
+        let mut tag = Vec::with_capacity(24);
+        let _ = write!(tag, " c{conn} ");
+        let mut peer_name = Vec::new();
         if let Some(p) = peer {
-            tag.extend_from_slice(b"peer=");
-            escape_into(&mut tag, p.as_bytes());
-            tag.push(b' ');
+            escape_into(&mut peer_name, p.as_bytes());
+            peer_name.push(b' ');
         }
         let mut b = LogBuf {
             buf: Vec::new(),
             tag,
+            peer: peer_name,
             stamp: [b'0'; STAMP],
             second: u64::MAX,
         };
@@ -192,29 +200,18 @@ impl Log {
     }
 }
 
-/// Where a logged line was going.
+/// Which way a peer link's line went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
-    /// From a client.
-    In,
-    /// To a client.
-    Out,
-    /// From a neighbour, on a peer link.
+    /// From the neighbour: `<Name` before the line.
     PeerIn,
-    /// To a neighbour, on a peer link.
+    /// To the neighbour: `>Name` before the line.
     PeerOut,
 }
 
-impl Dir {
-    fn token(self) -> &'static [u8] {
-        match self {
-            Dir::In => b"in ",
-            Dir::Out => b"out ",
-            Dir::PeerIn => b"peer-in ",
-            Dir::PeerOut => b"peer-out ",
-        }
-    }
-}
+/// Ends an IAMAT's reply in an entry where the rest of the reply is the request's fields (U+2026:
+/// escaped lines are printable ASCII, so it cannot be part of one).
+pub const ELIDED: &str = "…";
 
 /// `2026-03-01T10:00:00.123456Z`
 const STAMP: usize = 27;
@@ -232,8 +229,10 @@ const STAMP: usize = 27;
 /// ```
 pub struct LogBuf {
     buf: Vec<u8>,
-    /// `  INFO conn=7 ` (and `peer=Name `), made once per connection.
+    /// ` c7 `, made once per connection.
     tag: Vec<u8>,
+    /// On a peer link, the neighbour's name and a space (escaped), made once.
+    peer: Vec<u8>,
     stamp: [u8; STAMP],
     /// The second `stamp` was fully formatted for (`u64::MAX`: never).
     second: u64,
@@ -269,12 +268,37 @@ impl LogBuf {
         self.buf.extend_from_slice(&self.tag);
     }
 
-    /// Adds one line going `dir` (without its `\n`; a trailing `\n` is dropped).
+    /// Adds one line of a peer link going `dir` (without its `\n`; a trailing `\n` is dropped).
     pub fn line(&mut self, dir: Dir, line: &[u8]) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         self.head();
-        self.buf.extend_from_slice(dir.token());
+        self.buf.push(match dir {
+            Dir::PeerIn => b'<',
+            Dir::PeerOut => b'>',
+        });
+        self.buf.extend_from_slice(&self.peer);
         escape_into(&mut self.buf, line);
+        self.buf.push(b'\n');
+    }
+
+    /// Adds a client's request and its reply as one entry: the request, a tab, the reply (each
+    /// without its `\n`). Where the reply ends with a space and the request's text after `IAMAT `
+    /// (an IAMAT's AT line repeats the fields as sent), that text is written once: the reply ends in
+    /// [`ELIDED`] instead. Half the bytes of the busiest entry, and the reply is still exact.
+    pub fn pair(&mut self, request: &[u8], reply: &[u8]) {
+        let request = request.strip_suffix(b"\n").unwrap_or(request);
+        let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
+        self.head();
+        escape_into(&mut self.buf, request);
+        self.buf.push(b'\t');
+        match elided(request, reply) {
+            Some(head) => {
+                escape_into(&mut self.buf, head);
+                self.buf.push(b' ');
+                self.buf.extend_from_slice(ELIDED.as_bytes());
+            }
+            None => escape_into(&mut self.buf, reply),
+        }
         self.buf.push(b'\n');
     }
 
@@ -311,6 +335,22 @@ impl LogBuf {
     /// Whether nothing waits to be handed over.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+}
+
+/// The head of `reply` before a space and `request`'s text after `IAMAT `, if `reply` ends so.
+fn elided<'a>(request: &[u8], reply: &'a [u8]) -> Option<&'a [u8]> {
+    let fields = request.strip_prefix(b"IAMAT ")?;
+    let head = reply.strip_suffix(fields)?.strip_suffix(b" ")?;
+    (!fields.is_empty() && !head.is_empty()).then_some(head)
+}
+
+/// The reply of an entry written by [`LogBuf::pair`], as it went out (escaped as in the log):
+/// `request` and `reply` are the entry's two parts. Undoes the [`ELIDED`] form.
+pub fn expand_reply(request: &str, reply: &str) -> String {
+    match (reply.strip_suffix(ELIDED), request.strip_prefix("IAMAT ")) {
+        (Some(head), Some(fields)) => format!("{head}{fields}"),
+        _ => reply.to_owned(),
     }
 }
 
@@ -465,6 +505,8 @@ struct ServerName(String);
 #[derive(Default)]
 struct Fields {
     server: Option<String>,
+    /// The connection an event is about, written second (`c7`) as on the hot path's entries.
+    conn: Option<String>,
     message: String,
     rest: String,
 }
@@ -483,6 +525,7 @@ impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         match field.name() {
             "server" => self.server = Some(format!("{value:?}")),
+            "conn" => self.conn = Some(format!("{value:?}")),
             "message" => {
                 let _ = write!(self.message, "{value:?}");
             }
@@ -527,12 +570,20 @@ where
         };
         let mut f = Fields::default();
         event.record(&mut f);
-        let line = format!(
-            "{} {:>5} {}\n",
-            humantime::format_rfc3339_micros(SystemTime::now()),
-            event.metadata().level(),
-            format!("{}{}", f.message, f.rest).trim_start()
-        );
+        let time = humantime::format_rfc3339_micros(SystemTime::now());
+        let text = format!("{}{}", f.message, f.rest);
+        let line = match f.conn {
+            Some(conn) => format!(
+                "{time} c{conn} {} {}\n",
+                event.metadata().level(),
+                text.trim_start()
+            ),
+            None => format!(
+                "{time} {:>5} {}\n",
+                event.metadata().level(),
+                text.trim_start()
+            ),
+        };
         log.event(line.into_bytes());
     }
 }
@@ -632,18 +683,91 @@ mod tests {
         let stamp = &lines[0][..STAMP];
         assert!(stamp.ends_with('Z') && stamp.contains('T'), "{stamp}");
         assert!(lines.iter().all(|l| l.starts_with(stamp)), "{text}");
-        assert_eq!(
-            &lines[0][STAMP..],
-            "  INFO conn=7 peer=Ham ilton peer-in AT x"
-        );
-        assert_eq!(
-            &lines[1][STAMP..],
-            "  INFO conn=7 peer=Ham ilton peer-out AT y"
-        );
+        assert_eq!(&lines[0][STAMP..], " c7 <Ham ilton AT x");
+        assert_eq!(&lines[1][STAMP..], " c7 >Ham ilton AT y");
         assert_eq!(
             &lines[2][STAMP..],
-            "  INFO conn=7 peer=Ham ilton out-json backend=offline status=OK results=3 bytes=120 \
+            " c7 out-json backend=offline status=OK results=3 bytes=120 \
              ms=0.250 body={\\n  \"a\": 1\\n}"
         );
+    }
+
+    /// The entry of `request` and `reply`, split back into its two parts.
+    fn entry(request: &[u8], reply: &[u8]) -> (String, String) {
+        let mut b = Log::off().buffer(12, None);
+        b.pair(request, reply);
+        let text = String::from_utf8(b.buf).unwrap();
+        let line = text.strip_suffix('\n').unwrap();
+        assert!(!line.contains('\n'), "{line:?}");
+        let rest = line[STAMP..].strip_prefix(" c12 ").unwrap();
+        let (req, rep) = rest.split_once('\t').unwrap();
+        assert!(!rep.contains('\t'), "{line:?}");
+        (req.to_owned(), rep.to_owned())
+    }
+
+    #[test]
+    fn an_iamat_and_its_reply_are_one_entry_with_the_fields_once() {
+        let iamat = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450\n";
+        let at =
+            b"AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450\n";
+        let (req, rep) = entry(iamat, at);
+        assert_eq!(
+            req,
+            "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450"
+        );
+        assert_eq!(rep, "AT Alford +0.263873386 …");
+        assert_eq!(expand_reply(&req, &rep).as_bytes(), &at[..at.len() - 1]);
+        // A reply that does not repeat the request is written whole.
+        let (req, rep) = entry(b"WHATSAT kiwi 10 5", &at[..]);
+        assert_eq!(req, "WHATSAT kiwi 10 5");
+        assert_eq!(rep.as_bytes(), &at[..at.len() - 1]);
+        assert_eq!(expand_reply(&req, &rep), rep);
+    }
+
+    #[test]
+    fn every_entry_gives_back_the_exact_request_and_reply() {
+        use proptest::prelude::*;
+        // Bytes a client may send, the white space and escapes included, and replies that do and
+        // do not end with the request's fields.
+        let part = proptest::collection::vec(
+            prop_oneof![
+                Just(b' '),
+                Just(b'\\'),
+                Just(b'\t'),
+                Just(0xe2),
+                Just(b'a'),
+                any::<u8>()
+            ],
+            0..24,
+        );
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &(part.clone(), part, any::<bool>(), any::<bool>()),
+                |(fields, head, iamat, repeat)| {
+                    let fields: Vec<u8> = fields.into_iter().filter(|&b| b != b'\n').collect();
+                    let head: Vec<u8> = head.into_iter().filter(|&b| b != b'\n').collect();
+                    let request = if iamat {
+                        [b"IAMAT ".as_slice(), &fields].concat()
+                    } else {
+                        fields.clone()
+                    };
+                    let reply = if repeat {
+                        [head.as_slice(), b" ", &fields].concat()
+                    } else {
+                        head.clone()
+                    };
+                    let (req, rep) = entry(&request, &reply);
+                    let mut want_req = Vec::new();
+                    escape_into(&mut want_req, &request);
+                    let mut want_rep = Vec::new();
+                    escape_into(&mut want_rep, &reply);
+                    prop_assert_eq!(req.as_bytes(), &want_req[..]);
+                    let got = expand_reply(&req, &rep);
+                    prop_assert_eq!(got.as_bytes(), &want_rep[..]);
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! The node: every herd rule in one deterministic state machine, with no sockets and no clock.
 //!
-//! The tokio layer (`server`, `peers`) feeds it events — a client line with its receive time, the bytes
+//! The tokio driver (`conn`, `peers`) feeds it events — a client batch with its receive time, the bytes
 //! a link brought ([`Node::handle_link_input`]), a link going up or down, a dial that failed, a timer
 //! that fired ([`Node::handle_timeout`]) — and carries out what it returns: the reply bytes, a Places
 //! look-up, lines to send on a link ([`Node::poll_transmit`]), links to dial or close, what to log
@@ -170,20 +170,23 @@ fn offer(
                 if clients.len() >= room.clients {
                     return Offer::Full(Limit::ClientCap);
                 }
-                let len = line.map_or_else(|| record.to_bytes().len(), <[u8]>::len) as u64;
+            }
+            let entry = Entry::new(&record, line);
+            if let Some(room) = room {
+                let len = entry.line_len() as u64;
                 if clients.bytes() + len + ENTRY_OVERHEAD > room.bytes {
                     return Offer::Full(Limit::CacheBytes);
                 }
             }
-            clients.push(Entry::new(&record, line))
+            clients.push(entry)
         }
     };
     if let (Some(journal), Some(entry)) = (told.journal, clients.get(index)) {
-        format::write_record(entry.line(), &mut journal.bytes);
+        entry.with_line(|l| format::write_record(l, &mut journal.bytes));
         journal.records += 1;
     }
     if let (Some(watches), Some(entry)) = (told.watches, clients.get(index)) {
-        watches.fire(&record, entry.line());
+        entry.with_line(|l| watches.fire(&record, l));
     }
     for (id, link) in links.iter_mut().enumerate() {
         if Some(id) != from {
@@ -795,7 +798,7 @@ impl Node {
         let end = from.saturating_add(max).min(self.clients.len());
         for i in from..end {
             if let Some(e) = self.clients.get(i) {
-                format::write_record(e.line(), out);
+                e.with_line(|l| format::write_record(l, out));
             }
         }
         (end < self.clients.len()).then_some(end)
@@ -849,17 +852,22 @@ impl Node {
         self.clients.sketch().root()
     }
 
-    /// The AT line held for `client`.
-    pub fn get(&self, client: &[u8]) -> Option<&[u8]> {
+    /// The AT line held for `client` (rendered from the record the cache keeps).
+    pub fn get(&self, client: &[u8]) -> Option<Vec<u8>> {
         self.clients
             .index_of(client)
             .and_then(|i| self.clients.get(i))
-            .map(Entry::line)
+            .map(|e| e.line().into_owned())
     }
 
-    /// Every held AT line, in cache order.
-    pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
-        self.clients.iter().map(Entry::line)
+    /// The AT line of the client at cache index `index` (indexes run from 0 to [`Node::len`]).
+    pub fn line_at(&self, index: usize) -> Option<Vec<u8>> {
+        self.clients.get(index).map(|e| e.line().into_owned())
+    }
+
+    /// Every held AT line, in cache order (each rendered from the record the cache keeps).
+    pub fn lines(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.clients.iter().map(|e| e.line().into_owned())
     }
 
     /// A line from a client, received at `now`: writes the reply to `out` (with its `\n`) or asks for a
@@ -877,9 +885,10 @@ impl Node {
                 }
                 let room = self.room();
                 let record = AtRecord::new(&self.name, iamat, now);
-                // Write the new record as the reply; it is also the line the cache keeps.
+                // Write the new record as the reply.
                 let start = out.len();
                 record.write_to(out);
+                // The cache keeps the record's fields; its line renders back as this reply.
                 let offered = offer(
                     &mut self.clients,
                     &mut self.links,
@@ -888,7 +897,7 @@ impl Node {
                         watches: Some(&mut self.watches),
                     },
                     record,
-                    Some(&out[start..]),
+                    None,
                     None,
                     Some(room),
                 );
@@ -899,7 +908,9 @@ impl Node {
                     }
                     Offer::Held(held) | Offer::Newer(held) => {
                         out.truncate(start);
-                        out.extend_from_slice(self.clients.get(held).map_or(&[][..], Entry::line));
+                        if let Some(e) = self.clients.get(held) {
+                            e.write_line(out);
+                        }
                         false
                     }
                     Offer::Full(limit) => {
@@ -914,10 +925,10 @@ impl Node {
                 .clients
                 .index_of(&q.client)
                 .and_then(|i| self.clients.get(i))
-                .and_then(|e| e.record())
+                .and_then(Entry::record)
             {
                 Some(record) => Step::Lookup(Lookup {
-                    record: record.into_owned(),
+                    record,
                     radius: q.radius.into_owned(),
                     bound: q.bound,
                 }),
@@ -1552,7 +1563,7 @@ impl Node {
             };
             link.queued[index as usize] = false;
             if let Some(entry) = self.clients.get(index as usize) {
-                out.extend_from_slice(entry.line());
+                entry.write_line(out);
                 out.push(b'\n');
                 n += 1;
                 n_lines += 1;
@@ -1685,7 +1696,7 @@ mod tests {
             "60 s of bound and 60 s of skew allowance"
         );
         assert_eq!(
-            n.get(b"x"),
+            n.get(b"x").as_deref(),
             Some(&b"AT Hamilton -100.000000000 x +2+2 1100"[..])
         );
     }
@@ -2037,7 +2048,7 @@ mod tests {
         assert!((4..=5).contains(&crossed), "{ab:?} {ba:?}");
         assert!(ab.len() + ba.len() < 30, "{ab:?} {ba:?}");
         let all = |n: &Node| {
-            let mut v: Vec<Vec<u8>> = n.lines().map(<[u8]>::to_vec).collect();
+            let mut v: Vec<Vec<u8>> = n.lines().collect();
             v.sort();
             v
         };
@@ -2106,7 +2117,7 @@ mod tests {
         assert_eq!(m.restore(b"AT Z +0.500000000 x +2+2 50"), Restored::Foreign);
         assert_eq!(m.restore(b"IAMAT x +2+2 50"), Restored::Invalid);
         assert!(m.journal().is_none());
-        assert_eq!(m.get(b"kiwi"), Some(lines[0].as_bytes()));
+        assert_eq!(m.get(b"kiwi").as_deref(), Some(lines[0].as_bytes()));
         assert!(m.links.iter().all(|l| l.queue.is_empty()));
         let mut snap = Vec::new();
         assert_eq!(m.snapshot_chunk(0, 1, &mut snap), Some(1));

@@ -298,7 +298,7 @@ pub(crate) fn records(shared: &Shared, query: &str) -> (u16, Value) {
         }
     }
     if let Some(client) = client {
-        let line = shared.node().get(&client).map(<[u8]>::to_vec);
+        let line = shared.node().get(&client);
         return match line.as_deref().and_then(record_json) {
             Some(r) => (
                 200,
@@ -316,17 +316,9 @@ pub(crate) fn records(shared: &Shared, query: &str) -> (u16, Value) {
         let held = node.len();
         let max = max.min(held);
         // The k-th of `max` is at index k * held / max: exactly `max`, spread over the whole cache.
-        let mut lines: Vec<Box<[u8]>> = Vec::with_capacity(max);
-        let mut next = 0;
-        for (i, line) in node.lines().enumerate() {
-            if lines.len() == max {
-                break;
-            }
-            if i == next {
-                lines.push(Box::from(line));
-                next = (lines.len() * held) / max;
-            }
-        }
+        let lines: Vec<Vec<u8>> = (0..max)
+            .filter_map(|k| node.line_at(k * held / max))
+            .collect();
         (held, lines)
     };
     let records: Vec<Value> = lines.iter().filter_map(|l| record_json(l)).collect();
