@@ -276,7 +276,10 @@ async fn a_log_turned_fifo_nobody_reads_does_not_stop_the_server() {
     herd.start("Alford").await;
     let addr = herd.addr("Alford");
     let logs = herd.dir.join("logs");
-    std::fs::remove_file(logs.join("Alford.log")).unwrap();
+    // The server listens before it opens its log (a port in use fails first): wait for the file.
+    let log = logs.join("Alford.log");
+    eventually("the log file", || async { log.exists().then_some(()) }).await;
+    std::fs::remove_file(&log).unwrap();
     let fifo = std::process::Command::new("mkfifo")
         .arg(logs.join("Alford.log"))
         .status();
