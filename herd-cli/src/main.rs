@@ -4,6 +4,7 @@ mod bench;
 mod ops;
 mod pretty;
 mod target;
+mod watch;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -125,6 +126,11 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         admin: Option<String>,
     },
+    /// Watch records as the herd stores them, wherever their IAMAT arrived: `watch client ID` or
+    /// `watch near LAT LON KM`, over the WebSocket door of the --to server (its `http` address in the
+    /// config, or --http HOST:PORT). Prints one line per record (`--json`: the fields of `herd iamat
+    /// --json`) until interrupted, --count records, or the server closes the watch (with its reason).
+    Watch(watch::WatchArgs),
     /// Load generator: many connections, pipelining, a mix of IAMAT and WHATSAT, or any raw line.
     Bench(bench::BenchArgs),
     /// Print a shell completion script: `herd completions bash > /etc/bash_completion.d/herd`. `--to`
@@ -299,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { admin, json } => ops::status(&target, admin.as_deref(), json).await,
         Command::Ping { admin } => ops::ping(&target, admin.as_deref()).await,
         Command::Bench(args) => bench::run(args, &target).await,
+        Command::Watch(args) => watch::run(args, &target).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut completed(&target)?, "herd", &mut script);
@@ -413,24 +420,7 @@ fn not_herd(addr: SocketAddr, line: &[u8]) -> anyhow::Error {
     )
 }
 
-/// The AT record as JSON fields.
-fn record_json(record: &AtRecord<'_>) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "server".into(),
-        String::from_utf8_lossy(&record.server).into(),
-    );
-    m.insert("time_diff".into(), record.diff.to_string().into());
-    m.insert(
-        "client".into(),
-        String::from_utf8_lossy(&record.client).into(),
-    );
-    m.insert("location".into(), record.location.as_str().into());
-    m.insert("latitude".into(), json!(record.location.latitude()));
-    m.insert("longitude".into(), json!(record.location.longitude()));
-    m.insert("client_time".into(), record.time.as_str().into());
-    m
-}
+use herd_proto::record_json;
 
 /// Prints a `? …` answer (as JSON with its reason under `--json`) and the reason on stderr; exit 1.
 fn invalid(answer: &[u8], sent: &str, as_json: bool) -> anyhow::Result<ExitCode> {

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub neighbors: Vec<String>,
     /// `host:port` of its admin address (`GET /metrics`, `/health`, `/status`); `None`: off.
     pub admin: Option<String>,
+    /// `host:port` of its client door over HTTP/JSON and WebSocket (PROTOCOL.md §10); `None`: off.
+    pub http: Option<String>,
 }
 
 /// Which Places service answers WHATSAT.
@@ -206,6 +208,12 @@ pub struct Limits {
     /// The cache's byte budget: AT lines held plus about a hundred bytes a client. A record that
     /// would take it past this is refused, from a client or a peer.
     pub max_cache_bytes: u64,
+    /// Most watches on one server, over all the WebSocket door's connections (PROTOCOL.md §10).
+    pub max_watches: usize,
+    /// Most watches one WebSocket connection holds.
+    pub max_watches_per_connection: usize,
+    /// Most records waiting for one watcher; a watcher whose queue is full is closed with a reason.
+    pub watch_queue: usize,
 }
 
 impl Default for Limits {
@@ -220,6 +228,9 @@ impl Default for Limits {
             max_clients: 10_000_000,
             max_client_id: herd_proto::DEFAULT_MAX_LINE,
             max_cache_bytes: 4 << 30,
+            max_watches: 100_000,
+            max_watches_per_connection: 64,
+            watch_queue: 1024,
         }
     }
 }
@@ -383,6 +394,9 @@ struct LimitsFile {
     max_clients: Option<Spanned<u64>>,
     max_client_id: Option<Spanned<u64>>,
     max_cache_bytes: Option<Spanned<u64>>,
+    max_watches: Option<Spanned<u64>>,
+    max_watches_per_connection: Option<Spanned<u64>>,
+    watch_queue: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -410,6 +424,7 @@ struct ServerFile {
     #[serde(default)]
     neighbors: Vec<Spanned<String>>,
     admin: Option<Spanned<String>>,
+    http: Option<Spanned<String>>,
 }
 
 /// The default herd of PROTOCOL.md §7.
@@ -525,6 +540,7 @@ impl Checker<'_> {
                 listen: s.listen.get_ref().clone(),
                 neighbors,
                 admin: s.admin.as_ref().map(|a| a.get_ref().clone()),
+                http: s.http.as_ref().map(|a| a.get_ref().clone()),
             })
             .collect())
     }
@@ -558,16 +574,17 @@ impl Checker<'_> {
                     format!("listen address {listen:?} is used twice"),
                 ));
             }
-            if let Some(admin) = &s.admin {
-                let a = admin.get_ref();
+            for (what, addr) in [("admin", &s.admin), ("http", &s.http)] {
+                let Some(addr) = addr else { continue };
+                let a = addr.get_ref();
                 if port_of(a).is_none() {
                     return Err(self.at(
-                        admin.span(),
-                        format!("admin address {a:?} of {name} is not host:port"),
+                        addr.span(),
+                        format!("{what} address {a:?} of {name} is not host:port"),
                     ));
                 }
                 if !addrs.insert(a.clone()) {
-                    return Err(self.at(admin.span(), format!("admin address {a:?} is used twice")));
+                    return Err(self.at(addr.span(), format!("{what} address {a:?} is used twice")));
                 }
             }
         }
@@ -693,6 +710,20 @@ impl Checker<'_> {
             max_cache_bytes: self
                 .limit(&l.max_cache_bytes, "max_cache_bytes", 1, u64::MAX)?
                 .unwrap_or(d.max_cache_bytes),
+            max_watches: self
+                .limit(&l.max_watches, "max_watches", 0, count)?
+                .map_or(d.max_watches, size),
+            max_watches_per_connection: self
+                .limit(
+                    &l.max_watches_per_connection,
+                    "max_watches_per_connection",
+                    0,
+                    count,
+                )?
+                .map_or(d.max_watches_per_connection, size),
+            watch_queue: self
+                .limit(&l.watch_queue, "watch_queue", 1, count)?
+                .map_or(d.watch_queue, size),
         })
     }
 
@@ -761,6 +792,24 @@ impl Checker<'_> {
                      admin-token`), or [herd] insecure = true to serve it to anyone",
                     a.get_ref(),
                     s.name.get_ref()
+                ),
+            ));
+        }
+        // The client door over HTTP follows the rule of `listen` (PROTOCOL.md §10).
+        if let Some((s, a)) = servers.iter().find_map(|s| {
+            s.http
+                .as_ref()
+                .filter(|a| !is_loopback(a.get_ref()))
+                .map(|a| (s, a))
+        }) {
+            return Err(self.at(
+                a.span(),
+                format!(
+                    "{} has its http door on {:?}, beyond loopback, but the herd has no secret: \
+                     the same rule as `listen`. Set [herd] secret (or secrets), or [herd] \
+                     insecure = true to run without one",
+                    s.name.get_ref(),
+                    a.get_ref()
                 ),
             ));
         }
@@ -975,6 +1024,36 @@ mod tests {
         assert!(herd("", "localhost:2").is_ok());
         assert!(herd("[herd]\nsecret = \"s\"", "0.0.0.0:2").is_ok());
         assert!(herd("[herd]\ninsecure = true", "[::]:2").is_ok());
+    }
+
+    #[test]
+    fn an_http_door_is_read_checked_and_follows_the_rule_of_listen() {
+        let herd = |top: &str, http: &str| {
+            parse(&format!(
+                "{top}\n[[server]]\nname = \"A\"\nlisten = \"127.0.0.1:1\"\nhttp = \"{http}\"\n"
+            ))
+        };
+        let c = herd("", "127.0.0.1:3").unwrap();
+        assert_eq!(c.servers[0].http.as_deref(), Some("127.0.0.1:3"));
+        assert_eq!(parse(DEFAULT_HERD).unwrap().servers[0].http, None);
+        let e = herd("", "0.0.0.0:2").unwrap_err().to_string();
+        assert!(e.contains("http door") && e.contains("secret"), "{e}");
+        assert!(herd("[herd]\ninsecure = true", "0.0.0.0:2").is_ok());
+        let e = herd("", "127.0.0.1:1").unwrap_err().to_string();
+        assert!(e.contains("http address") && e.contains("twice"), "{e}");
+        let e = herd("", "nope").unwrap_err().to_string();
+        assert!(e.contains("not host:port"), "{e}");
+        let l = herd(
+            "[limits]\nmax_watches = 5\nmax_watches_per_connection = 2\nwatch_queue = 7",
+            "127.0.0.1:3",
+        )
+        .unwrap()
+        .limits;
+        assert_eq!(
+            (l.max_watches, l.max_watches_per_connection, l.watch_queue),
+            (5, 2, 7)
+        );
+        assert!(herd("[limits]\nwatch_queue = 0", "127.0.0.1:3").is_err());
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct Stats {
     catchup_tables: Family<PeerDirection, Counter>,
     catchup_broken: Family<Peer, Counter>,
     link_lines_unexpected: Family<Peer, Counter>,
+    link_quarantined: Family<Peer, Counter>,
+    catchup_refused: Family<Peer, Counter>,
     store_enabled: Gauge,
     store: Option<StoreStats>,
     lookups: Family<LookupLabel, Counter>,
@@ -197,6 +199,8 @@ impl Stats {
             catchup_tables: Family::default(),
             catchup_broken: Family::default(),
             link_lines_unexpected: Family::default(),
+            link_quarantined: Family::default(),
+            catchup_refused: Family::default(),
             store_enabled: Gauge::default(),
             store: store.then(|| StoreStats {
                 fsync: Family::default(),
@@ -341,6 +345,16 @@ impl Stats {
             "link_lines_unexpected",
             "Lines from a neighbour that were no peer message this server reads, or had no place on a running link",
             stats.link_lines_unexpected.clone(),
+        );
+        r.register(
+            "link_quarantined",
+            "Times the neighbour's link was closed for a fault (misbehaving, a broken or overloaded reconciliation, a line too long) and its name quarantined",
+            stats.link_quarantined.clone(),
+        );
+        r.register(
+            "catchup_refused",
+            "Reconciliations the neighbour tried to open faster than a link may open them (the link was closed)",
+            stats.catchup_refused.clone(),
         );
         r.register(
             "catchup_in_progress",
@@ -649,6 +663,11 @@ impl Stats {
         set(
             &self.link_lines_unexpected.get_or_create(&peer),
             c.lines_unexpected,
+        );
+        set(&self.link_quarantined.get_or_create(&peer), c.quarantines);
+        set(
+            &self.catchup_refused.get_or_create(&peer),
+            c.exchanges_refused,
         );
         for (kind, started, finished) in [
             ("link-up", c.catchups_started, c.catchups_finished),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use herd_proto::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -63,6 +64,9 @@ pub struct ServerSpec {
     pub clock: Clock,
     /// Where its records are kept on disk (`None`: in memory only).
     pub store: Option<StoreConfig>,
+    /// The `host:port` of its client door over HTTP/JSON and WebSocket (`None`: off; see
+    /// [`crate::driver::door`]).
+    pub http: Option<String>,
 }
 
 impl ServerSpec {
@@ -106,6 +110,7 @@ impl ServerSpec {
                 members: config.servers.iter().map(|s| s.name.clone()).collect(),
                 ..StoreConfig::new(dir.join(name), name)
             }),
+            http: server.http.clone(),
         })
     }
 }
@@ -317,7 +322,11 @@ async fn run_inner(
         })
         .collect();
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
-        .with_limits(NodeLimits::from(&spec.limits));
+        .with_limits(NodeLimits::from(&spec.limits))
+        .with_watch_limits(crate::node::watch::WatchLimits {
+            per_server: spec.limits.max_watches,
+            per_connection: spec.limits.max_watches_per_connection,
+        });
     // Records on disk are loaded before anything is accepted (and before the node knows the herd's
     // members: see `load`).
     let (node, store, loaded) = match spec.store.clone() {
@@ -350,6 +359,15 @@ async fn run_inner(
         spec,
     });
     let local = listeners.local_addr()?;
+    if let Some(addr) = shared.spec.http.clone() {
+        let http = listener::bind(&addr)
+            .await
+            .with_context(|| format!("{me} cannot listen on its http address {addr}"))?;
+        let s = shared.clone();
+        shared
+            .tracker
+            .spawn(crate::driver::door::serve(s, http).in_current_span());
+    }
     if let Some(admin) = admin {
         let s = shared.clone();
         shared
