@@ -385,7 +385,8 @@ async fn a_slow_watcher_is_dropped_with_a_reason_and_the_herd_goes_on() {
             "{OFFLINE}[log]\nlines = false\n[limits]\nwatch_queue = 4\nline_timeout_ms = 60000\n"
         ),
     )
-    .with_http();
+    .with_http()
+    .with_admin();
     herd.start_all().await;
     // A watcher that stops reading, and one that keeps up.
     let mut slow = ws(herd.http("Alford")).await;
@@ -449,4 +450,18 @@ async fn a_slow_watcher_is_dropped_with_a_reason_and_the_herd_goes_on() {
         pushed < N,
         "the watcher was dropped before all {N} records: got {pushed}"
     );
+
+    // Counted: one watcher dropped, the other still holding its watch.
+    let admin = herd.admin("Alford");
+    let metrics = eventually("the drop on /metrics", || async move {
+        let m = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.contains("herd_watchers_dropped_total 1\n").then_some(m)
+    })
+    .await;
+    assert!(metrics.contains("herd_watches 1\n"), "{metrics}");
 }

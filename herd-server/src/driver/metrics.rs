@@ -118,6 +118,10 @@ pub struct Stats {
     warnings_logged: Family<WarnLabel, Counter>,
     warnings_suppressed: Family<WarnLabel, Counter>,
     cache_bytes: Gauge,
+    watchers: Gauge,
+    watches: Gauge,
+    watchers_dropped: Counter,
+    watch_records: Counter,
     records: Gauge,
     link_up: Family<Peer, Gauge>,
     link_queue: Family<Peer, Gauge>,
@@ -182,6 +186,10 @@ impl Stats {
             warnings_logged: Family::default(),
             warnings_suppressed: Family::default(),
             cache_bytes: Gauge::default(),
+            watchers: Gauge::default(),
+            watches: Gauge::default(),
+            watchers_dropped: Counter::default(),
+            watch_records: Counter::default(),
             records: Gauge::default(),
             link_up: Family::default(),
             link_queue: Family::default(),
@@ -271,6 +279,26 @@ impl Stats {
             stats.cache_bytes.clone(),
         );
         r.register("records", "Client records held", stats.records.clone());
+        r.register(
+            "watchers",
+            "WebSocket connections of the client door (each may hold watches)",
+            stats.watchers.clone(),
+        );
+        r.register(
+            "watches",
+            "Watches held, against [limits] max_watches",
+            stats.watches.clone(),
+        );
+        r.register(
+            "watchers_dropped",
+            "Watchers closed because their queue ([limits] watch_queue) was full",
+            stats.watchers_dropped.clone(),
+        );
+        r.register(
+            "watch_records",
+            "Records pushed to watchers",
+            stats.watch_records.clone(),
+        );
         r.register(
             "link_up",
             "Whether the link to a neighbour is up (1) or down (0)",
@@ -583,6 +611,9 @@ pub(crate) struct Scrape<'a> {
     pub(crate) records: usize,
     /// Bytes the cache holds.
     pub(crate) cache_bytes: u64,
+    /// The WebSocket door's watchers, their watches, the watchers dropped for being slow and the
+    /// records delivered to watchers.
+    pub(crate) watches: [u64; 4],
     /// Each link.
     pub(crate) links: &'a [LinkView],
     /// The refusals of the driver and of the node.
@@ -602,6 +633,11 @@ impl Stats {
     pub(crate) fn record(&self, scrape: &Scrape<'_>) {
         self.records.set(scrape.records as i64);
         self.cache_bytes.set(scrape.cache_bytes as i64);
+        let [watchers, watches, dropped, fired] = scrape.watches;
+        self.watchers.set(watchers as i64);
+        self.watches.set(watches as i64);
+        set(&self.watchers_dropped, dropped);
+        set(&self.watch_records, fired);
         for &(kind, logged, suppressed) in &scrape.warnings {
             let label = WarnLabel {
                 kind: kind.as_str(),
