@@ -275,6 +275,34 @@ pub async fn run_with_admin(
         .await
 }
 
+/// The connection limits of `spec`, fitted into the process's file descriptors (with `admin`: the
+/// admin door's connections beside them); says so when `max_connections` had to be lowered.
+fn conn_limits(spec: &ServerSpec, admin: bool) -> ConnLimits {
+    let me = &spec.name;
+    let wanted = ConnLimits::new(
+        spec.limits.max_connections,
+        spec.limits.max_connections_per_ip,
+        spec.neighbors.len(),
+    );
+    let admin_fds = if admin { spec.admin.max_connections } else { 0 };
+    let Some(fds) = crate::driver::admission::descriptors_per_server() else {
+        return wanted;
+    };
+    let (fitted, lowered) = wanted.fit(fds, admin_fds, spec.neighbors.len());
+    if lowered {
+        warn!(target: SUMMARY,
+            "{me}: max_connections lowered from {} to {} to fit the open-file limit ({fds} descriptors; raise it with `ulimit -n` or LimitNOFILE=)",
+            wanted.max_connections, fitted.max_connections);
+        warn!(
+            wanted = wanted.max_connections,
+            max_connections = fitted.max_connections,
+            descriptors = fds,
+            "max_connections lowered to fit the open-file limit"
+        );
+    }
+    fitted
+}
+
 async fn run_inner(
     listeners: Listeners,
     admin: Option<TcpListener>,
@@ -311,30 +339,7 @@ async fn run_inner(
         }
         None => (node.with_members(&spec.members), None, None),
     };
-    let wanted = ConnLimits::new(
-        spec.limits.max_connections,
-        spec.limits.max_connections_per_ip,
-        spec.neighbors.len(),
-    );
-    let admin_fds = admin.as_ref().map_or(0, |_| spec.admin.max_connections);
-    let conn_limits = match crate::driver::admission::descriptors_per_server() {
-        Some(fds) => {
-            let (fitted, lowered) = wanted.fit(fds, admin_fds, spec.neighbors.len());
-            if lowered {
-                warn!(target: SUMMARY,
-                    "{me}: max_connections lowered from {} to {} to fit the open-file limit ({fds} descriptors; raise it with `ulimit -n` or LimitNOFILE=)",
-                    wanted.max_connections, fitted.max_connections);
-                warn!(
-                    wanted = wanted.max_connections,
-                    max_connections = fitted.max_connections,
-                    descriptors = fds,
-                    "max_connections lowered to fit the open-file limit"
-                );
-            }
-            fitted
-        }
-        None => wanted,
-    };
+    let conn_limits = conn_limits(&spec, admin.is_some());
     let admission = Admission::new(conn_limits);
     let shared = Arc::new(Shared {
         node: Mutex::new(node),

@@ -74,37 +74,7 @@ pub(super) fn load(
         ..
     } = restoring;
     let node = node.with_members(members);
-    let counts = |m: &BTreeMap<Vec<u8>, u64>| {
-        m.iter()
-            .map(|(s, n)| format!("{} ({n})", String::from_utf8_lossy(s)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    for name in &cfg.forget {
-        if !forgotten.contains_key(name.as_bytes()) {
-            say(format_args!(
-                "herd-server: --forget {name}: no stored record names {name}"
-            ));
-        }
-    }
-    if !forgotten.is_empty() {
-        let n: u64 = forgotten.values().sum();
-        say(format_args!(
-            "herd-server: forgot {n} stored records as asked (--forget): {}",
-            counts(&forgotten)
-        ));
-        warn!(count = n, servers = %counts(&forgotten), "forgot stored records as asked (--forget)");
-    }
-    if !foreign.is_empty() {
-        let n: u64 = foreign.values().sum();
-        say(format_args!(
-            "herd-server: kept {n} stored records naming servers no longer in the config: {} (they \
-             are served and flooded as before; start with --forget NAME to drop them)",
-            counts(&foreign)
-        ));
-        warn!(count = n, servers = %counts(&foreign),
-            "kept stored records naming servers no longer in the config (--forget NAME drops them)");
-    }
+    say_dropped_and_kept(&cfg.forget, &forgotten, &foreign);
     if report.rewrite || !forgotten.is_empty() {
         // Repaired or forgotten records are gone from memory only until this snapshot is on disk:
         // it is written before anything is served.
@@ -121,6 +91,46 @@ pub(super) fn load(
     info!(dir = %cfg.dir.display(), clients = node.len(), records = report.records, files = report.files,
         cut = report.cut, ms, fsync = %cfg.fsync, "store loaded");
     Ok((node, store, report))
+}
+
+/// Says, on stderr and in the log, which `--forget` names matched nothing, which records were
+/// `forgotten` as asked and which, naming servers outside the herd, were kept (`foreign`).
+fn say_dropped_and_kept(
+    forget: &[String],
+    forgotten: &BTreeMap<Vec<u8>, u64>,
+    foreign: &BTreeMap<Vec<u8>, u64>,
+) {
+    let counts = |m: &BTreeMap<Vec<u8>, u64>| {
+        m.iter()
+            .map(|(s, n)| format!("{} ({n})", String::from_utf8_lossy(s)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for name in forget {
+        if !forgotten.contains_key(name.as_bytes()) {
+            say(format_args!(
+                "herd-server: --forget {name}: no stored record names {name}"
+            ));
+        }
+    }
+    if !forgotten.is_empty() {
+        let n: u64 = forgotten.values().sum();
+        say(format_args!(
+            "herd-server: forgot {n} stored records as asked (--forget): {}",
+            counts(forgotten)
+        ));
+        warn!(count = n, servers = %counts(forgotten), "forgot stored records as asked (--forget)");
+    }
+    if !foreign.is_empty() {
+        let n: u64 = foreign.values().sum();
+        say(format_args!(
+            "herd-server: kept {n} stored records naming servers no longer in the config: {} (they \
+             are served and flooded as before; start with --forget NAME to drop them)",
+            counts(foreign)
+        ));
+        warn!(count = n, servers = %counts(foreign),
+            "kept stored records naming servers no longer in the config (--forget NAME drops them)");
+    }
 }
 
 /// Compacts the store when it should ([`Store::wants_compaction`]), on a blocking thread, the node
