@@ -1,5 +1,5 @@
 //! A server's counters ([`Stats`]): what its connections, links and admin door count, and what a
-//! scrape copies in from the node, the admission and the store ([`Scrape`]).
+//! scrape copies in from the node, the admission and the store (`Scrape`).
 //!
 //! Counting is kept off the request path's cost: a connection counts its batch in local integers and
 //! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
@@ -89,7 +89,7 @@ struct StoreStats {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Lookup {
+struct LookupLabel {
     backend: &'static str,
     status: String,
 }
@@ -118,6 +118,10 @@ pub struct Stats {
     warnings_logged: Family<WarnLabel, Counter>,
     warnings_suppressed: Family<WarnLabel, Counter>,
     cache_bytes: Gauge,
+    watchers: Gauge,
+    watches: Gauge,
+    watchers_dropped: Counter,
+    watch_records: Counter,
     records: Gauge,
     link_up: Family<Peer, Gauge>,
     link_queue: Family<Peer, Gauge>,
@@ -139,7 +143,7 @@ pub struct Stats {
     catchup_refused: Family<Peer, Counter>,
     store_enabled: Gauge,
     store: Option<StoreStats>,
-    lookups: Family<Lookup, Counter>,
+    lookups: Family<LookupLabel, Counter>,
     lookup_seconds: HistogramFamily,
     over_budget: Family<BudgetLabel, Counter>,
     admin_refused: Family<Reason, Counter>,
@@ -182,6 +186,10 @@ impl Stats {
             warnings_logged: Family::default(),
             warnings_suppressed: Family::default(),
             cache_bytes: Gauge::default(),
+            watchers: Gauge::default(),
+            watches: Gauge::default(),
+            watchers_dropped: Counter::default(),
+            watch_records: Counter::default(),
             records: Gauge::default(),
             link_up: Family::default(),
             link_queue: Family::default(),
@@ -271,6 +279,26 @@ impl Stats {
             stats.cache_bytes.clone(),
         );
         r.register("records", "Client records held", stats.records.clone());
+        r.register(
+            "watchers",
+            "WebSocket connections of the client door (each may hold watches)",
+            stats.watchers.clone(),
+        );
+        r.register(
+            "watches",
+            "Watches held, against [limits] max_watches",
+            stats.watches.clone(),
+        );
+        r.register(
+            "watchers_dropped",
+            "Watchers closed because their queue ([limits] watch_queue) was full",
+            stats.watchers_dropped.clone(),
+        );
+        r.register(
+            "watch_records",
+            "Records pushed to watchers",
+            stats.watch_records.clone(),
+        );
         r.register(
             "link_up",
             "Whether the link to a neighbour is up (1) or down (0)",
@@ -498,7 +526,7 @@ impl Stats {
     /// A Places look-up ended with `status` after `took`.
     pub fn lookup(&self, backend: &'static str, status: &str, took: Duration) {
         self.lookups
-            .get_or_create(&Lookup {
+            .get_or_create(&LookupLabel {
                 backend,
                 status: status.to_owned(),
             })
@@ -583,6 +611,9 @@ pub(crate) struct Scrape<'a> {
     pub(crate) records: usize,
     /// Bytes the cache holds.
     pub(crate) cache_bytes: u64,
+    /// The WebSocket door's watchers, their watches, the watchers dropped for being slow and the
+    /// records delivered to watchers.
+    pub(crate) watches: [u64; 4],
     /// Each link.
     pub(crate) links: &'a [LinkView],
     /// The refusals of the driver and of the node.
@@ -602,6 +633,11 @@ impl Stats {
     pub(crate) fn record(&self, scrape: &Scrape<'_>) {
         self.records.set(scrape.records as i64);
         self.cache_bytes.set(scrape.cache_bytes as i64);
+        let [watchers, watches, dropped, fired] = scrape.watches;
+        self.watchers.set(watchers as i64);
+        self.watches.set(watches as i64);
+        set(&self.watchers_dropped, dropped);
+        set(&self.watch_records, fired);
         for &(kind, logged, suppressed) in &scrape.warnings {
             let label = WarnLabel {
                 kind: kind.as_str(),

@@ -31,6 +31,7 @@ pub mod conduct;
 pub mod handshake;
 pub mod limits;
 pub mod sync;
+pub mod watch;
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -45,6 +46,7 @@ use crate::node::limits::{
     too_far_ahead, Limit, NodeLimits, Refusals, ENTRY_OVERHEAD, SKEW_ALLOWANCE,
 };
 use crate::node::sync::{Outcome, Report, Session, Sum, SyncError};
+use crate::node::watch::Watches;
 use crate::store::format;
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
@@ -132,8 +134,16 @@ struct Room {
     bytes: u64,
 }
 
+/// Who hears of a record [`offer`] stores besides the links: the journal and the watches (either
+/// may be left out: records read back from disk go to neither).
+#[derive(Default)]
+struct Told<'a> {
+    journal: Option<&'a mut Journal>,
+    watches: Option<&'a mut Watches>,
+}
+
 /// Stores `record` if it is greater than the one held, queueing it for every link but `from` and
-/// framing it into `journal` (when the node keeps one). A new client is refused when the cache
+/// framing it into `journal` (when the node keeps one), and firing the `watches` it matches. A new client is refused when the cache
 /// already holds `room.clients` clients or its line would take the cache past `room.bytes` (`None`:
 /// no bound, for records read back from disk). A known client's update is always taken (its line
 /// grows by a few bytes at most). A free function over the node's parts, so the caller can keep
@@ -141,7 +151,7 @@ struct Room {
 fn offer(
     clients: &mut Cache,
     links: &mut [Link],
-    journal: Option<&mut Journal>,
+    told: Told<'_>,
     record: AtRecord<'_>,
     line: Option<&[u8]>,
     from: Option<usize>,
@@ -173,9 +183,12 @@ fn offer(
             clients.push(entry)
         }
     };
-    if let (Some(journal), Some(entry)) = (journal, clients.get(index)) {
+    if let (Some(journal), Some(entry)) = (told.journal, clients.get(index)) {
         entry.with_line(|l| format::write_record(l, &mut journal.bytes));
         journal.records += 1;
+    }
+    if let (Some(watches), Some(entry)) = (told.watches, clients.get(index)) {
+        entry.with_line(|l| watches.fire(&record, l));
     }
     for (id, link) in links.iter_mut().enumerate() {
         if Some(id) != from {
@@ -649,6 +662,8 @@ pub struct Node {
     journal: Option<Journal>,
     /// The latest time an event brought: a dial due "at once" is due at this instant.
     clock: Option<Instant>,
+    /// The watches of the WebSocket door's watchers, fired by every record stored (PROTOCOL.md §10).
+    watches: Watches,
 }
 
 /// Where the cache stands against [`NodeLimits::max_clients`]; reported once (clients are never
@@ -685,6 +700,7 @@ impl Node {
             cap: CapState::Below,
             journal: None,
             clock: None,
+            watches: Watches::default(),
         }
     }
 
@@ -694,6 +710,18 @@ impl Node {
         for link in &mut self.links {
             link.framer = Framer::new(limits.max_peer_line());
         }
+        self
+    }
+
+    /// The watch registry: the door registers its watchers and their watches here, and every record
+    /// the node stores fires it ([`watch`]).
+    pub fn watches(&mut self) -> &mut Watches {
+        &mut self.watches
+    }
+
+    /// The node with the watch registry's bounds.
+    pub fn with_watch_limits(mut self, limits: watch::WatchLimits) -> Self {
+        self.watches = Watches::new(limits);
         self
     }
 
@@ -771,7 +799,7 @@ impl Node {
         match offer(
             &mut self.clients,
             &mut self.links,
-            None,
+            Told::default(),
             record,
             Some(line),
             None,
@@ -914,7 +942,10 @@ impl Node {
                 let offered = offer(
                     &mut self.clients,
                     &mut self.links,
-                    self.journal.as_mut(),
+                    Told {
+                        journal: self.journal.as_mut(),
+                        watches: Some(&mut self.watches),
+                    },
                     record,
                     None,
                     None,
@@ -1043,7 +1074,10 @@ impl Node {
         match offer(
             &mut self.clients,
             &mut self.links,
-            self.journal.as_mut(),
+            Told {
+                journal: self.journal.as_mut(),
+                watches: Some(&mut self.watches),
+            },
             record,
             None,
             Some(from),
@@ -1912,6 +1946,56 @@ mod tests {
             }
         }
         None
+    }
+
+    /// A watcher's queue the test reads.
+    struct Watched(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl watch::Deliver for Watched {
+        fn deliver(&mut self, line: &[u8]) -> bool {
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(line).into_owned());
+            true
+        }
+    }
+
+    #[test]
+    fn a_watch_fires_for_records_stored_from_a_client_a_flood_and_a_catch_up() {
+        let (mut a, mut b) = (
+            Node::new("Alford", vec!["Hamilton".into()]),
+            Node::new("Hamilton", vec!["Alford".into()]),
+        );
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        b.watches().register(7, Box::new(Watched(seen.clone())));
+        let watch = |line: &str| {
+            herd_proto::WatchLine::parse(line.as_bytes())
+                .unwrap()
+                .watch()
+                .clone()
+                .into_owned()
+        };
+        b.watches().watch(7, watch("WATCH CLIENT kiwi")).unwrap();
+        b.watches()
+            .watch(7, watch("WATCH NEAR -10 -10 10"))
+            .unwrap();
+        // Before the link is up: the catch-up brings it. Then a flood. Then a client here.
+        let (early, _) = reply(&mut a, "IAMAT kiwi +34-118 100", 100);
+        a.link_up(0, now());
+        b.link_up(0, now());
+        pump(&mut a, 0, &mut b, 0);
+        let (flooded, _) = reply(&mut a, "IAMAT kiwi +34-118 101", 101);
+        reply(&mut a, "IAMAT plum +1+1 101", 101);
+        pump(&mut a, 0, &mut b, 0);
+        let (here, _) = reply(&mut b, "IAMAT pear -10.01-10.01 102", 102);
+        // An older record is not stored, so it fires nothing.
+        reply(&mut b, "IAMAT kiwi +34-118 50", 103);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got, [early.trim_end(), flooded.trim_end(), here.trim_end()]);
+        b.watches().unregister(7);
+        reply(&mut b, "IAMAT kiwi +34-118 200", 200);
+        assert_eq!(seen.lock().unwrap().len(), 3);
     }
 
     #[test]

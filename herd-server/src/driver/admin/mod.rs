@@ -67,8 +67,8 @@ struct View {
 /// registry; the node is locked once.
 fn refresh(shared: &Shared) -> View {
     let now = Instant::now();
-    let (records, fingerprint, links, peer_refusals, cache_bytes) = {
-        let node = shared.node();
+    let (records, fingerprint, links, peer_refusals, cache_bytes, watches) = {
+        let mut node = shared.node();
         let links: Vec<LinkView> = shared
             .peers
             .iter()
@@ -91,6 +91,10 @@ fn refresh(shared: &Shared) -> View {
             links,
             node.peer_refusals(),
             node.cache_bytes(),
+            {
+                let w = node.watches();
+                [w.watchers() as u64, w.len() as u64, w.dropped(), w.fired()]
+            },
         )
     };
     let refusals = shared.refusals();
@@ -105,6 +109,7 @@ fn refresh(shared: &Shared) -> View {
     shared.stats.record(&Scrape {
         records,
         cache_bytes,
+        watches,
         links: &links,
         refusals: &refusals,
         peer_refusals: &peer_refusals,
