@@ -176,6 +176,51 @@ async fn a_peer_that_keeps_sending_what_is_refused_is_cut_and_its_name_quarantin
     .await;
 }
 
+/// The freeze spread over exchanges: a peer opening exchanges back to back (each may ask the whole
+/// cache) gets four on a link-up within ten seconds; the fifth closes the link and quarantines its
+/// name.
+#[tokio::test]
+async fn a_peer_opening_exchanges_back_to_back_is_cut_and_quarantined() {
+    let herd = herd("").await;
+    let mut insider = Insider::greet(herd.addr("Bravo"), "Alford", "Bravo", SECRET).await;
+    // Both hold nothing: each exchange is a root and a turn, answered `HERD-SYNCED 0`.
+    let exchange = b"HERD-ROOT 0 0000000000000000 0000000000000001\nHERD-OVER\n";
+    for i in 1..=4 {
+        insider.send(exchange).await;
+        for _ in 0..100 {
+            if insider.text().matches("HERD-SYNCED").count() >= i {
+                break;
+            }
+            assert!(
+                !insider.read_for(Duration::from_millis(100)).await,
+                "closed"
+            );
+        }
+        assert_eq!(insider.text().matches("HERD-SYNCED").count(), i);
+    }
+    insider.send(exchange).await;
+    assert!(insider.until_closed().await, "the link stayed open");
+    assert_eq!(insider.text().matches("HERD-SYNCED").count(), 4);
+    assert_eq!(
+        metric(
+            &herd,
+            "Bravo",
+            "herd_catchup_refused_total{peer=\"Alford\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &herd,
+            "Bravo",
+            "herd_link_quarantined_total{peer=\"Alford\"}"
+        )
+        .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn reconciliation_lines_repeated_cannot_freeze_a_server() {
     let herd = herd("").await;
