@@ -130,6 +130,17 @@ struct Room {
     bytes: u64,
 }
 
+/// The AT line a record arrives with.
+#[derive(Debug, Clone, Copy)]
+enum Given<'a> {
+    /// None: the cache renders the record's own (a peer's record).
+    Nothing,
+    /// Written from the record here (an IAMAT's reply): the line the record renders.
+    Written(&'a [u8]),
+    /// Read back from disk: kept byte for byte, whatever the record would render.
+    Kept(&'a [u8]),
+}
+
 /// Stores `record` if it is greater than the one held, queueing it for every link but `from` and
 /// framing it into `journal` (when the node keeps one). A new client is refused when the cache
 /// already holds `room.clients` clients or its line would take the cache past `room.bytes` (`None`:
@@ -141,7 +152,7 @@ fn offer(
     links: &mut [Link],
     journal: Option<&mut Journal>,
     record: AtRecord<'_>,
-    line: Option<&[u8]>,
+    line: Given<'_>,
     from: Option<usize>,
     room: Option<Room>,
 ) -> Offer {
@@ -152,7 +163,11 @@ fn offer(
                 Some(Ordering::Greater) => return Offer::Newer(i),
                 _ => {}
             }
-            clients.replace(i, &record, line);
+            match line {
+                Given::Written(l) => clients.replace_written(i, &record, l),
+                Given::Kept(l) => clients.replace(i, &record, Some(l)),
+                Given::Nothing => clients.replace(i, &record, None),
+            }
             i
         }
         None => {
@@ -161,7 +176,11 @@ fn offer(
                     return Offer::Full(Limit::ClientCap);
                 }
             }
-            let entry = Entry::new(&record, line);
+            let kept = match line {
+                Given::Kept(l) => Some(l),
+                Given::Written(_) | Given::Nothing => None,
+            };
+            let entry = Entry::new(&record, kept);
             if let Some(room) = room {
                 let len = entry.line_len() as u64;
                 if clients.bytes() + len + ENTRY_OVERHEAD > room.bytes {
@@ -723,7 +742,7 @@ impl Node {
             &mut self.links,
             None,
             record,
-            Some(line),
+            Given::Kept(line),
             None,
             None,
         ) {
@@ -866,7 +885,7 @@ impl Node {
                     &mut self.links,
                     self.journal.as_mut(),
                     record,
-                    None,
+                    Given::Written(&out[start..]),
                     None,
                     Some(room),
                 );
@@ -995,7 +1014,7 @@ impl Node {
             &mut self.links,
             self.journal.as_mut(),
             record,
-            None,
+            Given::Nothing,
             Some(from),
             Some(room),
         ) {
