@@ -4,6 +4,7 @@ mod bench;
 mod ops;
 mod pretty;
 mod target;
+mod watch;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -38,13 +39,13 @@ use tokio::net::TcpStream;
 #[command(name = "herd", version, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
-    target: Target,
+    target: ServerChoice,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Args, Clone)]
-struct Target {
+struct ServerChoice {
     /// Server name of the herd, or HOST:PORT.
     #[arg(long, global = true, value_name = "SERVER|HOST:PORT")]
     to: Option<String>,
@@ -125,6 +126,11 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         admin: Option<String>,
     },
+    /// Watch records as the herd stores them, wherever their IAMAT arrived: `watch client ID` or
+    /// `watch near LAT LON KM`, over the WebSocket door of the --to server (its `http` address in the
+    /// config, or --http HOST:PORT). Prints one line per record (`--json`: the fields of `herd iamat
+    /// --json`) until interrupted, --count records, or the server closes the watch (with its reason).
+    Watch(watch::WatchArgs),
     /// Load generator: many connections, pipelining, a mix of IAMAT and WHATSAT, or any raw line.
     Bench(bench::BenchArgs),
     /// Print a shell completion script: `herd completions bash > /etc/bash_completion.d/herd`. `--to`
@@ -259,7 +265,7 @@ fn humantime(d: Duration) -> String {
     }
 }
 
-async fn connect(target: &Target) -> anyhow::Result<(TcpStream, SocketAddr)> {
+async fn connect(target: &ServerChoice) -> anyhow::Result<(TcpStream, SocketAddr)> {
     let addr = target::resolve(
         target.to.as_deref(),
         target.config.as_deref(),
@@ -299,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { admin, json } => ops::status(&target, admin.as_deref(), json).await,
         Command::Ping { admin } => ops::ping(&target, admin.as_deref()).await,
         Command::Bench(args) => bench::run(args, &target).await,
+        Command::Watch(args) => watch::run(args, &target).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut completed(&target)?, "herd", &mut script);
@@ -312,7 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The command as the completion scripts see it: `--to` offers the server names of the herd (found
 /// by the usual lookup, when the script is made) instead of file names. Only the script is changed:
 /// `--to` still takes any `HOST:PORT`.
-fn completed(target: &Target) -> anyhow::Result<clap::Command> {
+fn completed(target: &ServerChoice) -> anyhow::Result<clap::Command> {
     let (herd, located) = target::herd(target.config.as_deref())?;
     target::say_using(&located);
     let names: Vec<String> = herd.servers.iter().map(|s| s.name.clone()).collect();
@@ -413,24 +420,7 @@ fn not_herd(addr: SocketAddr, line: &[u8]) -> anyhow::Error {
     )
 }
 
-/// The AT record as JSON fields.
-fn record_json(record: &AtRecord<'_>) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "server".into(),
-        String::from_utf8_lossy(&record.server).into(),
-    );
-    m.insert("time_diff".into(), record.diff.to_string().into());
-    m.insert(
-        "client".into(),
-        String::from_utf8_lossy(&record.client).into(),
-    );
-    m.insert("location".into(), record.location.as_str().into());
-    m.insert("latitude".into(), json!(record.location.latitude()));
-    m.insert("longitude".into(), json!(record.location.longitude()));
-    m.insert("client_time".into(), record.time.as_str().into());
-    m
-}
+use herd_proto::record_json;
 
 /// Prints a `? …` answer (as JSON with its reason under `--json`) and the reason on stderr; exit 1.
 fn invalid(answer: &[u8], sent: &str, as_json: bool) -> anyhow::Result<ExitCode> {
@@ -454,7 +444,7 @@ async fn iamat(
     lon: Option<f64>,
     time: Option<String>,
     as_json: bool,
-    target: &Target,
+    target: &ServerChoice,
 ) -> anyhow::Result<ExitCode> {
     check_client(client)?;
     let location = location(loc, lon)?;
@@ -501,7 +491,7 @@ async fn whatsat(
     as_json: bool,
     raw: bool,
     color: ColorChoice,
-    target: &Target,
+    target: &ServerChoice,
 ) -> anyhow::Result<ExitCode> {
     let sent = whatsat_line(client, radius, bound)?;
     let (stream, addr) = connect(target).await?;
@@ -561,7 +551,7 @@ async fn whatsat(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn send(lines: Vec<String>, target: &Target) -> anyhow::Result<ExitCode> {
+async fn send(lines: Vec<String>, target: &ServerChoice) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     if lines.len() == 1 && lines[0] == "-" {
         tokio::io::stdin()
@@ -600,7 +590,7 @@ async fn send(lines: Vec<String>, target: &Target) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn tail(color: bool, target: &Target) -> anyhow::Result<ExitCode> {
+async fn tail(color: bool, target: &ServerChoice) -> anyhow::Result<ExitCode> {
     let (stream, addr) = connect(target).await?;
     // The prompt is for a person at a terminal; a script piping lines in gets only the replies.
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {

@@ -91,14 +91,7 @@ fn write_json(out: &mut String, v: &Value, depth: usize, p: &Paint) {
     }
 }
 
-/// Great-circle distance in kilometres.
-pub fn km_between(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6371.0088 * a.sqrt().min(1.0).asin()
-}
+pub use herd_proto::km_between;
 
 /// The places of a WHATSAT answer as a numbered list: name, distance from the client, rating, types,
 /// vicinity. Failures show their status and message.

@@ -934,3 +934,84 @@ fn bench_shows_progress_against_the_duration_on_a_terminal() {
         "{report}"
     );
 }
+
+/// `herd watch client ID` (pretty) and `herd watch near LAT LON KM --json` at one server print the
+/// records stored for an IAMAT at its neighbour, and stop after `--count`; a bad watch is a usage
+/// error, and a server without an http address is named.
+#[tokio::test]
+async fn watch_prints_records_stored_anywhere_in_the_herd() {
+    use herd_tests::herd::Processes;
+    let mut herd = Processes::new(
+        &[("Alford", &["Ball"]), ("Ball", &[])],
+        "[places]\nbackend = \"offline\"\n",
+    )
+    .with_http();
+    herd.start_all().await;
+    let config = herd.config.display().to_string();
+    let watch = |args: &[&str]| {
+        tokio::process::Command::new(assert_cmd::cargo::cargo_bin("herd"))
+            .args(["--config", &config, "--to", "Alford", "watch"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let pretty = watch(&["client", "kiwi", "--count", "1"]);
+    let json = watch(&["near", "34.07", "-118.44", "5", "--count", "1", "--json"]);
+    // Until both have printed (their watches may start after the first IAMATs), newer records at Ball.
+    let ball = herd.addr("Ball");
+    let (pretty, json) = {
+        let both = async {
+            let (p, j) = tokio::join!(pretty.wait_with_output(), json.wait_with_output());
+            (p.unwrap(), j.unwrap())
+        };
+        tokio::pin!(both);
+        let mut time = 1_479_413_884u64;
+        loop {
+            tokio::select! {
+                done = &mut both => break done,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                    time += 1;
+                    assert!(time < 1_479_413_884 + 300, "herd watch printed nothing in time");
+                    herd_tests::client::exchange(ball, format!("IAMAT kiwi +34.068930-118.445127 {time}\n")).await;
+                }
+            }
+        }
+    };
+    assert!(pretty.status.success(), "{pretty:?}");
+    let line = String::from_utf8(pretty.stdout).unwrap();
+    assert!(
+        line.starts_with("kiwi  +34.068930-118.445127  at 14794138"),
+        "{line}"
+    );
+    assert!(line.contains("(from Ball, +"), "{line}");
+    assert!(String::from_utf8_lossy(&pretty.stderr).contains("WATCHING CLIENT kiwi"));
+    assert!(json.status.success(), "{json:?}");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        (v["client"].as_str(), v["server"].as_str()),
+        (Some("kiwi"), Some("Ball"))
+    );
+
+    Command::cargo_bin("herd")
+        .unwrap()
+        .args(["--config", &config, "watch", "near", "91", "0", "5"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("latitude"));
+    let plain = Processes::new(&[("Solo", &[])], "");
+    Command::cargo_bin("herd")
+        .unwrap()
+        .args([
+            "--config",
+            &plain.config.display().to_string(),
+            "watch",
+            "client",
+            "x",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Solo has no http address"));
+}

@@ -102,9 +102,15 @@ mod parse;
 pub mod peer;
 mod reply;
 mod time;
+mod watch;
 
 #[cfg(feature = "arbitrary")]
 mod arbitrary_impls;
+#[cfg(feature = "json")]
+mod json;
+#[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+pub use json::record_json;
 #[cfg(feature = "codec")]
 #[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;
@@ -114,6 +120,9 @@ pub use message::{AtRecord, ClientTime, IAmAt, Location, Message, Radius, Record
 pub use peer::{KeyRange, PeerMessage, CELL_BYTES, MAX_CELLS, MAX_CHUNK, MAX_IDS, PEER_VERSION};
 pub use reply::{write_invalid, write_whatsat};
 pub use time::{TimeDiff, Timestamp};
+#[cfg(feature = "std")]
+pub use watch::km_between;
+pub use watch::{Watch, WatchLine};
 
 pub use frame::{Frame, Framer, DEFAULT_MAX_LINE};
 

@@ -497,3 +497,25 @@ pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> 
         _ => return Err(ParseError::new(at, ErrorKind::UnknownCommand)),
     })
 }
+
+/// The fields of a line one by one, each with its offset: for lines whose field count depends on
+/// their words (the watch lines), split by the same white-space rule as every other line.
+pub(crate) struct Words<'a> {
+    line: In<'a>,
+    pos: usize,
+}
+
+impl<'a> Words<'a> {
+    pub(crate) fn new(line: In<'a>) -> Self {
+        Words { line, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = (usize, In<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        let (start, end) = next_field(self.line, self.pos)?;
+        self.pos = end;
+        Some((start, &self.line[start..end]))
+    }
+}

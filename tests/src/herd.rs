@@ -132,6 +132,7 @@ pub async fn start_herd(
             limits: opts.limits,
             log_lines: true,
             log_bodies: false,
+            http: None,
             log: opts.log.clone(),
             places: opts.places.clone(),
             clock: opts
@@ -198,6 +199,8 @@ pub struct Processes {
     ports: BTreeMap<String, u16>,
     /// Admin ports, when the servers have admin addresses ([`Processes::with_admin`]).
     admin_ports: BTreeMap<String, u16>,
+    /// HTTP door ports ([`Processes::with_http`]).
+    http_ports: BTreeMap<String, u16>,
     topology: Vec<(String, Vec<String>)>,
     children: BTreeMap<String, Child>,
     /// Arguments added to every `herd-server serve` started from now on (such as `--repair`).
@@ -231,6 +234,7 @@ impl Processes {
             dir,
             ports,
             admin_ports: BTreeMap::new(),
+            http_ports: BTreeMap::new(),
             topology,
             children: BTreeMap::new(),
             args: Vec::new(),
@@ -251,6 +255,24 @@ impl Processes {
         let extra = self.extra.clone();
         self.config = self.write_config("herd.toml", &extra, &[]);
         self
+    }
+
+    /// Gives every server an HTTP/JSON and WebSocket door on a free port (rewrites the config;
+    /// starts nothing).
+    pub fn with_http(mut self) -> Processes {
+        self.http_ports = self
+            .ports
+            .keys()
+            .map(|n| (n.clone(), free_port()))
+            .collect();
+        let extra = self.extra.clone();
+        self.config = self.write_config("herd.toml", &extra, &[]);
+        self
+    }
+
+    /// The HTTP door of server `name` (after [`Processes::with_http`]).
+    pub fn http(&self, name: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_ports[name]))
     }
 
     /// The admin address of server `name` (after [`Processes::with_admin`]).
@@ -279,6 +301,9 @@ impl Processes {
             ));
             if let Some(port) = self.admin_ports.get(name) {
                 text.push_str(&format!("admin = \"127.0.0.1:{port}\"\n"));
+            }
+            if let Some(port) = self.http_ports.get(name) {
+                text.push_str(&format!("http = \"127.0.0.1:{port}\"\n"));
             }
             text.push('\n');
         }
@@ -340,6 +365,13 @@ impl Processes {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
+        if self.http_ports.contains_key(name) {
+            let http = self.http(name);
+            eventually(&format!("{name}'s http door to listen"), || async move {
+                tokio::net::TcpStream::connect(http).await.ok().map(|_| ())
+            })
+            .await;
+        }
         // The port answering is not enough: it must be this process that answers.
         if let Some(child) = self.children.get_mut(name) {
             assert!(

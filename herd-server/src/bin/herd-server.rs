@@ -417,6 +417,9 @@ fn default_config() -> String {
          # idle_timeout_ms = 300000\n\
          # max_future_ms = 86400000\n\
          # max_clients = 10000000\n\
+         # max_watches = 100000           # watches of the WebSocket door on the server\n\
+         # max_watches_per_connection = 64\n\
+         # watch_queue = 1024             # records waiting for one watcher; past it, it is closed\n\
          \n\
          # [admin]\n\
          # max_connections = 64           # admin connections at once, apart from the clients'\n\
@@ -435,7 +438,8 @@ fn default_config() -> String {
          \n\
          # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
          # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
-         # and the live page of the herd, GET / (optional; off unless set).\n\
+         # and the live page of the herd, GET / (optional; off unless set), and its client door\n\
+         # over HTTP/JSON and WebSocket, http = \"host:port\" (optional; off unless set).\n\
          {}",
         herd_server::config::default_herd_toml()
     )

@@ -1,5 +1,5 @@
 //! A server's counters ([`Stats`]): what its connections, links and admin door count, and what a
-//! scrape copies in from the node, the admission and the store ([`Scrape`]).
+//! scrape copies in from the node, the admission and the store (`Scrape`).
 //!
 //! Counting is kept off the request path's cost: a connection counts its batch in local integers and
 //! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
@@ -89,7 +89,7 @@ struct StoreStats {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Lookup {
+struct LookupLabel {
     backend: &'static str,
     status: String,
 }
@@ -108,6 +108,8 @@ pub struct Stats {
     iamat: Counter,
     whatsat: Counter,
     invalid: Family<Reason, Counter>,
+    /// The sum of `invalid`, for `/status` (not registered: the family is).
+    invalid_total: Counter,
     connections: Counter,
     connections_open: Gauge,
     too_long: Counter,
@@ -116,6 +118,10 @@ pub struct Stats {
     warnings_logged: Family<WarnLabel, Counter>,
     warnings_suppressed: Family<WarnLabel, Counter>,
     cache_bytes: Gauge,
+    watchers: Gauge,
+    watches: Gauge,
+    watchers_dropped: Counter,
+    watch_records: Counter,
     records: Gauge,
     link_up: Family<Peer, Gauge>,
     link_queue: Family<Peer, Gauge>,
@@ -133,9 +139,11 @@ pub struct Stats {
     catchup_tables: Family<PeerDirection, Counter>,
     catchup_broken: Family<Peer, Counter>,
     link_lines_unexpected: Family<Peer, Counter>,
+    link_quarantined: Family<Peer, Counter>,
+    catchup_refused: Family<Peer, Counter>,
     store_enabled: Gauge,
     store: Option<StoreStats>,
-    lookups: Family<Lookup, Counter>,
+    lookups: Family<LookupLabel, Counter>,
     lookup_seconds: HistogramFamily,
     over_budget: Family<BudgetLabel, Counter>,
     admin_refused: Family<Reason, Counter>,
@@ -169,6 +177,7 @@ impl Stats {
             iamat,
             whatsat,
             invalid: Family::default(),
+            invalid_total: Counter::default(),
             connections: Counter::default(),
             connections_open: Gauge::default(),
             too_long: Counter::default(),
@@ -177,6 +186,10 @@ impl Stats {
             warnings_logged: Family::default(),
             warnings_suppressed: Family::default(),
             cache_bytes: Gauge::default(),
+            watchers: Gauge::default(),
+            watches: Gauge::default(),
+            watchers_dropped: Counter::default(),
+            watch_records: Counter::default(),
             records: Gauge::default(),
             link_up: Family::default(),
             link_queue: Family::default(),
@@ -194,6 +207,8 @@ impl Stats {
             catchup_tables: Family::default(),
             catchup_broken: Family::default(),
             link_lines_unexpected: Family::default(),
+            link_quarantined: Family::default(),
+            catchup_refused: Family::default(),
             store_enabled: Gauge::default(),
             store: store.then(|| StoreStats {
                 fsync: Family::default(),
@@ -264,6 +279,26 @@ impl Stats {
             stats.cache_bytes.clone(),
         );
         r.register("records", "Client records held", stats.records.clone());
+        r.register(
+            "watchers",
+            "WebSocket connections of the client door (each may hold watches)",
+            stats.watchers.clone(),
+        );
+        r.register(
+            "watches",
+            "Watches held, against [limits] max_watches",
+            stats.watches.clone(),
+        );
+        r.register(
+            "watchers_dropped",
+            "Watchers closed because their queue ([limits] watch_queue) was full",
+            stats.watchers_dropped.clone(),
+        );
+        r.register(
+            "watch_records",
+            "Records pushed to watchers",
+            stats.watch_records.clone(),
+        );
         r.register(
             "link_up",
             "Whether the link to a neighbour is up (1) or down (0)",
@@ -338,6 +373,16 @@ impl Stats {
             "link_lines_unexpected",
             "Lines from a neighbour that were no peer message this server reads, or had no place on a running link",
             stats.link_lines_unexpected.clone(),
+        );
+        r.register(
+            "link_quarantined",
+            "Times the neighbour's link was closed for a fault (misbehaving, a broken or overloaded reconciliation, a line too long) and its name quarantined",
+            stats.link_quarantined.clone(),
+        );
+        r.register(
+            "catchup_refused",
+            "Reconciliations the neighbour tried to open faster than a link may open them (the link was closed)",
+            stats.catchup_refused.clone(),
         );
         r.register(
             "catchup_in_progress",
@@ -460,6 +505,7 @@ impl Stats {
             Invalid::Malformed(kind) => reason_of(kind),
         };
         self.invalid.get_or_create(&Reason { reason }).inc();
+        self.invalid_total.inc();
     }
 
     /// A line over the limit closed a connection.
@@ -480,7 +526,7 @@ impl Stats {
     /// A Places look-up ended with `status` after `took`.
     pub fn lookup(&self, backend: &'static str, status: &str, took: Duration) {
         self.lookups
-            .get_or_create(&Lookup {
+            .get_or_create(&LookupLabel {
                 backend,
                 status: status.to_owned(),
             })
@@ -492,21 +538,13 @@ impl Stats {
 
     /// The counters `/status` and the live page show, read now.
     pub(crate) fn counts(&self) -> Counts {
-        let invalid = {
-            let mut text = String::new();
-            let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-            text.lines()
-                .filter(|l| l.starts_with("herd_invalid_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        };
         Counts {
             uptime: self.started.elapsed(),
             connections: self.connections.get(),
             open_connections: self.connections_open.get(),
             iamat: self.iamat.get(),
             whatsat: self.whatsat.get(),
-            invalid,
+            invalid: self.invalid_total.get(),
             flood_in: self.flood_in.get(),
             flood_out: self.flood_out.get(),
         }
@@ -573,6 +611,9 @@ pub(crate) struct Scrape<'a> {
     pub(crate) records: usize,
     /// Bytes the cache holds.
     pub(crate) cache_bytes: u64,
+    /// The WebSocket door's watchers, their watches, the watchers dropped for being slow and the
+    /// records delivered to watchers.
+    pub(crate) watches: [u64; 4],
     /// Each link.
     pub(crate) links: &'a [LinkView],
     /// The refusals of the driver and of the node.
@@ -592,6 +633,11 @@ impl Stats {
     pub(crate) fn record(&self, scrape: &Scrape<'_>) {
         self.records.set(scrape.records as i64);
         self.cache_bytes.set(scrape.cache_bytes as i64);
+        let [watchers, watches, dropped, fired] = scrape.watches;
+        self.watchers.set(watchers as i64);
+        self.watches.set(watches as i64);
+        set(&self.watchers_dropped, dropped);
+        set(&self.watch_records, fired);
         for &(kind, logged, suppressed) in &scrape.warnings {
             let label = WarnLabel {
                 kind: kind.as_str(),
@@ -653,6 +699,11 @@ impl Stats {
         set(
             &self.link_lines_unexpected.get_or_create(&peer),
             c.lines_unexpected,
+        );
+        set(&self.link_quarantined.get_or_create(&peer), c.quarantines);
+        set(
+            &self.catchup_refused.get_or_create(&peer),
+            c.exchanges_refused,
         );
         for (kind, started, finished) in [
             ("link-up", c.catchups_started, c.catchups_finished),
@@ -766,5 +817,7 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
         }
+        let counts = s.counts();
+        assert_eq!((counts.iamat, counts.whatsat, counts.invalid), (3, 1, 3));
     }
 }

@@ -112,7 +112,8 @@ async fn greet(
     let mut out = Vec::new();
     loop {
         out.clear();
-        let verdict = greeting.feed(input, &shared.node(), Instant::now(), &mut out);
+        // The node is locked only while it says who may link, not across the Noise handshake.
+        let verdict = greeting.feed(input, &shared.node, Instant::now(), &mut out);
         let deadline = greeting
             .poll_timeout()
             .map_or_else(tokio::time::Instant::now, Into::into);
@@ -180,12 +181,12 @@ async fn dial(shared: Arc<Shared>, id: usize) {
         Err(e) => {
             if let GreetError::Failed(f) = &e {
                 warn!(peer = %name, %addr, cause = %e, "link dial refused");
-                if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::LinkUp.word() {
+                if f.by_peer == Some(Refusal::LinkUp) {
                     warn!(target: SUMMARY,
                         "{name} refused the link: a link from another server named {} is up there (two servers claim the name {})",
                         shared.spec.name, shared.spec.name);
                 }
-                if f.refusal == Refusal::RefusedByPeer && f.detail == Refusal::BadProof.word() {
+                if f.by_peer == Some(Refusal::BadProof) {
                     shared.node().proof_refused(id);
                 }
             } else {
@@ -421,7 +422,10 @@ fn log_events(shared: &Shared, node: &mut Node) {
     while let Some(event) = node.poll_event() {
         // Warnings about a link's lines are rate-limited per the link's address.
         let link = match &event {
-            LinkEvent::Reconciled(_) | LinkEvent::Refused { .. } => None,
+            // A quarantine is said every time: it is rate-limited by its own doubling period.
+            LinkEvent::Reconciled(_)
+            | LinkEvent::Refused { .. }
+            | LinkEvent::Quarantined { .. } => None,
             LinkEvent::Foreign { link, .. }
             | LinkEvent::ForeignTotal { link, .. }
             | LinkEvent::RecordRefused { link, .. }
@@ -480,7 +484,7 @@ fn log_events(shared: &Shared, node: &mut Node) {
             LinkEvent::Refused { link, reason } => {
                 warn!(peer = %shared.peers[link].name, reason = %show(&reason),
                     "peer refused the link");
-                if reason == Refusal::LinkUp.word().as_bytes() {
+                if Refusal::from_word(&reason) == Some(Refusal::LinkUp) {
                     warn!(target: SUMMARY,
                         "{} refused the link: a link from another server named {} is up there (two servers claim the name {})",
                         shared.peers[link].name, shared.spec.name, shared.spec.name);
@@ -488,6 +492,24 @@ fn log_events(shared: &Shared, node: &mut Node) {
             }
             LinkEvent::TooLong { link } => {
                 warn!(peer = %shared.peers[link].name, "peer line too long: closing");
+            }
+            LinkEvent::Quarantined {
+                link,
+                cause,
+                strikes,
+                period,
+            } => {
+                let name = &shared.peers[link].name;
+                let addr = *shared.peers[link]
+                    .live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let addr = addr.map_or_else(|| "-".to_string(), |a| a.to_string());
+                warn!(target: SUMMARY,
+                    "closing the link to {name} ({addr}): {cause}; greetings as {name} are refused for {period:?}");
+                warn!(peer = %name, addr = %addr, cause = %cause, hard = strikes.hard,
+                    soft = strikes.soft, quarantine_ms = period.as_millis() as u64,
+                    "peer misbehaving: link closed and its name quarantined");
             }
         }
     }

@@ -1,14 +1,14 @@
-//! A server's start and its shared state: the [`ServerSpec`] it runs from, the [`Shared`] handles
-//! its tasks hold, and [`run`], which loads the store, starts the tasks and accepts until shutdown.
-//! The rooms it starts: [`listener`](super::listener) (accept and admission),
-//! [`conn`](super::conn) (a client connection), [`peers`](super::peers) (a neighbour's link),
-//! [`upkeep`](super::upkeep) (the store's loading and compaction) and [`admin`](super::admin).
+//! A server's start and its shared state: the [`ServerSpec`] it runs from, the `Shared` handles its
+//! tasks hold, and [`run`], which loads the store, starts the tasks and accepts until shutdown. The
+//! rooms it starts: `listener` (accept and admission), `conn` (a client connection), `peers` (a
+//! neighbour's link), `upkeep` (the store's loading and compaction) and [`admin`](super::admin).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use herd_proto::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -64,6 +64,9 @@ pub struct ServerSpec {
     pub clock: Clock,
     /// Where its records are kept on disk (`None`: in memory only).
     pub store: Option<StoreConfig>,
+    /// The `host:port` of its client door over HTTP/JSON and WebSocket (`None`: off; see
+    /// [`crate::driver::door`]).
+    pub http: Option<String>,
 }
 
 impl ServerSpec {
@@ -107,6 +110,7 @@ impl ServerSpec {
                 members: config.servers.iter().map(|s| s.name.clone()).collect(),
                 ..StoreConfig::new(dir.join(name), name)
             }),
+            http: server.http.clone(),
         })
     }
 }
@@ -169,14 +173,14 @@ impl Shared {
         }
     }
 
-    /// Hands the records `node` stored since the last call to the store; returns their ticket. Called
+    /// Hands the records `node` stored since the last call to the store; returns the store position they end at. Called
     /// before the node is unlocked, so no compaction can start between storing and journaling.
     pub(crate) fn journal(&self, node: &mut Node) -> Option<u64> {
         let store = self.store.as_ref()?;
         let j = node.journal()?;
-        let ticket = store.append(&mut j.bytes, j.records);
+        let end = store.append(&mut j.bytes, j.records);
         j.records = 0;
-        Some(ticket)
+        Some(end)
     }
 
     pub(crate) fn conn_id(&self) -> u64 {
@@ -290,7 +294,11 @@ async fn run_inner(
         })
         .collect();
     let node = Node::new(&me, spec.neighbors.iter().map(|(n, _)| n.clone()).collect())
-        .with_limits(NodeLimits::from(&spec.limits));
+        .with_limits(NodeLimits::from(&spec.limits))
+        .with_watch_limits(crate::node::watch::WatchLimits {
+            per_server: spec.limits.max_watches,
+            per_connection: spec.limits.max_watches_per_connection,
+        });
     // Records on disk are loaded before anything is accepted (and before the node knows the herd's
     // members: see `load`).
     let (node, store, loaded) = match spec.store.clone() {
@@ -346,6 +354,15 @@ async fn run_inner(
         spec,
     });
     let local = listeners.local_addr()?;
+    if let Some(addr) = shared.spec.http.clone() {
+        let http = listener::bind(&addr)
+            .await
+            .with_context(|| format!("{me} cannot listen on its http address {addr}"))?;
+        let s = shared.clone();
+        shared
+            .tracker
+            .spawn(crate::driver::door::serve(s, http).in_current_span());
+    }
     if let Some(admin) = admin {
         let s = shared.clone();
         shared

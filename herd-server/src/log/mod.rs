@@ -160,6 +160,16 @@ impl Log {
         b
     }
 
+    /// A buffer for connection `conn` of a door other than the line protocol's: its lines are marked
+    /// `door=<door>` (`http`, `ws`).
+    pub fn door_buffer(&self, conn: u64, door: &str) -> LogBuf {
+        let mut b = self.buffer(conn, None);
+        b.tag.extend_from_slice(b"door=");
+        b.tag.extend_from_slice(door.as_bytes());
+        b.tag.push(b' ');
+        b
+    }
+
     /// Hands `buf`'s lines to the writer thread and leaves `buf` empty, ready for the next batch. Waits
     /// (asynchronously) while the queue holds [`QUEUE_BYTES`]: a slow disk slows the clients instead
     /// of growing the server's memory.

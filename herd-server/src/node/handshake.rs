@@ -32,11 +32,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use herd_proto::{ErrorKind, HerdCodec, PeerMessage, PEER_VERSION};
+use herd_proto::{ErrorKind, Frame, Framer, PeerMessage, PEER_VERSION};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use snow::{HandshakeState, StatelessTransportState};
-use tokio_util::codec::Decoder;
 
 use crate::node::Node;
 
@@ -132,6 +131,9 @@ pub enum Refusal {
     /// A link to this neighbour is up and alive (it answers keep-alives): no greeting replaces it,
     /// authenticated or not.
     LinkUp,
+    /// The name is quarantined: its last link was closed for misbehaving
+    /// ([`crate::node::conduct`]), and greetings claiming it are refused for a while.
+    Quarantined,
     /// Not a greeting line, or not the one expected now.
     BadGreeting,
     /// The other side refused (with its own word).
@@ -148,9 +150,26 @@ impl Refusal {
             Refusal::WrongName => "wrong-name",
             Refusal::BadProof => "bad-proof",
             Refusal::LinkUp => "link-up",
+            Refusal::Quarantined => "quarantined",
             Refusal::BadGreeting => "bad-greeting",
             Refusal::RefusedByPeer => "refused",
         }
+    }
+
+    /// The refusal a `HERD-REFUSED` reason word names, if it is one of [`Refusal::word`]'s (a
+    /// peer's own word is its own; `refused` is never sent).
+    pub fn from_word(word: &[u8]) -> Option<Refusal> {
+        [
+            Refusal::Version,
+            Refusal::UnknownPeer,
+            Refusal::WrongSide,
+            Refusal::WrongName,
+            Refusal::BadProof,
+            Refusal::LinkUp,
+            Refusal::BadGreeting,
+        ]
+        .into_iter()
+        .find(|r| r.word().as_bytes() == word)
     }
 }
 
@@ -161,6 +180,8 @@ pub struct Failure {
     pub refusal: Refusal,
     /// What was seen, for the log (never a secret).
     pub detail: String,
+    /// When the peer refused ([`Refusal::RefusedByPeer`]): the refusal its word names, if any.
+    pub by_peer: Option<Refusal>,
 }
 
 /// A greeting that succeeded.
@@ -209,7 +230,7 @@ enum State {
 pub struct Greeting {
     me: Box<[u8]>,
     keyring: Keyring,
-    lines: HerdCodec,
+    lines: Framer,
     state: State,
     /// When [`Greeting::feed`] was first called.
     started: Option<Instant>,
@@ -248,7 +269,7 @@ impl Greeting {
         Greeting {
             me: me.into(),
             keyring: keyring.clone(),
-            lines: HerdCodec::new_with_max_length(GREETING_MAX),
+            lines: Framer::new(GREETING_MAX),
             started: None,
             state: State::Hello {
                 link,
@@ -263,7 +284,7 @@ impl Greeting {
         Greeting {
             me: me.into(),
             keyring: keyring.clone(),
-            lines: HerdCodec::new_with_max_length(GREETING_MAX),
+            lines: Framer::new(GREETING_MAX),
             started: None,
             state: State::Listen,
         }
@@ -276,12 +297,13 @@ impl Greeting {
     }
 
     /// Feeds received bytes (taking what it uses from `input`), writing what to send to `out`.
-    /// `node` answers who may link, as of `now`. After [`Verdict::Established`], what is left in
+    /// `node` answers who may link, as of `now` (the node itself, or the driver's lock around it:
+    /// then it is locked only for that answer, never across the handshake's cryptography). After [`Verdict::Established`], what is left in
     /// `input` is the start of the channel.
     pub fn feed(
         &mut self,
         input: &mut BytesMut,
-        node: &Node,
+        node: &impl Admit,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Verdict {
@@ -318,10 +340,17 @@ impl Greeting {
             if matches!(self.state, State::Done) {
                 return Verdict::Pending;
             }
-            let line = match self.lines.decode(input) {
-                Ok(Some(line)) => line,
-                Ok(None) => return Verdict::Pending,
-                Err(_) => return self.fail(Refusal::BadGreeting, "over-long line".into(), out),
+            let line = match self.lines.next(input) {
+                Frame::Line { line, consumed } => input.split_to(consumed).freeze().slice(line),
+                Frame::TooLong { consumed, .. } => {
+                    input.advance(consumed);
+                    return self.fail(Refusal::BadGreeting, "over-long line".into(), out);
+                }
+                Frame::Partial { consumed } => {
+                    input.advance(consumed);
+                    return Verdict::Pending;
+                }
+                _ => return Verdict::Pending,
             };
             let verdict = match PeerMessage::parse(&line) {
                 Ok(PeerMessage::Refused { reason }) => {
@@ -329,6 +358,7 @@ impl Greeting {
                     Verdict::Failed(Failure {
                         refusal: Refusal::RefusedByPeer,
                         detail: show(&reason),
+                        by_peer: Refusal::from_word(&reason),
                     })
                 }
                 Ok(PeerMessage::Hello {
@@ -360,7 +390,7 @@ impl Greeting {
         name: &[u8],
         to: &[u8],
         handshake: &[u8],
-        node: &Node,
+        node: &impl Admit,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Verdict {
@@ -500,7 +530,52 @@ impl Greeting {
                 out,
             );
         }
-        Verdict::Failed(Failure { refusal, detail })
+        Verdict::Failed(Failure {
+            refusal,
+            detail,
+            by_peer: None,
+        })
+    }
+}
+
+/// Who may link: [`Node::admit_hello`], asked by a greeting for the moment of its answer.
+pub trait Admit {
+    /// As [`Node::admit_hello`].
+    ///
+    /// # Errors
+    /// The refusal the greeting gets.
+    fn admit_hello(
+        &self,
+        name: &[u8],
+        to: &[u8],
+        authenticated: bool,
+        now: Instant,
+    ) -> Result<usize, Refusal>;
+}
+
+impl Admit for Node {
+    fn admit_hello(
+        &self,
+        name: &[u8],
+        to: &[u8],
+        authenticated: bool,
+        now: Instant,
+    ) -> Result<usize, Refusal> {
+        Node::admit_hello(self, name, to, authenticated, now)
+    }
+}
+
+/// The node behind a lock, locked only while it answers.
+impl Admit for std::sync::Mutex<Node> {
+    fn admit_hello(
+        &self,
+        name: &[u8],
+        to: &[u8],
+        authenticated: bool,
+        now: Instant,
+    ) -> Result<usize, Refusal> {
+        let node = self.lock().unwrap_or_else(|p| p.into_inner());
+        node.admit_hello(name, to, authenticated, now)
     }
 }
 
@@ -511,7 +586,7 @@ fn write_line(m: &PeerMessage<'_>, out: &mut Vec<u8>) {
 
 /// A line for a log: printable, cut short.
 fn show(b: &[u8]) -> String {
-    let s = crate::log::show(&b[..b.len().min(200)]).to_string();
+    let s = b[..b.len().min(200)].escape_ascii().to_string();
     if b.len() > 200 {
         s + "…"
     } else {

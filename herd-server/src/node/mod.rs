@@ -1,6 +1,6 @@
 //! The node: every herd rule in one deterministic state machine, with no sockets and no clock.
 //!
-//! The tokio layer (`server`, `peers`) feeds it events — a client line with its receive time, the bytes
+//! The tokio driver (`conn`, `peers`) feeds it events — a client batch with its receive time, the bytes
 //! a link brought ([`Node::handle_link_input`]), a link going up or down, a dial that failed, a timer
 //! that fired ([`Node::handle_timeout`]) — and carries out what it returns: the reply bytes, a Places
 //! look-up, lines to send on a link ([`Node::poll_transmit`]), links to dial or close, what to log
@@ -27,9 +27,11 @@
 //! jitter from a seeded generator, so a run is reproducible.
 
 pub mod cache;
+pub mod conduct;
 pub mod handshake;
 pub mod limits;
 pub mod sync;
+pub mod watch;
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -38,11 +40,13 @@ use std::time::{Duration, Instant};
 use herd_proto::{AtRecord, Frame, Framer, Message, ParseError, PeerMessage, Radius, Timestamp};
 
 use crate::node::cache::{Cache, Entry, Prepared, Preparer};
+use crate::node::conduct::{Exchanges, Quarantine, Strike, Strikes};
 use crate::node::handshake::Refusal;
 use crate::node::limits::{
     too_far_ahead, Limit, NodeLimits, Refusals, ENTRY_OVERHEAD, SKEW_ALLOWANCE,
 };
 use crate::node::sync::{Outcome, Report, Session, Sum, SyncError};
+use crate::node::watch::Watches;
 use crate::store::format;
 
 /// A WHATSAT that needs the Places back-end: the driver looks it up, then writes
@@ -141,8 +145,16 @@ enum Given<'a> {
     Kept(&'a [u8]),
 }
 
+/// Who hears of a record [`offer`] stores besides the links: the journal and the watches (either
+/// may be left out: records read back from disk go to neither).
+#[derive(Default)]
+struct Told<'a> {
+    journal: Option<&'a mut Journal>,
+    watches: Option<&'a mut Watches>,
+}
+
 /// Stores `record` if it is greater than the one held, queueing it for every link but `from` and
-/// framing it into `journal` (when the node keeps one). A new client is refused when the cache
+/// framing it into `journal` (when the node keeps one), and firing the `watches` it matches. A new client is refused when the cache
 /// already holds `room.clients` clients or its line would take the cache past `room.bytes` (`None`:
 /// no bound, for records read back from disk). A known client's update is always taken (its line
 /// grows by a few bytes at most). A free function over the node's parts, so the caller can keep
@@ -150,7 +162,7 @@ enum Given<'a> {
 fn offer(
     clients: &mut Cache,
     links: &mut [Link],
-    journal: Option<&mut Journal>,
+    told: Told<'_>,
     record: AtRecord<'_>,
     line: Given<'_>,
     from: Option<usize>,
@@ -190,9 +202,12 @@ fn offer(
             clients.push(entry)
         }
     };
-    if let (Some(journal), Some(entry)) = (journal, clients.get(index)) {
+    if let (Some(journal), Some(entry)) = (told.journal, clients.get(index)) {
         entry.with_line(|l| format::write_record(l, &mut journal.bytes));
         journal.records += 1;
+    }
+    if let (Some(watches), Some(entry)) = (told.watches, clients.get(index)) {
+        entry.with_line(|l| watches.fire(&record, l));
     }
     for (id, link) in links.iter_mut().enumerate() {
         if Some(id) != from {
@@ -293,6 +308,9 @@ pub enum Closing {
     /// queue up than a link may hold ([`crate::node::sync`]'s bounds): the link closes and is dialled
     /// again with back-off.
     Overloaded,
+    /// The peer kept sending what is refused (records past a bound, lines this server does not
+    /// read) past [`crate::node::conduct`]'s bounds: the link closes and its name is quarantined.
+    Misbehaving,
 }
 
 impl Closing {
@@ -304,7 +322,22 @@ impl Closing {
             Closing::Refused => "refused",
             Closing::Stale => "replaced by a newer link",
             Closing::Overloaded => "the peer asked for more work than a link may cost",
+            Closing::Misbehaving => "the peer kept sending what is refused",
         }
+    }
+}
+
+impl Closing {
+    /// The peer broke the protocol or its bounds (not merely refused or went away): its name is
+    /// quarantined ([`crate::node::conduct`]).
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Closing::LineTooLong
+                | Closing::Reconciliation
+                | Closing::Overloaded
+                | Closing::Misbehaving
+        )
     }
 }
 
@@ -385,6 +418,19 @@ pub enum LinkEvent {
         /// The link.
         link: usize,
     },
+    /// The link closes for a fault (`cause`) and the neighbour's name is quarantined for `period`:
+    /// greetings claiming it are refused meanwhile, and this side does not dial it
+    /// ([`crate::node::conduct`]).
+    Quarantined {
+        /// The link.
+        link: usize,
+        /// Why the link closes.
+        cause: Closing,
+        /// The strikes of the current period when it closed.
+        strikes: Strikes,
+        /// How long greetings claiming the name are refused.
+        period: Duration,
+    },
 }
 
 /// When a link was last heard from and written to, and when to dial it next.
@@ -408,6 +454,8 @@ struct Timing {
     /// The link was closed for breaking the peer protocol: the next dial backs off as after a failed
     /// one, so a peer that breaks every exchange cannot make the link flap at full speed.
     faulted: bool,
+    /// The name's quarantine, kept across link-ups.
+    quarantine: Quarantine,
 }
 
 /// A neighbour link as the node sees it.
@@ -434,6 +482,10 @@ struct Link {
     foreign: u64,
     /// Records refused by a bound, this link-up.
     refused: Refusals,
+    /// Refusals and lines out of place in the current period, this link-up.
+    strikes: Strikes,
+    /// Exchanges the other side opened, this link-up.
+    exchanges: Exchanges,
 }
 
 /// What a link has carried since the server started, every link-up of it added together: the
@@ -473,6 +525,10 @@ pub struct LinkCounts {
     pub sync_broken: u64,
     /// Lines that were no peer message this server knows, or had no place on a running link.
     pub lines_unexpected: u64,
+    /// Times the link was closed for a fault and the neighbour's name quarantined.
+    pub quarantines: u64,
+    /// Exchanges the neighbour tried to open past the rate a link-up may open them.
+    pub exchanges_refused: u64,
 }
 
 impl LinkCounts {
@@ -521,6 +577,8 @@ impl Link {
             pong_due: false,
             foreign: 0,
             refused: Refusals::default(),
+            strikes: Strikes::default(),
+            exchanges: Exchanges::default(),
             timing: Timing {
                 dials,
                 dialing: false,
@@ -532,6 +590,7 @@ impl Link {
                 key: 0,
                 last_check: None,
                 faulted: false,
+                quarantine: Quarantine::default(),
             },
         }
     }
@@ -558,6 +617,8 @@ impl Link {
         self.pong_due = false;
         self.foreign = 0;
         self.refused = Refusals::default();
+        self.strikes = Strikes::default();
+        self.exchanges = Exchanges::default();
     }
 
     /// The totals of a link-up that ends, for the log.
@@ -592,6 +653,8 @@ pub struct LinkStatus {
     pub closing: bool,
     /// What the link carried since the server started.
     pub counts: LinkCounts,
+    /// Until when the neighbour's name is quarantined (greetings claiming it refused), if it is.
+    pub quarantined_until: Option<Instant>,
 }
 
 /// One server's herd state: its name, its neighbours, its cache and its links.
@@ -618,6 +681,8 @@ pub struct Node {
     journal: Option<Journal>,
     /// The latest time an event brought: a dial due "at once" is due at this instant.
     clock: Option<Instant>,
+    /// The watches of the WebSocket door's watchers, fired by every record stored (PROTOCOL.md §10).
+    watches: Watches,
 }
 
 /// Where the cache stands against [`NodeLimits::max_clients`]; reported once (clients are never
@@ -654,6 +719,7 @@ impl Node {
             cap: CapState::Below,
             journal: None,
             clock: None,
+            watches: Watches::default(),
         }
     }
 
@@ -663,6 +729,18 @@ impl Node {
         for link in &mut self.links {
             link.framer = Framer::new(limits.max_peer_line());
         }
+        self
+    }
+
+    /// The watch registry: the door registers its watchers and their watches here, and every record
+    /// the node stores fires it ([`watch`]).
+    pub fn watches(&mut self) -> &mut Watches {
+        &mut self.watches
+    }
+
+    /// The node with the watch registry's bounds.
+    pub fn with_watch_limits(mut self, limits: watch::WatchLimits) -> Self {
+        self.watches = Watches::new(limits);
         self
     }
 
@@ -740,7 +818,7 @@ impl Node {
         match offer(
             &mut self.clients,
             &mut self.links,
-            None,
+            Told::default(),
             record,
             Given::Kept(line),
             None,
@@ -883,7 +961,10 @@ impl Node {
                 let offered = offer(
                     &mut self.clients,
                     &mut self.links,
-                    self.journal.as_mut(),
+                    Told {
+                        journal: self.journal.as_mut(),
+                        watches: Some(&mut self.watches),
+                    },
                     record,
                     Given::Written(&out[start..]),
                     None,
@@ -1012,7 +1093,10 @@ impl Node {
         match offer(
             &mut self.clients,
             &mut self.links,
-            self.journal.as_mut(),
+            Told {
+                journal: self.journal.as_mut(),
+                watches: Some(&mut self.watches),
+            },
             record,
             Given::Nothing,
             Some(from),
@@ -1076,7 +1160,9 @@ impl Node {
                 Frame::Line { line, consumed } => {
                     heard = true;
                     let line = &rest[line];
-                    if let Err(closing) = self.peer_line(id, line, wall, &mut batch, &mut result) {
+                    if let Err(closing) =
+                        self.peer_line(id, line, now, wall, &mut batch, &mut result)
+                    {
                         result.close = Some(closing);
                     } else if line.starts_with(b"AT ") {
                         seen(line);
@@ -1104,23 +1190,33 @@ impl Node {
         c.records_in += batch.records;
         c.sync_records_in += batch.sync_records;
         c.sync_bytes_in += batch.sync_bytes;
-        if matches!(
-            result.close,
-            Some(Closing::Reconciliation | Closing::Refused | Closing::Overloaded)
-        ) {
-            // Broken, refused (another server holds the link by this name) or overloaded: the next
-            // dial backs off, so the link cannot flap at full speed.
+        if let Some(cause) = result.close.filter(|c| c.is_fault()) {
+            // Broken, overloaded, misbehaving or too long: the name is quarantined (greetings
+            // claiming it are refused, and this side does not dial it, for a while).
+            let period = link.timing.quarantine.fault(now);
+            link.counts.quarantines += 1;
+            self.events.push_back(LinkEvent::Quarantined {
+                link: id,
+                cause,
+                strikes: link.strikes,
+                period,
+            });
+        }
+        if matches!(result.close, Some(c) if c.is_fault() || c == Closing::Refused) {
+            // A fault, or refused (another server holds the link by this name): the next dial
+            // backs off, so the link cannot flap at full speed.
             link.timing.faulted = true;
         }
         result.transmit = result.close.is_none() && self.wants_transmit(id);
         result
     }
 
-    /// One whole line from link `id`.
+    /// One whole line from link `id`, received at `now`.
     fn peer_line(
         &mut self,
         id: usize,
         line: &[u8],
+        now: Instant,
         wall: Timestamp,
         batch: &mut Received,
         result: &mut LinkInput,
@@ -1129,7 +1225,7 @@ impl Node {
         let bytes = line.len() as u64 + 1;
         let m = match PeerMessage::parse(line) {
             Ok(m) => m,
-            Err(e) => return self.unexpected(id, line, Some(e)),
+            Err(e) => return self.unexpected(id, line, now, Some(e)),
         };
         match m {
             PeerMessage::Record(r) => {
@@ -1151,6 +1247,13 @@ impl Node {
                                 line: line.to_vec(),
                             });
                         }
+                        let kind = match limit {
+                            Limit::FutureTime | Limit::ClientId => Strike::Hard,
+                            _ => Strike::Soft,
+                        };
+                        if link.strikes.strike(kind, now) {
+                            return Err(Closing::Misbehaving);
+                        }
                     }
                     Accepted::Foreign => {
                         let link = &mut self.links[id];
@@ -1160,6 +1263,9 @@ impl Node {
                                 link: id,
                                 line: line.to_vec(),
                             });
+                        }
+                        if link.strikes.strike(Strike::Soft, now) {
+                            return Err(Closing::Misbehaving);
                         }
                     }
                 }
@@ -1181,6 +1287,16 @@ impl Node {
             | PeerMessage::Over
             | PeerMessage::Synced { .. }) => {
                 batch.sync_bytes += bytes;
+                let link = &mut self.links[id];
+                if matches!(m, PeerMessage::Root { .. })
+                    && !link.session.active()
+                    && !link.exchanges.open(now)
+                {
+                    // The other side opens exchanges back to back: each may ask the whole cache.
+                    link.counts.exchanges_refused += 1;
+                    self.broken(id, line, SyncError::TooSoon);
+                    return Err(Closing::Overloaded);
+                }
                 if let Err(cause) = self.sync_message(id, &m) {
                     let closing = self.broken(id, line, cause);
                     return Err(if cause == SyncError::Overloaded {
@@ -1191,7 +1307,7 @@ impl Node {
                 }
             }
             // A greeting line on a running link, or a message of a later version.
-            _ => return self.unexpected(id, line, None),
+            _ => return self.unexpected(id, line, now, None),
         }
         Ok(())
     }
@@ -1203,6 +1319,7 @@ impl Node {
         &mut self,
         id: usize,
         line: &[u8],
+        now: Instant,
         cause: Option<ParseError>,
     ) -> Result<(), Closing> {
         self.links[id].counts.lines_unexpected += 1;
@@ -1214,6 +1331,9 @@ impl Node {
             line: line.to_vec(),
             cause,
         });
+        if self.links[id].strikes.strike(Strike::Soft, now) {
+            return Err(Closing::Misbehaving);
+        }
         Ok(())
     }
 
@@ -1248,6 +1368,10 @@ impl Node {
         }
         if self.links[id].timing.dials {
             return Err(Refusal::WrongSide);
+        }
+        if self.links[id].timing.quarantine.holds(now) {
+            // Before any proof is checked: a quarantined name costs a line, not a handshake.
+            return Err(Refusal::Quarantined);
         }
         if !authenticated {
             // An authenticated greeting is judged once it has proved the secret
@@ -1286,6 +1410,9 @@ impl Node {
         authenticated: bool,
     ) -> Result<u64, Refusal> {
         let _ = authenticated;
+        if self.links[id].timing.quarantine.holds(now) {
+            return Err(Refusal::Quarantined);
+        }
         self.may_replace(id, now)?;
         Ok(self.link_up(id, now))
     }
@@ -1340,7 +1467,9 @@ impl Node {
             let t = &mut link.timing;
             t.closing = false;
             if t.faulted {
-                t.next_dial = Some(now + t.backoff.mul_f64(jitter));
+                let after = now + t.backoff.mul_f64(jitter);
+                // A quarantined name is not dialled either.
+                t.next_dial = Some(t.quarantine.until().map_or(after, |q| q.max(after)));
                 t.backoff = (t.backoff * 2).min(BACKOFF_MAX);
             } else {
                 t.next_dial = Some(now + BACKOFF_MIN.mul_f64(jitter));
@@ -1445,6 +1574,11 @@ impl Node {
             reconciling: link.session.active(),
             closing: link.timing.closing,
             counts: link.counts,
+            quarantined_until: link
+                .timing
+                .quarantine
+                .until()
+                .filter(|&at| self.clock.is_none_or(|now| now < at)),
         }
     }
 
@@ -1831,6 +1965,56 @@ mod tests {
             }
         }
         None
+    }
+
+    /// A watcher's queue the test reads.
+    struct Watched(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl watch::Deliver for Watched {
+        fn deliver(&mut self, line: &[u8]) -> bool {
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(line).into_owned());
+            true
+        }
+    }
+
+    #[test]
+    fn a_watch_fires_for_records_stored_from_a_client_a_flood_and_a_catch_up() {
+        let (mut a, mut b) = (
+            Node::new("Alford", vec!["Hamilton".into()]),
+            Node::new("Hamilton", vec!["Alford".into()]),
+        );
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        b.watches().register(7, Box::new(Watched(seen.clone())));
+        let watch = |line: &str| {
+            herd_proto::WatchLine::parse(line.as_bytes())
+                .unwrap()
+                .watch()
+                .clone()
+                .into_owned()
+        };
+        b.watches().watch(7, watch("WATCH CLIENT kiwi")).unwrap();
+        b.watches()
+            .watch(7, watch("WATCH NEAR -10 -10 10"))
+            .unwrap();
+        // Before the link is up: the catch-up brings it. Then a flood. Then a client here.
+        let (early, _) = reply(&mut a, "IAMAT kiwi +34-118 100", 100);
+        a.link_up(0, now());
+        b.link_up(0, now());
+        pump(&mut a, 0, &mut b, 0);
+        let (flooded, _) = reply(&mut a, "IAMAT kiwi +34-118 101", 101);
+        reply(&mut a, "IAMAT plum +1+1 101", 101);
+        pump(&mut a, 0, &mut b, 0);
+        let (here, _) = reply(&mut b, "IAMAT pear -10.01-10.01 102", 102);
+        // An older record is not stored, so it fires nothing.
+        reply(&mut b, "IAMAT kiwi +34-118 50", 103);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got, [early.trim_end(), flooded.trim_end(), here.trim_end()]);
+        b.watches().unregister(7);
+        reply(&mut b, "IAMAT kiwi +34-118 200", 200);
+        assert_eq!(seen.lock().unwrap().len(), 3);
     }
 
     #[test]
@@ -2376,5 +2560,133 @@ mod tests {
             Some(LinkEvent::Unexpected { cause: Some(_), .. })
         ));
         assert_eq!(n.link_status(0).counts.lines_unexpected, 3);
+    }
+
+    fn quarantines(n: &mut Node) -> Vec<(Closing, Duration)> {
+        std::iter::from_fn(|| n.poll_event())
+            .filter_map(|e| match e {
+                LinkEvent::Quarantined { cause, period, .. } => Some((cause, period)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The pin and the fill of issue 25 as a steady load: a link that keeps sending records past a
+    /// bound is closed after a few, and its name is quarantined — greetings claiming it refused
+    /// before any proof, for a period that doubles each time. A few refusals never close a link.
+    #[test]
+    fn a_peer_that_keeps_sending_what_is_refused_is_cut_and_its_name_quarantined() {
+        use crate::node::conduct::{HARD_STRIKES, QUARANTINE_MIN, SOFT_STRIKES};
+        let mut b = limited("B", &["A", "C"], 10);
+        let mut at = now();
+        for round in 0..3u32 {
+            let e = b.try_link_up(0, at, true).expect("the quarantine is over");
+            let mut lines = format!("AT A +0.000000000 honest{round} +1+1 5\n").into_bytes();
+            for i in 0..HARD_STRIKES - 1 {
+                lines.extend_from_slice(
+                    format!("AT C +0.000000000 pin{i} +1+1 18446744073709551615\n").as_bytes(),
+                );
+            }
+            let input = b.handle_link_input(0, e, &lines, at, Timestamp::now(), |_| {});
+            assert_eq!(input.close, None, "a few refusals are only counted");
+            assert!(b.get(format!("honest{round}").as_bytes()).is_some());
+            let pin = b"AT C +0.000000000 pin +1+1 18446744073709551615\nAT A +0.000000000 after +1+1 5\n";
+            let input = b.handle_link_input(0, e, pin, at, Timestamp::now(), |_| {});
+            assert_eq!(input.close, Some(Closing::Misbehaving));
+            assert_eq!(b.get(b"after"), None, "nothing is read past the close");
+            let period = QUARANTINE_MIN * 2u32.pow(round);
+            assert_eq!(quarantines(&mut b), [(Closing::Misbehaving, period)]);
+            b.link_down(0, e, at);
+            for authenticated in [true, false] {
+                assert_eq!(
+                    b.admit_hello(b"A", b"B", authenticated, at + period / 2),
+                    Err(Refusal::Quarantined)
+                );
+            }
+            assert_eq!(b.try_link_up(0, at, true), Err(Refusal::Quarantined));
+            assert!(b.link_status(0).quarantined_until.is_some());
+            at += period;
+            assert_eq!(b.admit_hello(b"A", b"B", true, at), Ok(0));
+        }
+        assert_eq!(b.link_status(0).counts.quarantines, 3);
+        // Soft refusals (past the cap) have a far higher bound: an honest neighbour with a fuller
+        // cache sends some.
+        let e = b.try_link_up(0, at, true).unwrap();
+        let mut fill = Vec::new();
+        let room = 10 - b.len() as u32;
+        for i in 0..room + SOFT_STRIKES - 1 {
+            fill.extend_from_slice(format!("AT A +0.000000000 f{i} +1+1 5\n").as_bytes());
+        }
+        let input = b.handle_link_input(0, e, &fill, at, Timestamp::now(), |_| {});
+        assert_eq!(input.close, None);
+        assert_eq!(b.len(), 10, "the cap holds");
+        let input = b.handle_link_input(
+            0,
+            e,
+            b"AT A +0.000000000 g +1+1 5\n",
+            at,
+            Timestamp::now(),
+            |_| {},
+        );
+        assert_eq!(input.close, Some(Closing::Misbehaving));
+        // The dialling side does not dial a quarantined name either.
+        let mut a = Node::new("A", vec!["B".into()]);
+        let start = now();
+        let e = a.link_up(0, start);
+        let input = a.handle_link_input(0, e, &[b'x'; 20_000], start, Timestamp::now(), |_| {});
+        assert_eq!(input.close, Some(Closing::LineTooLong));
+        let [(_, period)] = quarantines(&mut a)[..] else {
+            panic!("one quarantine")
+        };
+        a.link_down(0, e, start);
+        let early = a.handle_timeout(start + period - Duration::from_millis(1));
+        assert!(!early.contains(&LinkAction::Dial(0)), "{early:?}");
+        assert!(a
+            .handle_timeout(start + period)
+            .contains(&LinkAction::Dial(0)));
+    }
+
+    /// The freeze of issue 25 spread over exchanges: a peer may open only a few exchanges on a
+    /// link-up in a window (the periodic check runs every thirty seconds); one more closes the link
+    /// and quarantines its name.
+    #[test]
+    fn a_peer_opening_exchanges_back_to_back_is_cut_and_quarantined() {
+        use crate::node::conduct::{EXCHANGES, QUARANTINE_MIN};
+        let mut a = Node::new("A", vec!["B".into()]);
+        let mut b = Node::new("B", vec!["A".into()]);
+        reply(&mut a, "IAMAT c +1+1 5", 10);
+        let ea = a.link_up(0, now());
+        let eb = b.link_up(0, now());
+        pump(&mut a, 0, &mut b, 0); // the catch-up: the first exchange
+        for _ in 1..EXCHANGES {
+            assert!(a.check_link(0));
+            pump(&mut a, 0, &mut b, 0);
+        }
+        assert!(a.check_link(0));
+        let mut out = Vec::new();
+        a.poll_transmit(0, ea, &mut out, 64);
+        let at = now();
+        let input = b.handle_link_input(0, eb, &out, at, Timestamp::now(), |_| {});
+        assert_eq!(input.close, Some(Closing::Overloaded));
+        let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            LinkEvent::Broken {
+                cause: SyncError::TooSoon,
+                ..
+            }
+        )));
+        assert!(events.contains(&LinkEvent::Quarantined {
+            link: 0,
+            cause: Closing::Overloaded,
+            strikes: b.links[0].strikes,
+            period: QUARANTINE_MIN
+        }));
+        let counts = b.link_status(0).counts;
+        assert_eq!((counts.exchanges_refused, counts.quarantines), (1, 1));
+        assert_eq!(
+            b.admit_hello(b"A", b"B", true, at),
+            Err(Refusal::Quarantined)
+        );
     }
 }

@@ -67,8 +67,8 @@ struct View {
 /// registry; the node is locked once.
 fn refresh(shared: &Shared) -> View {
     let now = Instant::now();
-    let (records, fingerprint, links, peer_refusals, cache_bytes) = {
-        let node = shared.node();
+    let (records, fingerprint, links, peer_refusals, cache_bytes, watches) = {
+        let mut node = shared.node();
         let links: Vec<LinkView> = shared
             .peers
             .iter()
@@ -91,6 +91,10 @@ fn refresh(shared: &Shared) -> View {
             links,
             node.peer_refusals(),
             node.cache_bytes(),
+            {
+                let w = node.watches();
+                [w.watchers() as u64, w.len() as u64, w.dropped(), w.fired()]
+            },
         )
     };
     let refusals = shared.refusals();
@@ -105,6 +109,7 @@ fn refresh(shared: &Shared) -> View {
     shared.stats.record(&Scrape {
         records,
         cache_bytes,
+        watches,
         links: &links,
         refusals: &refusals,
         peer_refusals: &peer_refusals,
@@ -177,8 +182,10 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
                     "bytes": {"sent": c.sync_bytes_out, "received": c.sync_bytes_in},
                     "tables": {"sent": c.sync_tables_out, "received": c.sync_tables_in},
                     "broken": c.sync_broken,
+                    "refused": c.exchanges_refused,
                 },
                 "unexpected_lines": c.lines_unexpected,
+                "quarantines": c.quarantines,
             })
         }).collect::<Vec<_>>(),
         "store": store.as_ref().zip(shared.store.as_ref()).map(|(st, store)| json!({

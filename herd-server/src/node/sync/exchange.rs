@@ -1,507 +1,10 @@
-//! Fingerprints of the cache and reconciliation of two caches over a link (issue: catch-up by
-//! difference). Sans-IO like the rest of the node: messages in, lines out.
-//!
-//! # The order both sides share
-//! Every client has a *key*, XXH3-64 of its id, and every record a *hash*, XXH3-64 of its AT line (the
-//! line is flooded byte for byte, so one record has one hash on every server). A set's *fingerprint* is
-//! the sum of its hashes modulo 2⁶⁴. A sum, unlike a hash over a sorted list, is updated in constant
-//! time when one record replaces another (subtract the old hash, add the new), so the cache keeps the
-//! fingerprint of every range of keys up to date as records are stored — never a scan per link-up.
-//!
-//! # The tree: a hex trie of sums
-//! [`Sketch`] keeps a complete 16-ary tree over the key's leading hex digits: level `d` has 16^d
-//! nodes, node `p` holds the count and fingerprint of the keys starting with the `d` digits `p`. The
-//! leaves (level [`Sketch::depth`]) also chain the cache indexes of their clients, so the records of any
-//! range are found without a scan of the cache. A store touches one node per level (depth + 1 ≤ 6
-//! additions). The depth grows with the cache (about 16 to 32 clients a leaf) by rebuilding once per
-//! sixteenfold growth, so the work per record stays constant amortised. A range deeper than the leaves
-//! is answered by scanning its leaf (a few dozen records).
-//!
-//! # Why range-based reconciliation over this trie, with tables where the difference is dense
-//! Of the three designs the issue names, the walk is Meyer's range-based reconciliation (as Negentropy
-//! runs it), on ranges fixed by key prefixes so they line up with a hash tree kept as records arrive
-//! (as Riak's active anti-entropy does). It was chosen because:
-//! - its cost follows the difference: equal roots cost one line each way; one differing client costs
-//!   one 16-fingerprint line per level of the trie (four or five for a million clients) and one short
-//!   id list, well under a kilobyte in all, whatever the size of the cache;
-//! - it needs no estimate of the difference and no decoding that can fail; rateless IBLT would need
-//!   its coded symbols computed over the whole set per session (or kept per symbol index), a scan per
-//!   link-up that the issue rules out;
-//! - the same walk works when the two sides' tries have different depths (a range deeper than one
-//!   side's leaves is answered from a scan of that leaf), and when records change during it: a record
-//!   stored while reconciling is flooded on the link anyway;
-//! - a side that holds nothing in a range gets that range as a plain stream of records; a new server
-//!   (`HERD-ROOT 0 0 …`) gets the whole cache as the old catch-up did.
-//!
-//! Where the difference is dense, the walk alone costs several times the records: with 10,000 of a
-//! million clients differing, every range down to 256 clients differs, and finding the ~2.4 differing
-//! clients of each costs a line of 16 fingerprints and lists of leaves of ~15 ids. So the walk
-//! measures the density as it goes — of the sub-ranges compared in a turn, the share that was equal
-//! gives the expected number of differing clients per differing sub-range (Poisson) — and where that
-//! is two or more, it sends for each group of them one invertible Bloom filter (`HERD-IBF`) of the range
-//! two digits up, sized for the estimate: about 1.4 cells of 12 bytes per differing record, the
-//! difference decoded in one turn. A table is built from the range's records (the trie's leaf chains
-//! find them), a bounded scan of the part of the cache that the walk has shown to differ. A table
-//! that does not decode is answered by splitting its range, and ends tables for that session.
-//!
-//! Three more savings, each needed for the goal of twice the differing records:
-//! - fingerprints and ids are 32 bits, salted per reconciliation (a chance collision, one in four
-//!   billion per comparison, is not repeated by the next check), written in base64url;
-//! - the items of a table carry a *hint*, the low byte of the client time: where both sides hold a
-//!   record of one client, only the newer by its hint crosses, not both;
-//! - hints can be wrong (client times more than two minutes apart), so during a reconciliation a
-//!   record older than the one held is answered with the held one (`Session::older`): the newer still
-//!   crosses, once.
-//!
-//! The turns and lines are documented with the peer grammar ([`herd_proto::PeerMessage`]).
+//! One link's reconciliation ([`Session`]): the turns of the exchange, what it writes and how it ends.
 
-use std::collections::VecDeque;
-
-use herd_proto::{KeyRange, PeerMessage, CELL_BYTES, MAX_CELLS, MAX_CHUNK, MAX_IDS};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
-
-use crate::node::cache::Entry;
-
-/// The reconciliation key of a client: where it sits in the order both sides share.
-#[inline]
-pub fn key(client: &[u8]) -> u64 {
-    xxh3_64(client)
-}
-
-/// The hash of a record, from its AT line.
-#[inline]
-pub fn hash(line: &[u8]) -> u64 {
-    xxh3_64(line)
-}
-
-/// A range's size and fingerprint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sum {
-    /// How many records.
-    pub count: u64,
-    /// Their fingerprint: the sum of their hashes, modulo 2⁶⁴.
-    pub fingerprint: u64,
-}
-
-impl Sum {
-    fn add(&mut self, hash: u64) {
-        self.count += 1;
-        self.fingerprint = self.fingerprint.wrapping_add(hash);
-    }
-}
-
-/// No index: the end of a leaf's chain.
-const NONE: u32 = u32::MAX;
-/// Deepest trie: 16⁵ leaves, for tens of millions of clients.
-const MAX_DEPTH: u8 = 5;
-/// Grow a level when leaves hold this many clients on average.
-const GROW_AT: usize = 32;
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Node {
-    count: u32,
-    fingerprint: u64,
-}
-
-/// The fingerprint trie of a cache (see the module docs). It holds no records: the cache's entries are
-/// passed in where they are needed.
-#[derive(Debug)]
-pub struct Sketch {
-    depth: u8,
-    /// Level `d` has 16^d nodes.
-    levels: Vec<Vec<Node>>,
-    /// Per leaf, the newest client index of its chain.
-    heads: Vec<u32>,
-    /// Per client index, the next index of its leaf's chain.
-    next: Vec<u32>,
-}
-
-impl Default for Sketch {
-    fn default() -> Self {
-        Self::with_depth(1)
-    }
-}
-
-impl Sketch {
-    fn with_depth(depth: u8) -> Self {
-        Sketch {
-            depth,
-            levels: (0..=depth)
-                .map(|d| vec![Node::default(); 1 << (4 * u32::from(d))])
-                .collect(),
-            heads: vec![NONE; 1 << (4 * u32::from(depth))],
-            next: Vec::new(),
-        }
-    }
-
-    /// The leaf level, in hex digits.
-    pub fn depth(&self) -> u8 {
-        self.depth
-    }
-
-    fn slot(key: u64, level: u8) -> usize {
-        match level {
-            0 => 0,
-            d => (key >> (64 - 4 * u32::from(d))) as usize,
-        }
-    }
-
-    /// Client `index` (the next index of the cache) with `key` and record hash `hash` was added.
-    /// `entries` is the cache after the push (used only when the trie grows a level).
-    pub fn insert(&mut self, index: usize, key: u64, hash: u64, entries: &[Entry]) {
-        debug_assert_eq!(index, self.next.len());
-        let leaf = Self::slot(key, self.depth);
-        self.next.push(self.heads[leaf]);
-        self.heads[leaf] = index as u32;
-        for (d, level) in self.levels.iter_mut().enumerate() {
-            let n = &mut level[Self::slot(key, d as u8)];
-            n.count += 1;
-            n.fingerprint = n.fingerprint.wrapping_add(hash);
-        }
-        if self.depth < MAX_DEPTH && self.next.len() > GROW_AT << (4 * u32::from(self.depth)) {
-            self.rebuild(self.depth + 1, entries);
-        }
-    }
-
-    /// The record of a client with `key` changed from hash `old` to `new`.
-    pub fn update(&mut self, key: u64, old: u64, new: u64) {
-        for (d, level) in self.levels.iter_mut().enumerate() {
-            let n = &mut level[Self::slot(key, d as u8)];
-            n.fingerprint = n.fingerprint.wrapping_sub(old).wrapping_add(new);
-        }
-    }
-
-    /// Rebuilds at `depth` from the cache: once per sixteenfold growth, so constant work per record
-    /// amortised.
-    fn rebuild(&mut self, depth: u8, entries: &[Entry]) {
-        let mut fresh = Sketch::with_depth(depth);
-        let mut scratch = Vec::new();
-        std::mem::swap(&mut fresh.next, &mut scratch);
-        for (i, e) in entries.iter().enumerate() {
-            let (k, h) = (key(e.client()), e.with_line(hash));
-            let leaf = Self::slot(k, depth);
-            scratch.push(fresh.heads[leaf]);
-            fresh.heads[leaf] = i as u32;
-            for (d, level) in fresh.levels.iter_mut().enumerate() {
-                let n = &mut level[Self::slot(k, d as u8)];
-                n.count += 1;
-                n.fingerprint = n.fingerprint.wrapping_add(h);
-            }
-        }
-        fresh.next = scratch;
-        *self = fresh;
-    }
-
-    /// Count and fingerprint of every record.
-    pub fn root(&self) -> Sum {
-        let n = self.levels[0][0];
-        Sum {
-            count: u64::from(n.count),
-            fingerprint: n.fingerprint,
-        }
-    }
-
-    /// Calls `f(index, key)` for every client of `range`'s leaves (a superset of `range` when the range
-    /// is deeper than the leaves; filter with the key).
-    fn each_in_leaves(&self, range: KeyRange, mut f: impl FnMut(usize)) {
-        let (first, last) = self.leaves_of(range);
-        for leaf in first..=last {
-            let mut i = self.heads[leaf];
-            while i != NONE {
-                f(i as usize);
-                i = self.next[i as usize];
-            }
-        }
-    }
-
-    /// The first and last leaf that `range` touches.
-    fn leaves_of(&self, range: KeyRange) -> (usize, usize) {
-        (
-            Self::slot(range.prefix(), self.depth),
-            Self::slot(range.last(), self.depth),
-        )
-    }
-
-    /// The leaf holding `key`, and the first key after that leaf (`None` past the end).
-    pub fn leaf_after(&self, key: u64) -> Option<u64> {
-        let shift = 64 - 4 * u32::from(self.depth);
-        let leaf = key >> shift;
-        leaf.checked_add(1)
-            .and_then(|l| l.checked_shl(shift))
-            .filter(|&k| k != 0)
-    }
-
-    /// The cache indexes and hashes of the records in `range`.
-    pub fn items(&self, range: KeyRange, entries: &[Entry]) -> Vec<(usize, u64)> {
-        let mut out = Vec::new();
-        self.each_in_leaves(range, |i| {
-            let e = &entries[i];
-            if range.digits() <= self.depth || range.contains(key(e.client())) {
-                out.push((i, e.with_line(hash)));
-            }
-        });
-        out
-    }
-
-    /// The cache indexes of the records of the leaf holding `key` that lie in `range`.
-    pub fn leaf_items(&self, key_in_leaf: u64, range: KeyRange, entries: &[Entry]) -> Vec<u32> {
-        let leaf = Self::slot(key_in_leaf, self.depth);
-        let mut out = Vec::new();
-        let mut i = self.heads[leaf];
-        while i != NONE {
-            if range.digits() <= self.depth || range.contains(key(entries[i as usize].client())) {
-                out.push(i);
-            }
-            i = self.next[i as usize];
-        }
-        out
-    }
-
-    /// Count and fingerprint of `range`.
-    pub fn sum(&self, range: KeyRange, entries: &[Entry]) -> Sum {
-        if range.digits() <= self.depth {
-            let n =
-                self.levels[range.digits() as usize][Self::slot(range.prefix(), range.digits())];
-            return Sum {
-                count: u64::from(n.count),
-                fingerprint: n.fingerprint,
-            };
-        }
-        let mut s = Sum::default();
-        self.each_in_leaves(range, |i| {
-            let e = &entries[i];
-            if range.contains(key(e.client())) {
-                s.add(e.with_line(hash));
-            }
-        });
-        s
-    }
-
-    /// Count and fingerprint of each of the 16 sub-ranges of `range` (which has fewer than 16 digits).
-    pub fn children(&self, range: KeyRange, entries: &[Entry]) -> [Sum; 16] {
-        let mut out = [Sum::default(); 16];
-        if range.digits() < self.depth {
-            for (d, s) in out.iter_mut().enumerate() {
-                if let Some(c) = range.child(d as u8) {
-                    *s = self.sum(c, entries);
-                }
-            }
-            return out;
-        }
-        let shift = 60 - 4 * u32::from(range.digits());
-        self.each_in_leaves(range, |i| {
-            let e = &entries[i];
-            let k = key(e.client());
-            if range.contains(k) {
-                out[((k >> shift) & 0xf) as usize].add(e.with_line(hash));
-            }
-        });
-        out
-    }
-}
-
-/// The salted 32-bit fingerprint of a range for this reconciliation (`0`: no record there).
-pub fn short_fp(s: Sum, salt: u64) -> u32 {
-    if s.count == 0 {
-        0
-    } else {
-        (xxh3_64_with_seed(&s.fingerprint.to_le_bytes(), salt) as u32).max(1)
-    }
-}
-
-/// The salted 32-bit id of a record (from its hash) for this reconciliation.
-pub fn short_id(hash: u64, salt: u64) -> u32 {
-    xxh3_64_with_seed(&hash.to_le_bytes(), salt) as u32
-}
-
-/// The salted 32-bit key of a client (from its key) for this reconciliation.
-pub fn short_key(key: u64, salt: u64) -> u32 {
-    xxh3_64_with_seed(&key.to_le_bytes(), salt.wrapping_add(1)) as u32
-}
-
-/// A record's hint: the low 8 bits of its client time in whole seconds. Of two records of one client
-/// whose client times are less than about two minutes apart, the greater hint (modulo 256) is the
-/// newer record; equal hints say nothing.
-pub fn hint(e: &Entry) -> u8 {
-    e.time().secs() as u8
-}
-
-/// A range holding at most this many records here is answered with its ids rather than split: below
-/// it a list is cheaper than 16 fingerprints and another turn.
-pub const LIST: u64 = 16;
-
-/// A range whose 16 sub-ranges all differ and that holds at most this many records here is sent
-/// whole both ways rather than split: at that density nearly every record differs, and the records
-/// cost less than the fingerprints and id lists that would find them (so a cache that differs
-/// everywhere reconciles at about the speed of a plain stream).
-pub const DENSE: u64 = 16 * 32;
-
-/// Sub-ranges that differ are answered together with one table (`HERD-IBF`) of the range two digits
-/// up when each is expected to hold at least this many differing clients (estimated from how many
-/// of the sub-ranges compared in the turn were equal). Below it, splitting and listing cost less.
-pub const TABLE_AT: f64 = 2.0;
-
-/// A table is sent for a group only when it is expected to hold at least this many differing
-/// clients: a smaller one costs more in cells than the splits it saves.
-pub const TABLE_MIN: f64 = 24.0;
-
-/// Cells per expected item of a table (three cells per item, peeled: a table decodes with high
-/// probability above 1.23 cells per item; the rest is margin for the estimate).
-const CELLS_PER_ITEM: f64 = 1.4;
-
-/// One cell of a table (`HERD-IBF`): see the peer grammar for the layout.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Cell {
-    count: u8,
-    /// Short key (high half) and short id (low half), XORed.
-    item: u64,
-    hint: u8,
-    check: u16,
-}
-
-/// One record as a table item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Item {
-    key: u32,
-    id: u32,
-    hint: u8,
-}
-
-impl Item {
-    fn bytes(self) -> [u8; 9] {
-        let mut b = [0; 9];
-        b[..4].copy_from_slice(&self.key.to_be_bytes());
-        b[4..8].copy_from_slice(&self.id.to_be_bytes());
-        b[8] = self.hint;
-        b
-    }
-
-    fn packed(self) -> u64 {
-        u64::from(self.key) << 32 | u64::from(self.id)
-    }
-
-    fn check(self, salt: u64) -> u16 {
-        xxh3_64_with_seed(&self.bytes(), salt.wrapping_add(2)) as u16
-    }
-
-    /// The item's cell in each third of a table of `n` cells.
-    fn cells(self, salt: u64, n: usize) -> [usize; 3] {
-        let third = n / 3;
-        let h = xxh3_64_with_seed(&self.bytes(), salt.wrapping_add(3));
-        [0, 1, 2].map(|j| j * third + ((h >> (21 * j)) & 0x1f_ffff) as usize % third)
-    }
-}
-
-impl Cell {
-    fn toggle(&mut self, item: Item, check: u16, add: bool) {
-        self.count = if add {
-            self.count.wrapping_add(1)
-        } else {
-            self.count.wrapping_sub(1)
-        };
-        self.item ^= item.packed();
-        self.hint ^= item.hint;
-        self.check ^= check;
-    }
-
-    fn write(self, out: &mut Vec<u8>) {
-        out.push(self.count);
-        out.extend_from_slice(&self.item.to_be_bytes());
-        out.push(self.hint);
-        out.extend_from_slice(&self.check.to_be_bytes());
-    }
-
-    fn read(b: &[u8]) -> Cell {
-        let mut item = [0; 8];
-        item.copy_from_slice(&b[1..9]);
-        Cell {
-            count: b[0],
-            item: u64::from_be_bytes(item),
-            hint: b[9],
-            check: u16::from_be_bytes([b[10], b[11]]),
-        }
-    }
-}
-
-/// A table of `n` cells (a multiple of 3) of `items`.
-fn table(items: impl Iterator<Item = Item>, n: usize, salt: u64) -> Vec<Cell> {
-    let mut cells = vec![Cell::default(); n];
-    for item in items {
-        let check = item.check(salt);
-        for c in item.cells(salt, n) {
-            cells[c].toggle(item, check, true);
-        }
-    }
-    cells
-}
-
-/// Peels `cells` (mine minus theirs): the items only I hold and those only they hold, or `None` when
-/// the difference is too large for the table.
-fn peel(mut cells: Vec<Cell>, salt: u64) -> Option<(Vec<Item>, Vec<Item>)> {
-    let n = cells.len();
-    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-    let mut queue: Vec<usize> = (0..n).collect();
-    // Every peel empties a cell for good, so this ends; the bound is a guard.
-    let mut budget = 4 * n;
-    while let Some(i) = queue.pop() {
-        budget = budget.checked_sub(1)?;
-        let c = cells[i];
-        if c.count != 1 && c.count != u8::MAX {
-            continue;
-        }
-        let item = Item {
-            key: (c.item >> 32) as u32,
-            id: c.item as u32,
-            hint: c.hint,
-        };
-        let check = item.check(salt);
-        let at = item.cells(salt, n);
-        if check != c.check || !at.contains(&i) {
-            continue;
-        }
-        let add = c.count == u8::MAX;
-        for j in at {
-            cells[j].toggle(item, check, add);
-            queue.push(j);
-        }
-        if add {
-            theirs.push(item);
-        } else {
-            mine.push(item);
-        }
-    }
-    cells
-        .iter()
-        .all(|c| *c == Cell::default())
-        .then_some((mine, theirs))
-}
-
-/// A table being received, line by line.
-#[derive(Debug)]
-struct Incoming {
-    range: KeyRange,
-    cells: Vec<Cell>,
-    total: usize,
-}
-
-/// Whether bit `index` is set.
-fn bit(bits: &[u64], index: u32) -> bool {
-    bits.get(index as usize / 64)
-        .is_some_and(|w| w >> (index % 64) & 1 == 1)
-}
-
-/// Sets bit `index`.
-fn set_bit(bits: &mut Vec<u64>, index: u32) {
-    let word = index as usize / 64;
-    if bits.len() <= word {
-        bits.resize(word + 1, 0);
-    }
-    bits[word] |= 1 << (index % 64);
-}
+use super::*;
 
 /// What a link's reconciliation still has to write, in order.
 #[derive(Debug)]
-enum Job {
+pub(super) enum Job {
     /// A control line, with its `\n`.
     Line(Vec<u8>),
     /// Records by cache index, read when written (so the newest is sent).
@@ -553,6 +56,10 @@ pub enum SyncError {
     /// The exchange's queued output passed [`MAX_QUEUED_BYTES`]: the peer asks more than it reads.
     #[error("more reconciliation output queued than a link may hold")]
     Overloaded,
+    /// A `HERD-ROOT` opening an exchange past the rate a link-up may open them
+    /// ([`crate::node::conduct::EXCHANGES`]).
+    #[error("reconciliation exchanges opened faster than a link may open them")]
+    TooSoon,
 }
 
 /// The most bytes of reconciliation lines one link may have queued and not yet written; past it the
@@ -568,58 +75,58 @@ pub const MAX_SCAN: u64 = 4096;
 /// One link's reconciliation state.
 #[derive(Debug, Default)]
 pub struct Session {
-    active: bool,
-    periodic: bool,
+    pub(super) active: bool,
+    pub(super) periodic: bool,
     /// This turn's answer asks something, so it ends with `HERD-OVER`.
-    asked: bool,
-    sent: u64,
-    received: u64,
-    turns: u32,
-    bytes: u64,
+    pub(super) asked: bool,
+    pub(super) sent: u64,
+    pub(super) received: u64,
+    pub(super) turns: u32,
+    pub(super) bytes: u64,
     /// The salt of this reconciliation's short values.
-    salt: u64,
+    pub(super) salt: u64,
     /// Sessions this side opened on the link (the salt's seed, so each one salts anew).
-    opened: u64,
+    pub(super) opened: u64,
     /// Sub-ranges that differ, met in the turn being received, to answer at its end, with my sums.
-    pending: Vec<(KeyRange, Sum)>,
+    pub(super) pending: Vec<(KeyRange, Sum)>,
     /// Sub-ranges compared in that turn, and how many of them differed.
-    compared: u64,
-    differing: u64,
+    pub(super) compared: u64,
+    pub(super) differing: u64,
     /// A table being received.
-    incoming: Option<Incoming>,
+    pub(super) incoming: Option<Incoming>,
     /// The records of the range last asked for (`HERD-WANT`), by short id.
-    by_id: Option<(KeyRange, Vec<(u32, u32)>)>,
+    pub(super) by_id: Option<(KeyRange, Vec<(u32, u32)>)>,
     /// Ranges this side sent a table of in this session, with the table's records by short id (for
     /// the `HERD-WANT` that follows).
-    tabled: Vec<(KeyRange, Vec<(u32, u32)>)>,
+    pub(super) tabled: Vec<(KeyRange, Vec<(u32, u32)>)>,
     /// A table failed to decode in this session (here, or there: the other side answered a table
     /// of ours with its fingerprints), so no more are sent: the plain walk always ends.
-    no_tables: bool,
+    pub(super) no_tables: bool,
     /// Cache indexes of records the other side sent older versions of in the turn being received.
-    older: Vec<u32>,
+    pub(super) older: Vec<u32>,
     /// Cache indexes this session has written, a bit each.
-    written: Vec<u64>,
+    pub(super) written: Vec<u64>,
     /// Cache indexes this session has queued or written, a bit each: a record is sent at most once
     /// per exchange, so what an exchange sends is bounded by the cache, whatever the peer asks.
-    queued: Vec<u64>,
+    pub(super) queued: Vec<u64>,
     /// Cache indexes put in `older` in this exchange, a bit each.
-    backed: Vec<u64>,
+    pub(super) backed: Vec<u64>,
     /// The whole-cache stream was queued in this exchange (it runs at most once).
-    streamed_all: bool,
+    pub(super) streamed_all: bool,
     /// Ranges this exchange listed, asked for or decoded a table of (`HERD-IDS`, `HERD-WANT`,
     /// `HERD-IBF` received), by kind: each is answered at most once per exchange.
-    answered: std::collections::HashSet<(u8, KeyRange)>,
+    pub(super) answered: std::collections::HashSet<(u8, KeyRange)>,
     /// Bytes of control lines queued and not yet written.
-    queued_bytes: usize,
+    pub(super) queued_bytes: usize,
     /// Where the whole-cache stream is, while it is queued or running.
-    all: Option<usize>,
-    jobs: VecDeque<Job>,
+    pub(super) all: Option<usize>,
+    pub(super) jobs: VecDeque<Job>,
     /// A link-up catch-up has finished on this link: later sessions are periodic checks.
-    caught_up: bool,
+    pub(super) caught_up: bool,
     /// Tables queued to send, and tables received whole, since the link came up (the operator's
     /// count of the dense path).
-    tables_sent: u64,
-    tables_received: u64,
+    pub(super) tables_sent: u64,
+    pub(super) tables_received: u64,
 }
 
 /// What an incoming reconciliation line did.
@@ -669,7 +176,7 @@ impl Session {
         self.all.is_some_and(|cursor| index >= cursor)
     }
 
-    fn start(&mut self, salt: u64) {
+    pub(super) fn start(&mut self, salt: u64) {
         self.active = true;
         self.periodic = self.caught_up;
         self.asked = false;
@@ -694,7 +201,7 @@ impl Session {
     }
 
     /// Keeps of `indexes` those not yet queued or written in this exchange, and marks them queued.
-    fn fresh(&mut self, indexes: impl IntoIterator<Item = u32>) -> VecDeque<u32> {
+    pub(super) fn fresh(&mut self, indexes: impl IntoIterator<Item = u32>) -> VecDeque<u32> {
         let mut out = VecDeque::new();
         for i in indexes {
             if !bit(&self.queued, i) {
@@ -706,7 +213,7 @@ impl Session {
     }
 
     /// Queues the records at `indexes` that this exchange has not queued yet.
-    fn records(&mut self, indexes: impl IntoIterator<Item = u32>) {
+    pub(super) fn records(&mut self, indexes: impl IntoIterator<Item = u32>) {
         let fresh = self.fresh(indexes);
         if !fresh.is_empty() {
             self.jobs.push_back(Job::Records(fresh));
@@ -715,7 +222,7 @@ impl Session {
 
     /// Range `range` of kind `kind` (`b'I'`, `b'W'`, `b'T'`) is answered now; an error if it was in
     /// this exchange already.
-    fn once(&mut self, kind: u8, range: KeyRange) -> Result<(), SyncError> {
+    pub(super) fn once(&mut self, kind: u8, range: KeyRange) -> Result<(), SyncError> {
         if self.answered.insert((kind, range)) {
             Ok(())
         } else {
@@ -724,7 +231,7 @@ impl Session {
     }
 
     /// Queues the whole-cache stream, once per exchange.
-    fn stream_all(&mut self) {
+    pub(super) fn stream_all(&mut self) {
         if !self.streamed_all {
             self.streamed_all = true;
             self.all = Some(0);
@@ -744,14 +251,14 @@ impl Session {
         }
     }
 
-    fn back(&mut self) {
+    pub(super) fn back(&mut self) {
         if !self.older.is_empty() {
             let older = std::mem::take(&mut self.older);
             self.jobs.push_back(Job::Back(older.into()));
         }
     }
 
-    fn line(&mut self, m: &PeerMessage<'_>) {
+    pub(super) fn line(&mut self, m: &PeerMessage<'_>) {
         let mut v = Vec::with_capacity(128);
         m.write_to(&mut v);
         v.push(b'\n');
@@ -801,7 +308,13 @@ impl Session {
     }
 
     /// Answers a mismatch on `range`: split it, or list it.
-    fn answer(&mut self, range: KeyRange, mine: Sum, sketch: &Sketch, entries: &[Entry]) {
+    pub(super) fn answer(
+        &mut self,
+        range: KeyRange,
+        mine: Sum,
+        sketch: &Sketch,
+        entries: &[Entry],
+    ) {
         if mine.count > LIST && range.child(0).is_some() {
             let salt = self.salt;
             let children = sketch.children(range, entries).map(|s| short_fp(s, salt));
@@ -825,7 +338,7 @@ impl Session {
 
     /// Answers the sub-ranges that differed in the turn just received: each on its own (split or
     /// listed), or, where the turn shows the difference is dense, in groups by one table each.
-    fn resolve(&mut self, sketch: &Sketch, entries: &[Entry]) {
+    pub(super) fn resolve(&mut self, sketch: &Sketch, entries: &[Entry]) {
         let pending = std::mem::take(&mut self.pending);
         let (compared, differing) = (self.compared, self.differing);
         self.compared = 0;
@@ -865,7 +378,12 @@ impl Session {
     }
 
     /// This side's items in `range`, with their cache indexes.
-    fn items(&self, range: KeyRange, sketch: &Sketch, entries: &[Entry]) -> Vec<(usize, Item)> {
+    pub(super) fn items(
+        &self,
+        range: KeyRange,
+        sketch: &Sketch,
+        entries: &[Entry],
+    ) -> Vec<(usize, Item)> {
         let salt = self.salt;
         sketch
             .items(range, entries)
@@ -883,7 +401,13 @@ impl Session {
     }
 
     /// Queues `HERD-IBF` lines of this side's table of `range`, `n` cells.
-    fn send_table(&mut self, range: KeyRange, n: usize, sketch: &Sketch, entries: &[Entry]) {
+    pub(super) fn send_table(
+        &mut self,
+        range: KeyRange,
+        n: usize,
+        sketch: &Sketch,
+        entries: &[Entry],
+    ) {
         let items = self.items(range, sketch, entries);
         let mut by_id: Vec<(u32, u32)> = items.iter().map(|&(i, it)| (it.id, i as u32)).collect();
         by_id.sort_unstable();
@@ -907,7 +431,13 @@ impl Session {
 
     /// A whole table of `range` came: decode it against this side's, and send or ask for what
     /// differs; split the range instead when it does not decode.
-    fn decode(&mut self, range: KeyRange, theirs: Vec<Cell>, sketch: &Sketch, entries: &[Entry]) {
+    pub(super) fn decode(
+        &mut self,
+        range: KeyRange,
+        theirs: Vec<Cell>,
+        sketch: &Sketch,
+        entries: &[Entry],
+    ) {
         let salt = self.salt;
         let items = self.items(range, sketch, entries);
         let mut cells = table(items.iter().map(|&(_, it)| it), theirs.len(), salt);
@@ -969,7 +499,7 @@ impl Session {
     }
 
     /// Sends every record of `range`.
-    fn send_range(&mut self, range: KeyRange) {
+    pub(super) fn send_range(&mut self, range: KeyRange) {
         self.jobs.push_back(Job::Range {
             range,
             next: range.prefix(),
@@ -995,7 +525,7 @@ impl Session {
         Ok(outcome)
     }
 
-    fn receive_line(
+    pub(super) fn receive_line(
         &mut self,
         link: usize,
         m: &PeerMessage<'_>,
@@ -1199,7 +729,7 @@ impl Session {
     }
 
     /// The other side's turn is over and answered: ask on, or end.
-    fn end_turn(&mut self) {
+    pub(super) fn end_turn(&mut self) {
         self.turns += 1;
         if self.asked {
             self.line(&PeerMessage::Over);
@@ -1209,7 +739,7 @@ impl Session {
         }
     }
 
-    fn finish(&mut self, link: usize) -> Report {
+    pub(super) fn finish(&mut self, link: usize) -> Report {
         self.active = false;
         self.caught_up = true;
         self.by_id = None;
@@ -1321,163 +851,5 @@ impl Session {
         self.sent += records as u64;
         self.bytes += (out.len() - start) as u64;
         (lines, records, None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::node::cache::Cache;
-    use herd_proto::AtRecord;
-
-    /// Every node of the trie agrees with a scan of its records.
-    fn consistent(c: &Cache) {
-        let (s, e) = (c.sketch(), c.entries());
-        for d in 0..=s.depth() {
-            for p in 0..(1u64 << (4 * u32::from(d))) {
-                let r = KeyRange::new(
-                    d,
-                    if d == 0 {
-                        0
-                    } else {
-                        p << (64 - 4 * u32::from(d))
-                    },
-                )
-                .unwrap();
-                let mut scan = Sum::default();
-                for x in e.iter().filter(|x| r.contains(key(x.client()))) {
-                    scan.add(x.with_line(hash));
-                }
-                assert_eq!(s.sum(r, e), scan, "range {r:?}");
-                assert_eq!(s.items(r, e).len() as u64, scan.count);
-            }
-        }
-    }
-
-    #[test]
-    fn the_trie_matches_a_scan_as_it_grows_and_records_change() {
-        let mut c = Cache::default();
-        for i in 0..1200u32 {
-            let line = format!("AT A +0.000000001 c{i} +1+1 {i}");
-            let r = AtRecord::parse(line.as_bytes()).unwrap();
-            c.push(crate::node::cache::Entry::new(&r, None));
-            if i % 97 == 0 {
-                let j = (i / 2) as usize;
-                let line = format!("AT B +0.000000002 c{j} +2+2 {}", 5000 + i);
-                let r = AtRecord::parse(line.as_bytes()).unwrap();
-                c.replace(j, &r, None);
-            }
-            if i == 10 || i == 600 || i == 1199 {
-                consistent(&c);
-            }
-        }
-        assert_eq!(c.sketch().depth(), 2);
-    }
-
-    fn items(range: std::ops::Range<u32>) -> Vec<Item> {
-        range
-            .map(|i| Item {
-                key: i.wrapping_mul(0x9e37_79b9),
-                id: i ^ 0x5555_aaaa,
-                hint: i as u8,
-            })
-            .collect()
-    }
-
-    /// Mine minus theirs, cell by cell.
-    fn minus(mut mine: Vec<Cell>, theirs: &[Cell]) -> Vec<Cell> {
-        for (c, t) in mine.iter_mut().zip(theirs) {
-            c.count = c.count.wrapping_sub(t.count);
-            c.item ^= t.item;
-            c.hint ^= t.hint;
-            c.check ^= t.check;
-        }
-        mine
-    }
-
-    #[test]
-    fn a_table_decodes_a_difference_it_was_sized_for_and_says_so_when_not() {
-        let salt = 77;
-        // 1,000 shared items; 40 only mine, 30 only theirs: 70 items in 1.4 × 70 + 12 cells.
-        let shared = items(0..1000);
-        let mine: Vec<Item> = shared.iter().copied().chain(items(1000..1040)).collect();
-        let theirs: Vec<Item> = shared.iter().copied().chain(items(2000..2030)).collect();
-        let n = 111;
-        let diff = minus(
-            table(mine.iter().copied(), n, salt),
-            &table(theirs.iter().copied(), n, salt),
-        );
-        let (mut only_mine, mut only_theirs) = peel(diff, salt).expect("decodes");
-        only_mine.sort();
-        only_theirs.sort();
-        let mut want_mine = items(1000..1040);
-        let mut want_theirs = items(2000..2030);
-        want_mine.sort();
-        want_theirs.sort();
-        assert_eq!((only_mine, only_theirs), (want_mine, want_theirs));
-        // Ten times the difference it was sized for: decoding fails, and says so.
-        let theirs: Vec<Item> = shared.iter().copied().chain(items(3000..3700)).collect();
-        let diff = minus(
-            table(mine.iter().copied(), n, salt),
-            &table(theirs.iter().copied(), n, salt),
-        );
-        assert_eq!(peel(diff, salt), None);
-        // Cells survive the wire.
-        let t = table(mine.iter().copied(), n, salt);
-        let mut bytes = Vec::new();
-        for c in &t {
-            c.write(&mut bytes);
-        }
-        assert_eq!(bytes.len(), n * CELL_BYTES);
-        let back: Vec<Cell> = bytes.chunks_exact(CELL_BYTES).map(Cell::read).collect();
-        assert_eq!(back, t);
-    }
-
-    /// A table that does not decode is answered with the range's fingerprints, and the session
-    /// sends no table after that (so a walk that keeps failing cannot loop).
-    #[test]
-    fn an_undecodable_table_is_answered_by_splitting_the_range() {
-        let mut c = Cache::default();
-        for i in 0..600u32 {
-            let line = format!("AT A +0.000000001 c{i} +1+1 {i}");
-            c.push(Entry::new(&AtRecord::parse(line.as_bytes()).unwrap(), None));
-        }
-        let mut s = Session::default();
-        let (sk, e) = (c.sketch(), c.entries());
-        let root = PeerMessage::Root {
-            count: 1,
-            fingerprint: 1,
-            salt: 5,
-        };
-        assert_eq!(s.receive(0, &root, sk, e), Ok(Outcome::Nothing));
-        // Three cells, each pure-looking garbage.
-        let cells = vec![1u8; 3 * CELL_BYTES];
-        let m = PeerMessage::Cells {
-            range: KeyRange::ALL,
-            total: 3,
-            at: 0,
-            cells,
-        };
-        assert_eq!(s.receive(0, &m, sk, e), Ok(Outcome::Queued));
-        assert!(s.no_tables);
-        let mut out = Vec::new();
-        s.transmit(0, sk, e, &mut out, 100);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HERD-FP - "), "{text}");
-        // A table line that does not continue the one being received closes the link.
-        let part = PeerMessage::Cells {
-            range: KeyRange::ALL,
-            total: 6,
-            at: 0,
-            cells: vec![0; 3 * CELL_BYTES],
-        };
-        assert_eq!(s.receive(0, &part, sk, e), Ok(Outcome::Nothing));
-        let skip = PeerMessage::Cells {
-            range: KeyRange::ALL,
-            total: 6,
-            at: 4,
-            cells: vec![0; CELL_BYTES],
-        };
-        assert_eq!(s.receive(0, &skip, sk, e), Err(SyncError::Table));
     }
 }

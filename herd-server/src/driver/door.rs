@@ -1,0 +1,811 @@
+//! The client door over HTTP/JSON and WebSocket (PROTOCOL.md §10), on the admin door's stack
+//! (hyper 1 through axum).
+//!
+//! Every request becomes a protocol line and goes through the node's one client entry point,
+//! [`Node::client_line`](crate::node::Node::client_line), as a TCP connection's lines do: the JSON
+//! of `POST /v1/iamat` and the query of `GET /v1/whatsat` are written as an IAMAT or WHATSAT line,
+//! and each WebSocket text message is one line. So the grammar, the limits (future time, client
+//! cap, byte bounds), the record order, the flood and the Places budget are the line protocol's,
+//! defined once. A connection of this door takes a place in the client connection budget
+//! (`max_connections`, `max_connections_per_ip`); a request head must come within the line time-out.
+//! Lines in and out are logged like the line protocol's, marked `door=http` or `door=ws`, and
+//! counted in the same metrics.
+//!
+//! Watches (`WATCH CLIENT id`, `WATCH NEAR lat lon km`, `UNWATCH …`, parsed by herd-proto) live in
+//! the node's registry ([`crate::node::watch`]), fired by every record the node stores; this
+//! driver only carries them: each watcher has a bounded queue ([`Limits::watch_queue`]), and a
+//! watcher whose queue is full is dropped by the node and closed here with a reason, so a slow
+//! watcher never slows the herd.
+//!
+//! [`Limits::watch_queue`]: crate::config::Limits::watch_queue
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes as BodyBytes};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use herd_proto::{record_json, AtRecord, ClientTime, ErrorKind, Location, Timestamp, WatchLine};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tower::Service as _;
+use tower_http::limit::RequestBodyLimitLayer;
+use tracing::{debug, info, warn, Instrument as _};
+
+use crate::driver::listener::{AdmissionSlot, SlotKind};
+use crate::driver::server::Shared;
+use crate::log::{show, LogBuf};
+use crate::node::limits::Limit;
+use crate::node::watch::{Deliver, WatchRefused};
+use crate::node::{Invalid, Lookup, Step};
+use crate::places::Budget;
+
+/// The OpenAPI description of this door, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The reason of a WHATSAT or a `GET /v1/clients/{id}` for a client the server holds no record of.
+const UNKNOWN_CLIENT: &str = "unknown client: the herd holds no record of it";
+
+/// The close code and reason a watcher that could not keep up gets (1008: policy violation).
+const SLOW_CLOSE: u16 = 1008;
+
+/// What the door's handlers share.
+#[derive(Clone)]
+struct Door {
+    shared: Arc<Shared>,
+}
+
+/// The address a request came from.
+#[derive(Clone, Copy)]
+struct From(SocketAddr);
+
+/// What became of one line through the door.
+enum Outcome {
+    /// An AT record (an IAMAT's answer): the reply holds its line.
+    Record,
+    /// A WHATSAT answered: the reply holds the AT line, the JSON and two newlines.
+    Places(Value),
+    /// `? …`: invalid (the reason from the grammar, or an unknown client).
+    Invalid(&'static str),
+    /// `? …`: refused by a limit.
+    Refused(Limit),
+}
+
+/// One client of the door: the per-connection state a TCP connection keeps for its lines.
+struct Client {
+    shared: Arc<Shared>,
+    id: u64,
+    addr: SocketAddr,
+    log: LogBuf,
+    logging: bool,
+    budget: Option<Budget>,
+    /// Limit refusals already logged (once per kind and connection, as on TCP).
+    logged: Vec<Limit>,
+}
+
+impl Client {
+    fn new(shared: Arc<Shared>, addr: SocketAddr, door: &str) -> Client {
+        let id = shared.conn_id();
+        let spec = &shared.spec;
+        Client {
+            log: spec.log.door_buffer(id, door),
+            logging: spec.log_lines && spec.log.is_on(),
+            shared,
+            id,
+            addr,
+            budget: None,
+            logged: Vec::new(),
+        }
+    }
+
+    /// Answers `line` into `out` through the node's client entry point, as a TCP connection does:
+    /// journaled (and, where the fsync rule says so, on disk before the answer goes out), counted,
+    /// sampled for the live page, flooded and logged.
+    async fn answer(&mut self, line: &[u8], out: &mut Vec<u8>) -> std::io::Result<Outcome> {
+        let shared = self.shared.clone();
+        let now = (shared.spec.clock)();
+        let start = out.len();
+        let (step, journal_end) = self.decide(line, now, out);
+        if self.logging {
+            self.log.stamp();
+        }
+        let outcome = match step {
+            Step::Iamat { stored } => {
+                if stored {
+                    shared.notify_links(None);
+                }
+                shared.stats.answered(1, 0);
+                shared.live.offer_iamat(line, now);
+                Outcome::Record
+            }
+            Step::Invalid(why) => {
+                shared.stats.invalid(why);
+                Outcome::Invalid(match why {
+                    Invalid::Malformed(kind) => kind.description(),
+                    Invalid::UnknownClient => UNKNOWN_CLIENT,
+                })
+            }
+            Step::Refused(why) => {
+                if !self.logged.contains(&why) {
+                    self.logged.push(why);
+                    info!(conn = self.id, peer = %self.addr, refusal = %why, line = %show(line),
+                        "IAMAT refused by a limit (logged once per connection)");
+                }
+                Outcome::Refused(why)
+            }
+            Step::Lookup(q) => Outcome::Places(self.lookup(line, &q, now, out).await),
+        };
+        if self.logging && !matches!(outcome, Outcome::Places(_)) {
+            self.log.pair(line, &out[start..]);
+        }
+        shared.spec.log.submit(&mut self.log).await;
+        if let Err(e) = self.durable(journal_end).await {
+            warn!(conn = self.id, "{e}: the answer is not sent");
+            out.truncate(start);
+            return Err(e);
+        }
+        Ok(outcome)
+    }
+
+    /// The node's decision for `line` (the batch entry point of a TCP connection, with a batch of
+    /// one), its reply written to `out`, and the store position the reply must wait for.
+    fn decide(&mut self, line: &[u8], now: Timestamp, out: &mut Vec<u8>) -> (Step, Option<u64>) {
+        let shared = &self.shared;
+        let mut node = shared.node();
+        let mut step = None;
+        let decided = node.client_lines(&[line], now, out, |_, s, _| {
+            step = Some(s.clone());
+            true
+        });
+        let step = match decided.lookup {
+            Some(q) => Step::Lookup(q),
+            None => step.unwrap_or(Step::Invalid(Invalid::Malformed(ErrorKind::Empty))),
+        };
+        let journal_end = shared.journal(&mut node).or_else(|| {
+            // A reply that shows records stored by others waits for those too.
+            let store = shared.store.as_ref()?;
+            store
+                .fsync()
+                .replies_wait_for_disk()
+                .then(|| store.position())
+        });
+        let cap = match step {
+            Step::Iamat { stored: true } | Step::Refused(Limit::ClientCap) => {
+                node.take_cap_reached()
+            }
+            _ => None,
+        };
+        drop(node);
+        if let Some(clients) = cap {
+            shared.cap_reached(clients);
+        }
+        (step, journal_end)
+    }
+
+    /// Answers a WHATSAT with its Places look-up `q` into `out`, spending this connection's budget;
+    /// returns the Places JSON.
+    async fn lookup(
+        &mut self,
+        line: &[u8],
+        q: &Lookup,
+        now: Timestamp,
+        out: &mut Vec<u8>,
+    ) -> Value {
+        let shared = self.shared.clone();
+        let spec = &shared.spec;
+        shared.live.offer_whatsat(q, now);
+        let began = Instant::now();
+        let budget = self
+            .budget
+            .get_or_insert_with(|| shared.places_budget.connection());
+        let (answer, spent) = spec.places.lookup(q, budget).await;
+        if let Some(spent) = spent {
+            shared.stats.over_budget(spent.as_str());
+        }
+        let backend = spec.places.backend().as_str();
+        shared
+            .stats
+            .lookup(backend, answer.status(), began.elapsed());
+        shared.stats.answered(0, 1);
+        herd_proto::write_whatsat(&q.record, answer.to_pretty(), out);
+        if self.logging {
+            let body = answer.to_pretty();
+            let results = answer
+                .json
+                .get("results")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            self.log.pair(line, &q.record.to_bytes());
+            self.log.whatsat(
+                backend,
+                answer.status(),
+                results,
+                body.len(),
+                began.elapsed().as_secs_f64() * 1000.0,
+                spec.log_bodies.then_some(body),
+            );
+        }
+        answer.json.clone()
+    }
+
+    /// Waits, as the fsync rule says, for the records a reply acknowledges (`journal_end`): under
+    /// `always` until they are on disk; otherwise while the journal is far behind. An error: the
+    /// reply must not be sent.
+    async fn durable(&self, journal_end: Option<u64>) -> std::io::Result<()> {
+        let (Some(t), Some(store)) = (journal_end, &self.shared.store) else {
+            return Ok(());
+        };
+        if store.fsync().replies_wait_for_disk() {
+            return store.durable(t).await.map_err(std::io::Error::other);
+        }
+        store.keep_up(t).await;
+        if store.acknowledging() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(crate::store::NotDurable))
+        }
+    }
+}
+
+/// Serves the door on `listener` until shutdown. Each connection takes a place in the client
+/// budget; past it the connection is answered 503 with the `? busy` line and closed.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    info!(target: crate::log::SUMMARY, "{} serving HTTP/JSON and WebSocket on {local}", shared.spec.name);
+    info!(http = %local, "http door listening");
+    let app = router(Door {
+        shared: shared.clone(),
+    });
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, from)) => {
+                let _ = stream.set_nodelay(true);
+                let (s, app) = (shared.clone(), app.clone());
+                let admitted = shared.admission().admit_client(from.ip());
+                match admitted {
+                    Ok(()) => {
+                        let slot = AdmissionSlot {
+                            shared: shared.clone(),
+                            kind: SlotKind::Client(from.ip()),
+                        };
+                        shared.tracker.spawn(
+                            async move { connection(&s, stream, from, app, slot).await }
+                                .in_current_span(),
+                        );
+                    }
+                    Err(busy) => {
+                        s.refused(busy.refusal, from);
+                        info!(peer = %from, refusal = %busy.refusal, door = "http", "connection refused: busy");
+                        shared
+                            .tracker
+                            .spawn(refuse(stream, busy.line()).in_current_span());
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(cause = %e, "http door accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A connection over the client limit: one 503 answer with the `? busy` line, then close.
+async fn refuse(mut stream: TcpStream, line: String) {
+    use tokio::io::AsyncWriteExt as _;
+    let body = json!({"error": line.trim_end(), "reason": "busy"}).to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// One HTTP connection, kept alive between requests: a request head must come within the line
+/// time-out (which also bounds an idle connection). A WebSocket upgraded on it lives on past the
+/// request, holding the connection's place in the budget.
+async fn connection(
+    shared: &Shared,
+    stream: TcpStream,
+    from: SocketAddr,
+    app: Router,
+    slot: AdmissionSlot,
+) {
+    let slot = Arc::new(slot);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(From(from));
+        request.extensions_mut().insert(slot.clone());
+        let mut app = app.clone();
+        async move { app.call(request.map(Body::new)).await }
+    });
+    let limits = &shared.spec.limits;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.line_timeout)
+        .max_buf_size(limits.max_line.max(8192))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        done = conn.as_mut() => {
+            if let Err(e) = done {
+                debug!(cause = %e, "http door connection ended");
+            }
+        }
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+    }
+}
+
+fn router(door: Door) -> Router {
+    let max_body = door.shared.spec.limits.max_line;
+    Router::new()
+        .route("/v1/iamat", post(iamat))
+        .route("/v1/clients/{id}", get(client))
+        .route("/v1/whatsat", get(whatsat))
+        .route("/v1/ws", get(ws))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .with_state(door)
+}
+
+/// A JSON answer.
+fn answer(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{v}\n"),
+    )
+        .into_response()
+}
+
+/// A bad request: the `? …` line the line protocol would answer (when there is one) and the reason.
+fn refusal(code: StatusCode, line: Option<&[u8]>, reason: &str) -> Response {
+    let mut v = json!({ "reason": reason });
+    if let Some(line) = line {
+        v["error"] = format!("? {}", String::from_utf8_lossy(line)).into();
+    }
+    answer(code, &v)
+}
+
+/// The answer to a line that was not a record: 400 (invalid), 404 (unknown client), 422 or 503
+/// (refused by a limit), 500 (not durable).
+fn failed(outcome: &Outcome, line: &[u8]) -> Response {
+    match outcome {
+        Outcome::Invalid(reason) if *reason == UNKNOWN_CLIENT => {
+            refusal(StatusCode::NOT_FOUND, Some(line), reason)
+        }
+        Outcome::Invalid(reason) => refusal(StatusCode::BAD_REQUEST, Some(line), reason),
+        Outcome::Refused(l @ (Limit::ClientCap | Limit::CacheBytes)) => refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(line),
+            &format!("refused by a limit: {l}"),
+        ),
+        Outcome::Refused(l) => refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(line),
+            &format!("refused by a limit: {l}"),
+        ),
+        Outcome::Record | Outcome::Places(_) => {
+            refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(line), "no answer")
+        }
+    }
+}
+
+/// The AT line at the start of `reply`, as JSON fields.
+fn record_of(reply: &[u8]) -> Option<serde_json::Map<String, Value>> {
+    let end = reply
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(reply.len());
+    AtRecord::parse(&reply[..end]).ok().map(|r| record_json(&r))
+}
+
+/// Runs `line` through the door for one HTTP request: the outcome and the reply, or (when the
+/// record could not be made durable) the answer to send.
+async fn through(
+    door: &Door,
+    from: SocketAddr,
+    line: &[u8],
+) -> Result<(Outcome, Vec<u8>), Box<Response>> {
+    let mut c = Client::new(door.shared.clone(), from, "http");
+    let mut out = Vec::new();
+    match c.answer(line, &mut out).await {
+        Ok(o) => Ok((o, out)),
+        Err(e) => Err(Box::new(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            &format!("not stored durably: {e}"),
+        ))),
+    }
+}
+
+/// The fields of `POST /v1/iamat`'s JSON.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IamatJson {
+    client: String,
+    latitude: f64,
+    longitude: f64,
+    /// Seconds since 1970 as a string (exact: `"1479413884.392014450"`) or a number; the server's
+    /// clock when left out.
+    time: Option<Value>,
+}
+
+/// The IAMAT line of a JSON body, or why there is none.
+fn iamat_line(door: &Door, body: &[u8]) -> Result<Vec<u8>, String> {
+    let bad = |reason: String| reason;
+    let j: IamatJson = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not the JSON of an IAMAT: {e}")))?;
+    if j.client.is_empty() || j.client.bytes().any(herd_proto::is_whitespace) {
+        return Err(bad(
+            "client: one or more characters, none of them white space".into(),
+        ));
+    }
+    let location = Location::from_degrees(j.latitude, j.longitude).ok_or_else(|| {
+        bad("latitude must be within -90..=90 and longitude within -180..=180".into())
+    })?;
+    let time = match j.time {
+        None | Some(Value::Null) => ClientTime::from_timestamp((door.shared.spec.clock)())
+            .as_str()
+            .to_owned(),
+        Some(Value::String(s)) => s,
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(bad(
+                "time: seconds since 1970, as a string or a number".into()
+            ))
+        }
+    };
+    Ok(format!("IAMAT {} {} {time}", j.client, location.as_str()).into_bytes())
+}
+
+/// `POST /v1/iamat`: JSON `{client, latitude, longitude, time?}`, or the IAMAT line as
+/// `text/plain`; answers the AT record as JSON.
+async fn iamat(
+    State(door): State<Door>,
+    axum::Extension(From(from)): axum::Extension<From>,
+    headers: HeaderMap,
+    body: BodyBytes,
+) -> Response {
+    let plain = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let line = if plain {
+        let b = body.strip_suffix(b"\n").unwrap_or(&body);
+        b.strip_suffix(b"\r").unwrap_or(b).to_vec()
+    } else {
+        match iamat_line(&door, &body) {
+            Ok(l) => l,
+            Err(reason) => return refusal(StatusCode::BAD_REQUEST, None, &reason),
+        }
+    };
+    if plain && !line.trim_ascii_start().starts_with(b"IAMAT") {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            Some(&line),
+            "POST /v1/iamat takes an IAMAT line",
+        );
+    }
+    match through(&door, from, &line).await {
+        Ok((Outcome::Record, out)) => match record_of(&out) {
+            Some(r) => answer(StatusCode::OK, &Value::Object(r)),
+            None => refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&line), "no record"),
+        },
+        Ok((o, _)) => failed(&o, &line),
+        Err(r) => *r,
+    }
+}
+
+/// `GET /v1/clients/{id}`: the record held for the client, or 404.
+async fn client(State(door): State<Door>, Path(id): Path<String>) -> Response {
+    let held = door.shared.node().get(id.as_bytes());
+    match held.as_deref().and_then(record_of) {
+        Some(r) => answer(StatusCode::OK, &Value::Object(r)),
+        None => refusal(StatusCode::NOT_FOUND, None, UNKNOWN_CLIENT),
+    }
+}
+
+/// The query of `GET /v1/whatsat`.
+#[derive(serde::Deserialize)]
+struct WhatsatQuery {
+    client: Option<String>,
+    radius_km: Option<String>,
+    bound: Option<String>,
+}
+
+/// `GET /v1/whatsat?client=&radius_km=&bound=`: the record's fields and the Places answer under
+/// `places`.
+async fn whatsat(
+    State(door): State<Door>,
+    axum::Extension(From(from)): axum::Extension<From>,
+    query: Result<Query<WhatsatQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            None,
+            "the query is not client=&radius_km=&bound=",
+        );
+    };
+    let (Some(client), Some(radius), Some(bound)) = (q.client, q.radius_km, q.bound) else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            None,
+            "client, radius_km and bound are all needed",
+        );
+    };
+    let fields = [&client, &radius, &bound];
+    if fields
+        .iter()
+        .any(|f| f.is_empty() || f.bytes().any(herd_proto::is_whitespace))
+    {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            None,
+            "client, radius_km and bound: each one or more characters, none of them white space",
+        );
+    }
+    let line = format!("WHATSAT {client} {radius} {bound}").into_bytes();
+    match through(&door, from, &line).await {
+        Ok((Outcome::Places(places), out)) => match record_of(&out) {
+            Some(mut r) => {
+                r.insert("places".into(), places);
+                answer(StatusCode::OK, &Value::Object(r))
+            }
+            None => refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&line), "no record"),
+        },
+        Ok((o, _)) => failed(&o, &line),
+        Err(r) => *r,
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn not_found(method: Method, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let known = ["/v1/iamat", "/v1/whatsat", "/v1/ws", "/v1/openapi.json"];
+    if known.contains(&path.as_str()) || path.starts_with("/v1/clients/") {
+        return refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            &format!("{method} is not served at {path}"),
+        );
+    }
+    refusal(
+        StatusCode::NOT_FOUND,
+        None,
+        "not found: POST /v1/iamat, GET /v1/clients/{id}, /v1/whatsat, /v1/ws or /v1/openapi.json",
+    )
+}
+
+/// `GET /v1/ws`: a WebSocket of protocol lines and watches.
+async fn ws(
+    State(door): State<Door>,
+    axum::Extension(From(from)): axum::Extension<From>,
+    axum::Extension(slot): axum::Extension<Arc<AdmissionSlot>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let max = door.shared.spec.limits.max_line;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            async move {
+                websocket(door.shared, socket, from).await;
+                drop(slot);
+            }
+            .in_current_span()
+        })
+}
+
+/// A watcher's queue: records wait here for the connection's task to send them.
+struct Queue(mpsc::Sender<Bytes>);
+
+impl Deliver for Queue {
+    fn deliver(&mut self, line: &[u8]) -> bool {
+        let mut b = Vec::with_capacity(line.len() + 1);
+        b.extend_from_slice(line);
+        b.push(b'\n');
+        self.0.try_send(Bytes::from(b)).is_ok()
+    }
+}
+
+/// Removes the connection's watches from the node when the connection ends, however it ends.
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared.node().watches().unregister(self.id);
+    }
+}
+
+/// The answer to a watch line (written into `out`); returns whether the connection now holds a watch.
+fn watch_line(shared: &Shared, id: u64, w: WatchLine<'_>, line: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut node = shared.node();
+    let watches = node.watches();
+    let done = match &w {
+        WatchLine::Watch(watch) => watches.watch(id, watch.clone()),
+        WatchLine::Unwatch(watch) => {
+            if watches.unwatch(id, watch) {
+                Ok(())
+            } else {
+                Err(WatchRefused::Gone)
+            }
+        }
+    };
+    let watching = !watches.is_empty_for(id);
+    drop(node);
+    match done {
+        Ok(()) => {
+            out.extend_from_slice(match w {
+                WatchLine::Watch(_) => b"WATCHING ",
+                WatchLine::Unwatch(_) => b"UNWATCHED ",
+            });
+            w.watch().write_to(out);
+            out.push(b'\n');
+        }
+        Err(why) => {
+            debug!(conn = id, refusal = why.as_str(), "watch refused");
+            herd_proto::write_invalid(line, out);
+        }
+    }
+    watching
+}
+
+/// Sends one message: text when the bytes are UTF-8 (nearly always), binary otherwise (a client id
+/// may hold any bytes).
+fn message(bytes: Vec<u8>) -> WsMessage {
+    match String::from_utf8(bytes) {
+        Ok(s) => WsMessage::Text(s.into()),
+        Err(e) => WsMessage::Binary(e.into_bytes().into()),
+    }
+}
+
+/// Sends a close frame with `code` and `reason`, if the socket takes it soon.
+async fn close(
+    sink: &mut futures::stream::SplitSink<WebSocket, WsMessage>,
+    code: u16,
+    reason: &str,
+) {
+    let frame = WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(frame)).await;
+}
+
+impl Client {
+    /// One message of a WebSocket as a line: a watch line is answered by the node's watch registry,
+    /// any other through [`Client::answer`]. Returns, after a watch line, whether the connection
+    /// now holds a watch. An error: the answer could not be made durable.
+    async fn ws_line(
+        &mut self,
+        message: &[u8],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<Option<bool>> {
+        let line = message.strip_suffix(b"\n").unwrap_or(message);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|&b| herd_proto::is_whitespace(b)) {
+            return Ok(None); // a line of white space only gets no reply (PROTOCOL.md §1)
+        }
+        let Ok(w) = WatchLine::parse(line) else {
+            self.answer(line, out).await?;
+            return Ok(None);
+        };
+        let watching = watch_line(&self.shared, self.id, w, line, out);
+        if self.logging {
+            self.log.stamp();
+            self.log.pair(line, out);
+            self.shared.spec.log.submit(&mut self.log).await;
+        }
+        Ok(Some(watching))
+    }
+}
+
+/// Serves one WebSocket until it closes, the server stops, or (with no watch) the idle time-out.
+async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
+    let mut c = Client::new(shared.clone(), from, "ws");
+    let id = c.id;
+    info!(conn = id, peer = %from, door = "ws", "connection opened");
+    shared.stats.connection(true);
+    let limits = shared.spec.limits;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(limits.watch_queue);
+    shared.node().watches().register(id, Box::new(Queue(tx)));
+    let registered = Registered {
+        shared: shared.clone(),
+        id,
+    };
+    let (mut sink, mut stream) = socket.split();
+    let send_within = limits.line_timeout;
+    let mut out = Vec::new();
+    let mut watching = false;
+    let why = loop {
+        let idle = if watching {
+            Duration::MAX / 4
+        } else {
+            limits.idle_timeout
+        };
+        let event = tokio::select! {
+            biased;
+            m = tokio::time::timeout(idle, stream.next()) => match m {
+                Err(_) => break "idle time-out",
+                Ok(None) | Ok(Some(Err(_))) => break "closed",
+                Ok(Some(Ok(m))) => Some(m),
+            },
+            pushed = rx.recv() => match pushed {
+                Some(line) => {
+                    let m = message(line.to_vec());
+                    match tokio::time::timeout(send_within, sink.send(m)).await {
+                        Ok(Ok(())) => continue,
+                        _ => break "the watcher did not take its records",
+                    }
+                }
+                // The node dropped this watcher: its queue was full.
+                None => {
+                    warn!(conn = id, peer = %from, queue = limits.watch_queue, "watcher too slow: closing");
+                    let reason = format!("too slow: {} records waiting", limits.watch_queue);
+                    close(&mut sink, SLOW_CLOSE, &reason).await;
+                    break "watcher too slow";
+                }
+            },
+            _ = shared.shutdown.cancelled() => {
+                close(&mut sink, 1001, "server stopping").await;
+                break "server stopping";
+            }
+        };
+        let line: Vec<u8> = match event {
+            Some(WsMessage::Text(t)) => t.as_str().as_bytes().to_vec(),
+            Some(WsMessage::Binary(b)) => b.to_vec(),
+            Some(WsMessage::Close(_)) => break "closed by the client",
+            _ => continue, // pings are answered by the library
+        };
+        out.clear();
+        match c.ws_line(&line, &mut out).await {
+            Ok(Some(w)) => watching = w,
+            Ok(None) => {}
+            Err(_) => break "not durable",
+        }
+        if out.is_empty() {
+            continue;
+        }
+        let m = message(std::mem::take(&mut out));
+        match tokio::time::timeout(send_within, sink.send(m)).await {
+            Ok(Ok(())) => {}
+            _ => break "replies not taken within the line time-out",
+        }
+    };
+    drop(registered);
+    shared.stats.connection(false);
+    info!(conn = id, door = "ws", why, "connection closed");
+}
