@@ -57,6 +57,46 @@ struct Fields<'a> {
     time: &'a [u8],
 }
 
+impl<'a> Fields<'a> {
+    fn of(record: &'a AtRecord<'_>) -> Self {
+        Fields {
+            server: &record.server,
+            diff: record.diff,
+            client: &record.client,
+            location: record.location.as_bytes(),
+            time: record.time.as_bytes(),
+        }
+    }
+}
+
+/// The bytes of `f`'s compact entry, if every field fits its length.
+fn compact_len(f: &Fields<'_>) -> Option<usize> {
+    i64::try_from(f.diff.as_nanos()).ok()?;
+    u16::try_from(f.client.len()).ok()?;
+    u16::try_from(f.location.len()).ok()?;
+    (f.server.len() <= MAX_SERVER)
+        .then(|| HEAD + f.server.len() + f.client.len() + f.location.len() + f.time.len())
+}
+
+/// Writes `f`'s compact entry into `data`, of [`compact_len`] bytes.
+fn write_compact(f: &Fields<'_>, data: &mut [u8]) {
+    let diff = i64::try_from(f.diff.as_nanos()).unwrap_or_default();
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        if let Some(d) = data.get_mut(at..at + bytes.len()) {
+            d.copy_from_slice(bytes);
+        }
+        at += bytes.len();
+    };
+    put(&[f.server.len() as u8]);
+    put(&diff.to_le_bytes());
+    put(&(f.client.len() as u16).to_le_bytes());
+    put(&(f.location.len() as u16).to_le_bytes());
+    for text in [f.server, f.client, f.location, f.time] {
+        put(text);
+    }
+}
+
 thread_local! {
     /// Where lines are rendered for a look (a hash, a length), so that costs no allocation.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -66,14 +106,7 @@ impl Entry {
     /// The entry of `record`; `line` is the AT line to keep when the caller has one (read back from
     /// disk, say): kept whole if the record's fields do not render it back byte for byte.
     pub fn new(record: &AtRecord<'_>, line: Option<&[u8]>) -> Self {
-        let fields = Fields {
-            server: &record.server,
-            diff: record.diff,
-            client: &record.client,
-            location: record.location.as_bytes(),
-            time: record.time.as_bytes(),
-        };
-        Self::checked(fields, line)
+        Self::checked(Fields::of(record), line)
     }
 
     /// The entry of `fields`, or of `line` whole if given and the fields do not render it.
@@ -101,24 +134,20 @@ impl Entry {
 
     /// The compact entry of `f`, if every field fits its length.
     fn compact(f: &Fields<'_>) -> Option<Self> {
-        let diff = i64::try_from(f.diff.as_nanos()).ok()?;
-        if f.server.len() > MAX_SERVER {
-            return None;
+        let mut data = vec![0; compact_len(f)?].into_boxed_slice();
+        write_compact(f, &mut data);
+        Some(Entry { data })
+    }
+
+    /// Writes `record` over this entry in place when its compact form takes exactly as many bytes
+    /// (the usual update: same client, same server, same formats), so an update allocates nothing.
+    fn refill(&mut self, record: &AtRecord<'_>) -> bool {
+        let f = Fields::of(record);
+        if self.whole_line().is_some() || compact_len(&f) != Some(self.data.len()) {
+            return false;
         }
-        let client = u16::try_from(f.client.len()).ok()?;
-        let location = u16::try_from(f.location.len()).ok()?;
-        let len = HEAD + f.server.len() + f.client.len() + f.location.len() + f.time.len();
-        let mut data = Vec::with_capacity(len);
-        data.push(f.server.len() as u8);
-        data.extend_from_slice(&diff.to_le_bytes());
-        data.extend_from_slice(&client.to_le_bytes());
-        data.extend_from_slice(&location.to_le_bytes());
-        for text in [f.server, f.client, f.location, f.time] {
-            data.extend_from_slice(text);
-        }
-        Some(Entry {
-            data: data.into_boxed_slice(),
-        })
+        write_compact(&f, &mut self.data);
+        true
     }
 
     /// The entry of an AT line whose client time and time difference are known already (a record
@@ -400,6 +429,22 @@ impl Cache {
         self.sketch.update(sync::key(slot.client()), old, new);
     }
 
+    /// Stores `record` as the entry at `index` (same client), where `written` is the AT line
+    /// written from it here (an IAMAT's reply): hashed as it is, and the entry rewritten in place when
+    /// it keeps its size, so an update renders nothing new and allocates nothing.
+    pub fn replace_written(&mut self, index: usize, record: &AtRecord<'_>, written: &[u8]) {
+        let Some(slot) = self.entries.get_mut(index) else {
+            return;
+        };
+        let (old, old_len) = slot.with_line(|l| (sync::hash(l), l.len()));
+        if !slot.refill(record) {
+            *slot = Entry::new(record, None);
+        }
+        self.bytes = self.bytes - old_len as u64 + written.len() as u64;
+        self.sketch
+            .update(sync::key(&record.client), old, sync::hash(written));
+    }
+
     /// Makes room for `more` clients at once, so a start that loads a million records does not
     /// grow (and rehash) the table twenty times.
     pub fn reserve(&mut self, more: usize) {
@@ -550,6 +595,31 @@ mod tests {
                 },
             )
             .unwrap();
+    }
+
+    #[test]
+    fn an_update_written_here_is_the_same_entry_and_fingerprint_as_a_fresh_one() {
+        let (mut updated, mut fresh) = (Cache::default(), Cache::default());
+        for i in 0..100 {
+            let line = format!("AT Alford +0.000000001 c{i} +1+1 {i}");
+            updated.push(Entry::new(&AtRecord::parse(line.as_bytes()).unwrap(), None));
+        }
+        for i in 0..100 {
+            // Same size (rewritten in place) for most, longer for every tenth.
+            let time = if i % 10 == 0 {
+                format!("{i}.5")
+            } else {
+                format!("{}", i + 1)
+            };
+            let line = format!("AT Alford +0.00000000{} c{i} +1+1 {time}", i % 10);
+            let r = AtRecord::parse(line.as_bytes()).unwrap();
+            updated.replace_written(i, &r, line.as_bytes());
+            assert_eq!(&updated.get(i).unwrap().line()[..], line.as_bytes());
+            fresh.push(Entry::new(&r, None));
+        }
+        assert_eq!(updated.sketch().root(), fresh.sketch().root());
+        assert_eq!(updated.bytes(), fresh.bytes());
+        assert_eq!(updated.index_of(b"c42"), Some(42));
     }
 
     #[test]

@@ -134,6 +134,17 @@ struct Room {
     bytes: u64,
 }
 
+/// The AT line a record arrives with.
+#[derive(Debug, Clone, Copy)]
+enum Given<'a> {
+    /// None: the cache renders the record's own (a peer's record).
+    Nothing,
+    /// Written from the record here (an IAMAT's reply): the line the record renders.
+    Written(&'a [u8]),
+    /// Read back from disk: kept byte for byte, whatever the record would render.
+    Kept(&'a [u8]),
+}
+
 /// Who hears of a record [`offer`] stores besides the links: the journal and the watches (either
 /// may be left out: records read back from disk go to neither).
 #[derive(Default)]
@@ -153,7 +164,7 @@ fn offer(
     links: &mut [Link],
     told: Told<'_>,
     record: AtRecord<'_>,
-    line: Option<&[u8]>,
+    line: Given<'_>,
     from: Option<usize>,
     room: Option<Room>,
 ) -> Offer {
@@ -164,7 +175,11 @@ fn offer(
                 Some(Ordering::Greater) => return Offer::Newer(i),
                 _ => {}
             }
-            clients.replace(i, &record, line);
+            match line {
+                Given::Written(l) => clients.replace_written(i, &record, l),
+                Given::Kept(l) => clients.replace(i, &record, Some(l)),
+                Given::Nothing => clients.replace(i, &record, None),
+            }
             i
         }
         None => {
@@ -173,7 +188,11 @@ fn offer(
                     return Offer::Full(Limit::ClientCap);
                 }
             }
-            let entry = Entry::new(&record, line);
+            let kept = match line {
+                Given::Kept(l) => Some(l),
+                Given::Written(_) | Given::Nothing => None,
+            };
+            let entry = Entry::new(&record, kept);
             if let Some(room) = room {
                 let len = entry.line_len() as u64;
                 if clients.bytes() + len + ENTRY_OVERHEAD > room.bytes {
@@ -801,7 +820,7 @@ impl Node {
             &mut self.links,
             Told::default(),
             record,
-            Some(line),
+            Given::Kept(line),
             None,
             None,
         ) {
@@ -947,7 +966,7 @@ impl Node {
                         watches: Some(&mut self.watches),
                     },
                     record,
-                    None,
+                    Given::Written(&out[start..]),
                     None,
                     Some(room),
                 );
@@ -1079,7 +1098,7 @@ impl Node {
                 watches: Some(&mut self.watches),
             },
             record,
-            None,
+            Given::Nothing,
             Some(from),
             Some(room),
         ) {
