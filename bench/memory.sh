@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Target 6 and the catch-up figure: RSS with 1M distinct clients; RSS with 10,000 idle client
-# connections; time for a restarted neighbour to catch up on 1M records.
+# connections; time for a restarted neighbour to catch up on 1M records. Then Redis 7 holding the same
+# number of AT lines of the same shape (`SET bench-N <line>`), for the bytes a client beside it.
+# SERVER=path/to/herd-server measures another build; REDIS=0 skips Redis.
 source "$(dirname "$0")/common.sh"
 build
+SERVER="${SERVER:-$BIN/herd-server}"
 A=$(free_port); B=$(free_port)
 printf '[log]\nlines = false\n[[server]]\nname = "Alford"\nlisten = "127.0.0.1:%s"\nneighbors = ["Hamilton"]\n[[server]]\nname = "Hamilton"\nlisten = "127.0.0.1:%s"\n' "$A" "$B" > "$WORK/two.toml"
-"$BIN/herd-server" serve Alford --config "$WORK/two.toml" --log-dir "$WORK/logs" 2>/dev/null &
+"$SERVER" serve Alford --config "$WORK/two.toml" --log-dir "$WORK/logs" 2>/dev/null &
 AP=$!; PIDS+=($AP)
 wait_port "$A"
-echo "Alford RSS at start: $(( $(rss_kb $AP) / 1024 )) MB"
+A0=$(rss_kb $AP)
+echo "Alford RSS at start: $(( A0 / 1024 )) MB"
 "$BIN/herd" --to "127.0.0.1:$A" bench -n 1000000 --clients 1000000 -c 10 -P 16 | sed -n 2p
-echo "Alford RSS with $( "$BIN/herd" --to "127.0.0.1:$A" send "WHATSAT bench-1 1 0" >/dev/null; echo 1M) clients: $(( $(rss_kb $AP) / 1024 )) MB"
-"$BIN/herd-server" serve Hamilton --config "$WORK/two.toml" --log-dir "$WORK/logs" 2>/dev/null &
+A1=$(rss_kb $AP)
+echo "Alford RSS with $( "$BIN/herd" --to "127.0.0.1:$A" send "WHATSAT bench-1 1 0" >/dev/null; echo 1M) clients: $(( A1 / 1024 )) MB: $(( A1 * 1024 / 1000000 )) B a client of RSS, $(( (A1 - A0) * 1024 / 1000000 )) B a client above the empty server"
+"$BIN/herd" --to "127.0.0.1:$A" send "WHATSAT bench-1 1 0" | head -1 | awk '{print "an AT line held: " length($0) " bytes: " $0}'
+"$SERVER" serve Hamilton --config "$WORK/two.toml" --log-dir "$WORK/logs" 2>/dev/null &
 HP=$!; PIDS+=($HP)
 for _ in $(seq 1 600); do grep -q "catch-up from peer complete" "$WORK/logs/Hamilton.log" 2>/dev/null && break; sleep 0.1; done
 grep -E "peer link up|catch-up from peer complete" "$WORK/logs/Hamilton.log"
@@ -45,3 +51,22 @@ HOLD=$!
 sleep 3
 echo "RSS: $(( before / 1024 )) MB idle server, $(( $(rss_kb "$IP") / 1024 )) MB with 10,000 connections"
 wait $HOLD
+
+[ "${REDIS:-1}" = 0 ] && exit 0
+echo "== Redis: 1M SETs of AT lines of the same shape"
+need_redis
+R=$(free_port); start_redis "$R"; RP=${PIDS[-1]}
+R0=$(rss_kb "$RP")
+python3 - <<'PY' | redis-cli -p "$R" --pipe | tail -1
+import sys, random
+rnd = random.Random(1)
+out = sys.stdout.buffer
+for i in range(1000000):
+    lat = rnd.randint(-560000, 720000); lon = rnd.randint(-1800000, 1800000)
+    deg = lambda v: (b"-" if v < 0 else b"+") + b"%d.%04d" % (abs(v) // 10000, abs(v) % 10000)
+    key = b"bench-%d" % i
+    line = b"AT Alford +0.%09d " % rnd.randint(0, 999999999) + key + b" " + deg(lat) + deg(lon) + b" 1764740000.123456789"
+    out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(line), line))
+PY
+R1=$(rss_kb "$RP")
+echo "Redis RSS with $(redis-cli -p "$R" dbsize) keys: $(( R1 / 1024 )) MB: $(( R1 * 1024 / 1000000 )) B a key of RSS, $(( (R1 - R0) * 1024 / 1000000 )) B a key above the empty server; $(redis-cli -p "$R" get bench-1 | awk '{print "a value: " length($0) " bytes"}')"

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{usage, Target};
+use crate::{usage, ServerChoice};
 
 /// `herd bench` options.
 #[derive(clap::Args, Clone)]
@@ -154,7 +154,7 @@ fn parse_mix(mix: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Runs the benchmark and prints the figures.
-pub async fn run(args: BenchArgs, target: &Target) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(args: BenchArgs, target: &ServerChoice) -> anyhow::Result<std::process::ExitCode> {
     if args.connections == 0 || args.pipeline == 0 {
         return Err(usage("-c and -P must be at least 1"));
     }

@@ -39,13 +39,13 @@ use tokio::net::TcpStream;
 #[command(name = "herd", version, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
-    target: Target,
+    target: ServerChoice,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Args, Clone)]
-struct Target {
+struct ServerChoice {
     /// Server name of the herd, or HOST:PORT.
     #[arg(long, global = true, value_name = "SERVER|HOST:PORT")]
     to: Option<String>,
@@ -265,7 +265,7 @@ fn humantime(d: Duration) -> String {
     }
 }
 
-async fn connect(target: &Target) -> anyhow::Result<(TcpStream, SocketAddr)> {
+async fn connect(target: &ServerChoice) -> anyhow::Result<(TcpStream, SocketAddr)> {
     let addr = target::resolve(
         target.to.as_deref(),
         target.config.as_deref(),
@@ -319,7 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The command as the completion scripts see it: `--to` offers the server names of the herd (found
 /// by the usual lookup, when the script is made) instead of file names. Only the script is changed:
 /// `--to` still takes any `HOST:PORT`.
-fn completed(target: &Target) -> anyhow::Result<clap::Command> {
+fn completed(target: &ServerChoice) -> anyhow::Result<clap::Command> {
     let (herd, located) = target::herd(target.config.as_deref())?;
     target::say_using(&located);
     let names: Vec<String> = herd.servers.iter().map(|s| s.name.clone()).collect();
@@ -444,7 +444,7 @@ async fn iamat(
     lon: Option<f64>,
     time: Option<String>,
     as_json: bool,
-    target: &Target,
+    target: &ServerChoice,
 ) -> anyhow::Result<ExitCode> {
     check_client(client)?;
     let location = location(loc, lon)?;
@@ -491,7 +491,7 @@ async fn whatsat(
     as_json: bool,
     raw: bool,
     color: ColorChoice,
-    target: &Target,
+    target: &ServerChoice,
 ) -> anyhow::Result<ExitCode> {
     let sent = whatsat_line(client, radius, bound)?;
     let (stream, addr) = connect(target).await?;
@@ -551,7 +551,7 @@ async fn whatsat(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn send(lines: Vec<String>, target: &Target) -> anyhow::Result<ExitCode> {
+async fn send(lines: Vec<String>, target: &ServerChoice) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     if lines.len() == 1 && lines[0] == "-" {
         tokio::io::stdin()
@@ -590,7 +590,7 @@ async fn send(lines: Vec<String>, target: &Target) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn tail(color: bool, target: &Target) -> anyhow::Result<ExitCode> {
+async fn tail(color: bool, target: &ServerChoice) -> anyhow::Result<ExitCode> {
     let (stream, addr) = connect(target).await?;
     // The prompt is for a person at a terminal; a script piping lines in gets only the replies.
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {

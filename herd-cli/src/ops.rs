@@ -15,10 +15,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{target, within, Target};
+use crate::{target, within, ServerChoice};
 
 /// Largest admin answer read (a `/status` of a server with many links is a few KiB).
-const MAX_ANSWER: u64 = 1 << 20;
+const MAX_ADMIN_ANSWER: u64 = 1 << 20;
 
 /// The environment variable holding the admin token sent as `Authorization: Bearer` (an admin
 /// address beyond loopback asks for it when the herd has a secret: `herd-server admin-token`).
@@ -137,7 +137,7 @@ pub async fn get(admin: &str, path: &str, timeout: Duration) -> Result<(u16, Vec
         .map_err(|e| io("sending to", e))?;
         let mut all = Vec::new();
         (&mut s)
-            .take(MAX_ANSWER)
+            .take(MAX_ADMIN_ANSWER)
             .read_to_end(&mut all)
             .await
             .map_err(|e| io("reading from", e))?;
@@ -166,7 +166,7 @@ fn parse_response(all: &[u8]) -> Option<(u16, Vec<u8>)> {
 
 /// The servers to ask: `(name, client address, admin address)`.
 fn servers(
-    target: &Target,
+    target: &ServerChoice,
     admin: Option<&str>,
 ) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
     let (herd, located): (Config, _) = target::herd(target.config.as_deref())?;
@@ -221,7 +221,7 @@ fn uptime(secs: f64) -> String {
 /// `herd status`: one row a server, like `consul members`. Exit 0 when every server asked is up, 3 when
 /// any is down.
 pub async fn status(
-    target: &Target,
+    target: &ServerChoice,
     admin: Option<&str>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -362,7 +362,7 @@ fn table(rows: &[[String; 7]]) -> String {
 }
 
 /// `herd ping`: the admin `/health` (or a connection to the client port) and how long it took.
-pub async fn ping(target: &Target, admin: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn ping(target: &ServerChoice, admin: Option<&str>) -> anyhow::Result<ExitCode> {
     let (name, listen, admin) = servers(target, admin)?
         .into_iter()
         .next()

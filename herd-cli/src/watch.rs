@@ -11,7 +11,7 @@ use herd_proto::{record_json, AtRecord, WatchLine};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{target, usage, Target};
+use crate::{target, usage, ServerChoice};
 
 #[derive(Args)]
 pub struct WatchArgs {
@@ -48,7 +48,7 @@ enum What {
 }
 
 /// The HTTP door to ask: `--http`, else the `http` of the --to server (or the herd's first).
-fn door(args: &WatchArgs, target: &Target) -> anyhow::Result<String> {
+fn door(args: &WatchArgs, target: &ServerChoice) -> anyhow::Result<String> {
     if let Some(h) = &args.http {
         return Ok(h.clone());
     }
@@ -73,7 +73,7 @@ fn door(args: &WatchArgs, target: &Target) -> anyhow::Result<String> {
     })
 }
 
-pub async fn run(args: WatchArgs, target: &Target) -> anyhow::Result<ExitCode> {
+pub async fn run(args: WatchArgs, target: &ServerChoice) -> anyhow::Result<ExitCode> {
     let line = match &args.what {
         What::Client { id } => format!("WATCH CLIENT {id}"),
         What::Near { lat, lon, km } => format!("WATCH NEAR {lat} {lon} {km}"),

@@ -123,6 +123,17 @@ pub struct PlacesBudget {
     pub server_burst: u32,
 }
 
+impl PlacesConfig {
+    /// `timeout_ms` unset.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
+    /// `cache_ttl_ms` unset.
+    pub const DEFAULT_CACHE_TTL: Duration = Duration::from_millis(60_000);
+    /// `cache_entries` unset.
+    pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+    /// `max_in_flight` unset.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+}
+
 impl Default for PlacesBudget {
     /// A person's app asks a few times a minute; a herd of them stays well under 20 calls a second.
     fn default() -> Self {
@@ -363,7 +374,7 @@ struct AdminFile {
     hosts: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct HerdFile {
     secret: Option<Spanned<String>>,
@@ -454,6 +465,409 @@ pub fn default_herd_toml() -> &'static str {
     DEFAULT_HERD.trim_start()
 }
 
+/// Checks the sections of one config text, each in a function of its own; errors name the text's
+/// origin and, where known, the line.
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+/// The port of a `host:port`, if it is one.
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+impl Checker<'_> {
+    /// The line of the text where `span` starts.
+    fn line_of(&self, span: std::ops::Range<usize>) -> Option<usize> {
+        Some(
+            self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1,
+        )
+    }
+
+    fn err(&self, line: Option<usize>, message: String) -> ConfigError {
+        ConfigError {
+            origin: self.origin.to_owned(),
+            line,
+            message,
+        }
+    }
+
+    /// An error at the line of `span`.
+    fn at(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
+        self.err(self.line_of(span), message)
+    }
+
+    /// `[[server]]`: names and addresses each used once, neighbours known, links made symmetric.
+    fn servers(&self, file: &[ServerFile]) -> Result<Vec<ServerConfig>, ConfigError> {
+        if file.is_empty() {
+            return Err(self.err(None, "no [[server]] is configured".into()));
+        }
+        let names = self.names_and_addresses(file)?;
+        let mut neighbors: Vec<Vec<String>> = vec![Vec::new(); file.len()];
+        for (i, s) in file.iter().enumerate() {
+            for n in &s.neighbors {
+                let other = n.get_ref();
+                let Some(&j) = names.get(other) else {
+                    return Err(self.at(
+                        n.span(),
+                        format!("{} lists unknown neighbour {other:?}", s.name.get_ref()),
+                    ));
+                };
+                if i == j {
+                    return Err(self.at(
+                        n.span(),
+                        format!("{} lists itself as a neighbour", s.name.get_ref()),
+                    ));
+                }
+                // A one-sided link is made symmetric.
+                for (a, b) in [(i, j), (j, i)] {
+                    let name = file[b].name.get_ref();
+                    if !neighbors[a].contains(name) {
+                        neighbors[a].push(name.clone());
+                    }
+                }
+            }
+        }
+        Ok(file
+            .iter()
+            .zip(neighbors)
+            .map(|(s, neighbors)| ServerConfig {
+                name: s.name.get_ref().clone(),
+                listen: s.listen.get_ref().clone(),
+                neighbors,
+                admin: s.admin.as_ref().map(|a| a.get_ref().clone()),
+                http: s.http.as_ref().map(|a| a.get_ref().clone()),
+            })
+            .collect())
+    }
+
+    /// Every server's name valid and used once, its addresses `host:port` and used once; returns
+    /// each name's index.
+    fn names_and_addresses(
+        &self,
+        file: &[ServerFile],
+    ) -> Result<HashMap<String, usize>, ConfigError> {
+        let mut names = HashMap::new();
+        let mut addrs = HashSet::new();
+        for s in file {
+            let name = s.name.get_ref();
+            if let Some(why) = name_problem(name) {
+                return Err(self.at(s.name.span(), format!("server name {name:?} {why}")));
+            }
+            if names.insert(name.clone(), names.len()).is_some() {
+                return Err(self.at(s.name.span(), format!("server name {name:?} is used twice")));
+            }
+            let listen = s.listen.get_ref();
+            if port_of(listen).is_none() {
+                return Err(self.at(
+                    s.listen.span(),
+                    format!("listen address {listen:?} of {name} is not host:port"),
+                ));
+            }
+            if !addrs.insert(listen.clone()) {
+                return Err(self.at(
+                    s.listen.span(),
+                    format!("listen address {listen:?} is used twice"),
+                ));
+            }
+            for (what, addr) in [("admin", &s.admin), ("http", &s.http)] {
+                let Some(addr) = addr else { continue };
+                let a = addr.get_ref();
+                if port_of(a).is_none() {
+                    return Err(self.at(
+                        addr.span(),
+                        format!("{what} address {a:?} of {name} is not host:port"),
+                    ));
+                }
+                if !addrs.insert(a.clone()) {
+                    return Err(self.at(addr.span(), format!("{what} address {a:?} is used twice")));
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// `[places]` (a missing table is the same as an empty one); `env_key` overrides its `key`.
+    fn places(&self, p: PlacesFile, env_key: Option<String>) -> Result<PlacesConfig, ConfigError> {
+        let key = env_key.or(p.key);
+        let d = PlacesBudget::default();
+        let places = PlacesConfig {
+            backend: p.backend.unwrap_or(if key.is_some() {
+                Backend::Google
+            } else {
+                Backend::Offline
+            }),
+            url: p.url,
+            timeout: p
+                .timeout_ms
+                .map_or(PlacesConfig::DEFAULT_TIMEOUT, Duration::from_millis),
+            key,
+            cache_ttl: p
+                .cache_ttl_ms
+                .map_or(PlacesConfig::DEFAULT_CACHE_TTL, Duration::from_millis),
+            cache_entries: p
+                .cache_entries
+                .unwrap_or(PlacesConfig::DEFAULT_CACHE_ENTRIES),
+            max_in_flight: p
+                .max_in_flight
+                .unwrap_or(PlacesConfig::DEFAULT_MAX_IN_FLIGHT),
+            budget: PlacesBudget {
+                connection_rate: p.connection_rate.unwrap_or(d.connection_rate),
+                connection_burst: p.connection_burst.unwrap_or(d.connection_burst),
+                server_rate: p.server_rate.unwrap_or(d.server_rate),
+                server_burst: p.server_burst.unwrap_or(d.server_burst),
+            },
+        };
+        if places.max_in_flight == 0 {
+            return Err(self.err(
+                None,
+                "[places] max_in_flight = 0 would send no look-up (at least 1)".into(),
+            ));
+        }
+        if places.backend != Backend::Offline && places.key.is_none() {
+            return Err(self.err(
+                None,
+                format!(
+                    "the {} back-end needs an API key: set {API_KEY_ENV} (or `key` under [places])",
+                    places.backend
+                ),
+            ));
+        }
+        check_workable(&places).map_err(|m| self.err(None, m))?;
+        Ok(places)
+    }
+
+    /// A `[limits]` value within `min..=max`; a value that cannot work is refused with its line, never
+    /// silently replaced.
+    fn limit(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        let n = *v.get_ref();
+        if n < min || n > max {
+            let why = if n < min {
+                format!("at least {min}")
+            } else {
+                format!("at most {max}")
+            };
+            return Err(self.at(
+                v.span(),
+                format!("[limits] {key} = {n} cannot work: it must be {why}"),
+            ));
+        }
+        Ok(Some(n))
+    }
+
+    /// `[limits]`.
+    fn limits(&self, l: &LimitsFile) -> Result<Limits, ConfigError> {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let ms = Duration::from_millis;
+        // Times up to ~30 years; counts up to what a 32-bit client index and a process can hold.
+        const MAX_MS: u64 = 1_000_000_000_000;
+        let count = u64::from(u32::MAX);
+        let d = Limits::default();
+        let max_connections = self
+            .limit(&l.max_connections, "max_connections", 1, count)?
+            .map_or(d.max_connections, size);
+        Ok(Limits {
+            max_line: self
+                .limit(&l.max_line, "max_line", MIN_MAX_LINE as u64, count)?
+                .map_or(d.max_line, size),
+            max_connections,
+            // Unset, one address may use every client slot (loopback tools, a NAT).
+            max_connections_per_ip: self
+                .limit(
+                    &l.max_connections_per_ip,
+                    "max_connections_per_ip",
+                    1,
+                    count,
+                )?
+                .map_or(max_connections, size),
+            line_timeout: self
+                .limit(&l.line_timeout_ms, "line_timeout_ms", 1, MAX_MS)?
+                .map_or(d.line_timeout, ms),
+            idle_timeout: self
+                .limit(&l.idle_timeout_ms, "idle_timeout_ms", 1, MAX_MS)?
+                .map_or(d.idle_timeout, ms),
+            // 0 is strict but can work: no time ahead of the server's clock at all.
+            max_future: self
+                .limit(&l.max_future_ms, "max_future_ms", 0, MAX_MS)?
+                .map_or(d.max_future, ms),
+            max_clients: self
+                .limit(&l.max_clients, "max_clients", 1, count)?
+                .map_or(d.max_clients, size),
+            max_client_id: self
+                .limit(&l.max_client_id, "max_client_id", 1, count)?
+                .map_or(d.max_client_id, size),
+            max_cache_bytes: self
+                .limit(&l.max_cache_bytes, "max_cache_bytes", 1, u64::MAX)?
+                .unwrap_or(d.max_cache_bytes),
+            max_watches: self
+                .limit(&l.max_watches, "max_watches", 0, count)?
+                .map_or(d.max_watches, size),
+            max_watches_per_connection: self
+                .limit(
+                    &l.max_watches_per_connection,
+                    "max_watches_per_connection",
+                    0,
+                    count,
+                )?
+                .map_or(d.max_watches_per_connection, size),
+            watch_queue: self
+                .limit(&l.watch_queue, "watch_queue", 1, count)?
+                .map_or(d.watch_queue, size),
+        })
+    }
+
+    /// `[herd]`: the secrets (`secret` or `secrets`, none empty) and `insecure`; without a secret,
+    /// every address of `servers` must be on loopback unless `insecure`.
+    fn herd(
+        &self,
+        herd: HerdFile,
+        servers: &[ServerFile],
+    ) -> Result<(Vec<String>, bool), ConfigError> {
+        let secrets = match (herd.secret, herd.secrets) {
+            (Some(one), Some(_)) => {
+                return Err(self.at(
+                    one.span(),
+                    "[herd] has both `secret` and `secrets`: use one (`secrets = [new, old]` to rotate)"
+                        .into(),
+                ))
+            }
+            (Some(one), None) => vec![one],
+            (None, Some(many)) => {
+                let span = many.span();
+                many.into_inner()
+                    .into_iter()
+                    .map(|s| Spanned::new(span.clone(), s))
+                    .collect()
+            }
+            (None, None) => Vec::new(),
+        };
+        if let Some(empty) = secrets.iter().find(|s| s.get_ref().is_empty()) {
+            return Err(self.at(empty.span(), "a herd secret must not be empty".into()));
+        }
+        let secrets: Vec<String> = secrets.into_iter().map(Spanned::into_inner).collect();
+        let insecure = herd.insecure.unwrap_or(false);
+        if secrets.is_empty() && !insecure {
+            self.all_on_loopback(servers)?;
+        }
+        Ok((secrets, insecure))
+    }
+
+    /// Without a secret (and without `insecure`), no address may be beyond loopback.
+    fn all_on_loopback(&self, servers: &[ServerFile]) -> Result<(), ConfigError> {
+        if let Some(s) = servers.iter().find(|s| !is_loopback(s.listen.get_ref())) {
+            return Err(self.at(
+                s.listen.span(),
+                format!(
+                    "{} listens on {:?}, beyond loopback, but the herd has no secret: anyone who \
+                     can reach it could pose as a server. Set [herd] secret (or secrets), or \
+                     [herd] insecure = true to run without one",
+                    s.name.get_ref(),
+                    s.listen.get_ref()
+                ),
+            ));
+        }
+        // The client door over HTTP follows the rule of `listen` (PROTOCOL.md §10).
+        if let Some((s, a)) = servers.iter().find_map(|s| {
+            s.http
+                .as_ref()
+                .filter(|a| !is_loopback(a.get_ref()))
+                .map(|a| (s, a))
+        }) {
+            return Err(self.at(
+                a.span(),
+                format!(
+                    "{} has its http door on {:?}, beyond loopback, but the herd has no secret: \
+                     the same rule as `listen`. Set [herd] secret (or secrets), or [herd] \
+                     insecure = true to run without one",
+                    s.name.get_ref(),
+                    a.get_ref()
+                ),
+            ));
+        }
+        if let Some((s, a)) = servers.iter().find_map(|s| {
+            s.admin
+                .as_ref()
+                .filter(|a| !is_loopback(a.get_ref()))
+                .map(|a| (s, a))
+        }) {
+            return Err(self.at(
+                a.span(),
+                format!(
+                    "the admin address {:?} of {} is beyond loopback, but the herd has no secret: \
+                     anyone who can reach it could read every client's location. Set [herd] secret \
+                     (requests from beyond loopback then need its bearer token: `herd-server \
+                     admin-token`), or [herd] insecure = true to serve it to anyone",
+                    a.get_ref(),
+                    s.name.get_ref()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[log]`.
+    fn log(&self, l: LogFile) -> Result<LogSettings, ConfigError> {
+        let d = LogSettings::default();
+        let keep = match l.keep {
+            None => d.keep,
+            Some(k) if *k.get_ref() > MAX_KEEP as u64 => {
+                return Err(self.at(
+                    k.span(),
+                    format!(
+                        "[log] keep = {} cannot work: it must be at most {MAX_KEEP}",
+                        k.get_ref()
+                    ),
+                ))
+            }
+            Some(k) => *k.get_ref() as usize,
+        };
+        Ok(LogSettings {
+            lines: l.lines.unwrap_or(d.lines),
+            bodies: l.bodies.unwrap_or(d.bodies),
+            max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
+            keep,
+        })
+    }
+
+    /// `[admin]`.
+    fn admin(&self, a: AdminFile) -> Result<AdminSettings, ConfigError> {
+        let d = AdminSettings::default();
+        let max_connections = match a.max_connections {
+            None => d.max_connections,
+            Some(m) if *m.get_ref() < 1 || *m.get_ref() > 1_000_000 => {
+                return Err(self.at(
+                    m.span(),
+                    format!(
+                        "[admin] max_connections = {} cannot work: it must be from 1 to 1000000",
+                        m.get_ref()
+                    ),
+                ))
+            }
+            Some(m) => *m.get_ref() as usize,
+        };
+        Ok(AdminSettings {
+            max_connections,
+            hosts: a
+                .hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        })
+    }
+}
+
 impl Config {
     /// The built-in default herd, with the Places back-end chosen from the environment.
     pub fn default_herd() -> Config {
@@ -480,371 +894,29 @@ impl Config {
     }
 
     /// Parses and checks config text; `origin` names it in errors, `env_key` is the environment's key.
+    /// Each section is checked by a function of its own ([`Checker`]).
     ///
     /// # Errors
     /// Bad TOML, an unknown key, an unknown neighbour, a name or address used twice, a server listed as
     /// its own neighbour, no server at all.
     pub fn parse(text: &str, origin: &str, env_key: Option<String>) -> Result<Config, ConfigError> {
-        let line_of = |span: std::ops::Range<usize>| {
-            Some(text[..span.start.min(text.len())].matches('\n').count() + 1)
-        };
-        let err = |line: Option<usize>, message: String| ConfigError {
-            origin: origin.to_owned(),
-            line,
-            message,
-        };
-        let file: File = toml::from_str(text)
-            .map_err(|e| err(e.span().and_then(&line_of), e.message().trim().to_owned()))?;
-
-        if file.server.is_empty() {
-            return Err(err(None, "no [[server]] is configured".into()));
-        }
-        let mut names = HashMap::new();
-        let mut addrs = HashSet::new();
-        for s in &file.server {
-            let name = s.name.get_ref();
-            if let Some(why) = name_problem(name) {
-                return Err(err(
-                    line_of(s.name.span()),
-                    format!("server name {name:?} {why}"),
-                ));
-            }
-            if names.insert(name.clone(), names.len()).is_some() {
-                return Err(err(
-                    line_of(s.name.span()),
-                    format!("server name {name:?} is used twice"),
-                ));
-            }
-            let listen = s.listen.get_ref();
-            if listen
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err(err(
-                    line_of(s.listen.span()),
-                    format!("listen address {listen:?} of {name} is not host:port"),
-                ));
-            }
-            if !addrs.insert(listen.clone()) {
-                return Err(err(
-                    line_of(s.listen.span()),
-                    format!("listen address {listen:?} is used twice"),
-                ));
-            }
-            for (what, addr) in [("admin", &s.admin), ("http", &s.http)] {
-                let Some(addr) = addr else { continue };
-                let a = addr.get_ref();
-                if a.rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
-                    return Err(err(
-                        line_of(addr.span()),
-                        format!("{what} address {a:?} of {name} is not host:port"),
-                    ));
-                }
-                if !addrs.insert(a.clone()) {
-                    return Err(err(
-                        line_of(addr.span()),
-                        format!("{what} address {a:?} is used twice"),
-                    ));
-                }
-            }
-        }
-        let mut neighbors: Vec<Vec<String>> = vec![Vec::new(); file.server.len()];
-        for (i, s) in file.server.iter().enumerate() {
-            for n in &s.neighbors {
-                let other = n.get_ref();
-                let Some(&j) = names.get(other) else {
-                    return Err(err(
-                        line_of(n.span()),
-                        format!("{} lists unknown neighbour {other:?}", s.name.get_ref()),
-                    ));
-                };
-                if i == j {
-                    return Err(err(
-                        line_of(n.span()),
-                        format!("{} lists itself as a neighbour", s.name.get_ref()),
-                    ));
-                }
-                // A one-sided link is made symmetric.
-                for (a, b) in [(i, j), (j, i)] {
-                    let name = file.server[b].name.get_ref();
-                    if !neighbors[a].contains(name) {
-                        neighbors[a].push(name.clone());
-                    }
-                }
-            }
-        }
-        let servers = file
-            .server
-            .iter()
-            .zip(neighbors)
-            .map(|(s, neighbors)| ServerConfig {
-                name: s.name.get_ref().clone(),
-                listen: s.listen.get_ref().clone(),
-                neighbors,
-                admin: s.admin.as_ref().map(|a| a.get_ref().clone()),
-                http: s.http.as_ref().map(|a| a.get_ref().clone()),
-            })
-            .collect();
-
-        // A missing [places] table is the same as an empty one.
-        let p = file.places.unwrap_or_default();
-        let key = env_key.or(p.key);
-        let places = PlacesConfig {
-            backend: p.backend.unwrap_or(if key.is_some() {
-                Backend::Google
-            } else {
-                Backend::Offline
-            }),
-            url: p.url,
-            timeout: Duration::from_millis(p.timeout_ms.unwrap_or(5000)),
-            key,
-            cache_ttl: Duration::from_millis(p.cache_ttl_ms.unwrap_or(60_000)),
-            cache_entries: p.cache_entries.unwrap_or(10_000),
-            max_in_flight: p.max_in_flight.unwrap_or(32),
-            budget: {
-                let d = PlacesBudget::default();
-                PlacesBudget {
-                    connection_rate: p.connection_rate.unwrap_or(d.connection_rate),
-                    connection_burst: p.connection_burst.unwrap_or(d.connection_burst),
-                    server_rate: p.server_rate.unwrap_or(d.server_rate),
-                    server_burst: p.server_burst.unwrap_or(d.server_burst),
-                }
-            },
-        };
-        if places.max_in_flight == 0 {
-            return Err(err(
-                None,
-                "[places] max_in_flight = 0 would send no look-up (at least 1)".into(),
-            ));
-        }
-        if places.backend != Backend::Offline && places.key.is_none() {
-            return Err(err(
-                None,
-                format!(
-                    "the {} back-end needs an API key: set {API_KEY_ENV} (or `key` under [places])",
-                    places.backend
-                ),
-            ));
-        }
-        check_workable(&places).map_err(|m| err(None, m))?;
-        let limits = match file.limits {
-            None => Limits::default(),
-            Some(l) => {
-                // A value that cannot work is refused with its line, never silently replaced.
-                let check = |v: &Option<Spanned<u64>>,
-                             key: &str,
-                             min: u64,
-                             max: u64|
-                 -> Result<Option<u64>, ConfigError> {
-                    let Some(v) = v else { return Ok(None) };
-                    let n = *v.get_ref();
-                    if n < min || n > max {
-                        let why = if n < min {
-                            format!("at least {min}")
-                        } else {
-                            format!("at most {max}")
-                        };
-                        return Err(err(
-                            line_of(v.span()),
-                            format!("[limits] {key} = {n} cannot work: it must be {why}"),
-                        ));
-                    }
-                    Ok(Some(n))
-                };
-                let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-                let ms = Duration::from_millis;
-                // Times up to ~30 years; counts up to what a 32-bit client index and a process can hold.
-                const MAX_MS: u64 = 1_000_000_000_000;
-                let d = Limits::default();
-                let max_connections =
-                    check(&l.max_connections, "max_connections", 1, u32::MAX.into())?
-                        .map_or(d.max_connections, size);
-                Limits {
-                    max_line: check(
-                        &l.max_line,
-                        "max_line",
-                        MIN_MAX_LINE as u64,
-                        u32::MAX.into(),
-                    )?
-                    .map_or(d.max_line, size),
-                    max_connections,
-                    // Unset, one address may use every client slot (loopback tools, a NAT).
-                    max_connections_per_ip: check(
-                        &l.max_connections_per_ip,
-                        "max_connections_per_ip",
-                        1,
-                        u32::MAX.into(),
-                    )?
-                    .map_or(max_connections, size),
-                    line_timeout: check(&l.line_timeout_ms, "line_timeout_ms", 1, MAX_MS)?
-                        .map_or(d.line_timeout, ms),
-                    idle_timeout: check(&l.idle_timeout_ms, "idle_timeout_ms", 1, MAX_MS)?
-                        .map_or(d.idle_timeout, ms),
-                    // 0 is strict but can work: no time ahead of the server's clock at all.
-                    max_future: check(&l.max_future_ms, "max_future_ms", 0, MAX_MS)?
-                        .map_or(d.max_future, ms),
-                    max_clients: check(&l.max_clients, "max_clients", 1, u32::MAX.into())?
-                        .map_or(d.max_clients, size),
-                    max_client_id: check(&l.max_client_id, "max_client_id", 1, u32::MAX.into())?
-                        .map_or(d.max_client_id, size),
-                    max_cache_bytes: check(&l.max_cache_bytes, "max_cache_bytes", 1, u64::MAX)?
-                        .map_or(d.max_cache_bytes, |b| b),
-                    max_watches: check(&l.max_watches, "max_watches", 0, u32::MAX.into())?
-                        .map_or(d.max_watches, size),
-                    max_watches_per_connection: check(
-                        &l.max_watches_per_connection,
-                        "max_watches_per_connection",
-                        0,
-                        u32::MAX.into(),
-                    )?
-                    .map_or(d.max_watches_per_connection, size),
-                    watch_queue: check(&l.watch_queue, "watch_queue", 1, u32::MAX.into())?
-                        .map_or(d.watch_queue, size),
-                }
-            }
-        };
-        let herd = file.herd.unwrap_or(HerdFile {
-            secret: None,
-            secrets: None,
-            insecure: None,
-        });
-        let secrets = match (herd.secret, herd.secrets) {
-            (Some(one), Some(_)) => {
-                return Err(err(
-                    line_of(one.span()),
-                    "[herd] has both `secret` and `secrets`: use one (`secrets = [new, old]` to rotate)"
-                        .into(),
-                ))
-            }
-            (Some(one), None) => vec![one],
-            (None, Some(many)) => {
-                let span = many.span();
-                many.into_inner()
-                    .into_iter()
-                    .map(|s| Spanned::new(span.clone(), s))
-                    .collect()
-            }
-            (None, None) => Vec::new(),
-        };
-        if let Some(empty) = secrets.iter().find(|s| s.get_ref().is_empty()) {
-            return Err(err(
-                line_of(empty.span()),
-                "a herd secret must not be empty".into(),
-            ));
-        }
-        let secrets: Vec<String> = secrets.into_iter().map(Spanned::into_inner).collect();
-        let insecure = herd.insecure.unwrap_or(false);
-        if secrets.is_empty() && !insecure {
-            if let Some(s) = file
-                .server
-                .iter()
-                .find(|s| !is_loopback(s.listen.get_ref()))
-            {
-                return Err(err(
-                    line_of(s.listen.span()),
-                    format!(
-                        "{} listens on {:?}, beyond loopback, but the herd has no secret: anyone who \
-                         can reach it could pose as a server. Set [herd] secret (or secrets), or \
-                         [herd] insecure = true to run without one",
-                        s.name.get_ref(),
-                        s.listen.get_ref()
-                    ),
-                ));
-            }
-            // The client door over HTTP follows the rule of `listen` (PROTOCOL.md §10).
-            if let Some((s, a)) = file.server.iter().find_map(|s| {
-                s.http
-                    .as_ref()
-                    .filter(|a| !is_loopback(a.get_ref()))
-                    .map(|a| (s, a))
-            }) {
-                return Err(err(
-                    line_of(a.span()),
-                    format!(
-                        "{} has its http door on {:?}, beyond loopback, but the herd has no secret: \
-                         the same rule as `listen`. Set [herd] secret (or secrets), or [herd] \
-                         insecure = true to run without one",
-                        s.name.get_ref(),
-                        a.get_ref()
-                    ),
-                ));
-            }
-            if let Some((s, a)) = file.server.iter().find_map(|s| {
-                s.admin
-                    .as_ref()
-                    .filter(|a| !is_loopback(a.get_ref()))
-                    .map(|a| (s, a))
-            }) {
-                return Err(err(
-                    line_of(a.span()),
-                    format!(
-                        "the admin address {:?} of {} is beyond loopback, but the herd has no secret: \
-                         anyone who can reach it could read every client's location. Set [herd] secret \
-                         (requests from beyond loopback then need its bearer token: `herd-server \
-                         admin-token`), or [herd] insecure = true to serve it to anyone",
-                        a.get_ref(),
-                        s.name.get_ref()
-                    ),
-                ));
-            }
-        }
-        let log = match file.log {
-            None => LogSettings::default(),
-            Some(l) => {
-                let d = LogSettings::default();
-                let keep = match l.keep {
-                    None => d.keep,
-                    Some(k) if *k.get_ref() > MAX_KEEP as u64 => {
-                        return Err(err(
-                            line_of(k.span()),
-                            format!(
-                                "[log] keep = {} cannot work: it must be at most {MAX_KEEP}",
-                                k.get_ref()
-                            ),
-                        ))
-                    }
-                    Some(k) => *k.get_ref() as usize,
-                };
-                LogSettings {
-                    lines: l.lines.unwrap_or(d.lines),
-                    bodies: l.bodies.unwrap_or(d.bodies),
-                    max_bytes: l.max_bytes.unwrap_or(d.max_bytes),
-                    keep,
-                }
-            }
-        };
-        let admin = match file.admin {
-            None => AdminSettings::default(),
-            Some(a) => {
-                let d = AdminSettings::default();
-                let max_connections = match a.max_connections {
-                    None => d.max_connections,
-                    Some(m) if *m.get_ref() < 1 || *m.get_ref() > 1_000_000 => {
-                        return Err(err(
-                            line_of(m.span()),
-                            format!(
-                                "[admin] max_connections = {} cannot work: it must be from 1 to 1000000",
-                                m.get_ref()
-                            ),
-                        ))
-                    }
-                    Some(m) => *m.get_ref() as usize,
-                };
-                AdminSettings {
-                    max_connections,
-                    hosts: a
-                        .hosts
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|h| h.to_ascii_lowercase())
-                        .collect(),
-                }
-            }
-        };
+        let c = Checker { text, origin };
+        let file: File = toml::from_str(text).map_err(|e| {
+            c.err(
+                e.span().and_then(|s| c.line_of(s)),
+                e.message().trim().to_owned(),
+            )
+        })?;
+        let servers = c.servers(&file.server)?;
+        let places = c.places(file.places.unwrap_or_default(), env_key)?;
+        let limits = file
+            .limits
+            .map_or(Ok(Limits::default()), |l| c.limits(&l))?;
+        let (secrets, insecure) = c.herd(file.herd.unwrap_or_default(), &file.server)?;
+        let log = file.log.map_or(Ok(LogSettings::default()), |l| c.log(l))?;
+        let admin = file
+            .admin
+            .map_or(Ok(AdminSettings::default()), |a| c.admin(a))?;
         Ok(Config {
             places,
             admin,

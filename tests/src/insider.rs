@@ -25,6 +25,19 @@ impl Insider {
     /// Greets `addr` (server `to`) as `me`, which must sort before `to` (the dialling side), proving
     /// `secret`. Panics if the greeting itself is refused or takes longer than the test deadline.
     pub async fn greet(addr: SocketAddr, me: &str, to: &str, secret: &str) -> Insider {
+        match Insider::try_greet(addr, me, to, secret).await {
+            Ok(insider) => insider,
+            Err(f) => panic!("the insider's greeting was refused: {f}"),
+        }
+    }
+
+    /// Greets like [`Insider::greet`]; a refusal is returned (`refused: quarantined`, …), not a panic.
+    pub async fn try_greet(
+        addr: SocketAddr,
+        me: &str,
+        to: &str,
+        secret: &str,
+    ) -> Result<Insider, String> {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let keyring = Keyring::new(&[secret]);
         let node = Node::new(me, vec![to.into()]);
@@ -37,21 +50,23 @@ impl Insider {
             out.clear();
             match greeting.feed(&mut input, &node, Instant::now(), &mut out) {
                 Verdict::Established(est) => break est,
-                Verdict::Failed(f) => panic!("the insider's greeting was refused: {f:?}"),
+                Verdict::Failed(f) => return Err(format!("{}: {}", f.refusal.word(), f.detail)),
                 Verdict::Pending => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let read = tokio::time::timeout(left, stream.read_buf(&mut input)).await;
-            assert!(matches!(read, Ok(Ok(n)) if n > 0), "greeting cut short");
+            if !matches!(read, Ok(Ok(n)) if n > 0) {
+                return Err("greeting cut short".into());
+            }
         };
         stream.write_all(&out).await.expect("write");
-        Insider {
+        Ok(Insider {
             stream,
             sealer: est.channel.sealer,
             opener: est.channel.opener,
             wire: BytesMut::new(),
             plain: est.channel.first,
-        }
+        })
     }
 
     /// Seals `lines` and writes them on the link. Returns false if the server closed it.

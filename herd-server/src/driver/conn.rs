@@ -19,7 +19,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::WaitForCancellationFuture;
 use tracing::{debug, info, warn};
 
-use crate::driver::listener::{is_hello, Hello, Ticket};
+use crate::driver::listener::{is_hello, AdmissionSlot, Hello};
 use crate::driver::peers;
 use crate::driver::server::Shared;
 use crate::log::{show, LogBuf, HAND_OVER_AT};
@@ -39,7 +39,7 @@ pub(super) async fn handle(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
-    ticket: Ticket,
+    ticket: AdmissionSlot,
 ) {
     let id = shared.conn_id();
     let _ = stream.set_nodelay(true);
@@ -111,8 +111,8 @@ struct Connection<'a> {
     /// Lines in and out are logged.
     logging: bool,
     /// No line has been read yet (the first one may be a peer's greeting).
-    /// The store's ticket for records stored by replies in `out` not yet written.
-    ticket: Option<u64>,
+    /// The store position the records acknowledged by replies in `out` (not yet written) end at.
+    journal_end: Option<u64>,
     first: bool,
     eof: bool,
     /// It has sent something: reads go in 4 KiB steps.
@@ -157,7 +157,7 @@ impl<'a> Connection<'a> {
             out: Vec::new(),
             log: spec.log.buffer(id, None),
             logging: spec.log_lines && spec.log.is_on(),
-            ticket: None,
+            journal_end: None,
             first: true,
             eof: false,
             active: false,
@@ -378,7 +378,7 @@ impl<'a> Connection<'a> {
             },
         );
         if let Some(t) = shared.journal(&mut node) {
-            self.ticket = Some(t);
+            self.journal_end = Some(t);
         } else if let Some(store) = shared
             .store
             .as_ref()
@@ -386,7 +386,7 @@ impl<'a> Connection<'a> {
         {
             if store.fsync().replies_wait_for_disk() {
                 // Replies that show records stored by others wait for those too.
-                self.ticket = Some(store.position());
+                self.journal_end = Some(store.position());
             }
         }
         // The cap may be reached by this batch, or (when a line is refused by it) by a peer's
@@ -499,7 +499,7 @@ impl<'a> Connection<'a> {
     /// `always` until the records are on disk (if they cannot be, the replies are never sent and the
     /// connection closes); otherwise only while the journal is far behind.
     async fn flush(&mut self) -> std::io::Result<()> {
-        if let (Some(t), Some(store)) = (self.ticket.take(), &self.shared.store) {
+        if let (Some(t), Some(store)) = (self.journal_end.take(), &self.shared.store) {
             if store.fsync().replies_wait_for_disk() {
                 if let Err(e) = store.durable(t).await {
                     warn!(conn = self.id, "{e}: closing without the replies");

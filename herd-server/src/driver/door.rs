@@ -42,7 +42,7 @@ use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::driver::listener::{Ticket, TicketKind};
+use crate::driver::listener::{AdmissionSlot, SlotKind};
 use crate::driver::server::Shared;
 use crate::log::{show, LogBuf};
 use crate::node::limits::Limit;
@@ -115,7 +115,7 @@ impl Client {
         let shared = self.shared.clone();
         let now = (shared.spec.clock)();
         let start = out.len();
-        let (step, ticket) = self.decide(line, now, out);
+        let (step, journal_end) = self.decide(line, now, out);
         if self.logging {
             self.log.stamp();
         }
@@ -149,7 +149,7 @@ impl Client {
             self.log.pair(line, &out[start..]);
         }
         shared.spec.log.submit(&mut self.log).await;
-        if let Err(e) = self.durable(ticket).await {
+        if let Err(e) = self.durable(journal_end).await {
             warn!(conn = self.id, "{e}: the answer is not sent");
             out.truncate(start);
             return Err(e);
@@ -158,7 +158,7 @@ impl Client {
     }
 
     /// The node's decision for `line` (the batch entry point of a TCP connection, with a batch of
-    /// one), its reply written to `out`, and the store's ticket the reply must wait for.
+    /// one), its reply written to `out`, and the store position the reply must wait for.
     fn decide(&mut self, line: &[u8], now: Timestamp, out: &mut Vec<u8>) -> (Step, Option<u64>) {
         let shared = &self.shared;
         let mut node = shared.node();
@@ -171,7 +171,7 @@ impl Client {
             Some(q) => Step::Lookup(q),
             None => step.unwrap_or(Step::Invalid(Invalid::Malformed(ErrorKind::Empty))),
         };
-        let ticket = shared.journal(&mut node).or_else(|| {
+        let journal_end = shared.journal(&mut node).or_else(|| {
             // A reply that shows records stored by others waits for those too.
             let store = shared.store.as_ref()?;
             store
@@ -189,7 +189,7 @@ impl Client {
         if let Some(clients) = cap {
             shared.cap_reached(clients);
         }
-        (step, ticket)
+        (step, journal_end)
     }
 
     /// Answers a WHATSAT with its Places look-up `q` into `out`, spending this connection's budget;
@@ -238,11 +238,11 @@ impl Client {
         answer.json.clone()
     }
 
-    /// Waits, as the fsync rule says, for the records a reply acknowledges (`ticket`): under
+    /// Waits, as the fsync rule says, for the records a reply acknowledges (`journal_end`): under
     /// `always` until they are on disk; otherwise while the journal is far behind. An error: the
     /// reply must not be sent.
-    async fn durable(&self, ticket: Option<u64>) -> std::io::Result<()> {
-        let (Some(t), Some(store)) = (ticket, &self.shared.store) else {
+    async fn durable(&self, journal_end: Option<u64>) -> std::io::Result<()> {
+        let (Some(t), Some(store)) = (journal_end, &self.shared.store) else {
             return Ok(());
         };
         if store.fsync().replies_wait_for_disk() {
@@ -280,12 +280,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 let admitted = shared.admission().admit_client(from.ip());
                 match admitted {
                     Ok(()) => {
-                        let ticket = Ticket {
+                        let slot = AdmissionSlot {
                             shared: shared.clone(),
-                            kind: TicketKind::Client(from.ip()),
+                            kind: SlotKind::Client(from.ip()),
                         };
                         shared.tracker.spawn(
-                            async move { connection(&s, stream, from, app, ticket).await }
+                            async move { connection(&s, stream, from, app, slot).await }
                                 .in_current_span(),
                         );
                     }
@@ -329,12 +329,12 @@ async fn connection(
     stream: TcpStream,
     from: SocketAddr,
     app: Router,
-    ticket: Ticket,
+    slot: AdmissionSlot,
 ) {
-    let ticket = Arc::new(ticket);
+    let slot = Arc::new(slot);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(From(from));
-        request.extensions_mut().insert(ticket.clone());
+        request.extensions_mut().insert(slot.clone());
         let mut app = app.clone();
         async move { app.call(request.map(Body::new)).await }
     });
@@ -610,7 +610,7 @@ async fn not_found(method: Method, request: Request) -> Response {
 async fn ws(
     State(door): State<Door>,
     axum::Extension(From(from)): axum::Extension<From>,
-    axum::Extension(ticket): axum::Extension<Arc<Ticket>>,
+    axum::Extension(slot): axum::Extension<Arc<AdmissionSlot>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let max = door.shared.spec.limits.max_line;
@@ -620,7 +620,7 @@ async fn ws(
         .on_upgrade(move |socket| {
             async move {
                 websocket(door.shared, socket, from).await;
-                drop(ticket);
+                drop(slot);
             }
             .in_current_span()
         })

@@ -37,7 +37,7 @@ const BUSY_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Listen backlog: bursts of connects wait in the kernel instead of overflowing into SYN cookies
 /// and resets (the kernel caps it at `net.core.somaxconn`).
-pub(crate) const BACKLOG: u32 = 4096;
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds `addr` (`host:port`) with a deep accept queue and `SO_REUSEADDR`, so a restarted server can
 /// take its port back at once.
@@ -53,7 +53,7 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
             TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
-        match socket.bind(a).and_then(|()| socket.listen(BACKLOG)) {
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
@@ -62,39 +62,39 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// A connection's place in the budget; given back when dropped.
-pub(crate) struct Ticket {
+pub(crate) struct AdmissionSlot {
     pub(super) shared: Arc<Shared>,
-    pub(super) kind: TicketKind,
+    pub(super) kind: SlotKind,
 }
 
-pub(super) enum TicketKind {
+pub(super) enum SlotKind {
     Client(IpAddr),
     Peer,
     Pending,
 }
 
-impl Ticket {
+impl AdmissionSlot {
     /// A client connection turned out to be a neighbour's link: it moves to the peers' budget (when
     /// there is room), so links never hold client slots.
-    pub(super) fn into_peer(mut self) -> Ticket {
-        if let TicketKind::Client(ip) = self.kind {
+    pub(super) fn into_peer(mut self) -> AdmissionSlot {
+        if let SlotKind::Client(ip) = self.kind {
             let mut a = self.shared.admission();
             if a.admit_peer() {
                 a.release_client(ip);
-                self.kind = TicketKind::Peer;
+                self.kind = SlotKind::Peer;
             }
         }
         self
     }
 }
 
-impl Drop for Ticket {
+impl Drop for AdmissionSlot {
     fn drop(&mut self) {
         let mut a = self.shared.admission();
         match self.kind {
-            TicketKind::Client(ip) => a.release_client(ip),
-            TicketKind::Peer => a.release_peer(),
-            TicketKind::Pending => a.release_pending(),
+            SlotKind::Client(ip) => a.release_client(ip),
+            SlotKind::Peer => a.release_peer(),
+            SlotKind::Pending => a.release_pending(),
         }
     }
 }
@@ -151,9 +151,9 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let s = shared.clone();
     match admitted {
         Ok(()) => {
-            let ticket = Ticket {
+            let ticket = AdmissionSlot {
                 shared: shared.clone(),
-                kind: TicketKind::Client(addr.ip()),
+                kind: SlotKind::Client(addr.ip()),
             };
             shared
                 .tracker
@@ -161,9 +161,9 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         }
         Err(busy) => {
             if shared.admission().hold_pending() {
-                let ticket = Ticket {
+                let ticket = AdmissionSlot {
                     shared: shared.clone(),
-                    kind: TicketKind::Pending,
+                    kind: SlotKind::Pending,
                 };
                 shared
                     .tracker
@@ -196,7 +196,7 @@ async fn over_limit(
     mut stream: TcpStream,
     addr: SocketAddr,
     busy: Busy,
-    ticket: Ticket,
+    ticket: AdmissionSlot,
 ) {
     let conn = shared.conn_id();
     let mut codec = HerdCodec::new_with_max_length(shared.spec.limits.max_line);
@@ -227,9 +227,9 @@ async fn over_limit(
         if neighbour {
             let admitted = shared.admission().admit_peer();
             if admitted {
-                let _ticket = Ticket {
+                let _ticket = AdmissionSlot {
                     shared: shared.clone(),
-                    kind: TicketKind::Peer,
+                    kind: SlotKind::Peer,
                 };
                 drop(ticket);
                 let _ = stream.set_nodelay(true);

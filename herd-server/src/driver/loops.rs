@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::listener::BACKLOG;
+use crate::driver::listener::LISTEN_BACKLOG;
 
 /// Event loops besides the caller's, each a single-threaded tokio runtime on its own thread. They run
 /// until [`Loops::stop`] (or drop): stop them only after the servers that use them have stopped.
@@ -197,13 +197,13 @@ fn bind_group(a: SocketAddr, handles: &[Handle]) -> std::io::Result<Listeners> {
     first.bind(a)?;
     // With port 0 the first bind picks the port; the others join it.
     let at = first.local_addr()?;
-    let first = first.listen(BACKLOG)?;
+    let first = first.listen(LISTEN_BACKLOG)?;
     let mut more = Vec::with_capacity(handles.len());
     for h in handles {
         let s = socket(at)?;
         s.set_reuseport(true)?;
         s.bind(at)?;
-        more.push((h.clone(), s.listen(BACKLOG)?.into_std()?));
+        more.push((h.clone(), s.listen(LISTEN_BACKLOG)?.into_std()?));
     }
     Ok(Listeners { first, more })
 }

@@ -1,5 +1,5 @@
 //! A server's counters ([`Stats`]): what its connections, links and admin door count, and what a
-//! scrape copies in from the node, the admission and the store ([`Scrape`]).
+//! scrape copies in from the node, the admission and the store (`Scrape`).
 //!
 //! Counting is kept off the request path's cost: a connection counts its batch in local integers and
 //! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
@@ -89,7 +89,7 @@ struct StoreStats {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Lookup {
+struct LookupLabel {
     backend: &'static str,
     status: String,
 }
@@ -139,9 +139,11 @@ pub struct Stats {
     catchup_tables: Family<PeerDirection, Counter>,
     catchup_broken: Family<Peer, Counter>,
     link_lines_unexpected: Family<Peer, Counter>,
+    link_quarantined: Family<Peer, Counter>,
+    catchup_refused: Family<Peer, Counter>,
     store_enabled: Gauge,
     store: Option<StoreStats>,
-    lookups: Family<Lookup, Counter>,
+    lookups: Family<LookupLabel, Counter>,
     lookup_seconds: HistogramFamily,
     over_budget: Family<BudgetLabel, Counter>,
     admin_refused: Family<Reason, Counter>,
@@ -205,6 +207,8 @@ impl Stats {
             catchup_tables: Family::default(),
             catchup_broken: Family::default(),
             link_lines_unexpected: Family::default(),
+            link_quarantined: Family::default(),
+            catchup_refused: Family::default(),
             store_enabled: Gauge::default(),
             store: store.then(|| StoreStats {
                 fsync: Family::default(),
@@ -371,6 +375,16 @@ impl Stats {
             stats.link_lines_unexpected.clone(),
         );
         r.register(
+            "link_quarantined",
+            "Times the neighbour's link was closed for a fault (misbehaving, a broken or overloaded reconciliation, a line too long) and its name quarantined",
+            stats.link_quarantined.clone(),
+        );
+        r.register(
+            "catchup_refused",
+            "Reconciliations the neighbour tried to open faster than a link may open them (the link was closed)",
+            stats.catchup_refused.clone(),
+        );
+        r.register(
             "catchup_in_progress",
             "Whether a reconciliation (link-up catch-up or periodic check) is under way with the neighbour",
             stats.catchup_in_progress.clone(),
@@ -512,7 +526,7 @@ impl Stats {
     /// A Places look-up ended with `status` after `took`.
     pub fn lookup(&self, backend: &'static str, status: &str, took: Duration) {
         self.lookups
-            .get_or_create(&Lookup {
+            .get_or_create(&LookupLabel {
                 backend,
                 status: status.to_owned(),
             })
@@ -685,6 +699,11 @@ impl Stats {
         set(
             &self.link_lines_unexpected.get_or_create(&peer),
             c.lines_unexpected,
+        );
+        set(&self.link_quarantined.get_or_create(&peer), c.quarantines);
+        set(
+            &self.catchup_refused.get_or_create(&peer),
+            c.exchanges_refused,
         );
         for (kind, started, finished) in [
             ("link-up", c.catchups_started, c.catchups_finished),

@@ -422,7 +422,10 @@ fn log_events(shared: &Shared, node: &mut Node) {
     while let Some(event) = node.poll_event() {
         // Warnings about a link's lines are rate-limited per the link's address.
         let link = match &event {
-            LinkEvent::Reconciled(_) | LinkEvent::Refused { .. } => None,
+            // A quarantine is said every time: it is rate-limited by its own doubling period.
+            LinkEvent::Reconciled(_)
+            | LinkEvent::Refused { .. }
+            | LinkEvent::Quarantined { .. } => None,
             LinkEvent::Foreign { link, .. }
             | LinkEvent::ForeignTotal { link, .. }
             | LinkEvent::RecordRefused { link, .. }
@@ -489,6 +492,24 @@ fn log_events(shared: &Shared, node: &mut Node) {
             }
             LinkEvent::TooLong { link } => {
                 warn!(peer = %shared.peers[link].name, "peer line too long: closing");
+            }
+            LinkEvent::Quarantined {
+                link,
+                cause,
+                strikes,
+                period,
+            } => {
+                let name = &shared.peers[link].name;
+                let addr = *shared.peers[link]
+                    .live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let addr = addr.map_or_else(|| "-".to_string(), |a| a.to_string());
+                warn!(target: SUMMARY,
+                    "closing the link to {name} ({addr}): {cause}; greetings as {name} are refused for {period:?}");
+                warn!(peer = %name, addr = %addr, cause = %cause, hard = strikes.hard,
+                    soft = strikes.soft, quarantine_ms = period.as_millis() as u64,
+                    "peer misbehaving: link closed and its name quarantined");
             }
         }
     }

@@ -1,8 +1,7 @@
-//! A server's start and its shared state: the [`ServerSpec`] it runs from, the [`Shared`] handles
-//! its tasks hold, and [`run`], which loads the store, starts the tasks and accepts until shutdown.
-//! The rooms it starts: [`listener`](super::listener) (accept and admission),
-//! [`conn`](super::conn) (a client connection), [`peers`](super::peers) (a neighbour's link),
-//! [`upkeep`](super::upkeep) (the store's loading and compaction) and [`admin`](super::admin).
+//! A server's start and its shared state: the [`ServerSpec`] it runs from, the `Shared` handles its
+//! tasks hold, and [`run`], which loads the store, starts the tasks and accepts until shutdown. The
+//! rooms it starts: `listener` (accept and admission), `conn` (a client connection), `peers` (a
+//! neighbour's link), `upkeep` (the store's loading and compaction) and [`admin`](super::admin).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,14 +173,14 @@ impl Shared {
         }
     }
 
-    /// Hands the records `node` stored since the last call to the store; returns their ticket. Called
+    /// Hands the records `node` stored since the last call to the store; returns the store position they end at. Called
     /// before the node is unlocked, so no compaction can start between storing and journaling.
     pub(crate) fn journal(&self, node: &mut Node) -> Option<u64> {
         let store = self.store.as_ref()?;
         let j = node.journal()?;
-        let ticket = store.append(&mut j.bytes, j.records);
+        let end = store.append(&mut j.bytes, j.records);
         j.records = 0;
-        Some(ticket)
+        Some(end)
     }
 
     pub(crate) fn conn_id(&self) -> u64 {

@@ -131,6 +131,9 @@ pub enum Refusal {
     /// A link to this neighbour is up and alive (it answers keep-alives): no greeting replaces it,
     /// authenticated or not.
     LinkUp,
+    /// The name is quarantined: its last link was closed for misbehaving
+    /// ([`crate::node::conduct`]), and greetings claiming it are refused for a while.
+    Quarantined,
     /// Not a greeting line, or not the one expected now.
     BadGreeting,
     /// The other side refused (with its own word).
@@ -147,6 +150,7 @@ impl Refusal {
             Refusal::WrongName => "wrong-name",
             Refusal::BadProof => "bad-proof",
             Refusal::LinkUp => "link-up",
+            Refusal::Quarantined => "quarantined",
             Refusal::BadGreeting => "bad-greeting",
             Refusal::RefusedByPeer => "refused",
         }

@@ -27,6 +27,7 @@
 //! jitter from a seeded generator, so a run is reproducible.
 
 pub mod cache;
+pub mod conduct;
 pub mod handshake;
 pub mod limits;
 pub mod sync;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 use herd_proto::{AtRecord, Frame, Framer, Message, ParseError, PeerMessage, Radius, Timestamp};
 
 use crate::node::cache::{Cache, Entry, Prepared, Preparer};
+use crate::node::conduct::{Exchanges, Quarantine, Strike, Strikes};
 use crate::node::handshake::Refusal;
 use crate::node::limits::{
     too_far_ahead, Limit, NodeLimits, Refusals, ENTRY_OVERHEAD, SKEW_ALLOWANCE,
@@ -287,6 +289,9 @@ pub enum Closing {
     /// queue up than a link may hold ([`crate::node::sync`]'s bounds): the link closes and is dialled
     /// again with back-off.
     Overloaded,
+    /// The peer kept sending what is refused (records past a bound, lines this server does not
+    /// read) past [`crate::node::conduct`]'s bounds: the link closes and its name is quarantined.
+    Misbehaving,
 }
 
 impl Closing {
@@ -298,7 +303,22 @@ impl Closing {
             Closing::Refused => "refused",
             Closing::Stale => "replaced by a newer link",
             Closing::Overloaded => "the peer asked for more work than a link may cost",
+            Closing::Misbehaving => "the peer kept sending what is refused",
         }
+    }
+}
+
+impl Closing {
+    /// The peer broke the protocol or its bounds (not merely refused or went away): its name is
+    /// quarantined ([`crate::node::conduct`]).
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Closing::LineTooLong
+                | Closing::Reconciliation
+                | Closing::Overloaded
+                | Closing::Misbehaving
+        )
     }
 }
 
@@ -379,6 +399,19 @@ pub enum LinkEvent {
         /// The link.
         link: usize,
     },
+    /// The link closes for a fault (`cause`) and the neighbour's name is quarantined for `period`:
+    /// greetings claiming it are refused meanwhile, and this side does not dial it
+    /// ([`crate::node::conduct`]).
+    Quarantined {
+        /// The link.
+        link: usize,
+        /// Why the link closes.
+        cause: Closing,
+        /// The strikes of the current period when it closed.
+        strikes: Strikes,
+        /// How long greetings claiming the name are refused.
+        period: Duration,
+    },
 }
 
 /// When a link was last heard from and written to, and when to dial it next.
@@ -402,6 +435,8 @@ struct Timing {
     /// The link was closed for breaking the peer protocol: the next dial backs off as after a failed
     /// one, so a peer that breaks every exchange cannot make the link flap at full speed.
     faulted: bool,
+    /// The name's quarantine, kept across link-ups.
+    quarantine: Quarantine,
 }
 
 /// A neighbour link as the node sees it.
@@ -428,6 +463,10 @@ struct Link {
     foreign: u64,
     /// Records refused by a bound, this link-up.
     refused: Refusals,
+    /// Refusals and lines out of place in the current period, this link-up.
+    strikes: Strikes,
+    /// Exchanges the other side opened, this link-up.
+    exchanges: Exchanges,
 }
 
 /// What a link has carried since the server started, every link-up of it added together: the
@@ -467,6 +506,10 @@ pub struct LinkCounts {
     pub sync_broken: u64,
     /// Lines that were no peer message this server knows, or had no place on a running link.
     pub lines_unexpected: u64,
+    /// Times the link was closed for a fault and the neighbour's name quarantined.
+    pub quarantines: u64,
+    /// Exchanges the neighbour tried to open past the rate a link-up may open them.
+    pub exchanges_refused: u64,
 }
 
 impl LinkCounts {
@@ -515,6 +558,8 @@ impl Link {
             pong_due: false,
             foreign: 0,
             refused: Refusals::default(),
+            strikes: Strikes::default(),
+            exchanges: Exchanges::default(),
             timing: Timing {
                 dials,
                 dialing: false,
@@ -526,6 +571,7 @@ impl Link {
                 key: 0,
                 last_check: None,
                 faulted: false,
+                quarantine: Quarantine::default(),
             },
         }
     }
@@ -552,6 +598,8 @@ impl Link {
         self.pong_due = false;
         self.foreign = 0;
         self.refused = Refusals::default();
+        self.strikes = Strikes::default();
+        self.exchanges = Exchanges::default();
     }
 
     /// The totals of a link-up that ends, for the log.
@@ -586,6 +634,8 @@ pub struct LinkStatus {
     pub closing: bool,
     /// What the link carried since the server started.
     pub counts: LinkCounts,
+    /// Until when the neighbour's name is quarantined (greetings claiming it refused), if it is.
+    pub quarantined_until: Option<Instant>,
 }
 
 /// One server's herd state: its name, its neighbours, its cache and its links.
@@ -1091,7 +1141,9 @@ impl Node {
                 Frame::Line { line, consumed } => {
                     heard = true;
                     let line = &rest[line];
-                    if let Err(closing) = self.peer_line(id, line, wall, &mut batch, &mut result) {
+                    if let Err(closing) =
+                        self.peer_line(id, line, now, wall, &mut batch, &mut result)
+                    {
                         result.close = Some(closing);
                     } else if line.starts_with(b"AT ") {
                         seen(line);
@@ -1119,23 +1171,33 @@ impl Node {
         c.records_in += batch.records;
         c.sync_records_in += batch.sync_records;
         c.sync_bytes_in += batch.sync_bytes;
-        if matches!(
-            result.close,
-            Some(Closing::Reconciliation | Closing::Refused | Closing::Overloaded)
-        ) {
-            // Broken, refused (another server holds the link by this name) or overloaded: the next
-            // dial backs off, so the link cannot flap at full speed.
+        if let Some(cause) = result.close.filter(|c| c.is_fault()) {
+            // Broken, overloaded, misbehaving or too long: the name is quarantined (greetings
+            // claiming it are refused, and this side does not dial it, for a while).
+            let period = link.timing.quarantine.fault(now);
+            link.counts.quarantines += 1;
+            self.events.push_back(LinkEvent::Quarantined {
+                link: id,
+                cause,
+                strikes: link.strikes,
+                period,
+            });
+        }
+        if matches!(result.close, Some(c) if c.is_fault() || c == Closing::Refused) {
+            // A fault, or refused (another server holds the link by this name): the next dial
+            // backs off, so the link cannot flap at full speed.
             link.timing.faulted = true;
         }
         result.transmit = result.close.is_none() && self.wants_transmit(id);
         result
     }
 
-    /// One whole line from link `id`.
+    /// One whole line from link `id`, received at `now`.
     fn peer_line(
         &mut self,
         id: usize,
         line: &[u8],
+        now: Instant,
         wall: Timestamp,
         batch: &mut Received,
         result: &mut LinkInput,
@@ -1144,7 +1206,7 @@ impl Node {
         let bytes = line.len() as u64 + 1;
         let m = match PeerMessage::parse(line) {
             Ok(m) => m,
-            Err(e) => return self.unexpected(id, line, Some(e)),
+            Err(e) => return self.unexpected(id, line, now, Some(e)),
         };
         match m {
             PeerMessage::Record(r) => {
@@ -1166,6 +1228,13 @@ impl Node {
                                 line: line.to_vec(),
                             });
                         }
+                        let kind = match limit {
+                            Limit::FutureTime | Limit::ClientId => Strike::Hard,
+                            _ => Strike::Soft,
+                        };
+                        if link.strikes.strike(kind, now) {
+                            return Err(Closing::Misbehaving);
+                        }
                     }
                     Accepted::Foreign => {
                         let link = &mut self.links[id];
@@ -1175,6 +1244,9 @@ impl Node {
                                 link: id,
                                 line: line.to_vec(),
                             });
+                        }
+                        if link.strikes.strike(Strike::Soft, now) {
+                            return Err(Closing::Misbehaving);
                         }
                     }
                 }
@@ -1196,6 +1268,16 @@ impl Node {
             | PeerMessage::Over
             | PeerMessage::Synced { .. }) => {
                 batch.sync_bytes += bytes;
+                let link = &mut self.links[id];
+                if matches!(m, PeerMessage::Root { .. })
+                    && !link.session.active()
+                    && !link.exchanges.open(now)
+                {
+                    // The other side opens exchanges back to back: each may ask the whole cache.
+                    link.counts.exchanges_refused += 1;
+                    self.broken(id, line, SyncError::TooSoon);
+                    return Err(Closing::Overloaded);
+                }
                 if let Err(cause) = self.sync_message(id, &m) {
                     let closing = self.broken(id, line, cause);
                     return Err(if cause == SyncError::Overloaded {
@@ -1206,7 +1288,7 @@ impl Node {
                 }
             }
             // A greeting line on a running link, or a message of a later version.
-            _ => return self.unexpected(id, line, None),
+            _ => return self.unexpected(id, line, now, None),
         }
         Ok(())
     }
@@ -1218,6 +1300,7 @@ impl Node {
         &mut self,
         id: usize,
         line: &[u8],
+        now: Instant,
         cause: Option<ParseError>,
     ) -> Result<(), Closing> {
         self.links[id].counts.lines_unexpected += 1;
@@ -1229,6 +1312,9 @@ impl Node {
             line: line.to_vec(),
             cause,
         });
+        if self.links[id].strikes.strike(Strike::Soft, now) {
+            return Err(Closing::Misbehaving);
+        }
         Ok(())
     }
 
@@ -1263,6 +1349,10 @@ impl Node {
         }
         if self.links[id].timing.dials {
             return Err(Refusal::WrongSide);
+        }
+        if self.links[id].timing.quarantine.holds(now) {
+            // Before any proof is checked: a quarantined name costs a line, not a handshake.
+            return Err(Refusal::Quarantined);
         }
         if !authenticated {
             // An authenticated greeting is judged once it has proved the secret
@@ -1301,6 +1391,9 @@ impl Node {
         authenticated: bool,
     ) -> Result<u64, Refusal> {
         let _ = authenticated;
+        if self.links[id].timing.quarantine.holds(now) {
+            return Err(Refusal::Quarantined);
+        }
         self.may_replace(id, now)?;
         Ok(self.link_up(id, now))
     }
@@ -1355,7 +1448,9 @@ impl Node {
             let t = &mut link.timing;
             t.closing = false;
             if t.faulted {
-                t.next_dial = Some(now + t.backoff.mul_f64(jitter));
+                let after = now + t.backoff.mul_f64(jitter);
+                // A quarantined name is not dialled either.
+                t.next_dial = Some(t.quarantine.until().map_or(after, |q| q.max(after)));
                 t.backoff = (t.backoff * 2).min(BACKOFF_MAX);
             } else {
                 t.next_dial = Some(now + BACKOFF_MIN.mul_f64(jitter));
@@ -1460,6 +1555,11 @@ impl Node {
             reconciling: link.session.active(),
             closing: link.timing.closing,
             counts: link.counts,
+            quarantined_until: link
+                .timing
+                .quarantine
+                .until()
+                .filter(|&at| self.clock.is_none_or(|now| now < at)),
         }
     }
 
@@ -2441,5 +2541,133 @@ mod tests {
             Some(LinkEvent::Unexpected { cause: Some(_), .. })
         ));
         assert_eq!(n.link_status(0).counts.lines_unexpected, 3);
+    }
+
+    fn quarantines(n: &mut Node) -> Vec<(Closing, Duration)> {
+        std::iter::from_fn(|| n.poll_event())
+            .filter_map(|e| match e {
+                LinkEvent::Quarantined { cause, period, .. } => Some((cause, period)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The pin and the fill of issue 25 as a steady load: a link that keeps sending records past a
+    /// bound is closed after a few, and its name is quarantined — greetings claiming it refused
+    /// before any proof, for a period that doubles each time. A few refusals never close a link.
+    #[test]
+    fn a_peer_that_keeps_sending_what_is_refused_is_cut_and_its_name_quarantined() {
+        use crate::node::conduct::{HARD_STRIKES, QUARANTINE_MIN, SOFT_STRIKES};
+        let mut b = limited("B", &["A", "C"], 10);
+        let mut at = now();
+        for round in 0..3u32 {
+            let e = b.try_link_up(0, at, true).expect("the quarantine is over");
+            let mut lines = format!("AT A +0.000000000 honest{round} +1+1 5\n").into_bytes();
+            for i in 0..HARD_STRIKES - 1 {
+                lines.extend_from_slice(
+                    format!("AT C +0.000000000 pin{i} +1+1 18446744073709551615\n").as_bytes(),
+                );
+            }
+            let input = b.handle_link_input(0, e, &lines, at, Timestamp::now(), |_| {});
+            assert_eq!(input.close, None, "a few refusals are only counted");
+            assert!(b.get(format!("honest{round}").as_bytes()).is_some());
+            let pin = b"AT C +0.000000000 pin +1+1 18446744073709551615\nAT A +0.000000000 after +1+1 5\n";
+            let input = b.handle_link_input(0, e, pin, at, Timestamp::now(), |_| {});
+            assert_eq!(input.close, Some(Closing::Misbehaving));
+            assert_eq!(b.get(b"after"), None, "nothing is read past the close");
+            let period = QUARANTINE_MIN * 2u32.pow(round);
+            assert_eq!(quarantines(&mut b), [(Closing::Misbehaving, period)]);
+            b.link_down(0, e, at);
+            for authenticated in [true, false] {
+                assert_eq!(
+                    b.admit_hello(b"A", b"B", authenticated, at + period / 2),
+                    Err(Refusal::Quarantined)
+                );
+            }
+            assert_eq!(b.try_link_up(0, at, true), Err(Refusal::Quarantined));
+            assert!(b.link_status(0).quarantined_until.is_some());
+            at += period;
+            assert_eq!(b.admit_hello(b"A", b"B", true, at), Ok(0));
+        }
+        assert_eq!(b.link_status(0).counts.quarantines, 3);
+        // Soft refusals (past the cap) have a far higher bound: an honest neighbour with a fuller
+        // cache sends some.
+        let e = b.try_link_up(0, at, true).unwrap();
+        let mut fill = Vec::new();
+        let room = 10 - b.len() as u32;
+        for i in 0..room + SOFT_STRIKES - 1 {
+            fill.extend_from_slice(format!("AT A +0.000000000 f{i} +1+1 5\n").as_bytes());
+        }
+        let input = b.handle_link_input(0, e, &fill, at, Timestamp::now(), |_| {});
+        assert_eq!(input.close, None);
+        assert_eq!(b.len(), 10, "the cap holds");
+        let input = b.handle_link_input(
+            0,
+            e,
+            b"AT A +0.000000000 g +1+1 5\n",
+            at,
+            Timestamp::now(),
+            |_| {},
+        );
+        assert_eq!(input.close, Some(Closing::Misbehaving));
+        // The dialling side does not dial a quarantined name either.
+        let mut a = Node::new("A", vec!["B".into()]);
+        let start = now();
+        let e = a.link_up(0, start);
+        let input = a.handle_link_input(0, e, &[b'x'; 20_000], start, Timestamp::now(), |_| {});
+        assert_eq!(input.close, Some(Closing::LineTooLong));
+        let [(_, period)] = quarantines(&mut a)[..] else {
+            panic!("one quarantine")
+        };
+        a.link_down(0, e, start);
+        let early = a.handle_timeout(start + period - Duration::from_millis(1));
+        assert!(!early.contains(&LinkAction::Dial(0)), "{early:?}");
+        assert!(a
+            .handle_timeout(start + period)
+            .contains(&LinkAction::Dial(0)));
+    }
+
+    /// The freeze of issue 25 spread over exchanges: a peer may open only a few exchanges on a
+    /// link-up in a window (the periodic check runs every thirty seconds); one more closes the link
+    /// and quarantines its name.
+    #[test]
+    fn a_peer_opening_exchanges_back_to_back_is_cut_and_quarantined() {
+        use crate::node::conduct::{EXCHANGES, QUARANTINE_MIN};
+        let mut a = Node::new("A", vec!["B".into()]);
+        let mut b = Node::new("B", vec!["A".into()]);
+        reply(&mut a, "IAMAT c +1+1 5", 10);
+        let ea = a.link_up(0, now());
+        let eb = b.link_up(0, now());
+        pump(&mut a, 0, &mut b, 0); // the catch-up: the first exchange
+        for _ in 1..EXCHANGES {
+            assert!(a.check_link(0));
+            pump(&mut a, 0, &mut b, 0);
+        }
+        assert!(a.check_link(0));
+        let mut out = Vec::new();
+        a.poll_transmit(0, ea, &mut out, 64);
+        let at = now();
+        let input = b.handle_link_input(0, eb, &out, at, Timestamp::now(), |_| {});
+        assert_eq!(input.close, Some(Closing::Overloaded));
+        let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            LinkEvent::Broken {
+                cause: SyncError::TooSoon,
+                ..
+            }
+        )));
+        assert!(events.contains(&LinkEvent::Quarantined {
+            link: 0,
+            cause: Closing::Overloaded,
+            strikes: b.links[0].strikes,
+            period: QUARANTINE_MIN
+        }));
+        let counts = b.link_status(0).counts;
+        assert_eq!((counts.exchanges_refused, counts.quarantines), (1, 1));
+        assert_eq!(
+            b.admit_hello(b"A", b"B", true, at),
+            Err(Refusal::Quarantined)
+        );
     }
 }

@@ -100,7 +100,7 @@ enum Client {
 type Slot = Arc<OnceCell<Arc<Answer>>>;
 
 #[derive(Default)]
-struct Cache {
+struct AnswerCache {
     slots: HashMap<String, (Instant, Slot)>,
     order: VecDeque<(Instant, String)>,
 }
@@ -119,7 +119,7 @@ struct Inner {
     timeout: Duration,
     ttl: Duration,
     max_entries: usize,
-    cache: Mutex<Cache>,
+    cache: Mutex<AnswerCache>,
     in_flight: Semaphore,
     budget: PlacesBudget,
     /// Look-ups answered from the cache, and those that were not (for the admin endpoint's metrics).
@@ -152,7 +152,7 @@ impl Places {
                 timeout: cfg.timeout,
                 ttl: cfg.cache_ttl,
                 max_entries: cfg.cache_entries,
-                cache: Mutex::new(Cache::default()),
+                cache: Mutex::new(AnswerCache::default()),
                 in_flight: Semaphore::new(cfg.max_in_flight),
                 budget: cfg.budget,
                 hits: AtomicU64::new(0),

@@ -83,7 +83,7 @@ pub fn framed_len(payload_len: usize) -> usize {
 
 /// What the first bytes of `rest` hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub enum RecordFrame {
     /// A whole, valid record: its payload at this range of `rest`, and the frame's length.
     Whole(Range<usize>, usize),
     /// Not enough bytes to tell (more may follow in the file).
@@ -93,32 +93,32 @@ pub enum Frame {
 }
 
 /// Reads the record at the start of `rest`.
-pub fn frame(rest: &[u8]) -> Frame {
+pub fn frame(rest: &[u8]) -> RecordFrame {
     let Some(head) = rest.get(..FRAME_OVERHEAD) else {
-        return Frame::Partial;
+        return RecordFrame::Partial;
     };
     let len_bytes: [u8; 4] = [head[0], head[1], head[2], head[3]];
     let len = u32::from_le_bytes(len_bytes) as usize;
     if len == 0 || len > MAX_RECORD {
-        return Frame::Bad("bad record length");
+        return RecordFrame::Bad("bad record length");
     }
     let Some(payload) = rest.get(FRAME_OVERHEAD..FRAME_OVERHEAD + len) else {
-        return Frame::Partial;
+        return RecordFrame::Partial;
     };
     let want = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len_bytes);
     crc.update(payload);
     if crc.finalize() != want {
-        return Frame::Bad("checksum mismatch");
+        return RecordFrame::Bad("checksum mismatch");
     }
-    Frame::Whole(FRAME_OVERHEAD..FRAME_OVERHEAD + len, FRAME_OVERHEAD + len)
+    RecordFrame::Whole(FRAME_OVERHEAD..FRAME_OVERHEAD + len, FRAME_OVERHEAD + len)
 }
 
 /// Whether a whole, valid record starts at any offset of `rest` after its first byte — that is,
 /// whether a bad spot at the start of `rest` is damage rather than a torn tail.
 pub fn valid_record_follows(rest: &[u8]) -> bool {
-    (1..rest.len()).any(|i| matches!(frame(&rest[i..]), Frame::Whole(..)))
+    (1..rest.len()).any(|i| matches!(frame(&rest[i..]), RecordFrame::Whole(..)))
 }
 
 /// What the header says.
@@ -194,15 +194,15 @@ pub fn scan(data: &[u8], kind: Kind, mut each: impl FnMut(&[u8]) -> bool) -> End
     while at < data.len() {
         let rest = &data[at..];
         let why = match frame(rest) {
-            Frame::Whole(payload, len) => {
+            RecordFrame::Whole(payload, len) => {
                 if each(&rest[payload]) {
                     at += len;
                     continue;
                 }
                 "record is not an AT line"
             }
-            Frame::Partial => "record cut short",
-            Frame::Bad(why) => why,
+            RecordFrame::Partial => "record cut short",
+            RecordFrame::Bad(why) => why,
         };
         return bad_spot(rest, at, why);
     }

@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::mpsc;
 
-use super::format::{self, Frame, Header, Kind};
+use super::format::{self, Header, Kind, RecordFrame};
 use super::Loader;
 
 /// Bytes read from a file per step, and the most a batch handed to a parsing thread holds.
@@ -276,7 +276,7 @@ fn check<L: Loader>(parser: &L::Parser, batch: Batch) -> Done<L::Parsed> {
     let mut at = 0;
     while at < batch.bytes.len() {
         match format::frame(&batch.bytes[at..]) {
-            Frame::Whole(r, len) => {
+            RecordFrame::Whole(r, len) => {
                 let range = at + r.start..at + r.end;
                 match L::parse(parser, &batch.bytes[range.clone()]) {
                     Some(p) => parsed.push((range, p)),
@@ -287,11 +287,11 @@ fn check<L: Loader>(parser: &L::Parser, batch: Batch) -> Done<L::Parsed> {
                 }
                 at += len;
             }
-            Frame::Partial => {
+            RecordFrame::Partial => {
                 stop = Some((at, "record cut short"));
                 break;
             }
-            Frame::Bad(why) => {
+            RecordFrame::Bad(why) => {
                 stop = Some((at, why));
                 break;
             }
@@ -446,11 +446,11 @@ pub(super) fn next_record(src: &Source, from: u64) -> io::Result<Option<u64>> {
             }
             let whole = format::framed_len(len);
             let found = if i + whole <= n {
-                matches!(format::frame(&block[i..]), Frame::Whole(..))
+                matches!(format::frame(&block[i..]), RecordFrame::Whole(..))
             } else if at + (i + whole) as u64 <= src.len {
                 let mut rec = vec![0u8; whole];
                 let got = read_at_most(&src.file, &mut rec, at + i as u64, src.len)?;
-                got == whole && matches!(format::frame(&rec), Frame::Whole(..))
+                got == whole && matches!(format::frame(&rec), RecordFrame::Whole(..))
             } else {
                 false
             };

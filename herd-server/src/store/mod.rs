@@ -116,7 +116,7 @@ pub fn should_compact(journal_bytes: u64, journal_records: u64, live: u64, min_b
 }
 
 /// A journal that has fallen this far behind the appends holds its appenders back.
-pub const BACKLOG: u64 = 8 * 1024 * 1024;
+pub const WRITER_BACKLOG: u64 = 8 * 1024 * 1024;
 
 /// Under `everysec` and `no`, how long appended records may wait before the writer hands them to the
 /// kernel: the writer sleeps this long between `write`s instead of being woken by every batch. A wake
@@ -216,7 +216,7 @@ pub struct LoadReport {
 }
 
 /// The journal file being appended to.
-struct Journal {
+struct JournalFile {
     file: File,
     gen: u64,
     /// Its length up to the last whole record written.
@@ -260,7 +260,7 @@ struct Inner {
     compact_bytes: u64,
     state: Mutex<State>,
     wake: Condvar,
-    journal: Mutex<Option<Journal>>,
+    journal: Mutex<Option<JournalFile>>,
     progress: watch::Sender<Progress>,
     /// One compaction at a time.
     compacting: Mutex<()>,
@@ -413,7 +413,7 @@ fn say_repaired(dir: &Path, report: &LoadReport) {
 }
 
 /// Creates `journal.<gen>` (`0600`) with its header, synced, and syncs the folder.
-fn create_journal(dir: &Path, gen: u64) -> std::io::Result<Journal> {
+fn create_journal(dir: &Path, gen: u64) -> std::io::Result<JournalFile> {
     let path = journal_path(dir, gen);
     let mut file = identity::private()
         .create(true)
@@ -429,7 +429,7 @@ fn create_journal(dir: &Path, gen: u64) -> std::io::Result<Journal> {
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    Ok(Journal {
+    Ok(JournalFile {
         file,
         gen,
         len: format::HEADER_LEN as u64,
@@ -756,7 +756,7 @@ impl Store {
                     .open(&path)
                     .with_context(|| format!("opening {}", path.display()))?;
                 let len = file.metadata()?.len();
-                Journal {
+                JournalFile {
                     file,
                     gen,
                     len,
@@ -881,11 +881,12 @@ impl Store {
         }
     }
 
-    /// Holds the caller back while the writer is more than [`BACKLOG`] behind `ticket`, so a slow
+    /// Holds the caller back while the writer is more than [`WRITER_BACKLOG`] behind `ticket`, so a slow
     /// disk slows appenders instead of growing memory; for at most twice [`ACK_WINDOW`], after
     /// which a journal that does not move has failed and [`Store::acknowledging`] says so.
     pub async fn keep_up(&self, ticket: u64) {
-        let behind = |p: &Progress| ticket.saturating_sub(p.written.max(p.failed)) <= BACKLOG;
+        let behind =
+            |p: &Progress| ticket.saturating_sub(p.written.max(p.failed)) <= WRITER_BACKLOG;
         if behind(&self.inner.progress.borrow()) {
             return;
         }
@@ -1173,7 +1174,7 @@ fn wait<'a>(
 
 /// Writes `batch` at the end of the journal, then syncs it if asked. On failure the file is cut back
 /// to its last whole record, so what is on disk stays loadable.
-fn write_batch(j: &mut Journal, batch: &[u8], sync: bool) -> std::io::Result<()> {
+fn write_batch(j: &mut JournalFile, batch: &[u8], sync: bool) -> std::io::Result<()> {
     if !batch.is_empty() {
         if let Err(e) = j.file.write_all(batch) {
             let _ = j.file.set_len(j.len);

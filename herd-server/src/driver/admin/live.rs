@@ -63,7 +63,7 @@ pub const HISTORY_EVERY: Duration = Duration::from_secs(1);
 /// A page that does not take an event within this is dropped.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest `/status` answer read from another server.
-const MAX_ANSWER: usize = 1 << 20;
+const MAX_STATUS_ANSWER: usize = 1 << 20;
 
 /// A sampled IAMAT.
 struct Update {
@@ -411,8 +411,8 @@ async fn ask(shared: &Shared, addr: &str, path: &str) -> Result<Value, String> {
             .await
             .map_err(|e| e.without_url().to_string())?
         {
-            if body.len() + chunk.len() > MAX_ANSWER {
-                return Err(format!("status larger than {MAX_ANSWER} bytes"));
+            if body.len() + chunk.len() > MAX_STATUS_ANSWER {
+                return Err(format!("status larger than {MAX_STATUS_ANSWER} bytes"));
             }
             body.extend_from_slice(&chunk);
         }

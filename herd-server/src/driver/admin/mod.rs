@@ -182,8 +182,10 @@ pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
                     "bytes": {"sent": c.sync_bytes_out, "received": c.sync_bytes_in},
                     "tables": {"sent": c.sync_tables_out, "received": c.sync_tables_in},
                     "broken": c.sync_broken,
+                    "refused": c.exchanges_refused,
                 },
                 "unexpected_lines": c.lines_unexpected,
+                "quarantines": c.quarantines,
             })
         }).collect::<Vec<_>>(),
         "store": store.as_ref().zip(shared.store.as_ref()).map(|(st, store)| json!({

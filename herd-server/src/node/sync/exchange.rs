@@ -56,6 +56,10 @@ pub enum SyncError {
     /// The exchange's queued output passed [`MAX_QUEUED_BYTES`]: the peer asks more than it reads.
     #[error("more reconciliation output queued than a link may hold")]
     Overloaded,
+    /// A `HERD-ROOT` opening an exchange past the rate a link-up may open them
+    /// ([`crate::node::conduct::EXCHANGES`]).
+    #[error("reconciliation exchanges opened faster than a link may open them")]
+    TooSoon,
 }
 
 /// The most bytes of reconciliation lines one link may have queued and not yet written; past it the
