@@ -912,7 +912,7 @@ impl Config {
     }
 
     /// Parses and checks config text; `origin` names it in errors, `env_key` is the environment's key.
-    /// Each section is checked by a function of its own ([`Checker`]).
+    /// Each section is checked by a function of its own (`Checker`).
     ///
     /// # Errors
     /// Bad TOML, an unknown key, an unknown neighbour, a name or address used twice, a server listed as

@@ -40,7 +40,7 @@ const HEAD: usize = 1 + 8 + 2 + 2;
 ///
 /// Compact (nearly always): `[server len][diff i64][client len u16][location len u16]` then the
 /// server name, the client id, the location and the client time as texts, little-endian numbers.
-/// Whole (a line that would not render back the same, a field too long for the lengths): [`WHOLE`]
+/// Whole (a line that would not render back the same, a field too long for the lengths): `WHOLE`
 /// then the AT line. Either way the record's order key and line come from herd-proto's
 /// [`RecordKey`] and [`AtRecord`]: the line's layout is herd-proto's alone.
 #[derive(Debug, Clone)]
