@@ -813,24 +813,6 @@ impl Checker<'_> {
                 ),
             ));
         }
-        // The client door over HTTP follows the rule of `listen` (PROTOCOL.md §10).
-        if let Some((s, a)) = servers.iter().find_map(|s| {
-            s.http
-                .as_ref()
-                .filter(|a| !is_loopback(a.get_ref()))
-                .map(|a| (s, a))
-        }) {
-            return Err(self.at(
-                a.span(),
-                format!(
-                    "{} has its http door on {:?}, beyond loopback, but the herd has no secret: \
-                     the same rule as `listen`. Set [herd] secret (or secrets), or [herd] \
-                     insecure = true to run without one",
-                    s.name.get_ref(),
-                    a.get_ref()
-                ),
-            ));
-        }
         Ok(())
     }
 
