@@ -405,26 +405,13 @@ impl<'a> Connection<'a> {
 
     /// Answers the WHATSAT at line `i` with a Places look-up `q`, spending this connection's budget.
     async fn answer_lookup(&mut self, i: usize, q: &crate::node::Lookup, now: Timestamp) {
-        let shared = self.shared;
-        let spec = &shared.spec;
-        shared.live.offer_whatsat(q, now);
-        let began = Instant::now();
-        let budget = self
-            .budget
-            .get_or_insert_with(|| shared.places_budget.connection());
-        let (answer, spent) = spec.places.lookup(q, budget).await;
+        let (answer, spent, began) = self.shared.places_lookup(q, now, &mut self.budget).await;
         if let Some(spent) = spent {
-            shared.stats.over_budget(spent.as_str());
             if !std::mem::replace(&mut self.budget_logged, true) {
                 info!(conn = self.id, peer = %self.addr, budget = spent.as_str(),
                     "WHATSAT answered OVER_QUERY_LIMIT: Places budget spent (logged once per connection)");
             }
         }
-        shared.stats.lookup(
-            spec.places.backend().as_str(),
-            answer.status(),
-            began.elapsed(),
-        );
         let start = self.out.len();
         herd_proto::write_whatsat(&q.record, answer.to_pretty(), &mut self.out);
         if self.logging {

@@ -21,7 +21,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes as BodyBytes};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -203,19 +203,8 @@ impl Client {
     ) -> Value {
         let shared = self.shared.clone();
         let spec = &shared.spec;
-        shared.live.offer_whatsat(q, now);
-        let began = Instant::now();
-        let budget = self
-            .budget
-            .get_or_insert_with(|| shared.places_budget.connection());
-        let (answer, spent) = spec.places.lookup(q, budget).await;
-        if let Some(spent) = spent {
-            shared.stats.over_budget(spent.as_str());
-        }
+        let (answer, _, began) = shared.places_lookup(q, now, &mut self.budget).await;
         let backend = spec.places.backend().as_str();
-        shared
-            .stats
-            .lookup(backend, answer.status(), began.elapsed());
         shared.stats.answered(0, 1);
         herd_proto::write_whatsat(&q.record, answer.to_pretty(), out);
         if self.logging {

@@ -159,6 +159,31 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A WHATSAT's Places look-up `q` for one client connection, from either door: shown on the live
+    /// page, paid from the connection's `budget` (made on first use) and the server's, counted. Returns
+    /// the answer, the budget spent (if the look-up was refused for it) and when the look-up began.
+    pub(crate) async fn places_lookup(
+        &self,
+        q: &crate::node::Lookup,
+        now: Timestamp,
+        budget: &mut Option<crate::places::Budget>,
+    ) -> (
+        Arc<crate::places::Answer>,
+        Option<crate::places::Spent>,
+        Instant,
+    ) {
+        self.live.offer_whatsat(q, now);
+        let began = Instant::now();
+        let budget = budget.get_or_insert_with(|| self.places_budget.connection());
+        let (answer, spent) = self.spec.places.lookup(q, budget).await;
+        if let Some(spent) = spent {
+            self.stats.over_budget(spent.as_str());
+        }
+        let backend = self.spec.places.backend().as_str();
+        self.stats.lookup(backend, answer.status(), began.elapsed());
+        (answer, spent, began)
+    }
+
     /// The node, never held across an `.await`.
     pub(crate) fn node(&self) -> MutexGuard<'_, Node> {
         self.node.lock().unwrap_or_else(|p| p.into_inner())
