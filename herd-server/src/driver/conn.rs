@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,9 +18,9 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::WaitForCancellationFuture;
 use tracing::{debug, info, warn};
 
-use crate::driver::listener::{is_hello, AdmissionSlot, Hello};
-use crate::driver::peers;
-use crate::driver::server::Shared;
+use crate::driver::gate::AdmissionSlot;
+use crate::driver::peers::{self, is_hello, Hello};
+use crate::driver::shared::Shared;
 use crate::log::{show, LogBuf, HAND_OVER_AT};
 use crate::node::limits::Limit;
 use crate::node::Step;
@@ -59,7 +58,7 @@ pub(super) async fn handle(
         }
         Ok(None) => c.into_parts().0,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            shared.refused(Limit::LineTimeout, addr);
+            shared.gate.refused(Limit::LineTimeout, addr);
             info!(conn = id, peer = %addr, refusal = %Limit::LineTimeout,
                 "replies not taken within the line time-out; closing");
             c.into_parts().0
@@ -161,7 +160,7 @@ impl<'a> Connection<'a> {
             first: true,
             eof: false,
             active: false,
-            cancelled: Box::pin(shared.shutdown.cancelled()),
+            cancelled: Box::pin(shared.life.shutdown.cancelled()),
             idle: Box::pin(tokio::time::sleep_until(timer_at)),
             timer_at,
             last_read: now,
@@ -265,7 +264,7 @@ impl<'a> Connection<'a> {
         // only when it is not. An unbiased select draws a random order and polls them on every call.
         // The flag is set by the accept loops a moment after the token fires; until then a connection
         // whose read is pending hears the token itself.
-        if self.shared.stopping.load(Ordering::Relaxed) {
+        if self.shared.life.stopping() {
             return Ok(false);
         }
         let read = loop {
@@ -277,7 +276,7 @@ impl<'a> Connection<'a> {
                     // The timer is not pushed back on every read; on expiry, check the deadline.
                     if tokio::time::Instant::now() >= deadline {
                         if self.partial_since.is_some() {
-                            self.shared.refused(Limit::LineTimeout, self.addr);
+                            self.shared.gate.refused(Limit::LineTimeout, self.addr);
                             info!(conn = self.id, peer = %self.addr, refusal = %Limit::LineTimeout,
                                 pending_bytes = self.buf.len(),
                                 "line not ended within the line time-out; closing");

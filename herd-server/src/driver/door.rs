@@ -42,8 +42,8 @@ use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::driver::listener::{AdmissionSlot, SlotKind};
-use crate::driver::server::Shared;
+use crate::driver::gate::{AdmissionSlot, SlotKind};
+use crate::driver::shared::Shared;
 use crate::log::{show, LogBuf};
 use crate::node::limits::Limit;
 use crate::node::watch::{Deliver, WatchRefused};
@@ -260,28 +260,26 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.shutdown.cancelled() => break,
+            _ = shared.life.shutdown.cancelled() => break,
         };
         match accepted {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
                 let (s, app) = (shared.clone(), app.clone());
-                let admitted = shared.admission().admit_client(from.ip());
+                let admitted = shared.gate.admission().admit_client(from.ip());
                 match admitted {
                     Ok(()) => {
-                        let slot = AdmissionSlot {
-                            shared: shared.clone(),
-                            kind: SlotKind::Client(from.ip()),
-                        };
-                        shared.tracker.spawn(
+                        let slot = AdmissionSlot::new(&shared.gate, SlotKind::Client(from.ip()));
+                        shared.life.tracker.spawn(
                             async move { connection(&s, stream, from, app, slot).await }
                                 .in_current_span(),
                         );
                     }
                     Err(busy) => {
-                        s.refused(busy.refusal, from);
+                        s.gate.refused(busy.refusal, from);
                         info!(peer = %from, refusal = %busy.refusal, door = "http", "connection refused: busy");
                         shared
+                            .life
                             .tracker
                             .spawn(refuse(stream, busy.line()).in_current_span());
                     }
@@ -342,7 +340,7 @@ async fn connection(
                 debug!(cause = %e, "http door connection ended");
             }
         }
-        _ = shared.shutdown.cancelled() => {
+        _ = shared.life.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
@@ -768,7 +766,7 @@ async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
                     break "watcher too slow";
                 }
             },
-            _ = shared.shutdown.cancelled() => {
+            _ = shared.life.shutdown.cancelled() => {
                 close(&mut sink, 1001, "server stopping").await;
                 break "server stopping";
             }
