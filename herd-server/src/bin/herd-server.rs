@@ -138,57 +138,10 @@ fn main_code() -> ExitCode {
     let (threads, shape, one_server) = match &cli.command {
         Command::Serve { common, .. } => (common.threads, common.runtime, true),
         Command::Up { common } => (common.threads, common.runtime, false),
-        Command::Check { config } => return check(config.as_deref(), debug),
-        Command::AdminToken { config } => return admin_token(config.as_deref(), debug),
-        Command::DefaultConfig => {
-            print!("{}", default_config());
-            return ExitCode::SUCCESS;
-        }
-        Command::Man { dir } => {
-            return match man(dir.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
-                    herd_server::stderr::flush(STDERR_WAIT);
-                    ExitCode::from(1)
-                }
-            };
-        }
+        other => return one_off(other, debug),
     };
-    let threads = threads.map_or_else(
-        || {
-            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            // The rule was measured for one server's loops; `up` runs five servers (and their
-            // floods) in one process, and work stealing idles what it does not need.
-            if one_server && shape == Shape::Loops {
-                Loops::default_count(cores)
-            } else {
-                cores
-            }
-        },
-        usize::from,
-    );
-    // The main thread's runtime is the first loop (or the work-stealing runtime); the other loops
-    // run on threads of their own.
-    let started = match (shape, threads) {
-        (Shape::Loops, _) | (Shape::Stealing, 1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .and_then(|rt| {
-                let more = if shape == Shape::Loops {
-                    threads - 1
-                } else {
-                    0
-                };
-                Ok((rt, Loops::start(more)?))
-            }),
-        (Shape::Stealing, n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()
-            .map(|rt| (rt, Loops::none())),
-    };
-    let (runtime, loops) = match started {
+    let threads = threads.map_or_else(|| default_threads(shape, one_server), usize::from);
+    let (runtime, loops) = match start_runtime(shape, threads) {
         Ok(started) => started,
         Err(e) => {
             herd_server::say(format_args!(
@@ -211,6 +164,67 @@ fn main_code() -> ExitCode {
     // What is queued for stderr is written before the exit, unless nobody reads it.
     herd_server::stderr::flush(STDERR_WAIT);
     code
+}
+
+/// The commands that run no server (`check`, `admin-token`, `default-config`, `man`): done at once,
+/// without a runtime.
+fn one_off(command: &Command, debug: bool) -> ExitCode {
+    match command {
+        Command::Check { config } => check(config.as_deref(), debug),
+        Command::AdminToken { config } => admin_token(config.as_deref(), debug),
+        Command::DefaultConfig => {
+            print!("{}", default_config());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match man(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
+                herd_server::stderr::flush(STDERR_WAIT);
+                ExitCode::from(1)
+            }
+        },
+        Command::Serve { .. } | Command::Up { .. } => ExitCode::SUCCESS,
+    }
+}
+
+/// Threads when `--threads` is not given: as many as cores, or, for one server on event loops, the
+/// loops' own rule.
+fn default_threads(shape: Shape, one_server: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // The rule was measured for one server's loops; `up` runs five servers (and their
+    // floods) in one process, and work stealing idles what it does not need.
+    if one_server && shape == Shape::Loops {
+        Loops::default_count(cores)
+    } else {
+        cores
+    }
+}
+
+/// The runtime of `shape` on `threads` threads. The main thread's runtime is the first loop (or the
+/// work-stealing runtime); the other loops run on threads of their own.
+fn start_runtime(
+    shape: Shape,
+    threads: usize,
+) -> std::io::Result<(tokio::runtime::Runtime, Loops)> {
+    match (shape, threads) {
+        (Shape::Loops, _) | (Shape::Stealing, 1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| {
+                let more = if shape == Shape::Loops {
+                    threads - 1
+                } else {
+                    0
+                };
+                Ok((rt, Loops::start(more)?))
+            }),
+        (Shape::Stealing, n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .map(|rt| (rt, Loops::none())),
+    }
 }
 
 /// How long the exit waits for stderr to take the messages queued for it.
@@ -311,46 +325,8 @@ fn admin_token(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
 /// The herd a config describes, for people: servers, links, back-end, trust, limits, logs.
 fn describe(c: &Config) -> String {
     use std::fmt::Write as _;
-    let mut out = String::new();
-    let name_w = c.servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    let listen_w = c.servers.iter().map(|s| s.listen.len()).max().unwrap_or(0);
-    let _ = writeln!(out, "servers: {}", c.servers.len());
-    for s in &c.servers {
-        let admin = s
-            .admin
-            .as_deref()
-            .map_or("-".to_owned(), |a| format!("admin {a}"));
-        let _ = writeln!(
-            out,
-            "  {:<name_w$}  {:<listen_w$}  {admin}  neighbours: {}",
-            s.name,
-            s.listen,
-            if s.neighbors.is_empty() {
-                "-".into()
-            } else {
-                s.neighbors.join(", ")
-            }
-        );
-    }
-    let p = &c.places;
-    let _ = writeln!(
-        out,
-        "places: {}{}, key {}, timeout {} ms, cache {} ms / {} entries, {} in flight, budget {}/s (burst {}) a connection, {}/s (burst {}) a server",
-        p.backend,
-        p.url
-            .as_deref()
-            .map(|u| format!(" at {u}"))
-            .unwrap_or_default(),
-        if p.key.is_some() { "set" } else { "not set" },
-        p.timeout.as_millis(),
-        p.cache_ttl.as_millis(),
-        p.cache_entries,
-        p.max_in_flight,
-        p.budget.connection_rate,
-        p.budget.connection_burst,
-        p.budget.server_rate,
-        p.budget.server_burst
-    );
+    let mut out = describe_servers(c);
+    let _ = writeln!(out, "{}", describe_places(&c.places));
     let _ = writeln!(
         out,
         "admin: max_connections {}, hosts {}",
@@ -383,6 +359,53 @@ fn describe(c: &Config) -> String {
         g.lines, g.bodies, g.max_bytes, g.keep
     );
     out
+}
+
+/// The servers of a config, one a line, for [`describe`].
+fn describe_servers(c: &Config) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let name_w = c.servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let listen_w = c.servers.iter().map(|s| s.listen.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "servers: {}", c.servers.len());
+    for s in &c.servers {
+        let admin = s
+            .admin
+            .as_deref()
+            .map_or("-".to_owned(), |a| format!("admin {a}"));
+        let neighbours = if s.neighbors.is_empty() {
+            "-".into()
+        } else {
+            s.neighbors.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  {:<name_w$}  {:<listen_w$}  {admin}  neighbours: {neighbours}",
+            s.name, s.listen,
+        );
+    }
+    out
+}
+
+/// The Places back-end of a config, on one line, for [`describe`].
+fn describe_places(p: &herd_server::config::PlacesConfig) -> String {
+    format!(
+        "places: {}{}, key {}, timeout {} ms, cache {} ms / {} entries, {} in flight, budget {}/s (burst {}) a connection, {}/s (burst {}) a server",
+        p.backend,
+        p.url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default(),
+        if p.key.is_some() { "set" } else { "not set" },
+        p.timeout.as_millis(),
+        p.cache_ttl.as_millis(),
+        p.cache_entries,
+        p.max_in_flight,
+        p.budget.connection_rate,
+        p.budget.connection_burst,
+        p.budget.server_rate,
+        p.budget.server_burst
+    )
 }
 
 /// The default herd as a config file: the other tables at their defaults, commented out.
@@ -467,19 +490,48 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
     // The servers of `up` share the process's descriptors: each fits its limits into its part.
     herd_server::driver::admission::share_descriptors(names.len());
-    let places = Places::new(&config.places, herd_server::http_client(&config)?);
+    let mut specs = server_specs(&config, &names, common)?;
+    let listeners = bind_all(&config, &specs, loops).await?;
+    say_addresses(&specs, &listeners);
+    let logs = herd_server::log::init(&common.log_dir, &names, config.log)?;
+    for spec in &mut specs {
+        spec.log = logs.log(&spec.name);
+    }
+    on_signals(&logs)?;
+    let result = serve_all(specs, listeners).await;
+    // Every server has stopped: write what the logs still hold, then exit.
+    logs.close();
+    result
+}
+
+/// The spec of each server of `names` in `config`, with the store options of the command line.
+fn server_specs(
+    config: &Config,
+    names: &[String],
+    common: &Common,
+) -> anyhow::Result<Vec<ServerSpec>> {
+    let places = Places::new(&config.places, herd_server::http_client(config)?);
     let mut specs = Vec::new();
-    for name in &names {
-        let mut spec = ServerSpec::from_config(&config, name, places.clone())?;
+    for name in names {
+        let mut spec = ServerSpec::from_config(config, name, places.clone())?;
         if let Some(store) = &mut spec.store {
             store.repair = common.repair;
             store.forget.clone_from(&common.forget);
         }
         specs.push(spec);
     }
-    // Bind every listener before serving, so a taken port stops the start with a clear message.
+    Ok(specs)
+}
+
+/// The client listener (on `loops`) and the admin listener of each server, all bound before any
+/// serves, so a taken port stops the start with a clear message.
+async fn bind_all(
+    config: &Config,
+    specs: &[ServerSpec],
+    loops: &Loops,
+) -> anyhow::Result<Vec<(herd_server::Listeners, Option<tokio::net::TcpListener>)>> {
     let mut listeners = Vec::new();
-    for spec in &specs {
+    for spec in specs {
         let server = config.server(&spec.name).context("server vanished")?;
         let listen = &server.listen;
         let listener = herd_server::bind_on(listen, loops)
@@ -493,12 +545,14 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         };
         listeners.push((listener, admin));
     }
-    say_addresses(&specs, &listeners);
-    let logs = herd_server::log::init(&common.log_dir, &names, config.log)?;
-    for spec in &mut specs {
-        spec.log = logs.log(&spec.name);
-    }
-    // SIGHUP reopens the log files (logrotate's `create` mode); until now it was ignored (see `main`).
+    Ok(listeners)
+}
+
+/// Installs the signal handlers of a running process: SIGHUP reopens the log files (logrotate's
+/// `create` mode; until now it was ignored, see `main`), and a file-size limit (`ulimit -f`) must
+/// fail the log's write (EFBIG, then counted as dropped), not kill the server: handling SIGXFSZ
+/// turns its default action off for the whole process.
+fn on_signals(logs: &herd_server::log::Logs) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -509,11 +563,18 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
                 reopener.reopen();
             }
         });
-        // A file-size limit (`ulimit -f`) must fail the log's write (EFBIG, then counted as dropped),
-        // not kill the server: handling SIGXFSZ turns its default action off for the whole process.
         let _xfsz = signal(SignalKind::from_raw(libc::SIGXFSZ));
     }
+    #[cfg(not(unix))]
+    let _ = logs;
+    Ok(())
+}
 
+/// Runs every server until a signal asks to stop (or one of them fails, which stops the others).
+async fn serve_all(
+    specs: Vec<ServerSpec>,
+    listeners: Vec<(herd_server::Listeners, Option<tokio::net::TcpListener>)>,
+) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
     for (spec, (listener, admin)) in specs.into_iter().zip(listeners) {
@@ -538,8 +599,6 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
             result = Err(e);
         }
     }
-    // Every server has stopped: write what the logs still hold, then exit.
-    logs.close();
     result
 }
 
