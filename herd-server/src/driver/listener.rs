@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use herd_proto::HerdCodec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -145,27 +145,8 @@ async fn over_limit(
     ticket: AdmissionSlot,
 ) {
     let conn = shared.conn_id();
-    let mut codec = HerdCodec::new_with_max_length(shared.spec.limits.max_line);
     let mut buf = BytesMut::with_capacity(512);
-    let grace = tokio::time::Instant::now() + PEER_GRACE;
-    let first = loop {
-        if shared.node.links().is_empty() {
-            break None; // no neighbour to wait for
-        }
-        match codec.decode(&mut buf) {
-            Ok(Some(line)) => break Some(line),
-            Ok(None) => {}
-            Err(_) => break None,
-        }
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(grace, stream.read_buf(&mut buf)) => r,
-            _ = shared.life.shutdown.cancelled() => break None,
-        };
-        match read {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => break None, // EOF, error or the grace is over
-        }
-    };
+    let first = first_line(&shared, &mut stream, &mut buf).await;
     let mut busy = busy;
     if let Some(line) = first {
         let neighbour = is_hello(&line)
@@ -188,22 +169,49 @@ async fn over_limit(
     }
     shared.gate.refused(busy.refusal, addr);
     info!(conn, peer = %addr, refusal = %busy.refusal, limit = busy.key(), "connection refused: busy");
-    let answered = async {
-        stream.write_all(busy.line().as_bytes()).await?;
-        stream.shutdown().await?;
-        // Read and drop what else the client sent, so the close does not reset the answer away.
-        let mut drained = 0;
-        let mut sink = [0u8; 4096];
-        while drained < BUSY_DRAIN_BYTES {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let _ = tokio::time::timeout(BUSY_DRAIN, answered).await;
+    let _ = tokio::time::timeout(BUSY_DRAIN, answer_busy(&mut stream, &busy)).await;
     drop(ticket);
+}
+
+/// The first line of a connection over the client limit, if it comes within [`PEER_GRACE`] (and the
+/// server has neighbours to wait for); `buf` keeps what came after it.
+async fn first_line(shared: &Shared, stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Bytes> {
+    if shared.node.links().is_empty() {
+        return None; // no neighbour to wait for
+    }
+    let mut codec = HerdCodec::new_with_max_length(shared.spec.limits.max_line);
+    let grace = tokio::time::Instant::now() + PEER_GRACE;
+    loop {
+        match codec.decode(buf) {
+            Ok(Some(line)) => return Some(line),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(grace, stream.read_buf(buf)) => r,
+            _ = shared.life.shutdown.cancelled() => return None,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None, // EOF, error or the grace is over
+        }
+    }
+}
+
+/// Writes `busy`'s line and closes, then reads and drops what else the client sent (up to
+/// [`BUSY_DRAIN_BYTES`]), so the close does not reset the answer away.
+async fn answer_busy(stream: &mut TcpStream, busy: &Busy) -> std::io::Result<()> {
+    stream.write_all(busy.line().as_bytes()).await?;
+    stream.shutdown().await?;
+    let mut drained = 0;
+    let mut sink = [0u8; 4096];
+    while drained < BUSY_DRAIN_BYTES {
+        match stream.read(&mut sink).await? {
+            0 => break,
+            n => drained += n,
+        }
+    }
+    Ok(())
 }
 
 /// `? busy` without a task, when even the waits over the limit are all taken: one non-blocking write

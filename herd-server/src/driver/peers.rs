@@ -30,8 +30,10 @@ use crate::driver::node_handle::LinkSlot;
 use crate::driver::shared::Shared;
 use crate::driver::warnings::WarnKind;
 use crate::log::{show, Dir, SUMMARY};
+use crate::node::conduct::Strikes;
 use crate::node::handshake::{Established, Failure, Greeting, Opener, Refusal, Sealer, Verdict};
-use crate::node::{LinkAction, LinkEvent, Node};
+use crate::node::sync::Report;
+use crate::node::{Closing, LinkAction, LinkEvent, Node};
 
 /// A dial's TCP connect must be done within this (the greeting then has its own deadline,
 /// [`Greeting::poll_timeout`]).
@@ -511,15 +513,18 @@ fn log_events(shared: &Shared, node: &mut Node) {
 fn log_event(shared: &Shared, event: LinkEvent) {
     let name = |link: usize| &shared.node.link(link).name;
     match event {
-        LinkEvent::Reconciled(r) => {
-            let peer = name(r.link);
-            if !r.periodic {
-                info!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
-                    bytes = r.bytes, "caught up with peer by reconciliation");
-            } else if r.sent + r.received > 0 {
-                warn!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
-                    bytes = r.bytes, "periodic check found the link diverged; repaired");
-            }
+        LinkEvent::Reconciled(r) => say_reconciled(name(r.link), &r),
+        LinkEvent::Quarantined {
+            link,
+            cause,
+            strikes,
+            period,
+        } => {
+            let slot = shared.node.link(link);
+            let addr = slot
+                .live()
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            say_quarantined(&slot.name, &addr, cause, strikes, period);
         }
         LinkEvent::Foreign { link, line } => {
             warn!(peer = %name(link), line = %show(&line),
@@ -556,22 +561,29 @@ fn log_event(shared: &Shared, event: LinkEvent) {
         LinkEvent::TooLong { link } => {
             warn!(peer = %name(link), "peer line too long: closing");
         }
-        LinkEvent::Quarantined {
-            link,
-            cause,
-            strikes,
-            period,
-        } => {
-            let name = name(link);
-            let addr = shared.node.link(link).live();
-            let addr = addr.map_or_else(|| "-".to_string(), |a| a.to_string());
-            warn!(target: SUMMARY,
-                "closing the link to {name} ({addr}): {cause}; greetings as {name} are refused for {period:?}");
-            warn!(peer = %name, addr = %addr, cause = %cause, hard = strikes.hard,
-                soft = strikes.soft, quarantine_ms = period.as_millis() as u64,
-                "peer misbehaving: link closed and its name quarantined");
-        }
     }
+}
+
+/// Says a catch-up as info, and a periodic check that had to repair something as a warning with its
+/// size (flooding should have prevented it).
+fn say_reconciled(peer: &str, r: &Report) {
+    if !r.periodic {
+        info!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+            bytes = r.bytes, "caught up with peer by reconciliation");
+    } else if r.sent + r.received > 0 {
+        warn!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+            bytes = r.bytes, "periodic check found the link diverged; repaired");
+    }
+}
+
+/// Says, on the summary and in the log, that the node closed the link to `name` (at `addr`) for
+/// `cause` and quarantines its name for `period`.
+fn say_quarantined(name: &str, addr: &str, cause: Closing, strikes: Strikes, period: Duration) {
+    warn!(target: SUMMARY,
+        "closing the link to {name} ({addr}): {cause}; greetings as {name} are refused for {period:?}");
+    warn!(peer = %name, addr = %addr, cause = %cause, hard = strikes.hard,
+        soft = strikes.soft, quarantine_ms = period.as_millis() as u64,
+        "peer misbehaving: link closed and its name quarantined");
 }
 
 /// The neighbour name in a greeting line, `HERD-HELLO <version> <name> …`, if it is one.

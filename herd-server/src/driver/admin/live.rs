@@ -304,7 +304,7 @@ pub(crate) async fn events(
     axum::extract::State(state): axum::extract::State<AdminState>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    use axum::response::sse::{Event, Sse};
+    use axum::response::sse::Sse;
     use axum::response::IntoResponse as _;
     let from = request
         .extensions()
@@ -313,22 +313,7 @@ pub(crate) async fn events(
     let progress = request.extensions().get::<Progress>().cloned();
     let slot = match StreamSlot::take(&state.streams, from) {
         Ok(slot) => slot,
-        Err(why) => {
-            let (reason, text) = match why {
-                NoSlot::Full => ("events", "too many live pages open; try again later\n"),
-                NoSlot::Address => (
-                    "events-per-address",
-                    "too many live pages open from this address; close one and try again\n",
-                ),
-            };
-            state.stats.admin_refused(reason);
-            return (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                [(axum::http::header::RETRY_AFTER, "5")],
-                text,
-            )
-                .into_response();
-        }
+        Err(why) => return no_stream(&state, &why),
     };
     if let Some(p) = &progress {
         p.touch();
@@ -343,26 +328,54 @@ pub(crate) async fn events(
         first: true,
         _slot: slot,
     };
-    let stream = futures::stream::unfold(feed, |mut feed| async move {
-        if std::mem::take(&mut feed.first) {
-            let retry = Event::default().retry(Duration::from_secs(1));
-            return Some((Ok::<_, std::convert::Infallible>(retry), feed));
-        }
-        tokio::select! {
-            _ = feed.tick.tick() => {}
-            _ = feed.state.life.shutdown.cancelled() => return None,
-        }
-        let herd = gather(&feed.state, &mut feed.since).await;
-        if let Some(p) = &feed.progress {
-            p.touch();
-        }
-        Some((Ok(Event::default().data(herd.to_string())), feed))
-    });
     (
         [(axum::http::header::CACHE_CONTROL, "no-store")],
-        Sse::new(stream),
+        Sse::new(futures::stream::unfold(feed, next_event)),
     )
         .into_response()
+}
+
+/// The 503 of an `/events` stream that found no place (`why`), counted.
+fn no_stream(state: &AdminState, why: &NoSlot) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (reason, text) = match why {
+        NoSlot::Full => ("events", "too many live pages open; try again later\n"),
+        NoSlot::Address => (
+            "events-per-address",
+            "too many live pages open from this address; close one and try again\n",
+        ),
+    };
+    state.stats.admin_refused(reason);
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "5")],
+        text,
+    )
+        .into_response()
+}
+
+/// An `/events` stream's next event: first the reconnection delay, then the herd at each tick;
+/// `None` once the server stops.
+async fn next_event(
+    mut feed: Feed,
+) -> Option<(
+    Result<axum::response::sse::Event, std::convert::Infallible>,
+    Feed,
+)> {
+    use axum::response::sse::Event;
+    if std::mem::take(&mut feed.first) {
+        let retry = Event::default().retry(Duration::from_secs(1));
+        return Some((Ok(retry), feed));
+    }
+    tokio::select! {
+        _ = feed.tick.tick() => {}
+        _ = feed.state.life.shutdown.cancelled() => return None,
+    }
+    let herd = gather(&feed.state, &mut feed.since).await;
+    if let Some(p) = &feed.progress {
+        p.touch();
+    }
+    Some((Ok(Event::default().data(herd.to_string())), feed))
 }
 
 #[cfg(test)]
