@@ -408,8 +408,15 @@ fn describe_places(p: &herd_server::config::PlacesConfig) -> String {
     )
 }
 
-/// The default herd as a config file: the other tables at their defaults, commented out.
+/// The default herd as a config file: the other tables at their defaults, commented out. The values
+/// shown are the config's own defaults, so each is defined once (in `herd-config`).
 fn default_config() -> String {
+    use herd_server::config::{
+        AdminSettings, Limits, LogSettings, PlacesBudget, PlacesConfig, StoreSettings,
+    };
+    let (budget, limits) = (PlacesBudget::default(), Limits::default());
+    let (log, store) = (LogSettings::default(), StoreSettings::default());
+    let ms = |d: std::time::Duration| d.as_millis();
     format!(
         "# The herd's config: `herd-server serve NAME --config FILE`, `herd-server up --config FILE`.\n\
          # Every key but [[server]] is optional; the values shown commented are the defaults.\n\
@@ -417,14 +424,14 @@ fn default_config() -> String {
          # [places]\n\
          # backend = \"offline\"        # \"google\" when GOOGLE_PLACES_API_KEY is set; or \"google-legacy\"\n\
          # url = \"…\"                  # where the back-end is (default: Google's URL of that back-end)\n\
-         # timeout_ms = 5000\n\
-         # cache_ttl_ms = 60000\n\
-         # cache_entries = 10000\n\
-         # max_in_flight = 32\n\
-         # connection_rate = 2.0        # upstream calls a second one client connection may make\n\
-         # connection_burst = 10\n\
-         # server_rate = 20.0           # upstream calls a second of the whole server\n\
-         # server_burst = 40\n\
+         # timeout_ms = {timeout_ms}\n\
+         # cache_ttl_ms = {cache_ttl_ms}\n\
+         # cache_entries = {cache_entries}\n\
+         # max_in_flight = {max_in_flight}\n\
+         # connection_rate = {connection_rate:?}        # upstream calls a second one client connection may make\n\
+         # connection_burst = {connection_burst}\n\
+         # server_rate = {server_rate:?}           # upstream calls a second of the whole server\n\
+         # server_burst = {server_burst}\n\
          # key = \"…\"                  # better: the GOOGLE_PLACES_API_KEY environment variable\n\
          \n\
          # [herd]\n\
@@ -433,38 +440,62 @@ fn default_config() -> String {
          # insecure = false\n\
          \n\
          # [limits]\n\
-         # max_line = 4096                # at least 64\n\
-         # max_connections = 10000\n\
-         # max_connections_per_ip = 10000  # default: max_connections\n\
-         # line_timeout_ms = 10000\n\
-         # idle_timeout_ms = 300000\n\
-         # max_future_ms = 86400000\n\
-         # max_clients = 10000000\n\
-         # max_watches = 100000           # watches of the WebSocket door on the server\n\
-         # max_watches_per_connection = 64\n\
-         # watch_queue = 1024             # records waiting for one watcher; past it, it is closed\n\
+         # max_line = {max_line}                # at least 64\n\
+         # max_connections = {max_connections}\n\
+         # max_connections_per_ip = {max_connections}  # default: max_connections\n\
+         # line_timeout_ms = {line_timeout_ms}\n\
+         # idle_timeout_ms = {idle_timeout_ms}\n\
+         # max_future_ms = {max_future_ms}\n\
+         # max_clients = {max_clients}\n\
+         # max_watches = {max_watches}           # watches of the WebSocket door on the server\n\
+         # max_watches_per_connection = {max_watches_per_connection}\n\
+         # watch_queue = {watch_queue}             # records waiting for one watcher; past it, it is closed\n\
          \n\
          # [admin]\n\
-         # max_connections = 64           # admin connections at once, apart from the clients'\n\
+         # max_connections = {admin_max_connections}           # admin connections at once, apart from the clients'\n\
          # hosts = []                     # Host names the admin doors answer to, besides IPs and localhost\n\
          \n\
          # [store]\n\
          # dir = \"/var/lib/herd\"        # default: none, records in memory only\n\
-         # fsync = \"everysec\"           # or \"always\", \"no\"\n\
-         # compact_bytes = 67108864\n\
+         # fsync = \"{fsync}\"           # or \"always\", \"no\"\n\
+         # compact_bytes = {compact_bytes}\n\
          \n\
          # [log]\n\
-         # lines = true\n\
-         # bodies = false\n\
-         # max_bytes = 104857600          # 0: never rotate (leave it to logrotate)\n\
-         # keep = 5\n\
+         # lines = {lines}\n\
+         # bodies = {bodies}\n\
+         # max_bytes = {max_bytes}          # 0: never rotate (leave it to logrotate)\n\
+         # keep = {keep}\n\
          \n\
          # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
          # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
          # and the live page of the herd, GET / (optional; off unless set), and its client door\n\
          # over HTTP/JSON and WebSocket, http = \"host:port\" (optional; off unless set).\n\
          {}",
-        herd_server::config::default_herd_toml()
+        herd_server::config::default_herd_toml(),
+        timeout_ms = ms(PlacesConfig::DEFAULT_TIMEOUT),
+        cache_ttl_ms = ms(PlacesConfig::DEFAULT_CACHE_TTL),
+        cache_entries = PlacesConfig::DEFAULT_CACHE_ENTRIES,
+        max_in_flight = PlacesConfig::DEFAULT_MAX_IN_FLIGHT,
+        connection_rate = budget.connection_rate,
+        connection_burst = budget.connection_burst,
+        server_rate = budget.server_rate,
+        server_burst = budget.server_burst,
+        max_line = limits.max_line,
+        max_connections = limits.max_connections,
+        line_timeout_ms = ms(limits.line_timeout),
+        idle_timeout_ms = ms(limits.idle_timeout),
+        max_future_ms = ms(limits.max_future),
+        max_clients = limits.max_clients,
+        max_watches = limits.max_watches,
+        max_watches_per_connection = limits.max_watches_per_connection,
+        watch_queue = limits.watch_queue,
+        admin_max_connections = AdminSettings::default().max_connections,
+        fsync = store.fsync,
+        compact_bytes = store.compact_bytes,
+        lines = log.lines,
+        bodies = log.bodies,
+        max_bytes = log.max_bytes,
+        keep = log.keep,
     )
 }
 

@@ -1,13 +1,8 @@
 //! A server's counters ([`Stats`]): what its connections, links and admin door count, and what a
 //! scrape copies in from the node, the admission and the store (`Scrape`).
 //!
-//! Counting is kept off the request path's cost: a connection counts its batch in local integers and
-//! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
-//! look-ups) go through labelled families. What the node, the admission and the store already count
-//! (records held, links, queue depths, floods and catch-ups per link, refusals by limit, the journal)
-//! is read from them when scraped and copied into the registry, not kept up to date on every request:
-//! a link's reader counts its batch in local integers and hands them to the node, under the lock it
-//! already holds, once per batch.
+//! A connection adds its batch's counts once per batch; what the node, the admission and the store
+//! already count is copied in only when scraped (ARCHITECTURE.md, "Counting off the request path").
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

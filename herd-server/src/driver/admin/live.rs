@@ -9,19 +9,7 @@
 //! [`HISTORY`] seconds of the server's rates (IAMAT, WHATSAT, records flooded, refusals), sampled once a
 //! second by a task of the admin endpoint, so the page's charts start with the last minutes.
 //!
-//! # Why a page never slows the herd
-//! The page is fed at a fixed rate ([`TICK`]) whatever the IAMAT rate: each tick gathers the servers'
-//! `/status` (concurrently, each within [`ASK_TIMEOUT`]) and sends one event. What clients do is
-//! *sampled*: a connection offers at most one IAMAT per batch it answers (and each WHATSAT that goes to
-//! the Places back-end) to a small ring ([`Live`]), only while a page watches (gathering marks every
-//! server asked as watched for [`WATCH_FOR`]), and only if the ring's lock is free (`try_lock`): a
-//! connection never waits for the admin endpoint. Unwatched, a batch pays one clock read and one
-//! atomic load.
-//!
-//! The ring decides nothing (it is no herd rule), so it lives here with the admin endpoint rather than
-//! in the sans-IO node; it holds the newest [`UPDATES`] IAMATs and [`ASKS`] WHATSATs of this server.
-//! Each server samples only what its own clients sent: the page gathers every server's ring, so it sees
-//! the whole herd without a record being counted once per server it was flooded to.
+//! The page is fed at a fixed rate ([`TICK`]); why it never slows the herd is in ARCHITECTURE.md.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
