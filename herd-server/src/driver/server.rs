@@ -1,5 +1,5 @@
 //! A server's start and stop: [`run`] loads the store, assembles the handles its tasks hold
-//! ([`Shared`]), starts the tasks (the doors, the link manager, the store's upkeep, the accept
+//! (`Shared`), starts the tasks (the doors, the link manager, the store's upkeep, the accept
 //! loops) and, once shutdown is asked, waits for them. What it runs from is a [`ServerSpec`].
 
 use std::net::SocketAddr;

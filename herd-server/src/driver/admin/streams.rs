@@ -1,5 +1,5 @@
 //! The live page's `/events` streams: at most [`MAX_STREAMS`] open at once, and
-//! [`MAX_STREAMS_PER_ADDRESS`] from one address, each holding a [`StreamSlot`].
+//! [`MAX_STREAMS_PER_ADDRESS`] from one address, each holding a `StreamSlot`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
