@@ -411,17 +411,38 @@ fn describe_places(p: &herd_server::config::PlacesConfig) -> String {
 /// The default herd as a config file: the other tables at their defaults, commented out. The values
 /// shown are the config's own defaults, so each is defined once (in `herd-config`).
 fn default_config() -> String {
-    use herd_server::config::{
-        AdminSettings, Limits, LogSettings, PlacesBudget, PlacesConfig, StoreSettings,
-    };
-    let (budget, limits) = (PlacesBudget::default(), Limits::default());
-    let (log, store) = (LogSettings::default(), StoreSettings::default());
-    let ms = |d: std::time::Duration| d.as_millis();
     format!(
         "# The herd's config: `herd-server serve NAME --config FILE`, `herd-server up --config FILE`.\n\
          # Every key but [[server]] is optional; the values shown commented are the defaults.\n\
          \n\
-         # [places]\n\
+         {}{}{}\
+         # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
+         # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
+         # and the live page of the herd, GET / (optional; off unless set), and its client door\n\
+         # over HTTP/JSON and WebSocket, http = \"host:port\" (optional; off unless set).\n\
+         {}",
+        places_defaults(),
+        limits_defaults(),
+        other_defaults(),
+        herd_server::config::default_herd_toml(),
+    )
+}
+
+/// `[places]` and `[herd]` of [`default_config`].
+fn places_defaults() -> String {
+    use herd_server::config::{PlacesBudget, PlacesConfig};
+    let PlacesBudget {
+        connection_rate,
+        connection_burst,
+        server_rate,
+        server_burst,
+    } = PlacesBudget::default();
+    let timeout_ms = PlacesConfig::DEFAULT_TIMEOUT.as_millis();
+    let cache_ttl_ms = PlacesConfig::DEFAULT_CACHE_TTL.as_millis();
+    let cache_entries = PlacesConfig::DEFAULT_CACHE_ENTRIES;
+    let max_in_flight = PlacesConfig::DEFAULT_MAX_IN_FLIGHT;
+    format!(
+        "# [places]\n\
          # backend = \"offline\"        # \"google\" when GOOGLE_PLACES_API_KEY is set; or \"google-legacy\"\n\
          # url = \"…\"                  # where the back-end is (default: Google's URL of that back-end)\n\
          # timeout_ms = {timeout_ms}\n\
@@ -438,8 +459,21 @@ fn default_config() -> String {
          # secret = \"a long random string\"   # needed to listen beyond loopback\n\
          # secrets = [\"new\", \"old\"]        # instead of secret, to rotate\n\
          # insecure = false\n\
-         \n\
-         # [limits]\n\
+         \n"
+    )
+}
+
+/// `[limits]` of [`default_config`].
+fn limits_defaults() -> String {
+    let l = herd_server::config::Limits::default();
+    let (max_line, max_connections, max_clients) = (l.max_line, l.max_connections, l.max_clients);
+    let line_timeout_ms = l.line_timeout.as_millis();
+    let idle_timeout_ms = l.idle_timeout.as_millis();
+    let max_future_ms = l.max_future.as_millis();
+    let (max_watches, watch_queue) = (l.max_watches, l.watch_queue);
+    let max_watches_per_connection = l.max_watches_per_connection;
+    format!(
+        "# [limits]\n\
          # max_line = {max_line}                # at least 64\n\
          # max_connections = {max_connections}\n\
          # max_connections_per_ip = {max_connections}  # default: max_connections\n\
@@ -450,8 +484,27 @@ fn default_config() -> String {
          # max_watches = {max_watches}           # watches of the WebSocket door on the server\n\
          # max_watches_per_connection = {max_watches_per_connection}\n\
          # watch_queue = {watch_queue}             # records waiting for one watcher; past it, it is closed\n\
-         \n\
-         # [admin]\n\
+         \n"
+    )
+}
+
+/// `[admin]`, `[store]` and `[log]` of [`default_config`].
+fn other_defaults() -> String {
+    use herd_server::config::{AdminSettings, LogSettings, StoreSettings};
+    let admin_max_connections = AdminSettings::default().max_connections;
+    let StoreSettings {
+        fsync,
+        compact_bytes,
+        ..
+    } = StoreSettings::default();
+    let LogSettings {
+        lines,
+        bodies,
+        max_bytes,
+        keep,
+    } = LogSettings::default();
+    format!(
+        "# [admin]\n\
          # max_connections = {admin_max_connections}           # admin connections at once, apart from the clients'\n\
          # hosts = []                     # Host names the admin doors answer to, besides IPs and localhost\n\
          \n\
@@ -465,37 +518,7 @@ fn default_config() -> String {
          # bodies = {bodies}\n\
          # max_bytes = {max_bytes}          # 0: never rotate (leave it to logrotate)\n\
          # keep = {keep}\n\
-         \n\
-         # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
-         # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
-         # and the live page of the herd, GET / (optional; off unless set), and its client door\n\
-         # over HTTP/JSON and WebSocket, http = \"host:port\" (optional; off unless set).\n\
-         {}",
-        herd_server::config::default_herd_toml(),
-        timeout_ms = ms(PlacesConfig::DEFAULT_TIMEOUT),
-        cache_ttl_ms = ms(PlacesConfig::DEFAULT_CACHE_TTL),
-        cache_entries = PlacesConfig::DEFAULT_CACHE_ENTRIES,
-        max_in_flight = PlacesConfig::DEFAULT_MAX_IN_FLIGHT,
-        connection_rate = budget.connection_rate,
-        connection_burst = budget.connection_burst,
-        server_rate = budget.server_rate,
-        server_burst = budget.server_burst,
-        max_line = limits.max_line,
-        max_connections = limits.max_connections,
-        line_timeout_ms = ms(limits.line_timeout),
-        idle_timeout_ms = ms(limits.idle_timeout),
-        max_future_ms = ms(limits.max_future),
-        max_clients = limits.max_clients,
-        max_watches = limits.max_watches,
-        max_watches_per_connection = limits.max_watches_per_connection,
-        watch_queue = limits.watch_queue,
-        admin_max_connections = AdminSettings::default().max_connections,
-        fsync = store.fsync,
-        compact_bytes = store.compact_bytes,
-        lines = log.lines,
-        bodies = log.bodies,
-        max_bytes = log.max_bytes,
-        keep = log.keep,
+         \n"
     )
 }
 
