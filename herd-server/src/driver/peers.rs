@@ -304,12 +304,17 @@ async fn run_link(
             let mut log = shared.spec.log.buffer(conn, Some(&slot.name));
             loop {
                 out.clear();
-                let n = {
+                let (n, working) = {
                     let mut node = shared.node();
                     let n = node.poll_transmit(id, epoch, &mut out, BATCH);
                     log_events(&shared, &mut node);
-                    n
+                    (n, out.is_empty() && node.working(id, epoch))
                 };
+                if working {
+                    // Reconciliation work is done a slice a call: let others have the node.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 if !out.is_empty() {
                     if shared.spec.log_lines && n > 0 {
                         log.stamp();
