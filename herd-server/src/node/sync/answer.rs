@@ -103,20 +103,28 @@ impl Session {
             let items = std::mem::take(&mut t.items.acc);
             *d = Decoding::Peeling(Peel::new(cells, salt), items);
         }
-        let Decoding::Peeling(peel, items) = d else {
-            return true;
-        };
-        match peel.run(budget) {
-            None => false,
-            Some(Some((only_mine, only_theirs))) => {
-                self.decoded(range, items, &only_mine, &only_theirs);
-                true
-            }
-            Some(None) => {
-                self.undecodable(range, items.len(), sketch);
-                true
+        if let Decoding::Peeling(peel, items) = d {
+            match peel.run(budget) {
+                None => return false,
+                Some(None) => {
+                    self.undecodable(range, items.len(), sketch);
+                    return true;
+                }
+                Some(Some((only_mine, only_theirs))) => {
+                    let items = std::mem::take(items);
+                    *d = Decoding::Answering(Box::new(Answering {
+                        items,
+                        only_mine,
+                        only_theirs,
+                        ..Answering::default()
+                    }));
+                }
             }
         }
+        let Decoding::Answering(a) = d else {
+            return true;
+        };
+        self.decoded(range, a, budget)
     }
 
     /// A table that did not decode: the range is split (or listed, or asked for whole), and no more
@@ -135,46 +143,67 @@ impl Session {
         }
     }
 
-    /// A decoded difference: where both sides hold a record of one client, only the newer by its
-    /// hint crosses (both when the hints are equal; a wrong hint is put right by the record sent
-    /// back).
-    fn decoded(
-        &mut self,
-        range: KeyRange,
-        items: &[(u32, Item)],
-        only_mine: &[Item],
-        only_theirs: &[Item],
-    ) {
-        let theirs_by_key: std::collections::HashMap<u32, u8> =
-            only_theirs.iter().map(|it| (it.key, it.hint)).collect();
-        let mine_by_key: std::collections::HashMap<u32, u8> =
-            only_mine.iter().map(|it| (it.key, it.hint)).collect();
+    /// Goes on answering a decoded difference: where both sides hold a record of one client, only
+    /// the newer by its hint crosses (both when the hints are equal; a wrong hint is put right by
+    /// the record sent back). Five passes, each a unit per item; `true` when all are done.
+    fn decoded(&mut self, range: KeyRange, a: &mut Answering, budget: &mut Budget) -> bool {
         let newer = |a: u8, b: u8| (a.wrapping_sub(b) as i8) >= 0;
-        let send: std::collections::HashSet<Item> = only_mine
-            .iter()
-            .filter(|it| {
-                theirs_by_key
-                    .get(&it.key)
-                    .is_none_or(|&h| newer(it.hint, h))
-            })
-            .copied()
-            .collect();
-        let want: Vec<u32> = only_theirs
-            .iter()
-            .filter(|it| mine_by_key.get(&it.key).is_none_or(|&h| newer(it.hint, h)))
-            .map(|it| it.id)
-            .collect();
-        let records: Vec<u32> = items
-            .iter()
-            .filter(|(_, it)| send.contains(it))
-            .map(|&(i, _)| i)
-            .collect();
-        self.records(records);
-        for chunk in want.chunks(MAX_IDS) {
-            self.line(&PeerMessage::Want {
-                range,
-                hashes: chunk.to_vec(),
-            });
+        while !budget.spent() || a.pass == 5 {
+            match a.pass {
+                0 => {
+                    for i in a.next(a.only_theirs.len(), budget) {
+                        let it = a.only_theirs[i];
+                        a.theirs_by_key.insert(it.key, it.hint);
+                    }
+                }
+                1 => {
+                    for i in a.next(a.only_mine.len(), budget) {
+                        let it = a.only_mine[i];
+                        a.mine_by_key.insert(it.key, it.hint);
+                    }
+                }
+                2 => {
+                    for i in a.next(a.only_mine.len(), budget) {
+                        let it = a.only_mine[i];
+                        if a.theirs_by_key
+                            .get(&it.key)
+                            .is_none_or(|&h| newer(it.hint, h))
+                        {
+                            a.send.insert(it);
+                        }
+                    }
+                }
+                3 => {
+                    for i in a.next(a.only_theirs.len(), budget) {
+                        let it = a.only_theirs[i];
+                        if a.mine_by_key
+                            .get(&it.key)
+                            .is_none_or(|&h| newer(it.hint, h))
+                        {
+                            a.want.push(it.id);
+                        }
+                    }
+                }
+                4 => {
+                    for i in a.next(a.items.len(), budget) {
+                        let (index, it) = a.items[i];
+                        if a.send.contains(&it) {
+                            a.records.push(index);
+                        }
+                    }
+                }
+                _ => {
+                    self.records(std::mem::take(&mut a.records));
+                    for chunk in a.want.chunks(MAX_IDS) {
+                        self.line(&PeerMessage::Want {
+                            range,
+                            hashes: chunk.to_vec(),
+                        });
+                    }
+                    return true;
+                }
+            }
         }
+        false
     }
 }

@@ -33,6 +33,40 @@ pub(super) enum Decoding {
     Building(Tabling),
     /// Peeling the difference of the two, with my items (by cache index) to find what to send.
     Peeling(Peel, Vec<(u32, Item)>),
+    /// Choosing, from the decoded difference, what to send and what to ask for.
+    Answering(Box<Answering>),
+}
+
+/// A decoded difference being answered a budget at a time (it may hold tens of thousands of items).
+#[derive(Debug, Default)]
+pub(super) struct Answering {
+    pub(super) items: Vec<(u32, Item)>,
+    pub(super) only_mine: Vec<Item>,
+    pub(super) only_theirs: Vec<Item>,
+    pub(super) mine_by_key: std::collections::HashMap<u32, u8>,
+    pub(super) theirs_by_key: std::collections::HashMap<u32, u8>,
+    pub(super) send: std::collections::HashSet<Item>,
+    pub(super) want: Vec<u32>,
+    pub(super) records: Vec<u32>,
+    /// Which pass, and how far into it.
+    pub(super) pass: u8,
+    pub(super) at: usize,
+}
+
+impl Answering {
+    /// The next indexes of a pass over `len` things that the budget allows (one unit each); moves
+    /// to the next pass when this one is done.
+    pub(super) fn next(&mut self, len: usize, budget: &mut Budget) -> std::ops::Range<usize> {
+        let n = (len - self.at).min(usize::try_from(budget.left).unwrap_or(usize::MAX));
+        budget.left -= n as u64;
+        let r = self.at..self.at + n;
+        self.at += n;
+        if self.at == len {
+            self.pass += 1;
+            self.at = 0;
+        }
+        r
+    }
 }
 
 /// Work waiting, with what it was counted to cost.
