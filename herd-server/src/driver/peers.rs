@@ -351,12 +351,17 @@ async fn write_link(
     let mut log = shared.spec.log.buffer(link.conn, Some(&slot.name));
     loop {
         out.clear();
-        let n = {
+        let (n, working) = {
             let mut node = shared.node();
             let n = node.poll_transmit(link.id, link.epoch, &mut out, BATCH);
             log_events(shared, &mut node);
-            n
+            (n, out.is_empty() && node.working(link.id, link.epoch))
         };
+        if working {
+            // Reconciliation work is done a slice a call: let others have the node.
+            tokio::task::yield_now().await;
+            continue;
+        }
         if out.is_empty() {
             tokio::select! {
                 _ = slot.notify.notified() => continue,
