@@ -287,6 +287,20 @@ fn a_dense_difference_costs_about_twice_its_records() {
     assert!(t.turns <= 8, "{} turns", t.turns);
 }
 
+/// A cache small enough that its differing ranges are tabled whole (`HERD-IBF -`): the records a
+/// decoded table asks for go in many `HERD-WANT -` lines, which all arrive before the first is
+/// answered. They look up the ids the table kept, so their waiting work is counted by ids, not as a
+/// walk of the whole cache each (which once closed the link as overloaded, for ever).
+#[test]
+fn a_table_of_the_whole_range_is_asked_for_in_many_lines() {
+    let (n, d) = (20_000, 1_000);
+    let (mut a, mut b) = pair(n, d, 1, 2);
+    let t = traffic(&mut a, &mut b);
+    assert!(t.bytes.contains_key("HERD-IBF"), "{:?}", t.bytes);
+    assert!(t.bytes.contains_key("HERD-WANT"), "{:?}", t.bytes);
+    assert_eq!(t.ab.len() + t.ba.len(), d as usize, "{:?}", t.bytes);
+}
+
 /// Client times 240 s apart compare the wrong way round by their hints: each side sends its older
 /// record, and the other sends its newer one back. Both end with the newer; each differing client
 /// crosses once each way, and no other.

@@ -474,13 +474,20 @@ impl Session {
         hashes: &[u32],
         sketch: &Sketch,
     ) -> Result<(), SyncError> {
-        let tabled = self.tabled.iter().any(|(r, _)| *r == range);
+        let tabled = self
+            .tabled
+            .iter()
+            .any(|(r, ids)| *r == range && !ids.is_empty());
+        // Only the first line of a look-up not asked from a table of ours scans the range; the
+        // lines after it (a decoded table is asked for in many) use the ids it gathered.
+        let mut scans = false;
         if self.wanting == Some(range) {
             // Another line of the same look-up.
         } else if tabled && !self.tabled_wanted.contains(&range) {
             // Asked from a table of ours: its records, by id, are kept.
             self.tabled_wanted.push(range);
         } else {
+            scans = true;
             // A range is looked up once per exchange, and only one this side could have listed.
             self.once(b'W', range)?;
             if range.child(0).is_some()
@@ -491,10 +498,12 @@ impl Session {
             }
         }
         self.wanting = Some(range);
-        self.defer(
-            Work::Want(Records::new(range, sketch), hashes.to_vec()),
-            sketch,
-        );
+        let work = Work::Want(Records::new(range, sketch), hashes.to_vec());
+        let mut cost = work.cost(sketch);
+        if !scans {
+            cost.records = 0;
+        }
+        self.queue(work, cost);
         Ok(())
     }
 
@@ -545,6 +554,11 @@ impl Session {
     /// Queues the work a line asks for, counting what it may cost.
     pub(super) fn defer(&mut self, work: Work, sketch: &Sketch) {
         let cost = work.cost(sketch);
+        self.queue(work, cost);
+    }
+
+    /// Queues `work` counted at `cost` (see [`Session::defer`]).
+    fn queue(&mut self, work: Work, cost: Backlog) {
         self.backlog.add(cost);
         self.work.push_back(Queued { work, cost });
     }
