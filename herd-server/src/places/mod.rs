@@ -141,8 +141,14 @@ impl Places {
             }
         };
         if cfg.backend == Backend::Offline {
-            // Build the index now, not on the first WHATSAT.
-            offline::index();
+            // Build the index now, beside the start rather than in its way (it takes a moment, far
+            // longer unoptimised), so the first WHATSAT does not wait for it; one that comes sooner
+            // waits for this build rather than starting a second.
+            let _ = std::thread::Builder::new()
+                .name("places-index".into())
+                .spawn(|| {
+                    offline::index();
+                });
         }
         Places {
             inner: Arc::new(Inner {
