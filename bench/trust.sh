@@ -2,7 +2,7 @@
 # Peer trust: what the encrypted channel costs. For the default herd without a secret (plain lines)
 # and with one (Noise frames), in one run:
 #  1. records flooded per second over one link: Alford holds ~630k clients, Hamilton starts empty and
-#     catches up over one link (from its `peer link up` to its `catch-up from peer complete` log line);
+#     catches up over one link (from its `peer link up` to its `caught up with peer by reconciliation` log line);
 #  2. propagation Alford -> Holiday (two hops, the farthest server) p50/p99, idle and under a
 #     pipelined IAMAT load at Alford.
 source "$(dirname "$0")/common.sh"
@@ -30,7 +30,7 @@ run_mode() { # MODE ("plain" or "secret")
   "$BIN/herd" --to "127.0.0.1:${port[Alford]}" bench -c 50 -P 16 -n "$RECORDS" --clients "$RECORDS" --json > /dev/null
   start Hamilton
   for _ in $(seq 1 600); do
-    grep -q 'catch-up from peer complete.*peer=Alford' "$dir/logs/Hamilton.log" 2>/dev/null && break
+    grep -q 'caught up with peer by reconciliation.*peer=Alford' "$dir/logs/Hamilton.log" 2>/dev/null && break
     sleep 0.1
   done
   python3 - "$dir/logs/Hamilton.log" "$mode" <<'PY'
@@ -39,8 +39,8 @@ log = open(sys.argv[1]).read().splitlines()
 def at(line):
     return datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
 up = next(at(l) for l in log if "peer link up" in l and "name=Alford" in l)
-done = next(l for l in log if "catch-up from peer complete" in l and "peer=Alford" in l)
-count = int(re.search(r"count=(\d+)", done).group(1))
+done = next(l for l in log if "caught up with peer by reconciliation" in l and "peer=Alford" in l)
+count = int(re.search(r"received=(\d+)", done).group(1))
 secs = (at(done) - up).total_seconds()
 print(f"{sys.argv[2]:>6}: one link carried {count} records in {secs:.3f} s = {count / secs / 1000:.0f}k records/s")
 PY
@@ -48,7 +48,7 @@ PY
   # Every server has caught up with its neighbours before the probes start.
   for n in Ball Holiday Welsh; do
     for _ in $(seq 1 600); do
-      [ "$(grep -c 'catch-up from peer complete' "$dir/logs/$n.log" 2>/dev/null)" -ge 2 ] && break
+      [ "$(grep -c 'caught up with peer by reconciliation' "$dir/logs/$n.log" 2>/dev/null)" -ge 2 ] && break
       sleep 0.1
     done
   done

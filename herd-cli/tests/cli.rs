@@ -958,28 +958,43 @@ async fn watch_prints_records_stored_anywhere_in_the_herd() {
             .spawn()
             .unwrap()
     };
-    let pretty = watch(&["client", "kiwi", "--count", "1"]);
-    let json = watch(&["near", "34.07", "-118.44", "5", "--count", "1", "--json"]);
-    // Until both have printed (their watches may start after the first IAMATs), newer records at Ball.
-    let ball = herd.addr("Ball");
-    let (pretty, json) = {
-        let both = async {
-            let (p, j) = tokio::join!(pretty.wait_with_output(), json.wait_with_output());
-            (p.unwrap(), j.unwrap())
-        };
-        tokio::pin!(both);
-        let mut time = 1_479_413_884u64;
-        loop {
-            tokio::select! {
-                done = &mut both => break done,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
-                    time += 1;
-                    assert!(time < 1_479_413_884 + 300, "herd watch printed nothing in time");
-                    herd_tests::client::exchange(ball, format!("IAMAT kiwi +34.068930-118.445127 {time}\n")).await;
+    let mut pretty = watch(&["client", "kiwi", "--count", "1"]);
+    let mut json = watch(&["near", "34.07", "-118.44", "5", "--count", "1", "--json"]);
+    // Each says on stderr when the server holds its watch; only then is the IAMAT sent, once, at Ball.
+    let deadline = std::time::Duration::from_secs(60);
+    let watching = |child: &mut tokio::process::Child| {
+        let stderr = child.stderr.take().expect("stderr piped");
+        async move {
+            use tokio::io::AsyncBufReadExt as _;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            let mut seen = String::new();
+            let found = tokio::time::timeout(deadline, async {
+                while let Some(l) = lines.next_line().await.unwrap() {
+                    seen.push_str(&l);
+                    seen.push('\n');
+                    if l.contains("WATCHING") {
+                        return true;
+                    }
                 }
-            }
+                false
+            })
+            .await;
+            assert_eq!(found, Ok(true), "herd watch never said WATCHING: {seen}");
+            seen
         }
     };
+    let (pretty_err, _) = tokio::join!(watching(&mut pretty), watching(&mut json));
+    herd_tests::client::exchange(
+        herd.addr("Ball"),
+        "IAMAT kiwi +34.068930-118.445127 1479413884\n",
+    )
+    .await;
+    let (pretty, json) = tokio::time::timeout(deadline, async {
+        let (p, j) = tokio::join!(pretty.wait_with_output(), json.wait_with_output());
+        (p.unwrap(), j.unwrap())
+    })
+    .await
+    .expect("herd watch printed the record flooded from Ball in time");
     assert!(pretty.status.success(), "{pretty:?}");
     let line = String::from_utf8(pretty.stdout).unwrap();
     assert!(
@@ -987,7 +1002,7 @@ async fn watch_prints_records_stored_anywhere_in_the_herd() {
         "{line}"
     );
     assert!(line.contains("(from Ball, +"), "{line}");
-    assert!(String::from_utf8_lossy(&pretty.stderr).contains("WATCHING CLIENT kiwi"));
+    assert!(pretty_err.contains("WATCHING CLIENT kiwi"), "{pretty_err}");
     assert!(json.status.success(), "{json:?}");
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(

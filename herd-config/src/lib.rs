@@ -218,10 +218,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let max_connections = 10_000;
         Limits {
             max_line: herd_proto::DEFAULT_MAX_LINE,
-            max_connections: 10_000,
-            max_connections_per_ip: 10_000,
+            max_connections,
+            // Unset, one address may use every client slot (loopback tools, a NAT).
+            max_connections_per_ip: max_connections,
             line_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_future: Duration::from_secs(86_400),

@@ -99,6 +99,9 @@ fn run(a: &mut Node, b: &mut Node) -> Run {
             out.clear();
             let n = from.poll_transmit(0, fe, &mut out, 4096);
             if out.is_empty() {
+                if from.working(0, fe) {
+                    continue;
+                }
                 break;
             }
             wrote = true;

@@ -1,7 +1,7 @@
 //! The client door's figures, side by side in one run (bench/door.sh starts the servers):
 //!
 //! - `rate ADDR_TCP ADDR_HTTP CONNS SECS ROUNDS`: IAMATs a second, one request in flight per connection
-//!   (a round trip each), over TCP lines, HTTP/1.1 keep-alive JSON and WebSocket messages, interleaved
+//!   (a round trip each), over TCP lines, HTTP/1.1 keep-alive JSON (a lean client: [`HttpClient`]) and WebSocket messages, interleaved
 //!   round by round; prints each round and the medians with their ratios to TCP.
 //! - `fence ADDR_TCP_FAR ADDR_HTTP_NEAR N`: the time from an IAMAT sent to one server to the push of its
 //!   record to a watcher at another (two hops away in bench/door.sh); prints p50, p99, max.
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -43,10 +44,18 @@ impl Door {
     }
 }
 
+/// A WebSocket client with a small read buffer: tungstenite zeroes its whole read buffer (128 KiB by
+/// default) before every read, which made the generator, not the server, the limit of a one-line
+/// exchange.
 async fn ws(http: SocketAddr) -> Ws {
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
     tokio::time::timeout(
         WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{http}/v1/ws")),
+        tokio_tungstenite::connect_async_with_config(
+            format!("ws://{http}/v1/ws"),
+            Some(config),
+            true,
+        ),
     )
     .await
     .expect("handshake in time")
@@ -64,6 +73,82 @@ async fn next_text(w: &mut Ws) -> String {
             Some(Ok(_)) => {}
             other => panic!("the socket ended: {other:?}"),
         }
+    }
+}
+
+/// A lean HTTP/1.1 keep-alive client for the rate: each request is written as bytes on one TCP
+/// connection and each response read by its `content-length` (its head parsed by httparse). A general
+/// client (reqwest: a pool, a connector, a task per connection) costs the shared two cores far more per
+/// request than the TCP client does, which measured the generator rather than the door.
+struct HttpClient {
+    stream: TcpStream,
+    host: String,
+    req: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl HttpClient {
+    async fn connect(http: SocketAddr) -> HttpClient {
+        let stream = TcpStream::connect(http).await.expect("connect");
+        stream.set_nodelay(true).ok();
+        HttpClient {
+            stream,
+            host: http.to_string(),
+            req: Vec::with_capacity(512),
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// `POST /v1/iamat` with client `b{id}` at time `t`: the status and the body.
+    async fn iamat(&mut self, id: usize, t: u64) -> (u16, &[u8]) {
+        use std::io::Write as _;
+        let body = format!(
+            r#"{{"client":"b{id}","latitude":34.06893,"longitude":-118.445127,"time":"{t}"}}"#
+        );
+        self.req.clear();
+        write!(
+            self.req,
+            "POST /v1/iamat HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        )
+        .expect("a request");
+        self.stream.write_all(&self.req).await.expect("send");
+        tokio::time::timeout(WAIT, self.response())
+            .await
+            .expect("an answer in time")
+    }
+
+    /// Reads one response: its head, then `content-length` bytes of body.
+    async fn response(&mut self) -> (u16, &[u8]) {
+        self.buf.clear();
+        let (status, head, len) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = r.parse(&self.buf).expect("an HTTP response")
+            {
+                let len = r
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .expect("a content-length");
+                break (r.code.expect("a status"), head, len);
+            }
+            self.read_more().await;
+        };
+        while self.buf.len() < head + len {
+            self.read_more().await;
+        }
+        (status, &self.buf[head..head + len])
+    }
+
+    async fn read_more(&mut self) {
+        use tokio::io::AsyncReadExt as _;
+        let mut chunk = [0u8; 2048];
+        let n = self.stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "the server closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -99,25 +184,11 @@ async fn client(
             }
         }
         Door::Http => {
-            let c = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .expect("client");
-            let url = format!("http://{http}/v1/iamat");
+            let mut c = HttpClient::connect(http).await;
             while !stop.load(Ordering::Relaxed) {
                 t += 1;
-                let body = format!(
-                    r#"{{"client":"b{id}","latitude":34.06893,"longitude":-118.445127,"time":"{t}"}}"#
-                );
-                let r = c
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("post");
-                assert_eq!(r.status(), 200);
-                r.bytes().await.expect("body");
+                let (status, body) = c.iamat(id, t).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(body));
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }

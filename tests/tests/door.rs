@@ -465,3 +465,55 @@ async fn a_slow_watcher_is_dropped_with_a_reason_and_the_herd_goes_on() {
     .await;
     assert!(metrics.contains("herd_watches 1\n"), "{metrics}");
 }
+
+/// The next message within the deadline, which must be a close frame: its code and reason.
+async fn close_of(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let m = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a close in time");
+        match m {
+            Some(Ok(Message::Close(Some(c)))) => return (c.code.into(), c.reason.to_string()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("not a close frame with a reason: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_over_long_message_is_answered_as_an_over_long_line_then_closed() {
+    let mut herd = Processes::new(
+        &[("Alford", &[])],
+        &format!("{OFFLINE}[limits]\nmax_line = 100\n"),
+    )
+    .with_http();
+    herd.start_all().await;
+    let long = format!("IAMAT {} +1+1 1", "x".repeat(150));
+    // On TCP: `? ` and the line's first 100 bytes, then the connection closes.
+    let tcp = exchange_text(herd.addr("Alford"), format!("{long}\n")).await;
+    assert_eq!(tcp, format!("? {}\n", &long[..100]));
+    // The same answer over the WebSocket, then a close saying why.
+    let mut a = ws(herd.http("Alford")).await;
+    assert_eq!(
+        ask(&mut a, "IAMAT ok +1+1 1").await.get(..9),
+        Some("AT Alford")
+    );
+    assert_eq!(ask(&mut a, &long).await, tcp);
+    let (code, reason) = close_of(&mut a).await;
+    assert_eq!(code, 1009);
+    assert!(reason.contains("line too long: over 100 bytes"), "{reason}");
+    // A message past what the door reads at all is closed with the same reason (nothing to echo).
+    let mut b = ws(herd.http("Alford")).await;
+    b.send(Message::text("y".repeat(1000))).await.expect("send");
+    let (code, reason) = close_of(&mut b).await;
+    assert_eq!(
+        (code, reason.contains("line too long")),
+        (1009, true),
+        "{reason}"
+    );
+    // The server goes on.
+    let mut c = ws(herd.http("Alford")).await;
+    assert!(ask(&mut c, "IAMAT ok +1+1 2")
+        .await
+        .starts_with("AT Alford"));
+}

@@ -138,57 +138,10 @@ fn main_code() -> ExitCode {
     let (threads, shape, one_server) = match &cli.command {
         Command::Serve { common, .. } => (common.threads, common.runtime, true),
         Command::Up { common } => (common.threads, common.runtime, false),
-        Command::Check { config } => return check(config.as_deref(), debug),
-        Command::AdminToken { config } => return admin_token(config.as_deref(), debug),
-        Command::DefaultConfig => {
-            print!("{}", default_config());
-            return ExitCode::SUCCESS;
-        }
-        Command::Man { dir } => {
-            return match man(dir.as_deref()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
-                    herd_server::stderr::flush(STDERR_WAIT);
-                    ExitCode::from(1)
-                }
-            };
-        }
+        other => return one_off(other, debug),
     };
-    let threads = threads.map_or_else(
-        || {
-            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            // The rule was measured for one server's loops; `up` runs five servers (and their
-            // floods) in one process, and work stealing idles what it does not need.
-            if one_server && shape == Shape::Loops {
-                Loops::default_count(cores)
-            } else {
-                cores
-            }
-        },
-        usize::from,
-    );
-    // The main thread's runtime is the first loop (or the work-stealing runtime); the other loops
-    // run on threads of their own.
-    let started = match (shape, threads) {
-        (Shape::Loops, _) | (Shape::Stealing, 1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .and_then(|rt| {
-                let more = if shape == Shape::Loops {
-                    threads - 1
-                } else {
-                    0
-                };
-                Ok((rt, Loops::start(more)?))
-            }),
-        (Shape::Stealing, n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()
-            .map(|rt| (rt, Loops::none())),
-    };
-    let (runtime, loops) = match started {
+    let threads = threads.map_or_else(|| default_threads(shape, one_server), usize::from);
+    let (runtime, loops) = match start_runtime(shape, threads) {
         Ok(started) => started,
         Err(e) => {
             herd_server::say(format_args!(
@@ -211,6 +164,67 @@ fn main_code() -> ExitCode {
     // What is queued for stderr is written before the exit, unless nobody reads it.
     herd_server::stderr::flush(STDERR_WAIT);
     code
+}
+
+/// The commands that run no server (`check`, `admin-token`, `default-config`, `man`): done at once,
+/// without a runtime.
+fn one_off(command: &Command, debug: bool) -> ExitCode {
+    match command {
+        Command::Check { config } => check(config.as_deref(), debug),
+        Command::AdminToken { config } => admin_token(config.as_deref(), debug),
+        Command::DefaultConfig => {
+            print!("{}", default_config());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match man(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                herd_server::say(format_args!("herd-server: error: {}", report(&err, debug)));
+                herd_server::stderr::flush(STDERR_WAIT);
+                ExitCode::from(1)
+            }
+        },
+        Command::Serve { .. } | Command::Up { .. } => ExitCode::SUCCESS,
+    }
+}
+
+/// Threads when `--threads` is not given: as many as cores, or, for one server on event loops, the
+/// loops' own rule.
+fn default_threads(shape: Shape, one_server: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // The rule was measured for one server's loops; `up` runs five servers (and their
+    // floods) in one process, and work stealing idles what it does not need.
+    if one_server && shape == Shape::Loops {
+        Loops::default_count(cores)
+    } else {
+        cores
+    }
+}
+
+/// The runtime of `shape` on `threads` threads. The main thread's runtime is the first loop (or the
+/// work-stealing runtime); the other loops run on threads of their own.
+fn start_runtime(
+    shape: Shape,
+    threads: usize,
+) -> std::io::Result<(tokio::runtime::Runtime, Loops)> {
+    match (shape, threads) {
+        (Shape::Loops, _) | (Shape::Stealing, 1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| {
+                let more = if shape == Shape::Loops {
+                    threads - 1
+                } else {
+                    0
+                };
+                Ok((rt, Loops::start(more)?))
+            }),
+        (Shape::Stealing, n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .map(|rt| (rt, Loops::none())),
+    }
 }
 
 /// How long the exit waits for stderr to take the messages queued for it.
@@ -311,46 +325,8 @@ fn admin_token(path: Option<&std::path::Path>, debug: bool) -> ExitCode {
 /// The herd a config describes, for people: servers, links, back-end, trust, limits, logs.
 fn describe(c: &Config) -> String {
     use std::fmt::Write as _;
-    let mut out = String::new();
-    let name_w = c.servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    let listen_w = c.servers.iter().map(|s| s.listen.len()).max().unwrap_or(0);
-    let _ = writeln!(out, "servers: {}", c.servers.len());
-    for s in &c.servers {
-        let admin = s
-            .admin
-            .as_deref()
-            .map_or("-".to_owned(), |a| format!("admin {a}"));
-        let _ = writeln!(
-            out,
-            "  {:<name_w$}  {:<listen_w$}  {admin}  neighbours: {}",
-            s.name,
-            s.listen,
-            if s.neighbors.is_empty() {
-                "-".into()
-            } else {
-                s.neighbors.join(", ")
-            }
-        );
-    }
-    let p = &c.places;
-    let _ = writeln!(
-        out,
-        "places: {}{}, key {}, timeout {} ms, cache {} ms / {} entries, {} in flight, budget {}/s (burst {}) a connection, {}/s (burst {}) a server",
-        p.backend,
-        p.url
-            .as_deref()
-            .map(|u| format!(" at {u}"))
-            .unwrap_or_default(),
-        if p.key.is_some() { "set" } else { "not set" },
-        p.timeout.as_millis(),
-        p.cache_ttl.as_millis(),
-        p.cache_entries,
-        p.max_in_flight,
-        p.budget.connection_rate,
-        p.budget.connection_burst,
-        p.budget.server_rate,
-        p.budget.server_burst
-    );
+    let mut out = describe_servers(c);
+    let _ = writeln!(out, "{}", describe_places(&c.places));
     let _ = writeln!(
         out,
         "admin: max_connections {}, hosts {}",
@@ -385,63 +361,164 @@ fn describe(c: &Config) -> String {
     out
 }
 
-/// The default herd as a config file: the other tables at their defaults, commented out.
+/// The servers of a config, one a line, for [`describe`].
+fn describe_servers(c: &Config) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let name_w = c.servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let listen_w = c.servers.iter().map(|s| s.listen.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "servers: {}", c.servers.len());
+    for s in &c.servers {
+        let admin = s
+            .admin
+            .as_deref()
+            .map_or("-".to_owned(), |a| format!("admin {a}"));
+        let neighbours = if s.neighbors.is_empty() {
+            "-".into()
+        } else {
+            s.neighbors.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  {:<name_w$}  {:<listen_w$}  {admin}  neighbours: {neighbours}",
+            s.name, s.listen,
+        );
+    }
+    out
+}
+
+/// The Places back-end of a config, on one line, for [`describe`].
+fn describe_places(p: &herd_server::config::PlacesConfig) -> String {
+    format!(
+        "places: {}{}, key {}, timeout {} ms, cache {} ms / {} entries, {} in flight, budget {}/s (burst {}) a connection, {}/s (burst {}) a server",
+        p.backend,
+        p.url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default(),
+        if p.key.is_some() { "set" } else { "not set" },
+        p.timeout.as_millis(),
+        p.cache_ttl.as_millis(),
+        p.cache_entries,
+        p.max_in_flight,
+        p.budget.connection_rate,
+        p.budget.connection_burst,
+        p.budget.server_rate,
+        p.budget.server_burst
+    )
+}
+
+/// The default herd as a config file: the other tables at their defaults, commented out. The values
+/// shown are the config's own defaults, so each is defined once (in `herd-config`).
 fn default_config() -> String {
     format!(
         "# The herd's config: `herd-server serve NAME --config FILE`, `herd-server up --config FILE`.\n\
          # Every key but [[server]] is optional; the values shown commented are the defaults.\n\
          \n\
-         # [places]\n\
+         {}{}{}\
+         # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
+         # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
+         # and the live page of the herd, GET / (optional; off unless set), and its client door\n\
+         # over HTTP/JSON and WebSocket, http = \"host:port\" (optional; off unless set).\n\
+         {}",
+        places_defaults(),
+        limits_defaults(),
+        other_defaults(),
+        herd_server::config::default_herd_toml(),
+    )
+}
+
+/// `[places]` and `[herd]` of [`default_config`].
+fn places_defaults() -> String {
+    use herd_server::config::{PlacesBudget, PlacesConfig};
+    let PlacesBudget {
+        connection_rate,
+        connection_burst,
+        server_rate,
+        server_burst,
+    } = PlacesBudget::default();
+    let timeout_ms = PlacesConfig::DEFAULT_TIMEOUT.as_millis();
+    let cache_ttl_ms = PlacesConfig::DEFAULT_CACHE_TTL.as_millis();
+    let cache_entries = PlacesConfig::DEFAULT_CACHE_ENTRIES;
+    let max_in_flight = PlacesConfig::DEFAULT_MAX_IN_FLIGHT;
+    format!(
+        "# [places]\n\
          # backend = \"offline\"        # \"google\" when GOOGLE_PLACES_API_KEY is set; or \"google-legacy\"\n\
          # url = \"…\"                  # where the back-end is (default: Google's URL of that back-end)\n\
-         # timeout_ms = 5000\n\
-         # cache_ttl_ms = 60000\n\
-         # cache_entries = 10000\n\
-         # max_in_flight = 32\n\
-         # connection_rate = 2.0        # upstream calls a second one client connection may make\n\
-         # connection_burst = 10\n\
-         # server_rate = 20.0           # upstream calls a second of the whole server\n\
-         # server_burst = 40\n\
+         # timeout_ms = {timeout_ms}\n\
+         # cache_ttl_ms = {cache_ttl_ms}\n\
+         # cache_entries = {cache_entries}\n\
+         # max_in_flight = {max_in_flight}\n\
+         # connection_rate = {connection_rate:?}        # upstream calls a second one client connection may make\n\
+         # connection_burst = {connection_burst}\n\
+         # server_rate = {server_rate:?}           # upstream calls a second of the whole server\n\
+         # server_burst = {server_burst}\n\
          # key = \"…\"                  # better: the GOOGLE_PLACES_API_KEY environment variable\n\
          \n\
          # [herd]\n\
          # secret = \"a long random string\"   # needed to listen beyond loopback\n\
          # secrets = [\"new\", \"old\"]        # instead of secret, to rotate\n\
          # insecure = false\n\
-         \n\
-         # [limits]\n\
-         # max_line = 4096                # at least 64\n\
-         # max_connections = 10000\n\
-         # max_connections_per_ip = 10000  # default: max_connections\n\
-         # line_timeout_ms = 10000\n\
-         # idle_timeout_ms = 300000\n\
-         # max_future_ms = 86400000\n\
-         # max_clients = 10000000\n\
-         # max_watches = 100000           # watches of the WebSocket door on the server\n\
-         # max_watches_per_connection = 64\n\
-         # watch_queue = 1024             # records waiting for one watcher; past it, it is closed\n\
-         \n\
-         # [admin]\n\
-         # max_connections = 64           # admin connections at once, apart from the clients'\n\
+         \n"
+    )
+}
+
+/// `[limits]` of [`default_config`].
+fn limits_defaults() -> String {
+    let l = herd_server::config::Limits::default();
+    let (max_line, max_connections, max_clients) = (l.max_line, l.max_connections, l.max_clients);
+    let line_timeout_ms = l.line_timeout.as_millis();
+    let idle_timeout_ms = l.idle_timeout.as_millis();
+    let max_future_ms = l.max_future.as_millis();
+    let (max_watches, watch_queue) = (l.max_watches, l.watch_queue);
+    let max_watches_per_connection = l.max_watches_per_connection;
+    format!(
+        "# [limits]\n\
+         # max_line = {max_line}                # at least 64\n\
+         # max_connections = {max_connections}\n\
+         # max_connections_per_ip = {max_connections}  # default: max_connections\n\
+         # line_timeout_ms = {line_timeout_ms}\n\
+         # idle_timeout_ms = {idle_timeout_ms}\n\
+         # max_future_ms = {max_future_ms}\n\
+         # max_clients = {max_clients}\n\
+         # max_watches = {max_watches}           # watches of the WebSocket door on the server\n\
+         # max_watches_per_connection = {max_watches_per_connection}\n\
+         # watch_queue = {watch_queue}             # records waiting for one watcher; past it, it is closed\n\
+         \n"
+    )
+}
+
+/// `[admin]`, `[store]` and `[log]` of [`default_config`].
+fn other_defaults() -> String {
+    use herd_server::config::{AdminSettings, LogSettings, StoreSettings};
+    let admin_max_connections = AdminSettings::default().max_connections;
+    let StoreSettings {
+        fsync,
+        compact_bytes,
+        ..
+    } = StoreSettings::default();
+    let LogSettings {
+        lines,
+        bodies,
+        max_bytes,
+        keep,
+    } = LogSettings::default();
+    format!(
+        "# [admin]\n\
+         # max_connections = {admin_max_connections}           # admin connections at once, apart from the clients'\n\
          # hosts = []                     # Host names the admin doors answer to, besides IPs and localhost\n\
          \n\
          # [store]\n\
          # dir = \"/var/lib/herd\"        # default: none, records in memory only\n\
-         # fsync = \"everysec\"           # or \"always\", \"no\"\n\
-         # compact_bytes = 67108864\n\
+         # fsync = \"{fsync}\"           # or \"always\", \"no\"\n\
+         # compact_bytes = {compact_bytes}\n\
          \n\
          # [log]\n\
-         # lines = true\n\
-         # bodies = false\n\
-         # max_bytes = 104857600          # 0: never rotate (leave it to logrotate)\n\
-         # keep = 5\n\
-         \n\
-         # Each server: its name (in AT lines), its address for clients and peers, its neighbours\n\
-         # (links are made symmetric), and its admin address for GET /metrics, /health, /status\n\
-         # and the live page of the herd, GET / (optional; off unless set), and its client door\n\
-         # over HTTP/JSON and WebSocket, http = \"host:port\" (optional; off unless set).\n\
-         {}",
-        herd_server::config::default_herd_toml()
+         # lines = {lines}\n\
+         # bodies = {bodies}\n\
+         # max_bytes = {max_bytes}          # 0: never rotate (leave it to logrotate)\n\
+         # keep = {keep}\n\
+         \n"
     )
 }
 
@@ -467,19 +544,48 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
     let names = names.unwrap_or_else(|| config.servers.iter().map(|s| s.name.clone()).collect());
     // The servers of `up` share the process's descriptors: each fits its limits into its part.
     herd_server::driver::admission::share_descriptors(names.len());
-    let places = Places::new(&config.places, herd_server::http_client(&config)?);
+    let mut specs = server_specs(&config, &names, common)?;
+    let listeners = bind_all(&config, &specs, loops).await?;
+    say_addresses(&specs, &listeners);
+    let logs = herd_server::log::init(&common.log_dir, &names, config.log)?;
+    for spec in &mut specs {
+        spec.log = logs.log(&spec.name);
+    }
+    on_signals(&logs)?;
+    let result = serve_all(specs, listeners).await;
+    // Every server has stopped: write what the logs still hold, then exit.
+    logs.close();
+    result
+}
+
+/// The spec of each server of `names` in `config`, with the store options of the command line.
+fn server_specs(
+    config: &Config,
+    names: &[String],
+    common: &Common,
+) -> anyhow::Result<Vec<ServerSpec>> {
+    let places = Places::new(&config.places, herd_server::http_client(config)?);
     let mut specs = Vec::new();
-    for name in &names {
-        let mut spec = ServerSpec::from_config(&config, name, places.clone())?;
+    for name in names {
+        let mut spec = ServerSpec::from_config(config, name, places.clone())?;
         if let Some(store) = &mut spec.store {
             store.repair = common.repair;
             store.forget.clone_from(&common.forget);
         }
         specs.push(spec);
     }
-    // Bind every listener before serving, so a taken port stops the start with a clear message.
+    Ok(specs)
+}
+
+/// The client listener (on `loops`) and the admin listener of each server, all bound before any
+/// serves, so a taken port stops the start with a clear message.
+async fn bind_all(
+    config: &Config,
+    specs: &[ServerSpec],
+    loops: &Loops,
+) -> anyhow::Result<Vec<(herd_server::Listeners, Option<tokio::net::TcpListener>)>> {
     let mut listeners = Vec::new();
-    for spec in &specs {
+    for spec in specs {
         let server = config.server(&spec.name).context("server vanished")?;
         let listen = &server.listen;
         let listener = herd_server::bind_on(listen, loops)
@@ -493,12 +599,14 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
         };
         listeners.push((listener, admin));
     }
-    say_addresses(&specs, &listeners);
-    let logs = herd_server::log::init(&common.log_dir, &names, config.log)?;
-    for spec in &mut specs {
-        spec.log = logs.log(&spec.name);
-    }
-    // SIGHUP reopens the log files (logrotate's `create` mode); until now it was ignored (see `main`).
+    Ok(listeners)
+}
+
+/// Installs the signal handlers of a running process: SIGHUP reopens the log files (logrotate's
+/// `create` mode; until now it was ignored, see `main`), and a file-size limit (`ulimit -f`) must
+/// fail the log's write (EFBIG, then counted as dropped), not kill the server: handling SIGXFSZ
+/// turns its default action off for the whole process.
+fn on_signals(logs: &herd_server::log::Logs) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -509,11 +617,18 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
                 reopener.reopen();
             }
         });
-        // A file-size limit (`ulimit -f`) must fail the log's write (EFBIG, then counted as dropped),
-        // not kill the server: handling SIGXFSZ turns its default action off for the whole process.
         let _xfsz = signal(SignalKind::from_raw(libc::SIGXFSZ));
     }
+    #[cfg(not(unix))]
+    let _ = logs;
+    Ok(())
+}
 
+/// Runs every server until a signal asks to stop (or one of them fails, which stops the others).
+async fn serve_all(
+    specs: Vec<ServerSpec>,
+    listeners: Vec<(herd_server::Listeners, Option<tokio::net::TcpListener>)>,
+) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
     for (spec, (listener, admin)) in specs.into_iter().zip(listeners) {
@@ -538,8 +653,6 @@ async fn run(cli: Cli, loops: &Loops) -> anyhow::Result<()> {
             result = Err(e);
         }
     }
-    // Every server has stopped: write what the logs still hold, then exit.
-    logs.close();
     result
 }
 

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,9 +18,9 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::WaitForCancellationFuture;
 use tracing::{debug, info, warn};
 
-use crate::driver::listener::{is_hello, AdmissionSlot, Hello};
-use crate::driver::peers;
-use crate::driver::server::Shared;
+use crate::driver::gate::AdmissionSlot;
+use crate::driver::peers::{self, is_hello, Hello};
+use crate::driver::shared::Shared;
 use crate::log::{show, LogBuf, HAND_OVER_AT};
 use crate::node::limits::Limit;
 use crate::node::Step;
@@ -59,7 +58,7 @@ pub(super) async fn handle(
         }
         Ok(None) => c.into_parts().0,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            shared.refused(Limit::LineTimeout, addr);
+            shared.gate.refused(Limit::LineTimeout, addr);
             info!(conn = id, peer = %addr, refusal = %Limit::LineTimeout,
                 "replies not taken within the line time-out; closing");
             c.into_parts().0
@@ -161,7 +160,7 @@ impl<'a> Connection<'a> {
             first: true,
             eof: false,
             active: false,
-            cancelled: Box::pin(shared.shutdown.cancelled()),
+            cancelled: Box::pin(shared.life.shutdown.cancelled()),
             idle: Box::pin(tokio::time::sleep_until(timer_at)),
             timer_at,
             last_read: now,
@@ -243,6 +242,42 @@ impl<'a> Connection<'a> {
         if self.active {
             self.buf.reserve(4096);
         }
+        let deadline = self.deadline();
+        // Shutdown is checked with a load here, so the select below can poll the read first: a
+        // busy connection's read is ready at once, and the two other futures are polled (to be woken)
+        // only when it is not. An unbiased select draws a random order and polls them on every call.
+        // The flag is set by the accept loops a moment after the token fires; until then a connection
+        // whose read is pending hears the token itself.
+        if self.shared.life.stopping() {
+            return Ok(false);
+        }
+        let read = loop {
+            tokio::select! {
+                biased;
+                r = self.stream.read_buf(&mut self.buf) => break r,
+                _ = &mut self.cancelled => return Ok(false),
+                _ = &mut self.idle => {
+                    // The timer is not pushed back on every read; on expiry, check the deadline.
+                    if tokio::time::Instant::now() >= deadline {
+                        self.timed_out();
+                        return Ok(false);
+                    }
+                    self.timer_at = deadline;
+                    self.idle.as_mut().reset(deadline);
+                }
+            }
+        };
+        self.last_read = tokio::time::Instant::now();
+        match read? {
+            0 => self.eof = true,
+            _ => self.active = true,
+        }
+        Ok(true)
+    }
+
+    /// When the time-out that applies now fires: the line time-out while a line is partly read, the
+    /// idle time-out otherwise. Moves the timer earlier when the deadline is before it.
+    fn deadline(&mut self) -> tokio::time::Instant {
         let limits = &self.shared.spec.limits;
         // What is left in the buffer is the start of a line: its clock runs from the read that
         // brought its first byte (the last read, if a line ended since; else whenever it began).
@@ -260,43 +295,20 @@ impl<'a> Connection<'a> {
             self.timer_at = deadline;
             self.idle.as_mut().reset(deadline);
         }
-        // Shutdown is checked with a load here, so the select below can poll the read first: a
-        // busy connection's read is ready at once, and the two other futures are polled (to be woken)
-        // only when it is not. An unbiased select draws a random order and polls them on every call.
-        // The flag is set by the accept loops a moment after the token fires; until then a connection
-        // whose read is pending hears the token itself.
-        if self.shared.stopping.load(Ordering::Relaxed) {
-            return Ok(false);
+        deadline
+    }
+
+    /// Counts and logs the time-out that ends the connection: a line left unfinished is a refusal
+    /// by a limit; silence is only the idle time-out.
+    fn timed_out(&self) {
+        if self.partial_since.is_some() {
+            self.shared.gate.refused(Limit::LineTimeout, self.addr);
+            info!(conn = self.id, peer = %self.addr, refusal = %Limit::LineTimeout,
+                pending_bytes = self.buf.len(),
+                "line not ended within the line time-out; closing");
+        } else {
+            info!(conn = self.id, "idle time-out");
         }
-        let read = loop {
-            tokio::select! {
-                biased;
-                r = self.stream.read_buf(&mut self.buf) => break r,
-                _ = &mut self.cancelled => return Ok(false),
-                _ = &mut self.idle => {
-                    // The timer is not pushed back on every read; on expiry, check the deadline.
-                    if tokio::time::Instant::now() >= deadline {
-                        if self.partial_since.is_some() {
-                            self.shared.refused(Limit::LineTimeout, self.addr);
-                            info!(conn = self.id, peer = %self.addr, refusal = %Limit::LineTimeout,
-                                pending_bytes = self.buf.len(),
-                                "line not ended within the line time-out; closing");
-                        } else {
-                            info!(conn = self.id, "idle time-out");
-                        }
-                        return Ok(false);
-                    }
-                    self.timer_at = deadline;
-                    self.idle.as_mut().reset(deadline);
-                }
-            }
-        };
-        self.last_read = tokio::time::Instant::now();
-        match read? {
-            0 => self.eof = true,
-            _ => self.active = true,
-        }
-        Ok(true)
     }
 
     /// Answers the batch in order into `out`, and logs each line and its reply into `log`. The node

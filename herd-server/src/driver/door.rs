@@ -30,20 +30,25 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
-use herd_proto::{record_json, AtRecord, ClientTime, ErrorKind, Location, Timestamp, WatchLine};
+
+use herd_proto::{
+    record_json, AtRecord, ClientTime, ErrorKind, Frame, Framer, Location, Timestamp, WatchLine,
+};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::driver::listener::{AdmissionSlot, SlotKind};
-use crate::driver::server::Shared;
+use crate::config::Limits;
+use crate::driver::gate::{AdmissionSlot, SlotKind};
+use crate::driver::shared::Shared;
 use crate::log::{show, LogBuf};
 use crate::node::limits::Limit;
 use crate::node::watch::{Deliver, WatchRefused};
@@ -260,28 +265,26 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.shutdown.cancelled() => break,
+            _ = shared.life.shutdown.cancelled() => break,
         };
         match accepted {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
                 let (s, app) = (shared.clone(), app.clone());
-                let admitted = shared.admission().admit_client(from.ip());
+                let admitted = shared.gate.admission().admit_client(from.ip());
                 match admitted {
                     Ok(()) => {
-                        let slot = AdmissionSlot {
-                            shared: shared.clone(),
-                            kind: SlotKind::Client(from.ip()),
-                        };
-                        shared.tracker.spawn(
+                        let slot = AdmissionSlot::new(&shared.gate, SlotKind::Client(from.ip()));
+                        shared.life.tracker.spawn(
                             async move { connection(&s, stream, from, app, slot).await }
                                 .in_current_span(),
                         );
                     }
                     Err(busy) => {
-                        s.refused(busy.refusal, from);
+                        s.gate.refused(busy.refusal, from);
                         info!(peer = %from, refusal = %busy.refusal, door = "http", "connection refused: busy");
                         shared
+                            .life
                             .tracker
                             .spawn(refuse(stream, busy.line()).in_current_span());
                     }
@@ -342,7 +345,7 @@ async fn connection(
                 debug!(cause = %e, "http door connection ended");
             }
         }
-        _ = shared.shutdown.cancelled() => {
+        _ = shared.life.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
@@ -596,14 +599,25 @@ async fn not_found(method: Method, request: Request) -> Response {
 }
 
 /// `GET /v1/ws`: a WebSocket of protocol lines and watches.
+///
+/// The library's read buffer is kept small: it zeroes the whole buffer before every read (128 KiB
+/// by default), which was the top of the door's profile for one-line messages. Its message bound is
+/// [`WS_HARD_BOUND`] lines, so that a message over `max_line` is read and answered as an over-long
+/// line is on TCP ([`too_long`]); only one past that bound is cut off by the library unread.
 async fn ws(
     State(door): State<Door>,
     axum::Extension(From(from)): axum::Extension<From>,
     axum::Extension(slot): axum::Extension<Arc<AdmissionSlot>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let max = door.shared.spec.limits.max_line;
+    let max = door
+        .shared
+        .spec
+        .limits
+        .max_line
+        .saturating_mul(WS_HARD_BOUND);
     upgrade
+        .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
@@ -615,15 +629,25 @@ async fn ws(
         })
 }
 
+/// The WebSocket library's read buffer, in bytes (a default line is 4 KiB).
+const WS_READ_BUFFER: usize = 8 * 1024;
+
+/// The longest message the WebSocket library reads, in `max_line`s: a longer one is refused by the
+/// library before it is read (so there is no head to answer with), closed with code 1009.
+const WS_HARD_BOUND: usize = 4;
+
+/// The close code of a message over `max_line` (1009: message too big).
+const TOO_BIG_CLOSE: u16 = 1009;
+
 /// A watcher's queue: records wait here for the connection's task to send them.
-struct Queue(mpsc::Sender<Bytes>);
+struct Queue(mpsc::Sender<Vec<u8>>);
 
 impl Deliver for Queue {
     fn deliver(&mut self, line: &[u8]) -> bool {
         let mut b = Vec::with_capacity(line.len() + 1);
         b.extend_from_slice(line);
         b.push(b'\n');
-        self.0.try_send(Bytes::from(b)).is_ok()
+        self.0.try_send(b).is_ok()
     }
 }
 
@@ -681,19 +705,6 @@ fn message(bytes: Vec<u8>) -> WsMessage {
     }
 }
 
-/// Sends a close frame with `code` and `reason`, if the socket takes it soon.
-async fn close(
-    sink: &mut futures::stream::SplitSink<WebSocket, WsMessage>,
-    code: u16,
-    reason: &str,
-) {
-    let frame = WsMessage::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(frame)).await;
-}
-
 impl Client {
     /// One message of a WebSocket as a line: a watch line is answered by the node's watch registry,
     /// any other through [`Client::answer`]. Returns, after a watch line, whether the connection
@@ -722,6 +733,166 @@ impl Client {
     }
 }
 
+/// The head of the first line of `message` longer than `max` bytes, by the framer's rule (as on TCP),
+/// or `None`.
+fn too_long(max: usize, message: &[u8]) -> Option<&[u8]> {
+    let mut framer = Framer::new(max);
+    let mut rest = message;
+    loop {
+        match framer.finish(rest) {
+            Frame::TooLong { head, .. } => return Some(&rest[head]),
+            Frame::Line { consumed, .. } if consumed < rest.len() => rest = &rest[consumed..],
+            _ => return None,
+        }
+    }
+}
+
+/// What a WebSocket's task does next.
+enum Event {
+    /// A message from the client.
+    Message(WsMessage),
+    /// A record for this watcher, to send.
+    Pushed(Vec<u8>),
+    /// The node dropped this watcher: its queue was full.
+    Slow,
+    /// A message past the library's bound ([`WS_HARD_BOUND`]), not read.
+    TooBig,
+    /// The server is stopping.
+    Stopping,
+    /// The connection ended, for this reason.
+    End(&'static str),
+}
+
+/// Whether a WebSocket read failed on the library's size bound.
+fn is_too_big(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(tungstenite::Error::Capacity(_)) = c.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// One WebSocket: its halves, its watcher queue and its bounds.
+struct Socket {
+    sink: SplitSink<WebSocket, WsMessage>,
+    stream: SplitStream<WebSocket>,
+    queue: mpsc::Receiver<Vec<u8>>,
+    limits: Limits,
+    /// Whether the connection holds a watch (then it is never idle).
+    watching: bool,
+}
+
+impl Socket {
+    /// Waits for the next event: a message, a record to push, the server stopping, or the end.
+    async fn next(&mut self, shutdown: &CancellationToken) -> Event {
+        let idle = if self.watching {
+            Duration::MAX / 4
+        } else {
+            self.limits.idle_timeout
+        };
+        tokio::select! {
+            biased;
+            m = tokio::time::timeout(idle, self.stream.next()) => match m {
+                Err(_) => Event::End("idle time-out"),
+                Ok(Some(Ok(WsMessage::Close(_)))) => Event::End("closed by the client"),
+                Ok(Some(Ok(m))) => Event::Message(m),
+                Ok(Some(Err(e))) if is_too_big(&e) => Event::TooBig,
+                Ok(None | Some(Err(_))) => Event::End("closed"),
+            },
+            pushed = self.queue.recv() => pushed.map_or(Event::Slow, Event::Pushed),
+            _ = shutdown.cancelled() => Event::Stopping,
+        }
+    }
+
+    /// Sends `bytes` within the line time-out; `false`: the client did not take it.
+    async fn send(&mut self, bytes: Vec<u8>) -> bool {
+        let m = message(bytes);
+        let sent = tokio::time::timeout(self.limits.line_timeout, self.sink.send(m)).await;
+        matches!(sent, Ok(Ok(())))
+    }
+
+    /// Sends a close frame with `code` and `reason`, if the socket takes it soon.
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = WsMessage::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.sink.send(frame)).await;
+    }
+
+    /// A message over `max_line`: answered `? ` and its first `max_line` bytes (`head`; none when the
+    /// library refused it unread), logged and counted as on TCP, then closed.
+    async fn too_long(&mut self, c: &mut Client, head: Option<&[u8]>) -> &'static str {
+        let max = self.limits.max_line;
+        c.shared.stats.line_too_long();
+        warn!(conn = c.id, max, door = "ws", "line too long; closing");
+        if let Some(head) = head {
+            let mut out = Vec::with_capacity(head.len() + 3);
+            herd_proto::write_invalid(head, &mut out);
+            if c.logging {
+                c.log.stamp();
+                c.log.pair(head, &out);
+                c.shared.spec.log.submit(&mut c.log).await;
+            }
+            if !self.send(out).await {
+                return "line too long";
+            }
+        }
+        let reason = format!("line too long: over {max} bytes");
+        self.close(TOO_BIG_CLOSE, &reason).await;
+        "line too long"
+    }
+
+    /// Serves the socket's messages and pushes until it ends; returns why it ended.
+    async fn serve(&mut self, c: &mut Client) -> &'static str {
+        let mut out = Vec::new();
+        loop {
+            let m = match self.next(&c.shared.life.shutdown).await {
+                Event::Message(m) => m,
+                Event::Pushed(line) => {
+                    if self.send(line).await {
+                        continue;
+                    }
+                    return "the watcher did not take its records";
+                }
+                Event::Slow => {
+                    let queue = self.limits.watch_queue;
+                    warn!(conn = c.id, peer = %c.addr, queue, "watcher too slow: closing");
+                    let reason = format!("too slow: {queue} records waiting");
+                    self.close(SLOW_CLOSE, &reason).await;
+                    return "watcher too slow";
+                }
+                Event::TooBig => return self.too_long(c, None).await,
+                Event::Stopping => {
+                    self.close(1001, "server stopping").await;
+                    return "server stopping";
+                }
+                Event::End(why) => return why,
+            };
+            let bytes: &[u8] = match &m {
+                WsMessage::Text(t) => t.as_str().as_bytes(),
+                WsMessage::Binary(b) => b,
+                _ => continue, // pings are answered by the library
+            };
+            if let Some(head) = too_long(self.limits.max_line, bytes) {
+                return self.too_long(c, Some(head)).await;
+            }
+            out.clear();
+            match c.ws_line(bytes, &mut out).await {
+                Ok(Some(w)) => self.watching = w,
+                Ok(None) => {}
+                Err(_) => return "not durable",
+            }
+            if !out.is_empty() && !self.send(std::mem::take(&mut out)).await {
+                return "replies not taken within the line time-out";
+            }
+        }
+    }
+}
+
 /// Serves one WebSocket until it closes, the server stops, or (with no watch) the idle time-out.
 async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
     let mut c = Client::new(shared.clone(), from, "ws");
@@ -729,71 +900,21 @@ async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
     info!(conn = id, peer = %from, door = "ws", "connection opened");
     shared.stats.connection(true);
     let limits = shared.spec.limits;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(limits.watch_queue);
+    let (tx, queue) = mpsc::channel(limits.watch_queue);
     shared.node().watches().register(id, Box::new(Queue(tx)));
     let registered = Registered {
         shared: shared.clone(),
         id,
     };
-    let (mut sink, mut stream) = socket.split();
-    let send_within = limits.line_timeout;
-    let mut out = Vec::new();
-    let mut watching = false;
-    let why = loop {
-        let idle = if watching {
-            Duration::MAX / 4
-        } else {
-            limits.idle_timeout
-        };
-        let event = tokio::select! {
-            biased;
-            m = tokio::time::timeout(idle, stream.next()) => match m {
-                Err(_) => break "idle time-out",
-                Ok(None) | Ok(Some(Err(_))) => break "closed",
-                Ok(Some(Ok(m))) => Some(m),
-            },
-            pushed = rx.recv() => match pushed {
-                Some(line) => {
-                    let m = message(line.to_vec());
-                    match tokio::time::timeout(send_within, sink.send(m)).await {
-                        Ok(Ok(())) => continue,
-                        _ => break "the watcher did not take its records",
-                    }
-                }
-                // The node dropped this watcher: its queue was full.
-                None => {
-                    warn!(conn = id, peer = %from, queue = limits.watch_queue, "watcher too slow: closing");
-                    let reason = format!("too slow: {} records waiting", limits.watch_queue);
-                    close(&mut sink, SLOW_CLOSE, &reason).await;
-                    break "watcher too slow";
-                }
-            },
-            _ = shared.shutdown.cancelled() => {
-                close(&mut sink, 1001, "server stopping").await;
-                break "server stopping";
-            }
-        };
-        let line: Vec<u8> = match event {
-            Some(WsMessage::Text(t)) => t.as_str().as_bytes().to_vec(),
-            Some(WsMessage::Binary(b)) => b.to_vec(),
-            Some(WsMessage::Close(_)) => break "closed by the client",
-            _ => continue, // pings are answered by the library
-        };
-        out.clear();
-        match c.ws_line(&line, &mut out).await {
-            Ok(Some(w)) => watching = w,
-            Ok(None) => {}
-            Err(_) => break "not durable",
-        }
-        if out.is_empty() {
-            continue;
-        }
-        let m = message(std::mem::take(&mut out));
-        match tokio::time::timeout(send_within, sink.send(m)).await {
-            Ok(Ok(())) => {}
-            _ => break "replies not taken within the line time-out",
-        }
+    let (sink, stream) = socket.split();
+    let mut socket = Socket {
+        sink,
+        stream,
+        queue,
+        limits,
+        watching: false,
     };
+    let why = socket.serve(&mut c).await;
     drop(registered);
     shared.stats.connection(false);
     info!(conn = id, door = "ws", why, "connection closed");

@@ -7,13 +7,12 @@
 //! given a short grace ([`PEER_GRACE`]) to show a neighbour's `HERD-HELLO` before it is refused, and
 //! those waits are themselves bounded (beyond them, the refusal is at once).
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use herd_proto::{ErrorKind, HerdCodec, PeerMessage};
+use herd_proto::HerdCodec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::codec::Decoder;
@@ -21,8 +20,9 @@ use tracing::{error, info, Instrument};
 
 use crate::driver::admission::Busy;
 use crate::driver::conn;
-use crate::driver::peers;
-use crate::driver::server::Shared;
+use crate::driver::gate::{AdmissionSlot, SlotKind};
+use crate::driver::peers::{self, greeting_name, is_hello};
+use crate::driver::shared::Shared;
 use crate::node::limits::Limit;
 
 /// How long a connection over the client limit may take to show a neighbour's `HERD-HELLO` before it
@@ -61,44 +61,6 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to no address"))))
 }
 
-/// A connection's place in the budget; given back when dropped.
-pub(crate) struct AdmissionSlot {
-    pub(super) shared: Arc<Shared>,
-    pub(super) kind: SlotKind,
-}
-
-pub(super) enum SlotKind {
-    Client(IpAddr),
-    Peer,
-    Pending,
-}
-
-impl AdmissionSlot {
-    /// A client connection turned out to be a neighbour's link: it moves to the peers' budget (when
-    /// there is room), so links never hold client slots.
-    pub(super) fn into_peer(mut self) -> AdmissionSlot {
-        if let SlotKind::Client(ip) = self.kind {
-            let mut a = self.shared.admission();
-            if a.admit_peer() {
-                a.release_client(ip);
-                self.kind = SlotKind::Peer;
-            }
-        }
-        self
-    }
-}
-
-impl Drop for AdmissionSlot {
-    fn drop(&mut self) {
-        let mut a = self.shared.admission();
-        match self.kind {
-            SlotKind::Client(ip) => a.release_client(ip),
-            SlotKind::Peer => a.release_peer(),
-            SlotKind::Pending => a.release_pending(),
-        }
-    }
-}
-
 /// Accepts connections on `listener` until shutdown; each is served by a task on this thread's runtime.
 pub(super) async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
     let mut backoff = std::time::Duration::from_millis(10);
@@ -108,8 +70,8 @@ pub(super) async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
         // left waiting silently in the kernel's queue.
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.shutdown.cancelled() => {
-                shared.stopping.store(true, Ordering::Relaxed);
+            _ = shared.life.shutdown.cancelled() => {
+                shared.life.begin_stopping();
                 break;
             }
         };
@@ -126,7 +88,7 @@ pub(super) async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
                 if let Ok(Ok((stream, addr))) =
                     tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
                 {
-                    let limit = shared.admission().limits().max_connections;
+                    let limit = shared.gate.admission().limits().max_connections;
                     let busy = Busy {
                         refusal: Limit::Busy,
                         limit,
@@ -147,25 +109,21 @@ pub(super) async fn accept(shared: &Arc<Shared>, listener: TcpListener) {
 
 /// Decides what becomes of a connection just accepted: served, or over a limit.
 fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
-    let admitted = shared.admission().admit_client(addr.ip());
+    let admitted = shared.gate.admission().admit_client(addr.ip());
     let s = shared.clone();
     match admitted {
         Ok(()) => {
-            let ticket = AdmissionSlot {
-                shared: shared.clone(),
-                kind: SlotKind::Client(addr.ip()),
-            };
+            let ticket = AdmissionSlot::new(&shared.gate, SlotKind::Client(addr.ip()));
             shared
+                .life
                 .tracker
                 .spawn(conn::handle(s, stream, addr, ticket).in_current_span());
         }
         Err(busy) => {
-            if shared.admission().hold_pending() {
-                let ticket = AdmissionSlot {
-                    shared: shared.clone(),
-                    kind: SlotKind::Pending,
-                };
+            if shared.gate.admission().hold_pending() {
+                let ticket = AdmissionSlot::new(&shared.gate, SlotKind::Pending);
                 shared
+                    .life
                     .tracker
                     .spawn(over_limit(s, stream, addr, busy, ticket).in_current_span());
             } else {
@@ -175,18 +133,6 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
             }
         }
     }
-}
-
-/// The neighbour name in a greeting line, `HERD-HELLO <version> <name> …`, if it is one.
-fn greeting_name(line: &[u8]) -> Option<&[u8]> {
-    let mut words = line
-        .split(|&b| herd_proto::is_whitespace(b))
-        .filter(|w| !w.is_empty());
-    if words.next()? != b"HERD-HELLO" {
-        return None;
-    }
-    words.next()?;
-    words.next()
 }
 
 /// A connection over a client limit: if its first line, within [`PEER_GRACE`], is a configured
@@ -199,38 +145,16 @@ async fn over_limit(
     ticket: AdmissionSlot,
 ) {
     let conn = shared.conn_id();
-    let mut codec = HerdCodec::new_with_max_length(shared.spec.limits.max_line);
     let mut buf = BytesMut::with_capacity(512);
-    let grace = tokio::time::Instant::now() + PEER_GRACE;
-    let first = loop {
-        if shared.peers.is_empty() {
-            break None; // no neighbour to wait for
-        }
-        match codec.decode(&mut buf) {
-            Ok(Some(line)) => break Some(line),
-            Ok(None) => {}
-            Err(_) => break None,
-        }
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(grace, stream.read_buf(&mut buf)) => r,
-            _ = shared.shutdown.cancelled() => break None,
-        };
-        match read {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => break None, // EOF, error or the grace is over
-        }
-    };
+    let first = first_line(&shared, &mut stream, &mut buf).await;
     let mut busy = busy;
     if let Some(line) = first {
         let neighbour = is_hello(&line)
             && greeting_name(&line).is_some_and(|n| shared.node().link_id(n).is_some());
         if neighbour {
-            let admitted = shared.admission().admit_peer();
+            let admitted = shared.gate.admission().admit_peer();
             if admitted {
-                let _ticket = AdmissionSlot {
-                    shared: shared.clone(),
-                    kind: SlotKind::Peer,
-                };
+                let _ticket = AdmissionSlot::new(&shared.gate, SlotKind::Peer);
                 drop(ticket);
                 let _ = stream.set_nodelay(true);
                 info!(conn, peer = %addr, "connection opened (a neighbour, over the client limit)");
@@ -243,24 +167,51 @@ async fn over_limit(
             };
         }
     }
-    shared.refused(busy.refusal, addr);
+    shared.gate.refused(busy.refusal, addr);
     info!(conn, peer = %addr, refusal = %busy.refusal, limit = busy.key(), "connection refused: busy");
-    let answered = async {
-        stream.write_all(busy.line().as_bytes()).await?;
-        stream.shutdown().await?;
-        // Read and drop what else the client sent, so the close does not reset the answer away.
-        let mut drained = 0;
-        let mut sink = [0u8; 4096];
-        while drained < BUSY_DRAIN_BYTES {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let _ = tokio::time::timeout(BUSY_DRAIN, answered).await;
+    let _ = tokio::time::timeout(BUSY_DRAIN, answer_busy(&mut stream, &busy)).await;
     drop(ticket);
+}
+
+/// The first line of a connection over the client limit, if it comes within [`PEER_GRACE`] (and the
+/// server has neighbours to wait for); `buf` keeps what came after it.
+async fn first_line(shared: &Shared, stream: &mut TcpStream, buf: &mut BytesMut) -> Option<Bytes> {
+    if shared.node.links().is_empty() {
+        return None; // no neighbour to wait for
+    }
+    let mut codec = HerdCodec::new_with_max_length(shared.spec.limits.max_line);
+    let grace = tokio::time::Instant::now() + PEER_GRACE;
+    loop {
+        match codec.decode(buf) {
+            Ok(Some(line)) => return Some(line),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(grace, stream.read_buf(buf)) => r,
+            _ = shared.life.shutdown.cancelled() => return None,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None, // EOF, error or the grace is over
+        }
+    }
+}
+
+/// Writes `busy`'s line and closes, then reads and drops what else the client sent (up to
+/// [`BUSY_DRAIN_BYTES`]), so the close does not reset the answer away.
+async fn answer_busy(stream: &mut TcpStream, busy: &Busy) -> std::io::Result<()> {
+    stream.write_all(busy.line().as_bytes()).await?;
+    stream.shutdown().await?;
+    let mut drained = 0;
+    let mut sink = [0u8; 4096];
+    while drained < BUSY_DRAIN_BYTES {
+        match stream.read(&mut sink).await? {
+            0 => break,
+            n => drained += n,
+        }
+    }
+    Ok(())
 }
 
 /// `? busy` without a task, when even the waits over the limit are all taken: one non-blocking write
@@ -268,7 +219,7 @@ async fn over_limit(
 /// On the plain socket, so nothing depends on whether the runtime has seen a socket this fresh ready.
 fn refuse_now(shared: &Shared, stream: TcpStream, conn: u64, addr: SocketAddr, busy: Busy) {
     use std::io::{Read as _, Write as _};
-    shared.refused(busy.refusal, addr);
+    shared.gate.refused(busy.refusal, addr);
     info!(conn, peer = %addr, refusal = %busy.refusal, limit = busy.key(), "connection refused: busy");
     let Ok(mut stream) = stream.into_std() else {
         return;
@@ -281,18 +232,5 @@ fn refuse_now(shared: &Shared, stream: TcpStream, conn: u64, addr: SocketAddr, b
             Ok(n) if n > 0 => drained += n,
             _ => break,
         }
-    }
-}
-
-/// A peer's greeting, read as the first line of a connection.
-pub(crate) type Hello = Bytes;
-
-/// Whether a connection's first line is a peer greeting (of this version or another, so another
-/// version is refused as such rather than answered as a client line).
-pub(super) fn is_hello(line: &[u8]) -> bool {
-    match PeerMessage::parse(line) {
-        Ok(PeerMessage::Hello { .. }) => true,
-        Err(e) => e.kind == ErrorKind::Version,
-        Ok(_) => false,
     }
 }

@@ -1,13 +1,8 @@
 //! A server's counters ([`Stats`]): what its connections, links and admin door count, and what a
 //! scrape copies in from the node, the admission and the store (`Scrape`).
 //!
-//! Counting is kept off the request path's cost: a connection counts its batch in local integers and
-//! adds them to [`Stats`] once per batch (one relaxed atomic add per kind); rare events (`?` answers,
-//! look-ups) go through labelled families. What the node, the admission and the store already count
-//! (records held, links, queue depths, floods and catch-ups per link, refusals by limit, the journal)
-//! is read from them when scraped and copied into the registry, not kept up to date on every request:
-//! a link's reader counts its batch in local integers and hands them to the node, under the lock it
-//! already holds, once per batch.
+//! A connection adds its batch's counts once per batch; what the node, the admission and the store
+//! already count is copied in only when scraped (ARCHITECTURE.md, "Counting off the request path").
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -74,6 +69,7 @@ struct Mode {
 type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// The store's metrics, registered only when the server keeps records on disk.
+#[derive(Default)]
 struct StoreStats {
     fsync: Family<Mode, Gauge>,
     journal_bytes: Gauge,
@@ -86,6 +82,266 @@ struct StoreStats {
     acknowledging: Gauge,
     loaded_clients: Gauge,
     loaded_records: Gauge,
+}
+
+/// The links' metrics: each neighbour's link, its floods and its catch-ups, and their totals.
+#[derive(Default)]
+struct LinkStats {
+    link_up: Family<Peer, Gauge>,
+    link_queue: Family<Peer, Gauge>,
+    link_last_heard: Family<Peer, F64Gauge>,
+    flood_in: Counter,
+    flood_out: Counter,
+    link_flood_in: Family<Peer, Counter>,
+    link_flood_out: Family<Peer, Counter>,
+    catchup_started: Family<PeerKind, Counter>,
+    catchup_finished: Family<PeerKind, Counter>,
+    catchup_full_streams: Family<Peer, Counter>,
+    catchup_records: Family<PeerDirection, Counter>,
+    catchup_bytes: Family<PeerDirection, Counter>,
+    catchup_in_progress: Family<Peer, Gauge>,
+    catchup_tables: Family<PeerDirection, Counter>,
+    catchup_broken: Family<Peer, Counter>,
+    link_lines_unexpected: Family<Peer, Counter>,
+    link_quarantined: Family<Peer, Counter>,
+    catchup_refused: Family<Peer, Counter>,
+}
+
+impl LinkStats {
+    /// Copies the links' figures, and their totals, into the registry.
+    fn record(&self, links: &[LinkView]) {
+        set(
+            &self.flood_in,
+            links.iter().map(|l| l.counts.records_in).sum(),
+        );
+        set(
+            &self.flood_out,
+            links.iter().map(|l| l.counts.records_out).sum(),
+        );
+        for l in links {
+            self.record_link(l);
+        }
+    }
+
+    /// Copies one link's figures into the registry.
+    fn record_link(&self, l: &LinkView) {
+        let c = &l.counts;
+        let peer = Peer {
+            peer: l.name.clone(),
+        };
+        self.link_up.get_or_create(&peer).set(i64::from(l.up));
+        self.link_queue.get_or_create(&peer).set(l.queue as i64);
+        self.link_last_heard
+            .get_or_create(&peer)
+            .set(l.last_heard.map_or(-1.0, |d| d.as_secs_f64()));
+        set(&self.link_flood_in.get_or_create(&peer), c.records_in);
+        set(&self.link_flood_out.get_or_create(&peer), c.records_out);
+        set(
+            &self.catchup_full_streams.get_or_create(&peer),
+            c.full_streams,
+        );
+        self.catchup_in_progress
+            .get_or_create(&peer)
+            .set(i64::from(l.reconciling));
+        set(&self.catchup_broken.get_or_create(&peer), c.sync_broken);
+        set(
+            &self.link_lines_unexpected.get_or_create(&peer),
+            c.lines_unexpected,
+        );
+        set(&self.link_quarantined.get_or_create(&peer), c.quarantines);
+        set(
+            &self.catchup_refused.get_or_create(&peer),
+            c.exchanges_refused,
+        );
+        for (kind, started, finished) in [
+            ("link-up", c.catchups_started, c.catchups_finished),
+            ("periodic", c.checks_started, c.checks_finished),
+        ] {
+            let label = PeerKind {
+                peer: l.name.clone(),
+                kind,
+            };
+            set(&self.catchup_started.get_or_create(&label), started);
+            set(&self.catchup_finished.get_or_create(&label), finished);
+        }
+        for (direction, records, bytes) in [
+            ("sent", c.sync_records_out, c.sync_bytes_out),
+            ("received", c.sync_records_in, c.sync_bytes_in),
+        ] {
+            let label = PeerDirection {
+                peer: l.name.clone(),
+                direction,
+            };
+            set(&self.catchup_records.get_or_create(&label), records);
+            set(&self.catchup_bytes.get_or_create(&label), bytes);
+        }
+        for (direction, tables) in [("sent", c.sync_tables_out), ("received", c.sync_tables_in)] {
+            let label = PeerDirection {
+                peer: l.name.clone(),
+                direction,
+            };
+            set(&self.catchup_tables.get_or_create(&label), tables);
+        }
+    }
+
+    /// Registers each link's state and the records flooded.
+    fn register_flood(&self, r: &mut Registry) {
+        r.register(
+            "link_up",
+            "Whether the link to a neighbour is up (1) or down (0)",
+            self.link_up.clone(),
+        );
+        r.register(
+            "link_queue",
+            "Records waiting to be sent to a neighbour",
+            self.link_queue.clone(),
+        );
+        r.register(
+            "link_last_heard_seconds",
+            "Seconds since the neighbour was last heard (-1: never)",
+            self.link_last_heard.clone(),
+        );
+        r.register(
+            "flood_in",
+            "Records received from neighbours (flooded or sent by a catch-up)",
+            self.flood_in.clone(),
+        );
+        r.register(
+            "flood_out",
+            "Records sent to neighbours (flooded or sent by a catch-up)",
+            self.flood_out.clone(),
+        );
+        r.register(
+            "link_flood_in",
+            "Records received from a neighbour (flooded or sent by a catch-up)",
+            self.link_flood_in.clone(),
+        );
+        r.register(
+            "link_flood_out",
+            "Records sent to a neighbour (flooded or sent by a catch-up)",
+            self.link_flood_out.clone(),
+        );
+    }
+
+    /// Registers the reconciliations' metrics.
+    fn register_catchup(&self, r: &mut Registry) {
+        r.register(
+            "catchup_started",
+            "Reconciliations begun with a neighbour, by kind: link-up (the catch-up when a link comes up) or periodic (a check of a live link)",
+            self.catchup_started.clone(),
+        );
+        r.register(
+            "catchup_finished",
+            "Reconciliations that ended with HERD-SYNCED (begun minus finished: cut by the link going down)",
+            self.catchup_finished.clone(),
+        );
+        r.register(
+            "catchup_full_streams",
+            "Whole-cache streams begun towards a neighbour that held nothing",
+            self.catchup_full_streams.clone(),
+        );
+        r.register(
+            "catchup_records",
+            "Records sent, or received while a reconciliation ran, by direction",
+            self.catchup_records.clone(),
+        );
+        r.register(
+            "catchup_bytes",
+            "Bytes of reconciliation lines and records (plaintext, with newlines), by direction",
+            self.catchup_bytes.clone(),
+        );
+        r.register(
+            "catchup_tables",
+            "Tables (HERD-IBF, the path for a dense difference) sent to or received whole from a neighbour, by direction",
+            self.catchup_tables.clone(),
+        );
+        r.register(
+            "catchup_broken",
+            "Reconciliations the neighbour broke (a line out of turn or with no place in one): the link was closed and caught up again",
+            self.catchup_broken.clone(),
+        );
+        r.register(
+            "link_lines_unexpected",
+            "Lines from a neighbour that were no peer message this server reads, or had no place on a running link",
+            self.link_lines_unexpected.clone(),
+        );
+        r.register(
+            "link_quarantined",
+            "Times the neighbour's link was closed for a fault (misbehaving, a broken or overloaded reconciliation, a line too long) and its name quarantined",
+            self.link_quarantined.clone(),
+        );
+        r.register(
+            "catchup_refused",
+            "Reconciliations the neighbour tried to open faster than a link may open them (the link was closed)",
+            self.catchup_refused.clone(),
+        );
+        r.register(
+            "catchup_in_progress",
+            "Whether a reconciliation (link-up catch-up or periodic check) is under way with the neighbour",
+            self.catchup_in_progress.clone(),
+        );
+    }
+}
+
+impl StoreStats {
+    /// Registers the store's metrics.
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "store_fsync",
+            "The fsync setting ([store] fsync), as the label of a 1",
+            self.fsync.clone(),
+        );
+        r.register(
+            "store_journal_bytes",
+            "Bytes in the journals since the last snapshot",
+            self.journal_bytes.clone(),
+        );
+        r.register(
+            "store_journal_records",
+            "Records in the journals since the last snapshot",
+            self.journal_records.clone(),
+        );
+        r.register(
+            "store_unwritten_bytes",
+            "Bytes stored and not yet written to the journal (the writer's backlog)",
+            self.unwritten_bytes.clone(),
+        );
+        r.register(
+            "store_unsynced_bytes",
+            "Bytes stored and not yet synced by the server (under fsync = no the system syncs: it grows)",
+            self.unsynced_bytes.clone(),
+        );
+        r.register(
+            "store_snapshot_age_seconds",
+            "Seconds since the newest snapshot was written (-1: none yet)",
+            self.snapshot_age.clone(),
+        );
+        r.register(
+            "store_compactions",
+            "Compactions completed since the start",
+            self.compactions.clone(),
+        );
+        r.register(
+            "store_failing",
+            "Whether persistence is failing: a write or sync failed and no compaction has repaired it yet",
+            self.failing.clone(),
+        );
+        r.register(
+            "store_acknowledging",
+            "Whether new records are acknowledged (0: persistence has failed for longer than the fsync setting allows)",
+            self.acknowledging.clone(),
+        );
+        r.register(
+            "store_loaded_clients",
+            "Clients held after loading the store at start",
+            self.loaded_clients.clone(),
+        );
+        r.register(
+            "store_loaded_records",
+            "Records read from the store at start (replaced ones included)",
+            self.loaded_records.clone(),
+        );
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,24 +379,8 @@ pub struct Stats {
     watchers_dropped: Counter,
     watch_records: Counter,
     records: Gauge,
-    link_up: Family<Peer, Gauge>,
-    link_queue: Family<Peer, Gauge>,
-    link_last_heard: Family<Peer, F64Gauge>,
-    flood_in: Counter,
-    flood_out: Counter,
-    link_flood_in: Family<Peer, Counter>,
-    link_flood_out: Family<Peer, Counter>,
-    catchup_started: Family<PeerKind, Counter>,
-    catchup_finished: Family<PeerKind, Counter>,
-    catchup_full_streams: Family<Peer, Counter>,
-    catchup_records: Family<PeerDirection, Counter>,
-    catchup_bytes: Family<PeerDirection, Counter>,
-    catchup_in_progress: Family<Peer, Gauge>,
-    catchup_tables: Family<PeerDirection, Counter>,
-    catchup_broken: Family<Peer, Counter>,
-    link_lines_unexpected: Family<Peer, Counter>,
-    link_quarantined: Family<Peer, Counter>,
-    catchup_refused: Family<Peer, Counter>,
+    /// The links' figures, copied in from the node at a scrape.
+    links: LinkStats,
     store_enabled: Gauge,
     store: Option<StoreStats>,
     lookups: Family<LookupLabel, Counter>,
@@ -171,11 +411,9 @@ impl Stats {
             "Client lines answered, by kind (invalid ones are also in herd_invalid_total)",
             requests.clone(),
         );
-        let iamat = requests.get_or_create_owned(&Kind { kind: "iamat" });
-        let whatsat = requests.get_or_create_owned(&Kind { kind: "whatsat" });
         let stats = Stats {
-            iamat,
-            whatsat,
+            iamat: requests.get_or_create_owned(&Kind { kind: "iamat" }),
+            whatsat: requests.get_or_create_owned(&Kind { kind: "whatsat" }),
             invalid: Family::default(),
             invalid_total: Counter::default(),
             connections: Counter::default(),
@@ -191,38 +429,9 @@ impl Stats {
             watchers_dropped: Counter::default(),
             watch_records: Counter::default(),
             records: Gauge::default(),
-            link_up: Family::default(),
-            link_queue: Family::default(),
-            link_last_heard: Family::default(),
-            flood_in: Counter::default(),
-            flood_out: Counter::default(),
-            link_flood_in: Family::default(),
-            link_flood_out: Family::default(),
-            catchup_started: Family::default(),
-            catchup_finished: Family::default(),
-            catchup_full_streams: Family::default(),
-            catchup_records: Family::default(),
-            catchup_bytes: Family::default(),
-            catchup_in_progress: Family::default(),
-            catchup_tables: Family::default(),
-            catchup_broken: Family::default(),
-            link_lines_unexpected: Family::default(),
-            link_quarantined: Family::default(),
-            catchup_refused: Family::default(),
+            links: LinkStats::default(),
             store_enabled: Gauge::default(),
-            store: store.then(|| StoreStats {
-                fsync: Family::default(),
-                journal_bytes: Gauge::default(),
-                journal_records: Gauge::default(),
-                unwritten_bytes: Gauge::default(),
-                unsynced_bytes: Gauge::default(),
-                snapshot_age: F64Gauge::default(),
-                compactions: Counter::default(),
-                failing: Gauge::default(),
-                acknowledging: Gauge::default(),
-                loaded_clients: Gauge::default(),
-                loaded_records: Gauge::default(),
-            }),
+            store: store.then(StoreStats::default),
             lookups: Family::default(),
             lookup_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 4.0, 10))
@@ -232,247 +441,125 @@ impl Stats {
             started: Instant::now(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        // Registered in this order, which is the order of the exposition.
+        stats.register_clients(&mut registry);
+        stats.register_cache(&mut registry);
+        stats.links.register_flood(&mut registry);
+        stats.links.register_catchup(&mut registry);
+        stats.register_store(&mut registry);
+        stats.register_places(&mut registry);
+        Stats { registry, ..stats }
+    }
+
+    /// Registers the client connections' and lines' metrics.
+    fn register_clients(&self, r: &mut Registry) {
         r.register(
             "invalid",
             "Lines answered `?`, by reason",
-            stats.invalid.clone(),
+            self.invalid.clone(),
         );
         r.register(
             "connections",
             "Client connections accepted",
-            stats.connections.clone(),
+            self.connections.clone(),
         );
         r.register(
             "connections_open",
             "Client connections open now",
-            stats.connections_open.clone(),
+            self.connections_open.clone(),
         );
         r.register(
             "refused_line_too_long",
             "Connections closed for a line over [limits] max_line",
-            stats.too_long.clone(),
+            self.too_long.clone(),
         );
         r.register(
             "refused",
             "Connections and lines refused by a limit ([limits]), by limit: busy, busy-per-ip and busy-peers at accept (`? busy`), line-timeout, future-time and client-cap for IAMATs",
-            stats.refused.clone(),
+            self.refused.clone(),
         );
         r.register(
             "peer_records_refused",
             "Records from peers refused by a limit a client's record must keep, by limit: future-time, client-cap, client-id, cache-bytes",
-            stats.peer_refused.clone(),
+            self.peer_refused.clone(),
         );
         r.register(
             "warnings_logged",
             "Repeated warnings logged, by kind (greeting, dial, peer-line, name-clash): the first few of each period per peer address",
-            stats.warnings_logged.clone(),
+            self.warnings_logged.clone(),
         );
         r.register(
             "warnings_suppressed",
             "Repeated warnings not logged, by kind: past the first few of a period per peer address, summed up once a period",
-            stats.warnings_suppressed.clone(),
+            self.warnings_suppressed.clone(),
         );
+    }
+
+    /// Registers the cache's and the watches' metrics.
+    fn register_cache(&self, r: &mut Registry) {
         r.register(
             "cache_bytes",
             "What the cache holds against [limits] max_cache_bytes: AT lines plus about a hundred bytes a client",
-            stats.cache_bytes.clone(),
+            self.cache_bytes.clone(),
         );
-        r.register("records", "Client records held", stats.records.clone());
+        r.register("records", "Client records held", self.records.clone());
         r.register(
             "watchers",
             "WebSocket connections of the client door (each may hold watches)",
-            stats.watchers.clone(),
+            self.watchers.clone(),
         );
         r.register(
             "watches",
             "Watches held, against [limits] max_watches",
-            stats.watches.clone(),
+            self.watches.clone(),
         );
         r.register(
             "watchers_dropped",
             "Watchers closed because their queue ([limits] watch_queue) was full",
-            stats.watchers_dropped.clone(),
+            self.watchers_dropped.clone(),
         );
         r.register(
             "watch_records",
             "Records pushed to watchers",
-            stats.watch_records.clone(),
+            self.watch_records.clone(),
         );
-        r.register(
-            "link_up",
-            "Whether the link to a neighbour is up (1) or down (0)",
-            stats.link_up.clone(),
-        );
-        r.register(
-            "link_queue",
-            "Records waiting to be sent to a neighbour",
-            stats.link_queue.clone(),
-        );
-        r.register(
-            "link_last_heard_seconds",
-            "Seconds since the neighbour was last heard (-1: never)",
-            stats.link_last_heard.clone(),
-        );
-        r.register(
-            "flood_in",
-            "Records received from neighbours (flooded or sent by a catch-up)",
-            stats.flood_in.clone(),
-        );
-        r.register(
-            "flood_out",
-            "Records sent to neighbours (flooded or sent by a catch-up)",
-            stats.flood_out.clone(),
-        );
-        r.register(
-            "link_flood_in",
-            "Records received from a neighbour (flooded or sent by a catch-up)",
-            stats.link_flood_in.clone(),
-        );
-        r.register(
-            "link_flood_out",
-            "Records sent to a neighbour (flooded or sent by a catch-up)",
-            stats.link_flood_out.clone(),
-        );
-        r.register(
-            "catchup_started",
-            "Reconciliations begun with a neighbour, by kind: link-up (the catch-up when a link comes up) or periodic (a check of a live link)",
-            stats.catchup_started.clone(),
-        );
-        r.register(
-            "catchup_finished",
-            "Reconciliations that ended with HERD-SYNCED (begun minus finished: cut by the link going down)",
-            stats.catchup_finished.clone(),
-        );
-        r.register(
-            "catchup_full_streams",
-            "Whole-cache streams begun towards a neighbour that held nothing",
-            stats.catchup_full_streams.clone(),
-        );
-        r.register(
-            "catchup_records",
-            "Records sent, or received while a reconciliation ran, by direction",
-            stats.catchup_records.clone(),
-        );
-        r.register(
-            "catchup_bytes",
-            "Bytes of reconciliation lines and records (plaintext, with newlines), by direction",
-            stats.catchup_bytes.clone(),
-        );
-        r.register(
-            "catchup_tables",
-            "Tables (HERD-IBF, the path for a dense difference) sent to or received whole from a neighbour, by direction",
-            stats.catchup_tables.clone(),
-        );
-        r.register(
-            "catchup_broken",
-            "Reconciliations the neighbour broke (a line out of turn or with no place in one): the link was closed and caught up again",
-            stats.catchup_broken.clone(),
-        );
-        r.register(
-            "link_lines_unexpected",
-            "Lines from a neighbour that were no peer message this server reads, or had no place on a running link",
-            stats.link_lines_unexpected.clone(),
-        );
-        r.register(
-            "link_quarantined",
-            "Times the neighbour's link was closed for a fault (misbehaving, a broken or overloaded reconciliation, a line too long) and its name quarantined",
-            stats.link_quarantined.clone(),
-        );
-        r.register(
-            "catchup_refused",
-            "Reconciliations the neighbour tried to open faster than a link may open them (the link was closed)",
-            stats.catchup_refused.clone(),
-        );
-        r.register(
-            "catchup_in_progress",
-            "Whether a reconciliation (link-up catch-up or periodic check) is under way with the neighbour",
-            stats.catchup_in_progress.clone(),
-        );
+    }
+
+    /// Registers whether records are kept on disk, and the store's metrics when they are.
+    fn register_store(&self, r: &mut Registry) {
         r.register(
             "store_enabled",
             "Whether records are kept on disk (a data folder is set)",
-            stats.store_enabled.clone(),
+            self.store_enabled.clone(),
         );
-        if let Some(st) = &stats.store {
-            stats.store_enabled.set(1);
-            r.register(
-                "store_fsync",
-                "The fsync setting ([store] fsync), as the label of a 1",
-                st.fsync.clone(),
-            );
-            r.register(
-                "store_journal_bytes",
-                "Bytes in the journals since the last snapshot",
-                st.journal_bytes.clone(),
-            );
-            r.register(
-                "store_journal_records",
-                "Records in the journals since the last snapshot",
-                st.journal_records.clone(),
-            );
-            r.register(
-                "store_unwritten_bytes",
-                "Bytes stored and not yet written to the journal (the writer's backlog)",
-                st.unwritten_bytes.clone(),
-            );
-            r.register(
-                "store_unsynced_bytes",
-                "Bytes stored and not yet synced by the server (under fsync = no the system syncs: it grows)",
-                st.unsynced_bytes.clone(),
-            );
-            r.register(
-                "store_snapshot_age_seconds",
-                "Seconds since the newest snapshot was written (-1: none yet)",
-                st.snapshot_age.clone(),
-            );
-            r.register(
-                "store_compactions",
-                "Compactions completed since the start",
-                st.compactions.clone(),
-            );
-            r.register(
-                "store_failing",
-                "Whether persistence is failing: a write or sync failed and no compaction has repaired it yet",
-                st.failing.clone(),
-            );
-            r.register(
-                "store_acknowledging",
-                "Whether new records are acknowledged (0: persistence has failed for longer than the fsync setting allows)",
-                st.acknowledging.clone(),
-            );
-            r.register(
-                "store_loaded_clients",
-                "Clients held after loading the store at start",
-                st.loaded_clients.clone(),
-            );
-            r.register(
-                "store_loaded_records",
-                "Records read from the store at start (replaced ones included)",
-                st.loaded_records.clone(),
-            );
+        if let Some(st) = &self.store {
+            self.store_enabled.set(1);
+            st.register(r);
         }
+    }
+
+    /// Registers the Places look-ups' and the admin door's metrics.
+    fn register_places(&self, r: &mut Registry) {
         r.register(
             "places_lookups",
             "Places look-ups, by back-end and answer status",
-            stats.lookups.clone(),
+            self.lookups.clone(),
         );
         r.register(
             "places_lookup_seconds",
             "Places look-up time, by back-end",
-            stats.lookup_seconds.clone(),
+            self.lookup_seconds.clone(),
         );
         r.register(
             "places_over_budget",
             "WHATSATs answered OVER_QUERY_LIMIT without an upstream call, by the budget that was spent ([places] connection_rate/connection_burst, server_rate/server_burst)",
-            stats.over_budget.clone(),
+            self.over_budget.clone(),
         );
         r.register(
             "admin_refused",
             "Admin connections and requests refused, by reason: max-connections (closed at accept, [admin] max_connections), events and events-per-address (503 of /events), host (421: a Host that is no IP, localhost or [admin] hosts name), token (401: no admin token from beyond loopback)",
-            stats.admin_refused.clone(),
+            self.admin_refused.clone(),
         );
-        Stats { registry, ..stats }
     }
 
     /// A WHATSAT was answered `OVER_QUERY_LIMIT`: `budget` (`connection` or `server`) was spent.
@@ -545,8 +632,8 @@ impl Stats {
             iamat: self.iamat.get(),
             whatsat: self.whatsat.get(),
             invalid: self.invalid_total.get(),
-            flood_in: self.flood_in.get(),
-            flood_out: self.flood_out.get(),
+            flood_in: self.links.flood_in.get(),
+            flood_out: self.links.flood_out.get(),
         }
     }
 
@@ -658,81 +745,9 @@ impl Stats {
                 scrape.peer_refusals.get(limit),
             );
         }
-        let links = scrape.links;
-        set(
-            &self.flood_in,
-            links.iter().map(|l| l.counts.records_in).sum(),
-        );
-        set(
-            &self.flood_out,
-            links.iter().map(|l| l.counts.records_out).sum(),
-        );
-        for l in links {
-            self.record_link(l);
-        }
+        self.links.record(scrape.links);
         if let (Some(st), Some((state, fsync))) = (&self.store, scrape.store) {
             st.record(state, fsync, scrape.loaded);
-        }
-    }
-
-    /// Copies one link's figures into the registry.
-    fn record_link(&self, l: &LinkView) {
-        let c = &l.counts;
-        let peer = Peer {
-            peer: l.name.clone(),
-        };
-        self.link_up.get_or_create(&peer).set(i64::from(l.up));
-        self.link_queue.get_or_create(&peer).set(l.queue as i64);
-        self.link_last_heard
-            .get_or_create(&peer)
-            .set(l.last_heard.map_or(-1.0, |d| d.as_secs_f64()));
-        set(&self.link_flood_in.get_or_create(&peer), c.records_in);
-        set(&self.link_flood_out.get_or_create(&peer), c.records_out);
-        set(
-            &self.catchup_full_streams.get_or_create(&peer),
-            c.full_streams,
-        );
-        self.catchup_in_progress
-            .get_or_create(&peer)
-            .set(i64::from(l.reconciling));
-        set(&self.catchup_broken.get_or_create(&peer), c.sync_broken);
-        set(
-            &self.link_lines_unexpected.get_or_create(&peer),
-            c.lines_unexpected,
-        );
-        set(&self.link_quarantined.get_or_create(&peer), c.quarantines);
-        set(
-            &self.catchup_refused.get_or_create(&peer),
-            c.exchanges_refused,
-        );
-        for (kind, started, finished) in [
-            ("link-up", c.catchups_started, c.catchups_finished),
-            ("periodic", c.checks_started, c.checks_finished),
-        ] {
-            let label = PeerKind {
-                peer: l.name.clone(),
-                kind,
-            };
-            set(&self.catchup_started.get_or_create(&label), started);
-            set(&self.catchup_finished.get_or_create(&label), finished);
-        }
-        for (direction, records, bytes) in [
-            ("sent", c.sync_records_out, c.sync_bytes_out),
-            ("received", c.sync_records_in, c.sync_bytes_in),
-        ] {
-            let label = PeerDirection {
-                peer: l.name.clone(),
-                direction,
-            };
-            set(&self.catchup_records.get_or_create(&label), records);
-            set(&self.catchup_bytes.get_or_create(&label), bytes);
-        }
-        for (direction, tables) in [("sent", c.sync_tables_out), ("received", c.sync_tables_in)] {
-            let label = PeerDirection {
-                peer: l.name.clone(),
-                direction,
-            };
-            set(&self.catchup_tables.get_or_create(&label), tables);
         }
     }
 

@@ -19,16 +19,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use herd_proto::{PeerMessage, Timestamp};
+use herd_proto::{ErrorKind, PeerMessage, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::driver::server::Shared;
+use crate::driver::node_handle::LinkSlot;
+use crate::driver::shared::Shared;
 use crate::driver::warnings::WarnKind;
 use crate::log::{show, Dir, SUMMARY};
-use crate::node::handshake::{Established, Failure, Greeting, Refusal, Verdict};
-use crate::node::{LinkAction, LinkEvent, Node};
+use crate::node::conduct::Strikes;
+use crate::node::handshake::{Established, Failure, Greeting, Opener, Refusal, Sealer, Verdict};
+use crate::node::sync::Report;
+use crate::node::{Closing, LinkAction, LinkEvent, Node};
 
 /// A dial's TCP connect must be done within this (the greeting then has its own deadline,
 /// [`Greeting::poll_timeout`]).
@@ -38,7 +43,7 @@ const BATCH: usize = 1024;
 
 /// Carries out the node's link decisions (`Node::handle_timeout`) when they are due: dial, close,
 /// and wake a link that has a keep-alive or a periodic check to send. Sleeps until the node's next
-/// deadline, or until a link goes up or down or a dial fails (`Shared::timers`).
+/// deadline, or until a link goes up or down or a dial fails (`NodeHandle::wake_timers`).
 pub(crate) async fn link_manager(shared: Arc<Shared>) {
     loop {
         let (actions, next) = {
@@ -50,20 +55,13 @@ pub(crate) async fn link_manager(shared: Arc<Shared>) {
             match action {
                 LinkAction::Dial(id) => {
                     let s = shared.clone();
-                    shared.tracker.spawn(dial(s, id).in_current_span());
+                    shared.life.tracker.spawn(dial(s, id).in_current_span());
                 }
-                LinkAction::Transmit(id) => shared.peers[id].notify.notify_one(),
+                LinkAction::Transmit(id) => shared.node.link(id).notify.notify_one(),
                 LinkAction::Close(id) => {
-                    let slot = &shared.peers[id];
+                    let slot = shared.node.link(id);
                     info!(peer = %slot.name, "peer link silent too long; closing");
-                    if let Some(t) = slot
-                        .current
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .as_ref()
-                    {
-                        t.cancel();
-                    }
+                    slot.close();
                 }
             }
         }
@@ -75,8 +73,8 @@ pub(crate) async fn link_manager(shared: Arc<Shared>) {
         };
         tokio::select! {
             _ = sleep => {}
-            _ = shared.timers.notified() => {}
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.node.timers_moved() => {}
+            _ = shared.life.shutdown.cancelled() => return,
         }
     }
 }
@@ -113,7 +111,7 @@ async fn greet(
     loop {
         out.clear();
         // The node is locked only while it says who may link, not across the Noise handshake.
-        let verdict = greeting.feed(input, &shared.node, Instant::now(), &mut out);
+        let verdict = greeting.feed(input, &*shared.node, Instant::now(), &mut out);
         let deadline = greeting
             .poll_timeout()
             .map_or_else(tokio::time::Instant::now, Into::into);
@@ -144,8 +142,8 @@ async fn greet(
 /// One dial of neighbour `id`: connect, greet, run the link until it drops. A failure is reported to
 /// the node, which decides when to try again (and with which secret).
 async fn dial(shared: Arc<Shared>, id: usize) {
-    let addr = shared.peers[id].addr.clone();
-    let name = shared.peers[id].name.clone();
+    let addr = shared.node.link(id).addr.clone();
+    let name = shared.node.link(id).name.clone();
     let attempt = async {
         let mut stream = tokio::time::timeout(CONNECT, TcpStream::connect(&addr))
             .await
@@ -193,7 +191,7 @@ async fn dial(shared: Arc<Shared>, id: usize) {
                 info!(peer = %name, %addr, cause = %e, "link dial failed");
             }
             shared.node().dial_failed(id, Instant::now());
-            shared.timers.notify_one();
+            shared.node.wake_timers();
         }
     }
 }
@@ -216,11 +214,27 @@ pub(crate) async fn accept(
     match greet(&shared, &mut stream, &mut greeting, &mut input).await {
         Ok(est) => run_link(shared, conn, addr, stream, est, input).await,
         Err(e) => {
-            if shared.warn_ok(WarnKind::Greeting, addr.ip()) {
+            if shared.gate.warn_ok(WarnKind::Greeting, addr.ip()) {
                 warn!(conn, peer = %addr, cause = %e, "refused peer greeting");
             }
             let _ = stream.shutdown().await;
         }
+    }
+}
+
+/// One running link: which neighbour, from where, under which link epoch of the node.
+#[derive(Clone)]
+struct Link {
+    shared: Arc<Shared>,
+    id: usize,
+    epoch: u64,
+    conn: u64,
+    addr: SocketAddr,
+}
+
+impl Link {
+    fn slot(&self) -> &LinkSlot {
+        self.shared.node.link(self.id)
     }
 }
 
@@ -232,40 +246,21 @@ async fn run_link(
     addr: SocketAddr,
     stream: TcpStream,
     est: Established,
-    mut wire: BytesMut,
+    wire: BytesMut,
 ) {
     let id = est.link;
-    let slot = &shared.peers[id];
     let Established {
         authenticated,
         channel,
         ..
     } = est;
-    let (mut sealer, mut opener, mut plain) = (channel.sealer, channel.opener, channel.first);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut sealer, opener, plain) = (channel.sealer, channel.opener, channel.first);
+    let (rd, mut wr) = stream.into_split();
     let up = shared.node().try_link_up(id, Instant::now(), authenticated);
     let epoch = match up {
         Ok(epoch) => epoch,
         Err(refusal) => {
-            let live = *slot.live.lock().unwrap_or_else(|p| p.into_inner());
-            match live {
-                // It proved the herd's secret, yet the neighbour by that name answers on its link:
-                // two processes serve one name (or a peer holding the secret greets as another).
-                Some(live) if authenticated && shared.warn_ok(WarnKind::NameClash, addr.ip()) => {
-                    warn!(target: SUMMARY,
-                        "two servers claim the name {}: {live} and {addr} (the link from {live} is up and answers; {addr} is refused)",
-                        slot.name);
-                    warn!(conn, peer = %addr, name = %slot.name, live = %live,
-                        "two servers claim the name {}: {live} and {addr}", slot.name);
-                }
-                Some(_) if authenticated => {}
-                _ => {
-                    if shared.warn_ok(WarnKind::Greeting, addr.ip()) {
-                        warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
-                            "refused peer link: the link to this neighbour is up and alive");
-                    }
-                }
-            }
+            say_refused(&shared, id, conn, addr, authenticated, refusal);
             let mut line = Vec::new();
             PeerMessage::Refused {
                 reason: refusal.word().as_bytes().into(),
@@ -278,151 +273,223 @@ async fn run_link(
             return;
         }
     };
-    shared.timers.notify_one();
-    let token = shared.shutdown.child_token();
-    if let Some(old) = slot
-        .current
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .replace(token.clone())
-    {
-        old.cancel();
+    let link = Link {
+        shared,
+        id,
+        epoch,
+        conn,
+        addr,
+    };
+    let token = link_up(&link, authenticated);
+    let writer = write_link(link.clone(), sealer, wr, token.clone());
+    let writer = tokio::spawn(writer.in_current_span());
+    let why = read_link(&link, rd, opener, wire, plain, &token).await;
+    token.cancel();
+    let _ = writer.await;
+    link_down(&link, why);
+}
+
+/// Says why the node refused the link of neighbour `id` from `addr`, when the neighbour's link is
+/// up and alive: a name clash when the newcomer proved the herd's secret.
+fn say_refused(
+    shared: &Shared,
+    id: usize,
+    conn: u64,
+    addr: SocketAddr,
+    authenticated: bool,
+    refusal: Refusal,
+) {
+    let slot = shared.node.link(id);
+    match slot.live() {
+        // It proved the herd's secret, yet the neighbour by that name answers on its link:
+        // two processes serve one name (or a peer holding the secret greets as another).
+        Some(live) if authenticated && shared.gate.warn_ok(WarnKind::NameClash, addr.ip()) => {
+            warn!(target: SUMMARY,
+                "two servers claim the name {}: {live} and {addr} (the link from {live} is up and answers; {addr} is refused)",
+                slot.name);
+            warn!(conn, peer = %addr, name = %slot.name, live = %live,
+                "two servers claim the name {}: {live} and {addr}", slot.name);
+        }
+        Some(_) if authenticated => {}
+        _ => {
+            if shared.gate.warn_ok(WarnKind::Greeting, addr.ip()) {
+                warn!(conn, peer = %addr, name = %slot.name, refusal = refusal.word(),
+                    "refused peer link: the link to this neighbour is up and alive");
+            }
+        }
     }
-    *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+}
+
+/// The node took the link: it now serves its neighbour (a link it replaces is cancelled), the
+/// timers and the writer are woken, and it is said. Returns the token that ends the link.
+fn link_up(link: &Link, authenticated: bool) -> CancellationToken {
+    let shared = &link.shared;
+    let slot = link.slot();
+    shared.node.wake_timers();
+    let token = shared.life.shutdown.child_token();
+    slot.serve(token.clone(), link.addr);
     slot.notify.notify_one();
     let kind = if authenticated { "encrypted" } else { "plain" };
     info!(target: SUMMARY, "{} link to {} up ({kind})", shared.spec.name, slot.name);
-    info!(conn, peer = %addr, name = %slot.name, channel = kind, "peer link up");
+    info!(conn = link.conn, peer = %link.addr, name = %slot.name, channel = kind, "peer link up");
+    token
+}
 
-    let writer = {
-        let shared = shared.clone();
-        let token = token.clone();
-        async move {
-            let slot = &shared.peers[id];
-            let mut out = Vec::with_capacity(64 * 1024);
-            let mut sealed = Vec::new();
-            let mut log = shared.spec.log.buffer(conn, Some(&slot.name));
-            loop {
-                out.clear();
-                let n = {
-                    let mut node = shared.node();
-                    let n = node.poll_transmit(id, epoch, &mut out, BATCH);
-                    log_events(&shared, &mut node);
-                    n
-                };
-                if !out.is_empty() {
-                    if shared.spec.log_lines && n > 0 {
-                        log.stamp();
-                        for line in out.split(|&b| b == b'\n').filter(|l| l.starts_with(b"AT ")) {
-                            log.line(Dir::PeerOut, line);
-                        }
-                        shared.spec.log.submit(&mut log).await;
-                    }
-                    sealed.clear();
-                    sealer.seal(&out, &mut sealed);
-                    let w = tokio::select! {
-                        w = wr.write_all(&sealed) => w,
-                        _ = token.cancelled() => return,
-                    };
-                    if w.is_err() {
-                        return;
-                    }
-                    shared.node().sent(id, Instant::now());
-                    continue;
-                }
-                // Woken by the node's timers (keep-alive, check), by the reader (an answer), or by a
-                // record stored from elsewhere.
-                tokio::select! {
-                    _ = slot.notify.notified() => {}
-                    _ = token.cancelled() => return,
-                }
+/// The link's writer: sends what the node gives for it, sealed, until `token` is cancelled or a
+/// write fails. Woken by the node's timers (keep-alive, check), by the reader (an answer), or by a
+/// record stored from elsewhere.
+async fn write_link(
+    link: Link,
+    mut sealer: Sealer,
+    mut wr: OwnedWriteHalf,
+    token: CancellationToken,
+) {
+    let shared = &link.shared;
+    let slot = link.slot();
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut sealed = Vec::new();
+    let mut log = shared.spec.log.buffer(link.conn, Some(&slot.name));
+    loop {
+        out.clear();
+        let (n, working) = {
+            let mut node = shared.node();
+            let n = node.poll_transmit(link.id, link.epoch, &mut out, BATCH);
+            log_events(shared, &mut node);
+            (n, out.is_empty() && node.working(link.id, link.epoch))
+        };
+        if working {
+            // Reconciliation work is done a slice a call: let others have the node.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if out.is_empty() {
+            tokio::select! {
+                _ = slot.notify.notified() => continue,
+                _ = token.cancelled() => return,
             }
         }
-    };
-    let writer = tokio::spawn(writer.in_current_span());
-
-    let mut log = shared.spec.log.buffer(conn, Some(&slot.name));
-    let why = loop {
-        if let Err(e) = opener.open(&mut wire, &mut plain) {
-            warn!(conn, peer = %addr, name = %slot.name, cause = %e, "peer link broken: closing");
-            break "a frame failed authentication";
-        }
-        if !plain.is_empty() {
+        if shared.spec.log_lines && n > 0 {
             log.stamp();
-            let (input, ticket) = {
-                let mut node = shared.node();
-                let log_lines = shared.spec.log_lines;
-                let (now, wall) = (Instant::now(), Timestamp::now());
-                let input = node.handle_link_input(id, epoch, &plain, now, wall, |line| {
-                    if log_lines {
-                        log.line(Dir::PeerIn, line);
-                    }
-                });
-                log_events(&shared, &mut node);
-                (input, shared.journal(&mut node))
-            };
-            plain.advance(input.consumed);
-            if input.transmit {
-                slot.notify.notify_one();
-            }
-            if input.stored {
-                shared.notify_links(Some(id));
+            for line in out.split(|&b| b == b'\n').filter(|l| l.starts_with(b"AT ")) {
+                log.line(Dir::PeerOut, line);
             }
             shared.spec.log.submit(&mut log).await;
-            if let (Some(t), Some(store)) = (ticket, &shared.store) {
-                // Peers' records are journaled like clients'; a link reads on only while the journal
-                // keeps up, so a slow disk slows the catch-up instead of growing memory.
-                store.keep_up(t).await;
-            }
-            if let Some(closing) = input.close {
-                break closing.as_str();
+        }
+        sealed.clear();
+        sealer.seal(&out, &mut sealed);
+        let w = tokio::select! {
+            w = wr.write_all(&sealed) => w,
+            _ = token.cancelled() => return,
+        };
+        if w.is_err() {
+            return;
+        }
+        shared.node().sent(link.id, Instant::now());
+    }
+}
+
+/// The link's reader: opens what the socket brings and hands the plain bytes to the node, until
+/// the link ends; returns why it ended.
+async fn read_link(
+    link: &Link,
+    mut rd: OwnedReadHalf,
+    mut opener: Opener,
+    mut wire: BytesMut,
+    mut plain: BytesMut,
+    token: &CancellationToken,
+) -> &'static str {
+    let shared = &link.shared;
+    let slot = link.slot();
+    let mut log = shared.spec.log.buffer(link.conn, Some(&slot.name));
+    loop {
+        if let Err(e) = opener.open(&mut wire, &mut plain) {
+            warn!(conn = link.conn, peer = %link.addr, name = %slot.name, cause = %e, "peer link broken: closing");
+            return "a frame failed authentication";
+        }
+        if !plain.is_empty() {
+            if let Some(closing) = take_input(link, &mut plain, &mut log).await {
+                return closing;
             }
         }
         wire.reserve(16 * 1024);
         let read = tokio::select! {
             r = rd.read_buf(&mut wire) => r,
             // Cancelled by a newer link, by the node's keep-alive verdict, or by shutdown.
-            _ = token.cancelled() => break if shared.shutdown.is_cancelled() {
+            _ = token.cancelled() => return if shared.life.shutdown.is_cancelled() {
                 "shutting down"
-            } else if shared.node().link_status(id).closing {
+            } else if shared.node().link_status(link.id).closing {
                 "silent too long"
             } else {
                 "replaced by a newer link"
             },
         };
         match read {
-            Ok(0) => break "closed by peer",
+            Ok(0) => return "closed by peer",
             Ok(_) => {}
-            Err(_) => break "read error",
-        }
-    };
-    token.cancel();
-    let _ = writer.await;
-    {
-        let mut node = shared.node();
-        node.link_down(id, epoch, Instant::now());
-        log_events(&shared, &mut node);
-    }
-    shared.timers.notify_one();
-    {
-        let mut current = slot.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.as_ref().is_some_and(|t| t.is_cancelled()) {
-            *current = None;
-            *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            Err(_) => return "read error",
         }
     }
-    info!(target: SUMMARY, "{} link to {} down ({why})", shared.spec.name, slot.name);
-    info!(conn, peer = %addr, name = %slot.name, reason = why, "peer link down");
 }
 
-/// Logs what the node has to say about its links: a catch-up as info, a periodic check that had to
-/// repair something as a warning with its size (flooding should have prevented it), lines refused or
-/// out of place as warnings naming the peer.
+/// Hands the link's plain bytes to the node (which decodes and dispatches each line), wakes the
+/// links that have something to send, and waits while the journal falls behind. Returns why the
+/// link must close, if the node says so.
+async fn take_input(
+    link: &Link,
+    plain: &mut BytesMut,
+    log: &mut crate::log::LogBuf,
+) -> Option<&'static str> {
+    let shared = &link.shared;
+    log.stamp();
+    let (input, ticket) = {
+        let mut node = shared.node();
+        let log_lines = shared.spec.log_lines;
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        let input = node.handle_link_input(link.id, link.epoch, plain, now, wall, |line| {
+            if log_lines {
+                log.line(Dir::PeerIn, line);
+            }
+        });
+        log_events(shared, &mut node);
+        (input, shared.journal(&mut node))
+    };
+    plain.advance(input.consumed);
+    if input.transmit {
+        link.slot().notify.notify_one();
+    }
+    if input.stored {
+        shared.notify_links(Some(link.id));
+    }
+    shared.spec.log.submit(log).await;
+    if let (Some(t), Some(store)) = (ticket, &shared.store) {
+        // Peers' records are journaled like clients'; a link reads on only while the journal
+        // keeps up, so a slow disk slows the catch-up instead of growing memory.
+        store.keep_up(t).await;
+    }
+    input.close.map(|closing| closing.as_str())
+}
+
+/// The link ended for `why`: the node is told, the timers woken, the slot freed (unless a newer link
+/// serves the neighbour), and it is said.
+fn link_down(link: &Link, why: &str) {
+    let shared = &link.shared;
+    let slot = link.slot();
+    {
+        let mut node = shared.node();
+        node.link_down(link.id, link.epoch, Instant::now());
+        log_events(shared, &mut node);
+    }
+    shared.node.wake_timers();
+    slot.ended();
+    info!(target: SUMMARY, "{} link to {} down ({why})", shared.spec.name, slot.name);
+    info!(conn = link.conn, peer = %link.addr, name = %slot.name, reason = why, "peer link down");
+}
+
+/// Logs what the node has to say about its links. Warnings about a link's lines are rate-limited
+/// per the link's address; a quarantine is said every time (its own doubling period limits it).
 fn log_events(shared: &Shared, node: &mut Node) {
     while let Some(event) = node.poll_event() {
-        // Warnings about a link's lines are rate-limited per the link's address.
         let link = match &event {
-            // A quarantine is said every time: it is rate-limited by its own doubling period.
             LinkEvent::Reconciled(_)
             | LinkEvent::Refused { .. }
             | LinkEvent::Quarantined { .. } => None,
@@ -435,82 +502,116 @@ fn log_events(shared: &Shared, node: &mut Node) {
             | LinkEvent::TooLong { link } => Some(*link),
         };
         if let Some(link) = link {
-            let live = *shared.peers[link]
-                .live
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let live = shared.node.link(link).live();
             let ip = live.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-            if !shared.warn_ok(WarnKind::PeerLine, ip) {
+            if !shared.gate.warn_ok(WarnKind::PeerLine, ip) {
                 continue;
             }
         }
-        match event {
-            LinkEvent::Reconciled(r) => {
-                let peer = &shared.peers[r.link].name;
-                if !r.periodic {
-                    info!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
-                        bytes = r.bytes, "caught up with peer by reconciliation");
-                } else if r.sent + r.received > 0 {
-                    warn!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
-                        bytes = r.bytes, "periodic check found the link diverged; repaired");
-                }
+        log_event(shared, event);
+    }
+}
+
+/// Logs one of the node's link events: a catch-up as info, a periodic check that had to repair
+/// something as a warning with its size (flooding should have prevented it), lines refused or out
+/// of place as warnings naming the peer.
+fn log_event(shared: &Shared, event: LinkEvent) {
+    let name = |link: usize| &shared.node.link(link).name;
+    match event {
+        LinkEvent::Reconciled(r) => say_reconciled(name(r.link), &r),
+        LinkEvent::Quarantined {
+            link,
+            cause,
+            strikes,
+            period,
+        } => {
+            let slot = shared.node.link(link);
+            let addr = slot
+                .live()
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            say_quarantined(&slot.name, &addr, cause, strikes, period);
+        }
+        LinkEvent::Foreign { link, line } => {
+            warn!(peer = %name(link), line = %show(&line),
+                "refused a record naming a server outside the herd");
+        }
+        LinkEvent::ForeignTotal { link, count } => {
+            warn!(peer = %name(link), count, "refused records naming servers outside the herd");
+        }
+        LinkEvent::RecordRefused { link, limit, line } => {
+            warn!(peer = %name(link), limit = %limit, line = %show(&line),
+                "refused a peer's record past a limit (more are counted, and totalled when the link goes down)");
+        }
+        LinkEvent::RefusedTotal { link, counts } => {
+            warn!(peer = %name(link), refused = %counts, "refused peer records past limits");
+        }
+        LinkEvent::Unexpected { link, line, cause } => match cause {
+            Some(e) => {
+                warn!(peer = %name(link), line = %show(&line), cause = %e, "invalid peer line")
             }
-            LinkEvent::Foreign { link, line } => {
-                warn!(peer = %shared.peers[link].name, line = %show(&line),
-                    "refused a record naming a server outside the herd");
-            }
-            LinkEvent::ForeignTotal { link, count } => {
-                warn!(peer = %shared.peers[link].name, count,
-                    "refused records naming servers outside the herd");
-            }
-            LinkEvent::RecordRefused { link, limit, line } => {
-                warn!(peer = %shared.peers[link].name, limit = %limit, line = %show(&line),
-                    "refused a peer's record past a limit (more are counted, and totalled when the link goes down)");
-            }
-            LinkEvent::RefusedTotal { link, counts } => {
-                warn!(peer = %shared.peers[link].name, refused = %counts,
-                    "refused peer records past limits");
-            }
-            LinkEvent::Unexpected { link, line, cause } => match cause {
-                Some(e) => warn!(peer = %shared.peers[link].name, line = %show(&line),
-                    cause = %e, "invalid peer line"),
-                None => warn!(peer = %shared.peers[link].name, line = %show(&line),
-                    "unexpected peer line"),
-            },
-            LinkEvent::Broken { link, line, cause } => {
-                warn!(peer = %shared.peers[link].name, line = %show(&line), cause = %cause,
-                    "peer broke reconciliation: closing (the catch-up runs again when the link is back)");
-            }
-            LinkEvent::Refused { link, reason } => {
-                warn!(peer = %shared.peers[link].name, reason = %show(&reason),
-                    "peer refused the link");
-                if Refusal::from_word(&reason) == Some(Refusal::LinkUp) {
-                    warn!(target: SUMMARY,
-                        "{} refused the link: a link from another server named {} is up there (two servers claim the name {})",
-                        shared.peers[link].name, shared.spec.name, shared.spec.name);
-                }
-            }
-            LinkEvent::TooLong { link } => {
-                warn!(peer = %shared.peers[link].name, "peer line too long: closing");
-            }
-            LinkEvent::Quarantined {
-                link,
-                cause,
-                strikes,
-                period,
-            } => {
-                let name = &shared.peers[link].name;
-                let addr = *shared.peers[link]
-                    .live
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                let addr = addr.map_or_else(|| "-".to_string(), |a| a.to_string());
+            None => warn!(peer = %name(link), line = %show(&line), "unexpected peer line"),
+        },
+        LinkEvent::Broken { link, line, cause } => {
+            warn!(peer = %name(link), line = %show(&line), cause = %cause,
+                "peer broke reconciliation: closing (the catch-up runs again when the link is back)");
+        }
+        LinkEvent::Refused { link, reason } => {
+            warn!(peer = %name(link), reason = %show(&reason), "peer refused the link");
+            if Refusal::from_word(&reason) == Some(Refusal::LinkUp) {
                 warn!(target: SUMMARY,
-                    "closing the link to {name} ({addr}): {cause}; greetings as {name} are refused for {period:?}");
-                warn!(peer = %name, addr = %addr, cause = %cause, hard = strikes.hard,
-                    soft = strikes.soft, quarantine_ms = period.as_millis() as u64,
-                    "peer misbehaving: link closed and its name quarantined");
+                    "{} refused the link: a link from another server named {} is up there (two servers claim the name {})",
+                    name(link), shared.spec.name, shared.spec.name);
             }
         }
+        LinkEvent::TooLong { link } => {
+            warn!(peer = %name(link), "peer line too long: closing");
+        }
+    }
+}
+
+/// Says a catch-up as info, and a periodic check that had to repair something as a warning with its
+/// size (flooding should have prevented it).
+fn say_reconciled(peer: &str, r: &Report) {
+    if !r.periodic {
+        info!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+            bytes = r.bytes, "caught up with peer by reconciliation");
+    } else if r.sent + r.received > 0 {
+        warn!(peer = %peer, sent = r.sent, received = r.received, turns = r.turns,
+            bytes = r.bytes, "periodic check found the link diverged; repaired");
+    }
+}
+
+/// Says, on the summary and in the log, that the node closed the link to `name` (at `addr`) for
+/// `cause` and quarantines its name for `period`.
+fn say_quarantined(name: &str, addr: &str, cause: Closing, strikes: Strikes, period: Duration) {
+    warn!(target: SUMMARY,
+        "closing the link to {name} ({addr}): {cause}; greetings as {name} are refused for {period:?}");
+    warn!(peer = %name, addr = %addr, cause = %cause, hard = strikes.hard,
+        soft = strikes.soft, quarantine_ms = period.as_millis() as u64,
+        "peer misbehaving: link closed and its name quarantined");
+}
+
+/// The neighbour name in a greeting line, `HERD-HELLO <version> <name> …`, if it is one.
+pub(crate) fn greeting_name(line: &[u8]) -> Option<&[u8]> {
+    let mut words = line
+        .split(|&b| herd_proto::is_whitespace(b))
+        .filter(|w| !w.is_empty());
+    if words.next()? != b"HERD-HELLO" {
+        return None;
+    }
+    words.next()?;
+    words.next()
+}
+
+/// A peer's greeting, read as the first line of a connection.
+pub(crate) type Hello = Bytes;
+
+/// Whether a connection's first line is a peer greeting (of this version or another, so another
+/// version is refused as such rather than answered as a client line).
+pub(crate) fn is_hello(line: &[u8]) -> bool {
+    match PeerMessage::parse(line) {
+        Ok(PeerMessage::Hello { .. }) => true,
+        Err(e) => e.kind == ErrorKind::Version,
+        Ok(_) => false,
     }
 }

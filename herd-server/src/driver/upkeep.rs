@@ -6,13 +6,48 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::driver::server::Shared;
+use crate::driver::node_handle::NodeHandle;
 use crate::log::SUMMARY;
 use crate::node::{Node, Restored};
 use crate::say;
 use crate::store::{LoadReport, Store, StoreConfig};
+
+/// The node being filled from the store, and the records of servers outside the herd (kept) or
+/// forgotten (dropped), by server: the store's [`Loader`](crate::store::Loader) at start.
+struct Restoring {
+    node: Node,
+    members: Vec<Vec<u8>>,
+    forget: Vec<Vec<u8>>,
+    foreign: BTreeMap<Vec<u8>, u64>,
+    forgotten: BTreeMap<Vec<u8>, u64>,
+}
+impl crate::store::Loader for Restoring {
+    type Parsed = crate::node::cache::Prepared;
+    type Parser = crate::node::cache::Preparer;
+    fn parser(&self) -> Self::Parser {
+        self.node.preparer()
+    }
+    fn parse(p: &Self::Parser, line: &[u8]) -> Option<Self::Parsed> {
+        p.prepare_line(line)
+    }
+    fn reserve(&mut self, records: usize) {
+        self.node.reserve(records);
+    }
+    fn take(&mut self, _: &[u8], prepared: Self::Parsed) -> bool {
+        let server = prepared.entry().key().server;
+        if self.forget.iter().any(|f| f == server) {
+            *self.forgotten.entry(server.to_vec()).or_default() += 1;
+            return true;
+        }
+        if !self.members.iter().any(|m| m == server) {
+            *self.foreign.entry(server.to_vec()).or_default() += 1;
+        }
+        !matches!(self.node.restore_prepared(prepared), Restored::Invalid)
+    }
+}
 
 /// Opens the store of `cfg` and feeds what it holds to `node` (with its journal turned on), before
 /// the node is told the herd's `members`: a record naming a server that left the config is kept —
@@ -26,39 +61,6 @@ pub(super) fn load(
     members: &[String],
 ) -> anyhow::Result<(Node, Store, LoadReport)> {
     let began = Instant::now();
-    /// The node being filled, and the records of servers outside the herd (kept) or forgotten
-    /// (dropped), by server.
-    struct Restoring {
-        node: Node,
-        members: Vec<Vec<u8>>,
-        forget: Vec<Vec<u8>>,
-        foreign: BTreeMap<Vec<u8>, u64>,
-        forgotten: BTreeMap<Vec<u8>, u64>,
-    }
-    impl crate::store::Loader for Restoring {
-        type Parsed = crate::node::cache::Prepared;
-        type Parser = crate::node::cache::Preparer;
-        fn parser(&self) -> Self::Parser {
-            self.node.preparer()
-        }
-        fn parse(p: &Self::Parser, line: &[u8]) -> Option<Self::Parsed> {
-            p.prepare_line(line)
-        }
-        fn reserve(&mut self, records: usize) {
-            self.node.reserve(records);
-        }
-        fn take(&mut self, _: &[u8], prepared: Self::Parsed) -> bool {
-            let server = prepared.entry().key().server;
-            if self.forget.iter().any(|f| f == server) {
-                *self.forgotten.entry(server.to_vec()).or_default() += 1;
-                return true;
-            }
-            if !self.members.iter().any(|m| m == server) {
-                *self.foreign.entry(server.to_vec()).or_default() += 1;
-            }
-            !matches!(self.node.restore_prepared(prepared), Restored::Invalid)
-        }
-    }
     let mut restoring = Restoring {
         node: node.with_journal(),
         members: members.iter().map(|m| m.as_bytes().to_vec()).collect(),
@@ -135,28 +137,25 @@ fn say_dropped_and_kept(
 
 /// Compacts the store when it should ([`Store::wants_compaction`]), on a blocking thread, the node
 /// locked one chunk at a time. After a failure (a full disk) it tries again each second.
-pub(super) async fn keep_store(shared: Arc<Shared>) {
+pub(super) async fn keep_store(node: Arc<NodeHandle>, store: Store, shutdown: CancellationToken) {
     /// Records per chunk of a snapshot: the node is locked for about this many copies at a time.
     const CHUNK: usize = 4096;
-    let Some(store) = shared.store.clone() else {
-        return;
-    };
     let mut wait = std::time::Duration::from_millis(250);
     // The last failure said: a failure that repeats every second is said once, not every second.
     let mut said: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         }
-        let live = shared.node().len() as u64;
+        let live = node.lock().len() as u64;
         if !store.wants_compaction(live) {
             continue;
         }
-        let (s, st) = (shared.clone(), store.clone());
+        let (n, st) = (node.clone(), store.clone());
         let began = Instant::now();
         let done = tokio::task::spawn_blocking(move || {
-            st.compact(|from, out| s.node().snapshot_chunk(from, CHUNK, out))
+            st.compact(|from, out| n.lock().snapshot_chunk(from, CHUNK, out))
         })
         .await;
         match done {

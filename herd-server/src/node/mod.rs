@@ -1642,6 +1642,14 @@ impl Node {
         }
     }
 
+    /// Whether link `id` (of `epoch`) has reconciliation work left that the last
+    /// [`Node::poll_transmit`] did not finish, even if it wrote nothing: the writer calls again
+    /// after letting others have the node (see [`crate::node::sync::WORK_PER_CALL`]).
+    pub fn working(&self, id: usize, epoch: u64) -> bool {
+        let link = &self.links[id];
+        link.up && link.epoch == epoch && link.session.working()
+    }
+
     /// Whether link `id` has anything to send.
     pub fn wants_transmit(&self, id: usize) -> bool {
         let link = &self.links[id];
@@ -1678,12 +1686,11 @@ impl Node {
         let link = &mut self.links[id];
         let sketch = self.clients.sketch();
         let (was_active, was_streaming) = (link.session.active(), link.session.streaming_all());
-        let tables = (link.session.tables_sent(), link.session.tables_received());
+        let tables = link.session.tables_received();
         let outcome = link
             .session
             .receive(id, m, sketch, self.clients.entries())?;
-        link.counts.sync_tables_out += link.session.tables_sent() - tables.0;
-        link.counts.sync_tables_in += link.session.tables_received() - tables.1;
+        link.counts.sync_tables_in += link.session.tables_received() - tables;
         if !was_active && link.session.active() {
             link.counts.started(link.session.periodic());
         }
@@ -1727,9 +1734,11 @@ impl Node {
             }
         }
         let start = out.len();
+        let tables = link.session.tables_sent();
         let (lines, mut n, report) =
             link.session
                 .transmit(id, self.clients.sketch(), self.clients.entries(), out, max);
+        link.counts.sync_tables_out += link.session.tables_sent() - tables;
         link.counts.sync_records_out += n as u64;
         link.counts.sync_bytes_out += (out.len() - start) as u64;
         if let Some(r) = &report {
@@ -2008,13 +2017,14 @@ mod tests {
         let mut out = Vec::new();
         let epoch = from.links[fid].epoch;
         from.poll_transmit(fid, epoch, &mut out, 7);
+        let working = from.working(fid, epoch);
         for line in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
             log.push(String::from_utf8(line.to_vec()).unwrap());
         }
         let epoch = to.links[tid].epoch;
         let input = to.handle_link_input(tid, epoch, &out, now(), Timestamp::now(), |_| {});
         assert_eq!((input.consumed, input.close), (out.len(), None));
-        out.is_empty()
+        out.is_empty() && !working
     }
 
     /// The next ended reconciliation among `n`'s events.

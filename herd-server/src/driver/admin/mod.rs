@@ -11,9 +11,8 @@
 //! has a secret, a bearer token derived from it (401 without it).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -22,27 +21,25 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hmac::{Hmac, Mac};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::driver::metrics::{snapshot_age, LinkView, Scrape};
-use crate::driver::server::Shared;
-use crate::driver::warnings::WarnKind;
-use crate::node::limits::{Limit, Refusals};
-use crate::node::sync::Sum;
+use crate::driver::admin::state::{AdminState, ClientAddr, Progress};
+use crate::driver::shared::Lifecycle;
 
+pub mod guard;
 pub mod live;
-use crate::store::StoreState;
+pub(crate) mod state;
+pub mod streams;
+pub(crate) mod view;
+pub use guard::{token, AdminGuard, TOKEN_LABEL};
 
 /// Longest request head read.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -54,319 +51,9 @@ pub const DRAIN: Duration = Duration::from_millis(250);
 /// Every answer but `/events` is sent within this, or 408.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a scrape reads from the node, the admission and the store.
-struct View {
-    records: usize,
-    fingerprint: Sum,
-    links: Vec<LinkView>,
-    refusals: Refusals,
-    store: Option<StoreState>,
-}
-
-/// Reads what the node, the admission, the warnings and the store know, and copies it into the
-/// registry; the node is locked once.
-fn refresh(shared: &Shared) -> View {
-    let now = Instant::now();
-    let (records, fingerprint, links, peer_refusals, cache_bytes, watches) = {
-        let mut node = shared.node();
-        let links: Vec<LinkView> = shared
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(id, p)| {
-                let s = node.link_status(id);
-                LinkView {
-                    name: p.name.clone(),
-                    up: s.up,
-                    queue: s.queue,
-                    last_heard: s.last_heard.map(|t| now.saturating_duration_since(t)),
-                    reconciling: s.reconciling,
-                    counts: s.counts,
-                }
-            })
-            .collect();
-        (
-            node.len(),
-            node.fingerprint(),
-            links,
-            node.peer_refusals(),
-            node.cache_bytes(),
-            {
-                let w = node.watches();
-                [w.watchers() as u64, w.len() as u64, w.dropped(), w.fired()]
-            },
-        )
-    };
-    let refusals = shared.refusals();
-    let store = shared.store.as_ref().map(|s| s.state());
-    let warnings = {
-        let w = shared.warnings.lock().unwrap_or_else(|p| p.into_inner());
-        WarnKind::ALL
-            .iter()
-            .map(|&k| (k, w.logged(k), w.suppressed(k)))
-            .collect()
-    };
-    shared.stats.record(&Scrape {
-        records,
-        cache_bytes,
-        watches,
-        links: &links,
-        refusals: &refusals,
-        peer_refusals: &peer_refusals,
-        warnings,
-        store: store
-            .as_ref()
-            .zip(shared.store.as_ref())
-            .map(|(state, s)| (state, s.fsync().as_str())),
-        loaded: shared.loaded.as_ref().map(|(c, r)| (*c, r.records)),
-    });
-    View {
-        records,
-        fingerprint,
-        links,
-        refusals,
-        store,
-    }
-}
-
-/// The Prometheus text exposition of `shared`'s figures.
-pub(crate) fn metrics(shared: &Shared) -> String {
-    refresh(shared);
-    shared
-        .stats
-        .encode(shared.spec.places.cache_counts(), shared.spec.log.dropped())
-}
-
-/// `/status` as JSON. The fingerprint (hex, so a browser's numbers do not round it) is equal on two
-/// servers that hold the same records.
-pub(crate) fn status(shared: &Shared, listen: &str) -> serde_json::Value {
-    let View {
-        records,
-        fingerprint,
-        links,
-        refusals,
-        store,
-    } = refresh(shared);
-    let s = shared.stats.counts();
-    json!({
-        "server": shared.spec.name,
-        "listen": listen,
-        "version": env!("CARGO_PKG_VERSION"),
-        "ready": !shared.shutdown.is_cancelled(),
-        "uptime_seconds": s.uptime.as_secs_f64(),
-        "places": shared.spec.places.backend().as_str(),
-        "clients": s.open_connections.max(0),
-        "connections": s.connections,
-        "records": records,
-        "fingerprint": format!("{:016x}", fingerprint.fingerprint),
-        "requests": {"iamat": s.iamat, "whatsat": s.whatsat, "invalid": s.invalid},
-        "flood": {"in": s.flood_in, "out": s.flood_out},
-        "refused": Limit::ALL
-            .iter()
-            .map(|&l| (l.as_str().to_owned(), json!(refusals.get(l))))
-            .collect::<serde_json::Map<_, _>>(),
-        "links": links.iter().map(|l| {
-            let c = &l.counts;
-            json!({
-                "name": l.name,
-                "up": l.up,
-                "queue": l.queue,
-                "last_heard_seconds": l.last_heard.map(|d| d.as_secs_f64()),
-                "catching_up": l.reconciling,
-                "flood": {"in": c.records_in, "out": c.records_out},
-                "catchup": {
-                    "started": {"link_up": c.catchups_started, "periodic": c.checks_started},
-                    "finished": {"link_up": c.catchups_finished, "periodic": c.checks_finished},
-                    "full_streams": c.full_streams,
-                    "records": {"sent": c.sync_records_out, "received": c.sync_records_in},
-                    "bytes": {"sent": c.sync_bytes_out, "received": c.sync_bytes_in},
-                    "tables": {"sent": c.sync_tables_out, "received": c.sync_tables_in},
-                    "broken": c.sync_broken,
-                    "refused": c.exchanges_refused,
-                },
-                "unexpected_lines": c.lines_unexpected,
-                "quarantines": c.quarantines,
-            })
-        }).collect::<Vec<_>>(),
-        "store": store.as_ref().zip(shared.store.as_ref()).map(|(st, store)| json!({
-            "dir": store.dir().display().to_string(),
-            "fsync": store.fsync().as_str(),
-            "journal_bytes": st.journal_bytes,
-            "journal_records": st.journal_records,
-            "unwritten_bytes": st.unwritten_bytes,
-            "unsynced_bytes": st.unsynced_bytes,
-            "snapshot_age_seconds": snapshot_age(st),
-            "compactions": st.compactions,
-            "failing": st.failing,
-            "failure": store.failure(),
-            "acknowledging": st.acknowledging,
-            "loaded": shared.loaded.as_ref().map(|(clients, r)| json!({
-                "clients": clients,
-                "records": r.records,
-                "files": r.files,
-            })),
-        })),
-    })
-}
-
-/// The counters the live page charts as rates, cumulative: IAMATs and WHATSATs answered, records
-/// flooded to neighbours, requests refused by a limit. Reads the node once ([`refresh`]).
-pub(crate) fn rate_counters(shared: &Shared) -> [u64; 4] {
-    let view = refresh(shared);
-    let s = shared.stats.counts();
-    [
-        s.iamat,
-        s.whatsat,
-        s.flood_out,
-        Limit::ALL.iter().map(|&l| view.refusals.get(l)).sum(),
-    ]
-}
-
-/// How the admin door guards itself (`[admin]`, `[herd] secret`).
-#[derive(Clone, Debug)]
-pub struct AdminGuard {
-    /// Most admin connections open at once; one more is closed at once.
-    pub max_connections: usize,
-    /// Names a request's `Host` may hold besides IP literals and `localhost` (lower case): the
-    /// configured `[admin] hosts` and the host names of the herd's admin addresses.
-    pub hosts: Vec<String>,
-    /// Bearer tokens a request from beyond loopback must show, one per herd secret ([`token`]);
-    /// empty: none is asked for (the herd has no secret).
-    pub tokens: Vec<String>,
-}
-
-impl Default for AdminGuard {
-    fn default() -> Self {
-        AdminGuard {
-            max_connections: herd_config::AdminSettings::default().max_connections,
-            hosts: Vec::new(),
-            tokens: Vec::new(),
-        }
-    }
-}
-
-impl AdminGuard {
-    /// The guard `config` describes.
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        let mut hosts = config.admin.hosts.clone();
-        for s in &config.servers {
-            if let Some(host) = s.admin.as_deref().and_then(host_name) {
-                if host.parse::<std::net::IpAddr>().is_err() && !hosts.contains(&host) {
-                    hosts.push(host);
-                }
-            }
-        }
-        AdminGuard {
-            max_connections: config.admin.max_connections,
-            hosts,
-            tokens: config.secrets.iter().map(|s| token(s)).collect(),
-        }
-    }
-
-    /// Whether a request naming `host` (a `Host` header's value) is for this door: an IP literal,
-    /// `localhost` or a configured name, with or without a port. A name that is none of these is
-    /// what a page of another site sends after rebinding its name to this address.
-    pub fn host_allowed(&self, host: &str) -> bool {
-        let Some(name) = host_name(host) else {
-            return false;
-        };
-        name == "localhost"
-            || name.parse::<std::net::IpAddr>().is_ok()
-            || self.hosts.contains(&name)
-    }
-
-    /// Whether a request from `from` showing `authorization` (the header's value) may be answered:
-    /// always from loopback (the Host check keeps browsers' pages out), and from beyond only with
-    /// the bearer token of one of the herd's secrets when it has one.
-    fn authorized(&self, from: std::net::IpAddr, authorization: Option<&[u8]>) -> bool {
-        if self.tokens.is_empty() || from.is_loopback() || is_mapped_loopback(from) {
-            return true;
-        }
-        let Some(shown) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        // Compared as digests: the time taken says nothing about how much of a token was right.
-        let shown = Sha256::digest(shown.trim_ascii());
-        self.tokens
-            .iter()
-            .any(|t| Sha256::digest(t.as_bytes()) == shown)
-    }
-}
-
-fn is_mapped_loopback(ip: std::net::IpAddr) -> bool {
-    matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
-}
-
-/// The host of a `host[:port]` (`[v6]:port` too), lower case; `None` if it is empty.
-fn host_name(host: &str) -> Option<String> {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split_once(']').map(|(v6, _)| v6)?
-    } else if host.matches(':').count() > 1 {
-        host // a bare IPv6 literal
-    } else {
-        host.split_once(':').map_or(host, |(h, _)| h)
-    };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
-}
-
-/// The admin door's bearer token for herd secret `secret`: HMAC-SHA256 keyed by the secret over
-/// [`TOKEN_LABEL`], in hex. Derived, so the token shown to a scraper is not the secret that lets a
-/// server into the herd, and every server of the herd accepts the same one.
-pub fn token(secret: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-    mac.update(TOKEN_LABEL);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// What a secret is MACed over to make the admin token (PROTOCOL.md §6).
-pub const TOKEN_LABEL: &[u8] = b"herd admin token v1";
-
-/// What the door's handlers share.
-#[derive(Clone)]
-pub(crate) struct Door {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) listen: Arc<str>,
-}
-
-/// The address a request came from (put in its extensions by [`serve`]).
-#[derive(Clone, Copy)]
-pub(crate) struct From(pub(crate) SocketAddr);
-
-/// When an `/events` stream last sent an event (milliseconds after [`Progress::epoch`]; 0: it is
-/// not a stream), so the connection's task can close a stream whose page stopped reading.
-#[derive(Clone)]
-pub(crate) struct Progress {
-    epoch: Instant,
-    at: Arc<AtomicU64>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress {
-            epoch: Instant::now(),
-            at: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// An event was taken (or a stream began).
-    pub(crate) fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.at.store(ms.max(1), Ordering::Relaxed);
-    }
-
-    /// A stream that has sent nothing for longer than `limit`.
-    fn stalled(&self, limit: Duration) -> bool {
-        let at = self.at.load(Ordering::Relaxed);
-        at != 0 && self.epoch.elapsed().as_millis() as u64 > at + limit.as_millis() as u64
-    }
-}
-
 /// The door's routes and guards. Every route but `/events` answers within [`ANSWER_TIMEOUT`]
 /// (408 past it); request bodies are refused past [`MAX_REQUEST`] (413): the door takes no input.
-fn router(door: Door) -> Router {
+fn router(state: AdminState) -> Router {
     let timed = Router::new()
         .route("/", get(page))
         .route("/herd", get(herd))
@@ -383,14 +70,14 @@ fn router(door: Door) -> Router {
         .route("/events", get(live::events))
         .merge(timed)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(door.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(RequestBodyLimitLayer::new(MAX_REQUEST))
-        .with_state(door)
+        .with_state(state)
 }
 
 /// Every request passes here first: the Host check (421), then the token (401).
-async fn guard(State(door): State<Door>, request: Request, next: Next) -> Response {
-    let guard = &door.shared.spec.admin;
+async fn guard(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let guard = &state.spec.admin;
     let host = request
         .headers()
         .get(header::HOST)
@@ -398,7 +85,7 @@ async fn guard(State(door): State<Door>, request: Request, next: Next) -> Respon
         .or_else(|| request.uri().authority().map(|a| a.to_string()));
     // No Host at all is no browser (they always send one): a script or an HTTP/1.0 scraper.
     if host.as_deref().is_some_and(|h| !guard.host_allowed(h)) {
-        door.shared.stats.admin_refused("host");
+        state.stats.admin_refused("host");
         return (
             StatusCode::MISDIRECTED_REQUEST,
             "this admin door answers only to an IP address, localhost or a name in [admin] hosts\n",
@@ -407,14 +94,14 @@ async fn guard(State(door): State<Door>, request: Request, next: Next) -> Respon
     }
     let from = request
         .extensions()
-        .get::<From>()
+        .get::<ClientAddr>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |f| f.0.ip());
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|a| a.as_bytes());
     if !guard.authorized(from, authorization) {
-        door.shared.stats.admin_refused("token");
+        state.stats.admin_refused("token");
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -442,8 +129,8 @@ fn json_answer(code: StatusCode, v: &serde_json::Value) -> Response {
         .into_response()
 }
 
-async fn herd(State(door): State<Door>) -> Response {
-    let herd = live::gather(&door.shared, &door.listen, &mut Default::default()).await;
+async fn herd(State(state): State<AdminState>) -> Response {
+    let herd = live::gather(&state, &mut Default::default()).await;
     json_answer(StatusCode::OK, &herd)
 }
 
@@ -455,39 +142,39 @@ async fn land() -> Response {
         .into_response()
 }
 
-async fn records(State(door): State<Door>, uri: Uri) -> Response {
-    let (code, v) = live::records(&door.shared, uri.query().unwrap_or(""));
+async fn records(State(state): State<AdminState>, uri: Uri) -> Response {
+    let (code, v) = live::records(&state, uri.query().unwrap_or(""));
     json_answer(StatusCode::from_u16(code).unwrap_or(StatusCode::OK), &v)
 }
 
-async fn metrics_route(State(door): State<Door>) -> Response {
+async fn metrics_route(State(state): State<AdminState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics(&door.shared),
+        view::metrics(&state),
     )
         .into_response()
 }
 
-async fn health(State(door): State<Door>) -> Response {
-    if door.shared.shutdown.is_cancelled() {
+async fn health(State(state): State<AdminState>) -> Response {
+    if state.life.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
     } else {
         "ok\n".into_response()
     }
 }
 
-async fn status_route(State(door): State<Door>, uri: Uri) -> Response {
+async fn status_route(State(state): State<AdminState>, uri: Uri) -> Response {
     let query = uri.query().unwrap_or("");
-    let mut s = status(&door.shared, &door.listen);
+    let mut s = view::status(&state);
     // `?recent[=SEQ&boot=B]`: also the samples for a live page (see `live`).
     if query
         .split('&')
         .any(|p| p.split('=').next() == Some("recent"))
     {
-        s["recent"] = door.shared.live.recent(live::since_of(query));
+        s["recent"] = state.live.recent(live::since_of(query));
     }
     json_answer(StatusCode::OK, &s)
 }
@@ -513,54 +200,52 @@ async fn not_found(method: Method) -> Response {
 /// clients'); past them a connection is closed at once, so no number of idle admin connections can
 /// hold the process's file descriptors. The cap is on connections, taken at accept, not a tower layer:
 /// `tower::limit` bounds requests in flight, and an idle connection has none.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: String) {
+pub(crate) async fn serve(state: AdminState, listener: TcpListener) {
     let local = listener
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
-    info!(admin = %local, max_connections = shared.spec.admin.max_connections, "admin endpoint listening");
+    let max = state.spec.admin.max_connections;
+    info!(admin = %local, max_connections = max, "admin endpoint listening");
     // The rates' history is kept from the start, so a page opened later shows the last minutes.
-    shared
-        .tracker
-        .spawn(live::keep_history(shared.clone()).in_current_span());
-    let app = router(Door {
-        shared: shared.clone(),
-        listen: listen.into(),
-    });
-    let places = Arc::new(Semaphore::new(shared.spec.admin.max_connections));
+    let life = state.life.clone();
+    life.tracker
+        .spawn(live::keep_history(state.clone()).in_current_span());
+    let app = router(state.clone());
+    let places = Arc::new(Semaphore::new(max));
     let mut said = false;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.shutdown.cancelled() => break,
+            _ = life.shutdown.cancelled() => break,
         };
-        match accepted {
-            Ok((stream, from)) => {
-                let Ok(place) = places.clone().try_acquire_owned() else {
-                    shared.stats.admin_refused("max-connections");
-                    if !std::mem::replace(&mut said, true) {
-                        warn!(max_connections = shared.spec.admin.max_connections, first = %from,
-                            "admin door at its connection limit: closing connections over it");
-                    }
-                    // A reset, not a FIN: the socket is gone at once (no TIME_WAIT, no close
-                    // handshake), which is all a flood past the cap costs.
-                    let _ = stream.set_zero_linger();
-                    drop(stream);
-                    // The door shares its event loop with the clients: a burst of refusals must not
-                    // run as one long turn in front of their replies.
-                    tokio::task::yield_now().await;
-                    continue;
-                };
-                let (s, app) = (shared.clone(), app.clone());
-                shared.tracker.spawn(async move {
-                    connection(&s, stream, from, app).await;
-                    drop(place);
-                });
-            }
+        let (stream, from) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 debug!(cause = %e, "admin accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            state.stats.admin_refused("max-connections");
+            if !std::mem::replace(&mut said, true) {
+                warn!(max_connections = max, first = %from,
+                    "admin door at its connection limit: closing connections over it");
+            }
+            // A reset, not a FIN: the socket is gone at once (no TIME_WAIT, no close
+            // handshake), which is all a flood past the cap costs.
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            // The door shares its event loop with the clients: a burst of refusals must not
+            // run as one long turn in front of their replies.
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let (life, app) = (life.clone(), app.clone());
+        state.life.tracker.spawn(async move {
+            connection(&life, stream, from, app).await;
+            drop(place);
+        });
     }
 }
 
@@ -568,11 +253,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, listen: St
 /// [`REQUEST_TIMEOUT`] (the same bound holds an idle connection) and fit in [`MAX_REQUEST`] bytes
 /// (431 past it). An `/events` stream whose page takes no event for [`live::WRITE_TIMEOUT`] is
 /// closed. Ends early, between requests, when the server stops.
-async fn connection(shared: &Shared, stream: TcpStream, from: SocketAddr, app: Router) {
+async fn connection(life: &Lifecycle, stream: TcpStream, from: SocketAddr, app: Router) {
     let progress = Progress::new();
     let p = progress.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(From(from));
+        request.extensions_mut().insert(ClientAddr(from));
         request.extensions_mut().insert(p.clone());
         let mut app = app.clone();
         async move { app.call(request.map(Body::new)).await }
@@ -601,7 +286,7 @@ async fn connection(shared: &Shared, stream: TcpStream, from: SocketAddr, app: R
             }
             // A request already sent when the server begins to stop is still answered (`/health`
             // says 503): the connection closes once idle, after [`DRAIN`].
-            _ = shared.shutdown.cancelled(), if !stopping => {
+            _ = life.shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 draining = true;
                 drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);

@@ -11,8 +11,8 @@ pub(super) enum Job {
     Records(VecDeque<u32>),
     /// Records the other side sent older versions of, unless this session has sent them already.
     Back(VecDeque<u32>),
-    /// Every record of `range`, leaf by leaf, from the leaf holding `next`.
-    Range { range: KeyRange, next: u64 },
+    /// Every record of a range, walked a budget at a time.
+    Range(Scan),
     /// The whole cache by index: the plain stream for a side that holds nothing.
     All,
     /// `HERD-SYNCED <records sent>`: the end of the session.
@@ -67,12 +67,31 @@ pub enum SyncError {
 /// per exchange, so they are bounded by the cache; this bounds the control lines.
 pub const MAX_QUEUED_BYTES: usize = 8 << 20;
 
-/// The most records one peer line makes this side scan when it lists (`HERD-IDS`) or asks for
-/// (`HERD-WANT`) a range: a range this side holds more of is split instead (or, asked for, breaks the
-/// exchange: this side never lists so many), so no line holds the node for long.
+/// The most records of a range this side lists (`HERD-IDS`) or looks up (`HERD-WANT`) in one
+/// exchange step: a range listed by the other side where this one holds more is split instead (and
+/// asking for one breaks the exchange: this side never lists so many), so the work a line asks for
+/// follows the difference, not the cache.
 pub const MAX_SCAN: u64 = 4096;
 
+/// The most bytes of peer lines (ids, table cells) one link may have waiting for work not yet done;
+/// past it the link is closed ([`SyncError::Overloaded`]). Sixteen whole tables of the largest size
+/// fit, more than an honest turn sends.
+pub const MAX_BACKLOG_BYTES: usize = 24 << 20;
+
+/// The most records one link's waiting work may still visit, with `cached` records here: past it
+/// the link is closed ([`SyncError::Overloaded`]). An honest turn asks about each record a few times
+/// at most (its ranges do not overlap), an insider's asks for the same records again and again.
+pub fn max_backlog_records(cached: usize) -> u64 {
+    4 * cached as u64 + 16 * MAX_SCAN
+}
+
 /// One link's reconciliation state.
+///
+/// # Bounded work per line
+/// Receiving a line only checks it and queues what it asks for ([`Work`]); the work is done by
+/// [`Session::transmit`], at most [`WORK_PER_CALL`] units a call, in the order the lines came (so the
+/// answers go out in that order, and the turn's end after them). A peer that asks faster than the
+/// work is done meets [`MAX_BACKLOG_BYTES`] and [`max_backlog_records`].
 #[derive(Debug, Default)]
 pub struct Session {
     pub(super) active: bool,
@@ -96,9 +115,14 @@ pub struct Session {
     pub(super) incoming: Option<Incoming>,
     /// The records of the range last asked for (`HERD-WANT`), by short id.
     pub(super) by_id: Option<(KeyRange, Vec<(u32, u32)>)>,
+    /// The range the last `HERD-WANT` of this turn named, as received (the look-up it asks for is
+    /// kept for the lines that follow it, so only a new range counts against the exchange).
+    pub(super) wanting: Option<KeyRange>,
     /// Ranges this side sent a table of in this session, with the table's records by short id (for
     /// the `HERD-WANT` that follows).
     pub(super) tabled: Vec<(KeyRange, Vec<(u32, u32)>)>,
+    /// Tabled ranges whose ids a `HERD-WANT` already took, as received.
+    pub(super) tabled_wanted: Vec<KeyRange>,
     /// A table failed to decode in this session (here, or there: the other side answered a table
     /// of ours with its fingerprints), so no more are sent: the plain walk always ends.
     pub(super) no_tables: bool,
@@ -120,6 +144,13 @@ pub struct Session {
     pub(super) queued_bytes: usize,
     /// Where the whole-cache stream is, while it is queued or running.
     pub(super) all: Option<usize>,
+    /// What the lines received asked for, not yet done, in order.
+    pub(super) work: VecDeque<Queued>,
+    /// What that work will still cost at most.
+    pub(super) backlog: Backlog,
+    /// The most units of work one call did, and all the units done, since the link came up.
+    pub(super) most_work: u64,
+    pub(super) all_work: u64,
     pub(super) jobs: VecDeque<Job>,
     /// A link-up catch-up has finished on this link: later sessions are periodic checks.
     pub(super) caught_up: bool,
@@ -132,7 +163,7 @@ pub struct Session {
 /// What an incoming reconciliation line did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Something was queued to send.
+    /// Something was queued to send, or work to do before sending.
     Queued,
     /// Nothing to send.
     Nothing,
@@ -151,6 +182,16 @@ impl Session {
         self.tables_received
     }
 
+    /// The most units of work (see [`WORK_PER_CALL`]) one call did since the link came up.
+    pub fn most_work(&self) -> u64 {
+        self.most_work
+    }
+
+    /// All the units of work done since the link came up.
+    pub fn all_work(&self) -> u64 {
+        self.all_work
+    }
+
     /// Whether a reconciliation is under way.
     pub fn active(&self) -> bool {
         self.active
@@ -166,9 +207,15 @@ impl Session {
         self.all.is_some()
     }
 
-    /// Whether there is anything to write.
+    /// Whether there is anything to write, or work to do before writing.
     pub fn wants_transmit(&self) -> bool {
-        !self.jobs.is_empty()
+        !self.jobs.is_empty() || !self.work.is_empty()
+    }
+
+    /// Whether work asked for is still undone (a call of [`Session::transmit`] may write nothing
+    /// and still have more to do).
+    pub fn working(&self) -> bool {
+        !self.work.is_empty()
     }
 
     /// Whether the whole-cache stream will still send cache index `index` (so a flood need not).
@@ -190,14 +237,18 @@ impl Session {
         self.differing = 0;
         self.incoming = None;
         self.tabled.clear();
+        self.tabled_wanted.clear();
         self.no_tables = false;
         self.by_id = None;
+        self.wanting = None;
         self.older.clear();
         self.written.clear();
         self.queued.clear();
         self.backed.clear();
         self.streamed_all = false;
         self.answered.clear();
+        self.work.clear();
+        self.backlog = Backlog::default();
     }
 
     /// Keeps of `indexes` those not yet queued or written in this exchange, and marks them queued.
@@ -293,7 +344,8 @@ impl Session {
             salt,
         });
         if root.count > 0 {
-            // The first split goes with the root, saving a turn when the roots differ.
+            // The first split goes with the root (read from the trie), saving a turn when the
+            // roots differ.
             let children = sketch
                 .children(KeyRange::ALL, &[])
                 .map(|s| short_fp(s, salt));
@@ -307,210 +359,18 @@ impl Session {
         true
     }
 
-    /// Answers a mismatch on `range`: split it, or list it.
-    pub(super) fn answer(
-        &mut self,
-        range: KeyRange,
-        mine: Sum,
-        sketch: &Sketch,
-        entries: &[Entry],
-    ) {
-        if mine.count > LIST && range.child(0).is_some() {
-            let salt = self.salt;
-            let children = sketch.children(range, entries).map(|s| short_fp(s, salt));
-            self.line(&PeerMessage::Fingerprints { range, children });
-            return;
-        }
-        let items = sketch.items(range, entries);
-        if items.len() <= MAX_IDS {
-            let hashes = items.iter().map(|&(_, h)| short_id(h, self.salt)).collect();
-            self.line(&PeerMessage::Ids { range, hashes });
-        } else {
-            // Only at 16 digits: more clients than a line lists share one key. Send them all and
-            // ask for all of the other side's.
-            self.records(items.iter().map(|&(i, _)| i as u32));
-            self.line(&PeerMessage::Ids {
-                range,
-                hashes: Vec::new(),
-            });
-        }
-    }
-
-    /// Answers the sub-ranges that differed in the turn just received: each on its own (split or
-    /// listed), or, where the turn shows the difference is dense, in groups by one table each.
-    pub(super) fn resolve(&mut self, sketch: &Sketch, entries: &[Entry]) {
-        let pending = std::mem::take(&mut self.pending);
-        let (compared, differing) = (self.compared, self.differing);
-        self.compared = 0;
-        self.differing = 0;
-        // Differing clients expected in a differing sub-range, were the differences spread evenly
-        // (Poisson): λ/(1 − e^−λ) where e^−λ is the share of sub-ranges that were equal.
-        let expect = if differing == 0 || differing >= compared {
-            None
-        } else {
-            let f = differing as f64 / compared as f64;
-            Some(-(1.0 - f).ln() / f)
-        };
-        let mut groups: std::collections::BTreeMap<KeyRange, Vec<(KeyRange, Sum)>> =
-            std::collections::BTreeMap::new();
-        for (range, mine) in pending {
-            match expect {
-                Some(e) if e >= TABLE_AT && !self.no_tables => {
-                    let up = range.digits().saturating_sub(2);
-                    let group = KeyRange::new(up, range.prefix()).unwrap_or(KeyRange::ALL);
-                    groups.entry(group).or_default().push((range, mine));
-                }
-                _ => self.answer(range, mine, sketch, entries),
-            }
-        }
-        let e = expect.unwrap_or(0.0);
-        for (group, members) in groups {
-            let clients = members.len() as f64 * e;
-            let cells = (2.0 * clients * CELLS_PER_ITEM / 3.0).ceil() as usize * 3 + 12;
-            if clients < TABLE_MIN || cells > MAX_CELLS as usize {
-                for (range, mine) in members {
-                    self.answer(range, mine, sketch, entries);
-                }
-                continue;
-            }
-            self.send_table(group, cells, sketch, entries);
-        }
-    }
-
-    /// This side's items in `range`, with their cache indexes.
-    pub(super) fn items(
-        &self,
-        range: KeyRange,
-        sketch: &Sketch,
-        entries: &[Entry],
-    ) -> Vec<(usize, Item)> {
-        let salt = self.salt;
-        sketch
-            .items(range, entries)
-            .into_iter()
-            .map(|(i, h)| {
-                let e = &entries[i];
-                let item = Item {
-                    key: short_key(key(e.client()), salt),
-                    id: short_id(h, salt),
-                    hint: hint(e),
-                };
-                (i, item)
-            })
-            .collect()
-    }
-
-    /// Queues `HERD-IBF` lines of this side's table of `range`, `n` cells.
-    pub(super) fn send_table(
-        &mut self,
-        range: KeyRange,
-        n: usize,
-        sketch: &Sketch,
-        entries: &[Entry],
-    ) {
-        let items = self.items(range, sketch, entries);
-        let mut by_id: Vec<(u32, u32)> = items.iter().map(|&(i, it)| (it.id, i as u32)).collect();
-        by_id.sort_unstable();
-        self.tabled.push((range, by_id));
-        let cells = table(items.iter().map(|&(_, it)| it), n, self.salt);
-        self.tables_sent += 1;
-        let mut bytes = Vec::with_capacity(MAX_CHUNK * CELL_BYTES);
-        for (k, chunk) in cells.chunks(MAX_CHUNK).enumerate() {
-            bytes.clear();
-            for c in chunk {
-                c.write(&mut bytes);
-            }
-            self.line(&PeerMessage::Cells {
-                range,
-                total: n as u32,
-                at: (k * MAX_CHUNK) as u32,
-                cells: bytes.clone(),
-            });
-        }
-    }
-
-    /// A whole table of `range` came: decode it against this side's, and send or ask for what
-    /// differs; split the range instead when it does not decode.
-    pub(super) fn decode(
-        &mut self,
-        range: KeyRange,
-        theirs: Vec<Cell>,
-        sketch: &Sketch,
-        entries: &[Entry],
-    ) {
-        let salt = self.salt;
-        let items = self.items(range, sketch, entries);
-        let mut cells = table(items.iter().map(|&(_, it)| it), theirs.len(), salt);
-        for (c, t) in cells.iter_mut().zip(&theirs) {
-            c.count = c.count.wrapping_sub(t.count);
-            c.item ^= t.item;
-            c.hint ^= t.hint;
-            c.check ^= t.check;
-        }
-        let Some((only_mine, only_theirs)) = peel(cells, salt) else {
-            self.no_tables = true;
-            let mine = sketch.sum(range, entries);
-            if mine.count == 0 {
-                self.line(&PeerMessage::Ids {
-                    range,
-                    hashes: Vec::new(),
-                });
-            } else if range.child(0).is_some() {
-                let children = sketch.children(range, entries).map(|s| short_fp(s, salt));
-                self.line(&PeerMessage::Fingerprints { range, children });
-            } else {
-                self.answer(range, mine, sketch, entries);
-            }
-            return;
-        };
-        // Where both sides hold a record of one client, only the newer by its hint crosses (both
-        // when the hints are equal; a wrong hint is put right by the record sent back).
-        let theirs_by_key: std::collections::HashMap<u32, u8> =
-            only_theirs.iter().map(|it| (it.key, it.hint)).collect();
-        let mine_by_key: std::collections::HashMap<u32, u8> =
-            only_mine.iter().map(|it| (it.key, it.hint)).collect();
-        let newer = |a: u8, b: u8| (a.wrapping_sub(b) as i8) >= 0;
-        let send: std::collections::HashSet<Item> = only_mine
-            .iter()
-            .filter(|it| {
-                theirs_by_key
-                    .get(&it.key)
-                    .is_none_or(|&h| newer(it.hint, h))
-            })
-            .copied()
-            .collect();
-        let want: Vec<u32> = only_theirs
-            .iter()
-            .filter(|it| mine_by_key.get(&it.key).is_none_or(|&h| newer(it.hint, h)))
-            .map(|it| it.id)
-            .collect();
-        let records: Vec<u32> = items
-            .iter()
-            .filter(|(_, it)| send.contains(it))
-            .map(|&(i, _)| i as u32)
-            .collect();
-        self.records(records);
-        for chunk in want.chunks(MAX_IDS) {
-            self.line(&PeerMessage::Want {
-                range,
-                hashes: chunk.to_vec(),
-            });
-        }
-    }
-
     /// Sends every record of `range`.
-    pub(super) fn send_range(&mut self, range: KeyRange) {
-        self.jobs.push_back(Job::Range {
-            range,
-            next: range.prefix(),
-        });
+    pub(super) fn send_range(&mut self, range: KeyRange, sketch: &Sketch) {
+        self.jobs.push_back(Job::Range(Scan::new(range, sketch)));
     }
 
-    /// Handles a reconciliation line from the other side.
+    /// Handles a reconciliation line from the other side: checks it and queues the work it asks for
+    /// (done by [`Session::transmit`], a budget a call).
     ///
     /// # Errors
     /// [`SyncError::OutOfTurn`]: the line breaks the turns; [`SyncError::Table`]: a table line does
-    /// not continue the table being received (the driver closes the link).
+    /// not continue the table being received; [`SyncError::Repeated`]: a range asked about twice;
+    /// [`SyncError::Overloaded`]: more asked than a link may have waiting (the driver closes the link).
     pub fn receive(
         &mut self,
         link: usize,
@@ -518,214 +378,175 @@ impl Session {
         sketch: &Sketch,
         entries: &[Entry],
     ) -> Result<Outcome, SyncError> {
-        let outcome = self.receive_line(link, m, sketch, entries)?;
-        if self.queued_bytes > MAX_QUEUED_BYTES {
+        let outcome = self.receive_line(link, m, sketch)?;
+        if self.queued_bytes > MAX_QUEUED_BYTES
+            || self.backlog.bytes > MAX_BACKLOG_BYTES
+            || self.backlog.records > max_backlog_records(entries.len())
+        {
             return Err(SyncError::Overloaded);
         }
         Ok(outcome)
     }
 
+    /// One line, checked and queued (see [`Session::receive`]).
     pub(super) fn receive_line(
         &mut self,
         link: usize,
         m: &PeerMessage<'_>,
         sketch: &Sketch,
-        entries: &[Entry],
     ) -> Result<Outcome, SyncError> {
-        let before = self.jobs.len();
+        let before = (self.jobs.len(), self.work.len());
         match m {
-            PeerMessage::Root { count, salt, .. } => {
-                if self.active {
-                    return Err(SyncError::OutOfTurn);
-                }
-                self.start(*salt);
-                let mine = sketch.root();
-                if *count == 0 && mine.count > 0 {
-                    self.stream_all();
-                }
-                // Otherwise the `HERD-FP -` that follows is compared (equal roots: nothing to do).
-            }
+            PeerMessage::Root { count, salt, .. } => self.receive_root(*count, *salt, sketch)?,
             _ if !self.active => return Err(SyncError::OutOfTurn),
             PeerMessage::Fingerprints { range, children } => {
-                if self.tabled.iter().any(|(r, _)| r == range) {
-                    // The other side could not decode our table of this range.
-                    self.no_tables = true;
-                }
-                let salt = self.salt;
-                let mine = sketch.children(*range, entries);
-                let total: u64 = mine.iter().map(|s| s.count).sum();
-                let differ = children
-                    .iter()
-                    .zip(&mine)
-                    .filter(|(t, m)| **t != short_fp(**m, salt))
-                    .count();
-                if differ > 0 && (total == 0 || (differ == 16 && total <= DENSE)) {
-                    // Nothing here, or a difference so dense that listing costs more than the
-                    // records: both sides send all they hold in the range.
-                    if total > 0 {
-                        self.send_range(*range);
-                    }
-                    self.line(&PeerMessage::Ids {
-                        range: *range,
-                        hashes: Vec::new(),
-                    });
-                    return Ok(Outcome::Queued);
-                }
-                self.compared += 16;
-                for (d, (theirs, mine)) in children.iter().zip(mine).enumerate() {
-                    let Some(c) = range.child(d as u8) else { break };
-                    if short_fp(mine, salt) == *theirs {
-                        continue;
-                    }
-                    self.differing += 1;
-                    if *theirs == 0 {
-                        self.send_range(c);
-                    } else {
-                        self.pending.push((c, mine));
-                    }
-                }
+                self.defer(Work::compare(*range, *children, sketch), sketch);
             }
-            PeerMessage::Ids { range, hashes } if hashes.is_empty() => {
-                self.once(b'I', *range)?;
-                // The other side holds nothing here: a plain stream, the whole cache by index when
-                // the range is everything.
-                if *range == KeyRange::ALL {
-                    self.stream_all();
-                } else {
-                    self.send_range(*range);
-                }
-            }
-            PeerMessage::Ids { range, hashes } => {
-                self.once(b'I', *range)?;
-                let salt = self.salt;
-                if range.child(0).is_some() && sketch.sum(*range, entries).count > MAX_SCAN {
-                    // The other side lists a few records where this one holds many: split the range
-                    // instead of scanning it under the lock (the other side lists its parts).
-                    let children = sketch.children(*range, entries).map(|s| short_fp(s, salt));
-                    self.line(&PeerMessage::Fingerprints {
-                        range: *range,
-                        children,
-                    });
-                    return Ok(Outcome::Queued);
-                }
-                let mut theirs = hashes.clone();
-                theirs.sort_unstable();
-                let items: Vec<(usize, u32)> = sketch
-                    .items(*range, entries)
-                    .into_iter()
-                    .map(|(i, h)| (i, short_id(h, salt)))
-                    .collect();
-                let send: Vec<u32> = items
-                    .iter()
-                    .filter(|(_, h)| theirs.binary_search(h).is_err())
-                    .map(|&(i, _)| i as u32)
-                    .collect();
-                self.records(send);
-                let mut mine: Vec<u32> = items.iter().map(|&(_, h)| h).collect();
-                mine.sort_unstable();
-                theirs.dedup();
-                let want: Vec<u32> = theirs
-                    .into_iter()
-                    .filter(|h| mine.binary_search(h).is_err())
-                    .collect();
-                if !want.is_empty() {
-                    self.line(&PeerMessage::Want {
-                        range: *range,
-                        hashes: want,
-                    });
-                }
-            }
-            PeerMessage::Want { range, hashes } => {
-                // The ids of the range by id, kept for the next line: a decoded table is asked
-                // for in many lines of the same (large) range.
-                let salt = self.salt;
-                if let Some(at) = self
-                    .tabled
-                    .iter()
-                    .position(|(r, ids)| r == range && !ids.is_empty())
-                {
-                    // Asked from a table of ours: its records, by id, are kept.
-                    let ids = std::mem::take(&mut self.tabled[at].1);
-                    self.by_id = Some((*range, ids));
-                }
-                if self.by_id.as_ref().is_none_or(|(r, _)| r != range) {
-                    // A range is scanned for its ids once per exchange, and only one this side
-                    // could have listed (a table's ranges keep their ids).
-                    self.once(b'W', *range)?;
-                    if range.child(0).is_some() && sketch.sum(*range, entries).count > MAX_SCAN {
-                        return Err(SyncError::Overloaded);
-                    }
-                    let mut ids: Vec<(u32, u32)> = sketch
-                        .items(*range, entries)
-                        .into_iter()
-                        .map(|(i, h)| (short_id(h, salt), i as u32))
-                        .collect();
-                    ids.sort_unstable();
-                    self.by_id = Some((*range, ids));
-                }
-                let ids = self.by_id.as_ref().map_or(&[][..], |(_, ids)| &ids[..]);
-                let mut send = Vec::new();
-                for &h in hashes {
-                    let from = ids.partition_point(|&(id, _)| id < h);
-                    send.extend(
-                        ids[from..]
-                            .iter()
-                            .take_while(|&&(id, _)| id == h)
-                            .map(|&(_, i)| i),
-                    );
-                }
-                self.records(send);
-            }
+            PeerMessage::Ids { range, hashes } => self.receive_ids(*range, hashes, sketch)?,
+            PeerMessage::Want { range, hashes } => self.receive_want(*range, hashes, sketch)?,
             PeerMessage::Cells {
                 range,
                 total,
                 at,
                 cells,
-            } => {
-                let incoming = self.incoming.get_or_insert_with(|| Incoming {
-                    range: *range,
-                    cells: Vec::with_capacity(*total as usize),
-                    total: *total as usize,
-                });
-                if incoming.range != *range
-                    || incoming.total != *total as usize
-                    || incoming.cells.len() != *at as usize
-                {
-                    self.incoming = None;
-                    return Err(SyncError::Table);
-                }
-                incoming
-                    .cells
-                    .extend(cells.chunks_exact(CELL_BYTES).map(Cell::read));
-                if incoming.cells.len() >= incoming.total {
-                    if let Some(done) = self.incoming.take() {
-                        self.once(b'T', done.range)?;
-                        self.tables_received += 1;
-                        self.decode(done.range, done.cells, sketch, entries);
-                    }
-                }
-            }
+            } => self.receive_cells(*range, *total, *at, cells, sketch)?,
             PeerMessage::Over => {
                 if self.incoming.is_some() {
                     return Err(SyncError::Table);
                 }
-                self.by_id = None;
-                self.resolve(sketch, entries);
-                self.back();
-                self.end_turn();
+                self.wanting = None;
+                self.defer(Work::Turn, sketch);
             }
-            PeerMessage::Synced { count } => {
-                self.back();
-                self.received = *count;
-                return Ok(Outcome::Ended(self.finish(link)));
-            }
+            PeerMessage::Synced { count } => return Ok(Outcome::Ended(self.synced(link, *count))),
             _ => return Ok(Outcome::Nothing),
         }
-        Ok(if self.jobs.len() > before {
+        Ok(if (self.jobs.len(), self.work.len()) != before {
             Outcome::Queued
         } else {
             Outcome::Nothing
         })
+    }
+
+    /// `HERD-ROOT`: a reconciliation opens.
+    fn receive_root(&mut self, count: u64, salt: u64, sketch: &Sketch) -> Result<(), SyncError> {
+        if self.active {
+            return Err(SyncError::OutOfTurn);
+        }
+        self.start(salt);
+        if count == 0 && sketch.root().count > 0 {
+            self.stream_all();
+        }
+        // Otherwise the `HERD-FP -` that follows is compared (equal roots: nothing to do).
+        Ok(())
+    }
+
+    /// `HERD-IDS`: the other side's records of a range (none: send it all).
+    fn receive_ids(
+        &mut self,
+        range: KeyRange,
+        hashes: &[u32],
+        sketch: &Sketch,
+    ) -> Result<(), SyncError> {
+        self.once(b'I', range)?;
+        if hashes.is_empty() {
+            // The other side holds nothing here: a plain stream, the whole cache by index when
+            // the range is everything.
+            if range == KeyRange::ALL {
+                self.stream_all();
+            } else {
+                self.send_range(range, sketch);
+            }
+        } else if range.child(0).is_some() && at_most(range, sketch) > MAX_SCAN {
+            // The other side lists a few records where this one (or its leaf) holds many: split
+            // the range instead of listing it (the other side lists its parts).
+            self.defer(Work::Split(Children::of(range, sketch)), sketch);
+        } else {
+            let theirs = hashes.to_vec();
+            self.defer(Work::Match(Records::new(range, sketch), theirs), sketch);
+        }
+        Ok(())
+    }
+
+    /// `HERD-WANT`: records asked for by short id.
+    fn receive_want(
+        &mut self,
+        range: KeyRange,
+        hashes: &[u32],
+        sketch: &Sketch,
+    ) -> Result<(), SyncError> {
+        let tabled = self.tabled.iter().any(|(r, _)| *r == range);
+        if self.wanting == Some(range) {
+            // Another line of the same look-up.
+        } else if tabled && !self.tabled_wanted.contains(&range) {
+            // Asked from a table of ours: its records, by id, are kept.
+            self.tabled_wanted.push(range);
+        } else {
+            // A range is looked up once per exchange, and only one this side could have listed.
+            self.once(b'W', range)?;
+            if range.child(0).is_some()
+                && range.digits() <= sketch.depth()
+                && at_most(range, sketch) > MAX_SCAN
+            {
+                return Err(SyncError::Overloaded);
+            }
+        }
+        self.wanting = Some(range);
+        self.defer(
+            Work::Want(Records::new(range, sketch), hashes.to_vec()),
+            sketch,
+        );
+        Ok(())
+    }
+
+    /// `HERD-IBF`: a line of a table; a whole table is decoded.
+    fn receive_cells(
+        &mut self,
+        range: KeyRange,
+        total: u32,
+        at: u32,
+        cells: &[u8],
+        sketch: &Sketch,
+    ) -> Result<(), SyncError> {
+        let incoming = self.incoming.get_or_insert_with(|| Incoming {
+            range,
+            cells: Vec::with_capacity(total as usize),
+            total: total as usize,
+        });
+        if incoming.range != range
+            || incoming.total != total as usize
+            || incoming.cells.len() != at as usize
+        {
+            self.incoming = None;
+            return Err(SyncError::Table);
+        }
+        incoming
+            .cells
+            .extend(cells.chunks_exact(CELL_BYTES).map(Cell::read));
+        if incoming.cells.len() >= incoming.total {
+            if let Some(done) = self.incoming.take() {
+                self.once(b'T', done.range)?;
+                self.tables_received += 1;
+                self.defer(Work::decode(done.range, done.cells, sketch), sketch);
+            }
+        }
+        Ok(())
+    }
+
+    /// `HERD-SYNCED`: the other side ends the session. Work still waiting was asked in the turn that
+    /// ended it, which an honest side never does (it asks nothing when it ends): it is dropped.
+    fn synced(&mut self, link: usize, count: u64) -> Report {
+        self.work.clear();
+        self.backlog = Backlog::default();
+        self.back();
+        self.received = count;
+        self.finish(link)
+    }
+
+    /// Queues the work a line asks for, counting what it may cost.
+    pub(super) fn defer(&mut self, work: Work, sketch: &Sketch) {
+        let cost = work.cost(sketch);
+        self.backlog.add(cost);
+        self.work.push_back(Queued { work, cost });
     }
 
     /// The other side's turn is over and answered: ask on, or end.
@@ -762,94 +583,5 @@ impl Session {
             opened: self.opened,
             ..Session::default()
         };
-    }
-
-    /// Writes up to `max` lines; returns how many records were written and, when the session ended
-    /// with this write, its report.
-    pub fn transmit(
-        &mut self,
-        link: usize,
-        sketch: &Sketch,
-        entries: &[Entry],
-        out: &mut Vec<u8>,
-        max: usize,
-    ) -> (usize, usize, Option<Report>) {
-        let start = out.len();
-        let (mut lines, mut records) = (0, 0);
-        while lines < max {
-            let Some(job) = self.jobs.front_mut() else {
-                break;
-            };
-            match job {
-                Job::Line(v) => {
-                    out.extend_from_slice(v);
-                    self.queued_bytes = self.queued_bytes.saturating_sub(v.len());
-                    lines += 1;
-                    self.jobs.pop_front();
-                }
-                Job::Records(q) | Job::Back(q) => match q.pop_front() {
-                    Some(i) => {
-                        let back = matches!(job, Job::Back(_));
-                        if back && bit(&self.written, i) {
-                            continue;
-                        }
-                        if let Some(e) = entries.get(i as usize) {
-                            e.write_line(out);
-                            out.push(b'\n');
-                            lines += 1;
-                            records += 1;
-                            set_bit(&mut self.written, i);
-                        }
-                    }
-                    None => {
-                        self.jobs.pop_front();
-                    }
-                },
-                Job::Range { range, next } => {
-                    let (range, at) = (*range, *next);
-                    let found = sketch.leaf_items(at, range, entries);
-                    match sketch.leaf_after(at).filter(|&k| range.contains(k)) {
-                        Some(k) => *next = k,
-                        None => {
-                            self.jobs.pop_front();
-                        }
-                    }
-                    let found = self.fresh(found);
-                    if !found.is_empty() {
-                        self.jobs.push_front(Job::Records(found));
-                    }
-                }
-                Job::All => {
-                    let cursor = self.all.unwrap_or(0);
-                    match entries.get(cursor) {
-                        Some(e) => {
-                            set_bit(&mut self.queued, cursor as u32);
-                            e.write_line(out);
-                            out.push(b'\n');
-                            lines += 1;
-                            records += 1;
-                            set_bit(&mut self.written, cursor as u32);
-                            self.all = Some(cursor + 1);
-                        }
-                        None => {
-                            self.all = None;
-                            self.jobs.pop_front();
-                        }
-                    }
-                }
-                Job::Synced => {
-                    self.jobs.pop_front();
-                    self.sent += records as u64;
-                    PeerMessage::Synced { count: self.sent }.write_to(out);
-                    out.push(b'\n');
-                    lines += 1;
-                    self.bytes += (out.len() - start) as u64;
-                    return (lines, records, Some(self.finish(link)));
-                }
-            }
-        }
-        self.sent += records as u64;
-        self.bytes += (out.len() - start) as u64;
-        (lines, records, None)
     }
 }

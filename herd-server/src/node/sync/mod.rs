@@ -55,9 +55,15 @@
 //!
 //! The turns and lines are documented with the peer grammar ([`herd_proto::PeerMessage`]).
 
+mod answer;
+#[cfg(test)]
+mod bounds;
 mod exchange;
+mod scan;
 mod sketch;
 mod table;
+mod transmit;
+mod work;
 
 use std::collections::VecDeque;
 
@@ -67,8 +73,11 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use crate::node::cache::Entry;
 
 pub use exchange::*;
+pub use scan::WORK_PER_CALL;
+use scan::*;
 pub use sketch::*;
 pub use table::*;
+use work::*;
 
 #[cfg(test)]
 mod tests {
@@ -205,9 +214,16 @@ mod tests {
             cells,
         };
         assert_eq!(s.receive(0, &m, sk, e), Ok(Outcome::Queued));
-        assert!(s.no_tables);
         let mut out = Vec::new();
-        s.transmit(0, sk, e, &mut out, 100);
+        // The decode is work done a budget at a time: 600 records take two calls.
+        for _ in 0..10 {
+            s.transmit(0, sk, e, &mut out, 100);
+            if !s.working() {
+                break;
+            }
+        }
+        assert!(s.no_tables);
+        assert!(s.most_work() <= WORK_PER_CALL);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HERD-FP - "), "{text}");
         // A table line that does not continue the one being received closes the link.

@@ -162,16 +162,9 @@ impl Sketch {
         )
     }
 
-    /// The leaf holding `key`, and the first key after that leaf (`None` past the end).
-    pub fn leaf_after(&self, key: u64) -> Option<u64> {
-        let shift = 64 - 4 * u32::from(self.depth);
-        let leaf = key >> shift;
-        leaf.checked_add(1)
-            .and_then(|l| l.checked_shl(shift))
-            .filter(|&k| k != 0)
-    }
-
-    /// The cache indexes and hashes of the records in `range`.
+    /// The cache indexes and hashes of the records in `range`, at once (the reconciliation walks
+    /// them a budget at a time instead: see [`WORK_PER_CALL`]).
+    #[cfg(test)]
     pub fn items(&self, range: KeyRange, entries: &[Entry]) -> Vec<(usize, u64)> {
         let mut out = Vec::new();
         self.each_in_leaves(range, |i| {
@@ -180,20 +173,6 @@ impl Sketch {
                 out.push((i, e.with_line(hash)));
             }
         });
-        out
-    }
-
-    /// The cache indexes of the records of the leaf holding `key` that lie in `range`.
-    pub fn leaf_items(&self, key_in_leaf: u64, range: KeyRange, entries: &[Entry]) -> Vec<u32> {
-        let leaf = Self::slot(key_in_leaf, self.depth);
-        let mut out = Vec::new();
-        let mut i = self.heads[leaf];
-        while i != NONE {
-            if range.digits() <= self.depth || range.contains(key(entries[i as usize].client())) {
-                out.push(i);
-            }
-            i = self.next[i as usize];
-        }
         out
     }
 

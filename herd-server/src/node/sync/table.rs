@@ -126,6 +126,7 @@ impl Cell {
 }
 
 /// A table of `n` cells (a multiple of 3) of `items`.
+#[cfg(test)]
 pub(super) fn table(items: impl Iterator<Item = Item>, n: usize, salt: u64) -> Vec<Cell> {
     let mut cells = vec![Cell::default(); n];
     for item in items {
@@ -137,45 +138,164 @@ pub(super) fn table(items: impl Iterator<Item = Item>, n: usize, salt: u64) -> V
     cells
 }
 
-/// Peels `cells` (mine minus theirs): the items only I hold and those only they hold, or `None` when
-/// the difference is too large for the table.
-pub(super) fn peel(mut cells: Vec<Cell>, salt: u64) -> Option<(Vec<Item>, Vec<Item>)> {
-    let n = cells.len();
-    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-    let mut queue: Vec<usize> = (0..n).collect();
-    // Every peel empties a cell for good, so this ends; the bound is a guard.
-    let mut budget = 4 * n;
-    while let Some(i) = queue.pop() {
-        budget = budget.checked_sub(1)?;
-        let c = cells[i];
-        if c.count != 1 && c.count != u8::MAX {
-            continue;
-        }
-        let item = Item {
-            key: (c.item >> 32) as u32,
-            id: c.item as u32,
-            hint: c.hint,
-        };
-        let check = item.check(salt);
-        let at = item.cells(salt, n);
-        if check != c.check || !at.contains(&i) {
-            continue;
-        }
-        let add = c.count == u8::MAX;
-        for j in at {
-            cells[j].toggle(item, check, add);
-            queue.push(j);
-        }
-        if add {
-            theirs.push(item);
-        } else {
-            mine.push(item);
+/// Peels `cells` (mine minus theirs) at once: the items only I hold and those only they hold, or
+/// `None` when the difference is too large for the table.
+#[cfg(test)]
+pub(super) fn peel(cells: Vec<Cell>, salt: u64) -> Option<(Vec<Item>, Vec<Item>)> {
+    Peel::new(cells, salt)
+        .run(&mut Budget::new(u64::MAX))
+        .flatten()
+}
+
+/// The difference of two tables, peeled a budget at a time (a table of 65,535 cells is too much
+/// for one call; see [`WORK_PER_CALL`]).
+#[derive(Debug)]
+pub(super) struct Peel {
+    cells: Vec<Cell>,
+    queue: Vec<usize>,
+    mine: Vec<Item>,
+    theirs: Vec<Item>,
+    /// Every peel empties a cell for good, so peeling ends; this bound is a guard.
+    guard: usize,
+    salt: u64,
+}
+
+/// What peeling found: the items only I hold and those only they hold, or `None` when the difference
+/// is too large for the table.
+pub(super) type Peeled = Option<(Vec<Item>, Vec<Item>)>;
+
+impl Peel {
+    /// Peels `cells`, mine minus theirs.
+    pub(super) fn new(cells: Vec<Cell>, salt: u64) -> Peel {
+        let n = cells.len();
+        Peel {
+            cells,
+            queue: (0..n).collect(),
+            mine: Vec::new(),
+            theirs: Vec::new(),
+            guard: 4 * n,
+            salt,
         }
     }
-    cells
-        .iter()
-        .all(|c| *c == Cell::default())
-        .then_some((mine, theirs))
+
+    /// Peels until done (`Some`) or the budget is spent (`None`: call again).
+    pub(super) fn run(&mut self, budget: &mut Budget) -> Option<Peeled> {
+        let n = self.cells.len();
+        while let Some(i) = self.queue.pop() {
+            if !budget.take() {
+                self.queue.push(i);
+                return None;
+            }
+            let Some(guard) = self.guard.checked_sub(1) else {
+                return Some(None);
+            };
+            self.guard = guard;
+            let c = self.cells[i];
+            if c.count != 1 && c.count != u8::MAX {
+                continue;
+            }
+            let item = Item {
+                key: (c.item >> 32) as u32,
+                id: c.item as u32,
+                hint: c.hint,
+            };
+            let check = item.check(self.salt);
+            let at = item.cells(self.salt, n);
+            if check != c.check || !at.contains(&i) {
+                continue;
+            }
+            let add = c.count == u8::MAX;
+            for j in at {
+                self.cells[j].toggle(item, check, add);
+                self.queue.push(j);
+            }
+            if add {
+                self.theirs.push(item);
+            } else {
+                self.mine.push(item);
+            }
+        }
+        let whole = self.cells.iter().all(|c| *c == Cell::default());
+        Some(whole.then(|| {
+            (
+                std::mem::take(&mut self.mine),
+                std::mem::take(&mut self.theirs),
+            )
+        }))
+    }
+}
+
+/// This side's table of a range being built from its items, a budget at a time.
+#[derive(Debug)]
+pub(super) struct Building {
+    pub(super) cells: Vec<Cell>,
+    next: usize,
+}
+
+impl Building {
+    /// A table of `n` cells (a multiple of 3).
+    pub(super) fn new(n: usize) -> Building {
+        Building {
+            cells: vec![Cell::default(); n],
+            next: 0,
+        }
+    }
+
+    /// Adds the next of `items`; `true` once all are in.
+    pub(super) fn run(&mut self, items: &[(u32, Item)], salt: u64, budget: &mut Budget) -> bool {
+        let n = self.cells.len();
+        while let Some(&(_, item)) = items.get(self.next) {
+            if !budget.take() {
+                return false;
+            }
+            let check = item.check(salt);
+            for c in item.cells(salt, n) {
+                self.cells[c].toggle(item, check, true);
+            }
+            self.next += 1;
+        }
+        true
+    }
+}
+
+/// A record as the item of a table.
+pub(super) fn item(e: &Entry, record_hash: u64, salt: u64) -> Item {
+    Item {
+        key: short_key(key(e.client()), salt),
+        id: short_id(record_hash, salt),
+        hint: hint(e),
+    }
+}
+
+/// A range's items gathered for a table, then the table built from them.
+#[derive(Debug)]
+pub(super) struct Tabling {
+    pub(super) items: Gather<Vec<(u32, Item)>>,
+    pub(super) built: Building,
+}
+
+impl Tabling {
+    /// This side's table of `range`, `n` cells.
+    pub(super) fn new(range: KeyRange, n: usize, sketch: &Sketch) -> Tabling {
+        Tabling {
+            items: Gather::new(range, sketch),
+            built: Building::new(n),
+        }
+    }
+
+    /// Goes on; `true` once the table is whole.
+    pub(super) fn run(
+        &mut self,
+        salt: u64,
+        sketch: &Sketch,
+        entries: &[Entry],
+        budget: &mut Budget,
+    ) -> bool {
+        let gathered = self.items.run(sketch, entries, budget, |acc, i, e| {
+            acc.push((i, item(e, e.with_line(hash), salt)));
+        });
+        gathered && self.built.run(&self.items.acc, salt, budget)
+    }
 }
 
 /// A table being received, line by line.
