@@ -133,6 +133,28 @@ impl Tally {
     fn error(&mut self, kind: &'static str, n: u64) {
         *self.errors.entry(kind).or_default() += n;
     }
+
+    /// A network error that ends the connection: `n` requests lost to it, and what happened, kept
+    /// to name when nothing was answered at all.
+    fn fail(&mut self, kind: &'static str, n: u64, message: String) {
+        self.error(kind, n);
+        self.first_error = Some(message);
+    }
+
+    /// Adds a connection's tally.
+    fn add(&mut self, t: Tally, hist: &mut Histogram<u64>) -> anyhow::Result<()> {
+        self.ok += t.ok;
+        if self.first_error.is_none() {
+            self.first_error = t.first_error;
+        }
+        for (k, v) in t.errors {
+            self.error(k, v);
+        }
+        if let Some(h) = t.hist {
+            hist.add(h).context("merging histograms")?;
+        }
+        Ok(())
+    }
 }
 
 fn parse_mix(mix: &str) -> anyhow::Result<(u64, u64)> {
@@ -199,41 +221,48 @@ pub async fn run(args: BenchArgs, target: &ServerChoice) -> anyhow::Result<std::
         done: AtomicU64::new(0),
         args: args.clone(),
     });
-    let progress = progress_bar(&plan);
+    let (total, hist) = drive(&plan).await?;
+    let elapsed = started.elapsed();
+    verdict(&args, addr, &total, &hist, elapsed)
+}
+
+/// Runs the plan's connections, with the progress line, and adds up their tallies.
+async fn drive(plan: &Arc<Plan>) -> anyhow::Result<(Tally, Histogram<u64>)> {
+    let progress = progress_bar(plan);
     let mut tasks = tokio::task::JoinSet::new();
-    for conn in 0..args.connections {
+    for conn in 0..plan.args.connections {
         tasks.spawn(connection(plan.clone(), conn as u64));
     }
     let mut total = Tally::default();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).context("histogram")?;
     while let Some(t) = tasks.join_next().await {
-        let t = t.context("connection task")?;
-        total.ok += t.ok;
-        if total.first_error.is_none() {
-            total.first_error = t.first_error;
-        }
-        for (k, v) in t.errors {
-            total.error(k, v);
-        }
-        if let Some(h) = t.hist {
-            hist.add(h).context("merging histograms")?;
-        }
+        total.add(t.context("connection task")?, &mut hist)?;
     }
-    let elapsed = started.elapsed();
     if let Some(p) = progress {
         p.finish_and_clear();
     }
+    Ok((total, hist))
+}
+
+/// Prints the report, unless nothing was answered at all (then one clear error, not a report of
+/// zeros). Answered, but with `? …`: the server refused the requests (exit 1, as for the other
+/// commands).
+fn verdict(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    total: &Tally,
+    hist: &Histogram<u64>,
+    elapsed: Duration,
+) -> anyhow::Result<std::process::ExitCode> {
     let invalid = total.errors.get("invalid").copied().unwrap_or(0);
     if total.ok == 0 && invalid == 0 {
-        // Nothing was answered at all: one clear error, not a report of zeros.
         let cause = total
             .first_error
             .clone()
             .unwrap_or_else(|| "no request was sent".into());
         anyhow::bail!("no request to {addr} was answered: {cause}");
     }
-    report(&args, addr, &total, &hist, elapsed);
-    // Answered, but with `? …`: the server refused the requests (exit 1, as for the other commands).
+    report(args, addr, total, hist, elapsed);
     Ok(if invalid > 0 {
         std::process::ExitCode::from(1)
     } else {
@@ -422,132 +451,202 @@ async fn seed(addr: SocketAddr, n: u64, places: &Places) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One connection: batches of `-P` requests, each written at once, then read until every reply
+/// is in; stops when the plan says so or at the first network error (counted for the requests
+/// still waiting).
 async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
     let mut tally = Tally {
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok(),
         ..Tally::default()
     };
-    let mut stream = match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tally.error("connect", 1);
-            tally.first_error = Some(format!("connecting to {}: {e}", plan.addr));
-            return tally;
-        }
-        Err(_) => {
-            tally.error("connect", 1);
-            tally.first_error = Some(format!(
-                "connecting to {}: no answer within {:?} (--timeout)",
-                plan.addr, plan.timeout
-            ));
+    let mut stream = match connect(&plan).await {
+        Ok(s) => s,
+        Err(message) => {
+            tally.fail("connect", 1, message);
             return tally;
         }
     };
     stream.set_nodelay(true).ok();
-    let args = &plan.args;
-    let mut out = Vec::with_capacity(args.pipeline * 80);
+    let pipeline = plan.args.pipeline;
+    let mut requests = Requests::new(&plan, conn);
+    let mut replies = Replies::new(pipeline);
+    let mut out = Vec::with_capacity(pipeline * 80);
     let mut inbuf = vec![0u8; 64 * 1024];
-    let mut pending: VecDeque<Kind> = VecDeque::with_capacity(args.pipeline);
-    // Each connection walks its own stretch of the id space, so -n N --clients N reports N distinct clients.
-    let mut seq = conn * (args.clients / args.connections as u64).max(1);
-    let weight = plan.iamat_weight + plan.whatsat_weight;
-    let time = ClientTime::from_timestamp(Timestamp::now());
-    // What follows the location in every IAMAT, made once: the generator's own cost per request
-    // stays small next to the server's (it shares the machine).
-    let iamat_tail = format!(" {}", time.as_str());
-    let mut digits = itoa::Buffer::new();
-    // Bytes read but not yet matched to a reply, and whether we are inside a WHATSAT answer.
-    let mut carry: Vec<u8> = Vec::new();
     loop {
-        let n = plan.claim(args.pipeline);
+        let n = plan.claim(pipeline);
         if n == 0 {
             break;
         }
         out.clear();
         for _ in 0..n {
-            seq += 1;
-            let kind = if let Some(line) = &args.raw_line {
-                out.extend_from_slice(line.as_bytes());
-                Kind::Raw
-            } else if seq % weight < plan.iamat_weight {
-                let id = seq % args.clients.max(1);
-                out.extend_from_slice(b"IAMAT bench-");
-                out.extend_from_slice(digits.format(id).as_bytes());
-                out.push(b' ');
-                plan.places.write(id, &mut out);
-                out.extend_from_slice(iamat_tail.as_bytes());
-                Kind::Iamat
-            } else {
-                let id = seq % plan.seeded.max(1);
-                out.extend_from_slice(
-                    format!("WHATSAT bench-{id} {} {}", args.radius, args.bound).as_bytes(),
-                );
-                Kind::Whatsat
-            };
-            out.extend_from_slice(b"\n");
-            pending.push_back(kind);
+            let kind = requests.write(&mut out);
+            replies.pending.push_back(kind);
         }
         let sent = Instant::now();
         if let Err(e) = stream.write_all(&out).await {
-            tally.error("write", pending.len() as u64);
-            tally.first_error = Some(format!("sending to {}: {e}", plan.addr));
+            let message = format!("sending to {}: {e}", plan.addr);
+            tally.fail("write", replies.pending.len() as u64, message);
             return tally;
         }
-        let mut in_json = false;
-        while !pending.is_empty() {
-            let got = match tokio::time::timeout(plan.timeout, stream.read(&mut inbuf)).await {
-                Ok(Ok(0)) => {
-                    tally.error("closed", pending.len() as u64);
-                    tally.first_error = Some(format!("{} closed the connection", plan.addr));
+        replies.in_json = false;
+        while !replies.pending.is_empty() {
+            match read(&mut stream, &mut inbuf, &plan).await {
+                Ok(got) => replies.feed(&inbuf[..got], sent, &mut tally),
+                Err((kind, message)) => {
+                    tally.fail(kind, replies.pending.len() as u64, message);
                     return tally;
-                }
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => {
-                    tally.error("read", pending.len() as u64);
-                    tally.first_error = Some(format!("reading from {}: {e}", plan.addr));
-                    return tally;
-                }
-                Err(_) => {
-                    tally.error("timeout", pending.len() as u64);
-                    tally.first_error = Some(format!(
-                        "{} sent no answer within {:?} (--timeout)",
-                        plan.addr, plan.timeout
-                    ));
-                    return tally;
-                }
-            };
-            carry.extend_from_slice(&inbuf[..got]);
-            let mut start = 0;
-            while let Some(i) = memchr::memchr(b'\n', &carry[start..]) {
-                let line = &carry[start..start + i];
-                start += i + 1;
-                let Some(&kind) = pending.front() else { break };
-                let complete = if in_json {
-                    line.is_empty()
-                } else if line.starts_with(b"? ") {
-                    tally.error("invalid", 1);
-                    pending.pop_front();
-                    continue;
-                } else if kind == Kind::Whatsat {
-                    in_json = true;
-                    false
-                } else {
-                    true
-                };
-                if complete {
-                    in_json = false;
-                    pending.pop_front();
-                    tally.ok += 1;
-                    if let Some(h) = tally.hist.as_mut() {
-                        let _ = h.record((sent.elapsed().as_nanos() as u64).max(1));
-                    }
                 }
             }
-            carry.drain(..start);
         }
         plan.done.fetch_add(n as u64, Ordering::Relaxed);
     }
     tally
+}
+
+/// Connects to the server, within the timeout; or says why not.
+async fn connect(plan: &Plan) -> Result<TcpStream, String> {
+    match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("connecting to {}: {e}", plan.addr)),
+        Err(_) => Err(format!(
+            "connecting to {}: no answer within {:?} (--timeout)",
+            plan.addr, plan.timeout
+        )),
+    }
+}
+
+/// Reads what the server sent, within the timeout: the byte count, or the kind of error (as the
+/// report counts it) and what happened.
+async fn read(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    plan: &Plan,
+) -> Result<usize, (&'static str, String)> {
+    match tokio::time::timeout(plan.timeout, stream.read(buf)).await {
+        Ok(Ok(0)) => Err(("closed", format!("{} closed the connection", plan.addr))),
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(("read", format!("reading from {}: {e}", plan.addr))),
+        Err(_) => Err((
+            "timeout",
+            format!(
+                "{} sent no answer within {:?} (--timeout)",
+                plan.addr, plan.timeout
+            ),
+        )),
+    }
+}
+
+/// The requests of one connection, written one by one. What is the same in every request is made
+/// once, so the generator's own cost per request stays small next to the server's (it shares the
+/// machine).
+struct Requests<'a> {
+    plan: &'a Plan,
+    /// The request count so far, which picks each request's client and kind.
+    seq: u64,
+    weight: u64,
+    /// What follows the location in every IAMAT.
+    iamat_tail: String,
+    digits: itoa::Buffer,
+}
+
+impl<'a> Requests<'a> {
+    fn new(plan: &'a Plan, conn: u64) -> Self {
+        let args = &plan.args;
+        let time = ClientTime::from_timestamp(Timestamp::now());
+        Requests {
+            plan,
+            // Each connection walks its own stretch of the id space, so -n N --clients N reports N
+            // distinct clients.
+            seq: conn * (args.clients / args.connections as u64).max(1),
+            weight: plan.iamat_weight + plan.whatsat_weight,
+            iamat_tail: format!(" {}", time.as_str()),
+            digits: itoa::Buffer::new(),
+        }
+    }
+
+    /// Appends the next request line (with its `\n`) to `out`; returns its kind.
+    #[inline]
+    fn write(&mut self, out: &mut Vec<u8>) -> Kind {
+        let (plan, args) = (self.plan, &self.plan.args);
+        self.seq += 1;
+        let kind = if let Some(line) = &args.raw_line {
+            out.extend_from_slice(line.as_bytes());
+            Kind::Raw
+        } else if self.seq % self.weight < plan.iamat_weight {
+            let id = self.seq % args.clients.max(1);
+            out.extend_from_slice(b"IAMAT bench-");
+            out.extend_from_slice(self.digits.format(id).as_bytes());
+            out.push(b' ');
+            plan.places.write(id, out);
+            out.extend_from_slice(self.iamat_tail.as_bytes());
+            Kind::Iamat
+        } else {
+            let id = self.seq % plan.seeded.max(1);
+            out.extend_from_slice(
+                format!("WHATSAT bench-{id} {} {}", args.radius, args.bound).as_bytes(),
+            );
+            Kind::Whatsat
+        };
+        out.extend_from_slice(b"\n");
+        kind
+    }
+}
+
+/// The replies a connection waits for, matched to its requests by scanning for line ends only: a
+/// reply is one line, but a WHATSAT answer ends at its empty line.
+struct Replies {
+    /// The kinds of the requests not answered yet, oldest first.
+    pending: VecDeque<Kind>,
+    /// Bytes read but not yet matched to a reply.
+    carry: Vec<u8>,
+    /// Inside a WHATSAT answer.
+    in_json: bool,
+}
+
+impl Replies {
+    fn new(pipeline: usize) -> Self {
+        Replies {
+            pending: VecDeque::with_capacity(pipeline),
+            carry: Vec::new(),
+            in_json: false,
+        }
+    }
+
+    /// Matches the whole lines of what was read (after what is carried) to the requests waiting,
+    /// counting each answer — and its latency since `sent` — or `? ` refusal in `tally`.
+    #[inline]
+    fn feed(&mut self, bytes: &[u8], sent: Instant, tally: &mut Tally) {
+        self.carry.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &self.carry[start..]) {
+            let line = &self.carry[start..start + i];
+            start += i + 1;
+            let Some(&kind) = self.pending.front() else {
+                break;
+            };
+            let complete = if self.in_json {
+                line.is_empty()
+            } else if line.starts_with(b"? ") {
+                tally.error("invalid", 1);
+                self.pending.pop_front();
+                continue;
+            } else if kind == Kind::Whatsat {
+                self.in_json = true;
+                false
+            } else {
+                true
+            };
+            if complete {
+                self.in_json = false;
+                self.pending.pop_front();
+                tally.ok += 1;
+                if let Some(h) = tally.hist.as_mut() {
+                    let _ = h.record((sent.elapsed().as_nanos() as u64).max(1));
+                }
+            }
+        }
+        self.carry.drain(..start);
+    }
 }
 
 fn report(args: &BenchArgs, addr: SocketAddr, t: &Tally, h: &Histogram<u64>, elapsed: Duration) {

@@ -515,19 +515,7 @@ async fn whatsat(
     let body = within(
         target.timeout,
         || format!("waiting for the places from {addr}"),
-        async {
-            let mut body = Vec::new();
-            loop {
-                let line = read_line(&mut r).await?;
-                if line.is_empty() {
-                    anyhow::bail!("{addr} closed the connection inside the answer");
-                }
-                if line == b"\n" {
-                    return Ok(body);
-                }
-                body.extend_from_slice(&line);
-            }
-        },
+        places_body(&mut r, addr),
     )
     .await?;
     let mut stdout = std::io::stdout().lock();
@@ -549,6 +537,24 @@ async fn whatsat(
         stdout.write_all(pretty::places(&record, &value, color).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON after a WHATSAT's AT line: every line up to the empty line that ends the answer.
+async fn places_body(
+    r: &mut BufReader<OwnedReadHalf>,
+    addr: SocketAddr,
+) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(r).await?;
+        if line.is_empty() {
+            anyhow::bail!("{addr} closed the connection inside the answer");
+        }
+        if line == b"\n" {
+            return Ok(body);
+        }
+        body.extend_from_slice(&line);
+    }
 }
 
 async fn send(lines: Vec<String>, target: &ServerChoice) -> anyhow::Result<ExitCode> {

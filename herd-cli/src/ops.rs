@@ -226,70 +226,21 @@ pub async fn status(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let servers = servers(target, admin)?;
+    let answers = ask_all(&servers, target.timeout).await?;
     let mut rows = Vec::new();
     let mut all = Vec::new();
     let mut all_up = true;
-    // Asked together, so a herd with servers down waits one time-out, not one a server.
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, (_, listen, admin)) in servers.iter().enumerate() {
-        let (listen, admin, timeout) = (listen.clone(), admin.clone(), target.timeout);
-        asks.spawn(async move { (i, ask_status(&listen, admin.as_deref(), timeout).await) });
-    }
-    let mut answers: Vec<Option<Result<Value, AskError>>> = servers.iter().map(|_| None).collect();
-    while let Some(done) = asks.join_next().await {
-        let (i, answer) = done.context("status task")?;
-        answers[i] = Some(answer);
-    }
-    let answers = answers.into_iter().map(|a| {
-        a.unwrap_or_else(|| {
-            Err(AskError::NoAdmin {
-                client_port_open: false,
-            })
-        })
-    });
     for ((name, listen, _), answer) in servers.iter().zip(answers) {
         match answer {
             Ok(v) => {
-                let links = v["links"].as_array().map_or(0, Vec::len);
-                let up = v["links"]
-                    .as_array()
-                    .map_or(0, |l| l.iter().filter(|l| l["up"] == true).count());
-                rows.push([
-                    v["server"].as_str().unwrap_or(name).to_owned(),
-                    listen.clone(),
-                    if v["ready"] == true { "up" } else { "starting" }.to_owned(),
-                    v["clients"].as_u64().map_or("-".into(), |c| c.to_string()),
-                    format!("{up}/{links}"),
-                    v["records"].as_u64().map_or("-".into(), |c| c.to_string()),
-                    v["uptime_seconds"].as_f64().map_or("-".into(), uptime),
-                ]);
+                rows.push(up_row(name, listen, &v));
                 all.push(v);
             }
             Err(e) => {
-                let up = matches!(
-                    e,
-                    AskError::NoAdmin {
-                        client_port_open: true
-                    }
-                );
+                let (row, json, up) = down_row(name, listen, e);
                 all_up &= up;
-                let why = e.reason();
-                rows.push([
-                    name.clone(),
-                    listen.clone(),
-                    if up {
-                        "up (no admin address)".to_owned()
-                    } else {
-                        format!("down ({why})")
-                    },
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]);
-                all.push(serde_json::json!({
-                    "server": name, "listen": listen, "up": up, "reason": why, "error": anyhow::Error::new(e).to_string(),
-                }));
+                rows.push(row);
+                all.push(json);
             }
         }
     }
@@ -304,6 +255,80 @@ pub async fn status(
     } else {
         ExitCode::from(3)
     })
+}
+
+/// Every server's `/status`, in the order of `servers`. Asked together, so a herd with servers
+/// down waits one time-out, not one a server.
+async fn ask_all(
+    servers: &[(String, String, Option<String>)],
+    timeout: Duration,
+) -> anyhow::Result<Vec<Result<Value, AskError>>> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, (_, listen, admin)) in servers.iter().enumerate() {
+        let (listen, admin) = (listen.clone(), admin.clone());
+        asks.spawn(async move { (i, ask_status(&listen, admin.as_deref(), timeout).await) });
+    }
+    let mut answers: Vec<Option<Result<Value, AskError>>> = servers.iter().map(|_| None).collect();
+    while let Some(done) = asks.join_next().await {
+        let (i, answer) = done.context("status task")?;
+        answers[i] = Some(answer);
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(AskError::NoAdmin {
+                    client_port_open: false,
+                })
+            })
+        })
+        .collect())
+}
+
+/// The row of a server that answered with its status `v`.
+fn up_row(name: &str, listen: &str, v: &Value) -> [String; 7] {
+    let links = v["links"].as_array().map_or(0, Vec::len);
+    let up = v["links"]
+        .as_array()
+        .map_or(0, |l| l.iter().filter(|l| l["up"] == true).count());
+    [
+        v["server"].as_str().unwrap_or(name).to_owned(),
+        listen.to_owned(),
+        if v["ready"] == true { "up" } else { "starting" }.to_owned(),
+        v["clients"].as_u64().map_or("-".into(), |c| c.to_string()),
+        format!("{up}/{links}"),
+        v["records"].as_u64().map_or("-".into(), |c| c.to_string()),
+        v["uptime_seconds"].as_f64().map_or("-".into(), uptime),
+    ]
+}
+
+/// The row and the JSON of a server that did not answer, and whether it is up all the same (its
+/// client port accepts connections, and it has no admin address to ask).
+fn down_row(name: &str, listen: &str, e: AskError) -> ([String; 7], Value, bool) {
+    let up = matches!(
+        e,
+        AskError::NoAdmin {
+            client_port_open: true
+        }
+    );
+    let why = e.reason();
+    let row = [
+        name.to_owned(),
+        listen.to_owned(),
+        if up {
+            "up (no admin address)".to_owned()
+        } else {
+            format!("down ({why})")
+        },
+        "-".into(),
+        "-".into(),
+        "-".into(),
+        "-".into(),
+    ];
+    let json = serde_json::json!({
+        "server": name, "listen": listen, "up": up, "reason": why, "error": anyhow::Error::new(e).to_string(),
+    });
+    (row, json, up)
 }
 
 /// One server's `/status`; an error says whether its client port at least accepts connections.

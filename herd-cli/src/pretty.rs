@@ -38,6 +38,7 @@ impl ColorChoice {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Paint(bool);
 
 impl Paint {
@@ -117,42 +118,7 @@ pub fn places(record: &AtRecord<'_>, answer: &Value, color: bool) -> String {
         let _ = writeln!(out, "{}", p.wrap("2", "no places within the radius"));
     }
     for (i, r) in results.iter().enumerate() {
-        let name = r.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
-        let loc = r.pointer("/geometry/location");
-        let dist = match (
-            loc.and_then(|l| l.get("lat")).and_then(Value::as_f64),
-            loc.and_then(|l| l.get("lng")).and_then(Value::as_f64),
-        ) {
-            (Some(a), Some(b)) => format!("{:.2} km", km_between(lat, lon, a, b)),
-            _ => "? km".into(),
-        };
-        let _ = write!(
-            out,
-            "{:>2}. {}  {}",
-            i + 1,
-            p.wrap("1", name),
-            p.wrap("36", &dist)
-        );
-        if let Some(rating) = r.get("rating").and_then(Value::as_f64) {
-            let total = r.get("user_ratings_total").and_then(Value::as_u64);
-            let votes = total.map(|t| format!(" ({t})")).unwrap_or_default();
-            let _ = write!(out, "  {}", p.wrap("33", &format!("★ {rating:.1}{votes}")));
-        }
-        out.push('\n');
-        let types: Vec<&str> = r
-            .get("types")
-            .and_then(Value::as_array)
-            .map(|t| t.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let vicinity = r.get("vicinity").and_then(Value::as_str).unwrap_or("");
-        let detail = [vicinity, &types.join(", ")]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" · ");
-        if !detail.is_empty() {
-            let _ = writeln!(out, "    {}", p.wrap("2", &detail));
-        }
+        place(&mut out, p, i + 1, r, (lat, lon));
     }
     if let Some(attr) = answer.get("html_attributions").and_then(Value::as_array) {
         for a in attr.iter().filter_map(Value::as_str) {
@@ -160,6 +126,46 @@ pub fn places(record: &AtRecord<'_>, answer: &Value, color: bool) -> String {
         }
     }
     out
+}
+
+/// Place number `n` of an answer: its name, its distance from the client at `from` (latitude,
+/// longitude), its rating, then a line of its vicinity and types.
+fn place(out: &mut String, p: Paint, n: usize, r: &Value, from: (f64, f64)) {
+    let name = r.get("name").and_then(Value::as_str).unwrap_or("(unnamed)");
+    let loc = r.pointer("/geometry/location");
+    let dist = match (
+        loc.and_then(|l| l.get("lat")).and_then(Value::as_f64),
+        loc.and_then(|l| l.get("lng")).and_then(Value::as_f64),
+    ) {
+        (Some(a), Some(b)) => format!("{:.2} km", km_between(from.0, from.1, a, b)),
+        _ => "? km".into(),
+    };
+    let _ = write!(
+        out,
+        "{n:>2}. {}  {}",
+        p.wrap("1", name),
+        p.wrap("36", &dist)
+    );
+    if let Some(rating) = r.get("rating").and_then(Value::as_f64) {
+        let total = r.get("user_ratings_total").and_then(Value::as_u64);
+        let votes = total.map(|t| format!(" ({t})")).unwrap_or_default();
+        let _ = write!(out, "  {}", p.wrap("33", &format!("★ {rating:.1}{votes}")));
+    }
+    out.push('\n');
+    let types: Vec<&str> = r
+        .get("types")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let vicinity = r.get("vicinity").and_then(Value::as_str).unwrap_or("");
+    let detail = [vicinity, &types.join(", ")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" · ");
+    if !detail.is_empty() {
+        let _ = writeln!(out, "    {}", p.wrap("2", &detail));
+    }
 }
 
 /// An HTML attribution as plain text for a terminal: `<a href="URL">TEXT</a>` becomes `TEXT (URL)`,

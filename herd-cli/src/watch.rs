@@ -74,14 +74,7 @@ fn door(args: &WatchArgs, target: &ServerChoice) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: WatchArgs, target: &ServerChoice) -> anyhow::Result<ExitCode> {
-    let line = match &args.what {
-        What::Client { id } => format!("WATCH CLIENT {id}"),
-        What::Near { lat, lon, km } => format!("WATCH NEAR {lat} {lon} {km}"),
-    };
-    // Checked here by the same parser the server uses, so a typo is a usage error, not a round trip.
-    if let Err(e) = WatchLine::parse(line.as_bytes()) {
-        return Err(usage(format!("{line:?}: {}", e.kind.description())));
-    }
+    let line = watch_line(&args.what)?;
     let addr = door(&args, target)?;
     let url = format!("ws://{addr}/v1/ws");
     let (mut ws, _) = tokio::time::timeout(target.timeout, tokio_tungstenite::connect_async(&url))
@@ -104,53 +97,99 @@ pub async fn run(args: WatchArgs, target: &ServerChoice) -> anyhow::Result<ExitC
                     anyhow::anyhow!("{url} did not answer {line:?} within {:?}", target.timeout)
                 })?
         };
-        let text = match next {
-            None => anyhow::bail!("{url} closed the connection"),
-            Some(Err(e)) => return Err(e).with_context(|| format!("reading from {url}")),
-            Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
-            Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-            Some(Ok(Message::Close(c))) => {
-                let why = c.map_or_else(
-                    || "no reason".to_owned(),
-                    |c| format!("{}: {}", u16::from(c.code), c.reason),
-                );
-                anyhow::bail!("{url} closed the watch ({why})");
-            }
-            Some(Ok(_)) => continue,
+        let Some(text) = text_of(next, &url)? else {
+            continue;
         };
         let text = text.trim_end_matches('\n');
         if !confirmed {
-            if text.starts_with("? ") {
-                eprintln!("herd: the server refused {line:?}: a watch limit of the server, or of this connection");
-                return Ok(ExitCode::from(1));
+            if let Some(refused) = confirm(text, &line, &url)? {
+                return Ok(refused);
             }
-            anyhow::ensure!(
-                text.starts_with("WATCHING "),
-                "{url} answered {text:?}, which is not the herd's WebSocket door"
-            );
-            eprintln!("herd: {text} at {url}");
             confirmed = true;
             continue;
         }
-        let Ok(record) = AtRecord::parse(text.as_bytes()) else {
-            anyhow::bail!("{url} pushed {text:?}, which is not an AT line");
-        };
-        if args.json {
-            writeln!(stdout, "{}", Value::Object(record_json(&record)))?;
-        } else {
-            writeln!(
-                stdout,
-                "{}  {}  at {}  (from {}, {} s)",
-                String::from_utf8_lossy(&record.client),
-                record.location.as_str(),
-                record.time.as_str(),
-                String::from_utf8_lossy(&record.server),
-                record.diff,
-            )?;
-        }
-        stdout.flush()?;
+        print_record(text, &url, args.json, &mut stdout)?;
         seen += 1;
     }
     let _ = ws.close(None).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The WATCH line asked for, checked here by the same parser the server uses, so a typo is a usage
+/// error, not a round trip.
+fn watch_line(what: &What) -> anyhow::Result<String> {
+    let line = match what {
+        What::Client { id } => format!("WATCH CLIENT {id}"),
+        What::Near { lat, lon, km } => format!("WATCH NEAR {lat} {lon} {km}"),
+    };
+    if let Err(e) = WatchLine::parse(line.as_bytes()) {
+        return Err(usage(format!("{line:?}: {}", e.kind.description())));
+    }
+    Ok(line)
+}
+
+/// The text of what the door sent (`None`: a message with none, such as a ping); an error when it
+/// closed the connection or the watch.
+fn text_of(
+    next: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    url: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(Some(match next {
+        None => anyhow::bail!("{url} closed the connection"),
+        Some(Err(e)) => return Err(e).with_context(|| format!("reading from {url}")),
+        Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+        Some(Ok(Message::Close(c))) => {
+            let why = c.map_or_else(
+                || "no reason".to_owned(),
+                |c| format!("{}: {}", u16::from(c.code), c.reason),
+            );
+            anyhow::bail!("{url} closed the watch ({why})");
+        }
+        Some(Ok(_)) => return Ok(None),
+    }))
+}
+
+/// The door's first answer: `WATCHING …` confirms the watch (said on stderr); `? …` refuses it
+/// (exit 1, returned); anything else is not the herd's door.
+fn confirm(text: &str, line: &str, url: &str) -> anyhow::Result<Option<ExitCode>> {
+    if text.starts_with("? ") {
+        eprintln!(
+            "herd: the server refused {line:?}: a watch limit of the server, or of this connection"
+        );
+        return Ok(Some(ExitCode::from(1)));
+    }
+    anyhow::ensure!(
+        text.starts_with("WATCHING "),
+        "{url} answered {text:?}, which is not the herd's WebSocket door"
+    );
+    eprintln!("herd: {text} at {url}");
+    Ok(None)
+}
+
+/// Prints one pushed record: a line of JSON fields, or a line for people.
+fn print_record(
+    text: &str,
+    url: &str,
+    json: bool,
+    stdout: &mut std::io::Stdout,
+) -> anyhow::Result<()> {
+    let Ok(record) = AtRecord::parse(text.as_bytes()) else {
+        anyhow::bail!("{url} pushed {text:?}, which is not an AT line");
+    };
+    if json {
+        writeln!(stdout, "{}", Value::Object(record_json(&record)))?;
+    } else {
+        writeln!(
+            stdout,
+            "{}  {}  at {}  (from {}, {} s)",
+            String::from_utf8_lossy(&record.client),
+            record.location.as_str(),
+            record.time.as_str(),
+            String::from_utf8_lossy(&record.server),
+            record.diff,
+        )?;
+    }
+    stdout.flush()?;
+    Ok(())
 }

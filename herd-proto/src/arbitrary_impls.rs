@@ -134,16 +134,36 @@ impl<'a> Arbitrary<'a> for AtRecord<'static> {
     }
 }
 
+/// A key range of at most `most` digits (the fingerprint split needs fewer than 16).
+fn key_range(u: &mut Unstructured<'_>, most: u8) -> Result<KeyRange> {
+    let digits = u.int_in_range(0..=most)?;
+    Ok(KeyRange::new(digits, u64::arbitrary(u)?).unwrap_or(KeyRange::ALL))
+}
+
+/// `least` to [`MAX_IDS`] short ids (a want needs one at least).
+fn hashes(u: &mut Unstructured<'_>, least: usize) -> Result<Vec<u32>> {
+    let n = u.int_in_range(least..=MAX_IDS)?;
+    (0..n).map(|_| u32::arbitrary(u)).collect()
+}
+
+/// A chunk of a table that fits the limits: a whole number of cell triples, a chunk of at most
+/// [`MAX_CHUNK`] cells inside it.
+fn cells(u: &mut Unstructured<'_>) -> Result<PeerMessage<'static>> {
+    let total = 3 * u.int_in_range(1..=MAX_CELLS / 3)?;
+    let n = u.int_in_range(1..=MAX_CHUNK.min(total as usize))?;
+    let at = u.int_in_range(0..=total - n as u32)?;
+    let mut cells = alloc::vec![0u8; n * CELL_BYTES];
+    u.fill_buffer(&mut cells)?;
+    Ok(PeerMessage::Cells {
+        range: key_range(u, 16)?,
+        total,
+        at,
+        cells,
+    })
+}
+
 impl<'a> Arbitrary<'a> for PeerMessage<'static> {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        let range = |u: &mut Unstructured<'a>, most: u8| -> Result<KeyRange> {
-            let digits = u.int_in_range(0..=most)?;
-            Ok(KeyRange::new(digits, u64::arbitrary(u)?).unwrap_or(KeyRange::ALL))
-        };
-        let hashes = |u: &mut Unstructured<'a>, least: usize| -> Result<Vec<u32>> {
-            let n = u.int_in_range(least..=MAX_IDS)?;
-            (0..n).map(|_| u32::arbitrary(u)).collect()
-        };
         Ok(match u.int_in_range(0..=12u8)? {
             0 => PeerMessage::Hello {
                 version: PEER_VERSION,
@@ -168,28 +188,16 @@ impl<'a> Arbitrary<'a> for PeerMessage<'static> {
                 salt: u64::arbitrary(u)?,
             },
             8 => PeerMessage::Fingerprints {
-                range: range(u, 15)?,
+                range: key_range(u, 15)?,
                 children: <[u32; 16]>::arbitrary(u)?,
             },
-            12 => {
-                let total = 3 * u.int_in_range(1..=MAX_CELLS / 3)?;
-                let n = u.int_in_range(1..=MAX_CHUNK.min(total as usize))?;
-                let at = u.int_in_range(0..=total - n as u32)?;
-                let mut cells = alloc::vec![0u8; n * CELL_BYTES];
-                u.fill_buffer(&mut cells)?;
-                PeerMessage::Cells {
-                    range: range(u, 16)?,
-                    total,
-                    at,
-                    cells,
-                }
-            }
+            12 => cells(u)?,
             9 => PeerMessage::Ids {
-                range: range(u, 16)?,
+                range: key_range(u, 16)?,
                 hashes: hashes(u, 0)?,
             },
             10 => PeerMessage::Want {
-                range: range(u, 16)?,
+                range: key_range(u, 16)?,
                 hashes: hashes(u, 1)?,
             },
             11 => PeerMessage::Over,

@@ -80,6 +80,13 @@ impl Default for Framer {
     }
 }
 
+/// What [`Framer::scan`] found at the front of the buffer: a blank line to skip (up to `next`),
+/// or what to tell the caller.
+enum Scan {
+    Blank { next: usize },
+    Frame(Frame),
+}
+
 fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|&b| crate::is_whitespace(b))
 }
@@ -103,14 +110,12 @@ impl Framer {
     pub fn next(&mut self, buf: &[u8]) -> Frame {
         let mut pos = 0;
         loop {
-            let rest = &buf[pos..];
             if self.discarding {
-                match memchr::memchr(b'\n', rest) {
+                match memchr::memchr(b'\n', &buf[pos..]) {
                     Some(i) => {
                         self.discarding = false;
                         self.searched = 0;
                         pos += i + 1;
-                        continue;
                     }
                     None => {
                         return Frame::Partial {
@@ -119,54 +124,76 @@ impl Framer {
                     }
                 }
             }
-            // A line of `max_length` bytes may still be followed by `\r\n`.
-            let window = rest.len().min(self.max_length.saturating_add(2));
-            let start = self.searched.min(window);
-            match memchr::memchr(b'\n', &rest[start..window]) {
-                Some(i) => {
-                    let end = start + i;
-                    self.searched = 0;
-                    let content = if end > 0 && rest[end - 1] == b'\r' {
-                        end - 1
-                    } else {
-                        end
-                    };
-                    if content > self.max_length {
-                        return Frame::TooLong {
-                            head: pos..pos + self.max_length,
-                            consumed: pos + end + 1,
-                        };
-                    }
-                    if is_blank(&rest[..content]) {
-                        pos += end + 1;
-                        continue;
-                    }
-                    return Frame::Line {
-                        line: pos..pos + content,
-                        consumed: pos + end + 1,
-                    };
-                }
-                None if window > self.max_length.saturating_add(1) => {
-                    self.searched = 0;
-                    // The rest of the line is dropped: up to its `\n` if it is here, else all of
-                    // it, and the skipping goes on in later calls.
-                    let consumed = match memchr::memchr(b'\n', &rest[window..]) {
-                        Some(j) => pos + window + j + 1,
-                        None => {
-                            self.discarding = true;
-                            buf.len()
-                        }
-                    };
-                    return Frame::TooLong {
-                        head: pos..pos + self.max_length,
-                        consumed,
-                    };
-                }
-                None => {
-                    self.searched = window;
-                    return Frame::Partial { consumed: pos };
-                }
+            match self.scan(buf, pos) {
+                Scan::Blank { next } => pos = next,
+                Scan::Frame(frame) => return frame,
             }
+        }
+    }
+
+    /// Looks for the end of the line starting at `pos`, no further than a line of the limit (with
+    /// its `\r\n`) could reach, so an endless line costs at most the limit to find out.
+    #[inline]
+    fn scan(&mut self, buf: &[u8], pos: usize) -> Scan {
+        let rest = &buf[pos..];
+        // A line of `max_length` bytes may still be followed by `\r\n`.
+        let window = rest.len().min(self.max_length.saturating_add(2));
+        let start = self.searched.min(window);
+        match memchr::memchr(b'\n', &rest[start..window]) {
+            Some(i) => {
+                self.searched = 0;
+                self.ended(rest, pos, start + i)
+            }
+            None if window > self.max_length.saturating_add(1) => {
+                self.searched = 0;
+                Scan::Frame(self.too_long_unended(buf, pos, window))
+            }
+            None => {
+                self.searched = window;
+                Scan::Frame(Frame::Partial { consumed: pos })
+            }
+        }
+    }
+
+    /// The line at `pos` whose `\n` is at `end` in `rest`: blank (skipped), too long, or a line.
+    #[inline]
+    fn ended(&self, rest: &[u8], pos: usize, end: usize) -> Scan {
+        let content = if end > 0 && rest[end - 1] == b'\r' {
+            end - 1
+        } else {
+            end
+        };
+        if content > self.max_length {
+            return Scan::Frame(Frame::TooLong {
+                head: pos..pos + self.max_length,
+                consumed: pos + end + 1,
+            });
+        }
+        if is_blank(&rest[..content]) {
+            return Scan::Blank {
+                next: pos + end + 1,
+            };
+        }
+        Scan::Frame(Frame::Line {
+            line: pos..pos + content,
+            consumed: pos + end + 1,
+        })
+    }
+
+    /// The line at `pos` runs past the limit with no `\n` in `window`: it is reported now, and the
+    /// rest of it is dropped, up to its `\n` if it is here, else all of it, and the skipping goes
+    /// on in later calls.
+    fn too_long_unended(&mut self, buf: &[u8], pos: usize, window: usize) -> Frame {
+        let consumed = match memchr::memchr(b'\n', &buf[pos + window..]) {
+            Some(j) => pos + window + j + 1,
+            None => {
+                self.discarding = true;
+                buf.len()
+            }
+        };
+        Frame::TooLong {
+            head: pos..pos + self.max_length,
+            consumed,
         }
     }
 

@@ -378,124 +378,155 @@ pub(crate) fn at_record(line: In<'_>) -> Result<AtRecord<'_>, ParseError> {
     at_fields(fields::<5>(line, rest)?)
 }
 
+/// A peer line: the command picks one small parser for that kind of message, each of which reads
+/// the fields after the command (from `rest`) and checks what its kind requires.
 pub(crate) fn peer_message(line: In<'_>) -> Result<PeerMessage<'_>, ParseError> {
     let (at, cmd) = command(line)?;
     let rest = at + cmd.len();
-    let b = Cow::Borrowed;
-    Ok(match cmd {
-        b"AT" => PeerMessage::Record(at_fields(fields::<5>(line, rest)?)?),
-        b"HERD-HELLO" => {
-            // The version is checked first, so a greeting of another version (with other fields)
-            // is told apart from a malformed one.
-            let (vo, ve) = next_field(line, rest)
-                .ok_or_else(|| ParseError::new(line.len(), ErrorKind::MissingField))?;
-            let v = &line[vo..ve];
-            let version = count(v, vo, ErrorKind::Version)?;
-            if version != u64::from(PEER_VERSION) {
-                return Err(ParseError::new(vo, ErrorKind::Version));
-            }
-            let [_, (_, name), (_, to), (_, handshake)] = fields::<4>(line, rest)?;
-            PeerMessage::Hello {
-                version: PEER_VERSION,
-                name: b(name),
-                to: b(to),
-                handshake: b(handshake),
-            }
-        }
-        b"HERD-WELCOME" => {
-            let [(_, name), (_, handshake)] = fields::<2>(line, rest)?;
-            PeerMessage::Welcome {
-                name: b(name),
-                handshake: b(handshake),
-            }
-        }
-        b"HERD-REFUSED" => {
-            let [(_, reason)] = fields::<1>(line, rest)?;
-            PeerMessage::Refused { reason: b(reason) }
-        }
-        b"HERD-SYNCED" => {
-            let [(co, c)] = fields::<1>(line, rest)?;
-            PeerMessage::Synced {
-                count: count(c, co, ErrorKind::Count)?,
-            }
-        }
-        b"HERD-ROOT" => {
-            let [(co, c), (fo, f), (so, salt)] = fields::<3>(line, rest)?;
-            PeerMessage::Root {
-                count: count(c, co, ErrorKind::Count)?,
-                fingerprint: hex(f, fo)?,
-                salt: hex(salt, so)?,
-            }
-        }
-        b"HERD-FP" => {
-            let [(ro, r), (fo, f)] = fields::<2>(line, rest)?;
-            let range = key_range(r, ro)?;
-            if range.digits() == 16 {
-                return Err(ParseError::new(ro, ErrorKind::Hex));
-            }
-            let fps = u32s(f, fo, 16, 16)?;
-            let mut children = [0u32; 16];
-            children.copy_from_slice(&fps);
-            PeerMessage::Fingerprints { range, children }
-        }
-        b"HERD-IBF" => {
-            let [(ro, r), (no, n), (ao, a), (co, c)] = fields::<4>(line, rest)?;
-            let range = key_range(r, ro)?;
-            let total = count(n, no, ErrorKind::Count)?;
-            if total == 0 || total > u64::from(MAX_CELLS) || total % 3 != 0 {
-                return Err(ParseError::new(no, ErrorKind::Count));
-            }
-            let at = count(a, ao, ErrorKind::Count)?;
-            let cells = read_b64(c)
-                .filter(|b| {
-                    !b.is_empty() && b.len() % CELL_BYTES == 0 && b.len() / CELL_BYTES <= MAX_CHUNK
-                })
-                .ok_or(ParseError::new(co, ErrorKind::Base64))?;
-            if at + (cells.len() / CELL_BYTES) as u64 > total {
-                return Err(ParseError::new(ao, ErrorKind::Count));
-            }
-            PeerMessage::Cells {
-                range,
-                total: total as u32,
-                at: at as u32,
-                cells,
-            }
-        }
-        b"HERD-IDS" | b"HERD-WANT" => {
-            let (ro, re) = next_field(line, rest)
-                .ok_or_else(|| ParseError::new(line.len(), ErrorKind::MissingField))?;
-            let range = key_range(&line[ro..re], ro)?;
-            let hashes = match next_field(line, re) {
-                Some((start, end)) => {
-                    if let Some((extra, _)) = next_field(line, end) {
-                        return Err(ParseError::new(extra, ErrorKind::ExtraField));
-                    }
-                    u32s(&line[start..end], start, 1, MAX_IDS)?
-                }
-                None => Vec::new(),
-            };
-            if cmd == b"HERD-IDS" {
-                PeerMessage::Ids { range, hashes }
-            } else if hashes.is_empty() {
-                return Err(ParseError::new(line.len(), ErrorKind::MissingField));
-            } else {
-                PeerMessage::Want { range, hashes }
-            }
-        }
-        b"HERD-OVER" => {
-            fields::<0>(line, rest)?;
-            PeerMessage::Over
-        }
-        b"HERD-PING" => {
-            fields::<0>(line, rest)?;
-            PeerMessage::Ping
-        }
-        b"HERD-PONG" => {
-            fields::<0>(line, rest)?;
-            PeerMessage::Pong
-        }
-        _ => return Err(ParseError::new(at, ErrorKind::UnknownCommand)),
+    match cmd {
+        b"AT" => Ok(PeerMessage::Record(at_fields(fields::<5>(line, rest)?)?)),
+        b"HERD-HELLO" => hello(line, rest),
+        b"HERD-WELCOME" => welcome(line, rest),
+        b"HERD-REFUSED" => refused(line, rest),
+        b"HERD-SYNCED" => synced(line, rest),
+        b"HERD-ROOT" => root(line, rest),
+        b"HERD-FP" => fingerprints(line, rest),
+        b"HERD-IBF" => cells(line, rest),
+        b"HERD-IDS" => ids_or_want(line, rest, false),
+        b"HERD-WANT" => ids_or_want(line, rest, true),
+        b"HERD-OVER" => bare(line, rest, PeerMessage::Over),
+        b"HERD-PING" => bare(line, rest, PeerMessage::Ping),
+        b"HERD-PONG" => bare(line, rest, PeerMessage::Pong),
+        _ => Err(ParseError::new(at, ErrorKind::UnknownCommand)),
+    }
+}
+
+/// The first field after `rest`, or `MissingField` at the end of the line.
+#[inline]
+fn required_field(line: In<'_>, rest: usize) -> Result<(usize, usize), ParseError> {
+    next_field(line, rest).ok_or_else(|| ParseError::new(line.len(), ErrorKind::MissingField))
+}
+
+/// `HERD-HELLO version name to handshake`. The version is checked first, so a greeting of another
+/// version (with other fields) is told apart from a malformed one.
+fn hello(line: In<'_>, rest: usize) -> Result<PeerMessage<'_>, ParseError> {
+    let (vo, ve) = required_field(line, rest)?;
+    let version = count(&line[vo..ve], vo, ErrorKind::Version)?;
+    if version != u64::from(PEER_VERSION) {
+        return Err(ParseError::new(vo, ErrorKind::Version));
+    }
+    let [_, (_, name), (_, to), (_, handshake)] = fields::<4>(line, rest)?;
+    Ok(PeerMessage::Hello {
+        version: PEER_VERSION,
+        name: Cow::Borrowed(name),
+        to: Cow::Borrowed(to),
+        handshake: Cow::Borrowed(handshake),
     })
+}
+
+/// `HERD-WELCOME name handshake`.
+fn welcome(line: In<'_>, rest: usize) -> Result<PeerMessage<'_>, ParseError> {
+    let [(_, name), (_, handshake)] = fields::<2>(line, rest)?;
+    Ok(PeerMessage::Welcome {
+        name: Cow::Borrowed(name),
+        handshake: Cow::Borrowed(handshake),
+    })
+}
+
+/// `HERD-REFUSED reason`.
+fn refused(line: In<'_>, rest: usize) -> Result<PeerMessage<'_>, ParseError> {
+    let [(_, reason)] = fields::<1>(line, rest)?;
+    Ok(PeerMessage::Refused {
+        reason: Cow::Borrowed(reason),
+    })
+}
+
+/// `HERD-SYNCED count`.
+fn synced(line: In<'_>, rest: usize) -> Result<PeerMessage<'_>, ParseError> {
+    let [(co, c)] = fields::<1>(line, rest)?;
+    Ok(PeerMessage::Synced {
+        count: count(c, co, ErrorKind::Count)?,
+    })
+}
+
+/// `HERD-ROOT count fingerprint salt`.
+fn root(line: In<'_>, rest: usize) -> Result<PeerMessage<'_>, ParseError> {
+    let [(co, c), (fo, f), (so, salt)] = fields::<3>(line, rest)?;
+    Ok(PeerMessage::Root {
+        count: count(c, co, ErrorKind::Count)?,
+        fingerprint: hex(f, fo)?,
+        salt: hex(salt, so)?,
+    })
+}
+
+/// `HERD-FP range children`: a full-length range has no children, and there are exactly 16.
+fn fingerprints(line: In<'_>, rest: usize) -> Result<PeerMessage<'static>, ParseError> {
+    let [(ro, r), (fo, f)] = fields::<2>(line, rest)?;
+    let range = key_range(r, ro)?;
+    if range.digits() == 16 {
+        return Err(ParseError::new(ro, ErrorKind::Hex));
+    }
+    let fps = u32s(f, fo, 16, 16)?;
+    let mut children = [0u32; 16];
+    children.copy_from_slice(&fps);
+    Ok(PeerMessage::Fingerprints { range, children })
+}
+
+/// `HERD-IBF range total at cells`: a table of a whole number of cell triples, at most
+/// `MAX_CELLS`, sent in chunks of at most `MAX_CHUNK` cells that stay inside the table.
+fn cells(line: In<'_>, rest: usize) -> Result<PeerMessage<'static>, ParseError> {
+    let [(ro, r), (no, n), (ao, a), (co, c)] = fields::<4>(line, rest)?;
+    let range = key_range(r, ro)?;
+    let total = count(n, no, ErrorKind::Count)?;
+    if total == 0 || total > u64::from(MAX_CELLS) || total % 3 != 0 {
+        return Err(ParseError::new(no, ErrorKind::Count));
+    }
+    let at = count(a, ao, ErrorKind::Count)?;
+    let cells = read_b64(c)
+        .filter(|b| !b.is_empty() && b.len() % CELL_BYTES == 0 && b.len() / CELL_BYTES <= MAX_CHUNK)
+        .ok_or(ParseError::new(co, ErrorKind::Base64))?;
+    if at + (cells.len() / CELL_BYTES) as u64 > total {
+        return Err(ParseError::new(ao, ErrorKind::Count));
+    }
+    Ok(PeerMessage::Cells {
+        range,
+        total: total as u32,
+        at: at as u32,
+        cells,
+    })
+}
+
+/// `HERD-IDS range [hashes]` or `HERD-WANT range hashes`: the same fields, but a want without
+/// hashes asks for nothing and is refused.
+fn ids_or_want(line: In<'_>, rest: usize, want: bool) -> Result<PeerMessage<'static>, ParseError> {
+    let (ro, re) = required_field(line, rest)?;
+    let range = key_range(&line[ro..re], ro)?;
+    let hashes = match next_field(line, re) {
+        Some((start, end)) => {
+            if let Some((extra, _)) = next_field(line, end) {
+                return Err(ParseError::new(extra, ErrorKind::ExtraField));
+            }
+            u32s(&line[start..end], start, 1, MAX_IDS)?
+        }
+        None => Vec::new(),
+    };
+    if !want {
+        Ok(PeerMessage::Ids { range, hashes })
+    } else if hashes.is_empty() {
+        Err(ParseError::new(line.len(), ErrorKind::MissingField))
+    } else {
+        Ok(PeerMessage::Want { range, hashes })
+    }
+}
+
+/// A message without fields (`HERD-OVER`, `HERD-PING`, `HERD-PONG`): anything after it is extra.
+fn bare(
+    line: In<'_>,
+    rest: usize,
+    message: PeerMessage<'static>,
+) -> Result<PeerMessage<'static>, ParseError> {
+    fields::<0>(line, rest)?;
+    Ok(message)
 }
 
 /// The fields of a line one by one, each with its offset: for lines whose field count depends on

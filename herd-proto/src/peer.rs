@@ -255,6 +255,52 @@ pub(crate) fn write_hex(v: u64, dst: &mut impl Sink) {
     }
 }
 
+/// Appends `n` in decimal.
+fn write_number(n: impl Into<u128>, dst: &mut impl Sink) {
+    crate::time::write_u128(n.into(), dst);
+}
+
+/// Appends each of `words` after a space, as it is: the greetings' names, handshakes and reasons.
+fn write_words(words: &[&[u8]], dst: &mut impl Sink) {
+    for w in words {
+        dst.byte(b' ');
+        dst.put(w);
+    }
+}
+
+/// `HERD-ROOT <count> <fp> <salt>`.
+fn write_root(count: u64, fingerprint: u64, salt: u64, dst: &mut impl Sink) {
+    dst.put(b"HERD-ROOT ");
+    write_number(count, dst);
+    dst.byte(b' ');
+    write_hex(fingerprint, dst);
+    dst.byte(b' ');
+    write_hex(salt, dst);
+}
+
+/// `HERD-IBF <range> <total> <at> <cells>`.
+fn write_cells(range: KeyRange, total: u32, at: u32, cells: &[u8], dst: &mut impl Sink) {
+    dst.put(b"HERD-IBF ");
+    range.write_into(dst);
+    dst.byte(b' ');
+    write_number(total, dst);
+    dst.byte(b' ');
+    write_number(at, dst);
+    dst.byte(b' ');
+    write_b64(cells, dst);
+}
+
+/// `HERD-IDS <range> [<ids>]` or `HERD-WANT <range> <ids>` (`command` ends with its space): no
+/// hashes, no field.
+fn write_ids(command: &[u8], range: KeyRange, hashes: &[u32], dst: &mut impl Sink) {
+    dst.put(command);
+    range.write_into(dst);
+    if !hashes.is_empty() {
+        dst.byte(b' ');
+        write_u32s(hashes, dst);
+    }
+}
+
 /// One line on a peer link.
 ///
 /// `#[non_exhaustive]`: the peer protocol grows (new greetings, reconciliation messages); match with a
@@ -359,8 +405,9 @@ impl<'a> PeerMessage<'a> {
         self.write_into(dst);
     }
 
+    /// Appends the wire form: the command, then each field as its kind writes it.
     pub(crate) fn write_into(&self, dst: &mut impl Sink) {
-        let words: &[&[u8]] = match self {
+        match self {
             PeerMessage::Hello {
                 version,
                 name,
@@ -368,91 +415,44 @@ impl<'a> PeerMessage<'a> {
                 handshake,
             } => {
                 dst.put(b"HERD-HELLO ");
-                crate::time::write_u128(u128::from(*version), dst);
-                &[name, to, handshake]
+                write_number(*version, dst);
+                write_words(&[name, to, handshake], dst);
             }
             PeerMessage::Welcome { name, handshake } => {
                 dst.put(b"HERD-WELCOME");
-                &[name, handshake]
+                write_words(&[name, handshake], dst);
             }
             PeerMessage::Refused { reason } => {
                 dst.put(b"HERD-REFUSED");
-                &[reason]
+                write_words(&[reason], dst);
             }
-            PeerMessage::Record(r) => {
-                r.write_into(dst);
-                &[]
-            }
+            PeerMessage::Record(r) => r.write_into(dst),
             PeerMessage::Synced { count } => {
                 dst.put(b"HERD-SYNCED ");
-                crate::time::write_u128(u128::from(*count), dst);
-                &[]
+                write_number(*count, dst);
             }
             PeerMessage::Root {
                 count,
                 fingerprint,
                 salt,
-            } => {
-                dst.put(b"HERD-ROOT ");
-                crate::time::write_u128(u128::from(*count), dst);
-                dst.byte(b' ');
-                write_hex(*fingerprint, dst);
-                dst.byte(b' ');
-                write_hex(*salt, dst);
-                &[]
-            }
+            } => write_root(*count, *fingerprint, *salt, dst),
             PeerMessage::Fingerprints { range, children } => {
                 dst.put(b"HERD-FP ");
                 range.write_into(dst);
                 dst.byte(b' ');
                 write_u32s(children, dst);
-                &[]
             }
             PeerMessage::Cells {
                 range,
                 total,
                 at,
                 cells,
-            } => {
-                dst.put(b"HERD-IBF ");
-                range.write_into(dst);
-                dst.byte(b' ');
-                crate::time::write_u128(u128::from(*total), dst);
-                dst.byte(b' ');
-                crate::time::write_u128(u128::from(*at), dst);
-                dst.byte(b' ');
-                write_b64(cells, dst);
-                &[]
-            }
-            PeerMessage::Ids { range, hashes } | PeerMessage::Want { range, hashes } => {
-                dst.put(if matches!(self, PeerMessage::Ids { .. }) {
-                    b"HERD-IDS "
-                } else {
-                    b"HERD-WANT "
-                });
-                range.write_into(dst);
-                if !hashes.is_empty() {
-                    dst.byte(b' ');
-                    write_u32s(hashes, dst);
-                }
-                &[]
-            }
-            PeerMessage::Over => {
-                dst.put(b"HERD-OVER");
-                &[]
-            }
-            PeerMessage::Ping => {
-                dst.put(b"HERD-PING");
-                &[]
-            }
-            PeerMessage::Pong => {
-                dst.put(b"HERD-PONG");
-                &[]
-            }
-        };
-        for w in words {
-            dst.byte(b' ');
-            dst.put(w);
+            } => write_cells(*range, *total, *at, cells, dst),
+            PeerMessage::Ids { range, hashes } => write_ids(b"HERD-IDS ", *range, hashes, dst),
+            PeerMessage::Want { range, hashes } => write_ids(b"HERD-WANT ", *range, hashes, dst),
+            PeerMessage::Over => dst.put(b"HERD-OVER"),
+            PeerMessage::Ping => dst.put(b"HERD-PING"),
+            PeerMessage::Pong => dst.put(b"HERD-PONG"),
         }
     }
 

@@ -28,10 +28,11 @@
 //! (the first, then the others in turn after `bad-proof` refusals, so a herd in the middle of a
 //! rotation still links), and the acceptor accepts any.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use herd_proto::{ErrorKind, Frame, Framer, PeerMessage, PEER_VERSION};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -311,80 +312,114 @@ impl Greeting {
         loop {
             if let State::Confirm { link, transport } = &self.state {
                 let (link, transport) = (*link, transport.clone());
-                let mut opener = Opener {
-                    transport: Some(transport.clone()),
-                    nonce: 0,
-                    scratch: Vec::new(),
-                };
-                let mut first = BytesMut::new();
-                return match opener.open_one(input, &mut first) {
-                    Ok(false) => Verdict::Pending,
-                    Ok(true) => {
-                        self.state = State::Done;
-                        Verdict::Established(Established {
-                            link,
-                            authenticated: true,
-                            channel: Channel {
-                                sealer: Sealer {
-                                    transport: Some(transport),
-                                    nonce: 0,
-                                },
-                                opener,
-                                first,
-                            },
-                        })
-                    }
-                    Err(e) => self.fail(Refusal::BadProof, format!("first frame: {e}"), out),
-                };
+                return self.confirm(link, transport, input, out);
             }
             if matches!(self.state, State::Done) {
                 return Verdict::Pending;
             }
-            let line = match self.lines.next(input) {
-                Frame::Line { line, consumed } => input.split_to(consumed).freeze().slice(line),
-                Frame::TooLong { consumed, .. } => {
-                    input.advance(consumed);
-                    return self.fail(Refusal::BadGreeting, "over-long line".into(), out);
-                }
-                Frame::Partial { consumed } => {
-                    input.advance(consumed);
-                    return Verdict::Pending;
-                }
-                _ => return Verdict::Pending,
+            let line = match self.next_line(input, out) {
+                ControlFlow::Continue(line) => line,
+                ControlFlow::Break(verdict) => return verdict,
             };
-            let verdict = match PeerMessage::parse(&line) {
-                Ok(PeerMessage::Refused { reason }) => {
-                    self.state = State::Done;
-                    Verdict::Failed(Failure {
-                        refusal: Refusal::RefusedByPeer,
-                        detail: show(&reason),
-                        by_peer: Refusal::from_word(&reason),
-                    })
-                }
-                Ok(PeerMessage::Hello {
-                    name,
-                    to,
-                    handshake,
-                    ..
-                }) if matches!(self.state, State::Listen) => {
-                    self.on_hello(&name, &to, &handshake, node, now, out)
-                }
-                Ok(PeerMessage::Welcome { name, handshake })
-                    if matches!(self.state, State::Hello { .. }) =>
-                {
-                    self.on_welcome(&name, &handshake, out)
-                }
-                Err(e) if e.kind == ErrorKind::Version && line.starts_with(b"HERD-HELLO") => {
-                    self.fail(Refusal::Version, show(&line), out)
-                }
-                _ => self.fail(Refusal::BadGreeting, show(&line), out),
-            };
+            let verdict = self.on_line(&line, node, now, out);
             if !matches!(verdict, Verdict::Pending) {
                 return verdict;
             }
         }
     }
 
+    /// The next greeting line taken from `input`, or what to answer when there is none yet (more
+    /// input needed) or it is too long for a greeting.
+    fn next_line(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut Vec<u8>,
+    ) -> ControlFlow<Verdict, Bytes> {
+        match self.lines.next(input) {
+            Frame::Line { line, consumed } => {
+                ControlFlow::Continue(input.split_to(consumed).freeze().slice(line))
+            }
+            Frame::TooLong { consumed, .. } => {
+                input.advance(consumed);
+                ControlFlow::Break(self.fail(Refusal::BadGreeting, "over-long line".into(), out))
+            }
+            Frame::Partial { consumed } => {
+                input.advance(consumed);
+                ControlFlow::Break(Verdict::Pending)
+            }
+            _ => ControlFlow::Break(Verdict::Pending),
+        }
+    }
+
+    /// One greeting line: a refusal ends the greeting, a HELLO is answered by the acceptor, a
+    /// WELCOME read by the dialer; anything else — another version's HELLO included — is refused.
+    fn on_line(
+        &mut self,
+        line: &[u8],
+        node: &impl Admit,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        match PeerMessage::parse(line) {
+            Ok(PeerMessage::Refused { reason }) => {
+                self.state = State::Done;
+                Verdict::Failed(Failure {
+                    refusal: Refusal::RefusedByPeer,
+                    detail: show(&reason),
+                    by_peer: Refusal::from_word(&reason),
+                })
+            }
+            Ok(PeerMessage::Hello {
+                name,
+                to,
+                handshake,
+                ..
+            }) if matches!(self.state, State::Listen) => {
+                self.on_hello(&name, &to, &handshake, node, now, out)
+            }
+            Ok(PeerMessage::Welcome { name, handshake })
+                if matches!(self.state, State::Hello { .. }) =>
+            {
+                self.on_welcome(&name, &handshake, out)
+            }
+            Err(e) if e.kind == ErrorKind::Version && line.starts_with(b"HERD-HELLO") => {
+                self.fail(Refusal::Version, show(line), out)
+            }
+            _ => self.fail(Refusal::BadGreeting, show(line), out),
+        }
+    }
+
+    /// Acceptor, after its WELCOME: the dialer's first frame (empty) is its proof — only the holder
+    /// of the dialer's ephemeral key can seal it. What follows it in the frame's read is the channel's.
+    fn confirm(
+        &mut self,
+        link: usize,
+        transport: Arc<StatelessTransportState>,
+        input: &mut BytesMut,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        let mut opener = Opener::secure(transport.clone());
+        let mut first = BytesMut::new();
+        match opener.open_one(input, &mut first) {
+            Ok(false) => Verdict::Pending,
+            Ok(true) => {
+                self.state = State::Done;
+                Verdict::Established(Established {
+                    link,
+                    authenticated: true,
+                    channel: Channel {
+                        sealer: Sealer::secure(transport),
+                        opener,
+                        first,
+                    },
+                })
+            }
+            Err(e) => self.fail(Refusal::BadProof, format!("first frame: {e}"), out),
+        }
+    }
+
+    /// Acceptor: a HELLO. The node says whether this name may link now; then the greeting is
+    /// answered plainly (no secret here) or with the proof of a secret of the keyring.
     fn on_hello(
         &mut self,
         name: &[u8],
@@ -399,28 +434,44 @@ impl Greeting {
             Ok(link) => link,
             Err(r) => return self.fail(r, format!("greeting as {}", show(name)), out),
         };
-        if !authenticated {
-            if handshake != b"-" {
-                return self.fail(
-                    Refusal::BadProof,
-                    "it has a secret, this server none".into(),
-                    out,
-                );
-            }
-            write_line(
-                &PeerMessage::Welcome {
-                    name: self.me.as_ref().into(),
-                    handshake: b"-"[..].into(),
-                },
-                out,
-            );
-            self.state = State::Done;
-            return Verdict::Established(Established {
-                link,
-                authenticated: false,
-                channel: Channel::plain(),
-            });
+        if authenticated {
+            self.prove_hello(link, name, handshake, out)
+        } else {
+            self.welcome_plain(link, handshake, out)
         }
+    }
+
+    /// Acceptor without a secret: a dialer that offers a proof holds a secret this server lacks;
+    /// one without is welcomed and the link runs plain.
+    fn welcome_plain(&mut self, link: usize, handshake: &[u8], out: &mut Vec<u8>) -> Verdict {
+        if handshake != b"-" {
+            return self.no_secret_here(out);
+        }
+        write_line(
+            &PeerMessage::Welcome {
+                name: self.me.as_ref().into(),
+                handshake: b"-"[..].into(),
+            },
+            out,
+        );
+        self.state = State::Done;
+        Verdict::Established(Established {
+            link,
+            authenticated: false,
+            channel: Channel::plain(),
+        })
+    }
+
+    /// Acceptor with secrets: the dialer's handshake message must open with one key of the keyring
+    /// (tried in turn, so secrets can be rotated); the WELCOME carries this side's answer, and the
+    /// link waits for the dialer's first frame ([`Greeting::confirm`]).
+    fn prove_hello(
+        &mut self,
+        link: usize,
+        name: &[u8],
+        handshake: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Verdict {
         let Some(msg) = hex::decode(handshake).ok().filter(|m| m.len() <= 256) else {
             return self.fail(Refusal::BadProof, "no handshake".into(), out);
         };
@@ -457,6 +508,8 @@ impl Greeting {
         )
     }
 
+    /// Dialer: the WELCOME must come from the server dialled; then the link runs plain (neither
+    /// side has a secret) or the acceptor's answer must complete the handshake.
     fn on_welcome(&mut self, name: &[u8], handshake: &[u8], out: &mut Vec<u8>) -> Verdict {
         let State::Hello { link, peer, noise } = std::mem::replace(&mut self.state, State::Done)
         else {
@@ -469,20 +522,27 @@ impl Greeting {
                 out,
             );
         }
-        let Some(mut hs) = noise else {
-            if handshake != b"-" {
-                return self.fail(
-                    Refusal::BadProof,
-                    "it has a secret, this server none".into(),
-                    out,
-                );
-            }
-            return Verdict::Established(Established {
+        match noise {
+            Some(hs) => self.finish_dial(link, name, *hs, handshake, out),
+            None if handshake != b"-" => self.no_secret_here(out),
+            None => Verdict::Established(Established {
                 link,
                 authenticated: false,
                 channel: Channel::plain(),
-            });
-        };
+            }),
+        }
+    }
+
+    /// Dialer with a secret: the acceptor's handshake message must open, proving it holds the same
+    /// secret; then this side sends its first frame (empty), which convinces the acceptor.
+    fn finish_dial(
+        &mut self,
+        link: usize,
+        name: &[u8],
+        mut hs: HandshakeState,
+        handshake: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Verdict {
         let mut payload = [0u8; 256];
         let opened = hex::decode(handshake)
             .ok()
@@ -498,10 +558,7 @@ impl Greeting {
                 )
             }
         };
-        let mut sealer = Sealer {
-            transport: Some(transport.clone()),
-            nonce: 0,
-        };
+        let mut sealer = Sealer::secure(transport.clone());
         // The first frame (empty) is what convinces the acceptor: only the holder of this side's
         // ephemeral key can make it.
         sealer.seal_frame(&[], out);
@@ -510,14 +567,19 @@ impl Greeting {
             authenticated: true,
             channel: Channel {
                 sealer,
-                opener: Opener {
-                    transport: Some(transport),
-                    nonce: 0,
-                    scratch: Vec::new(),
-                },
+                opener: Opener::secure(transport),
                 first: BytesMut::new(),
             },
         })
+    }
+
+    /// The other side offers a proof of a secret, and this side has none: refused, as a bad proof.
+    fn no_secret_here(&mut self, out: &mut Vec<u8>) -> Verdict {
+        self.fail(
+            Refusal::BadProof,
+            "it has a secret, this server none".into(),
+            out,
+        )
     }
 
     fn fail(&mut self, refusal: Refusal, detail: String, out: &mut Vec<u8>) -> Verdict {
@@ -647,6 +709,14 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// The sending half of an encrypted channel, from its first frame.
+    fn secure(transport: Arc<StatelessTransportState>) -> Self {
+        Sealer {
+            transport: Some(transport),
+            nonce: 0,
+        }
+    }
+
     /// Appends the wire form of `plain` (any number of whole or partial lines) to `wire`.
     pub fn seal(&mut self, plain: &[u8], wire: &mut Vec<u8>) {
         if self.transport.is_none() {
@@ -681,6 +751,15 @@ pub struct Opener {
 }
 
 impl Opener {
+    /// The receiving half of an encrypted channel, from its first frame.
+    fn secure(transport: Arc<StatelessTransportState>) -> Self {
+        Opener {
+            transport: Some(transport),
+            nonce: 0,
+            scratch: Vec::new(),
+        }
+    }
+
     /// Moves every complete frame of `wire` into `plain`, opened; a partial frame stays in `wire`.
     ///
     /// # Errors

@@ -37,7 +37,9 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use herd_proto::{AtRecord, Frame, Framer, Message, ParseError, PeerMessage, Radius, Timestamp};
+use herd_proto::{
+    AtRecord, Frame, Framer, IAmAt, Message, ParseError, PeerMessage, Radius, Timestamp, WhatsAt,
+};
 
 use crate::node::cache::{Cache, Entry, Prepared, Preparer};
 use crate::node::conduct::{Exchanges, Quarantine, Strike, Strikes};
@@ -555,6 +557,8 @@ impl LinkCounts {
 /// link's counts once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Received {
+    /// Any line, whole or too long: the link is alive.
+    heard: bool,
     /// Records (`AT` lines).
     records: u64,
     /// Of them, those that arrived while a reconciliation ran on the link.
@@ -943,72 +947,84 @@ impl Node {
     /// Places look-up.
     pub fn client_line(&mut self, line: &[u8], now: Timestamp, out: &mut Vec<u8>) -> Step {
         match Message::parse(line) {
-            Ok(Message::IAmAt(iamat)) => {
-                // Judged here, where the record is born, and again by every server a peer hands it
-                // to (with the skew allowance: `accept_peer_record`).
-                if too_far_ahead(iamat.time.value(), now, self.limits.max_future) {
-                    return self.refuse(Limit::FutureTime, line, out);
-                }
-                if iamat.client.len() > self.limits.max_client_id {
-                    return self.refuse(Limit::ClientId, line, out);
-                }
-                let room = self.room();
-                let record = AtRecord::new(&self.name, iamat, now);
-                // Write the new record as the reply.
-                let start = out.len();
-                record.write_to(out);
-                // The cache keeps the record's fields; its line renders back as this reply.
-                let offered = offer(
-                    &mut self.clients,
-                    &mut self.links,
-                    Told {
-                        journal: self.journal.as_mut(),
-                        watches: Some(&mut self.watches),
-                    },
-                    record,
-                    Given::Written(&out[start..]),
-                    None,
-                    Some(room),
-                );
-                let stored = match offered {
-                    Offer::Stored => {
-                        self.note_len();
-                        true
-                    }
-                    Offer::Held(held) | Offer::Newer(held) => {
-                        out.truncate(start);
-                        if let Some(e) = self.clients.get(held) {
-                            e.write_line(out);
-                        }
-                        false
-                    }
-                    Offer::Full(limit) => {
-                        out.truncate(start);
-                        return self.refuse(limit, line, out);
-                    }
-                };
-                out.push(b'\n');
-                Step::Iamat { stored }
-            }
-            Ok(Message::WhatsAt(q)) => match self
-                .clients
-                .index_of(&q.client)
-                .and_then(|i| self.clients.get(i))
-                .and_then(Entry::record)
-            {
-                Some(record) => Step::Lookup(Lookup {
-                    record,
-                    radius: q.radius.into_owned(),
-                    bound: q.bound,
-                }),
-                None => {
-                    herd_proto::write_invalid(line, out);
-                    Step::Invalid(Invalid::UnknownClient)
-                }
-            },
+            Ok(Message::IAmAt(iamat)) => self.iamat(line, iamat, now, out),
+            Ok(Message::WhatsAt(q)) => self.whatsat(line, q, out),
             Err(e) => {
                 herd_proto::write_invalid(line, out);
                 Step::Invalid(Invalid::Malformed(e.kind))
+            }
+        }
+    }
+
+    /// An IAMAT: judged against the limits, then offered to the cache as a new record. The reply is
+    /// the record stored, or the one held if it is not newer (PROTOCOL.md §3), or `? ` if refused.
+    #[inline]
+    fn iamat(&mut self, line: &[u8], iamat: IAmAt<'_>, now: Timestamp, out: &mut Vec<u8>) -> Step {
+        // Judged here, where the record is born, and again by every server a peer hands it
+        // to (with the skew allowance: `accept_peer_record`).
+        if too_far_ahead(iamat.time.value(), now, self.limits.max_future) {
+            return self.refuse(Limit::FutureTime, line, out);
+        }
+        if iamat.client.len() > self.limits.max_client_id {
+            return self.refuse(Limit::ClientId, line, out);
+        }
+        let room = self.room();
+        let record = AtRecord::new(&self.name, iamat, now);
+        // Write the new record as the reply.
+        let start = out.len();
+        record.write_to(out);
+        // The cache keeps the record's fields; its line renders back as this reply.
+        let offered = offer(
+            &mut self.clients,
+            &mut self.links,
+            Told {
+                journal: self.journal.as_mut(),
+                watches: Some(&mut self.watches),
+            },
+            record,
+            Given::Written(&out[start..]),
+            None,
+            Some(room),
+        );
+        let stored = match offered {
+            Offer::Stored => {
+                self.note_len();
+                true
+            }
+            Offer::Held(held) | Offer::Newer(held) => {
+                out.truncate(start);
+                if let Some(e) = self.clients.get(held) {
+                    e.write_line(out);
+                }
+                false
+            }
+            Offer::Full(limit) => {
+                out.truncate(start);
+                return self.refuse(limit, line, out);
+            }
+        };
+        out.push(b'\n');
+        Step::Iamat { stored }
+    }
+
+    /// A WHATSAT: about a client held here, it needs a Places look-up (done by the driver,
+    /// unlocked); about one unknown here, it is answered `? `.
+    #[inline]
+    fn whatsat(&self, line: &[u8], q: WhatsAt<'_>, out: &mut Vec<u8>) -> Step {
+        let held = self
+            .clients
+            .index_of(&q.client)
+            .and_then(|i| self.clients.get(i))
+            .and_then(Entry::record);
+        match held {
+            Some(record) => Step::Lookup(Lookup {
+                record,
+                radius: q.radius.into_owned(),
+                bound: q.bound,
+            }),
+            None => {
+                herd_proto::write_invalid(line, out);
+                Step::Invalid(Invalid::UnknownClient)
             }
         }
     }
@@ -1138,31 +1154,41 @@ impl Node {
         input: &[u8],
         now: Instant,
         wall: Timestamp,
-        mut seen: impl FnMut(&[u8]),
+        seen: impl FnMut(&[u8]),
     ) -> LinkInput {
         let mut result = LinkInput::default();
-        let Some(link) = self.links.get(id) else {
-            result.consumed = input.len();
-            result.close = Some(Closing::Stale);
-            return result;
-        };
-        if !link.up || link.epoch != epoch {
+        let live = self.links.get(id).is_some_and(|l| l.up && l.epoch == epoch);
+        if !live {
             result.consumed = input.len();
             result.close = Some(Closing::Stale);
             return result;
         }
         self.tell(now);
+        let batch = self.read_lines(id, input, now, wall, &mut result, seen);
+        self.settle_input(id, now, batch, &result);
+        result.transmit = result.close.is_none() && self.wants_transmit(id);
+        result
+    }
+
+    /// Frames and handles the lines of `input` from link `id` until the input ends with a partial
+    /// line or the link must close, counting into `result` what was used and decided.
+    fn read_lines(
+        &mut self,
+        id: usize,
+        input: &[u8],
+        now: Instant,
+        wall: Timestamp,
+        result: &mut LinkInput,
+        mut seen: impl FnMut(&[u8]),
+    ) -> Received {
         let mut batch = Received::default();
-        let mut heard = false;
         while result.close.is_none() {
             let rest = &input[result.consumed..];
             match self.links[id].framer.next(rest) {
                 Frame::Line { line, consumed } => {
-                    heard = true;
+                    batch.heard = true;
                     let line = &rest[line];
-                    if let Err(closing) =
-                        self.peer_line(id, line, now, wall, &mut batch, &mut result)
-                    {
+                    if let Err(closing) = self.peer_line(id, line, now, wall, &mut batch, result) {
                         result.close = Some(closing);
                     } else if line.starts_with(b"AT ") {
                         seen(line);
@@ -1170,7 +1196,7 @@ impl Node {
                     result.consumed += consumed;
                 }
                 Frame::TooLong { consumed, .. } => {
-                    heard = true;
+                    batch.heard = true;
                     result.consumed += consumed;
                     self.events.push_back(LinkEvent::TooLong { link: id });
                     result.close = Some(Closing::LineTooLong);
@@ -1182,8 +1208,14 @@ impl Node {
                 _ => break,
             }
         }
+        batch
+    }
+
+    /// After a read from link `id`: its timer and counts, and — if it must close for a fault — the
+    /// quarantine of its name and the back-off of the next dial.
+    fn settle_input(&mut self, id: usize, now: Instant, batch: Received, result: &LinkInput) {
         let link = &mut self.links[id];
-        if heard {
+        if batch.heard {
             link.timing.last_heard = Some(now);
         }
         let c = &mut link.counts;
@@ -1207,8 +1239,6 @@ impl Node {
             // backs off, so the link cannot flap at full speed.
             link.timing.faulted = true;
         }
-        result.transmit = result.close.is_none() && self.wants_transmit(id);
-        result
     }
 
     /// One whole line from link `id`, received at `now`.
@@ -1237,37 +1267,8 @@ impl Node {
                 match self.accept_peer_record(id, r, wall) {
                     Accepted::Stored => result.stored = true,
                     Accepted::Held => {}
-                    Accepted::Refused(limit) => {
-                        let link = &mut self.links[id];
-                        link.refused.count(limit);
-                        if link.refused.total() == 1 {
-                            self.events.push_back(LinkEvent::RecordRefused {
-                                link: id,
-                                limit,
-                                line: line.to_vec(),
-                            });
-                        }
-                        let kind = match limit {
-                            Limit::FutureTime | Limit::ClientId => Strike::Hard,
-                            _ => Strike::Soft,
-                        };
-                        if link.strikes.strike(kind, now) {
-                            return Err(Closing::Misbehaving);
-                        }
-                    }
-                    Accepted::Foreign => {
-                        let link = &mut self.links[id];
-                        link.foreign += 1;
-                        if link.foreign == 1 {
-                            self.events.push_back(LinkEvent::Foreign {
-                                link: id,
-                                line: line.to_vec(),
-                            });
-                        }
-                        if link.strikes.strike(Strike::Soft, now) {
-                            return Err(Closing::Misbehaving);
-                        }
-                    }
+                    Accepted::Refused(limit) => self.refused_record(id, limit, line, now)?,
+                    Accepted::Foreign => self.foreign_record(id, line, now)?,
                 }
             }
             PeerMessage::Ping => self.links[id].pong_due = true,
@@ -1287,27 +1288,86 @@ impl Node {
             | PeerMessage::Over
             | PeerMessage::Synced { .. }) => {
                 batch.sync_bytes += bytes;
-                let link = &mut self.links[id];
-                if matches!(m, PeerMessage::Root { .. })
-                    && !link.session.active()
-                    && !link.exchanges.open(now)
-                {
-                    // The other side opens exchanges back to back: each may ask the whole cache.
-                    link.counts.exchanges_refused += 1;
-                    self.broken(id, line, SyncError::TooSoon);
-                    return Err(Closing::Overloaded);
-                }
-                if let Err(cause) = self.sync_message(id, &m) {
-                    let closing = self.broken(id, line, cause);
-                    return Err(if cause == SyncError::Overloaded {
-                        Closing::Overloaded
-                    } else {
-                        closing
-                    });
-                }
+                self.peer_sync(id, line, &m, now)?;
             }
             // A greeting line on a running link, or a message of a later version.
             _ => return self.unexpected(id, line, now, None),
+        }
+        Ok(())
+    }
+
+    /// A record from link `id` refused for breaking `limit`: counted, the first one logged, and a
+    /// strike — hard for what no honest server sends (a time from the future, an over-long id),
+    /// soft for what a full cache refuses — that may close the link.
+    fn refused_record(
+        &mut self,
+        id: usize,
+        limit: Limit,
+        line: &[u8],
+        now: Instant,
+    ) -> Result<(), Closing> {
+        let link = &mut self.links[id];
+        link.refused.count(limit);
+        if link.refused.total() == 1 {
+            self.events.push_back(LinkEvent::RecordRefused {
+                link: id,
+                limit,
+                line: line.to_vec(),
+            });
+        }
+        let kind = match limit {
+            Limit::FutureTime | Limit::ClientId => Strike::Hard,
+            _ => Strike::Soft,
+        };
+        if link.strikes.strike(kind, now) {
+            return Err(Closing::Misbehaving);
+        }
+        Ok(())
+    }
+
+    /// A record from link `id` naming a server outside the herd: counted, the first one logged, and
+    /// a soft strike that may close the link.
+    fn foreign_record(&mut self, id: usize, line: &[u8], now: Instant) -> Result<(), Closing> {
+        let link = &mut self.links[id];
+        link.foreign += 1;
+        if link.foreign == 1 {
+            self.events.push_back(LinkEvent::Foreign {
+                link: id,
+                line: line.to_vec(),
+            });
+        }
+        if link.strikes.strike(Strike::Soft, now) {
+            return Err(Closing::Misbehaving);
+        }
+        Ok(())
+    }
+
+    /// A reconciliation line from link `id`: handed to its exchange, unless it opens one too soon
+    /// after the last; a broken exchange closes the link.
+    fn peer_sync(
+        &mut self,
+        id: usize,
+        line: &[u8],
+        m: &PeerMessage<'_>,
+        now: Instant,
+    ) -> Result<(), Closing> {
+        let link = &mut self.links[id];
+        if matches!(m, PeerMessage::Root { .. })
+            && !link.session.active()
+            && !link.exchanges.open(now)
+        {
+            // The other side opens exchanges back to back: each may ask the whole cache.
+            link.counts.exchanges_refused += 1;
+            self.broken(id, line, SyncError::TooSoon);
+            return Err(Closing::Overloaded);
+        }
+        if let Err(cause) = self.sync_message(id, m) {
+            let closing = self.broken(id, line, cause);
+            return Err(if cause == SyncError::Overloaded {
+                Closing::Overloaded
+            } else {
+                closing
+            });
         }
         Ok(())
     }

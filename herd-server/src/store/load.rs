@@ -317,7 +317,6 @@ fn run<L: Loader>(
         .clamp(2, 4)
         - 1;
     let parser = loader.parser();
-    let parser = &parser;
     let mut walker = Walker {
         src,
         buf: Vec::new(),
@@ -326,11 +325,64 @@ fn run<L: Loader>(
         stop: None,
     };
     std::thread::scope(|scope| {
+        let mut checkers = Checkers::start::<L>(scope, &parser, workers);
+        let mut reading = true;
+        let mut records = 0u64;
+        let mut bad = None;
+        loop {
+            while reading && checkers.in_flight.len() < IN_FLIGHT {
+                match walker.next()? {
+                    Some(batch) => {
+                        if !*reserved {
+                            *reserved = true;
+                            reserve_for(loader, src, &batch);
+                        }
+                        checkers.send(batch)?;
+                    }
+                    None => reading = false,
+                }
+            }
+            let Some(done) = checkers.recv()? else {
+                break;
+            };
+            let (taken, stop) = take_batch(loader, done);
+            records += taken;
+            if stop.is_some() {
+                bad = stop;
+                break;
+            }
+        }
+        // Hang up: the parsing threads end once their queue is empty.
+        drop(checkers);
+        Ok((records, bad.or(walker.stop)))
+    })
+}
+
+/// The parsing threads and the batches out with them: handed out in turn and taken back in the
+/// same order, so the records reach the loader in file order.
+struct Checkers<P> {
+    to: Vec<mpsc::Sender<Batch>>,
+    back: Vec<mpsc::Receiver<Done<P>>>,
+    /// The thread of each batch out, oldest first.
+    in_flight: VecDeque<usize>,
+    next: usize,
+}
+
+impl<P: Send> Checkers<P> {
+    /// Starts `workers` threads in `scope`, each checking and parsing the batches it is sent.
+    fn start<'scope, L: Loader<Parsed = P>>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        parser: &'scope L::Parser,
+        workers: usize,
+    ) -> Self
+    where
+        P: 'scope,
+    {
         let mut to = Vec::new();
         let mut back = Vec::new();
         for _ in 0..workers {
             let (tx, rx) = mpsc::channel::<Batch>();
-            let (done_tx, done_rx) = mpsc::channel::<Done<L::Parsed>>();
+            let (done_tx, done_rx) = mpsc::channel::<Done<P>>();
             scope.spawn(move || {
                 for batch in rx {
                     if done_tx.send(check::<L>(parser, batch)).is_err() {
@@ -341,56 +393,64 @@ fn run<L: Loader>(
             to.push(tx);
             back.push(done_rx);
         }
-        let mut in_flight: VecDeque<usize> = VecDeque::new();
-        let mut next_worker = 0;
-        let mut reading = true;
-        let mut records = 0u64;
-        let mut bad = None;
-        'batches: loop {
-            while reading && in_flight.len() < IN_FLIGHT {
-                match walker.next()? {
-                    Some(batch) => {
-                        if !*reserved {
-                            // The first batch tells the size of a record: room for the file's worth
-                            // is made once, not grown step by step.
-                            *reserved = true;
-                            let frames = batch_frames(&batch.bytes).max(1);
-                            let per = (batch.bytes.len() / frames).max(1) as u64;
-                            loader.reserve((src.len() / per) as usize);
-                        }
-                        let w = next_worker;
-                        next_worker = (next_worker + 1) % workers;
-                        if to[w].send(batch).is_err() {
-                            return Err(io::Error::other("a parsing thread ended"));
-                        }
-                        in_flight.push_back(w);
-                    }
-                    None => reading = false,
-                }
-            }
-            let Some(w) = in_flight.pop_front() else {
-                break;
-            };
-            let done = back[w]
-                .recv()
-                .map_err(|_| io::Error::other("a parsing thread ended"))?;
-            for (range, p) in done.parsed {
-                if !loader.take(&done.batch.bytes[range.clone()], p) {
-                    let at = range.start - format::FRAME_OVERHEAD;
-                    bad = Some((done.batch.at + at as u64, "record is not an AT line"));
-                    break 'batches;
-                }
-                records += 1;
-            }
-            if let Some((at, why)) = done.stop {
-                bad = Some((done.batch.at + at as u64, why));
-                break;
-            }
+        Checkers {
+            to,
+            back,
+            in_flight: VecDeque::new(),
+            next: 0,
         }
-        // Hang up: the parsing threads end once their queue is empty.
-        drop(to);
-        Ok((records, bad.or(walker.stop)))
-    })
+    }
+
+    /// Hands `batch` to the next thread in turn.
+    fn send(&mut self, batch: Batch) -> io::Result<()> {
+        let w = self.next;
+        self.next = (self.next + 1) % self.to.len();
+        if self.to[w].send(batch).is_err() {
+            return Err(io::Error::other("a parsing thread ended"));
+        }
+        self.in_flight.push_back(w);
+        Ok(())
+    }
+
+    /// The oldest batch out, checked; `None` when none is out.
+    fn recv(&mut self) -> io::Result<Option<Done<P>>> {
+        let Some(w) = self.in_flight.pop_front() else {
+            return Ok(None);
+        };
+        self.back[w]
+            .recv()
+            .map(Some)
+            .map_err(|_| io::Error::other("a parsing thread ended"))
+    }
+}
+
+/// The first batch tells the size of a record: room for the file's worth is made once, not grown
+/// step by step.
+fn reserve_for<L: Loader>(loader: &mut L, src: &Source, batch: &Batch) {
+    let frames = batch_frames(&batch.bytes).max(1);
+    let per = (batch.bytes.len() / frames).max(1) as u64;
+    loader.reserve((src.len() / per) as usize);
+}
+
+/// Hands a checked batch's records to `loader` in order; returns how many it took and the first bad
+/// spot (a file offset, why): a record the loader refused, or where checking stopped.
+fn take_batch<L: Loader>(
+    loader: &mut L,
+    done: Done<L::Parsed>,
+) -> (u64, Option<(u64, &'static str)>) {
+    let mut records = 0;
+    for (range, p) in done.parsed {
+        if !loader.take(&done.batch.bytes[range.clone()], p) {
+            let at = range.start - format::FRAME_OVERHEAD;
+            return (
+                records,
+                Some((done.batch.at + at as u64, "record is not an AT line")),
+            );
+        }
+        records += 1;
+    }
+    let stop = done.stop.map(|(at, why)| (done.batch.at + at as u64, why));
+    (records, stop)
 }
 
 /// Frames in a batch of whole frames.

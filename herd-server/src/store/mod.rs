@@ -310,6 +310,19 @@ struct Listing {
     temps: Vec<PathBuf>,
 }
 
+impl Listing {
+    /// The snapshots, then the journals, numbered below `gen`: what a snapshot numbered `gen`
+    /// makes redundant.
+    fn older_than(&self, dir: &Path, gen: u64) -> Vec<PathBuf> {
+        let snapshots = self.snapshots.iter().filter(|&&s| s < gen);
+        let journals = self.journals.iter().filter(|&&j| j < gen);
+        snapshots
+            .map(|&s| snapshot_path(dir, s))
+            .chain(journals.map(|&j| journal_path(dir, j)))
+            .collect()
+    }
+}
+
 fn list(dir: &Path) -> anyhow::Result<Listing> {
     let mut l = Listing::default();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -474,6 +487,26 @@ fn plan(dir: &Path, l: &Listing, repair: bool) -> anyhow::Result<Plan> {
         });
     }
     let journals: Vec<u64> = l.journals.iter().copied().filter(|&j| j >= base).collect();
+    check_unbroken(dir, base, &journals)?;
+    let mut files = Vec::new();
+    if base > 0 {
+        files.push((snapshot_path(dir, base), Kind::Snapshot));
+    }
+    files.extend(
+        journals
+            .iter()
+            .map(|&j| (journal_path(dir, j), Kind::Journal)),
+    );
+    Ok(Plan {
+        files,
+        base,
+        redundant: l.older_than(dir, base),
+    })
+}
+
+/// Refuses a start when the newest state is not whole: the snapshot `base` (0: none) and then
+/// every journal from it on, numbered without a gap, must be there.
+fn check_unbroken(dir: &Path, base: u64, journals: &[u64]) -> anyhow::Result<()> {
     let show = |p: PathBuf| p.display().to_string();
     if base == 0 {
         if let Some(&first) = journals.first().filter(|&&j| j > 1) {
@@ -501,32 +534,7 @@ fn plan(dir: &Path, l: &Listing, repair: bool) -> anyhow::Result<Plan> {
             );
         }
     }
-    let mut files = Vec::new();
-    if base > 0 {
-        files.push((snapshot_path(dir, base), Kind::Snapshot));
-    }
-    files.extend(
-        journals
-            .iter()
-            .map(|&j| (journal_path(dir, j), Kind::Journal)),
-    );
-    let mut redundant: Vec<PathBuf> = l
-        .snapshots
-        .iter()
-        .filter(|&&s| s < base)
-        .map(|&s| snapshot_path(dir, s))
-        .collect();
-    redundant.extend(
-        l.journals
-            .iter()
-            .filter(|&&j| j < base)
-            .map(|&j| journal_path(dir, j)),
-    );
-    Ok(Plan {
-        files,
-        base,
-        redundant,
-    })
+    Ok(())
 }
 
 /// A torn tail to cut once everything is loaded.
@@ -588,6 +596,240 @@ fn check_mode(dir: &Path) {
     }
 }
 
+/// The first step of a start: every planned file read, nothing changed. It gathers the report,
+/// the torn tails to cut and the damaged files to set aside once everything is read (so a refused
+/// start changes no file), and the journals' size, which the compaction rule needs.
+struct Replay {
+    repair: bool,
+    report: LoadReport,
+    cuts: Vec<Cut>,
+    set_aside: Vec<PathBuf>,
+    journal_bytes: u64,
+    journal_records: u64,
+}
+
+impl Replay {
+    fn new(repair: bool, members_at_creation: Option<Vec<String>>) -> Self {
+        Replay {
+            repair,
+            report: LoadReport {
+                members_at_creation,
+                rewrite: repair,
+                ..LoadReport::default()
+            },
+            cuts: Vec::new(),
+            set_aside: Vec::new(),
+            journal_bytes: 0,
+            journal_records: 0,
+        }
+    }
+
+    /// Reads one file's records into `loader`.
+    fn file<L: Loader>(&mut self, path: &Path, kind: Kind, loader: &mut L) -> anyhow::Result<()> {
+        self.report.files += 1;
+        let opened = load::Source::open(path, kind)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let src = match opened {
+            Ok(src) => src,
+            Err(refused) => return self.unreadable(path, kind, refused),
+        };
+        let scan = load::scan(&src, self.repair, loader)
+            .with_context(|| format!("reading {}", path.display()))?;
+        self.report.records += scan.records;
+        let mut skipped = scan.skipped;
+        self.tail(path, kind, scan.tail, src.len(), &mut skipped)?;
+        if kind == Kind::Journal {
+            self.journal_records += scan.records;
+            self.journal_bytes += src.len();
+        }
+        if !skipped.is_empty() {
+            self.set_aside.push(path.to_path_buf());
+            self.report.repaired.push(Repaired {
+                file: path.to_path_buf(),
+                kept: scan.records,
+                skipped,
+            });
+        }
+        Ok(())
+    }
+
+    /// A file whose header was refused: another version's refuses the start; a journal whose
+    /// creation a crash interrupted is cut back to a header; anything else refuses the start, or —
+    /// for a repair — is set aside whole.
+    fn unreadable(
+        &mut self,
+        path: &Path,
+        kind: Kind,
+        refused: load::Refused,
+    ) -> anyhow::Result<()> {
+        let why = match refused {
+            load::Refused::Version(v) => anyhow::bail!(
+                "{} is in store format version {v}; this server reads version {} (a newer server \
+                 wrote it?). Nothing was changed",
+                path.display(),
+                format::VERSION
+            ),
+            // A crash while a journal was being created: nothing in it yet.
+            load::Refused::Torn(n) if kind == Kind::Journal => {
+                self.cuts.push(Cut {
+                    path: path.to_path_buf(),
+                    at: 0,
+                    len: n,
+                });
+                return Ok(());
+            }
+            load::Refused::NotAFile(what) => format!("{what}, not a regular file"),
+            load::Refused::Torn(_) => "a snapshot cut short in its header".into(),
+            load::Refused::Foreign => format!("not a herd {} (bad header)", kind.as_str()),
+        };
+        if !self.repair {
+            anyhow::bail!(
+                "{} cannot be read: {why}; it was checked before anything was read \
+                 from it. {PROCEED}",
+                path.display()
+            );
+        }
+        self.report.repaired.push(Repaired {
+            file: path.to_path_buf(),
+            kept: 0,
+            skipped: vec![Skipped {
+                at: 0,
+                len: 0,
+                why: "not a readable herd file",
+                records: 0,
+            }],
+        });
+        self.set_aside.push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// How a file of `len` bytes ended: a journal's torn last record is cut; a snapshot is synced
+    /// before it is renamed into place, so a short one is damage (skipped by a repair); damage
+    /// before the end refuses the start.
+    fn tail(
+        &mut self,
+        path: &Path,
+        kind: Kind,
+        tail: load::Tail,
+        len: u64,
+        skipped: &mut Vec<Skipped>,
+    ) -> anyhow::Result<()> {
+        match tail {
+            load::Tail::Clean => {}
+            load::Tail::Torn { at } if kind == Kind::Journal => self.cuts.push(Cut {
+                path: path.to_path_buf(),
+                at,
+                len: len - at,
+            }),
+            load::Tail::Torn { at } if self.repair => skipped.push(Skipped {
+                at,
+                len: len - at,
+                why: "snapshot cut short",
+                records: 0,
+            }),
+            load::Tail::Torn { at } => return Err(damaged(path, at, "snapshot cut short", len)),
+            load::Tail::Damaged { at, why } => return Err(damaged(path, at, why, len)),
+        }
+        Ok(())
+    }
+
+    /// The second step, once everything is loaded: cut torn tails, say what was repaired, delete
+    /// temporary and redundant files, write the folder's identity if it is new.
+    fn settle(
+        &mut self,
+        cfg: &StoreConfig,
+        listing: &Listing,
+        plan: &Plan,
+        new: bool,
+    ) -> anyhow::Result<()> {
+        let dir = &cfg.dir;
+        for c in &self.cuts {
+            apply_cut(c)?;
+            self.report.cut += c.len;
+        }
+        if cfg.repair {
+            say_repaired(dir, &self.report);
+        }
+        for t in &listing.temps {
+            std::fs::remove_file(t).with_context(|| format!("removing {}", t.display()))?;
+        }
+        for r in &plan.redundant {
+            std::fs::remove_file(r).with_context(|| format!("removing {}", r.display()))?;
+        }
+        if new {
+            identity::write(
+                dir,
+                &identity::Identity {
+                    server: cfg.server.clone(),
+                    members: cfg.members.clone(),
+                },
+            )?;
+        }
+        if !listing.temps.is_empty() || !plan.redundant.is_empty() || !self.cuts.is_empty() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// The third step of a start: go on appending to the newest journal, or start one (after the newest
+/// when that one is set aside). A repair starts a journal numbered above every file there is, so that
+/// the snapshot its start writes replaces (and sets aside) all of them, a damaged newer snapshot
+/// included.
+fn open_journal(
+    dir: &Path,
+    listing: &Listing,
+    base: u64,
+    repair: bool,
+    set_aside: &[PathBuf],
+) -> anyhow::Result<JournalFile> {
+    let newest = listing.journals.last().copied();
+    let top = newest.max(listing.snapshots.last().copied());
+    match newest {
+        Some(gen) if !repair && !set_aside.contains(&journal_path(dir, gen)) => {
+            let path = journal_path(dir, gen);
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let len = file.metadata()?.len();
+            Ok(JournalFile {
+                file,
+                gen,
+                len,
+                dirty: false,
+            })
+        }
+        _ => {
+            let gen = top.map_or(base.max(1), |g| g + 1);
+            create_journal(dir, gen)
+                .with_context(|| format!("creating {}", journal_path(dir, gen).display()))
+        }
+    }
+}
+
+impl State {
+    /// The state of a store just opened, whose journals since the last snapshot (`snapshot_at`)
+    /// hold `journal_bytes` and `journal_records`.
+    fn opened(journal_bytes: u64, journal_records: u64, snapshot_at: Option<SystemTime>) -> Self {
+        State {
+            pending: Vec::new(),
+            appended: 0,
+            broken: false,
+            needs_snapshot: false,
+            error: None,
+            journal_bytes,
+            journal_records,
+            closing: false,
+            snapshot_at,
+            compactions: 0,
+            parked: false,
+            idle: false,
+            dropped_kept: false,
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store of `cfg.dir`, feeding every record on disk to `each` — the newest
     /// snapshot first, then the journals in order — before anything else happens. `each` returns
@@ -623,175 +865,28 @@ impl Store {
         }
         let listing = list(dir)?;
         let plan = plan(dir, &listing, cfg.repair)?;
-        let mut report = LoadReport {
-            members_at_creation: id.as_ref().map(|i| i.members.clone()),
-            rewrite: cfg.repair,
-            ..LoadReport::default()
-        };
         // 1. Read everything; change nothing.
-        let mut cuts = Vec::new();
-        let mut set_aside = Vec::new();
-        let (mut journal_bytes, mut journal_records) = (0, 0);
+        let mut replay = Replay::new(cfg.repair, id.as_ref().map(|i| i.members.clone()));
         for (path, kind) in &plan.files {
-            report.files += 1;
-            let opened = load::Source::open(path, *kind)
-                .with_context(|| format!("opening {}", path.display()))?;
-            let src = match opened {
-                Ok(src) => src,
-                Err(load::Refused::Version(v)) => anyhow::bail!(
-                    "{} is in store format version {v}; this server reads version {} (a newer server \
-                     wrote it?). Nothing was changed",
-                    path.display(),
-                    format::VERSION
-                ),
-                // A crash while a journal was being created: nothing in it yet.
-                Err(load::Refused::Torn(n)) if *kind == Kind::Journal => {
-                    cuts.push(Cut {
-                        path: path.clone(),
-                        at: 0,
-                        len: n,
-                    });
-                    continue;
-                }
-                Err(refused) => {
-                    let why = match refused {
-                        load::Refused::NotAFile(what) => format!("{what}, not a regular file"),
-                        load::Refused::Torn(_) => "a snapshot cut short in its header".into(),
-                        _ => format!("not a herd {} (bad header)", kind.as_str()),
-                    };
-                    if !cfg.repair {
-                        anyhow::bail!(
-                            "{} cannot be read: {why}; it was checked before anything was read \
-                             from it. {PROCEED}",
-                            path.display()
-                        );
-                    }
-                    report.repaired.push(Repaired {
-                        file: path.clone(),
-                        kept: 0,
-                        skipped: vec![Skipped {
-                            at: 0,
-                            len: 0,
-                            why: "not a readable herd file",
-                            records: 0,
-                        }],
-                    });
-                    set_aside.push(path.clone());
-                    continue;
-                }
-            };
-            let scan = load::scan(&src, cfg.repair, loader)
-                .with_context(|| format!("reading {}", path.display()))?;
-            report.records += scan.records;
-            let mut skipped = scan.skipped;
-            match scan.tail {
-                load::Tail::Clean => {}
-                load::Tail::Torn { at } if *kind == Kind::Journal => cuts.push(Cut {
-                    path: path.clone(),
-                    at,
-                    len: src.len() - at,
-                }),
-                // A snapshot is synced before it is renamed into place: a short one is damage.
-                load::Tail::Torn { at } if cfg.repair => skipped.push(Skipped {
-                    at,
-                    len: src.len() - at,
-                    why: "snapshot cut short",
-                    records: 0,
-                }),
-                load::Tail::Torn { at } => {
-                    return Err(damaged(path, at, "snapshot cut short", src.len()))
-                }
-                load::Tail::Damaged { at, why } => return Err(damaged(path, at, why, src.len())),
-            }
-            if *kind == Kind::Journal {
-                journal_records += scan.records;
-                journal_bytes += src.len();
-            }
-            if !skipped.is_empty() {
-                set_aside.push(path.clone());
-                report.repaired.push(Repaired {
-                    file: path.clone(),
-                    kept: scan.records,
-                    skipped,
-                });
-            }
+            replay.file(path, *kind, loader)?;
         }
         // 2. Everything is loaded: cut torn tails, delete what is redundant, say what was repaired.
-        for c in &cuts {
-            apply_cut(c)?;
-            report.cut += c.len;
-        }
-        if cfg.repair {
-            say_repaired(dir, &report);
-        }
-        for t in &listing.temps {
-            std::fs::remove_file(t).with_context(|| format!("removing {}", t.display()))?;
-        }
-        for r in &plan.redundant {
-            std::fs::remove_file(r).with_context(|| format!("removing {}", r.display()))?;
-        }
-        if id.is_none() {
-            identity::write(
-                dir,
-                &identity::Identity {
-                    server: cfg.server.clone(),
-                    members: cfg.members.clone(),
-                },
-            )?;
-        }
-        if !listing.temps.is_empty() || !plan.redundant.is_empty() || !cuts.is_empty() {
-            sync_dir(dir)?;
-        }
-        // 3. Go on appending to the newest journal, or start one (after the newest when that one is
-        // set aside).
-        let newest = listing.journals.last().copied();
-        // A repair starts a journal numbered above every file there is, so that the snapshot its
-        // start writes replaces (and sets aside) all of them, a damaged newer snapshot included.
-        let top = newest.max(listing.snapshots.last().copied());
-        let journal = match newest {
-            Some(gen) if !cfg.repair && !set_aside.contains(&journal_path(dir, gen)) => {
-                let path = journal_path(dir, gen);
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                let len = file.metadata()?.len();
-                JournalFile {
-                    file,
-                    gen,
-                    len,
-                    dirty: false,
-                }
-            }
-            _ => {
-                let gen = top.map_or(plan.base.max(1), |g| g + 1);
-                create_journal(dir, gen)
-                    .with_context(|| format!("creating {}", journal_path(dir, gen).display()))?
-            }
-        };
-        let base = plan.base;
+        replay.settle(cfg, &listing, &plan, id.is_none())?;
+        // 3. The journal to append to.
+        let journal = open_journal(dir, &listing, plan.base, cfg.repair, &replay.set_aside)?;
+        let snapshot_at = (plan.base > 0)
+            .then(|| std::fs::metadata(snapshot_path(dir, plan.base)).and_then(|m| m.modified()))
+            .and_then(Result::ok);
         let (progress, _) = watch::channel(Progress::default());
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             fsync: cfg.fsync,
             compact_bytes: cfg.compact_bytes,
-            state: Mutex::new(State {
-                pending: Vec::new(),
-                appended: 0,
-                broken: false,
-                needs_snapshot: false,
-                error: None,
-                journal_bytes,
-                journal_records,
-                closing: false,
-                snapshot_at: (base > 0)
-                    .then(|| std::fs::metadata(snapshot_path(dir, base)).and_then(|m| m.modified()))
-                    .and_then(Result::ok),
-                compactions: 0,
-                parked: false,
-                idle: false,
-                dropped_kept: false,
-            }),
+            state: Mutex::new(State::opened(
+                replay.journal_bytes,
+                replay.journal_records,
+                snapshot_at,
+            )),
             wake: Condvar::new(),
             journal: Mutex::new(Some(journal)),
             progress,
@@ -800,7 +895,7 @@ impl Store {
             epoch: Instant::now(),
             failing_since: AtomicU64::new(0),
             refusing_said: AtomicBool::new(false),
-            damaged: Mutex::new(set_aside),
+            damaged: Mutex::new(replay.set_aside),
             _lock: lock_file,
         });
         let thread_inner = inner.clone();
@@ -809,7 +904,7 @@ impl Store {
             .spawn(move || writer(&thread_inner))
             .context("starting the journal's writer thread")?;
         *lock(&inner.writer) = Some(writer);
-        Ok((Store { inner }, report))
+        Ok((Store { inner }, replay.report))
     }
 
     /// The fsync setting.
@@ -1049,58 +1144,19 @@ fn wrote_again(inner: &Inner) {
 /// and `no` it writes at most every [`PACE`] (sooner past [`WAKE_AT`] pending bytes): appends then
 /// cost a copy under a lock, never a wake or a syscall, while the writer is pacing.
 fn writer(inner: &Inner) {
-    let every = Duration::from_secs(1);
-    let paced = inner.fsync != Fsync::Always;
-    let mut last_sync = Instant::now();
-    let mut last_write = Instant::now();
-    // Written and not yet synced (everysec). Kept here, not read from the journal, so this thread
-    // never takes the journal's lock while it holds the state's (compaction takes them the other way).
-    let mut unsynced = false;
-    // The buffer written last time, emptied: it becomes `pending` again, so neither side regrows one.
-    let mut spare = Vec::new();
+    let mut w = Writer {
+        inner,
+        paced: inner.fsync != Fsync::Always,
+        last_sync: Instant::now(),
+        last_write: Instant::now(),
+        unsynced: false,
+        spare: Vec::new(),
+    };
     loop {
-        let (mut batch, ticket, closing) = {
-            let mut s = lock(&inner.state);
-            loop {
-                if s.closing {
-                    break;
-                }
-                if s.broken && retains(inner.fsync) {
-                    // The journal failed: wait for a compaction's new one (which wakes this thread).
-                    s = wait(inner, s, Some(Duration::from_millis(100)));
-                    continue;
-                }
-                if !s.pending.is_empty() {
-                    let due = if paced && s.pending.len() < WAKE_AT {
-                        PACE.saturating_sub(last_write.elapsed())
-                    } else {
-                        Duration::ZERO
-                    };
-                    if due.is_zero() {
-                        break;
-                    }
-                    // Pacing: only a large backlog wakes it before `due`.
-                    s.idle = true;
-                    s = wait(inner, s, Some(due));
-                    continue;
-                }
-                // Nothing to write: wait for an append (which wakes it), or for the sync that is due.
-                let sync_due = (inner.fsync == Fsync::Everysec && unsynced)
-                    .then(|| every.saturating_sub(last_sync.elapsed()));
-                if sync_due == Some(Duration::ZERO) {
-                    break;
-                }
-                s.parked = true;
-                s = wait(inner, s, sync_due);
-            }
-            s.idle = false;
-            s.parked = false;
-            let batch = std::mem::replace(&mut s.pending, std::mem::take(&mut spare));
-            (batch, s.appended, s.closing)
-        };
+        let (mut batch, ticket, closing) = w.next_batch();
         let sync = match inner.fsync {
             Fsync::Always => !batch.is_empty(),
-            Fsync::Everysec => last_sync.elapsed() >= every || closing,
+            Fsync::Everysec => w.last_sync.elapsed() >= EVERYSEC || closing,
             Fsync::No => closing,
         };
         let result = {
@@ -1111,30 +1167,10 @@ fn writer(inner: &Inner) {
             }
         };
         if !batch.is_empty() {
-            last_write = Instant::now();
+            w.last_write = Instant::now();
         }
         match result {
-            Ok(wrote) => {
-                if sync {
-                    last_sync = Instant::now();
-                    unsynced = false;
-                } else if !batch.is_empty() {
-                    unsynced = true;
-                }
-                inner.progress.send_modify(|p| {
-                    p.written = p.written.max(ticket);
-                    if sync && wrote {
-                        p.durable = p.durable.max(ticket);
-                    }
-                });
-                if wrote
-                    && !batch.is_empty()
-                    && retains(inner.fsync)
-                    && inner.failing_since.load(Ordering::Relaxed) != 0
-                {
-                    wrote_again(inner);
-                }
-            }
+            Ok(wrote) => w.wrote(&batch, ticket, sync, wrote),
             Err(e) => {
                 broke(inner, "writing the journal", &e, std::mem::take(&mut batch));
                 if closing {
@@ -1146,10 +1182,99 @@ fn writer(inner: &Inner) {
         }
         batch.clear();
         if batch.capacity() <= 4 * WAKE_AT {
-            spare = batch;
+            w.spare = batch;
         }
         if closing && lock(&inner.state).pending.is_empty() {
             return;
+        }
+    }
+}
+
+/// How often `everysec` syncs.
+const EVERYSEC: Duration = Duration::from_secs(1);
+
+/// What the writer thread remembers between batches.
+struct Writer<'a> {
+    inner: &'a Inner,
+    /// `everysec` or `no`: writes wait for [`PACE`] (or [`WAKE_AT`] bytes).
+    paced: bool,
+    last_sync: Instant,
+    last_write: Instant,
+    /// Written and not yet synced (everysec). Kept here, not read from the journal, so this thread
+    /// never takes the journal's lock while it holds the state's (compaction takes them the other
+    /// way).
+    unsynced: bool,
+    /// The buffer written last time, emptied: it becomes `pending` again, so neither side regrows
+    /// one.
+    spare: Vec<u8>,
+}
+
+impl Writer<'_> {
+    /// Waits until there is something to write (as the pacing allows), a sync is due, or the store
+    /// closes; then takes the pending bytes, with their ticket and whether the store is closing.
+    fn next_batch(&mut self) -> (Vec<u8>, u64, bool) {
+        let inner = self.inner;
+        let mut s = lock(&inner.state);
+        loop {
+            if s.closing {
+                break;
+            }
+            if s.broken && retains(inner.fsync) {
+                // The journal failed: wait for a compaction's new one (which wakes this thread).
+                s = wait(inner, s, Some(Duration::from_millis(100)));
+                continue;
+            }
+            if !s.pending.is_empty() {
+                let due = if self.paced && s.pending.len() < WAKE_AT {
+                    PACE.saturating_sub(self.last_write.elapsed())
+                } else {
+                    Duration::ZERO
+                };
+                if due.is_zero() {
+                    break;
+                }
+                // Pacing: only a large backlog wakes it before `due`.
+                s.idle = true;
+                s = wait(inner, s, Some(due));
+                continue;
+            }
+            // Nothing to write: wait for an append (which wakes it), or for the sync that is due.
+            let sync_due = (inner.fsync == Fsync::Everysec && self.unsynced)
+                .then(|| EVERYSEC.saturating_sub(self.last_sync.elapsed()));
+            if sync_due == Some(Duration::ZERO) {
+                break;
+            }
+            s.parked = true;
+            s = wait(inner, s, sync_due);
+        }
+        s.idle = false;
+        s.parked = false;
+        let batch = std::mem::replace(&mut s.pending, std::mem::take(&mut self.spare));
+        (batch, s.appended, s.closing)
+    }
+
+    /// `batch` (up to `ticket`) was written, and synced if `sync` — unless there was no journal
+    /// (`wrote` false): publishes the progress, and says when persistence works again.
+    fn wrote(&mut self, batch: &[u8], ticket: u64, sync: bool, wrote: bool) {
+        let inner = self.inner;
+        if sync {
+            self.last_sync = Instant::now();
+            self.unsynced = false;
+        } else if !batch.is_empty() {
+            self.unsynced = true;
+        }
+        inner.progress.send_modify(|p| {
+            p.written = p.written.max(ticket);
+            if sync && wrote {
+                p.durable = p.durable.max(ticket);
+            }
+        });
+        if wrote
+            && !batch.is_empty()
+            && retains(inner.fsync)
+            && inner.failing_since.load(Ordering::Relaxed) != 0
+        {
+            wrote_again(inner);
         }
     }
 }
@@ -1229,63 +1354,15 @@ impl Store {
         let _one = lock(&inner.compacting);
         let dir = &inner.dir;
         // 1. A new journal: records stored from now on go there; the snapshot covers the rest.
-        let gen = {
-            let mut guard = lock(&inner.journal);
-            let old = guard.as_ref().map_or(0, |j| j.gen);
-            if let Some(j) = guard.as_mut() {
-                if j.dirty && j.file.sync_data().is_ok() {
-                    j.dirty = false;
-                }
-            }
-            let gen = old + 1;
-            match create_journal(dir, gen) {
-                Ok(j) => *guard = Some(j),
-                // The working journal stays in use: nothing is lost, the next compaction tries again.
-                Err(e) => {
-                    return Err(anyhow::Error::from(e)
-                        .context(format!("creating {}", journal_path(dir, gen).display())))
-                }
-            }
-            let mut s = lock(&inner.state);
-            s.broken = false;
-            s.journal_bytes = s.pending.len() as u64;
-            s.journal_records = 0;
-            // A writer waiting for a journal that works has one.
-            inner.wake.notify_one();
-            gen
-        };
+        let gen = rotate(inner)?;
         if stop == Stop::Rotated {
             return Ok(());
         }
         // 2. The snapshot, chunk by chunk, into a temporary file.
         let tmp = dir.join(format!("snapshot.{gen}.tmp"));
-        let written = (|| -> std::io::Result<()> {
-            let mut file = std::io::BufWriter::with_capacity(
-                1 << 20,
-                identity::private()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .open(&tmp)?,
-            );
-            file.write_all(&format::header(Kind::Snapshot))?;
-            let mut buf = Vec::with_capacity(1 << 20);
-            let mut from = 0;
-            loop {
-                buf.clear();
-                let next = chunk(from, &mut buf);
-                file.write_all(&buf)?;
-                match next {
-                    Some(n) => from = n,
-                    None => break,
-                }
-            }
-            let file = file.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()
-        })();
         // Every record is still in the journals (the old ones and the new): nothing is lost, and a
         // rescue that was due stays due.
-        if let Err(e) = written {
+        if let Err(e) = write_snapshot(&tmp, &mut chunk) {
             let _ = std::fs::remove_file(&tmp);
             return Err(anyhow::Error::from(e).context(format!("writing {}", tmp.display())));
         }
@@ -1298,53 +1375,111 @@ impl Store {
             let _ = std::fs::remove_file(&tmp);
             return Err(anyhow::Error::from(e).context(format!("renaming {}", tmp.display())));
         }
-        let recovered = {
-            let mut s = lock(&inner.state);
-            s.needs_snapshot = false;
-            s.dropped_kept = false;
-            s.snapshot_at = Some(SystemTime::now());
-            s.compactions += 1;
-            s.error.take()
-        };
-        inner.failing_since.store(0, Ordering::Relaxed);
-        if let Some(e) = recovered {
-            crate::say(format_args!(
-                "herd-server: persistence works again in {} (after: {e}); every record held is on disk",
-                dir.display()
-            ));
-            tracing::info!(dir = %dir.display(), "persistence works again");
-        }
+        snapshot_written(inner);
         if stop == Stop::Renamed {
             return Ok(());
         }
         // 4. What it replaces.
-        let listing = list(dir)?;
-        let damaged = std::mem::take(&mut *lock(&inner.damaged));
-        let old = listing
-            .snapshots
-            .iter()
-            .filter(|&&s| s < gen)
-            .map(|&s| snapshot_path(dir, s))
-            .chain(
-                listing
-                    .journals
-                    .iter()
-                    .filter(|&&j| j < gen)
-                    .map(|&j| journal_path(dir, j)),
-            );
-        for path in old {
-            if damaged.contains(&path) {
-                // Set aside, never deleted: what a repair could not read may still be read by hand.
-                let mut aside = path.clone().into_os_string();
-                aside.push(".damaged");
-                let _ = std::fs::rename(&path, &aside);
-            } else {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-        sync_dir(dir)?;
-        Ok(())
+        replace_older(inner, gen)
     }
+}
+
+/// A compaction's first step: the working journal synced and a new one started, numbered after it;
+/// returns its number. If it cannot be created, the working journal stays in use: nothing is lost,
+/// and the next compaction tries again.
+fn rotate(inner: &Inner) -> anyhow::Result<u64> {
+    let dir = &inner.dir;
+    let mut guard = lock(&inner.journal);
+    let old = guard.as_ref().map_or(0, |j| j.gen);
+    if let Some(j) = guard.as_mut() {
+        if j.dirty && j.file.sync_data().is_ok() {
+            j.dirty = false;
+        }
+    }
+    let gen = old + 1;
+    match create_journal(dir, gen) {
+        Ok(j) => *guard = Some(j),
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!("creating {}", journal_path(dir, gen).display())))
+        }
+    }
+    let mut s = lock(&inner.state);
+    s.broken = false;
+    s.journal_bytes = s.pending.len() as u64;
+    s.journal_records = 0;
+    // A writer waiting for a journal that works has one.
+    inner.wake.notify_one();
+    Ok(gen)
+}
+
+/// Writes a snapshot to `tmp`: a header, then what `chunk` frames, chunk by chunk, then a sync.
+fn write_snapshot(
+    tmp: &Path,
+    chunk: &mut impl FnMut(usize, &mut Vec<u8>) -> Option<usize>,
+) -> std::io::Result<()> {
+    let mut file = std::io::BufWriter::with_capacity(
+        1 << 20,
+        identity::private()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(tmp)?,
+    );
+    file.write_all(&format::header(Kind::Snapshot))?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut from = 0;
+    loop {
+        buf.clear();
+        let next = chunk(from, &mut buf);
+        file.write_all(&buf)?;
+        match next {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+}
+
+/// A snapshot is in place: every record held is on disk, so a failure of persistence is over.
+fn snapshot_written(inner: &Inner) {
+    let recovered = {
+        let mut s = lock(&inner.state);
+        s.needs_snapshot = false;
+        s.dropped_kept = false;
+        s.snapshot_at = Some(SystemTime::now());
+        s.compactions += 1;
+        s.error.take()
+    };
+    inner.failing_since.store(0, Ordering::Relaxed);
+    if let Some(e) = recovered {
+        crate::say(format_args!(
+            "herd-server: persistence works again in {} (after: {e}); every record held is on disk",
+            inner.dir.display()
+        ));
+        tracing::info!(dir = %inner.dir.display(), "persistence works again");
+    }
+}
+
+/// A compaction's last step: the files older than snapshot `gen` are deleted — except those a
+/// repair found damaged, which are set aside (`*.damaged`), never deleted: what a repair could not
+/// read may still be read by hand.
+fn replace_older(inner: &Inner, gen: u64) -> anyhow::Result<()> {
+    let dir = &inner.dir;
+    let listing = list(dir)?;
+    let damaged = std::mem::take(&mut *lock(&inner.damaged));
+    for path in listing.older_than(dir, gen) {
+        if damaged.contains(&path) {
+            let mut aside = path.clone().into_os_string();
+            aside.push(".damaged");
+            let _ = std::fs::rename(&path, &aside);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    sync_dir(dir)?;
+    Ok(())
 }
 
 #[cfg(test)]
