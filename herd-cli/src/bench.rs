@@ -67,14 +67,14 @@ pub struct BenchArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum RequestKind {
     Iamat,
     Whatsat,
     Raw,
 }
 
 /// What the connections share: where to stop, and how far they got.
-struct Plan {
+struct BenchPlan {
     args: BenchArgs,
     addr: SocketAddr,
     timeout: Duration,
@@ -82,7 +82,7 @@ struct Plan {
     whatsat_weight: u64,
     seeded: u64,
     /// Where each client is.
-    places: Places,
+    places: PlacesMix,
     started: Instant,
     deadline: Option<Instant>,
     budget: Option<AtomicU64>,
@@ -90,7 +90,7 @@ struct Plan {
     done: AtomicU64,
 }
 
-impl Plan {
+impl BenchPlan {
     /// Claims up to `n` requests; 0 means stop.
     fn claim(&self, n: usize) -> usize {
         if self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -189,8 +189,8 @@ pub async fn run(args: BenchArgs, target: &ServerChoice) -> anyhow::Result<std::
     .await?;
     let clients = args.clients.max(1);
     let places = match &args.at {
-        Some(at) => Places::At(at.clone()),
-        None => Places::Spread(args.spread),
+        Some(at) => PlacesMix::At(at.clone()),
+        None => PlacesMix::Spread(args.spread),
     };
     // WHATSAT needs clients the server knows: report some first.
     let seeded = if whatsat_weight > 0 && args.raw_line.is_none() {
@@ -207,7 +207,7 @@ pub async fn run(args: BenchArgs, target: &ServerChoice) -> anyhow::Result<std::
     };
     let duration = args.duration.unwrap_or(Duration::from_secs(10));
     let started = Instant::now();
-    let plan = Arc::new(Plan {
+    let plan = Arc::new(BenchPlan {
         addr,
         timeout: target.timeout,
         iamat_weight,
@@ -227,7 +227,7 @@ pub async fn run(args: BenchArgs, target: &ServerChoice) -> anyhow::Result<std::
 }
 
 /// Runs the plan's connections, with the progress line, and adds up their tallies.
-async fn drive(plan: &Arc<Plan>) -> anyhow::Result<(Tally, Histogram<u64>)> {
+async fn drive(plan: &Arc<BenchPlan>) -> anyhow::Result<(Tally, Histogram<u64>)> {
     let progress = progress_bar(plan);
     let mut tasks = tokio::task::JoinSet::new();
     for conn in 0..plan.args.connections {
@@ -277,7 +277,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// default mode) or the request count (`-n`), with the requests so far and their rate as the final
 /// report counts it (requests over elapsed time, rounded), so the last figure shown is the one
 /// printed.
-fn progress_bar(plan: &Arc<Plan>) -> Option<indicatif::ProgressBar> {
+fn progress_bar(plan: &Arc<BenchPlan>) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() || plan.args.json {
         return None;
     }
@@ -355,19 +355,19 @@ fn grouped(n: u64) -> String {
 
 /// Where the bench's clients report to be.
 #[derive(Clone)]
-enum Places {
+enum PlacesMix {
     /// Each client id at its own place, from this seed.
     Spread(u64),
     /// Every client here (ISO 6709).
     At(String),
 }
 
-impl Places {
+impl PlacesMix {
     /// Writes the location of client `id` (ISO 6709, as IAMAT carries it) to `out`.
     fn write(&self, id: u64, out: &mut Vec<u8>) {
         match self {
-            Places::At(at) => out.extend_from_slice(at.as_bytes()),
-            Places::Spread(seed) => {
+            PlacesMix::At(at) => out.extend_from_slice(at.as_bytes()),
+            PlacesMix::Spread(seed) => {
                 let (lat, lon) = spread(*seed, id);
                 write_degrees(lat, out);
                 write_degrees(lon, out);
@@ -433,7 +433,7 @@ fn parse_at(s: &str) -> Result<String, String> {
         .map_err(|_| bad())
 }
 
-async fn seed(addr: SocketAddr, n: u64, places: &Places) -> anyhow::Result<()> {
+async fn seed(addr: SocketAddr, n: u64, places: &PlacesMix) -> anyhow::Result<()> {
     let mut s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -454,7 +454,7 @@ async fn seed(addr: SocketAddr, n: u64, places: &Places) -> anyhow::Result<()> {
 /// One connection: batches of `-P` requests, each written at once, then read until every reply
 /// is in; stops when the plan says so or at the first network error (counted for the requests
 /// still waiting).
-async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
+async fn connection(plan: Arc<BenchPlan>, conn: u64) -> Tally {
     let mut tally = Tally {
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).ok(),
         ..Tally::default()
@@ -504,7 +504,7 @@ async fn connection(plan: Arc<Plan>, conn: u64) -> Tally {
 }
 
 /// Connects to the server, within the timeout; or says why not.
-async fn connect(plan: &Plan) -> Result<TcpStream, String> {
+async fn connect(plan: &BenchPlan) -> Result<TcpStream, String> {
     match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(format!("connecting to {}: {e}", plan.addr)),
@@ -520,7 +520,7 @@ async fn connect(plan: &Plan) -> Result<TcpStream, String> {
 async fn read(
     stream: &mut TcpStream,
     buf: &mut [u8],
-    plan: &Plan,
+    plan: &BenchPlan,
 ) -> Result<usize, (&'static str, String)> {
     match tokio::time::timeout(plan.timeout, stream.read(buf)).await {
         Ok(Ok(0)) => Err(("closed", format!("{} closed the connection", plan.addr))),
@@ -540,7 +540,7 @@ async fn read(
 /// once, so the generator's own cost per request stays small next to the server's (it shares the
 /// machine).
 struct Requests<'a> {
-    plan: &'a Plan,
+    plan: &'a BenchPlan,
     /// The request count so far, which picks each request's client and kind.
     seq: u64,
     weight: u64,
@@ -550,7 +550,7 @@ struct Requests<'a> {
 }
 
 impl<'a> Requests<'a> {
-    fn new(plan: &'a Plan, conn: u64) -> Self {
+    fn new(plan: &'a BenchPlan, conn: u64) -> Self {
         let args = &plan.args;
         let time = ClientTime::from_timestamp(Timestamp::now());
         Requests {
@@ -566,12 +566,12 @@ impl<'a> Requests<'a> {
 
     /// Appends the next request line (with its `\n`) to `out`; returns its kind.
     #[inline]
-    fn write(&mut self, out: &mut Vec<u8>) -> Kind {
+    fn write(&mut self, out: &mut Vec<u8>) -> RequestKind {
         let (plan, args) = (self.plan, &self.plan.args);
         self.seq += 1;
         let kind = if let Some(line) = &args.raw_line {
             out.extend_from_slice(line.as_bytes());
-            Kind::Raw
+            RequestKind::Raw
         } else if self.seq % self.weight < plan.iamat_weight {
             let id = self.seq % args.clients.max(1);
             out.extend_from_slice(b"IAMAT bench-");
@@ -579,13 +579,13 @@ impl<'a> Requests<'a> {
             out.push(b' ');
             plan.places.write(id, out);
             out.extend_from_slice(self.iamat_tail.as_bytes());
-            Kind::Iamat
+            RequestKind::Iamat
         } else {
             let id = self.seq % plan.seeded.max(1);
             out.extend_from_slice(
                 format!("WHATSAT bench-{id} {} {}", args.radius, args.bound).as_bytes(),
             );
-            Kind::Whatsat
+            RequestKind::Whatsat
         };
         out.extend_from_slice(b"\n");
         kind
@@ -596,7 +596,7 @@ impl<'a> Requests<'a> {
 /// reply is one line, but a WHATSAT answer ends at its empty line.
 struct Replies {
     /// The kinds of the requests not answered yet, oldest first.
-    pending: VecDeque<Kind>,
+    pending: VecDeque<RequestKind>,
     /// Bytes read but not yet matched to a reply.
     carry: Vec<u8>,
     /// Inside a WHATSAT answer.
@@ -630,7 +630,7 @@ impl Replies {
                 tally.error("invalid", 1);
                 self.pending.pop_front();
                 continue;
-            } else if kind == Kind::Whatsat {
+            } else if kind == RequestKind::Whatsat {
                 self.in_json = true;
                 false
             } else {
@@ -707,7 +707,7 @@ mod tests {
             assert!((-1_800_000..=1_800_000).contains(&lon), "{lon}");
             seen.insert((lat, lon));
             let mut out = Vec::new();
-            Places::Spread(1).write(id, &mut out);
+            PlacesMix::Spread(1).write(id, &mut out);
             let loc = herd_proto::Location::parse(&out).expect("an ISO 6709 location");
             assert!((loc.latitude() - f64::from(lat) / 1e4).abs() < 1e-9);
             assert!((loc.longitude() - f64::from(lon) / 1e4).abs() < 1e-9);

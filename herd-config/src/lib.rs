@@ -346,7 +346,7 @@ struct File {
     places: Option<PlacesFile>,
     herd: Option<HerdFile>,
     limits: Option<LimitsFile>,
-    log: Option<LogFile>,
+    log: Option<LogFileSection>,
     store: Option<StoreFile>,
     admin: Option<AdminFile>,
     #[serde(default)]
@@ -403,7 +403,7 @@ struct LimitsFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LogFile {
+struct LogFileSection {
     lines: Option<bool>,
     bodies: Option<bool>,
     max_bytes: Option<u64>,
@@ -819,7 +819,7 @@ impl Checker<'_> {
     }
 
     /// `[log]`.
-    fn log(&self, l: LogFile) -> Result<LogSettings, ConfigError> {
+    fn log(&self, l: LogFileSection) -> Result<LogSettings, ConfigError> {
         let d = LogSettings::default();
         let keep = match l.keep {
             None => d.keep,

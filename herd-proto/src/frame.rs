@@ -82,7 +82,7 @@ impl Default for Framer {
 
 /// What [`Framer::scan`] found at the front of the buffer: a blank line to skip (up to `next`),
 /// or what to tell the caller.
-enum Scan {
+enum LineScan {
     Blank { next: usize },
     Frame(Frame),
 }
@@ -125,8 +125,8 @@ impl Framer {
                 }
             }
             match self.scan(buf, pos) {
-                Scan::Blank { next } => pos = next,
-                Scan::Frame(frame) => return frame,
+                LineScan::Blank { next } => pos = next,
+                LineScan::Frame(frame) => return frame,
             }
         }
     }
@@ -134,7 +134,7 @@ impl Framer {
     /// Looks for the end of the line starting at `pos`, no further than a line of the limit (with
     /// its `\r\n`) could reach, so an endless line costs at most the limit to find out.
     #[inline]
-    fn scan(&mut self, buf: &[u8], pos: usize) -> Scan {
+    fn scan(&mut self, buf: &[u8], pos: usize) -> LineScan {
         let rest = &buf[pos..];
         // A line of `max_length` bytes may still be followed by `\r\n`.
         let window = rest.len().min(self.max_length.saturating_add(2));
@@ -146,35 +146,35 @@ impl Framer {
             }
             None if window > self.max_length.saturating_add(1) => {
                 self.searched = 0;
-                Scan::Frame(self.too_long_unended(buf, pos, window))
+                LineScan::Frame(self.too_long_unended(buf, pos, window))
             }
             None => {
                 self.searched = window;
-                Scan::Frame(Frame::Partial { consumed: pos })
+                LineScan::Frame(Frame::Partial { consumed: pos })
             }
         }
     }
 
     /// The line at `pos` whose `\n` is at `end` in `rest`: blank (skipped), too long, or a line.
     #[inline]
-    fn ended(&self, rest: &[u8], pos: usize, end: usize) -> Scan {
+    fn ended(&self, rest: &[u8], pos: usize, end: usize) -> LineScan {
         let content = if end > 0 && rest[end - 1] == b'\r' {
             end - 1
         } else {
             end
         };
         if content > self.max_length {
-            return Scan::Frame(Frame::TooLong {
+            return LineScan::Frame(Frame::TooLong {
                 head: pos..pos + self.max_length,
                 consumed: pos + end + 1,
             });
         }
         if is_blank(&rest[..content]) {
-            return Scan::Blank {
+            return LineScan::Blank {
                 next: pos + end + 1,
             };
         }
-        Scan::Frame(Frame::Line {
+        LineScan::Frame(Frame::Line {
             line: pos..pos + content,
             consumed: pos + end + 1,
         })

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 pub const BOUND: usize = 256 * 1024;
 
 #[derive(Default)]
-struct Queue {
+struct StderrQueue {
     messages: VecDeque<Vec<u8>>,
     bytes: usize,
     /// Dropped since the writer last said so.
@@ -22,27 +22,27 @@ struct Queue {
     writing: bool,
 }
 
-struct Shared {
-    queue: Mutex<Queue>,
+struct StderrState {
+    queue: Mutex<StderrQueue>,
     /// Wakes the writer (something queued), and [`flush`] (the queue emptied).
     wake: Condvar,
     /// Whether the writer thread could be started; if not, messages are written in place.
     threaded: bool,
 }
 
-fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+fn lock(m: &Mutex<StderrQueue>) -> MutexGuard<'_, StderrQueue> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
+fn shared() -> &'static StderrState {
+    static SHARED: OnceLock<StderrState> = OnceLock::new();
     SHARED.get_or_init(|| {
         let threaded = std::thread::Builder::new()
             .name("herd-stderr".into())
             .spawn(|| writer(shared()))
             .is_ok();
-        Shared {
-            queue: Mutex::new(Queue::default()),
+        StderrState {
+            queue: Mutex::new(StderrQueue::default()),
             wake: Condvar::new(),
             threaded,
         }
@@ -91,7 +91,7 @@ pub fn flush(limit: Duration) {
     }
 }
 
-fn writer(s: &Shared) {
+fn writer(s: &StderrState) {
     let mut err = std::io::stderr();
     loop {
         let (batch, dropped) = {
@@ -124,9 +124,9 @@ fn writer(s: &Shared) {
 /// A writer of one message for the log's stderr layer: collects the event's bytes, queues them when
 /// dropped.
 #[derive(Default)]
-pub struct Message(Vec<u8>);
+pub struct StderrMessage(Vec<u8>);
 
-impl std::io::Write for Message {
+impl std::io::Write for StderrMessage {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.extend_from_slice(buf);
         Ok(buf.len())
@@ -137,7 +137,7 @@ impl std::io::Write for Message {
     }
 }
 
-impl Drop for Message {
+impl Drop for StderrMessage {
     fn drop(&mut self) {
         if !self.0.is_empty() {
             write(std::mem::take(&mut self.0));

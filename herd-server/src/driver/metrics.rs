@@ -22,7 +22,7 @@ use crate::node::{Invalid, LinkCounts};
 use crate::store::StoreState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Kind {
+struct KindLabel {
     kind: &'static str,
 }
 
@@ -351,11 +351,11 @@ struct LookupLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Backend {
+struct BackendLabel {
     backend: &'static str,
 }
 
-type HistogramFamily = Family<Backend, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<BackendLabel, Histogram, fn() -> Histogram>;
 
 /// A server's counters, shared by its connections, links and admin endpoint.
 pub struct Stats {
@@ -405,15 +405,15 @@ impl Stats {
     /// its records on disk).
     pub fn new(store: bool) -> Stats {
         let mut registry = Registry::with_prefix("herd");
-        let requests = Family::<Kind, Counter>::default();
+        let requests = Family::<KindLabel, Counter>::default();
         registry.register(
             "requests",
             "Client lines answered, by kind (invalid ones are also in herd_invalid_total)",
             requests.clone(),
         );
         let stats = Stats {
-            iamat: requests.get_or_create_owned(&Kind { kind: "iamat" }),
-            whatsat: requests.get_or_create_owned(&Kind { kind: "whatsat" }),
+            iamat: requests.get_or_create_owned(&KindLabel { kind: "iamat" }),
+            whatsat: requests.get_or_create_owned(&KindLabel { kind: "whatsat" }),
             invalid: Family::default(),
             invalid_total: Counter::default(),
             connections: Counter::default(),
@@ -619,7 +619,7 @@ impl Stats {
             })
             .inc();
         self.lookup_seconds
-            .get_or_create(&Backend { backend })
+            .get_or_create(&BackendLabel { backend })
             .observe(took.as_secs_f64());
     }
 

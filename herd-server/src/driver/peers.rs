@@ -224,7 +224,7 @@ pub(crate) async fn accept(
 
 /// One running link: which neighbour, from where, under which link epoch of the node.
 #[derive(Clone)]
-struct Link {
+struct RunningLink {
     shared: Arc<Shared>,
     id: usize,
     epoch: u64,
@@ -232,7 +232,7 @@ struct Link {
     addr: SocketAddr,
 }
 
-impl Link {
+impl RunningLink {
     fn slot(&self) -> &LinkSlot {
         self.shared.node.link(self.id)
     }
@@ -273,7 +273,7 @@ async fn run_link(
             return;
         }
     };
-    let link = Link {
+    let link = RunningLink {
         shared,
         id,
         epoch,
@@ -322,7 +322,7 @@ fn say_refused(
 
 /// The node took the link: it now serves its neighbour (a link it replaces is cancelled), the
 /// timers and the writer are woken, and it is said. Returns the token that ends the link.
-fn link_up(link: &Link, authenticated: bool) -> CancellationToken {
+fn link_up(link: &RunningLink, authenticated: bool) -> CancellationToken {
     let shared = &link.shared;
     let slot = link.slot();
     shared.node.wake_timers();
@@ -339,7 +339,7 @@ fn link_up(link: &Link, authenticated: bool) -> CancellationToken {
 /// write fails. Woken by the node's timers (keep-alive, check), by the reader (an answer), or by a
 /// record stored from elsewhere.
 async fn write_link(
-    link: Link,
+    link: RunningLink,
     mut sealer: Sealer,
     mut wr: OwnedWriteHalf,
     token: CancellationToken,
@@ -391,7 +391,7 @@ async fn write_link(
 /// The link's reader: opens what the socket brings and hands the plain bytes to the node, until
 /// the link ends; returns why it ended.
 async fn read_link(
-    link: &Link,
+    link: &RunningLink,
     mut rd: OwnedReadHalf,
     mut opener: Opener,
     mut wire: BytesMut,
@@ -435,7 +435,7 @@ async fn read_link(
 /// links that have something to send, and waits while the journal falls behind. Returns why the
 /// link must close, if the node says so.
 async fn take_input(
-    link: &Link,
+    link: &RunningLink,
     plain: &mut BytesMut,
     log: &mut crate::log::LogBuf,
 ) -> Option<&'static str> {
@@ -471,7 +471,7 @@ async fn take_input(
 
 /// The link ended for `why`: the node is told, the timers woken, the slot freed (unless a newer link
 /// serves the neighbour), and it is said.
-fn link_down(link: &Link, why: &str) {
+fn link_down(link: &RunningLink, why: &str) {
     let shared = &link.shared;
     let slot = link.slot();
     {

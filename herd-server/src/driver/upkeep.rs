@@ -139,7 +139,7 @@ fn say_dropped_and_kept(
 /// locked one chunk at a time. After a failure (a full disk) it tries again each second.
 pub(super) async fn keep_store(node: Arc<NodeHandle>, store: Store, shutdown: CancellationToken) {
     /// Records per chunk of a snapshot: the node is locked for about this many copies at a time.
-    const CHUNK: usize = 4096;
+    const COMPACT_CHUNK: usize = 4096;
     let mut wait = std::time::Duration::from_millis(250);
     // The last failure said: a failure that repeats every second is said once, not every second.
     let mut said: Option<String> = None;
@@ -155,7 +155,7 @@ pub(super) async fn keep_store(node: Arc<NodeHandle>, store: Store, shutdown: Ca
         let (n, st) = (node.clone(), store.clone());
         let began = Instant::now();
         let done = tokio::task::spawn_blocking(move || {
-            st.compact(|from, out| n.lock().snapshot_chunk(from, CHUNK, out))
+            st.compact(|from, out| n.lock().snapshot_chunk(from, COMPACT_CHUNK, out))
         })
         .await;
         match done {

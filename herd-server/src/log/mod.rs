@@ -55,7 +55,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use writer::{FileTarget, Queue, Writer, WriterConfig};
+use writer::{FileTarget, LogQueue, Writer, WriterConfig};
 
 /// The target of the stderr summary lines (listening address, back-end, links).
 pub const SUMMARY: &str = "herd::summary";
@@ -76,7 +76,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// One log file: its queue and its writer thread.
 struct LogFile {
     name: String,
-    queue: Queue,
+    queue: LogQueue,
     /// Lines dropped in all (a full disk, a write error, a stuck writer).
     dropped: Arc<std::sync::atomic::AtomicU64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -425,7 +425,7 @@ impl Logs {
             };
             let file = Arc::new(LogFile {
                 name: name.clone(),
-                queue: Queue::with_stall(QUEUE_BYTES, stall),
+                queue: LogQueue::with_stall(QUEUE_BYTES, stall),
                 dropped,
                 thread: Mutex::new(None),
             });
@@ -503,7 +503,7 @@ struct FileRouter {
 struct ServerName(String);
 
 #[derive(Default)]
-struct Fields {
+struct LineFields {
     server: Option<String>,
     /// The connection an event is about, written second (`c7`) as on the hot path's entries.
     conn: Option<String>,
@@ -511,7 +511,7 @@ struct Fields {
     rest: String,
 }
 
-impl Visit for Fields {
+impl Visit for LineFields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "server" => self.server = Some(value.to_owned()),
@@ -551,7 +551,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        let mut f = Fields::default();
+        let mut f = LineFields::default();
         attrs.record(&mut f);
         if let (Some(name), Some(span)) = (f.server, ctx.span(id)) {
             span.extensions_mut().insert(ServerName(name));
@@ -568,7 +568,7 @@ where
         }) else {
             return;
         };
-        let mut f = Fields::default();
+        let mut f = LineFields::default();
         event.record(&mut f);
         let time = humantime::format_rfc3339_micros(SystemTime::now());
         let text = format!("{}{}", f.message, f.rest);
@@ -598,7 +598,7 @@ pub fn init(dir: &Path, servers: &[String], settings: LogSettings) -> anyhow::Re
     let files = servers.iter().map(|n| (n.clone(), logs.log(n))).collect();
     // Warnings can come from hot paths (a client's over-long line): they never wait for stderr.
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(crate::stderr::Message::default)
+        .with_writer(crate::stderr::StderrMessage::default)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()

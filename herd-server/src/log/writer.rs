@@ -1,7 +1,7 @@
 //! The writing side of one log file: a queue bounded in bytes, a thread that drains it, size rotation,
 //! reopening on SIGHUP, and honest drops when the disk refuses.
 //!
-//! Connections hand whole buffers (many lines each) to [`Queue::push`]; the writer thread takes every
+//! Connections hand whole buffers (many lines each) to [`LogQueue::push`]; the writer thread takes every
 //! buffer queued at once and writes them with one `writev`. The queue counts the bytes it holds, the
 //! buffers being written included, so a disk slower than the clients makes connections wait for room
 //! (back-pressure) and the memory held for the log never passes the bound. The writer never touches the
@@ -9,7 +9,7 @@
 //!
 //! Wake-ups are what a busy log costs most, not bytes: a futex call for the producer and a context
 //! switch for the writer, per batch of lines, on cores that the connections need. So a producer wakes
-//! the writer only when it sleeps with nothing to do, or when [`Queue::wake_at`] bytes wait; under load
+//! the writer only when it sleeps with nothing to do, or when [`LogQueue::wake_at`] bytes wait; under load
 //! the writer instead lingers ([`LINGER`]) after each write and takes whatever came meanwhile, so it
 //! runs a few hundred times a second whatever the request rate, and a producer's hand-over is a lock,
 //! a `Vec` push and an unlock.
@@ -32,12 +32,12 @@ use std::time::{Duration, Instant, SystemTime};
 /// While dropping, a write is tried again this often (buffers in between are counted, not written).
 pub(crate) const RETRY: Duration = Duration::from_millis(200);
 /// After a write, the writer waits this long for more lines before it writes again (unless
-/// [`Queue::wake_at`] bytes wait sooner), so a busy server's lines go out in a few large writes.
+/// [`LogQueue::wake_at`] bytes wait sooner), so a busy server's lines go out in a few large writes.
 /// It is also the most a line waits in the queue under load.
 pub(crate) const LINGER: Duration = Duration::from_millis(2);
 /// A producer wakes a lingering writer early once this many bytes wait (or a quarter of the bound, if
 /// that is less), so a burst is written before it fills the bound.
-const WAKE_AT: usize = 512 * 1024;
+const LOG_WAKE_AT: usize = 512 * 1024;
 /// Most buffers handed to one `writev` (Linux takes up to 1024).
 const IOV_MAX: usize = 1024;
 /// A writer busy this long on one write (or one reopen) while the queue is full is stuck: producers
@@ -59,7 +59,7 @@ enum Writing {
     Busy,
     /// Asleep with an empty queue: the next buffer wakes it.
     Idle,
-    /// Waiting [`LINGER`] for more after a write: only [`Queue::wake_at`] bytes wake it early.
+    /// Waiting [`LINGER`] for more after a write: only [`LogQueue::wake_at`] bytes wake it early.
     Lingering,
 }
 
@@ -101,8 +101,8 @@ impl Default for Stall {
 }
 
 /// The bounded queue between the connections of one server and its log file's writer thread.
-pub(crate) struct Queue {
-    state: Mutex<State>,
+pub(crate) struct LogQueue {
+    state: Mutex<WriterState>,
     /// The writer waits here for buffers, a reopen or the close.
     ready: Condvar,
     /// Async producers (connections) wait here for room.
@@ -115,7 +115,7 @@ pub(crate) struct Queue {
 }
 
 #[derive(Default)]
-struct State {
+struct WriterState {
     bufs: Vec<Vec<u8>>,
     /// Bytes queued plus the bytes being written.
     bytes: usize,
@@ -138,7 +138,7 @@ struct State {
     lost: u64,
 }
 
-impl State {
+impl WriterState {
     /// Whether a producer that just changed the queue must wake the writer; if so, marks it awake,
     /// so one wake-up is enough however many producers come.
     fn wake(&mut self, wake_at: usize) -> bool {
@@ -209,7 +209,7 @@ impl State {
     }
 }
 
-impl Queue {
+impl LogQueue {
     #[cfg(test)]
     pub(crate) fn new(cap: usize) -> Self {
         Self::with_stall(cap, Stall::default())
@@ -218,12 +218,12 @@ impl Queue {
     /// A queue of `cap` bytes whose producers stop waiting for a stuck writer as `stall` says.
     pub(crate) fn with_stall(cap: usize, stall: Stall) -> Self {
         let cap = cap.max(1);
-        Queue {
-            state: Mutex::new(State::default()),
+        LogQueue {
+            state: Mutex::new(WriterState::default()),
             ready: Condvar::new(),
             room: tokio::sync::Notify::new(),
             cap,
-            wake_at: (cap / 4).clamp(1, WAKE_AT),
+            wake_at: (cap / 4).clamp(1, LOG_WAKE_AT),
             stall,
         }
     }
@@ -248,7 +248,7 @@ impl Queue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, WriterState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -885,12 +885,12 @@ impl<T: Target> Writer<T> {
     /// It sleeps ([`Writing::Idle`]) while the queue is empty, and otherwise takes every buffer queued
     /// at once. After a write it lingers ([`LINGER`]) for more before writing again, unless enough
     /// bytes wait already; a producer wakes it only from `Idle`, or when `wake_at` bytes wait.
-    pub(crate) fn run(mut self, queue: &Queue) {
+    pub(crate) fn run(mut self, queue: &LogQueue) {
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut wrote = false;
         let mut s = queue.lock();
         loop {
-            let urgent = |s: &State| s.closed || s.reopen || s.bytes >= queue.wake_at;
+            let urgent = |s: &WriterState| s.closed || s.reopen || s.bytes >= queue.wake_at;
             if wrote && !urgent(&s) {
                 s.writer = Writing::Lingering;
                 s = queue
@@ -944,7 +944,7 @@ impl<T: Target> Writer<T> {
 
     /// The writer is back from a write or a reopen: takes the queue's lock again, and if producers
     /// dropped lines meanwhile because it took too long, says how many (in the log and on stderr).
-    fn back<'q>(&mut self, queue: &'q Queue) -> MutexGuard<'q, State> {
+    fn back<'q>(&mut self, queue: &'q LogQueue) -> MutexGuard<'q, WriterState> {
         let mut s = queue.lock();
         s.busy_since = None;
         if !std::mem::take(&mut s.stalled) {
@@ -1118,7 +1118,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_writer_holds_producers_back_within_the_byte_bound() {
         const CAP: usize = 64 * 1024;
-        let queue = Arc::new(Queue::new(CAP));
+        let queue = Arc::new(LogQueue::new(CAP));
         let written = Arc::new(AtomicUsize::new(0));
         let w = Writer::new(
             Slow(written.clone()),
@@ -1198,7 +1198,7 @@ mod tests {
         let said = Arc::new(Mutex::new(Vec::<String>::new()));
         let s = said.clone();
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let queue = Arc::new(Queue::with_stall(
+        let queue = Arc::new(LogQueue::with_stall(
             CAP,
             Stall {
                 after: Duration::from_millis(200),

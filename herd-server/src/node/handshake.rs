@@ -208,7 +208,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug)]
-enum State {
+enum GreetState {
     /// Dialer: `HERD-HELLO` sent, waiting for `HERD-WELCOME`.
     Hello {
         link: usize,
@@ -232,7 +232,7 @@ pub struct Greeting {
     me: Box<[u8]>,
     keyring: Keyring,
     lines: Framer,
-    state: State,
+    state: GreetState,
     /// When [`Greeting::feed`] was first called.
     started: Option<Instant>,
 }
@@ -272,7 +272,7 @@ impl Greeting {
             keyring: keyring.clone(),
             lines: Framer::new(GREETING_MAX),
             started: None,
-            state: State::Hello {
+            state: GreetState::Hello {
                 link,
                 peer: peer.into(),
                 noise,
@@ -287,7 +287,7 @@ impl Greeting {
             keyring: keyring.clone(),
             lines: Framer::new(GREETING_MAX),
             started: None,
-            state: State::Listen,
+            state: GreetState::Listen,
         }
     }
 
@@ -310,11 +310,11 @@ impl Greeting {
     ) -> Verdict {
         self.started.get_or_insert(now);
         loop {
-            if let State::Confirm { link, transport } = &self.state {
+            if let GreetState::Confirm { link, transport } = &self.state {
                 let (link, transport) = (*link, transport.clone());
                 return self.confirm(link, transport, input, out);
             }
-            if matches!(self.state, State::Done) {
+            if matches!(self.state, GreetState::Done) {
                 return Verdict::Pending;
             }
             let line = match self.next_line(input, out) {
@@ -362,7 +362,7 @@ impl Greeting {
     ) -> Verdict {
         match PeerMessage::parse(line) {
             Ok(PeerMessage::Refused { reason }) => {
-                self.state = State::Done;
+                self.state = GreetState::Done;
                 Verdict::Failed(Failure {
                     refusal: Refusal::RefusedByPeer,
                     detail: show(&reason),
@@ -374,11 +374,11 @@ impl Greeting {
                 to,
                 handshake,
                 ..
-            }) if matches!(self.state, State::Listen) => {
+            }) if matches!(self.state, GreetState::Listen) => {
                 self.on_hello(&name, &to, &handshake, node, now, out)
             }
             Ok(PeerMessage::Welcome { name, handshake })
-                if matches!(self.state, State::Hello { .. }) =>
+                if matches!(self.state, GreetState::Hello { .. }) =>
             {
                 self.on_welcome(&name, &handshake, out)
             }
@@ -403,7 +403,7 @@ impl Greeting {
         match opener.open_one(input, &mut first) {
             Ok(false) => Verdict::Pending,
             Ok(true) => {
-                self.state = State::Done;
+                self.state = GreetState::Done;
                 Verdict::Established(Established {
                     link,
                     authenticated: true,
@@ -454,7 +454,7 @@ impl Greeting {
             },
             out,
         );
-        self.state = State::Done;
+        self.state = GreetState::Done;
         Verdict::Established(Established {
             link,
             authenticated: false,
@@ -495,7 +495,7 @@ impl Greeting {
                 },
                 out,
             );
-            self.state = State::Confirm {
+            self.state = GreetState::Confirm {
                 link,
                 transport: Arc::new(transport),
             };
@@ -511,7 +511,8 @@ impl Greeting {
     /// Dialer: the WELCOME must come from the server dialled; then the link runs plain (neither
     /// side has a secret) or the acceptor's answer must complete the handshake.
     fn on_welcome(&mut self, name: &[u8], handshake: &[u8], out: &mut Vec<u8>) -> Verdict {
-        let State::Hello { link, peer, noise } = std::mem::replace(&mut self.state, State::Done)
+        let GreetState::Hello { link, peer, noise } =
+            std::mem::replace(&mut self.state, GreetState::Done)
         else {
             unreachable!("checked by the caller");
         };
@@ -583,7 +584,7 @@ impl Greeting {
     }
 
     fn fail(&mut self, refusal: Refusal, detail: String, out: &mut Vec<u8>) -> Verdict {
-        self.state = State::Done;
+        self.state = GreetState::Done;
         if refusal != Refusal::RefusedByPeer {
             write_line(
                 &PeerMessage::Refused {

@@ -91,7 +91,7 @@ impl Answer {
     }
 }
 
-enum Client {
+enum Fetcher {
     Offline,
     Google(google::Google),
     Legacy(legacy::Legacy),
@@ -108,11 +108,11 @@ struct AnswerCache {
 /// The Places service the servers share (cheap to clone).
 #[derive(Clone)]
 pub struct Places {
-    inner: Arc<Inner>,
+    inner: Arc<PlacesInner>,
 }
 
-struct Inner {
-    client: Client,
+struct PlacesInner {
+    client: Fetcher,
     /// The process's HTTP client (also the admin door's, to ask the herd's other servers).
     http: reqwest::Client,
     backend: Backend,
@@ -132,12 +132,12 @@ impl Places {
     pub fn new(cfg: &PlacesConfig, http: reqwest::Client) -> Self {
         let key = cfg.key.clone().unwrap_or_default();
         let client = match cfg.backend {
-            Backend::Offline => Client::Offline,
+            Backend::Offline => Fetcher::Offline,
             Backend::Google => {
-                Client::Google(google::Google::new(http.clone(), cfg.url.clone(), key))
+                Fetcher::Google(google::Google::new(http.clone(), cfg.url.clone(), key))
             }
             Backend::GoogleLegacy => {
-                Client::Legacy(legacy::Legacy::new(http.clone(), cfg.url.clone(), key))
+                Fetcher::Legacy(legacy::Legacy::new(http.clone(), cfg.url.clone(), key))
             }
         };
         if cfg.backend == Backend::Offline {
@@ -151,7 +151,7 @@ impl Places {
                 });
         }
         Places {
-            inner: Arc::new(Inner {
+            inner: Arc::new(PlacesInner {
                 client,
                 http,
                 backend: cfg.backend,
@@ -215,7 +215,7 @@ impl Places {
     /// answer is `OVER_QUERY_LIMIT` and the second value names the budget spent.
     pub async fn lookup(&self, q: &Lookup, budget: &mut Budget) -> (Arc<Answer>, Option<Spent>) {
         let inner = &self.inner;
-        let paid = !matches!(inner.client, Client::Offline);
+        let paid = !matches!(inner.client, Fetcher::Offline);
         if inner.ttl.is_zero() || inner.max_entries == 0 {
             if paid {
                 if let Err(spent) = budget.take() {
@@ -365,7 +365,7 @@ impl Budget {
     }
 }
 
-impl Inner {
+impl PlacesInner {
     /// The cache slot for `key`: a fresh one if there is none or it expired.
     fn slot(&self, key: &str) -> Slot {
         let now = Instant::now();
@@ -399,9 +399,9 @@ impl Inner {
         };
         let call = async {
             match &self.client {
-                Client::Offline => offline::search(q),
-                Client::Google(g) => g.search(q).await,
-                Client::Legacy(l) => l.search(q).await,
+                Fetcher::Offline => offline::search(q),
+                Fetcher::Google(g) => g.search(q).await,
+                Fetcher::Legacy(l) => l.search(q).await,
             }
         };
         match tokio::time::timeout(self.timeout, call).await {

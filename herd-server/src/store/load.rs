@@ -2,7 +2,7 @@
 //!
 //! A file is checked before anything is read from it: it must be a regular file (a link to a device
 //! such as `/dev/full`, which never ends, is refused) whose header names its kind and version. Its
-//! records are then read [`CHUNK`] bytes at a time: this thread walks the frames (lengths only) and
+//! records are then read [`READ_CHUNK`] bytes at a time: this thread walks the frames (lengths only) and
 //! hands batches of whole frames to parsing threads, which check each checksum and parse each record;
 //! this thread then takes the parsed records in file order. At most [`IN_FLIGHT`] batches are out at
 //! once, so memory stays a few MiB above the cache however large the file.
@@ -23,7 +23,7 @@ use super::format::{self, Header, Kind, RecordFrame};
 use super::Loader;
 
 /// Bytes read from a file per step, and the most a batch handed to a parsing thread holds.
-pub(super) const CHUNK: usize = 1 << 20;
+pub(super) const READ_CHUNK: usize = 1 << 20;
 
 /// Batches out at the parsing threads at once.
 const IN_FLIGHT: usize = 4;
@@ -133,7 +133,7 @@ pub(super) enum Tail {
 
 /// What reading a file found.
 #[derive(Debug)]
-pub(super) struct Scan {
+pub(super) struct FileScan {
     /// Records taken.
     pub(super) records: u64,
     /// Damage skipped (repair only).
@@ -146,8 +146,8 @@ pub(super) struct Scan {
 ///
 /// # Errors
 /// The file cannot be read.
-pub(super) fn scan<L: Loader>(src: &Source, repair: bool, loader: &mut L) -> io::Result<Scan> {
-    let mut scan = Scan {
+pub(super) fn scan<L: Loader>(src: &Source, repair: bool, loader: &mut L) -> io::Result<FileScan> {
+    let mut scan = FileScan {
         records: 0,
         skipped: Vec::new(),
         tail: Tail::Clean,
@@ -185,7 +185,7 @@ pub(super) fn scan<L: Loader>(src: &Source, repair: bool, loader: &mut L) -> io:
 }
 
 /// A batch of whole frames (lengths checked, checksums not yet), from file offset `at`.
-struct Batch {
+struct ReplayBatch {
     at: u64,
     bytes: Vec<u8>,
 }
@@ -193,12 +193,12 @@ struct Batch {
 /// A batch checked and parsed: the payloads' ranges in `bytes` and what the parser made of them, and
 /// where checking stopped (an offset in `bytes`, why).
 struct Done<P> {
-    batch: Batch,
+    batch: ReplayBatch,
     parsed: Vec<(std::ops::Range<usize>, P)>,
     stop: Option<(usize, &'static str)>,
 }
 
-/// Walks the frames of a file, [`CHUNK`] bytes at a time.
+/// Walks the frames of a file, [`READ_CHUNK`] bytes at a time.
 struct Walker<'a> {
     src: &'a Source,
     buf: Vec<u8>,
@@ -212,14 +212,14 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     /// The next batch of whole frames, or `None` at the end (or at a bad spot, in `stop`).
-    fn next(&mut self) -> io::Result<Option<Batch>> {
+    fn next(&mut self) -> io::Result<Option<ReplayBatch>> {
         loop {
             if self.stop.is_some() {
                 return Ok(None);
             }
             let start = self.pos;
             let mut need = format::FRAME_OVERHEAD;
-            while self.pos - start < CHUNK {
+            while self.pos - start < READ_CHUNK {
                 let rest = &self.buf[self.pos..];
                 let Some(head) = rest.get(..4) else {
                     need = format::FRAME_OVERHEAD;
@@ -237,7 +237,7 @@ impl Walker<'_> {
                 self.pos += format::framed_len(len);
             }
             if self.pos > start {
-                return Ok(Some(Batch {
+                return Ok(Some(ReplayBatch {
                     at: self.buf_at + start as u64,
                     bytes: self.buf[start..self.pos].to_vec(),
                 }));
@@ -250,7 +250,7 @@ impl Walker<'_> {
             self.buf_at += self.pos as u64;
             self.pos = 0;
             let have = self.buf.len();
-            let room = CHUNK.max(need);
+            let room = READ_CHUNK.max(need);
             self.buf.resize(room, 0);
             let n = read_at_most(
                 &self.src.file,
@@ -270,7 +270,7 @@ impl Walker<'_> {
 }
 
 /// Checks and parses a batch (on a parsing thread).
-fn check<L: Loader>(parser: &L::Parser, batch: Batch) -> Done<L::Parsed> {
+fn check<L: Loader>(parser: &L::Parser, batch: ReplayBatch) -> Done<L::Parsed> {
     let mut parsed = Vec::with_capacity(batch.bytes.len() / 64);
     let mut stop = None;
     let mut at = 0;
@@ -361,7 +361,7 @@ fn run<L: Loader>(
 /// The parsing threads and the batches out with them: handed out in turn and taken back in the
 /// same order, so the records reach the loader in file order.
 struct Checkers<P> {
-    to: Vec<mpsc::Sender<Batch>>,
+    to: Vec<mpsc::Sender<ReplayBatch>>,
     back: Vec<mpsc::Receiver<Done<P>>>,
     /// The thread of each batch out, oldest first.
     in_flight: VecDeque<usize>,
@@ -381,7 +381,7 @@ impl<P: Send> Checkers<P> {
         let mut to = Vec::new();
         let mut back = Vec::new();
         for _ in 0..workers {
-            let (tx, rx) = mpsc::channel::<Batch>();
+            let (tx, rx) = mpsc::channel::<ReplayBatch>();
             let (done_tx, done_rx) = mpsc::channel::<Done<P>>();
             scope.spawn(move || {
                 for batch in rx {
@@ -402,7 +402,7 @@ impl<P: Send> Checkers<P> {
     }
 
     /// Hands `batch` to the next thread in turn.
-    fn send(&mut self, batch: Batch) -> io::Result<()> {
+    fn send(&mut self, batch: ReplayBatch) -> io::Result<()> {
         let w = self.next;
         self.next = (self.next + 1) % self.to.len();
         if self.to[w].send(batch).is_err() {
@@ -426,7 +426,7 @@ impl<P: Send> Checkers<P> {
 
 /// The first batch tells the size of a record: room for the file's worth is made once, not grown
 /// step by step.
-fn reserve_for<L: Loader>(loader: &mut L, src: &Source, batch: &Batch) {
+fn reserve_for<L: Loader>(loader: &mut L, src: &Source, batch: &ReplayBatch) {
     let frames = batch_frames(&batch.bytes).max(1);
     let per = (batch.bytes.len() / frames).max(1) as u64;
     loader.reserve((src.len() / per) as usize);
@@ -483,7 +483,7 @@ fn frames_between(src: &Source, at: u64, end: u64) -> io::Result<u64> {
 }
 
 /// The offset of the first whole, valid record that starts at or after `from`, found by reading the
-/// file in [`CHUNK`] steps (and a record's length more for a candidate that runs past a step). Only
+/// file in [`READ_CHUNK`] steps (and a record's length more for a candidate that runs past a step). Only
 /// a frame whose payload starts like an AT line is a candidate, so a stretch of random bytes costs a
 /// comparison per byte, not a checksum.
 ///
@@ -491,7 +491,7 @@ fn frames_between(src: &Source, at: u64, end: u64) -> io::Result<u64> {
 /// The file cannot be read.
 pub(super) fn next_record(src: &Source, from: u64) -> io::Result<Option<u64>> {
     const LEAD: usize = format::FRAME_OVERHEAD + 3;
-    let mut block = vec![0u8; CHUNK];
+    let mut block = vec![0u8; READ_CHUNK];
     let mut at = from;
     while at + LEAD as u64 <= src.len {
         let n = read_at_most(&src.file, &mut block, at, src.len)?;
@@ -559,7 +559,7 @@ mod tests {
         p
     }
 
-    fn scan_path(p: &Path, repair: bool) -> (Vec<Vec<u8>>, Scan) {
+    fn scan_path(p: &Path, repair: bool) -> (Vec<Vec<u8>>, FileScan) {
         let src = Source::open(p, Kind::Journal).unwrap().unwrap();
         let mut c = Collect(Vec::new());
         let s = scan(&src, repair, &mut c).unwrap();
@@ -576,7 +576,7 @@ mod tests {
         for i in 0..n {
             let mut l = line(i);
             if i % 997 == 0 {
-                l.extend(std::iter::repeat_n(b'x', 3 * CHUNK / 2));
+                l.extend(std::iter::repeat_n(b'x', 3 * READ_CHUNK / 2));
             }
             starts.push(data.len() as u64);
             format::write_record(&l, &mut data);

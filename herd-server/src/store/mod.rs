@@ -225,7 +225,7 @@ struct JournalFile {
     dirty: bool,
 }
 
-struct State {
+struct Appending {
     /// Appended, not yet taken by the writer.
     pending: Vec<u8>,
     /// Bytes appended in all (the last ticket).
@@ -254,18 +254,18 @@ struct State {
     dropped_kept: bool,
 }
 
-struct Inner {
+struct StoreInner {
     dir: PathBuf,
     fsync: Fsync,
     compact_bytes: u64,
-    state: Mutex<State>,
+    state: Mutex<Appending>,
     wake: Condvar,
     journal: Mutex<Option<JournalFile>>,
     progress: watch::Sender<Progress>,
     /// One compaction at a time.
     compacting: Mutex<()>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// When `Inner` was made: the clock of `failing_since`.
+    /// When `StoreInner` was made: the clock of `failing_since`.
     epoch: Instant,
     /// Milliseconds since `epoch` (plus one) at which persistence began to fail; 0 while it works.
     /// An atomic, so every batch's check of [`Store::acknowledging`] costs a load, not a lock.
@@ -282,7 +282,7 @@ struct Inner {
 /// A server's store: cheap to clone; the writer thread stops at [`Store::close`].
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    inner: Arc<StoreInner>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -451,7 +451,7 @@ fn create_journal(dir: &Path, gen: u64) -> std::io::Result<JournalFile> {
 }
 
 /// What a start reads, and what it may delete once everything is loaded.
-struct Plan {
+struct OpenPlan {
     /// The files to read, in order.
     files: Vec<(PathBuf, Kind)>,
     /// The newest snapshot's number (0: none).
@@ -467,7 +467,7 @@ const PROCEED: &str = "Nothing was changed. Put the file back (from a backup), o
 
 /// The files a start reads: the newest snapshot and the journals from it on; or, for a repair, every
 /// file. Refuses (changing nothing) when a file the newest state needs is missing.
-fn plan(dir: &Path, l: &Listing, repair: bool) -> anyhow::Result<Plan> {
+fn plan(dir: &Path, l: &Listing, repair: bool) -> anyhow::Result<OpenPlan> {
     let base = l.snapshots.last().copied().unwrap_or(0);
     if repair {
         let mut files: Vec<(PathBuf, Kind)> = l
@@ -480,7 +480,7 @@ fn plan(dir: &Path, l: &Listing, repair: bool) -> anyhow::Result<Plan> {
                 .iter()
                 .map(|&j| (journal_path(dir, j), Kind::Journal)),
         );
-        return Ok(Plan {
+        return Ok(OpenPlan {
             files,
             base,
             redundant: Vec::new(),
@@ -497,7 +497,7 @@ fn plan(dir: &Path, l: &Listing, repair: bool) -> anyhow::Result<Plan> {
             .iter()
             .map(|&j| (journal_path(dir, j), Kind::Journal)),
     );
-    Ok(Plan {
+    Ok(OpenPlan {
         files,
         base,
         redundant: l.older_than(dir, base),
@@ -739,7 +739,7 @@ impl Replay {
         &mut self,
         cfg: &StoreConfig,
         listing: &Listing,
-        plan: &Plan,
+        plan: &OpenPlan,
         new: bool,
     ) -> anyhow::Result<()> {
         let dir = &cfg.dir;
@@ -808,11 +808,11 @@ fn open_journal(
     }
 }
 
-impl State {
+impl Appending {
     /// The state of a store just opened, whose journals since the last snapshot (`snapshot_at`)
     /// hold `journal_bytes` and `journal_records`.
     fn opened(journal_bytes: u64, journal_records: u64, snapshot_at: Option<SystemTime>) -> Self {
-        State {
+        Appending {
             pending: Vec::new(),
             appended: 0,
             broken: false,
@@ -878,11 +878,11 @@ impl Store {
             .then(|| std::fs::metadata(snapshot_path(dir, plan.base)).and_then(|m| m.modified()))
             .and_then(Result::ok);
         let (progress, _) = watch::channel(Progress::default());
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(StoreInner {
             dir: dir.clone(),
             fsync: cfg.fsync,
             compact_bytes: cfg.compact_bytes,
-            state: Mutex::new(State::opened(
+            state: Mutex::new(Appending::opened(
                 replay.journal_bytes,
                 replay.journal_records,
                 snapshot_at,
@@ -1077,7 +1077,7 @@ impl Store {
     }
 }
 
-fn broke(inner: &Inner, what: &str, e: &std::io::Error, batch: Vec<u8>) {
+fn broke(inner: &StoreInner, what: &str, e: &std::io::Error, batch: Vec<u8>) {
     let mut s = lock(&inner.state);
     s.broken = true;
     // A compaction's new journal is the way out: it is due now.
@@ -1121,7 +1121,7 @@ fn retains(fsync: Fsync) -> bool {
 
 /// Under `everysec` and `no`, a write to a new journal after a failure put the kept bytes on disk:
 /// persistence works again (no snapshot is needed, nothing was dropped).
-fn wrote_again(inner: &Inner) {
+fn wrote_again(inner: &StoreInner) {
     let mut s = lock(&inner.state);
     if s.broken || s.dropped_kept {
         return;
@@ -1143,8 +1143,8 @@ fn wrote_again(inner: &Inner) {
 /// Under `always` it writes as soon as anything is appended (a reply is waiting). Under `everysec`
 /// and `no` it writes at most every [`PACE`] (sooner past [`WAKE_AT`] pending bytes): appends then
 /// cost a copy under a lock, never a wake or a syscall, while the writer is pacing.
-fn writer(inner: &Inner) {
-    let mut w = Writer {
+fn writer(inner: &StoreInner) {
+    let mut w = JournalWriter {
         inner,
         paced: inner.fsync != Fsync::Always,
         last_sync: Instant::now(),
@@ -1194,8 +1194,8 @@ fn writer(inner: &Inner) {
 const EVERYSEC: Duration = Duration::from_secs(1);
 
 /// What the writer thread remembers between batches.
-struct Writer<'a> {
-    inner: &'a Inner,
+struct JournalWriter<'a> {
+    inner: &'a StoreInner,
     /// `everysec` or `no`: writes wait for [`PACE`] (or [`WAKE_AT`] bytes).
     paced: bool,
     last_sync: Instant,
@@ -1209,7 +1209,7 @@ struct Writer<'a> {
     spare: Vec<u8>,
 }
 
-impl Writer<'_> {
+impl JournalWriter<'_> {
     /// Waits until there is something to write (as the pacing allows), a sync is due, or the store
     /// closes; then takes the pending bytes, with their ticket and whether the store is closing.
     fn next_batch(&mut self) -> (Vec<u8>, u64, bool) {
@@ -1281,10 +1281,10 @@ impl Writer<'_> {
 
 /// Waits on the writer's condition variable, for at most `limit`.
 fn wait<'a>(
-    inner: &Inner,
-    s: MutexGuard<'a, State>,
+    inner: &StoreInner,
+    s: MutexGuard<'a, Appending>,
     limit: Option<Duration>,
-) -> MutexGuard<'a, State> {
+) -> MutexGuard<'a, Appending> {
     match limit {
         Some(d) => {
             inner
@@ -1387,7 +1387,7 @@ impl Store {
 /// A compaction's first step: the working journal synced and a new one started, numbered after it;
 /// returns its number. If it cannot be created, the working journal stays in use: nothing is lost,
 /// and the next compaction tries again.
-fn rotate(inner: &Inner) -> anyhow::Result<u64> {
+fn rotate(inner: &StoreInner) -> anyhow::Result<u64> {
     let dir = &inner.dir;
     let mut guard = lock(&inner.journal);
     let old = guard.as_ref().map_or(0, |j| j.gen);
@@ -1443,7 +1443,7 @@ fn write_snapshot(
 }
 
 /// A snapshot is in place: every record held is on disk, so a failure of persistence is over.
-fn snapshot_written(inner: &Inner) {
+fn snapshot_written(inner: &StoreInner) {
     let recovered = {
         let mut s = lock(&inner.state);
         s.needs_snapshot = false;
@@ -1465,7 +1465,7 @@ fn snapshot_written(inner: &Inner) {
 /// A compaction's last step: the files older than snapshot `gen` are deleted — except those a
 /// repair found damaged, which are set aside (`*.damaged`), never deleted: what a repair could not
 /// read may still be read by hand.
-fn replace_older(inner: &Inner, gen: u64) -> anyhow::Result<()> {
+fn replace_older(inner: &StoreInner, gen: u64) -> anyhow::Result<()> {
     let dir = &inner.dir;
     let listing = list(dir)?;
     let damaged = std::mem::take(&mut *lock(&inner.damaged));

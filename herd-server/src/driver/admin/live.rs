@@ -19,7 +19,7 @@ use std::time::Duration;
 use herd_proto::Timestamp;
 use serde_json::{json, Value};
 
-use crate::driver::admin::state::{AdminState, ClientAddr, Progress};
+use crate::driver::admin::state::{AdminState, ClientAddr, StreamProgress};
 use crate::driver::admin::streams::{NoSlot, StreamSlot};
 use crate::driver::admin::view;
 use crate::driver::samples::secs;
@@ -279,7 +279,7 @@ struct Feed {
     state: AdminState,
     since: HashMap<String, (String, u64)>,
     tick: tokio::time::Interval,
-    progress: Option<Progress>,
+    progress: Option<StreamProgress>,
     first: bool,
     _slot: StreamSlot,
 }
@@ -298,7 +298,7 @@ pub(crate) async fn events(
         .extensions()
         .get::<ClientAddr>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |f| f.0.ip());
-    let progress = request.extensions().get::<Progress>().cloned();
+    let progress = request.extensions().get::<StreamProgress>().cloned();
     let slot = match StreamSlot::take(&state.streams, from) {
         Ok(slot) => slot,
         Err(why) => return no_stream(&state, &why),

@@ -31,7 +31,7 @@ use tower_http::timeout::TimeoutLayer;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn, Instrument as _};
 
-use crate::driver::admin::state::{AdminState, ClientAddr, Progress};
+use crate::driver::admin::state::{AdminState, ClientAddr, StreamProgress};
 use crate::driver::shared::Lifecycle;
 
 pub mod guard;
@@ -254,7 +254,7 @@ pub(crate) async fn serve(state: AdminState, listener: TcpListener) {
 /// (431 past it). An `/events` stream whose page takes no event for [`live::WRITE_TIMEOUT`] is
 /// closed. Ends early, between requests, when the server stops.
 async fn connection(life: &Lifecycle, stream: TcpStream, from: SocketAddr, app: Router) {
-    let progress = Progress::new();
+    let progress = StreamProgress::new();
     let p = progress.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(from));

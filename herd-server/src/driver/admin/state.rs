@@ -58,17 +58,17 @@ impl AdminState {
 #[derive(Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
-/// When an `/events` stream last sent an event (milliseconds after [`Progress::epoch`]; 0: it is
+/// When an `/events` stream last sent an event (milliseconds after [`StreamProgress::epoch`]; 0: it is
 /// not a stream), so the connection's task can close a stream whose page stopped reading.
 #[derive(Clone)]
-pub(crate) struct Progress {
+pub(crate) struct StreamProgress {
     epoch: Instant,
     at: Arc<AtomicU64>,
 }
 
-impl Progress {
+impl StreamProgress {
     pub(crate) fn new() -> Self {
-        Progress {
+        StreamProgress {
             epoch: Instant::now(),
             at: Arc::new(AtomicU64::new(0)),
         }
