@@ -88,7 +88,7 @@ pub fn max_backlog_records(cached: usize) -> u64 {
 /// One link's reconciliation state.
 ///
 /// # Bounded work per line
-/// Receiving a line only checks it and queues what it asks for ([`Work`]); the work is done by
+/// Receiving a line only checks it and queues what it asks for (`Work`); the work is done by
 /// [`Session::transmit`], at most [`WORK_PER_CALL`] units a call, in the order the lines came (so the
 /// answers go out in that order, and the turn's end after them). A peer that asks faster than the
 /// work is done meets [`MAX_BACKLOG_BYTES`] and [`max_backlog_records`].
