@@ -108,6 +108,9 @@ pub struct Session {
     pub(super) opened: u64,
     /// Sub-ranges that differ, met in the turn being received, to answer at its end, with my sums.
     pub(super) pending: Vec<(KeyRange, Sum)>,
+    /// Ranges of that turn small enough to send whole whose 16 parts all differ (`DENSE`), with their
+    /// fingerprints and my sums of the parts, to answer at its end.
+    pub(super) dense: Vec<(KeyRange, [u32; 16], [Sum; 16])>,
     /// Sub-ranges compared in that turn, and how many of them differed.
     pub(super) compared: u64,
     pub(super) differing: u64,
@@ -233,6 +236,7 @@ impl Session {
         self.bytes = 0;
         self.salt = salt;
         self.pending.clear();
+        self.dense.clear();
         self.compared = 0;
         self.differing = 0;
         self.incoming = None;
@@ -579,6 +583,7 @@ impl Session {
         self.caught_up = true;
         self.by_id = None;
         self.pending.clear();
+        self.dense.clear();
         self.incoming = None;
         Report {
             link,

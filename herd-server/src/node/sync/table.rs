@@ -33,9 +33,12 @@ pub fn hint(e: &Entry) -> u8 {
 pub const LIST: u64 = 16;
 
 /// A range whose 16 sub-ranges all differ and that holds at most this many records here is sent
-/// whole both ways rather than split: at that density nearly every record differs, and the records
-/// cost less than the fingerprints and id lists that would find them (so a cache that differs
-/// everywhere reconciles at about the speed of a plain stream).
+/// whole both ways rather than split, when every other sub-range compared in the same turn differed
+/// too: at that density nearly every record differs, and the records cost less than the fingerprints
+/// and id lists that would find them (so a cache that differs everywhere reconciles at about the
+/// speed of a plain stream). Where some sub-ranges of the turn were equal, the difference is dense but
+/// not total (one client in ten differing has every part of many such ranges differ), and the range's
+/// parts are answered like the others, by tables.
 pub const DENSE: u64 = 16 * 32;
 
 /// Sub-ranges that differ are answered together with one table (`HERD-IBF`) of the range two digits

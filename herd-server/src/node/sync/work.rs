@@ -231,12 +231,8 @@ impl Session {
             .zip(mine)
             .filter(|(t, m)| **t != short_fp(**m, salt))
             .count();
-        if differ > 0 && (total == 0 || (differ == 16 && total <= DENSE)) {
-            // Nothing here, or a difference so dense that listing costs more than the records:
-            // both sides send all they hold in the range.
-            if total > 0 {
-                self.send_range(range, sketch);
-            }
+        if differ > 0 && total == 0 {
+            // Nothing here: the other side sends all it holds in the range.
             self.line(&PeerMessage::Ids {
                 range,
                 hashes: Vec::new(),
@@ -244,16 +240,57 @@ impl Session {
             return;
         }
         self.compared += 16;
+        if differ == 16 && total <= DENSE {
+            // Every part differs, in a range small enough to send whole: whether the difference is
+            // that dense is known only from the whole turn (see `Session::resolve`).
+            self.differing += 16;
+            self.dense.push((range, *theirs, *mine));
+            return;
+        }
+        self.differing += self.parts(range, theirs, mine, sketch);
+    }
+
+    /// The parts of `range` that differ: sent whole where the other side holds nothing, kept to answer
+    /// at the end of the turn otherwise. Returns how many differ.
+    fn parts(
+        &mut self,
+        range: KeyRange,
+        theirs: &[u32; 16],
+        mine: &[Sum; 16],
+        sketch: &Sketch,
+    ) -> u64 {
+        let mut differing = 0;
         for (d, (theirs, mine)) in theirs.iter().zip(mine).enumerate() {
             let Some(c) = range.child(d as u8) else { break };
-            if short_fp(*mine, salt) == *theirs {
+            if short_fp(*mine, self.salt) == *theirs {
                 continue;
             }
-            self.differing += 1;
+            differing += 1;
             if *theirs == 0 {
                 self.send_range(c, sketch);
             } else {
                 self.pending.push((c, *mine));
+            }
+        }
+        differing
+    }
+
+    /// The small ranges of the turn whose 16 parts all differed (`DENSE`). Where every part compared in
+    /// the turn differed too, the difference is as dense as the walk can tell (every record, or
+    /// nearly): both sides send all they hold in them, which costs less than finding their few equal
+    /// records. Otherwise their parts are answered like any others (by tables where the turn shows
+    /// a dense difference): with one client in ten differing, a range of a few hundred clients often
+    /// has every part differ, and sending those whole sent five times the records that differ.
+    fn answer_dense(&mut self, total: bool, sketch: &Sketch) {
+        for (range, theirs, mine) in std::mem::take(&mut self.dense) {
+            if total {
+                self.send_range(range, sketch);
+                self.line(&PeerMessage::Ids {
+                    range,
+                    hashes: Vec::new(),
+                });
+            } else {
+                self.parts(range, &theirs, &mine, sketch);
             }
         }
     }
@@ -287,8 +324,9 @@ impl Session {
     /// listed), or, where the turn shows the difference is dense, in groups by one table each. The
     /// turn ends after them.
     pub(super) fn resolve(&mut self, sketch: &Sketch) {
-        let pending = std::mem::take(&mut self.pending);
         let expect = self.expected();
+        self.answer_dense(expect.is_none(), sketch);
+        let pending = std::mem::take(&mut self.pending);
         let mut work = Vec::new();
         let mut groups: std::collections::BTreeMap<KeyRange, Vec<(KeyRange, Sum)>> =
             std::collections::BTreeMap::new();
