@@ -517,3 +517,47 @@ async fn an_over_long_message_is_answered_as_an_over_long_line_then_closed() {
         .await
         .starts_with("AT Alford"));
 }
+
+/// Waits, within the deadline, for the server to end the socket (no message before the end).
+async fn ended(ws: &mut Ws) {
+    loop {
+        let m = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("the end in time");
+        match m {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+            Some(Ok(other)) => panic!("a message instead of the end: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_socket_ends_at_the_idle_time_out_but_a_watcher_is_never_idle() {
+    let mut herd = Processes::new(
+        &[("Alford", &[])],
+        &format!("{OFFLINE}[limits]\nidle_timeout_ms = 300\n"),
+    )
+    .with_http();
+    herd.start_all().await;
+    // A watcher, then a socket that says nothing: when the quiet one is ended, the watcher has been
+    // silent for longer than the idle time-out too.
+    let mut w = ws(herd.http("Alford")).await;
+    assert_eq!(
+        ask(&mut w, "WATCH CLIENT plum").await,
+        "WATCHING CLIENT plum\n"
+    );
+    let mut quiet = ws(herd.http("Alford")).await;
+    ended(&mut quiet).await;
+    // The watcher is still served: its record comes, and it is answered.
+    let mut e = Client::connect(herd.addr("Alford")).await;
+    e.send("IAMAT plum +10.0+10.0 1479413900\n").await;
+    let answered = e.text_line().await;
+    assert_eq!(next_text(&mut w).await, answered);
+    // Without its watch, it is idle like any other socket.
+    assert_eq!(
+        ask(&mut w, "UNWATCH CLIENT plum").await,
+        "UNWATCHED CLIENT plum\n"
+    );
+    ended(&mut w).await;
+}

@@ -20,6 +20,7 @@
 //! [`Limits::watch_queue`]: crate::config::Limits::watch_queue
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +31,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{FutureExt as _, StreamExt as _};
 
 use herd_proto::{
     record_json, AtRecord, ClientTime, ErrorKind, Frame, Framer, Location, Timestamp, WatchLine,
@@ -41,14 +41,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tower::Service as _;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{debug, info, warn, Instrument as _};
 
 use crate::config::Limits;
 use crate::driver::gate::{AdmissionSlot, SlotKind};
-use crate::driver::shared::Shared;
+use crate::driver::shared::{Lifecycle, Shared};
 use crate::log::{show, LogBuf};
 use crate::node::limits::Limit;
 use crate::node::watch::{Deliver, WatchRefused};
@@ -696,12 +697,21 @@ fn watch_line(shared: &Shared, id: u64, w: WatchLine<'_>, line: &[u8], out: &mut
     watching
 }
 
-/// Sends one message: text when the bytes are UTF-8 (nearly always), binary otherwise (a client id
-/// may hold any bytes).
+/// One message: text when the bytes are UTF-8 (nearly always), binary otherwise (a client id may hold
+/// any bytes).
 fn message(bytes: Vec<u8>) -> WsMessage {
     match String::from_utf8(bytes) {
         Ok(s) => WsMessage::Text(s.into()),
         Err(e) => WsMessage::Binary(e.into_bytes().into()),
+    }
+}
+
+/// One message of a copy of `bytes`, as [`message`]: the buffer they are in is kept for the next
+/// reply.
+fn message_of(bytes: &[u8]) -> WsMessage {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => WsMessage::Text(s.into()),
+        Err(_) => WsMessage::Binary(BodyBytes::copy_from_slice(bytes)),
     }
 }
 
@@ -775,43 +785,94 @@ fn is_too_big(e: &axum::Error) -> bool {
     false
 }
 
-/// One WebSocket: its halves, its watcher queue and its bounds.
+/// One WebSocket: the socket, its watcher queue, its bounds and its timer.
+///
+/// The shutdown future and the timer are made once per connection, as a TCP connection's are: a fresh
+/// `cancelled()` or `timeout()` per message costs a waiter registration on the shared token or a
+/// timer insertion and removal on every request.
 struct Socket {
-    sink: SplitSink<WebSocket, WsMessage>,
-    stream: SplitStream<WebSocket>,
+    socket: WebSocket,
     queue: mpsc::Receiver<Vec<u8>>,
     limits: Limits,
     /// Whether the connection holds a watch (then it is never idle).
     watching: bool,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The idle time-out's timer. It is not pushed back on every message: when it fires before the
+    /// deadline (the last message plus the idle time-out), it is re-armed for the deadline.
+    idle: Pin<Box<Sleep>>,
+    /// When the timer is set to fire.
+    timer_at: Instant,
+    /// When the last message came (or the socket opened).
+    last_read: Instant,
 }
 
 impl Socket {
-    /// Waits for the next event: a message, a record to push, the server stopping, or the end.
-    async fn next(&mut self, shutdown: &CancellationToken) -> Event {
-        let idle = if self.watching {
-            Duration::MAX / 4
-        } else {
-            self.limits.idle_timeout
-        };
-        tokio::select! {
-            biased;
-            m = tokio::time::timeout(idle, self.stream.next()) => match m {
-                Err(_) => Event::End("idle time-out"),
-                Ok(Some(Ok(WsMessage::Close(_)))) => Event::End("closed by the client"),
-                Ok(Some(Ok(m))) => Event::Message(m),
-                Ok(Some(Err(e))) if is_too_big(&e) => Event::TooBig,
-                Ok(None | Some(Err(_))) => Event::End("closed"),
-            },
-            pushed = self.queue.recv() => pushed.map_or(Event::Slow, Event::Pushed),
-            _ = shutdown.cancelled() => Event::Stopping,
+    fn new(socket: WebSocket, queue: mpsc::Receiver<Vec<u8>>, shared: &Shared) -> Socket {
+        let limits = shared.spec.limits;
+        let now = Instant::now();
+        let timer_at = now + limits.idle_timeout;
+        Socket {
+            socket,
+            queue,
+            limits,
+            watching: false,
+            cancelled: Box::pin(shared.life.shutdown.clone().cancelled_owned()),
+            idle: Box::pin(tokio::time::sleep_until(timer_at)),
+            timer_at,
+            last_read: now,
         }
     }
 
-    /// Sends `bytes` within the line time-out; `false`: the client did not take it.
-    async fn send(&mut self, bytes: Vec<u8>) -> bool {
-        let m = message(bytes);
-        let sent = tokio::time::timeout(self.limits.line_timeout, self.sink.send(m)).await;
-        matches!(sent, Ok(Ok(())))
+    /// Waits for the next event: a message, a record to push, the server stopping, or the end.
+    async fn next(&mut self, life: &Lifecycle) -> Event {
+        // Shutdown is checked with a load here, so the select below can poll the socket first (a busy
+        // socket's message is ready at once); a socket with nothing to read hears the token itself.
+        if life.stopping() {
+            return Event::Stopping;
+        }
+        let idle = self.limits.idle_timeout;
+        let deadline = self.last_read + idle;
+        if !self.watching && deadline < self.timer_at {
+            // The timer was re-armed while the connection held a watch: bring it back.
+            self.timer_at = deadline;
+            self.idle.as_mut().reset(deadline);
+        }
+        loop {
+            tokio::select! {
+                biased;
+                m = self.socket.next() => {
+                    self.last_read = Instant::now();
+                    return match m {
+                        Some(Ok(WsMessage::Close(_))) => Event::End("closed by the client"),
+                        Some(Ok(m)) => Event::Message(m),
+                        Some(Err(e)) if is_too_big(&e) => Event::TooBig,
+                        None | Some(Err(_)) => Event::End("closed"),
+                    };
+                }
+                pushed = self.queue.recv() => return pushed.map_or(Event::Slow, Event::Pushed),
+                _ = &mut self.cancelled => return Event::Stopping,
+                _ = &mut self.idle => {
+                    let now = Instant::now();
+                    let deadline = self.last_read + idle;
+                    if !self.watching && now >= deadline {
+                        return Event::End("idle time-out");
+                    }
+                    self.timer_at = if self.watching { now + idle } else { deadline };
+                    self.idle.as_mut().reset(self.timer_at);
+                }
+            }
+        }
+    }
+
+    /// Sends `m` within the line time-out; `false`: the client did not take it. Nearly always the
+    /// socket takes it at once, and no timer is made for that.
+    async fn send(&mut self, m: WsMessage) -> bool {
+        let limit = self.limits.line_timeout;
+        let mut sending = std::pin::pin!(self.socket.send(m));
+        if let Some(sent) = sending.as_mut().now_or_never() {
+            return sent.is_ok();
+        }
+        matches!(tokio::time::timeout(limit, sending).await, Ok(Ok(())))
     }
 
     /// Sends a close frame with `code` and `reason`, if the socket takes it soon.
@@ -820,7 +881,7 @@ impl Socket {
             code,
             reason: reason.into(),
         }));
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.sink.send(frame)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.socket.send(frame)).await;
     }
 
     /// A message over `max_line`: answered `? ` and its first `max_line` bytes (`head`; none when the
@@ -837,7 +898,7 @@ impl Socket {
                 c.log.pair(head, &out);
                 c.shared.spec.log.submit(&mut c.log).await;
             }
-            if !self.send(out).await {
+            if !self.send(message(out)).await {
                 return "line too long";
             }
         }
@@ -850,10 +911,10 @@ impl Socket {
     async fn serve(&mut self, c: &mut Client) -> &'static str {
         let mut out = Vec::new();
         loop {
-            let m = match self.next(&c.shared.life.shutdown).await {
+            let m = match self.next(&c.shared.life).await {
                 Event::Message(m) => m,
                 Event::Pushed(line) => {
-                    if self.send(line).await {
+                    if self.send(message(line)).await {
                         continue;
                     }
                     return "the watcher did not take its records";
@@ -886,7 +947,7 @@ impl Socket {
                 Ok(None) => {}
                 Err(_) => return "not durable",
             }
-            if !out.is_empty() && !self.send(std::mem::take(&mut out)).await {
+            if !out.is_empty() && !self.send(message_of(&out)).await {
                 return "replies not taken within the line time-out";
             }
         }
@@ -906,14 +967,7 @@ async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
         shared: shared.clone(),
         id,
     };
-    let (sink, stream) = socket.split();
-    let mut socket = Socket {
-        sink,
-        stream,
-        queue,
-        limits,
-        watching: false,
-    };
+    let mut socket = Socket::new(socket, queue, &shared);
     let why = socket.serve(&mut c).await;
     drop(registered);
     shared.stats.connection(false);

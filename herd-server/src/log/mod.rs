@@ -558,6 +558,13 @@ where
         }
     }
 
+    /// Nothing at TRACE is routed: the server writes no such event, and the `log` records of its
+    /// libraries at that level (the WebSocket library writes several for every frame) are then
+    /// stopped at the `log` crate's level check, instead of each being dispatched to the layers.
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::DEBUG)
+    }
+
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let Some(log) = ctx.event_scope(event).and_then(|scope| {
             scope.from_root().find_map(|span| {
