@@ -134,7 +134,7 @@ struct Connection<'a> {
     /// Limit refusals already logged on this connection (one log line per kind, not per line).
     logged: Vec<Limit>,
     /// What this connection may still spend on upstream Places calls (made at its first WHATSAT).
-    budget: Option<crate::places::Budget>,
+    budget: Option<crate::places::ClientBudget>,
     /// An `OVER_QUERY_LIMIT` was logged on this connection (once per connection).
     budget_logged: bool,
 }

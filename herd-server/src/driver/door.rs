@@ -54,7 +54,7 @@ use crate::log::{show, LogBuf};
 use crate::node::limits::Limit;
 use crate::node::watch::{Deliver, WatchRefused};
 use crate::node::{Invalid, Lookup, Step};
-use crate::places::Budget;
+use crate::places::ClientBudget;
 
 /// The OpenAPI description of this door, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -76,7 +76,7 @@ struct Door {
 struct From(SocketAddr);
 
 /// What became of one line through the door.
-enum Outcome {
+enum LineOutcome {
     /// An AT record (an IAMAT's answer): the reply holds its line.
     Record,
     /// A WHATSAT answered: the reply holds the AT line, the JSON and two newlines.
@@ -94,7 +94,7 @@ struct Client {
     addr: SocketAddr,
     log: LogBuf,
     logging: bool,
-    budget: Option<Budget>,
+    budget: Option<ClientBudget>,
     /// Limit refusals already logged (once per kind and connection, as on TCP).
     logged: Vec<Limit>,
 }
@@ -117,7 +117,7 @@ impl Client {
     /// Answers `line` into `out` through the node's client entry point, as a TCP connection does:
     /// journaled (and, where the fsync rule says so, on disk before the answer goes out), counted,
     /// sampled for the live page, flooded and logged.
-    async fn answer(&mut self, line: &[u8], out: &mut Vec<u8>) -> std::io::Result<Outcome> {
+    async fn answer(&mut self, line: &[u8], out: &mut Vec<u8>) -> std::io::Result<LineOutcome> {
         let shared = self.shared.clone();
         let now = (shared.spec.clock)();
         let start = out.len();
@@ -132,11 +132,11 @@ impl Client {
                 }
                 shared.stats.answered(1, 0);
                 shared.live.offer_iamat(line, now);
-                Outcome::Record
+                LineOutcome::Record
             }
             Step::Invalid(why) => {
                 shared.stats.invalid(why);
-                Outcome::Invalid(match why {
+                LineOutcome::Invalid(match why {
                     Invalid::Malformed(kind) => kind.description(),
                     Invalid::UnknownClient => UNKNOWN_CLIENT,
                 })
@@ -147,11 +147,11 @@ impl Client {
                     info!(conn = self.id, peer = %self.addr, refusal = %why, line = %show(line),
                         "IAMAT refused by a limit (logged once per connection)");
                 }
-                Outcome::Refused(why)
+                LineOutcome::Refused(why)
             }
-            Step::Lookup(q) => Outcome::Places(self.lookup(line, &q, now, out).await),
+            Step::Lookup(q) => LineOutcome::Places(self.lookup(line, &q, now, out).await),
         };
-        if self.logging && !matches!(outcome, Outcome::Places(_)) {
+        if self.logging && !matches!(outcome, LineOutcome::Places(_)) {
             self.log.pair(line, &out[start..]);
         }
         shared.spec.log.submit(&mut self.log).await;
@@ -387,23 +387,23 @@ fn refusal(code: StatusCode, line: Option<&[u8]>, reason: &str) -> Response {
 
 /// The answer to a line that was not a record: 400 (invalid), 404 (unknown client), 422 or 503
 /// (refused by a limit), 500 (not durable).
-fn failed(outcome: &Outcome, line: &[u8]) -> Response {
+fn failed(outcome: &LineOutcome, line: &[u8]) -> Response {
     match outcome {
-        Outcome::Invalid(reason) if *reason == UNKNOWN_CLIENT => {
+        LineOutcome::Invalid(reason) if *reason == UNKNOWN_CLIENT => {
             refusal(StatusCode::NOT_FOUND, Some(line), reason)
         }
-        Outcome::Invalid(reason) => refusal(StatusCode::BAD_REQUEST, Some(line), reason),
-        Outcome::Refused(l @ (Limit::ClientCap | Limit::CacheBytes)) => refusal(
+        LineOutcome::Invalid(reason) => refusal(StatusCode::BAD_REQUEST, Some(line), reason),
+        LineOutcome::Refused(l @ (Limit::ClientCap | Limit::CacheBytes)) => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(line),
             &format!("refused by a limit: {l}"),
         ),
-        Outcome::Refused(l) => refusal(
+        LineOutcome::Refused(l) => refusal(
             StatusCode::UNPROCESSABLE_ENTITY,
             Some(line),
             &format!("refused by a limit: {l}"),
         ),
-        Outcome::Record | Outcome::Places(_) => {
+        LineOutcome::Record | LineOutcome::Places(_) => {
             refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(line), "no answer")
         }
     }
@@ -424,7 +424,7 @@ async fn through(
     door: &Door,
     from: SocketAddr,
     line: &[u8],
-) -> Result<(Outcome, Vec<u8>), Box<Response>> {
+) -> Result<(LineOutcome, Vec<u8>), Box<Response>> {
     let mut c = Client::new(door.shared.clone(), from, "http");
     let mut out = Vec::new();
     match c.answer(line, &mut out).await {
@@ -506,7 +506,7 @@ async fn iamat(
         );
     }
     match through(&door, from, &line).await {
-        Ok((Outcome::Record, out)) => match record_of(&out) {
+        Ok((LineOutcome::Record, out)) => match record_of(&out) {
             Some(r) => answer(StatusCode::OK, &Value::Object(r)),
             None => refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&line), "no record"),
         },
@@ -566,7 +566,7 @@ async fn whatsat(
     }
     let line = format!("WHATSAT {client} {radius} {bound}").into_bytes();
     match through(&door, from, &line).await {
-        Ok((Outcome::Places(places), out)) => match record_of(&out) {
+        Ok((LineOutcome::Places(places), out)) => match record_of(&out) {
             Some(mut r) => {
                 r.insert("places".into(), places);
                 answer(StatusCode::OK, &Value::Object(r))

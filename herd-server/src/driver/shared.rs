@@ -19,7 +19,7 @@ use crate::driver::spec::ServerSpec;
 use crate::log::SUMMARY;
 use crate::node::limits::Refusals;
 use crate::node::{Lookup, Node};
-use crate::places::{Answer, Budget, ServerBudget, Spent};
+use crate::places::{Answer, ClientBudget, ServerBudget, Spent};
 use crate::store::Store;
 
 /// When a server stops, and the tasks it waits for before it does.
@@ -100,7 +100,7 @@ impl Shared {
         &self,
         q: &Lookup,
         now: Timestamp,
-        budget: &mut Option<Budget>,
+        budget: &mut Option<ClientBudget>,
     ) -> (Arc<Answer>, Option<Spent>, Instant) {
         self.live.offer_whatsat(q, now);
         let began = Instant::now();

@@ -12,7 +12,7 @@
 //! every look-up a miss by varying the radius's decimals.
 //!
 //! # The bill
-//! A network back-end's calls cost money, so each is paid from a [`Budget`]: a token bucket of the client
+//! A network back-end's calls cost money, so each is paid from a [`ClientBudget`]: a token bucket of the client
 //! connection and one of the server ([`PlacesBudget`]). A look-up that finds no answer cached takes a
 //! token from both; with either empty it is answered at no cost with the Places status
 //! `OVER_QUERY_LIMIT` and no results, and counted. Answers from the cache are free, and the offline
@@ -213,7 +213,11 @@ impl Places {
     /// Looks up the places near `q`: always an answer, within the time-out. A look-up that goes
     /// upstream (no answer cached, a network back-end) is paid from `budget`; when it cannot be, the
     /// answer is `OVER_QUERY_LIMIT` and the second value names the budget spent.
-    pub async fn lookup(&self, q: &Lookup, budget: &mut Budget) -> (Arc<Answer>, Option<Spent>) {
+    pub async fn lookup(
+        &self,
+        q: &Lookup,
+        budget: &mut ClientBudget,
+    ) -> (Arc<Answer>, Option<Spent>) {
         let inner = &self.inner;
         let paid = !matches!(inner.client, Fetcher::Offline);
         if inner.ttl.is_zero() || inner.max_entries == 0 {
@@ -334,8 +338,8 @@ pub struct ServerBudget {
 
 impl ServerBudget {
     /// A new connection's budget: its own full bucket, and this server's.
-    pub fn connection(&self) -> Budget {
-        Budget {
+    pub fn connection(&self) -> ClientBudget {
+        ClientBudget {
             own: Bucket::full(self.budget.connection_rate, self.budget.connection_burst),
             server: self.bucket.clone(),
         }
@@ -343,12 +347,12 @@ impl ServerBudget {
 }
 
 /// What one client connection may spend on upstream calls: its bucket and its server's.
-pub struct Budget {
+pub struct ClientBudget {
     own: Bucket,
     server: Arc<Mutex<Bucket>>,
 }
 
-impl Budget {
+impl ClientBudget {
     /// Takes a token from both buckets, or from neither and says which one was empty.
     fn take(&mut self) -> Result<(), Spent> {
         let now = Instant::now();
