@@ -401,6 +401,10 @@ impl PlacesInner {
         let Ok(_permit) = self.in_flight.acquire().await else {
             return Answer::error("UNKNOWN_ERROR", "Places client is shutting down");
         };
+        if matches!(self.client, Fetcher::Offline) {
+            // Not counted against the look-up's time-out: the data is here, only not yet indexed.
+            offline::ready().await;
+        }
         let call = async {
             match &self.client {
                 Fetcher::Offline => offline::search(q),

@@ -138,9 +138,19 @@ fn csv_fields(line: &str) -> impl Iterator<Item = Cow<'_, str>> {
     })
 }
 
+static INDEX: OnceLock<RTree<Place>> = OnceLock::new();
+
+/// Waits until the index is built, off the event loop: it is built beside the start (a moment; far
+/// longer unoptimised or on a busy machine), and a look-up that comes sooner must not hold up the
+/// connections and peer links that share its loop (their keep-alives above all) meanwhile.
+pub async fn ready() {
+    if INDEX.get().is_none() {
+        let _ = tokio::task::spawn_blocking(index).await;
+    }
+}
+
 /// The index, built once (about 144,000 places).
 pub fn index() -> &'static RTree<Place> {
-    static INDEX: OnceLock<RTree<Place>> = OnceLock::new();
     INDEX.get_or_init(|| {
         let header = DATA.find('\n').map_or(DATA.len(), |i| i + 1);
         let mut start = header;
