@@ -256,6 +256,18 @@ fn traffic(a: &mut Node, b: &mut Node) -> Traffic {
     t
 }
 
+/// The catch-up's goal in bytes: at most twice the records' bytes, plus 100 KB a million clients.
+fn assert_bytes_within_goal(t: &Traffic, n: u32, d: u32) {
+    let records = t.bytes["AT"];
+    let total: u64 = t.bytes.values().sum();
+    let allowance = 100_000 * u64::from(n) / 1_000_000;
+    assert!(
+        total <= 2 * records + allowance,
+        "{n} clients, {d} differing: {total} bytes for {records} bytes of records ({:?})",
+        t.bytes
+    );
+}
+
 /// The densities of a million clients of which 10,000 differ, on a small cache: the trie has one
 /// level fewer, but its ranges hold as many clients and as many differences (leaves of ~15 clients,
 /// one level of 256 ranges with ~2.4 differing clients each), so the same tables are sent. Each differing
@@ -276,14 +288,7 @@ fn a_dense_difference_costs_about_twice_its_records() {
     assert_eq!(sorted(&t.ab), want_ab, "A sends exactly its newer records");
     assert_eq!(sorted(&t.ba), want_ba, "B sends exactly its newer records");
     assert!(t.bytes.contains_key("HERD-IBF"), "{n}: {:?}", t.bytes);
-    let records = t.bytes["AT"];
-    let total: u64 = t.bytes.values().sum();
-    let allowance = 100_000 * u64::from(n) / 1_000_000;
-    assert!(
-        total <= 2 * records + allowance,
-        "{n} clients, {d} differing: {total} bytes for {records} bytes of records ({:?})",
-        t.bytes
-    );
+    assert_bytes_within_goal(&t, n, d);
     assert!(t.turns <= 8, "{} turns", t.turns);
 }
 
@@ -341,13 +346,6 @@ fn a_tenth_differing_sends_about_the_records_that_differ() {
             t.bytes
         );
         assert!(t.bytes.contains_key("HERD-IBF"), "{n}: {:?}", t.bytes);
-        let records = t.bytes["AT"];
-        let total: u64 = t.bytes.values().sum();
-        let allowance = 100_000 * u64::from(n) / 1_000_000;
-        assert!(
-            total <= 2 * records + allowance,
-            "{n} clients, {d} differing: {total} bytes for {records} bytes of records ({:?})",
-            t.bytes
-        );
+        assert_bytes_within_goal(&t, n, d);
     }
 }
