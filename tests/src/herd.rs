@@ -360,11 +360,7 @@ impl Processes {
             .spawn()
             .expect("spawn herd-server");
         self.children.insert(name.to_string(), child);
-        let addr = self.addr(name);
-        eventually(&format!("{name} to listen"), || async move {
-            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-        })
-        .await;
+        self.wait_listening(name).await;
         if self.http_ports.contains_key(name) {
             let http = self.http(name);
             eventually(&format!("{name}'s http door to listen"), || async move {
@@ -374,10 +370,44 @@ impl Processes {
         }
         // The port answering is not enough: it must be this process that answers.
         if let Some(child) = self.children.get_mut(name) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{name} exited at start ({status}; port {} taken?); its stderr:\n{}",
+                    self.addr(name),
+                    self.stderr(name)
+                );
+            }
+        }
+    }
+
+    /// Waits until server `name` accepts connections. Fails at once, with what the server said on
+    /// stderr, when the process has exited (a port taken, a config refused), and with its stderr too
+    /// when it never listens: a start that fails must say why in the test's output.
+    async fn wait_listening(&mut self, name: &str) {
+        let addr = self.addr(name);
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            let exited = match self.children.get_mut(name) {
+                Some(child) => child.try_wait().ok().flatten(),
+                None => None,
+            };
+            if let Some(status) = exited {
+                panic!(
+                    "{name} exited at start ({status}); its stderr:\n{}",
+                    self.stderr(name)
+                );
+            }
             assert!(
-                matches!(child.try_wait(), Ok(None)),
-                "{name} exited at start (port {addr} taken?)"
+                start.elapsed() < crate::DEADLINE,
+                "timed out waiting for {name} to listen on {addr}; its stderr so far:\n{}",
+                self.stderr(name)
             );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
         }
     }
 

@@ -9,6 +9,7 @@ pub mod herd;
 pub mod insider;
 pub mod proxy;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// How long any one wait in a test may take before it fails.
@@ -52,10 +53,19 @@ where
 /// Picked below Linux's ephemeral range (32768 and up), where the tests' own client connections take
 /// their local ports: a port from that range could be taken by a client socket before the server
 /// that was meant to listen on it starts.
+///
+/// Never the same port twice in one test process: the tests of a binary run side by side, and a port
+/// handed to one test's server (free while that server is not started yet, or killed for a restart)
+/// would otherwise pass the check for another test, whose server would then take it first.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..1000 {
         let port = fastrand::u16(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
