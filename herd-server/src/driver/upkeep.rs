@@ -37,7 +37,7 @@ impl crate::store::Loader for Restoring {
         self.node.reserve(records);
     }
     fn take(&mut self, _: &[u8], prepared: Self::Parsed) -> bool {
-        let server = prepared.entry().key().server;
+        let server = prepared.entry().server();
         if self.forget.iter().any(|f| f == server) {
             *self.forgotten.entry(server.to_vec()).or_default() += 1;
             return true;

@@ -170,6 +170,8 @@ fn offer(
     from: Option<usize>,
     room: Option<Room>,
 ) -> Offer {
+    // The stored record's line when the cache renders it (a peer's record), rendered once.
+    let mut rendered = Vec::new();
     let index = match clients.index_of(&record.client) {
         Some(i) => {
             match clients.get(i).map(|e| e.cmp_record(&record)) {
@@ -195,21 +197,24 @@ fn offer(
                 Given::Written(_) | Given::Nothing => None,
             };
             let entry = Entry::new(&record, kept);
+            let stored = stored_line(&line, Some(&entry), &mut rendered);
             if let Some(room) = room {
-                let len = entry.line_len() as u64;
-                if clients.bytes() + len + ENTRY_OVERHEAD > room.bytes {
+                if clients.bytes() + stored.len() as u64 + ENTRY_OVERHEAD > room.bytes {
                     return Offer::Full(Limit::CacheBytes);
                 }
             }
-            clients.push(entry)
+            clients.push_line(entry, stored)
         }
     };
-    if let (Some(journal), Some(entry)) = (told.journal, clients.get(index)) {
-        entry.with_line(|l| format::write_record(l, &mut journal.bytes));
-        journal.records += 1;
-    }
-    if let (Some(watches), Some(entry)) = (told.watches, clients.get(index)) {
-        entry.with_line(|l| watches.fire(&record, l));
+    if told.journal.is_some() || told.watches.is_some() {
+        let stored = stored_line(&line, clients.get(index), &mut rendered);
+        if let Some(journal) = told.journal {
+            format::write_record(stored, &mut journal.bytes);
+            journal.records += 1;
+        }
+        if let Some(watches) = told.watches {
+            watches.fire(&record, stored);
+        }
     }
     for (id, link) in links.iter_mut().enumerate() {
         if Some(id) != from {
@@ -698,6 +703,21 @@ enum CapState {
     Reported,
 }
 
+/// The line of the record `entry` holds after [`offer`]: the one given (a written line is the
+/// record's own, and a kept one is what the entry renders, whole or compact), or else rendered into
+/// `rendered` once.
+fn stored_line<'a>(line: &Given<'a>, entry: Option<&Entry>, rendered: &'a mut Vec<u8>) -> &'a [u8] {
+    match line {
+        Given::Written(l) | Given::Kept(l) => l,
+        Given::Nothing => {
+            if let (true, Some(e)) = (rendered.is_empty(), entry) {
+                e.write_line(rendered);
+            }
+            rendered
+        }
+    }
+}
+
 impl Node {
     /// A node with an empty cache; `neighbors` fixes the link numbering (index = link id).
     pub fn new(name: &str, neighbors: Vec<String>) -> Self {
@@ -706,6 +726,9 @@ impl Node {
             .iter()
             .map(|n| Link::new(name < n.as_str(), max_line))
             .collect();
+        for server in std::iter::once(name).chain(neighbors.iter().map(String::as_str)) {
+            cache::servers::register(server.as_bytes());
+        }
         let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
@@ -846,7 +869,7 @@ impl Node {
     /// [`Node::restore`] of a record made by [`Node::preparer`].
     pub fn restore_prepared(&mut self, p: Prepared) -> Restored {
         let e = p.entry();
-        if !self.is_member(e.key().server) {
+        if !self.is_member(e.server()) {
             return Restored::Foreign;
         }
         // No link is up yet, so nothing is queued (catch-up sends the cache on link-up), and
@@ -884,6 +907,9 @@ impl Node {
             .iter()
             .map(|m| m.as_ref().as_bytes().into())
             .collect();
+        for m in &self.members {
+            cache::servers::register(m);
+        }
         self.members.sort();
         self
     }
