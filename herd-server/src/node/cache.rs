@@ -46,15 +46,16 @@ const DIFF_SHIFT: u32 = 3;
 ///
 /// Compact (nearly always), in this order:
 /// - the form: which fields are held as numbers, and the time difference's length;
+/// - the client id's length (`u16`) and the id: first, so the table's look-ups, which compare ids,
+///   read no further;
 /// - the server: its number among [`servers`] (one byte), or its name's length (`u8`) and name;
 /// - the time difference in nanoseconds, zigzag-coded, little-endian, in as few bytes as it needs;
 /// - the location: two [`Decimal`]s, or its text's length (`u16`) and text;
-/// - the client time: a [`Decimal`], or its text's length (`u16`) and text;
-/// - the client id: the rest.
+/// - the client time: a [`Decimal`], or its text's length (`u16`) and text.
 ///
 /// A location or time is held as numbers only when they render back to exactly the text the client
 /// sent ([`Decimal::read`] takes nothing else), so `AT Alford +0.263873386 bench-123456
-/// +12.3456-123.4567 1764740000.123456789` takes 36 bytes (a 48-byte block of the allocator).
+/// +12.3456-123.4567 1764740000.123456789` takes 38 bytes (a 48-byte block of the allocator).
 /// Whole (a line that would not render back the same, a field too long for its length): `WHOLE` then
 /// the AT line. Either way the record's order key and line come from herd-proto's [`RecordKey`] and
 /// [`AtRecord`]: the line's layout is herd-proto's alone.
@@ -401,22 +402,25 @@ impl Plan {
         let time = Decimal::read(f.time, false)
             .and_then(|(t, rest)| (rest.is_empty() && t.frac_digits() <= 9).then_some(t));
         let text_len = |t: &[u8]| u16::try_from(t.len()).ok().map(|_| 2 + t.len());
-        let len =
-            1 + match server {
+        let len = 1
+            + u16::try_from(f.client.len())
+                .ok()
+                .map(|_| 2 + f.client.len())?
+            + match server {
                 Some(_) => 1,
                 None => u8::try_from(f.server.len())
                     .ok()
                     .map(|_| 1 + f.server.len())?,
-            } + diff_bytes
-                + match location {
-                    Some((lat, lon)) => lat.packed_len() + lon.packed_len(),
-                    None => text_len(f.location)?,
-                }
-                + match time {
-                    Some(t) => t.packed_len(),
-                    None => text_len(f.time)?,
-                }
-                + f.client.len();
+            }
+            + diff_bytes
+            + match location {
+                Some((lat, lon)) => lat.packed_len() + lon.packed_len(),
+                None => text_len(f.location)?,
+            }
+            + match time {
+                Some(t) => t.packed_len(),
+                None => text_len(f.time)?,
+            };
         let form = (diff_bytes as u8) << DIFF_SHIFT
             | if server.is_some() { SERVER_NUMBER } else { 0 }
             | if location.is_some() {
@@ -446,6 +450,8 @@ impl Plan {
             at += bytes.len();
         };
         put(&[self.form]);
+        put(&(f.client.len() as u16).to_le_bytes());
+        put(f.client);
         match self.server {
             Some(n) => put(&[n]),
             None => {
@@ -471,7 +477,6 @@ impl Plan {
                 put(f.time);
             }
         }
-        put(f.client);
     }
 }
 
@@ -566,6 +571,10 @@ impl Entry {
         if form == WHOLE {
             return None;
         }
+        let (client, rest) = Held::unpack_text(rest)?;
+        let Held::Text(client) = client else {
+            return None;
+        };
         let (server, rest) = if form & SERVER_NUMBER != 0 {
             let (&n, rest) = rest.split_first()?;
             (servers::name(n)?, rest)
@@ -581,7 +590,7 @@ impl Entry {
         } else {
             Held::unpack_text(rest)?
         };
-        let (time, client) = if form & TIME_NUMBER != 0 {
+        let (time, _) = if form & TIME_NUMBER != 0 {
             let (t, rest) = Decimal::unpack(rest, false)?;
             (Held::Numbers(t, None), rest)
         } else {
@@ -646,9 +655,14 @@ impl Entry {
 
     /// The client id.
     pub fn client(&self) -> &[u8] {
-        match self.parts() {
-            Some(p) => p.client,
-            None => self.whole_key(|k| k.client),
+        // A compact entry holds the id first, so finding a client in the table (which compares ids)
+        // reads two lengths' bytes and the id, not the whole entry.
+        match self.data.split_first() {
+            Some((&form, rest)) if form != WHOLE => match Held::unpack_text(rest) {
+                Some((Held::Text(client), _)) => client,
+                _ => &[],
+            },
+            _ => self.whole_key(|k| k.client),
         }
     }
 
