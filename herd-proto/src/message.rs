@@ -491,6 +491,19 @@ impl<'a> AtRecord<'a> {
         );
     }
 
+    /// The length of the AT line [`AtRecord::write_fields_to`] writes for fields of these lengths
+    /// (`location` and `time`: the lengths of their texts as sent), found without writing it.
+    pub fn fields_len(
+        server: usize,
+        diff: TimeDiff,
+        client: usize,
+        location: usize,
+        time: usize,
+    ) -> usize {
+        // `AT ` and the four spaces between the five fields: the layout of `write_at`.
+        AT_PREFIX.len() + server + 1 + diff.wire_len() + 1 + client + 1 + location + 1 + time
+    }
+
     /// Appends the AT line of a record kept as its fields (a store that holds records compactly
     /// and renders the line on demand): exactly what [`AtRecord::write_to`] writes for a record
     /// with these fields, `location` and `time` being the texts as sent.
@@ -524,6 +537,9 @@ impl<'a> AtRecord<'a> {
     }
 }
 
+/// What an AT line starts with.
+const AT_PREFIX: &[u8] = b"AT ";
+
 /// `AT <server> <diff> <client> <location> <time>`: the one layout of an AT line.
 fn write_at(
     server: &[u8],
@@ -533,7 +549,7 @@ fn write_at(
     time: &[u8],
     dst: &mut impl Sink,
 ) {
-    dst.put(b"AT ");
+    dst.put(AT_PREFIX);
     dst.put(server);
     dst.byte(b' ');
     diff.write_into(dst);

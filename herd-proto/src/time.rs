@@ -96,6 +96,13 @@ impl TimeDiff {
         self.write_into(dst);
     }
 
+    /// How many bytes [`TimeDiff::write_to`] appends, found without writing them.
+    pub fn wire_len(self) -> usize {
+        let secs = self.0.unsigned_abs() / NANOS_PER_SEC as u128;
+        // The sign, the seconds' digits (at least one), the point, nine digits of nanoseconds.
+        1 + secs.checked_ilog10().map_or(1, |l| l as usize + 1) + 1 + 9
+    }
+
     pub(crate) fn write_into(self, dst: &mut impl Sink) {
         dst.byte(if self.0 < 0 { b'-' } else { b'+' });
         let abs = self.0.unsigned_abs();
@@ -159,8 +166,11 @@ mod tests {
 
     #[test]
     fn formats_exactly() {
-        let cases: [(i128, &str); 6] = [
+        let cases: [(i128, &str); 9] = [
             (263_873_386, "+0.263873386"),
+            (999_999_999, "+0.999999999"),
+            (1_000_000_000, "+1.000000000"),
+            (-9_999_999_999, "-9.999999999"),
             (-500_000_000, "-0.500000000"),
             (0, "+0.000000000"),
             (1_234_567_000_000_001, "+1234567.000000001"),
@@ -169,6 +179,7 @@ mod tests {
         ];
         for (nanos, text) in cases {
             assert_eq!(TimeDiff::from_nanos(nanos).to_string(), text);
+            assert_eq!(TimeDiff::from_nanos(nanos).wire_len(), text.len(), "{text}");
         }
     }
 

@@ -173,6 +173,21 @@ proptest! {
     }
 
     #[test]
+    fn the_length_of_a_line_is_known_without_writing_it(r in record(), nanos in any::<i128>()) {
+        let len = AtRecord::fields_len(
+            r.server.len(),
+            r.diff,
+            r.client.len(),
+            r.location.as_bytes().len(),
+            r.time.as_bytes().len(),
+        );
+        prop_assert_eq!(len, r.to_bytes().len());
+        let (diff, mut written) = (TimeDiff::from_nanos(nanos), Vec::new());
+        diff.write_to(&mut written);
+        prop_assert_eq!(diff.wire_len(), written.len());
+    }
+
+    #[test]
     fn the_key_of_a_written_line_is_the_key_of_its_record(r in record()) {
         let line = r.to_bytes();
         prop_assert_eq!(herd_proto::RecordKey::of_line(&line, r.time.value(), r.diff), r.key());

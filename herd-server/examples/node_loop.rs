@@ -2,7 +2,7 @@
 //! the hot path. `cargo run --release -p herd-server --example node_loop -- 5000000 100000`
 //!
 //! With a third argument `fingerprint`, does only the fingerprint's share of the same IAMATs (the
-//! client's key, the old and new lines' hashes, the trie's update: what the cache adds to keep the
+//! client's key, the new line's hash, the trie's update from the old hash it keeps: what the cache adds to keep the
 //! fingerprint current), over a trie of the same size; with `frame`, the same loop without that share
 //! (making each AT line and keeping it), to subtract. Run each under `valgrind --tool=callgrind` at
 //! two counts: the difference of instructions over the difference of IAMATs is the cost per IAMAT,
@@ -70,7 +70,7 @@ fn fingerprint(n: u64, lines: &[Vec<u8>], work: bool) {
         };
         if c < entries.len() {
             if work {
-                sketch.update(k, hash(&held[c]), new);
+                sketch.update(c, k, new);
             }
             held[c].clone_from(&at);
         } else {

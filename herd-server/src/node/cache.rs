@@ -16,8 +16,9 @@
 //! The cache also keeps the fingerprint trie of its records ([`crate::node::sync::Sketch`]) up to date as
 //! they are stored, so reconciliation never scans it.
 //!
-//! About 80 bytes a client (the 16-byte entry, its 48-byte block, table slot, trie chain) for
-//! records like the benchmark's: a million clients take about 80 MB above the empty server.
+//! About 90 bytes a client (the 16-byte entry, its 48-byte block, table slot, the trie's chain link
+//! and record hash) for records like the benchmark's: a million clients take about 90 MB above the
+//! empty server.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -231,6 +232,12 @@ impl Decimal {
         }
     }
 
+    /// The length of the text [`Decimal::render`] appends.
+    fn text_len(self) -> usize {
+        let frac = self.frac_digits();
+        usize::from(self.signed) + self.int_digits() + if frac > 0 { 1 + frac } else { 0 }
+    }
+
     /// The client time this (unsigned, at most nine decimals) decimal writes.
     fn timestamp(self) -> Timestamp {
         let frac = self.frac_digits().min(9) as u32;
@@ -315,6 +322,14 @@ impl<'a> Held<'a> {
                 }
                 Text::Rendered(s)
             }
+        }
+    }
+
+    /// The length of [`Held::text`], without rendering it.
+    fn text_len(self) -> usize {
+        match self {
+            Held::Text(t) => t.len(),
+            Held::Numbers(a, b) => a.text_len() + b.map_or(0, Decimal::text_len),
         }
     }
 
@@ -648,9 +663,18 @@ impl Entry {
         })
     }
 
-    /// The AT line's length.
+    /// The AT line's length, worked out from the fields' lengths (nothing is rendered).
     pub fn line_len(&self) -> usize {
-        self.with_line(<[u8]>::len)
+        match self.parts() {
+            Some(p) => AtRecord::fields_len(
+                p.server.len(),
+                p.diff,
+                p.client.len(),
+                p.location.text_len(),
+                p.time.text_len(),
+            ),
+            None => self.whole_line().map_or(0, <[u8]>::len),
+        }
     }
 
     /// The client id.
@@ -841,10 +865,10 @@ impl Cache {
                 if p.entry.with_key(|new| self.entries[i].cmp_key(&new)) != Ordering::Less {
                     return false;
                 }
-                let (old, old_len) = self.entries[i].with_line(|l| (sync::hash(l), l.len()));
+                let old_len = self.entries[i].line_len();
                 self.bytes = self.bytes - old_len as u64 + p.line_len as u64;
                 self.entries[i] = p.entry;
-                self.sketch.update(p.sync_key, old, p.line_hash);
+                self.sketch.update(i, p.sync_key, p.line_hash);
             }
             None => {
                 let index = self.entries.len();
@@ -878,11 +902,11 @@ impl Cache {
         let Some(slot) = self.entries.get_mut(index) else {
             return;
         };
-        let (old, old_len) = slot.with_line(|l| (sync::hash(l), l.len()));
+        let old_len = slot.line_len();
         *slot = Entry::new(record, line);
         let (new, new_len) = slot.with_line(|l| (sync::hash(l), l.len()));
         self.bytes = self.bytes - old_len as u64 + new_len as u64;
-        self.sketch.update(sync::key(slot.client()), old, new);
+        self.sketch.update(index, sync::key(slot.client()), new);
     }
 
     /// Stores `record` as the entry at `index` (same client), where `written` is the AT line
@@ -892,19 +916,20 @@ impl Cache {
         let Some(slot) = self.entries.get_mut(index) else {
             return;
         };
-        let (old, old_len) = slot.with_line(|l| (sync::hash(l), l.len()));
+        let old_len = slot.line_len();
         if !slot.refill(record) {
             *slot = Entry::new(record, None);
         }
         self.bytes = self.bytes - old_len as u64 + written.len() as u64;
         self.sketch
-            .update(sync::key(&record.client), old, sync::hash(written));
+            .update(index, sync::key(&record.client), sync::hash(written));
     }
 
     /// Makes room for `more` clients at once, so a start that loads a million records does not
     /// grow (and rehash) the table twenty times.
     pub fn reserve(&mut self, more: usize) {
         self.entries.reserve(more);
+        self.sketch.reserve(more);
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.table
             .reserve(more, |&i| hasher.hash_one(entries[i as usize].client()));
@@ -1277,15 +1302,15 @@ mod tests {
         let r = AtRecord::parse(line).unwrap();
         let e = Entry::new(&r, Some(line));
         assert_eq!(&e.line()[..], line);
-        // The form, the server's number, 4 bytes of difference, 4 + 4 of location, 9 of time and the
-        // client id: at most 40 bytes, so one 48-byte block of the allocator.
-        assert_eq!(e.held(), 1 + 1 + 4 + 8 + 9 + b"bench-123456".len());
+        // The form, the client id (its length first), the server's number, 4 bytes of difference,
+        // 4 + 4 of location and 9 of time: at most 40 bytes, so one 48-byte block of the allocator.
+        assert_eq!(e.held(), 1 + 2 + b"bench-123456".len() + 1 + 4 + 8 + 9);
         assert!(e.held() <= 40, "{}", e.held());
         assert_eq!(std::mem::size_of::<Entry>(), 16);
         // A server that is not one of the herd's names: held by name.
         let line = b"AT Elsewhere +0.263873386 bench-123456 +12.3456-123.4567 1764740000.123456789";
         let e = Entry::new(&AtRecord::parse(line).unwrap(), Some(line));
-        assert_eq!(e.held(), 1 + 1 + 9 + 4 + 8 + 9 + b"bench-123456".len());
+        assert_eq!(e.held(), 1 + 2 + b"bench-123456".len() + 1 + 9 + 4 + 8 + 9);
         assert_eq!(&e.line()[..], line);
         // Numbers that would not fit their form: held as text, still compact.
         let (location, time) = ("+1.12345678901234567-1", "00000000000000000001");
@@ -1294,7 +1319,7 @@ mod tests {
         let e = Entry::new(&AtRecord::parse(line).unwrap(), Some(line));
         assert_eq!(
             e.held(),
-            1 + 1 + 4 + 2 + location.len() + 2 + time.len() + 1
+            1 + 2 + 1 + 1 + 4 + 2 + location.len() + 2 + time.len()
         );
         assert_eq!(&e.line()[..], line);
         // A line that does not render back the same (a difference written with a leading zero, by

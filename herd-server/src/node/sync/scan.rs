@@ -195,10 +195,10 @@ impl Children {
     pub(super) fn step(&mut self, sketch: &Sketch, entries: &[Entry], budget: &mut Budget) -> bool {
         // A range of 16 digits has no sub-ranges: its sums stay empty.
         let shift = 60u32.checked_sub(4 * u32::from(self.range().digits()));
-        self.run(sketch, entries, budget, |acc, _, e| {
+        self.run(sketch, entries, budget, |acc, i, e| {
             if let Some(shift) = shift {
                 let k = key(e.client());
-                acc[((k >> shift) & 0xf) as usize].add(e.with_line(hash));
+                acc[((k >> shift) & 0xf) as usize].add(sketch.hash_of(i));
             }
         })
     }
@@ -207,8 +207,8 @@ impl Children {
 impl Records {
     /// Goes on; `true` when every record of the range is listed.
     pub(super) fn step(&mut self, sketch: &Sketch, entries: &[Entry], budget: &mut Budget) -> bool {
-        self.run(sketch, entries, budget, |acc, i, e| {
-            acc.push((i, e.with_line(hash)));
+        self.run(sketch, entries, budget, |acc, i, _| {
+            acc.push((i, sketch.hash_of(i)));
         })
     }
 }

@@ -54,6 +54,9 @@ pub struct Sketch {
     pub(super) heads: Vec<u32>,
     /// Per client index, the next index of its leaf's chain.
     pub(super) next: Vec<u32>,
+    /// Per client index, its record's hash: an update takes the old hash out of the sums without
+    /// rendering the old record's line again, and sums of ranges read hashes, not lines.
+    pub(super) hashes: Vec<u64>,
 }
 
 impl Default for Sketch {
@@ -71,6 +74,7 @@ impl Sketch {
                 .collect(),
             heads: vec![NONE; 1 << (4 * u32::from(depth))],
             next: Vec::new(),
+            hashes: Vec::new(),
         }
     }
 
@@ -92,6 +96,7 @@ impl Sketch {
         debug_assert_eq!(index, self.next.len());
         let leaf = Self::slot(key, self.depth);
         self.next.push(self.heads[leaf]);
+        self.hashes.push(hash);
         self.heads[leaf] = index as u32;
         for (d, level) in self.levels.iter_mut().enumerate() {
             let n = &mut level[Self::slot(key, d as u8)];
@@ -103,8 +108,12 @@ impl Sketch {
         }
     }
 
-    /// The record of a client with `key` changed from hash `old` to `new`.
-    pub fn update(&mut self, key: u64, old: u64, new: u64) {
+    /// The record of client `index`, with `key`, changed: its hash is now `new`.
+    pub fn update(&mut self, index: usize, key: u64, new: u64) {
+        let Some(held) = self.hashes.get_mut(index) else {
+            return;
+        };
+        let old = std::mem::replace(held, new);
         for (d, level) in self.levels.iter_mut().enumerate() {
             let n = &mut level[Self::slot(key, d as u8)];
             n.fingerprint = n.fingerprint.wrapping_sub(old).wrapping_add(new);
@@ -117,8 +126,8 @@ impl Sketch {
         let mut fresh = Sketch::with_depth(depth);
         let mut scratch = Vec::new();
         std::mem::swap(&mut fresh.next, &mut scratch);
-        for (i, e) in entries.iter().enumerate() {
-            let (k, h) = (key(e.client()), e.with_line(hash));
+        for (i, (e, &h)) in entries.iter().zip(&self.hashes).enumerate() {
+            let k = key(e.client());
             let leaf = Self::slot(k, depth);
             scratch.push(fresh.heads[leaf]);
             fresh.heads[leaf] = i as u32;
@@ -129,6 +138,7 @@ impl Sketch {
             }
         }
         fresh.next = scratch;
+        fresh.hashes = std::mem::take(&mut self.hashes);
         *self = fresh;
     }
 
@@ -170,7 +180,7 @@ impl Sketch {
         self.each_in_leaves(range, |i| {
             let e = &entries[i];
             if range.digits() <= self.depth || range.contains(key(e.client())) {
-                out.push((i, e.with_line(hash)));
+                out.push((i, self.hashes[i]));
             }
         });
         out
@@ -190,7 +200,7 @@ impl Sketch {
         self.each_in_leaves(range, |i| {
             let e = &entries[i];
             if range.contains(key(e.client())) {
-                s.add(e.with_line(hash));
+                s.add(self.hashes[i]);
             }
         });
         s
@@ -212,9 +222,20 @@ impl Sketch {
             let e = &entries[i];
             let k = key(e.client());
             if range.contains(k) {
-                out[((k >> shift) & 0xf) as usize].add(e.with_line(hash));
+                out[((k >> shift) & 0xf) as usize].add(self.hashes[i]);
             }
         });
         out
+    }
+
+    /// The hash of client `index`'s record.
+    pub(super) fn hash_of(&self, index: u32) -> u64 {
+        self.hashes.get(index as usize).copied().unwrap_or_default()
+    }
+
+    /// Room for `more` clients.
+    pub(crate) fn reserve(&mut self, more: usize) {
+        self.next.reserve(more);
+        self.hashes.reserve(more);
     }
 }

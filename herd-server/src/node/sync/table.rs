@@ -295,7 +295,7 @@ impl Tabling {
         budget: &mut Budget,
     ) -> bool {
         let gathered = self.items.run(sketch, entries, budget, |acc, i, e| {
-            acc.push((i, item(e, e.with_line(hash), salt)));
+            acc.push((i, item(e, sketch.hash_of(i), salt)));
         });
         gathered && self.built.run(&self.items.acc, salt, budget)
     }
