@@ -572,6 +572,12 @@ impl Entry {
         Self::checked(fields, Some(line))
     }
 
+    /// Whether the entry holds the record's fields (and renders its line from them, the canonical
+    /// line of those fields), rather than a line kept whole as it was given.
+    pub fn is_fields(&self) -> bool {
+        self.whole_line().is_none()
+    }
+
     /// The AT line, when the entry is kept whole.
     fn whole_line(&self) -> Option<&[u8]> {
         match self.data.split_first() {

@@ -1017,6 +1017,10 @@ impl Node {
                 self.note_len();
                 true
             }
+            // A record equal to the one held (the same IAMAT again, read in the same instant) is
+            // the very line just written, when the entry renders its fields: kept, not rendered
+            // again.
+            Offer::Held(held) if self.clients.get(held).is_some_and(Entry::is_fields) => false,
             Offer::Held(held) | Offer::Newer(held) => {
                 out.truncate(start);
                 if let Some(e) = self.clients.get(held) {
@@ -1831,6 +1835,25 @@ mod tests {
         let mut out = Vec::new();
         let step = node.client_line(line.as_bytes(), t(now), &mut out);
         (String::from_utf8(out).unwrap(), step)
+    }
+
+    #[test]
+    fn the_same_iamat_in_the_same_instant_is_answered_with_the_line_held() {
+        let mut n = Node::new("A", vec![]);
+        let (first, _) = reply(&mut n, "IAMAT kiwi +1+1 100", 101);
+        assert_eq!(first, "AT A +1.000000000 kiwi +1+1 100\n");
+        let (again, step) = reply(&mut n, "IAMAT kiwi +1+1 100", 101);
+        assert_eq!(
+            (again.as_str(), step),
+            (first.as_str(), Step::Iamat { stored: false })
+        );
+        // Held as written by hand (the difference with a leading zero): an equal record, whose
+        // line is the one held, not this reply's own form.
+        let mut m = Node::new("A", vec![]);
+        let hand = "AT A +01.000000000 kiwi +1+1 100";
+        assert_eq!(m.restore(hand.as_bytes()), Restored::Stored);
+        let (held, _) = reply(&mut m, "IAMAT kiwi +1+1 100", 101);
+        assert_eq!(held, format!("{hand}\n"));
     }
 
     #[test]
