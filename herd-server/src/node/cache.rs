@@ -121,46 +121,54 @@ struct Decimal {
     signed: bool,
 }
 
-/// How many ASCII digits `text` starts with.
-fn leading_digits(text: &[u8]) -> usize {
-    text.iter().take_while(|b| b.is_ascii_digit()).count()
-}
-
 impl Decimal {
     /// Reads a decimal off the front of `text` (a sign first if `signed`): the decimal and what
     /// follows it. `None` if `text` does not start with one the form has room for: at most 19
     /// digits, 8 (signed) or 16 before the point, 15 after it.
     fn read(text: &[u8], signed: bool) -> Option<(Decimal, &[u8])> {
-        let (negative, body) = match (signed, text.split_first()) {
-            (false, _) => (false, text),
-            (true, Some((b'+', body))) => (false, body),
-            (true, Some((b'-', body))) => (true, body),
+        let (negative, mut at) = match (signed, text.first()) {
+            (false, _) => (false, 0),
+            (true, Some(b'+')) => (false, 1),
+            (true, Some(b'-')) => (true, 1),
             (true, _) => return None,
         };
-        let (int, rest) = body.split_at(leading_digits(body));
-        let (frac, rest) = match rest.split_first() {
-            Some((b'.', after)) => match after.split_at(leading_digits(after)) {
-                ([], _) => return None,
-                frac_rest => frac_rest,
-            },
-            _ => (&[][..], rest),
+        // One pass over the digits (this runs for every record stored): the value wraps past 19
+        // digits, which the form refuses below anyway.
+        let mut value = 0u64;
+        let mut digits = |at: &mut usize| {
+            let from = *at;
+            while let Some(d) = text
+                .get(*at)
+                .and_then(|b| b.checked_sub(b'0'))
+                .filter(|d| *d < 10)
+            {
+                value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+                *at += 1;
+            }
+            *at - from
+        };
+        let int = digits(&mut at);
+        let frac = if text.get(at) == Some(&b'.') {
+            at += 1;
+            match digits(&mut at) {
+                0 => return None,
+                n => n,
+            }
+        } else {
+            0
         };
         let max_int = if signed { 8 } else { 16 };
-        if int.is_empty() || int.len() > max_int || frac.len() > 15 || int.len() + frac.len() > 19 {
+        if int == 0 || int > max_int || frac > 15 || int + frac > 19 {
             return None;
         }
-        let value = int
-            .iter()
-            .chain(frac)
-            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
-        let head = u8::from(negative) << 7 | ((int.len() - 1) as u8) << 4 | frac.len() as u8;
+        let head = u8::from(negative) << 7 | ((int - 1) as u8) << 4 | frac as u8;
         Some((
             Decimal {
                 head,
                 value,
                 signed,
             },
-            rest,
+            text.get(at..).unwrap_or_default(),
         ))
     }
 
@@ -195,6 +203,24 @@ impl Decimal {
     fn pack(self, put: &mut impl FnMut(&[u8])) {
         put(&[self.head]);
         put(&self.value.to_le_bytes()[..Self::value_bytes(self.head, self.signed)]);
+    }
+
+    /// What follows the decimal packed at the front of `data` (its value left packed).
+    fn skip(data: &[u8], signed: bool) -> Option<&[u8]> {
+        let (&head, rest) = data.split_first()?;
+        rest.get(Self::value_bytes(head, signed)..)
+    }
+
+    /// The length of the text of the decimal packed at the front of `data`, from its head alone.
+    fn packed_text_len(data: &[u8], signed: bool) -> usize {
+        data.first().map_or(0, |&head| {
+            Decimal {
+                head,
+                value: 0,
+                signed,
+            }
+            .text_len()
+        })
     }
 
     /// The decimal packed at the front of `data`, and what follows it.
@@ -291,8 +317,12 @@ impl Small {
 #[derive(Clone, Copy)]
 enum Held<'a> {
     Text(&'a [u8]),
-    /// One decimal (a time) or two (a location).
-    Numbers(Decimal, Option<Decimal>),
+    /// The packed bytes of one unsigned decimal (a time) or of two signed ones (a location): read
+    /// only as far as each use needs (a length from the heads alone, a time's value).
+    Numbers {
+        packed: &'a [u8],
+        location: bool,
+    },
 }
 
 /// A location's or client time's text, borrowed from the entry or rendered from its numbers.
@@ -314,11 +344,13 @@ impl<'a> Held<'a> {
     fn text(self) -> Text<'a> {
         match self {
             Held::Text(t) => Text::Borrowed(t),
-            Held::Numbers(a, b) => {
+            Held::Numbers { packed, location } => {
                 let mut s = Small::new();
-                a.render(&mut s);
-                if let Some(b) = b {
-                    b.render(&mut s);
+                if let Some((a, rest)) = Decimal::unpack(packed, location) {
+                    a.render(&mut s);
+                    if let Some((b, _)) = location.then(|| Decimal::unpack(rest, true)).flatten() {
+                        b.render(&mut s);
+                    }
                 }
                 Text::Rendered(s)
             }
@@ -329,7 +361,13 @@ impl<'a> Held<'a> {
     fn text_len(self) -> usize {
         match self {
             Held::Text(t) => t.len(),
-            Held::Numbers(a, b) => a.text_len() + b.map_or(0, Decimal::text_len),
+            Held::Numbers { packed, location } => {
+                let first = Decimal::packed_text_len(packed, location);
+                match location.then(|| Decimal::skip(packed, true)).flatten() {
+                    Some(rest) => first + Decimal::packed_text_len(rest, true),
+                    None => first,
+                }
+            }
         }
     }
 
@@ -376,7 +414,9 @@ impl Parts<'_> {
     /// The client time's value.
     fn time_value(&self) -> Timestamp {
         match self.time {
-            Held::Numbers(t, _) => t.timestamp(),
+            Held::Numbers { packed, .. } => Decimal::unpack(packed, false)
+                .map(|(t, _)| t.timestamp())
+                .unwrap_or_default(),
             Held::Text(t) => ClientTime::parse(t).map(|t| t.value()).unwrap_or_default(),
         }
     }
@@ -605,15 +645,28 @@ impl Entry {
         };
         let (diff, rest) = rest.split_at_checked(usize::from(form >> DIFF_SHIFT & 15))?;
         let (location, rest) = if form & LOCATION_NUMBERS != 0 {
-            let (lat, rest) = Decimal::unpack(rest, true)?;
-            let (lon, rest) = Decimal::unpack(rest, true)?;
-            (Held::Numbers(lat, Some(lon)), rest)
+            let after = Decimal::skip(Decimal::skip(rest, true)?, true)?;
+            let (packed, after) = rest.split_at(rest.len() - after.len());
+            (
+                Held::Numbers {
+                    packed,
+                    location: true,
+                },
+                after,
+            )
         } else {
             Held::unpack_text(rest)?
         };
         let (time, _) = if form & TIME_NUMBER != 0 {
-            let (t, rest) = Decimal::unpack(rest, false)?;
-            (Held::Numbers(t, None), rest)
+            let after = Decimal::skip(rest, false)?;
+            let (packed, after) = rest.split_at(rest.len() - after.len());
+            (
+                Held::Numbers {
+                    packed,
+                    location: false,
+                },
+                after,
+            )
         } else {
             Held::unpack_text(rest)?
         };
