@@ -135,28 +135,18 @@ impl Decimal {
         // One pass over the digits (this runs for every record stored): the value wraps past 19
         // digits, which the form refuses below anyway.
         let mut value = 0u64;
-        let mut digits = |at: &mut usize| {
-            let from = *at;
-            while let Some(d) = text
-                .get(*at)
-                .and_then(|b| b.checked_sub(b'0'))
-                .filter(|d| *d < 10)
-            {
-                value = value.wrapping_mul(10).wrapping_add(u64::from(d));
-                *at += 1;
-            }
-            *at - from
-        };
-        let int = digits(&mut at);
+        let int = Self::digits(text.get(at..).unwrap_or_default(), &mut value);
+        at += int;
         let frac = if text.get(at) == Some(&b'.') {
             at += 1;
-            match digits(&mut at) {
+            match Self::digits(text.get(at..).unwrap_or_default(), &mut value) {
                 0 => return None,
                 n => n,
             }
         } else {
             0
         };
+        at += frac;
         let max_int = if signed { 8 } else { 16 };
         if int == 0 || int > max_int || frac > 15 || int + frac > 19 {
             return None;
@@ -170,6 +160,21 @@ impl Decimal {
             },
             text.get(at..).unwrap_or_default(),
         ))
+    }
+
+    /// How many ASCII digits `text` starts with, each added to `value` (times ten, plus the digit).
+    #[inline]
+    fn digits(text: &[u8], value: &mut u64) -> usize {
+        let mut n = 0;
+        for &b in text {
+            let d = b.wrapping_sub(b'0');
+            if d >= 10 {
+                break;
+            }
+            *value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+            n += 1;
+        }
+        n
     }
 
     /// Digits before the point.
@@ -243,19 +248,29 @@ impl Decimal {
             out.push(if self.head >> 7 == 1 { b'-' } else { b'+' });
         }
         let (int, frac) = (self.int_digits(), self.frac_digits());
-        // The value's digits, then zeros in front up to the digits written.
-        let mut itoa = itoa::Buffer::new();
-        let value = itoa.format(self.value).as_bytes();
-        let mut digits = [b'0'; 31];
-        let at = (int + frac).min(digits.len()).saturating_sub(value.len());
-        if let Some(d) = digits.get_mut(at..at + value.len()) {
-            d.copy_from_slice(value);
+        let n = int + frac + usize::from(frac > 0);
+        let Some(text) = out.bytes.get_mut(out.len..out.len + n) else {
+            return;
+        };
+        // Written in place from the last digit back: the fraction's digits, the point, the digits
+        // before it (zeros in front once the value is spent, as many as were written).
+        let mut value = self.value;
+        let mut digit = || {
+            let d = b'0' + (value % 10) as u8;
+            value /= 10;
+            d
+        };
+        let (before, after) = text.split_at_mut(int);
+        if let Some((point, fraction)) = after.split_first_mut() {
+            for b in fraction.iter_mut().rev() {
+                *b = digit();
+            }
+            *point = b'.';
         }
-        out.extend(digits.get(..int).unwrap_or_default());
-        if frac > 0 {
-            out.push(b'.');
-            out.extend(digits.get(int..int + frac).unwrap_or_default());
+        for b in before.iter_mut().rev() {
+            *b = digit();
         }
+        out.len += n;
     }
 
     /// The length of the text [`Decimal::render`] appends.
@@ -266,9 +281,21 @@ impl Decimal {
 
     /// The client time this (unsigned, at most nine decimals) decimal writes.
     fn timestamp(self) -> Timestamp {
-        let frac = self.frac_digits().min(9) as u32;
-        let scale = 10u64.pow(frac);
-        let nanos = (self.value % scale) as u32 * 10u32.pow(9 - frac);
+        const POW10: [u64; 10] = [
+            1,
+            10,
+            100,
+            1_000,
+            10_000,
+            100_000,
+            1_000_000,
+            10_000_000,
+            100_000_000,
+            1_000_000_000,
+        ];
+        let frac = self.frac_digits().min(9);
+        let scale = POW10[frac];
+        let nanos = (self.value % scale) as u32 * POW10[9 - frac] as u32;
         Timestamp::new(self.value / scale, nanos).unwrap_or_default()
     }
 }
@@ -282,17 +309,18 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// A text rendered from numbers, on the stack: at most two signed decimals of 19 digits.
+/// Texts rendered from numbers, on the stack: a location and a client time (three decimals of at
+/// most 19 digits, a sign and a point each).
 #[derive(Clone, Copy)]
 struct Small {
-    bytes: [u8; 48],
+    bytes: [u8; 64],
     len: usize,
 }
 
 impl Small {
     fn new() -> Self {
         Small {
-            bytes: [0; 48],
+            bytes: [0; 64],
             len: 0,
         }
     }
@@ -325,34 +353,26 @@ enum Held<'a> {
     },
 }
 
-/// A location's or client time's text, borrowed from the entry or rendered from its numbers.
-enum Text<'a> {
-    Borrowed(&'a [u8]),
-    Rendered(Small),
-}
-
-impl Text<'_> {
-    fn as_bytes(&self) -> &[u8] {
+impl<'a> Held<'a> {
+    /// The text held, or `rendered` (its numbers' text, from [`Held::render`]).
+    fn or<'b>(self, rendered: &'b [u8]) -> &'b [u8]
+    where
+        'a: 'b,
+    {
         match self {
-            Text::Borrowed(t) => t,
-            Text::Rendered(s) => s.as_bytes(),
+            Held::Text(t) => t,
+            Held::Numbers { .. } => rendered,
         }
     }
-}
 
-impl<'a> Held<'a> {
-    fn text(self) -> Text<'a> {
-        match self {
-            Held::Text(t) => Text::Borrowed(t),
-            Held::Numbers { packed, location } => {
-                let mut s = Small::new();
-                if let Some((a, rest)) = Decimal::unpack(packed, location) {
-                    a.render(&mut s);
-                    if let Some((b, _)) = location.then(|| Decimal::unpack(rest, true)).flatten() {
-                        b.render(&mut s);
-                    }
+    /// Appends the numbers' text to `out` (nothing for a text: see [`Held::or`]).
+    fn render(self, out: &mut Small) {
+        if let Held::Numbers { packed, location } = self {
+            if let Some((a, rest)) = Decimal::unpack(packed, location) {
+                a.render(out);
+                if let Some((b, _)) = location.then(|| Decimal::unpack(rest, true)).flatten() {
+                    b.render(out);
                 }
-                Text::Rendered(s)
             }
         }
     }
@@ -411,6 +431,17 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
+    /// `f` of the location's and the client time's texts, those held as numbers rendered into one
+    /// buffer on the stack.
+    fn with_texts<R>(&self, f: impl FnOnce(&[u8], &[u8]) -> R) -> R {
+        let mut numbers = Small::new();
+        self.location.render(&mut numbers);
+        let at = numbers.len;
+        self.time.render(&mut numbers);
+        let (location, time) = numbers.as_bytes().split_at(at);
+        f(self.location.or(location), self.time.or(time))
+    }
+
     /// The client time's value.
     fn time_value(&self) -> Timestamp {
         match self.time {
@@ -682,14 +713,9 @@ impl Entry {
     /// Appends the AT line (without `\n`).
     pub fn write_line(&self, out: &mut Vec<u8>) {
         match self.parts() {
-            Some(p) => AtRecord::write_fields_to(
-                p.server,
-                p.diff,
-                p.client,
-                p.location.text().as_bytes(),
-                p.time.text().as_bytes(),
-                out,
-            ),
+            Some(p) => p.with_texts(|location, time| {
+                AtRecord::write_fields_to(p.server, p.diff, p.client, location, time, out);
+            }),
             None => out.extend_from_slice(self.whole_line().unwrap_or_default()),
         }
     }
@@ -737,6 +763,7 @@ impl Entry {
     }
 
     /// The client id.
+    #[inline]
     pub fn client(&self) -> &[u8] {
         // A compact entry holds the id first, so finding a client in the table (which compares ids)
         // reads two lengths' bytes and the id, not the whole entry.
@@ -782,17 +809,16 @@ impl Entry {
     /// `f` of this record's place in the herd's order (its texts rendered on the stack).
     pub fn with_key<R>(&self, f: impl FnOnce(RecordKey<'_>) -> R) -> R {
         match self.parts() {
-            Some(p) => {
-                let (location, time_text) = (p.location.text(), p.time.text());
+            Some(p) => p.with_texts(|location, time_text| {
                 f(RecordKey {
                     time: p.time_value(),
                     server: p.server,
                     diff: p.diff,
                     client: p.client,
-                    location: location.as_bytes(),
-                    time_text: time_text.as_bytes(),
+                    location,
+                    time_text,
                 })
-            }
+            }),
             None => self.whole_key(f),
         }
     }
