@@ -51,12 +51,13 @@ const DIFF_SHIFT: u32 = 3;
 ///   read no further;
 /// - the server: its number among [`servers`] (one byte), or its name's length (`u8`) and name;
 /// - the time difference in nanoseconds, zigzag-coded, little-endian, in as few bytes as it needs;
-/// - the location: two [`Decimal`]s, or its text's length (`u16`) and text;
-/// - the client time: a [`Decimal`], or its text's length (`u16`) and text.
+/// - the location: two decimals (each a head byte, its form, and its digits' value), or its text's
+///   length (`u16`) and text;
+/// - the client time: a decimal, or its text's length (`u16`) and text.
 ///
 /// A location or time is held as numbers only when they render back to exactly the text the client
-/// sent ([`Decimal::read`] takes nothing else), so `AT Alford +0.263873386 bench-123456
-/// +12.3456-123.4567 1764740000.123456789` takes 38 bytes (a 48-byte block of the allocator).
+/// sent (a decimal is read from nothing else), so `AT Alford +0.263873386 bench-123456
+/// +12.3456-123.4567 1764740000.123456789` takes 37 bytes (a 48-byte block of the allocator).
 /// Whole (a line that would not render back the same, a field too long for its length): `WHOLE` then
 /// the AT line. Either way the record's order key and line come from herd-proto's [`RecordKey`] and
 /// [`AtRecord`]: the line's layout is herd-proto's alone.
