@@ -110,7 +110,7 @@ mod arbitrary_impls;
 mod json;
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
-pub use json::record_json;
+pub use json::{record_json, write_record_json};
 #[cfg(feature = "codec")]
 #[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;

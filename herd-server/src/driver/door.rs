@@ -34,7 +34,8 @@ use axum::Router;
 use futures::{FutureExt as _, StreamExt as _};
 
 use herd_proto::{
-    record_json, AtRecord, ClientTime, ErrorKind, Frame, Framer, Location, Timestamp, WatchLine,
+    write_record_json, AtRecord, ClientTime, ErrorKind, Frame, Framer, Location, Timestamp,
+    WatchLine,
 };
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -376,6 +377,12 @@ fn answer(code: StatusCode, v: &Value) -> Response {
         .into_response()
 }
 
+/// A JSON answer whose object is `body` (the newline is added).
+fn answer_bytes(code: StatusCode, mut body: Vec<u8>) -> Response {
+    body.push(b'\n');
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// A bad request: the `? …` line the line protocol would answer (when there is one) and the reason.
 fn refusal(code: StatusCode, line: Option<&[u8]>, reason: &str) -> Response {
     let mut v = json!({ "reason": reason });
@@ -409,13 +416,17 @@ fn failed(outcome: &LineOutcome, line: &[u8]) -> Response {
     }
 }
 
-/// The AT line at the start of `reply`, as JSON fields.
-fn record_of(reply: &[u8]) -> Option<serde_json::Map<String, Value>> {
+/// The AT line at the start of `reply`, as the JSON object of its fields (written straight into the
+/// answer's bytes: no map is built).
+fn record_of(reply: &[u8]) -> Option<Vec<u8>> {
     let end = reply
         .iter()
         .position(|&b| b == b'\n')
         .unwrap_or(reply.len());
-    AtRecord::parse(&reply[..end]).ok().map(|r| record_json(&r))
+    let record = AtRecord::parse(&reply[..end]).ok()?;
+    let mut body = Vec::with_capacity(192);
+    write_record_json(&record, &mut body);
+    Some(body)
 }
 
 /// Runs `line` through the door for one HTTP request: the outcome and the reply, or (when the
@@ -507,7 +518,7 @@ async fn iamat(
     }
     match through(&door, from, &line).await {
         Ok((LineOutcome::Record, out)) => match record_of(&out) {
-            Some(r) => answer(StatusCode::OK, &Value::Object(r)),
+            Some(r) => answer_bytes(StatusCode::OK, r),
             None => refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&line), "no record"),
         },
         Ok((o, _)) => failed(&o, &line),
@@ -519,7 +530,7 @@ async fn iamat(
 async fn client(State(door): State<Door>, Path(id): Path<String>) -> Response {
     let held = door.shared.node().get(id.as_bytes());
     match held.as_deref().and_then(record_of) {
-        Some(r) => answer(StatusCode::OK, &Value::Object(r)),
+        Some(r) => answer_bytes(StatusCode::OK, r),
         None => refusal(StatusCode::NOT_FOUND, None, UNKNOWN_CLIENT),
     }
 }
@@ -568,8 +579,12 @@ async fn whatsat(
     match through(&door, from, &line).await {
         Ok((LineOutcome::Places(places), out)) => match record_of(&out) {
             Some(mut r) => {
-                r.insert("places".into(), places);
-                answer(StatusCode::OK, &Value::Object(r))
+                // The record's object with `places` last, as a map would have it inserted.
+                r.pop();
+                r.extend_from_slice(b",\"places\":");
+                let _ = serde_json::to_writer(&mut r, &places); // to a Vec: cannot fail
+                r.push(b'}');
+                answer_bytes(StatusCode::OK, r)
             }
             None => refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&line), "no record"),
         },
