@@ -19,6 +19,7 @@
 //!
 //! [`Limits::watch_queue`]: crate::config::Limits::watch_queue
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -448,44 +449,121 @@ async fn through(
     }
 }
 
-/// The fields of `POST /v1/iamat`'s JSON.
+/// The fields of `POST /v1/iamat`'s JSON, borrowed from the body (a string with escapes is copied).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct IamatJson {
-    client: String,
+struct IamatJson<'a> {
+    #[serde(borrow)]
+    client: Cow<'a, str>,
     latitude: f64,
     longitude: f64,
     /// Seconds since 1970 as a string (exact: `"1479413884.392014450"`) or a number; the server's
     /// clock when left out.
-    time: Option<Value>,
+    #[serde(borrow)]
+    time: Option<TimeField<'a>>,
 }
 
-/// The IAMAT line of a JSON body, or why there is none.
-fn iamat_line(door: &Door, body: &[u8]) -> Result<Vec<u8>, String> {
-    let bad = |reason: String| reason;
-    let j: IamatJson = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("the body is not the JSON of an IAMAT: {e}")))?;
+/// The `time` of an IAMAT's JSON: what a `serde_json::Value` of it would have told apart, without
+/// building one for the string or number that it nearly always is.
+enum TimeField<'a> {
+    /// A string, kept as written.
+    Text(Cow<'a, str>),
+    /// A number, written back as `serde_json` writes it.
+    Number(serde_json::Number),
+    /// `null` (the server's clock).
+    Null,
+    /// Any other JSON value (refused once the body has been read).
+    Other,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for TimeField<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TimeVisitor)
+    }
+}
+
+/// Reads a [`TimeField`] as `serde_json::Value`'s own visitor would read the value: an array or an
+/// object is read into a `Value` (the same checks, so a body refused before is refused with the
+/// same error) and thrown away.
+struct TimeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TimeVisitor {
+    type Value = TimeField<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(TimeField::Other)
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(TimeField::Number(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(TimeField::Number(n.into()))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Self::Value, E> {
+        // `Value` holds a number that is not finite as `null`.
+        Ok(serde_json::Number::from_f64(x).map_or(TimeField::Null, TimeField::Number))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(TimeField::Text(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(TimeField::Text(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(TimeField::Text(Cow::Owned(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(TimeField::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(TimeField::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        use serde::Deserialize as _;
+        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(TimeField::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        use serde::Deserialize as _;
+        Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(TimeField::Other)
+    }
+}
+
+/// The IAMAT line of a JSON body (at the time `clock` tells when the body gives none), or why there
+/// is none.
+fn iamat_line(body: &[u8], clock: impl FnOnce() -> Timestamp) -> Result<Vec<u8>, String> {
+    use std::io::Write as _;
+    let j: IamatJson<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not the JSON of an IAMAT: {e}"))?;
     if j.client.is_empty() || j.client.bytes().any(herd_proto::is_whitespace) {
-        return Err(bad(
-            "client: one or more characters, none of them white space".into(),
-        ));
+        return Err("client: one or more characters, none of them white space".into());
     }
     let location = Location::from_degrees(j.latitude, j.longitude).ok_or_else(|| {
-        bad("latitude must be within -90..=90 and longitude within -180..=180".into())
+        "latitude must be within -90..=90 and longitude within -180..=180".to_owned()
     })?;
-    let time = match j.time {
-        None | Some(Value::Null) => ClientTime::from_timestamp((door.shared.spec.clock)())
-            .as_str()
-            .to_owned(),
-        Some(Value::String(s)) => s,
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => {
-            return Err(bad(
-                "time: seconds since 1970, as a string or a number".into()
-            ))
+    let mut line = Vec::with_capacity(body.len() + 16);
+    line.extend_from_slice(b"IAMAT ");
+    line.extend_from_slice(j.client.as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(location.as_bytes());
+    line.push(b' ');
+    match j.time {
+        None | Some(TimeField::Null) => {
+            line.extend_from_slice(ClientTime::from_timestamp(clock()).as_str().as_bytes())
         }
-    };
-    Ok(format!("IAMAT {} {} {time}", j.client, location.as_str()).into_bytes())
+        Some(TimeField::Text(s)) => line.extend_from_slice(s.as_bytes()),
+        Some(TimeField::Number(n)) => {
+            let _ = write!(line, "{n}"); // to a Vec: cannot fail
+        }
+        Some(TimeField::Other) => {
+            return Err("time: seconds since 1970, as a string or a number".into())
+        }
+    }
+    Ok(line)
 }
 
 /// `POST /v1/iamat`: JSON `{client, latitude, longitude, time?}`, or the IAMAT line as
@@ -504,7 +582,7 @@ async fn iamat(
         let b = body.strip_suffix(b"\n").unwrap_or(&body);
         b.strip_suffix(b"\r").unwrap_or(b).to_vec()
     } else {
-        match iamat_line(&door, &body) {
+        match iamat_line(&body, || (door.shared.spec.clock)()) {
             Ok(l) => l,
             Err(reason) => return refusal(StatusCode::BAD_REQUEST, None, &reason),
         }
@@ -987,4 +1065,85 @@ async fn websocket(shared: Arc<Shared>, socket: WebSocket, from: SocketAddr) {
     drop(registered);
     shared.stats.connection(false);
     info!(conn = id, door = "ws", why, "connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body's fields as they were read before `TimeField`: a `Value` for the time (the same
+    /// name as the door's, which serde's messages show).
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct IamatJson {
+        client: String,
+        latitude: f64,
+        longitude: f64,
+        time: Option<Value>,
+    }
+
+    /// The line (or the reason) a body got when it was read through a `Value`.
+    fn through_value(body: &[u8]) -> Result<Vec<u8>, String> {
+        let j: IamatJson = serde_json::from_slice(body)
+            .map_err(|e| format!("the body is not the JSON of an IAMAT: {e}"))?;
+        if j.client.is_empty() || j.client.bytes().any(herd_proto::is_whitespace) {
+            return Err("client: one or more characters, none of them white space".into());
+        }
+        let location = Location::from_degrees(j.latitude, j.longitude).ok_or_else(|| {
+            "latitude must be within -90..=90 and longitude within -180..=180".to_owned()
+        })?;
+        let time = match j.time {
+            None | Some(Value::Null) => "7.000000000".to_owned(),
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err("time: seconds since 1970, as a string or a number".into()),
+        };
+        Ok(format!("IAMAT {} {} {time}", j.client, location.as_str()).into_bytes())
+    }
+
+    #[test]
+    fn a_body_gets_the_line_or_the_reason_a_value_gave_it() {
+        let bodies: &[&[u8]] = &[
+            br#"{"client":"kiwi","latitude":34.06893,"longitude":-118.445127,"time":"1479413884.392014450"}"#,
+            br#"{"client":"k\u0041\"x","latitude":1,"longitude":2}"#,
+            br#"{"client":"now","latitude":1.5,"longitude":2,"time":null}"#,
+            br#"{"client":"n","latitude":-0.0,"longitude":180,"time":1479413884}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":-5}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":1.5e3}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":18446744073709551616}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":1e400}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":true}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":[1,"2",{"a":null}]}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":{"a":[1,2}}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":{"a":"\uD800"}}"#,
+            b"{\"client\":\"n\",\"latitude\":0,\"longitude\":0,\"time\":[\"\xff\"]}",
+            br#"{"client":"n","latitude":0,"longitude":0,"time":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":"1e9"}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"time":"1","time":"2"}"#,
+            br#"{"client":"n","latitude":0,"longitude":0,"extra":1}"#,
+            br#"{"client":5,"latitude":0,"longitude":0}"#,
+            br#"{"client":"a b","latitude":0,"longitude":0}"#,
+            br#"{"client":"","latitude":0,"longitude":0}"#,
+            br#"{"client":"k","latitude":91,"longitude":0}"#,
+            br#"{"client":"k","latitude":"1","longitude":0}"#,
+            br#"{"latitude":1,"longitude":0}"#,
+            br#"{"client":"k","latitude":1}"#,
+            br#"["k",1,2,"3"]"#,
+            br#"["k",1,2]"#,
+            br#"{"client":"k","latitude":1,"longitude":0} trailing"#,
+            b"{not json",
+            b"",
+            b"null",
+            "{\"client\":\"caf\u{e9}\",\"latitude\":1,\"longitude\":0,\"time\":\"\u{2028}\"}".as_bytes(),
+        ];
+        let clock = || Timestamp::new(7, 0).expect("a time");
+        for body in bodies {
+            assert_eq!(
+                iamat_line(body, clock),
+                through_value(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 }
