@@ -6,8 +6,10 @@
 //! of `POST /v1/iamat` and the query of `GET /v1/whatsat` are written as an IAMAT or WHATSAT line,
 //! and each WebSocket text message is one line. So the grammar, the limits (future time, client
 //! cap, byte bounds), the record order, the flood and the Places budget are the line protocol's,
-//! defined once. A connection of this door takes a place in the client connection budget
-//! (`max_connections`, `max_connections_per_ip`); a request head must come within the line time-out.
+//! defined once. `POST /v1/iamat`, the hot route, is matched ahead of the router and answered by
+//! the same functions, under the same body limit (`iamat_fast`). A connection of this door takes a
+//! place in the client connection budget (`max_connections`, `max_connections_per_ip`); a request
+//! head must come within the line time-out.
 //! Lines in and out are logged like the line protocol's, marked `door=http` or `door=ws`, and
 //! counted in the same metrics.
 //!
@@ -114,6 +116,16 @@ impl Client {
             budget: None,
             logged: Vec::new(),
         }
+    }
+
+    /// Makes this client the next HTTP request's, logged and counted as a connection of its own (a
+    /// new number, no refusal logged yet, a fresh Places budget) as a new [`Client`] would be,
+    /// keeping its buffers.
+    fn renew(&mut self) {
+        self.id = self.shared.conn_id();
+        self.log.door_tag(self.id, "http");
+        self.logged.clear();
+        self.budget = None;
     }
 
     /// Answers `line` into `out` through the node's client entry point, as a TCP connection does:
@@ -320,18 +332,28 @@ async fn refuse(mut stream: TcpStream, line: String) {
 /// time-out (which also bounds an idle connection). A WebSocket upgraded on it lives on past the
 /// request, holding the connection's place in the budget.
 async fn connection(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stream: TcpStream,
     from: SocketAddr,
     app: Router,
     slot: AdmissionSlot,
 ) {
+    use futures::future::Either;
+    use tower::Layer as _;
     let slot = Arc::new(slot);
+    let (s, kept) = (shared.clone(), Arc::new(std::sync::Mutex::new(None)));
+    let hot = body_limit(shared).layer(tower::service_fn(move |request| {
+        iamat_fast(s.clone(), from, kept.clone(), request)
+    }));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        if is_hot(&request) {
+            let mut hot = hot.clone();
+            return Either::Left(async move { Ok(hot.call(request).await?.map(Body::new)) });
+        }
         request.extensions_mut().insert(From(from));
         request.extensions_mut().insert(slot.clone());
         let mut app = app.clone();
-        async move { app.call(request.map(Body::new)).await }
+        Either::Right(async move { app.call(request.map(Body::new)).await })
     });
     let limits = &shared.spec.limits;
     let conn = hyper::server::conn::http1::Builder::new()
@@ -355,8 +377,13 @@ async fn connection(
     }
 }
 
+/// The bound on a request's body (`max_line`), for the router and the hot route alike.
+fn body_limit(shared: &Shared) -> RequestBodyLimitLayer {
+    RequestBodyLimitLayer::new(shared.spec.limits.max_line)
+}
+
 fn router(door: Door) -> Router {
-    let max_body = door.shared.spec.limits.max_line;
+    let limit = body_limit(&door.shared);
     Router::new()
         .route("/v1/iamat", post(iamat))
         .route("/v1/clients/{id}", get(client))
@@ -364,7 +391,7 @@ fn router(door: Door) -> Router {
         .route("/v1/ws", get(ws))
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
-        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(limit)
         .with_state(door)
 }
 
@@ -430,22 +457,41 @@ fn record_of(reply: &[u8]) -> Option<Vec<u8>> {
     Some(body)
 }
 
-/// Runs `line` through the door for one HTTP request: the outcome and the reply, or (when the
-/// record could not be made durable) the answer to send.
+/// Runs `line` through the door for one HTTP request, as a client of its own (`c`: a new one, or
+/// one [renewed](Client::renew)): the outcome with the reply in `out`, or (when the record could not
+/// be made durable) the answer to send.
 async fn through(
-    door: &Door,
-    from: SocketAddr,
+    c: &mut Client,
     line: &[u8],
-) -> Result<(LineOutcome, Vec<u8>), Box<Response>> {
-    let mut c = Client::new(door.shared.clone(), from, "http");
-    let mut out = Vec::new();
-    match c.answer(line, &mut out).await {
-        Ok(o) => Ok((o, out)),
-        Err(e) => Err(Box::new(refusal(
+    out: &mut Vec<u8>,
+) -> Result<LineOutcome, Box<Response>> {
+    out.clear();
+    c.answer(line, out).await.map_err(|e| {
+        Box::new(refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             None,
             &format!("not stored durably: {e}"),
-        ))),
+        ))
+    })
+}
+
+/// What an HTTP connection keeps from one `POST /v1/iamat` to the next on the hot path
+/// ([`iamat_fast`]): the door's client, [renewed](Client::renew) for each request, and the reply
+/// buffer. Making them afresh for every request (a log buffer with its date formatted, two
+/// allocations) showed in the door's profile.
+struct Kept {
+    client: Option<Client>,
+    out: Vec<u8>,
+}
+
+impl Kept {
+    /// The client for the next request: the kept one renewed, or a new one.
+    fn client(&mut self, shared: &Arc<Shared>, from: SocketAddr) -> &mut Client {
+        if let Some(c) = &mut self.client {
+            c.renew();
+        }
+        self.client
+            .get_or_insert_with(|| Client::new(shared.clone(), from, "http"))
     }
 }
 
@@ -566,23 +612,44 @@ fn iamat_line(body: &[u8], clock: impl FnOnce() -> Timestamp) -> Result<Vec<u8>,
     Ok(line)
 }
 
-/// `POST /v1/iamat`: JSON `{client, latitude, longitude, time?}`, or the IAMAT line as
-/// `text/plain`; answers the AT record as JSON.
+/// Whether a request's body is the raw IAMAT line (`text/plain`) rather than JSON.
+fn is_plain(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"))
+}
+
+/// `POST /v1/iamat` through the router: JSON `{client, latitude, longitude, time?}`, or the IAMAT
+/// line as `text/plain`; answers the AT record as JSON. A connection's requests take the hot path
+/// ([`iamat_fast`]) instead; this one answers the same, through [`iamat_answer`].
 async fn iamat(
     State(door): State<Door>,
     axum::Extension(From(from)): axum::Extension<From>,
     headers: HeaderMap,
     body: BodyBytes,
 ) -> Response {
-    let plain = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/plain"));
+    let mut kept = Kept {
+        client: None,
+        out: Vec::new(),
+    };
+    iamat_answer(&door.shared, from, &mut kept, is_plain(&headers), &body).await
+}
+
+/// The answer to `POST /v1/iamat` with `body` (the raw IAMAT line if `plain`, else its JSON): the AT
+/// record as JSON, or the refusal.
+async fn iamat_answer(
+    shared: &Arc<Shared>,
+    from: SocketAddr,
+    kept: &mut Kept,
+    plain: bool,
+    body: &[u8],
+) -> Response {
     let line = if plain {
-        let b = body.strip_suffix(b"\n").unwrap_or(&body);
+        let b = body.strip_suffix(b"\n").unwrap_or(body);
         b.strip_suffix(b"\r").unwrap_or(b).to_vec()
     } else {
-        match iamat_line(&body, || (door.shared.spec.clock)()) {
+        match iamat_line(body, || (shared.spec.clock)()) {
             Ok(l) => l,
             Err(reason) => return refusal(StatusCode::BAD_REQUEST, None, &reason),
         }
@@ -594,14 +661,52 @@ async fn iamat(
             "POST /v1/iamat takes an IAMAT line",
         );
     }
-    match through(&door, from, &line).await {
-        Ok((LineOutcome::Record, out)) => match record_of(&out) {
+    let mut out = std::mem::take(&mut kept.out);
+    let answered = through(kept.client(shared, from), &line, &mut out).await;
+    let response = match answered {
+        Ok(LineOutcome::Record) => match record_of(&out) {
             Some(r) => answer_bytes(StatusCode::OK, r),
             None => refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&line), "no record"),
         },
-        Ok((o, _)) => failed(&o, &line),
+        Ok(o) => failed(&o, &line),
         Err(r) => *r,
+    };
+    kept.out = out;
+    response
+}
+
+/// The hot route, `POST /v1/iamat`, served ahead of the router (which costs a route look-up, a
+/// header map copy, extensions and boxed futures on every request): the same body limit (the
+/// router's layer), the same body extraction (axum's, with its refusals) and the same answer
+/// ([`iamat_answer`]), with the connection's [`Kept`] client and buffer.
+async fn iamat_fast(
+    shared: Arc<Shared>,
+    from: SocketAddr,
+    kept: Arc<std::sync::Mutex<Option<Kept>>>,
+    request: hyper::Request<tower_http::body::Limited<Incoming>>,
+) -> Result<Response, std::convert::Infallible> {
+    use axum::extract::FromRequest as _;
+    let plain = is_plain(request.headers());
+    let body = match BodyBytes::from_request(request.map(Body::new), &()).await {
+        Ok(b) => b,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let taken = kept.lock().ok().and_then(|mut k| k.take());
+    let mut k = taken.unwrap_or(Kept {
+        client: None,
+        out: Vec::new(),
+    });
+    let response = iamat_answer(&shared, from, &mut k, plain, &body).await;
+    if let Ok(mut slot) = kept.lock() {
+        *slot = Some(k);
     }
+    Ok(response)
+}
+
+/// Whether a request takes the hot route ([`iamat_fast`]): the router's `/v1/iamat` route for POST
+/// (the path alone, as the router matches it).
+fn is_hot(request: &hyper::Request<Incoming>) -> bool {
+    request.method() == Method::POST && request.uri().path() == "/v1/iamat"
 }
 
 /// `GET /v1/clients/{id}`: the record held for the client, or 404.
@@ -654,8 +759,10 @@ async fn whatsat(
         );
     }
     let line = format!("WHATSAT {client} {radius} {bound}").into_bytes();
-    match through(&door, from, &line).await {
-        Ok((LineOutcome::Places(places), out)) => match record_of(&out) {
+    let mut c = Client::new(door.shared.clone(), from, "http");
+    let mut out = Vec::new();
+    match through(&mut c, &line, &mut out).await {
+        Ok(LineOutcome::Places(places)) => match record_of(&out) {
             Some(mut r) => {
                 // The record's object with `places` last, as a map would have it inserted.
                 r.pop();
@@ -666,7 +773,7 @@ async fn whatsat(
             }
             None => refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&line), "no record"),
         },
-        Ok((o, _)) => failed(&o, &line),
+        Ok(o) => failed(&o, &line),
         Err(r) => *r,
     }
 }

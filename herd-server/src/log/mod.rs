@@ -143,7 +143,7 @@ impl Log {
     /// owns it and formats lines into it, then hands it over with [`Log::submit`].
     pub fn buffer(&self, conn: u64, peer: Option<&str>) -> LogBuf {
         let mut tag = Vec::with_capacity(24);
-        let _ = write!(tag, " c{conn} ");
+        conn_tag(&mut tag, conn);
         let mut peer_name = Vec::new();
         if let Some(p) = peer {
             escape_into(&mut peer_name, p.as_bytes());
@@ -164,9 +164,7 @@ impl Log {
     /// `door=<door>` (`http`, `ws`).
     pub fn door_buffer(&self, conn: u64, door: &str) -> LogBuf {
         let mut b = self.buffer(conn, None);
-        b.tag.extend_from_slice(b"door=");
-        b.tag.extend_from_slice(door.as_bytes());
-        b.tag.push(b' ');
+        b.door_tag(conn, door);
         b
     }
 
@@ -238,7 +236,23 @@ pub struct LogBuf {
     second: u64,
 }
 
+/// Makes `tag` the mark of connection `conn`'s lines: ` c7 `.
+fn conn_tag(tag: &mut Vec<u8>, conn: u64) {
+    tag.clear();
+    let _ = write!(tag, " c{conn} ");
+}
+
 impl LogBuf {
+    /// Marks the lines added from now on as those of connection `conn` of `door` (as
+    /// [`Log::door_buffer`] does): a door that serves several requests on one connection, each logged
+    /// as a connection of its own, keeps one buffer (and its clock stamp) for them all.
+    pub fn door_tag(&mut self, conn: u64, door: &str) {
+        conn_tag(&mut self.tag, conn);
+        self.tag.extend_from_slice(b"door=");
+        self.tag.extend_from_slice(door.as_bytes());
+        self.tag.push(b' ');
+    }
+
     /// Reads the clock: the lines added until the next call carry this time.
     pub fn stamp(&mut self) {
         self.stamp_at(SystemTime::now());
