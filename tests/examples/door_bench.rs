@@ -2,7 +2,8 @@
 //!
 //! - `rate ADDR_TCP ADDR_HTTP CONNS SECS ROUNDS`: IAMATs a second, one request in flight per connection
 //!   (a round trip each), over TCP lines, HTTP/1.1 keep-alive JSON (a lean client: [`HttpClient`]) and WebSocket messages, interleaved
-//!   round by round; prints each round and the medians with their ratios to TCP.
+//!   round by round; prints each round and the medians with their ratios to TCP. `DOORS=http` (or
+//!   `tcp`, `ws`, a comma list) runs only those doors, to profile one door's load.
 //! - `fence ADDR_TCP_FAR ADDR_HTTP_NEAR N`: the time from an IAMAT sent to one server to the push of its
 //!   record to a watcher at another (two hops away in bench/door.sh); prints p50, p99, max.
 //! - `watchers ADDR_TCP ADDR_HTTP WATCHES PER_CONN CONNS SECS ROUNDS`: TCP IAMAT throughput with no
@@ -238,10 +239,16 @@ fn median(v: &mut [f64]) -> f64 {
 
 async fn rate(tcp: SocketAddr, http: SocketAddr, conns: usize, secs: f64, rounds: usize) {
     let doors = [Door::Tcp, Door::Http, Door::Ws];
+    let only = std::env::var("DOORS").unwrap_or_default();
+    let on = |d: Door| only.is_empty() || only.split(',').any(|n| n == d.name());
     let mut rates = vec![Vec::new(); doors.len()];
     for r in 0..rounds {
         let mut line = format!("round {r}:");
         for (i, d) in doors.iter().enumerate() {
+            if !on(*d) {
+                rates[i].push(f64::NAN);
+                continue;
+            }
             let x = round(*d, tcp, http, conns, secs).await;
             rates[i].push(x);
             line.push_str(&format!(" {} {:.0}/s", d.name(), x));
