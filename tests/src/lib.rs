@@ -50,9 +50,10 @@ where
 
 /// A port that was free a moment ago (for configs of separate processes).
 ///
-/// Picked below Linux's ephemeral range (32768 and up), where the tests' own client connections take
-/// their local ports: a port from that range could be taken by a client socket before the server
-/// that was meant to listen on it starts.
+/// Picked outside the kernel's ephemeral range, where the tests' own client
+/// connections and the servers' peer links take their local ports: a port from that range could be
+/// taken by a client socket before the server that was meant to listen on it starts, and nothing
+/// would listen there.
 ///
 /// Never the same port twice in one test process: the tests of a binary run side by side, and a port
 /// handed to one test's server (free while that server is not started yet, or killed for a restart)
@@ -62,12 +63,68 @@ pub fn free_port() -> u16 {
     let mut given = GIVEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let range = ports_to_pick();
     for _ in 0..1000 {
-        let port = fastrand::u16(20_000..32_000);
+        let port = fastrand::u16(range.clone());
         if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.insert(port);
             return port;
         }
     }
-    panic!("no free loopback port in 20000..32000");
+    panic!("no free loopback port in {range:?}");
+}
+
+/// Where [`free_port`] picks unless the ephemeral range covers it: below Linux's default one.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Where [`free_port`] picks: [`PORTS`], below Linux's default ephemeral range (32768..=60999); on a
+/// machine whose ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`) covers part of it, the
+/// larger stretch of ports above 10000 outside that range ([`PORTS`] again when neither stretch holds
+/// a thousand ports).
+fn ports_to_pick() -> std::ops::Range<u16> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut ends = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((ends.next()??, ends.next()??))
+        });
+    match ephemeral {
+        Some((low, high)) => outside(low, high),
+        None => PORTS,
+    }
+}
+
+/// [`ports_to_pick`] for an ephemeral range of `low..=high`.
+fn outside(low: u16, high: u16) -> std::ops::Range<u16> {
+    if high < PORTS.start || low >= PORTS.end {
+        return PORTS;
+    }
+    let below = 10_000..low.max(10_000);
+    let above = high.saturating_add(1).max(10_000)..u16::MAX;
+    let larger = if below.len() >= above.len() {
+        below
+    } else {
+        above
+    };
+    if larger.len() >= 1_000 {
+        larger
+    } else {
+        PORTS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outside;
+
+    #[test]
+    fn ports_are_picked_outside_the_ephemeral_range() {
+        // Linux's default range: the usual stretch below it.
+        assert_eq!(outside(32_768, 60_999), 20_000..32_000);
+        // A range that starts lower: the stretch below it, or above it when that one is larger.
+        assert_eq!(outside(28_000, 60_999), 10_000..28_000);
+        assert_eq!(outside(15_000, 40_000), 40_001..u16::MAX);
+        // Nearly every port ephemeral: no stretch of a thousand ports left, the usual one.
+        assert_eq!(outside(1_024, 65_000), 20_000..32_000);
+    }
 }
