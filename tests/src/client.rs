@@ -87,6 +87,20 @@ pub async fn exchange(addr: SocketAddr, bytes: impl AsRef<[u8]>) -> Vec<u8> {
     c.read_to_end().await
 }
 
+/// [`exchange`], or `None` when the connection is refused or reset on the way (a door at its
+/// connection cap, or closing the connections it held): for polling until a server answers again.
+pub async fn try_exchange(addr: SocketAddr, bytes: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+    let talk = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(bytes.as_ref()).await.ok()?;
+        s.shutdown().await.ok()?;
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.ok()?;
+        Some(all)
+    };
+    timeout(DEADLINE, talk).await.ok().flatten()
+}
+
 /// [`exchange`] as text.
 pub async fn exchange_text(addr: SocketAddr, bytes: impl AsRef<[u8]>) -> String {
     String::from_utf8_lossy(&exchange(addr, bytes).await).into_owned()
