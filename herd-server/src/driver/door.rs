@@ -579,18 +579,32 @@ impl<'de> serde::de::Visitor<'de> for TimeVisitor {
     }
 }
 
+/// Why a body that serde could not read as an IAMAT's JSON is refused.
+fn not_an_iamat(e: serde_json::Error) -> String {
+    format!("the body is not the JSON of an IAMAT: {e}")
+}
+
+/// The location of an IAMAT body's coordinates, once its client id is checked; or why the body is
+/// refused.
+fn checked_location(
+    client: &str,
+    latitude: f64,
+    longitude: f64,
+) -> Result<Location<'static>, String> {
+    if client.is_empty() || client.bytes().any(herd_proto::is_whitespace) {
+        return Err("client: one or more characters, none of them white space".into());
+    }
+    Location::from_degrees(latitude, longitude).ok_or_else(|| {
+        "latitude must be within -90..=90 and longitude within -180..=180".to_owned()
+    })
+}
+
 /// The IAMAT line of a JSON body (at the time `clock` tells when the body gives none), or why there
 /// is none.
 fn iamat_line(body: &[u8], clock: impl FnOnce() -> Timestamp) -> Result<Vec<u8>, String> {
     use std::io::Write as _;
-    let j: IamatJson<'_> = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not the JSON of an IAMAT: {e}"))?;
-    if j.client.is_empty() || j.client.bytes().any(herd_proto::is_whitespace) {
-        return Err("client: one or more characters, none of them white space".into());
-    }
-    let location = Location::from_degrees(j.latitude, j.longitude).ok_or_else(|| {
-        "latitude must be within -90..=90 and longitude within -180..=180".to_owned()
-    })?;
+    let j: IamatJson<'_> = serde_json::from_slice(body).map_err(not_an_iamat)?;
+    let location = checked_location(&j.client, j.latitude, j.longitude)?;
     let mut line = Vec::with_capacity(body.len() + 16);
     line.extend_from_slice(b"IAMAT ");
     line.extend_from_slice(j.client.as_bytes());
@@ -1191,14 +1205,8 @@ mod tests {
 
     /// The line (or the reason) a body got when it was read through a `Value`.
     fn through_value(body: &[u8]) -> Result<Vec<u8>, String> {
-        let j: IamatJson = serde_json::from_slice(body)
-            .map_err(|e| format!("the body is not the JSON of an IAMAT: {e}"))?;
-        if j.client.is_empty() || j.client.bytes().any(herd_proto::is_whitespace) {
-            return Err("client: one or more characters, none of them white space".into());
-        }
-        let location = Location::from_degrees(j.latitude, j.longitude).ok_or_else(|| {
-            "latitude must be within -90..=90 and longitude within -180..=180".to_owned()
-        })?;
+        let j: IamatJson = serde_json::from_slice(body).map_err(not_an_iamat)?;
+        let location = checked_location(&j.client, j.latitude, j.longitude)?;
         let time = match j.time {
             None | Some(Value::Null) => "7.000000000".to_owned(),
             Some(Value::String(s)) => s,

@@ -392,6 +392,22 @@ impl<'a> Held<'a> {
         }
     }
 
+    /// The location (`location`) or client time held at the front of `data`, as numbers (their
+    /// packed bytes, read no further than their heads) or as a text, and what follows it.
+    fn unpack(data: &'a [u8], numbers: bool, location: bool) -> Option<(Held<'a>, &'a [u8])> {
+        if !numbers {
+            return Self::unpack_text(data);
+        }
+        let after = Decimal::skip(data, location)?;
+        let after = if location {
+            Decimal::skip(after, true)?
+        } else {
+            after
+        };
+        let (packed, after) = data.split_at(data.len() - after.len());
+        Some((Held::Numbers { packed, location }, after))
+    }
+
     /// A text held by its length (`u16`) at the front of `data`, and what follows it.
     fn unpack_text(data: &'a [u8]) -> Option<(Held<'a>, &'a [u8])> {
         let (len, rest) = data.split_at_checked(2)?;
@@ -676,32 +692,8 @@ impl Entry {
             rest.split_at_checked(usize::from(len))?
         };
         let (diff, rest) = rest.split_at_checked(usize::from(form >> DIFF_SHIFT & 15))?;
-        let (location, rest) = if form & LOCATION_NUMBERS != 0 {
-            let after = Decimal::skip(Decimal::skip(rest, true)?, true)?;
-            let (packed, after) = rest.split_at(rest.len() - after.len());
-            (
-                Held::Numbers {
-                    packed,
-                    location: true,
-                },
-                after,
-            )
-        } else {
-            Held::unpack_text(rest)?
-        };
-        let (time, _) = if form & TIME_NUMBER != 0 {
-            let after = Decimal::skip(rest, false)?;
-            let (packed, after) = rest.split_at(rest.len() - after.len());
-            (
-                Held::Numbers {
-                    packed,
-                    location: false,
-                },
-                after,
-            )
-        } else {
-            Held::unpack_text(rest)?
-        };
+        let (location, rest) = Held::unpack(rest, form & LOCATION_NUMBERS != 0, true)?;
+        let (time, _) = Held::unpack(rest, form & TIME_NUMBER != 0, false)?;
         Some(Parts {
             server,
             diff: TimeDiff::from_nanos(i128::from(unzigzag(le_u64(diff)))),
