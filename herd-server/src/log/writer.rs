@@ -2,7 +2,8 @@
 //! reopening on SIGHUP, and honest drops when the disk refuses.
 //!
 //! Connections hand whole buffers (many lines each) to [`LogQueue::push`]; the writer thread takes every
-//! buffer queued at once and writes them with one `writev`. The queue counts the bytes it holds, the
+//! buffer queued at once and writes them with one `writev`. A small buffer (a non-pipelined request's
+//! entry) is copied onto the queue's last chunk instead, and its producer keeps it. The queue counts the bytes it holds, the
 //! buffers being written included, so a disk slower than the clients makes connections wait for room
 //! (back-pressure) and the memory held for the log never passes the bound. The writer never touches the
 //! async runtime, so a connection blocked on a full queue always gets room back.
@@ -12,7 +13,7 @@
 //! the writer only when it sleeps with nothing to do, or when [`LogQueue::wake_at`] bytes wait; under load
 //! the writer instead lingers ([`LINGER`]) after each write and takes whatever came meanwhile, so it
 //! runs a few hundred times a second whatever the request rate, and a producer's hand-over is a lock,
-//! a `Vec` push and an unlock.
+//! a `Vec` push or a short copy, and an unlock.
 //!
 //! A write that fails (no space, an I/O error, the folder removed) does not stop the server: the writer
 //! says once on stderr that it is dropping lines, counts them, retries every [`RETRY`] (reopening the
@@ -38,6 +39,10 @@ pub(crate) const LINGER: Duration = Duration::from_millis(2);
 /// A producer wakes a lingering writer early once this many bytes wait (or a quarter of the bound, if
 /// that is less), so a burst is written before it fills the bound.
 const LOG_WAKE_AT: usize = 512 * 1024;
+/// A buffer handed over with at most this many bytes is copied into the queue's last chunk rather
+/// than queued itself (see [`WriterState::push`]); a chunk holds [`CHUNK`] bytes.
+const COPY_MAX: usize = 4 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// Most buffers handed to one `writev` (Linux takes up to 1024).
 const IOV_MAX: usize = 1024;
 /// A writer busy this long on one write (or one reopen) while the queue is full is stuck: producers
@@ -184,8 +189,31 @@ impl WriterState {
         }
         self.bytes += buf.len();
         self.high_water = self.high_water.max(self.bytes);
-        self.bufs.push(buf);
-        Ok(Pushed::Queued(self.spare()))
+        if buf.len() > COPY_MAX {
+            self.bufs.push(buf);
+            return Ok(Pushed::Queued(self.spare()));
+        }
+        // A small buffer (a request or two) is copied onto the end of the queue, and the producer
+        // keeps its own buffer, still in its core's cache. Handing over every small buffer cost a
+        // non-pipelined connection a spare buffer per request (last touched by the writer, on the
+        // other core) and the writer hundreds of short slices a write, each a step of the kernel's
+        // copy.
+        let last = self
+            .bufs
+            .last_mut()
+            .filter(|l| l.capacity() - l.len() >= buf.len());
+        match last {
+            Some(last) => last.extend_from_slice(&buf),
+            None => {
+                let mut chunk = self.spare();
+                chunk.reserve(CHUNK.max(buf.len()));
+                chunk.extend_from_slice(&buf);
+                self.bufs.push(chunk);
+            }
+        }
+        let mut buf = buf;
+        buf.clear();
+        Ok(Pushed::Queued(buf))
     }
 
     fn spare(&mut self) -> Vec<u8> {
@@ -834,23 +862,49 @@ impl<T: Target> Writer<T> {
     /// Writes one batch of buffers, split where a file of `max_bytes` must rotate.
     fn write_batch(&mut self, batch: &[Vec<u8>]) {
         let max = self.max_bytes();
-        let mut start = 0;
-        while start < batch.len() {
-            // As many buffers as fit in the file's room (at least one), so rotation happens
-            // between buffers as it did when each was written alone.
-            let mut end = start + 1;
-            if max > 0 {
-                let mut size = self.target.len() + batch[start].len() as u64;
-                while end < batch.len() && size + batch[end].len() as u64 <= max {
-                    size += batch[end].len() as u64;
-                    end += 1;
-                }
-            } else {
-                end = batch.len();
-            }
-            let bufs: Vec<&[u8]> = batch[start..end].iter().map(Vec::as_slice).collect();
+        if max == 0 {
+            let bufs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
             self.write(&bufs);
-            start = end;
+            return;
+        }
+        // As much as fits in the file's room goes in one write, cut at a line's end, so the file is
+        // rotated between lines and never grown past `max` (a buffer holds many entries: the
+        // queue copies small ones together). A line longer than the room goes alone, whole.
+        let mut group: Vec<&[u8]> = Vec::new();
+        let mut size = self.target.len();
+        for buf in batch {
+            let mut rest = buf.as_slice();
+            while !rest.is_empty() {
+                let room = usize::try_from(max.saturating_sub(size)).unwrap_or(usize::MAX);
+                if rest.len() <= room {
+                    group.push(rest);
+                    size += rest.len() as u64;
+                    break;
+                }
+                let fits = rest[..room]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|i| i + 1);
+                let cut = match fits {
+                    Some(end) => end,
+                    None if group.is_empty() => rest
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(rest.len(), |i| i + 1),
+                    None => 0,
+                };
+                let (head, tail) = rest.split_at(cut);
+                if !head.is_empty() {
+                    group.push(head);
+                }
+                rest = tail;
+                self.write(&group);
+                group.clear();
+                size = self.target.len();
+            }
+        }
+        if !group.is_empty() {
+            self.write(&group);
         }
     }
 
@@ -1089,6 +1143,41 @@ mod tests {
         w.finish();
         let msgs = said.lock().unwrap().clone();
         assert!(msgs[1].contains("2 log lines were lost"), "{msgs:?}");
+    }
+
+    #[test]
+    fn small_buffers_are_copied_onto_the_queue_and_their_producer_keeps_its_own() {
+        let queue = LogQueue::new(1 << 20);
+        let mut mine = Vec::with_capacity(256);
+        let at = mine.as_ptr();
+        let mut want = Vec::new();
+        for i in 0..100 {
+            let line = format!("request {i}\n");
+            want.extend_from_slice(line.as_bytes());
+            mine.extend_from_slice(line.as_bytes());
+            mine = queue.try_push(mine).unwrap();
+            assert_eq!(
+                (mine.as_ptr(), mine.len()),
+                (at, 0),
+                "its own buffer back, empty"
+            );
+        }
+        // A large buffer is queued as it is, and what comes after it starts a new chunk.
+        let large = [vec![b'x'; COPY_MAX], b"\n".to_vec()].concat();
+        want.extend_from_slice(&large);
+        let spare = queue.try_push(large).unwrap();
+        assert!(spare.is_empty());
+        mine.extend_from_slice(b"after\n");
+        want.extend_from_slice(b"after\n");
+        let _ = queue.try_push(mine).unwrap();
+        let s = queue.lock();
+        assert_eq!(
+            s.bufs.len(),
+            3,
+            "the copies, the large buffer, the next copies"
+        );
+        assert_eq!(s.bufs.concat(), want, "every byte, in order");
+        assert_eq!(s.bytes, want.len());
     }
 
     /// A target that takes its time, like a slow disk.
@@ -1343,6 +1432,43 @@ mod tests {
         );
         let text = std::fs::read_to_string(dir.join("Alford.log")).unwrap();
         assert!(text.ends_with("a line that makes it rotate\n"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_buffer_of_many_lines_is_rotated_between_lines_within_max_bytes() {
+        let dir = scratch("rotate-lines");
+        let (mut w, said) = file_writer(&dir, 100, 100);
+        // 30 entries of 20 bytes in one buffer (the queue copies small hand-overs together):
+        // five a file, none cut, none past 100 bytes.
+        let buf: Vec<u8> = (0..30)
+            .flat_map(|i| format!("entry {i:02} of the log\n").into_bytes())
+            .collect();
+        // Then a line longer than a file may be: alone in its file, whole.
+        let long = format!("{}\n", "y".repeat(150)).into_bytes();
+        w.write_batch(&[buf.clone(), long.clone()]);
+        let mut files: Vec<String> = vec!["Alford.log".into()];
+        files.extend((1..=6).map(|n| format!("Alford.log.{n}")));
+        let texts: Vec<Vec<u8>> = files
+            .iter()
+            .rev()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect();
+        assert_eq!(
+            texts.concat(),
+            [buf, long.clone()].concat(),
+            "every byte, in order"
+        );
+        assert_eq!(texts.last().unwrap(), &long);
+        for (f, t) in files.iter().rev().zip(&texts).take(texts.len() - 1) {
+            assert!(
+                t.len() <= 100 && t.ends_with(b"\n"),
+                "{f}: {} bytes",
+                t.len()
+            );
+        }
+        assert!(!dir.join("Alford.log.7").exists());
+        assert!(said.lock().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
