@@ -4,7 +4,8 @@
 # default thread count (one below four cores), two loops (`--threads 2`), tokio's work-stealing runtime
 # with two workers (`--runtime stealing --threads 2`), and the default shape logged with 1,000 clients
 # instead of a million (its table in the CPU's cache) —
-# against Redis PING and Redis SET writing its append-only file (fsync every second). Same generator,
+# against Redis PING, Redis SET writing its append-only file (fsync every second), and a bare line echo
+# on one tokio loop sent PING lines and sent IAMAT lines of the generator's size. Same generator,
 # 50 connections, pipeline 1 and 16, ROUNDS rounds interleaved (every target once per round, so drift
 # hits all alike); the table gives each target's median and the ratios of medians, and the server's CPU
 # time per request (user + system, all its threads: steadier than rates when other work shares the
@@ -39,6 +40,9 @@ RA=$(free_port); start_redis_aof "$RA"; redis_target "redis SET aof" "$RA"
 # The floor of the runtime itself: a bare line echo on one tokio loop, sent PING lines.
 E=$(free_port); "$BIN/examples/line_echo" "127.0.0.1:$E" current >/dev/null 2>&1 & PIDS+=($!); wait_port "$E"
 redis_target "echo, one tokio loop" "$E"
+# The same echo sent IAMAT lines of the generator's size: the floor of moving an IAMAT's bytes (a 59-byte
+# line each way, where herd answers with an AT line of about 80).
+NAMES+=("echo, IAMAT lines"); PORTS+=("$E"); LOGS+=("redis"); SPID+=("${SPID[-1]}")
 # The default shape (on fewer than four cores: one loop), then two threads of each shape.
 herd_pair "loops" "${threads[@]}" --runtime loops
 # The default shape again, logged, its IAMATs cycling through 1,000 clients instead of a million: the
@@ -48,6 +52,7 @@ herd_pair "two loops" --runtime loops --threads 2
 herd_pair "stealing" --runtime stealing --threads 2
 if [ -n "${BASE_BIN:-}" ]; then SERVER="$BASE_BIN" herd_pair "base" "${threads[@]}"; fi
 
+IAMAT_LINE="IAMAT bench-500000 +12.3456-123.4567 $(date +%s).123456789"
 declare -A RESULTS BYTES CPU
 TCK=$(getconf CLK_TCK)
 for r in $(seq 1 "$ROUNDS"); do
@@ -58,6 +63,7 @@ for r in $(seq 1 "$ROUNDS"); do
       t0=$(cpu_ticks "${SPID[$i]}")
       case "${NAMES[$i]}" in
         "redis PING"|"echo, one tokio loop") j=$(bench "$port" -c 50 -P "$P" --raw-line PING) ;;
+        "echo, IAMAT lines") j=$(bench "$port" -c 50 -P "$P" --raw-line "$IAMAT_LINE") ;;
         "redis SET aof") j=$(bench "$port" -c 50 -P "$P" --raw-line "SET k v") ;;
         *) before=0; [ -f "$log" ] && before=$(stat -c %s "$log")
            clients=1000000; [ "${NAMES[$i]}" = "loops logged, 1k clients" ] && clients=1000
@@ -99,8 +105,12 @@ for shape in "loops" "two loops" "stealing" ${BASE_BIN:+base}; do
   done
   echo "$row |"
 done
-for name in "loops logged, 1k clients" "redis PING" "redis SET aof" "echo, one tokio loop"; do
+for name in "loops logged, 1k clients" "redis PING" "redis SET aof" "echo, one tokio loop" "echo, IAMAT lines"; do
   echo "| $name | $(k "$(med "$name" 1)") | | · $(ratio "$(med "$name" 1)" "$(med "redis PING" 1)") | $(k "$(med "$name" 16)") | | · $(ratio "$(med "$name" 16)" "$(med "redis PING" 16)") |"
+done
+echo
+for P in 1 16; do
+  echo "P$P, the default shape against the echo (PING lines · IAMAT lines): logged $(ratio "$(med "loops logged" "$P")" "$(med "echo, one tokio loop" "$P")") · $(ratio "$(med "loops logged" "$P")" "$(med "echo, IAMAT lines" "$P")"), unlogged $(ratio "$(med "loops unlogged" "$P")" "$(med "echo, one tokio loop" "$P")") · $(ratio "$(med "loops unlogged" "$P")" "$(med "echo, IAMAT lines" "$P")")"
 done
 echo
 echo "Server CPU per request (µs, user + system, medians), logged / unlogged:"
@@ -110,7 +120,7 @@ echo "| --- | --- | --- |"
 for shape in "loops" "two loops" "stealing" ${BASE_BIN:+base}; do
   echo "| $shape | $(cpu "$shape logged" 1) / $(cpu "$shape unlogged" 1) | $(cpu "$shape logged" 16) / $(cpu "$shape unlogged" 16) |"
 done
-for name in "loops logged, 1k clients" "redis PING" "redis SET aof" "echo, one tokio loop"; do
+for name in "loops logged, 1k clients" "redis PING" "redis SET aof" "echo, one tokio loop" "echo, IAMAT lines"; do
   echo "| $name | $(cpu "$name" 1) | $(cpu "$name" 16) |"
 done
 echo
