@@ -212,6 +212,12 @@ impl WriterState {
             }
         }
         let mut buf = buf;
+        if buf.capacity() > 2 * COPY_MAX {
+            // A large buffer (from a burst) goes back to the spares rather than stay with a producer
+            // whose hand-overs are small: many connections must not each hold one.
+            self.keep(std::mem::take(&mut buf), limit);
+            return Ok(Pushed::Queued(buf));
+        }
         buf.clear();
         Ok(Pushed::Queued(buf))
     }
@@ -801,11 +807,16 @@ impl<T: Target> Writer<T> {
         true
     }
 
+    /// Whether a file past its size would be rotated now: not while a failed rotation waits for its
+    /// retry (the file then grows past `max_bytes`).
+    fn rotation_due(&self) -> bool {
+        self.rotate_failed
+            .is_none_or(|t| t.elapsed() >= self.config.retry.max(CHECK_PATH))
+    }
+
     fn write_through(&mut self, bufs: &[&[u8]]) {
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        let due = self
-            .rotate_failed
-            .is_none_or(|t| t.elapsed() >= self.config.retry.max(CHECK_PATH));
+        let due = self.rotation_due();
         let max = self.max_bytes();
         let rotate = |len: u64| max > 0 && len > 0 && len + total > max && due;
         if self.target.removed(rotate(self.target.len())) {
@@ -875,7 +886,12 @@ impl<T: Target> Writer<T> {
         for buf in batch {
             let mut rest = buf.as_slice();
             while !rest.is_empty() {
-                let room = usize::try_from(max.saturating_sub(size)).unwrap_or(usize::MAX);
+                // While rotation fails the file grows on: nothing to cut for.
+                let room = if self.rotation_due() {
+                    usize::try_from(max.saturating_sub(size)).unwrap_or(usize::MAX)
+                } else {
+                    usize::MAX
+                };
                 if rest.len() <= room {
                     group.push(rest);
                     size += rest.len() as u64;
@@ -1170,14 +1186,27 @@ mod tests {
         mine.extend_from_slice(b"after\n");
         want.extend_from_slice(b"after\n");
         let _ = queue.try_push(mine).unwrap();
+        // A large buffer with room after it takes the copies that follow.
+        let mut roomy = Vec::with_capacity(4 * COPY_MAX);
+        roomy.resize(COPY_MAX + 1, b'z');
+        want.extend_from_slice(&roomy);
+        let _ = queue.try_push(roomy).unwrap();
+        // A producer's buffer grown large by a burst goes to the spares after a small hand-over;
+        // the producer gets a new, small one.
+        let mut grown = Vec::with_capacity(8 * COPY_MAX);
+        grown.extend_from_slice(b"small\n");
+        want.extend_from_slice(b"small\n");
+        let back = queue.try_push(grown).unwrap();
+        assert_eq!((back.len(), back.capacity()), (0, 0));
         let s = queue.lock();
         assert_eq!(
             s.bufs.len(),
-            3,
-            "the copies, the large buffer, the next copies"
+            4,
+            "the copies, the large buffer, the copies, the roomy one"
         );
         assert_eq!(s.bufs.concat(), want, "every byte, in order");
         assert_eq!(s.bytes, want.len());
+        assert!(s.spares.iter().any(|b| b.capacity() >= 8 * COPY_MAX));
     }
 
     /// A target that takes its time, like a slow disk.
@@ -1554,6 +1583,67 @@ mod tests {
         fn describe(&self) -> String {
             "limited".into()
         }
+    }
+
+    /// A target that cannot rotate (its `.1` is a folder, say), counting its writes.
+    #[derive(Clone, Default)]
+    struct Unrotatable {
+        writes: Arc<AtomicUsize>,
+        taken: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Target for Unrotatable {
+        fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let mut taken = self.taken.lock().unwrap();
+            for b in bufs {
+                taken.extend_from_slice(b);
+            }
+            Ok(())
+        }
+        fn reopen(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> u64 {
+            self.taken.lock().unwrap().len() as u64
+        }
+        fn rotate(&mut self, _keep: usize) -> io::Result<()> {
+            Err(io::Error::other("Alford.log.1 is a folder"))
+        }
+        fn describe(&self) -> String {
+            "unrotatable".into()
+        }
+    }
+
+    #[test]
+    fn while_rotation_fails_a_buffer_of_many_lines_is_not_written_a_line_at_a_time() {
+        let t = Unrotatable::default();
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = said.clone();
+        let mut w = Writer::new(
+            t.clone(),
+            WriterConfig {
+                name: "Alford".into(),
+                max_bytes: 100,
+                keep: 1,
+                retry: Duration::ZERO,
+                dropped: Default::default(),
+            },
+            Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
+        );
+        let buf: Vec<u8> = (0..30)
+            .flat_map(|i| format!("entry {i:02} of the log\n").into_bytes())
+            .collect();
+        w.write_batch(std::slice::from_ref(&buf));
+        // Five lines fill the file; the sixth finds rotation failing and goes on past the size;
+        // the other 24 follow in one write, not one write each.
+        assert_eq!(t.writes.load(Ordering::SeqCst), 3);
+        assert_eq!(*t.taken.lock().unwrap(), buf);
+        let msgs = said.lock().unwrap().clone();
+        assert!(
+            msgs.len() == 1 && msgs[0].contains("cannot rotate"),
+            "{msgs:?}"
+        );
     }
 
     #[test]
