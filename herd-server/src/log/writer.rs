@@ -1057,16 +1057,20 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    /// A target that refuses writes while `full` is set, and remembers what it took.
+    /// A target that refuses writes while `full` is set, and rotations while `unrotatable` is (its
+    /// `.1` a folder, say); it remembers what it took and counts its writes.
     #[derive(Clone, Default)]
     struct Flaky {
         full: Arc<std::sync::atomic::AtomicBool>,
+        unrotatable: Arc<std::sync::atomic::AtomicBool>,
         taken: Arc<Mutex<Vec<u8>>>,
         reopens: Arc<AtomicUsize>,
+        writes: Arc<AtomicUsize>,
     }
 
     impl Target for Flaky {
         fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
             if self.full.load(Ordering::SeqCst) {
                 return Err(io::Error::from_raw_os_error(28)); // ENOSPC
             }
@@ -1084,6 +1088,9 @@ mod tests {
             self.taken.lock().unwrap().len() as u64
         }
         fn rotate(&mut self, _keep: usize) -> io::Result<()> {
+            if self.unrotatable.load(Ordering::SeqCst) {
+                return Err(io::Error::other("Alford.log.1 is a folder"));
+            }
             Ok(())
         }
         fn describe(&self) -> String {
@@ -1585,39 +1592,10 @@ mod tests {
         }
     }
 
-    /// A target that cannot rotate (its `.1` is a folder, say), counting its writes.
-    #[derive(Clone, Default)]
-    struct Unrotatable {
-        writes: Arc<AtomicUsize>,
-        taken: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl Target for Unrotatable {
-        fn write(&mut self, bufs: &[&[u8]]) -> io::Result<()> {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-            let mut taken = self.taken.lock().unwrap();
-            for b in bufs {
-                taken.extend_from_slice(b);
-            }
-            Ok(())
-        }
-        fn reopen(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-        fn len(&self) -> u64 {
-            self.taken.lock().unwrap().len() as u64
-        }
-        fn rotate(&mut self, _keep: usize) -> io::Result<()> {
-            Err(io::Error::other("Alford.log.1 is a folder"))
-        }
-        fn describe(&self) -> String {
-            "unrotatable".into()
-        }
-    }
-
     #[test]
     fn while_rotation_fails_a_buffer_of_many_lines_is_not_written_a_line_at_a_time() {
-        let t = Unrotatable::default();
+        let t = Flaky::default();
+        t.unrotatable.store(true, Ordering::SeqCst);
         let said = Arc::new(Mutex::new(Vec::<String>::new()));
         let s = said.clone();
         let mut w = Writer::new(
