@@ -1099,14 +1099,23 @@ mod tests {
     }
 
     fn writer(t: Flaky) -> (Writer<Flaky>, Arc<Mutex<Vec<String>>>) {
+        rotating_writer(t, 0, 0)
+    }
+
+    /// A writer to `t` rotating at `max_bytes` (0: never), and what it says on stderr.
+    fn rotating_writer<T: Target>(
+        t: T,
+        max_bytes: u64,
+        keep: usize,
+    ) -> (Writer<T>, Arc<Mutex<Vec<String>>>) {
         let said = Arc::new(Mutex::new(Vec::new()));
         let s = said.clone();
         let w = Writer::new(
             t,
             WriterConfig {
                 name: "Alford".into(),
-                max_bytes: 0,
-                keep: 0,
+                max_bytes,
+                keep,
                 retry: Duration::ZERO,
                 dropped: Default::default(),
             },
@@ -1596,19 +1605,7 @@ mod tests {
     fn while_rotation_fails_a_buffer_of_many_lines_is_not_written_a_line_at_a_time() {
         let t = Flaky::default();
         t.unrotatable.store(true, Ordering::SeqCst);
-        let said = Arc::new(Mutex::new(Vec::<String>::new()));
-        let s = said.clone();
-        let mut w = Writer::new(
-            t.clone(),
-            WriterConfig {
-                name: "Alford".into(),
-                max_bytes: 100,
-                keep: 1,
-                retry: Duration::ZERO,
-                dropped: Default::default(),
-            },
-            Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
-        );
+        let (mut w, said) = rotating_writer(t.clone(), 100, 1);
         let buf: Vec<u8> = (0..30)
             .flat_map(|i| format!("entry {i:02} of the log\n").into_bytes())
             .collect();
@@ -1627,19 +1624,7 @@ mod tests {
     #[test]
     fn a_file_too_large_is_rotated_away_when_rotation_is_on() {
         let t = Limited::default();
-        let said = Arc::new(Mutex::new(Vec::<String>::new()));
-        let s = said.clone();
-        let mut w = Writer::new(
-            t.clone(),
-            WriterConfig {
-                name: "Alford".into(),
-                max_bytes: 1000,
-                keep: 1,
-                retry: Duration::ZERO,
-                dropped: Default::default(),
-            },
-            Box::new(move |m| s.lock().unwrap().push(m.to_owned())),
-        );
+        let (mut w, said) = rotating_writer(t.clone(), 1000, 1);
         let hundred = [b"x".repeat(99), b"\n".to_vec()].concat();
         w.write(&[hundred.as_slice(), hundred.as_slice()]);
         w.write(&[b"refused\n".as_slice()]);
